@@ -1,0 +1,1 @@
+"""Pure DICOM helpers: tag parsing, safe path keys, grinders, dataset factories."""

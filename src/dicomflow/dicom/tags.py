@@ -1,0 +1,32 @@
+"""Tag parsing: accept a tag as an int, a keyword, a ``(gggg,eeee)`` string or a
+pydicom ``BaseTag``, and give back a pydicom ``BaseTag``."""
+
+from collections.abc import Iterable
+
+from pydicom.datadict import tag_for_keyword
+from pydicom.tag import BaseTag, Tag
+
+from dicomflow.errors import PipelineDefinitionError
+
+TagLike = int | str | BaseTag
+
+
+def parse_tag(value: TagLike) -> BaseTag:
+    """Return ``value`` as a tag.
+
+    Raises:
+        PipelineDefinitionError: if ``value`` is neither a known keyword nor a tag number.
+    """
+    if isinstance(value, str):
+        number = tag_for_keyword(value)
+        if number is not None:
+            return Tag(number)
+    try:
+        return Tag(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise PipelineDefinitionError(f'"{value}" is neither a DICOM keyword nor a tag.') from exc
+
+
+def parse_tags(values: Iterable[TagLike]) -> list[BaseTag]:
+    """Return every value of ``values`` as a tag."""
+    return [parse_tag(value) for value in values]

@@ -1,0 +1,42 @@
+"""Exceptions raised by dicomflow.
+
+Every exception derives from :class:`DicomflowError`; each subclass also
+inherits the built-in exception that matches its meaning, so callers can catch
+either.
+"""
+
+
+class DicomflowError(Exception):
+    """Base class of every dicomflow error."""
+
+
+class InvalidKeyError(DicomflowError, ValueError):
+    """A DICOM value cannot be turned into a safe on-disk key."""
+
+
+class PipelineDefinitionError(DicomflowError, TypeError):
+    """A pipeline or input class is declared wrongly."""
+
+
+class PipelineLoadError(DicomflowError, ImportError):
+    """A pipeline file cannot be loaded."""
+
+
+class SpoolError(DicomflowError, OSError):
+    """An instance could not be stored durably in the spool."""
+
+
+class ProcessingError(DicomflowError, RuntimeError):
+    """Processing of a round failed (exception, crash or timeout)."""
+
+
+class ExportError(DicomflowError, ConnectionError):
+    """Results could not be delivered to an endpoint."""
+
+
+class PeerUnreachableError(DicomflowError, ConnectionError):
+    """A DICOM peer refused or did not answer an association."""
+
+
+class PortInUseError(DicomflowError, OSError):
+    """The node's listening port is already taken."""

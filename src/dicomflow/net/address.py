@@ -1,0 +1,39 @@
+"""The address of a DICOM application entity."""
+
+from dataclasses import dataclass
+
+AE_TITLE_MAX_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a DICOM peer listens: ``Address(ip="127.0.0.1", port=104, ae_title="PACS")``."""
+
+    ip: str
+    port: int
+    ae_title: str = "ANY-SCP"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ValueError(f'Address port "{self.port}" is not a port number (0-65535).')
+        if not valid_ae_title(self.ae_title):
+            raise ValueError(
+                f'Address AE title "{self.ae_title}" must be 1-16 printable ASCII characters '
+                "without backslash."
+            )
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.ip}:{self.port}"
+
+
+def valid_ae_title(title: object) -> bool:
+    """Tell whether ``title`` is a valid AE title (PS3.5: 1-16 chars, no ``\\``)."""
+    if not isinstance(title, str):
+        return False
+    stripped = title.strip()
+    return (
+        0 < len(stripped) <= AE_TITLE_MAX_LENGTH
+        and stripped.isascii()
+        and stripped.isprintable()
+        and "\\" not in stripped
+    )

@@ -1,0 +1,206 @@
+"""The node's SCP: a pynetdicom server answering C-ECHO and C-STORE.
+
+The server only moves bytes and statuses. What happens to an instance is the
+business of the ``on_store`` callback, which returns a DICOM status; any
+exception it raises becomes a failure status and a log line, never a crash.
+"""
+
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicomflow.errors import PortInUseError
+from dicomflow.net.address import valid_ae_title
+from dicomflow.net.contexts import storage_contexts
+from dicomflow.net.socket import tune_accepted_socket
+
+logger = logging.getLogger(__name__)
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC210
+STATUS_PROCESSING_FAILURE = 0x0110
+STATUS_FAILED = 0xC001
+
+
+@dataclass
+class ReceivedInstance:
+    """One C-STORE request as the node sees it."""
+
+    association_id: int
+    calling_ae_title: str
+    peer_ip: str
+    event: Any = field(repr=False)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The decoded dataset (decoding errors surface here)."""
+        dataset: Dataset = self.event.dataset
+        return dataset
+
+    def encoded(self) -> bytes:
+        """The instance as Part-10 bytes, exactly as received, with file meta."""
+        return bytes(self.event.encoded_dataset())
+
+
+StoreCallback = Callable[[ReceivedInstance], int]
+ReleaseCallback = Callable[[int], None]
+
+
+@dataclass
+class AccessPolicy:
+    """Which calling AE titles and peer IP networks may associate (empty = all)."""
+
+    ae_titles: frozenset[str] = frozenset()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def build(cls, ae_titles: Iterable[str], ips: Iterable[str]) -> "AccessPolicy":
+        titles = frozenset(title.strip() for title in ae_titles)
+        bad = [title for title in titles if not valid_ae_title(title)]
+        if bad:
+            raise ValueError(f'allowed_ae_titles: "{bad[0]}" is not a valid AE title.')
+        try:
+            networks = tuple(ipaddress.ip_network(ip, strict=False) for ip in ips)
+        except ValueError as exc:
+            raise ValueError(f"allowed_ips: {exc}.") from exc
+        return cls(titles, networks)
+
+    def allows_ip(self, ip: str) -> bool:
+        if not self.networks:
+            return True
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    def allows_ae_title(self, title: str) -> bool:
+        return not self.ae_titles or title.strip() in self.ae_titles
+
+
+class _Server(ThreadedAssociationServer):  # type: ignore[misc]
+    """pynetdicom's threaded server with socket tuning and an IP allow-list."""
+
+    policy: AccessPolicy = AccessPolicy()
+    on_refused: Callable[[str, str], None] | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        tune_accepted_socket(connection)
+        return connection, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        ip = str(client_address[0])
+        if self.policy.allows_ip(ip):
+            return True
+        logger.warning("refused connection from %s: IP address not in allowed_ips", ip)
+        if self.on_refused is not None:
+            self.on_refused("ip", ip)
+        return False
+
+
+class StoreSCP:
+    """A running C-STORE/C-ECHO server; stop it with :meth:`close`."""
+
+    def __init__(
+        self,
+        *,
+        ae_title: str,
+        ip: str,
+        port: int,
+        on_store: StoreCallback,
+        on_release: ReleaseCallback | None = None,
+        policy: AccessPolicy | None = None,
+        on_refused: Callable[[str, str], None] | None = None,
+        maximum_pdu_size: int = 0,
+    ) -> None:
+        self._on_store = on_store
+        self._on_release = on_release
+        self._on_refused = on_refused
+        self.policy = policy or AccessPolicy()
+        self._ae = AE(ae_title=ae_title)
+        self._ae.maximum_pdu_size = maximum_pdu_size
+        self._ae.network_timeout = 60
+        self._ae.dimse_timeout = 60
+        self._ae.maximum_associations = 64
+        if self.policy.ae_titles:
+            self._ae.require_calling_aet = sorted(self.policy.ae_titles)
+        self._server = self._start(ip, port)
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when asked for port 0)."""
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        """Stop accepting associations and wait for the server thread to end."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _start(self, ip: str, port: int) -> _Server:
+        handlers = [
+            (evt.EVT_C_STORE, self._handle_store),
+            (evt.EVT_C_ECHO, _handle_echo),
+            (evt.EVT_RELEASED, self._handle_release),
+            (evt.EVT_ABORTED, self._handle_release),
+            (evt.EVT_REJECTED, self._handle_rejected),
+        ]
+        try:
+            server: _Server = self._ae.make_server(
+                (ip, port),
+                contexts=storage_contexts(),
+                evt_handlers=handlers,
+                server_class=_Server,
+            )
+        except OSError as exc:
+            raise PortInUseError(f"Cannot listen on {ip}:{port}: {exc.strerror}.") from exc
+        server.policy = self.policy
+        server.on_refused = self._on_refused
+        thread = threading.Thread(target=server.serve_forever, name="dicomflow-scp", daemon=True)
+        thread.start()
+        self._ae._servers.append(server)
+        return server
+
+    def _handle_store(self, event: Any) -> int:
+        assoc = event.assoc
+        instance = ReceivedInstance(
+            association_id=id(assoc),
+            calling_ae_title=str(assoc.requestor.ae_title).strip(),
+            peer_ip=str(assoc.requestor.address),
+            event=event,
+        )
+        try:
+            return self._on_store(instance)
+        except MemoryError:
+            logger.exception("association %s: out of memory storing an instance", id(assoc))
+            return STATUS_OUT_OF_RESOURCES
+        except Exception:
+            logger.exception("association %s: storing an instance failed", id(assoc))
+            return STATUS_FAILED
+
+    def _handle_release(self, event: Any) -> None:
+        if self._on_release is None:
+            return
+        try:
+            self._on_release(id(event.assoc))
+        except Exception:
+            logger.exception("association %s: release handler failed", id(event.assoc))
+
+    def _handle_rejected(self, event: Any) -> None:
+        title = str(event.assoc.requestor.ae_title).strip()
+        logger.warning("rejected association from AE title %r", title)
+        if self._on_refused is not None:
+            self._on_refused("ae_title", title)
+
+
+def _handle_echo(event: Any) -> int:
+    return STATUS_SUCCESS

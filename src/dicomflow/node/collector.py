@@ -1,0 +1,68 @@
+"""The collector: offers each instance to every input, per patient, and tells when a
+patient's inputs are all complete."""
+
+import logging
+import threading
+from pathlib import Path
+
+from pydicom import Dataset
+
+from dicomflow.node.input import AbstractInput
+
+logger = logging.getLogger(__name__)
+
+Members = dict[str, dict[str, Path]]
+
+
+class Collector:
+    """In-memory state of the patients whose instances wait in the spool."""
+
+    def __init__(self, inputs: dict[str, type[AbstractInput]]) -> None:
+        self._inputs = inputs
+        self._probes = {name: cls() for name, cls in inputs.items()}
+        self._patients: dict[str, dict[str, AbstractInput]] = {}
+        self._lock = threading.RLock()
+
+    def wanted_by(self, dataset: Dataset) -> list[str]:
+        """Names of the inputs that accept ``dataset``."""
+        return [name for name, probe in self._probes.items() if probe.accepts(dataset)]
+
+    def add(
+        self, patient_key: str, names: list[str], uid: str, header: Dataset, path: Path
+    ) -> None:
+        """Hold an instance in the named inputs of ``patient_key``."""
+        with self._lock:
+            inputs = self._patients.get(patient_key)
+            if inputs is None:
+                inputs = {name: cls() for name, cls in self._inputs.items()}
+                self._patients[patient_key] = inputs
+            for name in names:
+                inputs[name].add_image(uid, header, path)
+
+    def patients(self) -> list[str]:
+        with self._lock:
+            return list(self._patients)
+
+    def state(self, patient_key: str) -> dict[str, int]:
+        """Number of instances per input of ``patient_key`` (empty if none)."""
+        with self._lock:
+            inputs = self._patients.get(patient_key, {})
+            return {name: item.images for name, item in inputs.items()}
+
+    def take_if_complete(self, patient_key: str) -> Members | None:
+        """If every input of ``patient_key`` validates, forget them and return their
+        instances (input -> uid -> path); otherwise return ``None``."""
+        with self._lock:
+            inputs = self._patients.get(patient_key)
+            if inputs is None or not all(_validates(n, i, patient_key) for n, i in inputs.items()):
+                return None
+            del self._patients[patient_key]
+            return {name: dict(item.paths) for name, item in inputs.items()}
+
+
+def _validates(name: str, item: AbstractInput, patient_key: str) -> bool:
+    try:
+        return bool(item.validate())
+    except Exception:
+        logger.exception("patient %s: validate() of input %r raised", patient_key[:12], name)
+        return False

@@ -1,0 +1,278 @@
+"""The running node: wires the SCP, spool, collector, trigger, runner and outbox.
+
+Data directory layout (no raw DICOM value ever becomes a path)::
+
+    spool/incoming/{patient_key}/{sop_instance_uid}.dcm   received, waiting
+    rounds/{round_id}/                                    complete, being processed
+    failed/{round_id}/                                    failed: inputs, error.json, process.log
+    outbox/{round_id}-{n}/                                results waiting for a peer
+"""
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset, dcmread
+
+from dicomflow.dicom.header import header_of
+from dicomflow.dicom.keys import InvalidKeyError, shorten, value_key
+from dicomflow.dicom.tags import parse_tag
+from dicomflow.errors import SpoolError
+from dicomflow.net.address import Address
+from dicomflow.net.scp import (
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_SUCCESS,
+    AccessPolicy,
+    ReceivedInstance,
+    StoreSCP,
+)
+from dicomflow.node.collector import Collector
+from dicomflow.node.outbox import Outbox
+from dicomflow.node.output import OUTPUT_MANIFEST
+from dicomflow.node.reference import PipelineRef
+from dicomflow.node.round import Round, RoundStore
+from dicomflow.node.runner import Outcome, Runner
+from dicomflow.node.spool import Spool
+from dicomflow.node.trigger import Trigger
+from dicomflow.settings import NodeSettings
+
+logger = logging.getLogger(__name__)
+
+DONE_MARKER = "DONE"
+
+
+@dataclass
+class NodeCounters:
+    """What the node has done since it started."""
+
+    received: int = 0
+    refused: int = 0
+    discarded: int = 0
+    rounds_started: int = 0
+    rounds_succeeded: int = 0
+    rounds_failed: int = 0
+    delivered: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + amount)
+
+
+class Node:
+    """One pipeline's node. ``start()`` resumes unfinished work, then serves."""
+
+    def __init__(self, pipeline_class: Any, settings: NodeSettings) -> None:
+        self.pipeline_class = pipeline_class
+        self.settings = settings
+        self.name = f"{pipeline_class.__module__}.{pipeline_class.__qualname__}"
+        self.counters = NodeCounters()
+        root = settings.data_directory.resolve()
+        self.spool = Spool(root / "spool", fsync=settings.fsync)
+        self.rounds = RoundStore(root, self.spool)
+        self.collector = Collector(pipeline_class.input)
+        self.trigger = Trigger(self._check_patient, settings.quiet_period_s)
+        self.outbox = Outbox(
+            root / "outbox",
+            calling_ae_title=settings.ae_title,
+            retries=settings.export_retries,
+            backoff_s=settings.export_backoff_s,
+            retry_interval_s=settings.outbox_retry_interval_s,
+            on_delivered=lambda _item: self.counters.add("delivered"),
+        )
+        self._patient_tag = parse_tag(pipeline_class.patient_identifier_tag)
+        self._round_lock = threading.Lock()
+        self.scp: StoreSCP | None = None
+        self.runner: Runner | None = None
+
+    @property
+    def port(self) -> int:
+        return self.scp.port if self.scp is not None else self.settings.port
+
+    def start(self) -> None:
+        """Resume what a previous run left, then accept associations."""
+        policy = AccessPolicy.build(self.settings.allowed_ae_titles, self.settings.allowed_ips)
+        if not (policy.ae_titles or policy.networks):
+            logger.warning("no allowed_ae_titles or allowed_ips: accepting every peer")
+        self.runner = Runner(
+            PipelineRef.of(self.pipeline_class),
+            workers=self.settings.workers,
+            timeout_s=self.settings.processing_timeout_s,
+            log_level=self.settings.log_level,
+            on_done=self._round_done,
+            on_started=lambda _job: self.counters.add("rounds_started"),
+        )
+        recovered = self._recover()
+        self.trigger.start()
+        self.outbox.start()
+        self.scp = StoreSCP(
+            ae_title=self.settings.ae_title,
+            ip=self.settings.ip,
+            port=self.settings.port,
+            on_store=self._on_store,
+            on_release=self.trigger.released,
+            policy=policy,
+            on_refused=lambda reason, _value: self.counters.add("refused"),
+        )
+        for patient_key in recovered:
+            self.trigger.request(patient_key)
+        logger.info(
+            "node %s listening on %s:%d as %s", self.name, self.settings.ip, self.port,
+            self.settings.ae_title,
+        )
+
+    def stop(self) -> None:
+        """Stop serving; unfinished work stays on disk for the next start."""
+        if self.scp is not None:
+            self.scp.close()
+        self.trigger.stop()
+        if self.runner is not None:
+            self.runner.shutdown()
+        self.outbox.stop()
+        logger.info("node %s stopped", self.name)
+
+    # -- receiving -----------------------------------------------------------------
+
+    def _on_store(self, instance: ReceivedInstance) -> int:
+        try:
+            dataset = instance.dataset
+            uid = str(dataset.SOPInstanceUID)
+        except Exception as exc:
+            logger.warning("association %s: cannot decode instance: %s", instance.association_id, exc)
+            self.counters.add("refused")
+            return STATUS_CANNOT_UNDERSTAND
+        return self._keep(instance, dataset, uid)
+
+    def _keep(self, instance: ReceivedInstance, dataset: Dataset, uid: str) -> int:
+        names = self.collector.wanted_by(dataset)
+        if not names:
+            logger.info("instance %s matches no input of %s; not kept", shorten(uid), self.name)
+            self.counters.add("discarded")
+            return STATUS_SUCCESS
+        patient_key = value_key(self._patient_value(dataset))
+        try:
+            path = self.spool.store(patient_key, uid, instance.encoded())
+        except InvalidKeyError as exc:
+            logger.warning("association %s: refused instance: %s", instance.association_id, exc)
+            self.counters.add("refused")
+            return STATUS_CANNOT_UNDERSTAND
+        except SpoolError:
+            logger.exception("instance %s: cannot store it durably", shorten(uid))
+            return STATUS_OUT_OF_RESOURCES
+        self.collector.add(patient_key, names, uid, header_of(dataset), path)
+        self.trigger.arrived(instance.association_id, patient_key)
+        self.counters.add("received")
+        return STATUS_SUCCESS
+
+    def _patient_value(self, dataset: Dataset) -> object:
+        element = dataset.get(self._patient_tag)
+        return None if element is None else element.value
+
+    # -- rounds --------------------------------------------------------------------
+
+    def _check_patient(self, patient_key: str) -> None:
+        with self._round_lock:
+            members = self.collector.take_if_complete(patient_key)
+            if members is None:
+                return
+            job = self.rounds.create(self.name, patient_key, members)
+        count = sum(len(paths) for paths in members.values())
+        logger.info("round %s: patient %s complete with %d instance(s)", job.round_id, patient_key[:12], count)
+        self._submit(job)
+
+    def _submit(self, job: Round) -> None:
+        if self.runner is not None:
+            self.runner.submit(job)
+
+    def _round_done(self, job: Round, outcome: Outcome) -> None:
+        if not outcome.ok:
+            target = self.rounds.fail(job, outcome.error)
+            self.counters.add("rounds_failed")
+            logger.error("round %s failed; inputs kept in %s: %s", job.round_id, target, outcome.error)
+            return
+        (job.directory / DONE_MARKER).touch()
+        self._export(job)
+        self.counters.add("rounds_succeeded")
+        logger.info("round %s: processed in %.2fs", job.round_id, outcome.duration_s)
+
+    def _export(self, job: Round) -> None:
+        manifest_path = job.output_dir / OUTPUT_MANIFEST
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"outputs": []}
+        for entry in manifest["outputs"]:
+            folder = job.output_dir / entry["folder"]
+            if not folder.exists():
+                continue
+            if entry["kind"] == "dicom":
+                self.outbox.add(f"{job.round_id}-{entry['folder']}", folder, entry)
+            else:
+                _deliver_files(folder, Path(entry["path"]))
+        if self.settings.keep_inputs:
+            self._keep_processed(job)
+        self.rounds.finish(job)
+
+    def _keep_processed(self, job: Round) -> None:
+        target = self.settings.data_directory.resolve() / "processed" / job.round_id
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(job.instances_dir, target)
+
+    # -- recovery ------------------------------------------------------------------
+
+    def _recover(self) -> set[str]:
+        moved = self.rounds.recover_partial()
+        patients: set[str] = set()
+        for patient_key, path in self.spool.instances():
+            if self._recover_instance(patient_key, path):
+                patients.add(patient_key)
+        pending = self.rounds.pending()
+        for job in pending:
+            if (job.directory / DONE_MARKER).exists():
+                self._export(job)
+            else:
+                self._submit(job)
+        if moved or patients or pending:
+            logger.info(
+                "recovered %d patient(s) from the spool and %d unfinished round(s)",
+                len(patients), len(pending),
+            )
+        return patients
+
+    def _recover_instance(self, patient_key: str, path: Path) -> bool:
+        try:
+            header = dcmread(path, stop_before_pixels=True)
+            uid = str(header.SOPInstanceUID)
+        except Exception as exc:
+            logger.error("spool file %s is unreadable (%s); left in place", path, exc)
+            return False
+        names = self.collector.wanted_by(header)
+        if not names:
+            return False
+        self.collector.add(patient_key, names, uid, header, path)
+        return True
+
+
+def _deliver_files(folder: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for path in folder.glob("*.dcm"):
+        shutil.copyfile(path, target / f".{path.name}.part")
+        os.replace(target / f".{path.name}.part", target / path.name)
+    logger.info("results written to %s", target)
+
+
+def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return bool(predicate())
+
+
+__all__ = ["Address", "Node"]

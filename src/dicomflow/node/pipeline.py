@@ -1,0 +1,171 @@
+"""``AbstractPipeline``: a DICOM node declared as a class.
+
+Subclass it, set the class attributes, declare inputs and a nested
+``Processor``, then ``MyPipeline().open()`` (or ``dicomflow serve file.py``).
+"""
+
+import inspect
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+from dicomflow.dicom.tags import TagLike, parse_tag
+from dicomflow.errors import PipelineDefinitionError
+from dicomflow.logs import configure_logging
+from dicomflow.net.address import Address
+from dicomflow.node.input import AbstractInput
+from dicomflow.node.processor import AbstractProcessor, LegacyProcessor
+from dicomflow.settings import NodeSettings, build_settings
+
+logger = logging.getLogger(__name__)
+
+SETTING_ATTRIBUTES = {
+    "ip": "ip",
+    "port": "port",
+    "ae_title": "ae_title",
+    "root_data_directory": "data_directory",
+    "log_path": "log_path",
+    "log_level": "log_level",
+    "allowed_ae_titles": "allowed_ae_titles",
+    "allowed_ips": "allowed_ips",
+    "quiet_period_s": "quiet_period_s",
+    "processing_timeout_s": "processing_timeout_s",
+    "workers": "workers",
+    "export_retries": "export_retries",
+    "export_backoff_s": "export_backoff_s",
+    "outbox_retry_interval_s": "outbox_retry_interval_s",
+    "keep_inputs": "keep_inputs",
+}
+
+
+class AbstractPipeline:
+    """Subclass and set the attributes below; see the README's reference."""
+
+    ip: ClassVar[str | None] = None
+    port: ClassVar[int | None] = None
+    ae_title: ClassVar[str] = "DICOMFLOW"
+    input: ClassVar[dict[str, type[AbstractInput]]] = {}
+    endpoints: ClassVar[list[Address]] = []
+    root_data_directory: ClassVar[str | Path | None] = None
+    patient_identifier_tag: ClassVar[TagLike] = 0x00100020
+    log_path: ClassVar[str | Path | None] = None
+    log_level: ClassVar[str | None] = None
+    allowed_ae_titles: ClassVar[list[str] | None] = None
+    allowed_ips: ClassVar[list[str] | None] = None
+    quiet_period_s: ClassVar[float | None] = None
+    processing_timeout_s: ClassVar[float | None] = None
+    workers: ClassVar[int | None] = None
+    export_retries: ClassVar[int | None] = None
+    export_backoff_s: ClassVar[float | None] = None
+    outbox_retry_interval_s: ClassVar[float | None] = None
+    keep_inputs: ClassVar[bool | None] = None
+    Processor: ClassVar[type[AbstractProcessor]] = LegacyProcessor
+
+    def __init__(self, *, start: bool | None = None, **overrides: Any) -> None:
+        check_pipeline(type(self))
+        self.settings = pipeline_settings(type(self), **overrides)
+        self.node: Any = None
+        self._opened = False
+        if start or (start is None and _constructed_as_script(type(self))):
+            self.open()
+
+    def open(self, blocking: bool = True) -> None:
+        """Start the node; if ``blocking``, serve until SIGINT/SIGTERM, then close."""
+        if self._opened:
+            return
+        self._opened = True
+        from dicomflow.node.node import Node
+
+        configure_logging(self.settings.log_level, self.settings.log_path)
+        self.node = Node(type(self), self.settings)
+        self.node.start()
+        if blocking:
+            _wait_for_signal()
+            self.close()
+
+    def close(self) -> None:
+        """Stop the node (pending work stays on disk and resumes at the next start)."""
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
+
+
+def pipeline_settings(pipeline_class: type[AbstractPipeline], **overrides: Any) -> NodeSettings:
+    """Build node settings from the class attributes, overridden by ``overrides``."""
+    values = {
+        setting: getattr(pipeline_class, attribute)
+        for attribute, setting in SETTING_ATTRIBUTES.items()
+    }
+    values.update(overrides)
+    return build_settings(**values)
+
+
+def check_pipeline(pipeline_class: type[AbstractPipeline]) -> None:
+    """Raise :class:`PipelineDefinitionError` naming the class and attribute if wrong."""
+    name = pipeline_class.__qualname__
+    inputs = pipeline_class.input
+    if not isinstance(inputs, dict) or not inputs:
+        raise PipelineDefinitionError(f"{name}.input must be a non-empty dict of name -> input class.")
+    for key, value in inputs.items():
+        if not (inspect.isclass(value) and issubclass(value, AbstractInput)):
+            raise PipelineDefinitionError(
+                f'{name}.input["{key}"] must be an AbstractInput subclass (the class, not an '
+                f"instance); got {value!r}."
+            )
+        value.check_definition(key)
+    _check_endpoints(pipeline_class)
+    _check_processor(pipeline_class)
+    try:
+        parse_tag(pipeline_class.patient_identifier_tag)
+    except PipelineDefinitionError as exc:
+        raise PipelineDefinitionError(f"{name}.patient_identifier_tag: {exc}") from exc
+
+
+def _check_endpoints(pipeline_class: type[AbstractPipeline]) -> None:
+    endpoints = pipeline_class.endpoints
+    name = pipeline_class.__qualname__
+    if not isinstance(endpoints, list | tuple):
+        raise PipelineDefinitionError(f"{name}.endpoints must be a list of Address.")
+    for index, address in enumerate(endpoints):
+        if not isinstance(address, Address):
+            raise PipelineDefinitionError(
+                f"{name}.endpoints[{index}] must be an Address(ip, port, ae_title); got {address!r}."
+            )
+
+
+def _check_processor(pipeline_class: type[AbstractPipeline]) -> None:
+    name = pipeline_class.__qualname__
+    processor = pipeline_class.Processor
+    if not (inspect.isclass(processor) and issubclass(processor, AbstractProcessor)):
+        raise PipelineDefinitionError(f"{name}.Processor must be an AbstractProcessor subclass.")
+    legacy = processor is LegacyProcessor
+    if legacy and not callable(getattr(pipeline_class, "process", None)):
+        raise PipelineDefinitionError(
+            f"{name} must define a nested class Processor(AbstractProcessor) with process()."
+        )
+    if not legacy and processor.process is AbstractProcessor.process:
+        raise PipelineDefinitionError(f"{name}.Processor must implement process().")
+
+
+def _constructed_as_script(pipeline_class: type) -> bool:
+    """True for the seed style ``MyPipeline()`` at the bottom of ``python file.py``."""
+    if pipeline_class.__module__ != "__main__":
+        return False
+    main_file = getattr(sys.modules["__main__"], "__file__", None)
+    return main_file is not None and Path(main_file).resolve() == Path(sys.argv[0]).resolve()
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

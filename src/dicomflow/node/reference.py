@@ -1,0 +1,65 @@
+"""A picklable reference to a pipeline class, resolvable in a worker process."""
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from dicomflow.errors import PipelineLoadError
+
+
+@dataclass(frozen=True)
+class PipelineRef:
+    """Where a pipeline class lives: module name, qualified name and source file."""
+
+    module: str
+    qualname: str
+    path: str | None = None
+
+    @classmethod
+    def of(cls, pipeline_class: type) -> "PipelineRef":
+        module = sys.modules.get(pipeline_class.__module__)
+        path = getattr(module, "__file__", None)
+        return cls(pipeline_class.__module__, pipeline_class.__qualname__, path)
+
+    def resolve(self) -> Any:
+        """Return the class, importing its module (or loading its file) if needed."""
+        target: Any = self._module()
+        for part in self.qualname.split("."):
+            target = getattr(target, part)
+        return target
+
+    def _module(self) -> ModuleType:
+        names = ["__mp_main__", "__main__"] if self.module in ("__main__", "__mp_main__") else []
+        for name in [*names, self.module]:
+            module = sys.modules.get(name)
+            if module is not None and _defines(module, self.qualname):
+                return module
+        if not names:
+            try:
+                return importlib.import_module(self.module)
+            except ImportError:
+                if self.path is None:
+                    raise
+        return load_module_from_file(self.path or "", "__mp_main__" if names else self.module)
+
+
+def _defines(module: ModuleType, qualname: str) -> bool:
+    return hasattr(module, qualname.split(".")[0])
+
+
+def load_module_from_file(path: str, name: str) -> ModuleType:
+    """Import the Python file at ``path`` as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PipelineLoadError(f'Cannot load "{path}" as a Python module.')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module

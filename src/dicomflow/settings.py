@@ -1,0 +1,70 @@
+"""Process settings for a dicomflow node: one typed object built at the edge.
+
+Values come, in order of priority, from explicit arguments (the pipeline's
+class attributes and the command line), then ``DICOMFLOW_*`` environment
+variables, then an optional TOML file named by ``DICOMFLOW_CONFIG``.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from dicomflow.net.address import valid_ae_title
+
+
+class NodeSettings(BaseSettings):
+    """How a node listens, stores, processes and exports."""
+
+    model_config = SettingsConfigDict(env_prefix="DICOMFLOW_", extra="forbid")
+
+    ip: str = "127.0.0.1"
+    port: int = Field(104, ge=0, le=65535)
+    ae_title: str = "DICOMFLOW"
+    data_directory: Path = Path("dicomflow-data")
+    log_path: Path | None = None
+    log_level: str = "INFO"
+    allowed_ae_titles: list[str] = Field(default_factory=list)
+    allowed_ips: list[str] = Field(default_factory=list)
+    quiet_period_s: float | None = Field(None, ge=0)
+    processing_timeout_s: float = Field(3600.0, gt=0)
+    workers: int = Field(1, ge=1, le=64)
+    export_retries: int = Field(5, ge=0)
+    export_backoff_s: float = Field(2.0, ge=0)
+    outbox_retry_interval_s: float = Field(60.0, gt=0)
+    fsync: bool = True
+    keep_inputs: bool = False
+
+    @field_validator("ae_title")
+    @classmethod
+    def _check_ae_title(cls, value: str) -> str:
+        if not valid_ae_title(value):
+            raise ValueError(f'"{value}" is not a valid AE title (1-16 printable ASCII characters)')
+        return value.strip()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("DICOMFLOW_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def build_settings(**values: Any) -> NodeSettings:
+    """Build settings from explicit values, leaving out the ones that are ``None``."""
+    return NodeSettings(**{key: value for key, value in values.items() if value is not None})
