@@ -17,7 +17,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from dicomflow.net.address import valid_ae_title
+from dicomflow.net.address import Address, valid_ae_title
 
 
 class NodeSettings(BaseSettings):
@@ -31,6 +31,7 @@ class NodeSettings(BaseSettings):
     data_directory: Path = Path("dicomflow-data")
     log_path: Path | None = None
     log_level: str = "INFO"
+    endpoints: list[str] = Field(default_factory=list)
     allowed_ae_titles: list[str] = Field(default_factory=list)
     allowed_ips: list[str] = Field(default_factory=list)
     quiet_period_s: float | None = Field(None, ge=0)
@@ -48,6 +49,17 @@ class NodeSettings(BaseSettings):
         if not valid_ae_title(value):
             raise ValueError(f'"{value}" is not a valid AE title (1-16 printable ASCII characters)')
         return value.strip()
+
+    @field_validator("endpoints")
+    @classmethod
+    def _check_endpoints(cls, value: list[str]) -> list[str]:
+        for text in value:
+            parse_endpoint(text)
+        return value
+
+    def endpoint_addresses(self) -> list[Address]:
+        """The endpoints as addresses."""
+        return [parse_endpoint(text) for text in self.endpoints]
 
     @classmethod
     def settings_customise_sources(
@@ -68,3 +80,17 @@ class NodeSettings(BaseSettings):
 def build_settings(**values: Any) -> NodeSettings:
     """Build settings from explicit values, leaving out the ones that are ``None``."""
     return NodeSettings(**{key: value for key, value in values.items() if value is not None})
+
+
+def parse_endpoint(text: str) -> Address:
+    """Parse ``AE@host:port`` (or ``host:port``) into an :class:`Address`."""
+    title, _, location = text.rpartition("@")
+    host, _, port = location.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f'endpoint "{text}" must look like AE_TITLE@host:port')
+    return Address(host, int(port), title or "ANY-SCP")
+
+
+def format_endpoint(address: Address) -> str:
+    """The ``AE@host:port`` form of an address."""
+    return f"{address.ae_title}@{address.ip}:{address.port}"

@@ -20,8 +20,9 @@ import numpy as np
 import numpy.typing as npt
 from pydicom import Dataset, config
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import FileMetaDataset
+from pydicom.tag import Tag
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
@@ -199,7 +200,8 @@ def write_series(datasets: Iterable[Dataset], directory: str | os.PathLike[str])
 def make_dataset(**keywords: Any) -> Dataset:
     """Return one minimal valid 16x16 CT instance with attributes overridden by keyword.
 
-    Values are stored as given, without VR validation (``PatientID="../x"``).
+    Values are stored as given, without VR validation (``PatientID="../x"``);
+    a str that pydicom cannot convert (``RescaleSlope="abc"``) is kept raw.
     A value of ``None`` removes the attribute; use ``""`` for an empty one.
     SOPClassUID and SOPInstanceUID overrides are mirrored into the file meta.
 
@@ -222,9 +224,25 @@ def make_dataset(**keywords: Any) -> Dataset:
 
 
 def _put(ds: Dataset, keyword: str, value: Any) -> None:
-    """Set ``ds.<keyword>`` to ``value`` without VR validation (hostile values allowed)."""
+    """Set ``ds.<keyword>`` to ``value`` without VR validation (hostile values allowed).
+
+    A str or bytes value pydicom refuses to convert (``RescaleSlope="abc"``) is
+    stored as a raw element, as if read from a file holding it.
+    """
     tag = _keyword_tag(keyword)
-    ds[tag] = DataElement(tag, dictionary_VR(tag), value, validation_mode=config.IGNORE)
+    vr = dictionary_VR(tag)
+    try:
+        ds[tag] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
+    except (ValueError, TypeError, OverflowError) as exc:
+        if not isinstance(value, str | bytes):
+            raise FactoryError(f'{keyword} cannot hold "{value!r}": {exc}') from exc
+        ds[tag] = _raw_element(tag, vr, value)
+
+
+def _raw_element(tag: int, vr: str, value: str | bytes) -> RawDataElement:
+    data = value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+    data += b" " * (len(data) % 2)
+    return RawDataElement(Tag(tag), vr, len(data), data, 0, False, True)
 
 
 def _keyword_tag(keyword: str) -> int:

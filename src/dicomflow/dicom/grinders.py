@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom import Dataset
 
-from dicomflow.dicom.keys import shorten
+from dicomflow.dicom.keys import UID_MAX_LENGTH, shorten
 from dicomflow.dicom.tags import TagLike, parse_tags
 from dicomflow.errors import DicomflowError, PipelineDefinitionError
 
@@ -55,8 +55,8 @@ def list_grinder(datasets: Iterable[Dataset]) -> list[Dataset]:
 def tag_grinder(*tags: TagLike) -> Callable[[Iterable[Dataset]], list[tuple[Any, ...]]]:
     """Make a grinder giving, per instance, a tuple of the values of ``tags``.
 
-    Tags may be keywords (``"PatientID"``), ints (``0x00100020``) or
-    ``"(0010,0020)"`` strings. A missing attribute gives ``None``. For example
+    Tags may be keywords (``"PatientID"``) or tag numbers (``0x00100020``,
+    ``pydicom.tag.Tag(...)``). A missing attribute gives ``None``. For example
     ``tag_grinder("SOPInstanceUID", "InstanceNumber")`` gives
     ``[("1.2.3", 1), ("1.2.4", 2), ...]`` in arrival order.
 
@@ -97,12 +97,10 @@ def dataset_list_grinder(datasets: Iterable[Dataset]) -> list[Dataset]:
 
 
 def _check_one_series(instances: list[Dataset]) -> None:
-    uids = sorted(
-        {shorten(instance.get("SeriesInstanceUID", "<missing>")) for instance in instances}
-    )
+    uids = sorted({str(instance.get("SeriesInstanceUID", "<missing>")) for instance in instances})
     if len(uids) <= 1:
         return
-    shown = ", ".join(uids[:_SHOWN_SERIES])
+    shown = ", ".join(shorten(uid, limit=UID_MAX_LENGTH) for uid in uids[:_SHOWN_SERIES])
     more = f" and {len(uids) - _SHOWN_SERIES} more" if len(uids) > _SHOWN_SERIES else ""
     raise GrinderError(
         f"Expected the instances of one series; got {len(uids)} SeriesInstanceUIDs: {shown}{more}."
@@ -200,18 +198,16 @@ def _check_shapes(instances: list[Dataset], stacks: list[npt.NDArray[Any]]) -> N
 
 
 def _number(instance: Dataset, keyword: str, default: float) -> float:
-    value = instance.get(keyword)
-    if value is None or value == "":
-        return default
+    value: Any = "<unreadable>"
     try:
-        return float(value)
+        value = instance.get(keyword)
+        return default if value is None or value == "" else float(value)
     except (TypeError, ValueError) as exc:
-        uid = _uid(instance)
         raise GrinderError(
-            f'Instance {uid} has {keyword} "{shorten(value)}"; expected a number.'
+            f'Instance {_uid(instance)} has {keyword} "{shorten(value)}"; expected a number.'
         ) from exc
 
 
 def _uid(instance: Dataset, keyword: str = "SOPInstanceUID") -> str:
     """Return a UID of ``instance`` in a form safe for error messages."""
-    return shorten(instance.get(keyword, "<missing>"))
+    return shorten(instance.get(keyword, "<missing>"), limit=UID_MAX_LENGTH)

@@ -103,6 +103,8 @@ class Node:
             logger.warning("no allowed_ae_titles or allowed_ips: accepting every peer")
         self.runner = Runner(
             PipelineRef.of(self.pipeline_class),
+            endpoints=self.settings.endpoint_addresses(),
+            ae_title=self.settings.ae_title,
             workers=self.settings.workers,
             timeout_s=self.settings.processing_timeout_s,
             log_level=self.settings.log_level,

@@ -18,7 +18,7 @@ from dicomflow.logs import configure_logging
 from dicomflow.net.address import Address
 from dicomflow.node.input import AbstractInput
 from dicomflow.node.processor import AbstractProcessor, LegacyProcessor
-from dicomflow.settings import NodeSettings, build_settings
+from dicomflow.settings import NodeSettings, build_settings, format_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +72,15 @@ class AbstractPipeline:
         if start or (start is None and _constructed_as_script(type(self))):
             self.open()
 
-    def open(self, blocking: bool = True) -> None:
+    def open(self, blocking: bool = True, configure_logs: bool = True) -> None:
         """Start the node; if ``blocking``, serve until SIGINT/SIGTERM, then close."""
         if self._opened:
             return
         self._opened = True
         from dicomflow.node.node import Node
 
-        configure_logging(self.settings.log_level, self.settings.log_path)
+        if configure_logs:
+            configure_logging(self.settings.log_level, self.settings.log_path)
         self.node = Node(type(self), self.settings)
         self.node.start()
         if blocking:
@@ -99,6 +100,7 @@ def pipeline_settings(pipeline_class: type[AbstractPipeline], **overrides: Any) 
         setting: getattr(pipeline_class, attribute)
         for attribute, setting in SETTING_ATTRIBUTES.items()
     }
+    values["endpoints"] = [format_endpoint(address) for address in pipeline_class.endpoints]
     values.update(overrides)
     return build_settings(**values)
 

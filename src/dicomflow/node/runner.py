@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicomflow.net.address import Address
 from dicomflow.node.reference import PipelineRef
 from dicomflow.node.round import Round
 from dicomflow.node.worker import ERROR_FILE, WorkerTask, run_task
@@ -46,6 +47,8 @@ class Runner:
         self,
         pipeline: PipelineRef,
         *,
+        endpoints: list[Address],
+        ae_title: str,
         workers: int,
         timeout_s: float,
         log_level: str,
@@ -53,6 +56,8 @@ class Runner:
         on_started: Callable[[Round], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.endpoints = tuple(endpoints)
+        self.ae_title = ae_title
         self.timeout_s = timeout_s
         self.log_level = log_level
         self._on_done = on_done
@@ -84,6 +89,8 @@ class Runner:
             patient_key=job.patient_key,
             inputs={k: [(u, str(p)) for u, p in v] for k, v in job.input_paths().items()},
             directory=str(job.directory),
+            endpoints=self.endpoints,
+            ae_title=self.ae_title,
             log_level=self.log_level,
         )
         process = self._context.Process(target=run_task, args=(task,), name=f"round-{job.round_id}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dicomflow.net.address import Address
 from dicomflow.node.output import normalise, write_outputs
 from dicomflow.node.reference import PipelineRef
 
@@ -35,6 +36,8 @@ class WorkerTask:
     patient_key: str
     inputs: dict[str, list[tuple[str, str]]]
     directory: str
+    endpoints: tuple[Address, ...] = ()
+    ae_title: str = "DICOMFLOW"
     log_level: str = "INFO"
 
 
@@ -78,7 +81,7 @@ def _process(task: WorkerTask, directory: Path) -> None:
     processor.bind(pipeline_class, task.round_id, task.patient_key, Path.cwd())
     logger.info("round %s: process() started", task.round_id)
     result = processor.process(container)
-    outputs = normalise(result, pipeline_class.endpoints, pipeline_class.ae_title)
+    outputs = normalise(result, task.endpoints, task.ae_title)
     manifest = write_outputs(outputs, directory / "output")
     count = sum(len(entry["files"]) for entry in manifest["outputs"])
     logger.info("round %s: process() returned %d dataset(s)", task.round_id, count)

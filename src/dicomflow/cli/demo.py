@@ -1,0 +1,88 @@
+"""``dicomflow demo``: a node, a local result endpoint and a synthetic CT series, end to end."""
+
+import logging
+import threading
+from pathlib import Path
+
+from pydicom import dcmread
+from rich.console import Console
+from rich.table import Table
+
+from dicomflow.cli.loader import load_pipeline
+from dicomflow.cli.sending import send_with_progress
+from dicomflow.dicom.keys import instance_file_name
+from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.errors import DicomflowError
+from dicomflow.logs import configure_logging
+from dicomflow.net.address import Address
+from dicomflow.net.scp import STATUS_SUCCESS, ReceivedInstance, StoreSCP
+from dicomflow.node.node import wait_until
+from dicomflow.node.spool import write_durably
+
+DEMO_PACS = "DEMO-PACS"
+WAIT_S = 120.0
+
+
+class _Endpoint:
+    """A minimal PACS stand-in that stores what it receives in a folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.files: list[Path] = []
+        self._lock = threading.Lock()
+        self.scp = StoreSCP(ae_title=DEMO_PACS, ip="127.0.0.1", port=0, on_store=self._store)
+
+    def _store(self, instance: ReceivedInstance) -> int:
+        path = self.folder / instance_file_name(str(instance.dataset.SOPInstanceUID))
+        write_durably(path, instance.encoded())
+        with self._lock:
+            self.files.append(path)
+        return STATUS_SUCCESS
+
+
+def run_demo(spec: str, count: int, data_dir: Path, console: Console) -> None:
+    """Run the demo; raise :class:`DicomflowError` if the result does not arrive."""
+    data_dir = data_dir.resolve()
+    log_path = data_dir / "logs" / "dicomflow.log"
+    configure_logging("INFO", log_path)
+    logging.getLogger().handlers[0].setLevel(logging.WARNING)
+    endpoint = _Endpoint(data_dir / "demo-pacs")
+    pipeline_class = load_pipeline(spec)
+    pipeline = pipeline_class(
+        start=False, port=0, data_directory=data_dir, log_path=log_path,
+        endpoints=[f"{DEMO_PACS}@127.0.0.1:{endpoint.scp.port}"],
+    )
+    pipeline.open(blocking=False, configure_logs=False)
+    try:
+        _exercise(pipeline.node, endpoint, count, data_dir, console)
+    finally:
+        pipeline.close()
+        endpoint.scp.close()
+    console.print(f"log: {log_path}")
+
+
+def _exercise(node: object, endpoint: _Endpoint, count: int, data_dir: Path, console: Console) -> None:
+    port = getattr(node, "port")
+    settings = getattr(node, "settings")
+    console.print(f"node [bold]{settings.ae_title}[/bold] listening on 127.0.0.1:{port}")
+    console.print(f"result endpoint [bold]{DEMO_PACS}[/bold] on 127.0.0.1:{endpoint.scp.port}")
+    files = write_series(make_ct_series(count, rows=128, columns=128), data_dir / "demo-input")
+    send_with_progress(Address("127.0.0.1", port, settings.ae_title), files, "DEMO-CT", console)
+    counters = getattr(node, "counters")
+    done = wait_until(lambda: counters.delivered or counters.rounds_failed, WAIT_S)
+    if not done or counters.rounds_failed:
+        raise DicomflowError(f"The pipeline did not deliver a result; see {data_dir / 'failed'}.")
+    _show(endpoint, console)
+
+
+def _show(endpoint: _Endpoint, console: Console) -> None:
+    table = Table(title="Results delivered to the endpoint")
+    for column in ("file", "series", "instance"):
+        table.add_column(column)
+    headers = [(dcmread(path, stop_before_pixels=True), path) for path in endpoint.files]
+    headers.sort(key=lambda item: int(item[0].get("InstanceNumber", 0)))
+    for header, path in headers[:5]:
+        table.add_row(path.name, str(header.get("SeriesDescription", "")), str(header.get("InstanceNumber", "")))
+    console.print(table)
+    console.print(f"{len(endpoint.files)} result instance(s) in [bold]{endpoint.folder}[/bold]")

@@ -1,0 +1,136 @@
+"""The ``dicomflow`` command: a thin layer that builds settings and calls the node."""
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from dicomflow.cli.loader import load_pipeline
+from dicomflow.cli.sending import collect_files, send_with_progress
+from dicomflow.errors import DicomflowError
+from dicomflow.net.address import Address
+from dicomflow.net.scu import echo as dicom_echo
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+logger = logging.getLogger(__name__)
+
+PipelineArg = Annotated[str, typer.Argument(help="file.py, file.py:Class or module:Class")]
+Port = Annotated[int | None, typer.Option("--port", "-p", help="Port to listen on.")]
+Ip = Annotated[str | None, typer.Option("--ip", help="Address to listen on.")]
+AeTitle = Annotated[str | None, typer.Option("--ae-title", help="The node's AE title.")]
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
+Endpoint = Annotated[
+    list[str] | None, typer.Option("--endpoint", "-e", help="AE@host:port; repeatable.")
+]
+Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
+Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
+
+
+def fail(message: str, code: int = 1) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _open(spec: str, overrides: dict[str, Any]) -> None:
+    try:
+        pipeline_class = load_pipeline(spec)
+        pipeline = pipeline_class(start=False, **{k: v for k, v in overrides.items() if v})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
+    except DicomflowError as exc:
+        fail(str(exc), 2)
+    try:
+        pipeline.open()
+    except DicomflowError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def serve(
+    pipeline: PipelineArg,
+    port: Port = None,
+    ip: Ip = None,
+    ae_title: AeTitle = None,
+    data_dir: DataDir = None,
+    endpoint: Endpoint = None,
+    quiet_period: Annotated[float | None, typer.Option(help="Seconds without instances.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Processing timeout (s).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Concurrent rounds.")] = None,
+    log_path: Annotated[Path | None, typer.Option(help="Weekly rotating log file.")] = None,
+) -> None:
+    """Run a pipeline's node until Ctrl-C."""
+    _open(
+        pipeline,
+        {
+            "port": port, "ip": ip, "ae_title": ae_title, "data_directory": data_dir,
+            "endpoints": endpoint, "quiet_period_s": quiet_period,
+            "processing_timeout_s": timeout, "workers": workers, "log_path": log_path,
+        },
+    )
+
+
+@app.command()
+def run(
+    pipeline: PipelineArg,
+    port: Port = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run a pipeline file as ``python PIPELINE.py`` would, until Ctrl-C."""
+    _open(pipeline, {"port": port, "data_directory": data_dir})
+
+
+@app.command()
+def send(
+    host: str,
+    port: int,
+    files: Annotated[list[Path], typer.Argument(help="Files or folders (recursive).")],
+    aet: Aet = "DICOMFLOW",
+    aec: Aec = "ANY-SCP",
+) -> None:
+    """Send DICOM files to a peer over one association (C-STORE)."""
+    paths = collect_files(files)
+    if not paths:
+        fail("no DICOM files found in the given paths.", 2)
+    try:
+        report = send_with_progress(Address(host, port, aec), paths, aet, console)
+    except (DicomflowError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"sent {len(report.sent)} of {len(paths)} instance(s) to {aec}@{host}:{port}")
+    for name, reason in list(report.failed.items())[:20]:
+        console.print(f"[red]failed[/red] {name}: {reason}", highlight=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def echo(host: str, port: int, aet: Aet = "DICOMFLOW", aec: Aec = "ANY-SCP") -> None:
+    """Check that a peer answers C-ECHO."""
+    try:
+        dicom_echo(Address(host, port, aec), aet)
+    except (DicomflowError, ValueError) as exc:
+        fail(str(exc))
+    console.print(f"C-ECHO to {aec}@{host}:{port}: success")
+
+
+@app.command()
+def demo(
+    pipeline: PipelineArg = "examples/bone_mask.py",
+    count: Annotated[int, typer.Option(help="Instances in the synthetic CT series.")] = 24,
+    data_dir: DataDir = Path("dicomflow-data"),
+) -> None:
+    """Start a node and a local result endpoint, send a CT series, show where results landed."""
+    from dicomflow.cli.demo import run_demo
+
+    try:
+        run_demo(pipeline, count, data_dir or Path("dicomflow-data"), console)
+    except DicomflowError as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    app()

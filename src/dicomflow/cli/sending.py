@@ -1,0 +1,45 @@
+"""File collection and a Rich progress bar around :func:`dicomflow.net.scu.send`."""
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+from dicomflow.net.address import Address
+from dicomflow.net.scu import SendReport, send
+
+PREAMBLE_END = 132
+
+
+def collect_files(paths: list[Path]) -> list[Path]:
+    """Every Part-10 file among ``paths`` (folders searched recursively), sorted."""
+    found: list[Path] = []
+    for path in paths:
+        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        found.extend(p for p in candidates if is_part10(p))
+    return found
+
+
+def is_part10(path: Path) -> bool:
+    """Tell whether ``path`` starts like a DICOM Part-10 file."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(PREAMBLE_END)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def send_with_progress(
+    address: Address, files: list[Path], calling_ae_title: str, console: Console
+) -> SendReport:
+    """Send ``files`` over one association, showing a progress bar."""
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"C-STORE to {address}", total=len(files))
+        return send(
+            address,
+            files,
+            calling_ae_title=calling_ae_title,
+            on_progress=lambda done: progress.update(task, completed=done),
+        )
