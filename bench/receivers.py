@@ -58,6 +58,18 @@ def serve_dicomflow(output: Path) -> Callable[[], None]:
     return scp.close
 
 
+def serve_dicomflow_memory(output: Path) -> Callable[[], None]:
+    from dicomflow.net.scp import ReceivedInstance, StoreSCP
+
+    def store(instance: ReceivedInstance) -> int:
+        instance.encoded()
+        return SUCCESS
+
+    scp = StoreSCP(ae_title="DICOMFLOW", ip="127.0.0.1", port=0, on_store=store)
+    print(f"PORT {scp.port}", flush=True)
+    return scp.close
+
+
 def serve_dicomflow_spool(output: Path) -> Callable[[], None]:
     from dicomflow.dicom.keys import value_key
     from dicomflow.net.scp import ReceivedInstance, StoreSCP
@@ -81,6 +93,7 @@ RECEIVERS = {
     "pynetdicom": serve_pynetdicom,
     "dicomflow": serve_dicomflow,
     "dicomflow-spool": serve_dicomflow_spool,
+    "dicomflow-memory": serve_dicomflow_memory,
 }
 
 

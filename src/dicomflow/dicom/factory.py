@@ -206,7 +206,7 @@ def make_dataset(**keywords: Any) -> Dataset:
     SOPClassUID and SOPInstanceUID overrides are mirrored into the file meta.
 
     Raises:
-        FactoryError: if a keyword is not a DICOM keyword.
+        FactoryError: if a keyword is not a DICOM keyword or cannot hold its value.
     """
     ds = make_ct_series(1, rows=16, columns=16)[0]
     for keyword, value in keywords.items():
@@ -235,7 +235,7 @@ def _put(ds: Dataset, keyword: str, value: Any) -> None:
         ds[tag] = DataElement(tag, vr, value, validation_mode=config.IGNORE)
     except (ValueError, TypeError, OverflowError) as exc:
         if not isinstance(value, str | bytes):
-            raise FactoryError(f'{keyword} cannot hold "{value!r}": {exc}') from exc
+            raise FactoryError(f"{keyword} cannot hold {value!r}: {exc}") from exc
         ds[tag] = _raw_element(tag, vr, value)
 
 

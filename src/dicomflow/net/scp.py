@@ -19,6 +19,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomflow.errors import PortInUseError
 from dicomflow.net.address import valid_ae_title
+from dicomflow.net import reactor
 from dicomflow.net.contexts import storage_contexts
 from dicomflow.net.socket import tune_accepted_socket
 
@@ -123,6 +124,7 @@ class StoreSCP:
         on_refused: Callable[[str, str], None] | None = None,
         maximum_pdu_size: int = 0,
     ) -> None:
+        reactor.install()
         self._on_store = on_store
         self._on_release = on_release
         self._on_refused = on_refused

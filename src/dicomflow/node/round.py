@@ -71,9 +71,12 @@ class Round:
         return data
 
 
-def round_id_for(pipeline: str, patient_key: str, inputs: dict[str, list[str]]) -> str:
-    """A digest of the pipeline, the patient and the exact instance set."""
-    digest = hashlib.sha256(f"{pipeline}\n{patient_key}\n".encode())
+def round_id_for(
+    pipeline: str, patient_key: str, inputs: dict[str, list[str]], created_ns: int
+) -> str:
+    """A digest of the pipeline, the patient, the exact instance set and the creation time
+    (the same instances sent again later make a new round)."""
+    digest = hashlib.sha256(f"{pipeline}\n{patient_key}\n{created_ns}\n".encode())
     for name in sorted(inputs):
         digest.update(f"{name}:{','.join(sorted(inputs[name]))}\n".encode())
     return digest.hexdigest()[:32]
@@ -92,25 +95,36 @@ class RoundStore:
     def create(self, pipeline: str, patient_key: str, members: dict[str, dict[str, Path]]) -> Round:
         """Move the instances of ``members`` (input -> uid -> spool path) into a new round."""
         inputs = {name: sorted(paths) for name, paths in members.items()}
-        round_id = round_id_for(pipeline, patient_key, inputs)
+        round_id = round_id_for(pipeline, patient_key, inputs, time.time_ns())
         final = self.rounds / round_id
-        if final.exists() or (self.failed / round_id).exists():
-            logger.warning("round %s: this instance set was already taken; skipped", round_id)
-            return self.load(final) if final.exists() else self.load(self.failed / round_id)
         partial = self.rounds / f"{round_id}{PARTIAL}"
         job = Round(round_id, pipeline, patient_key, inputs, final)
         (partial / "instances").mkdir(parents=True, exist_ok=True)
         _write_manifest(partial, job)
-        for paths in members.values():
-            for path in paths.values():
-                target = partial / "instances" / path.name
-                if not target.exists():
-                    os.replace(path, target)
+        missing = self._move_members(members, partial / "instances")
+        if missing:
+            job.inputs = {name: [u for u in uids if u not in missing] for name, uids in inputs.items()}
+            _write_manifest(partial, job)
         fsync_directory(partial / "instances")
         os.replace(partial, final)
         fsync_directory(self.rounds)
         self.spool.forget_empty(patient_key)
         return job
+
+    def _move_members(self, members: dict[str, dict[str, Path]], target: Path) -> set[str]:
+        """Move the instance files; return the UIDs whose file had vanished."""
+        missing = set()
+        for paths in members.values():
+            for uid, path in paths.items():
+                destination = target / path.name
+                if destination.exists():
+                    continue
+                try:
+                    os.replace(path, destination)
+                except FileNotFoundError:
+                    logger.warning("instance %s vanished from the spool before its round", uid)
+                    missing.add(uid)
+        return missing
 
     def load(self, directory: Path) -> Round:
         data = json.loads((directory / MANIFEST).read_text())

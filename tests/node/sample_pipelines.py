@@ -1,0 +1,134 @@
+"""Pipelines used by the node tests (importable by the processing workers)."""
+
+import ctypes
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset
+
+from dicomflow.dicom.grinders import list_grinder
+from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor, FileOutput
+
+MARK = "processed by dicomflow"
+
+
+class AnyInstance(AbstractInput):
+    required_tags = ["SOPInstanceUID"]
+    image_grinder = staticmethod(list_grinder)
+
+
+class CTInput(AbstractInput):
+    required_tags = ["SOPInstanceUID", "PixelData"]
+    required_values = {"Modality": "CT"}
+    image_grinder = staticmethod(list_grinder)
+
+
+def data_directory(processor: AbstractProcessor) -> Path:
+    """The node's data directory, from the round's working directory."""
+    return processor.working_directory.parents[2]
+
+
+def mark(datasets: list[Dataset]) -> list[Dataset]:
+    for dataset in datasets:
+        dataset.ImageComments = MARK
+    return datasets
+
+
+class CopyPipeline(AbstractPipeline):
+    """Returns every instance with ImageComments set; sent to the endpoints."""
+
+    ae_title = "DICOMFLOW"
+    input = {"any": AnyInstance}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            return mark(input_container["any"])
+
+
+class CTCopyPipeline(CopyPipeline):
+    input = {"ct": CTInput}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            return mark(input_container["ct"])
+
+
+class TwoInputPipeline(CopyPipeline):
+    """Needs a CT and an MR of the same patient before it runs."""
+
+    class MRInput(AbstractInput):
+        required_tags = ["SOPInstanceUID"]
+        required_values = {"Modality": "MR"}
+
+    input = {"ct": CTInput, "mr": MRInput}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            return mark(list(input_container["ct"]) + list(input_container["mr"]))
+
+
+class LegacyPipeline(CopyPipeline):
+    """``process()`` on the pipeline itself (the style before nested processors)."""
+
+    Processor = AbstractPipeline.Processor
+
+    def process(self, input_container: Any) -> Any:
+        return mark(input_container["any"])
+
+
+class FileOutputPipeline(CopyPipeline):
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            target = data_directory(self) / "files-out"
+            return FileOutput([(target, mark(input_container["any"]))])
+
+
+class RaisingPipeline(CopyPipeline):
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            raise ValueError("segmentation model exploded")
+
+
+class ExitingPipeline(CopyPipeline):
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            os._exit(3)
+
+
+class SegfaultPipeline(CopyPipeline):
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            ctypes.string_at(0)
+
+
+class SleepingPipeline(CopyPipeline):
+    processing_timeout_s = 1.0
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            time.sleep(60)
+
+
+class ChattyPipeline(CopyPipeline):
+    """Prints 5 MB to stdout and stderr, then succeeds."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            line = "x" * 1023
+            for _ in range(2560):
+                print(line)
+                print(line, file=sys.stderr)
+            return mark(input_container["any"])
+
+
+class WorkdirPipeline(CopyPipeline):
+    """Records its working directory and pid in ``workdir.txt`` of the data directory."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            Path("scratch.bin").write_bytes(b"intermediate")
+            (data_directory(self) / "workdir.txt").write_text(f"{os.getcwd()}\n{os.getpid()}")
+            return []
