@@ -5,6 +5,7 @@ class attributes and the command line), then ``DICOMFLOW_*`` environment
 variables, then an optional TOML file named by ``DICOMFLOW_CONFIG``.
 """
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,21 @@ class NodeSettings(BaseSettings):
             raise ValueError(f'"{value}" is not a valid AE title (1-16 printable ASCII characters)')
         return value.strip()
 
+    @field_validator("allowed_ae_titles")
+    @classmethod
+    def _check_allowed_ae_titles(cls, value: list[str]) -> list[str]:
+        for title in value:
+            if not valid_ae_title(title):
+                raise ValueError(f'"{title}" is not a valid AE title')
+        return value
+
+    @field_validator("allowed_ips")
+    @classmethod
+    def _check_allowed_ips(cls, value: list[str]) -> list[str]:
+        for text in value:
+            ipaddress.ip_network(text, strict=False)
+        return value
+
     @field_validator("endpoints")
     @classmethod
     def _check_endpoints(cls, value: list[str]) -> list[str]:
@@ -88,7 +104,9 @@ def parse_endpoint(text: str) -> Address:
     host, _, port = location.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f'endpoint "{text}" must look like AE_TITLE@host:port')
-    return Address(host, int(port), title or "ANY-SCP")
+    address = Address(host, int(port), title or "ANY-SCP")
+    address.validate()
+    return address
 
 
 def format_endpoint(address: Address) -> str:

@@ -132,3 +132,12 @@ class WorkdirPipeline(CopyPipeline):
             Path("scratch.bin").write_bytes(b"intermediate")
             (data_directory(self) / "workdir.txt").write_text(f"{os.getcwd()}\n{os.getpid()}")
             return []
+
+
+class SlowPipeline(CopyPipeline):
+    """Takes 3 s, then copies (to kill the node while it processes)."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            time.sleep(3)
+            return mark(input_container["any"])

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from dicomflow.cli.loader import load_pipeline
 from dicomflow.cli.sending import collect_files, send_with_progress
@@ -15,7 +16,7 @@ from dicomflow.net.address import Address
 from dicomflow.net.scu import echo as dicom_echo
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger(__name__)
 
 PipelineArg = Annotated[str, typer.Argument(help="file.py, file.py:Class or module:Class")]
@@ -31,7 +32,7 @@ Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
 
 
 def fail(message: str, code: int = 1) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

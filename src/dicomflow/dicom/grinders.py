@@ -25,7 +25,19 @@ from dicomflow.dicom.tags import TagLike, parse_tags
 from dicomflow.errors import DicomflowError, PipelineDefinitionError
 
 Grinder = Callable[[Iterator[Dataset]], Any]
+GrindType = Any
 Volume = npt.NDArray[np.float32]
+
+__all__ = [
+    "GrindType",
+    "Grinder",
+    "GrinderError",
+    "dataset_list_grinder",
+    "identity_grinder",
+    "list_grinder",
+    "numpy_grinder",
+    "tag_grinder",
+]
 
 _SHOWN_SERIES = 5
 _DECODE_ERRORS = (

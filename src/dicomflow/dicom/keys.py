@@ -16,7 +16,7 @@ UID_MAX_LENGTH = 64
 _LENIENT_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 KEY_LENGTH = 32
 _KEY_PATTERN = re.compile(rf"^[0-9a-f]{{{KEY_LENGTH}}}$")
-MISSING = "\x00missing"
+MISSING = b"dicomflow-none"
 
 
 def value_key(value: object) -> str:
@@ -25,9 +25,10 @@ def value_key(value: object) -> str:
     ``None`` (a missing attribute) and the empty string get distinct keys, so a
     patient without a PatientID is kept apart from one whose PatientID is empty.
     """
-    text = MISSING if value is None else str(value)
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=KEY_LENGTH // 2)
-    return digest.hexdigest()
+    if value is None:  # hashed with its own personalisation: no value can collide with it
+        return hashlib.blake2b(digest_size=KEY_LENGTH // 2, person=MISSING).hexdigest()
+    text = str(value).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=KEY_LENGTH // 2).hexdigest()
 
 
 def is_key(name: str) -> bool:

@@ -1,6 +1,7 @@
 """Tag parsing: accept a tag as an int, a keyword, a ``(gggg,eeee)`` string or a
 pydicom ``BaseTag``, and give back a pydicom ``BaseTag``."""
 
+import re
 from collections.abc import Iterable
 
 from pydicom.datadict import tag_for_keyword
@@ -9,6 +10,7 @@ from pydicom.tag import BaseTag, Tag
 from dicomflow.errors import PipelineDefinitionError
 
 TagLike = int | str | BaseTag
+_TAG_TEXT = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
 
 
 def parse_tag(value: TagLike) -> BaseTag:
@@ -21,6 +23,9 @@ def parse_tag(value: TagLike) -> BaseTag:
         number = tag_for_keyword(value)
         if number is not None:
             return Tag(number)
+        match = _TAG_TEXT.match(value.strip())
+        if match:
+            return Tag(int(match[1], 16), int(match[2], 16))
     try:
         return Tag(value)
     except (ValueError, TypeError, OverflowError) as exc:

@@ -13,9 +13,17 @@ class Address:
     port: int
     ae_title: str = "ANY-SCP"
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
-            raise ValueError(f'Address port "{self.port}" is not a port number (0-65535).')
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field if this address cannot be used.
+
+        Construction does not validate, so placeholder addresses in a class body
+        (``Address(ip="", port=104, ae_title="")``) fail with this message when the
+        pipeline is checked, not at import.
+        """
+        if not isinstance(self.ip, str) or not self.ip.strip():
+            raise ValueError(f'Address ip "{self.ip}" is empty; give a host name or IP address.')
+        if not isinstance(self.port, int) or not 0 < self.port <= 65535:
+            raise ValueError(f'Address port "{self.port}" is not a port number (1-65535).')
         if not valid_ae_title(self.ae_title):
             raise ValueError(
                 f'Address AE title "{self.ae_title}" must be 1-16 printable ASCII characters '

@@ -31,7 +31,11 @@ its ACKs while a peer under Nagle's algorithm waits for them.
   meant for a ``send_*()`` call.
 - ``AssociationSocket.recv``: ``recv_into`` a preallocated buffer, asking for
   everything still missing instead of 4096 bytes at a time, and re-arming
-  ``TCP_QUICKACK`` after every receive (:func:`dicomflow.net.socket.rearm_quickack`).
+  ``TCP_QUICKACK`` after every receive (:func:`dicomflow.net.socket.receive_exactly`).
+- ``AssociationSocket._create_socket`` (wrapped; the requestor's socket): sets
+  ``TCP_NODELAY`` and large buffers, as ``StoreSCP`` does for accepted ones.
+  Without it our SCU waits ~40 ms per instance on a peer's delayed ACKs
+  (measured: 40 instances to dcmtk ``storescp`` in 1.96 s before, 0.17 s after).
 
 Both sides of an association (our SCP and our SCU) use the replacements. Every
 wait is bounded by :data:`MAX_WAIT` seconds as a safety net against a wake-up
@@ -48,6 +52,7 @@ import logging
 import os
 import queue
 import select
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -57,9 +62,9 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
-from pynetdicom.transport import AssociationSocket
+from pynetdicom.transport import AddressInformation, AssociationSocket
 
-from dicomflow.net.socket import rearm_quickack
+from dicomflow.net.socket import receive_exactly, tune_requesting_socket
 
 logger = logging.getLogger(__name__)
 # Messages copied from pynetdicom's loops keep pynetdicom's logger names.
@@ -80,6 +85,7 @@ _STOCK_KILL_DUL = DULServiceProvider.kill_dul
 _STOCK_STOP_DUL = DULServiceProvider.stop_dul
 _STOCK_ASSOCIATION_INIT = Association.__init__
 _STOCK_ASSOCIATION_RUN = Association._run_reactor
+_STOCK_CREATE_SOCKET = AssociationSocket._create_socket
 
 
 def install() -> bool:
@@ -111,6 +117,7 @@ def _patch() -> None:
     Association.__init__ = _association_init  # type: ignore[method-assign]
     Association._run_reactor = _association_run_reactor  # type: ignore[method-assign]
     AssociationSocket.recv = _recv  # type: ignore[method-assign]
+    AssociationSocket._create_socket = _create_socket  # type: ignore[method-assign]
     setattr(DULServiceProvider, _WAKER, True)
     logger.debug("pynetdicom %s: event-driven reactors installed", pynetdicom.__version__)
 
@@ -398,21 +405,16 @@ def _dul_finished(dul: DULServiceProvider) -> bool:
 
 def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
     """``AssociationSocket.recv``: read ``nr_bytes`` (fewer if the peer closes)."""
-    connection = self.socket
-    if connection is None:
+    if self.socket is None:
         raise OSError("The association socket is closed.")
-    buffer = bytearray(nr_bytes)
-    nr_read = 0
-    with memoryview(buffer) as view:
-        while nr_read < nr_bytes:
-            count = connection.recv_into(view[nr_read:], nr_bytes - nr_read)
-            if not count:
-                break
-            nr_read += count
-            rearm_quickack(connection)
-    if nr_read < nr_bytes:
-        del buffer[nr_read:]
-    return buffer
+    return receive_exactly(self.socket, nr_bytes)
+
+
+def _create_socket(self: AssociationSocket, address: AddressInformation) -> socket.socket:
+    """``AssociationSocket._create_socket`` (requestor side) plus TCP_NODELAY and buffers."""
+    connection = _STOCK_CREATE_SOCKET(self, address)
+    tune_requesting_socket(connection)
+    return connection
 
 
 def _timeout(timer: Any) -> float:

@@ -17,6 +17,7 @@ from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicomflow.dicom.integrity import check_complete
 from dicomflow.errors import PortInUseError
 from dicomflow.net.address import valid_ae_title
 from dicomflow.net import reactor
@@ -43,7 +44,8 @@ class ReceivedInstance:
 
     @property
     def dataset(self) -> Dataset:
-        """The decoded dataset (decoding errors surface here)."""
+        """The decoded dataset (decoding errors, a truncated encoding included, surface here)."""
+        check_complete(self.event.encoded_dataset(include_meta=False), self.event.context.transfer_syntax)
         dataset: Dataset = self.event.dataset
         return dataset
 

@@ -120,6 +120,7 @@ def _make_ae(calling_ae_title: str) -> AE:
 
 
 def _associate(ae: AE, address: Address) -> Any:
+    address.validate()
     assoc = ae.associate(address.ip, address.port, ae_title=address.ae_title)
     if not assoc.is_established:
         raise PeerUnreachableError(

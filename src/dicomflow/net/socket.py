@@ -6,7 +6,8 @@ milliseconds per instance. ``TCP_NODELAY`` removes our side's Nagle wait.
 ``TCP_QUICKACK`` (Linux only) makes the kernel acknowledge at once instead of
 holding the ACK back for up to 40 ms while the peer, under Nagle, waits for it
 before sending the rest of a PDU. Linux clears ``TCP_QUICKACK`` as it sees fit
-after a receive, so :func:`rearm_quickack` must be called after every ``recv``.
+after a receive, so :func:`rearm_quickack` must be called after every ``recv``;
+:func:`receive_exactly` does that.
 """
 
 import logging
@@ -20,13 +21,22 @@ TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 def tune_accepted_socket(connection: socket.socket) -> None:
     """Set ``TCP_NODELAY``, ``TCP_QUICKACK`` and large buffers on an accepted connection."""
+    _set_options(connection)
+    rearm_quickack(connection)
+
+
+def tune_requesting_socket(connection: socket.socket) -> None:
+    """Set ``TCP_NODELAY`` and large buffers on a socket before it connects to a peer."""
+    _set_options(connection)
+
+
+def _set_options(connection: socket.socket) -> None:
     try:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
     except OSError as exc:
         logger.debug("could not tune socket: %s", exc)
-    rearm_quickack(connection)
 
 
 def rearm_quickack(connection: socket.socket) -> None:
@@ -37,3 +47,23 @@ def rearm_quickack(connection: socket.socket) -> None:
         connection.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
     except OSError:
         pass  # closed meanwhile, or not TCP: nothing to acknowledge
+
+
+def receive_exactly(connection: socket.socket, nr_bytes: int) -> bytearray:
+    """Read ``nr_bytes`` from ``connection``; fewer only if the peer closes the connection.
+
+    Reads straight into one preallocated buffer, asking each time for all that
+    is still missing, and re-arms ``TCP_QUICKACK`` after every receive.
+    """
+    buffer = bytearray(nr_bytes)
+    nr_read = 0
+    with memoryview(buffer) as view:
+        while nr_read < nr_bytes:
+            count = connection.recv_into(view[nr_read:], nr_bytes - nr_read)
+            if not count:
+                break
+            nr_read += count
+            rearm_quickack(connection)
+    if nr_read < nr_bytes:
+        del buffer[nr_read:]
+    return buffer

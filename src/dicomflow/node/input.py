@@ -18,7 +18,7 @@ from pydicom import Dataset, dcmread
 from pydicom.tag import BaseTag
 
 from dicomflow.dicom.grinders import identity_grinder
-from dicomflow.dicom.tags import TagLike, parse_tag, parse_tags
+from dicomflow.dicom.tags import TagLike, parse_tags
 from dicomflow.errors import PipelineDefinitionError
 
 Grinder = Callable[[Iterator[Dataset]], Any]
@@ -89,11 +89,19 @@ def _requirements(cls: type[AbstractInput]) -> tuple[list[BaseTag], list[tuple[B
         raise PipelineDefinitionError("required_tags must be a list of tags or keywords.")
     if not isinstance(cls.required_values, dict):
         raise PipelineDefinitionError("required_values must be a dict of tag -> value.")
-    tags = parse_tags(cls.required_tags)
-    values = [(parse_tag(tag), value) for tag, value in cls.required_values.items()]
+    tags = _parse("required_tags", cls.required_tags)
+    keys = _parse("required_values", cls.required_values)
+    values = list(zip(keys, cls.required_values.values(), strict=True))
     result = (tags, values)
     cls._dicomflow_requirements = result  # type: ignore[attr-defined]
     return result
+
+
+def _parse(attribute: str, tags: Iterable[TagLike]) -> list[BaseTag]:
+    try:
+        return parse_tags(tags)
+    except PipelineDefinitionError as exc:
+        raise PipelineDefinitionError(f"{attribute}: {exc}") from exc
 
 
 def _value_matches(dataset: Dataset, tag: BaseTag, expected: Any) -> bool:

@@ -46,6 +46,7 @@ from dicomflow.settings import NodeSettings
 logger = logging.getLogger(__name__)
 
 DONE_MARKER = "DONE"
+DEFER_SIZE = 4096
 
 
 @dataclass
@@ -247,12 +248,13 @@ class Node:
 
     def _recover_instance(self, patient_key: str, path: Path) -> bool:
         try:
-            header = dcmread(path, stop_before_pixels=True)
-            uid = str(header.SOPInstanceUID)
+            dataset = dcmread(path, defer_size=DEFER_SIZE)  # bulk data stays on disk
+            uid = str(dataset.SOPInstanceUID)
+            header = header_of(dataset)
         except Exception as exc:
             logger.error("spool file %s is unreadable (%s); left in place", path, exc)
             return False
-        names = self.collector.wanted_by(header)
+        names = self.collector.wanted_by(dataset)
         if not names:
             return False
         self.collector.add(patient_key, names, uid, header, path)

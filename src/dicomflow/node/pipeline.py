@@ -136,6 +136,10 @@ def _check_endpoints(pipeline_class: type[AbstractPipeline]) -> None:
             raise PipelineDefinitionError(
                 f"{name}.endpoints[{index}] must be an Address(ip, port, ae_title); got {address!r}."
             )
+        try:
+            address.validate()
+        except ValueError as exc:
+            raise PipelineDefinitionError(f"{name}.endpoints[{index}]: {exc}") from exc
 
 
 def _check_processor(pipeline_class: type[AbstractPipeline]) -> None:

@@ -1,0 +1,233 @@
+"""How fast do receivers take C-STOREs from dcmtk ``storescu`` over one association?
+
+Usage::
+
+    .venv/bin/python bench/ingest.py [--small N] [--large N] [--reference-small N]
+                                     [--reference-large N] [--workdir DIR] [--keep]
+
+Generates N small (64x64, ~9 kB) and N large (512x512, ~0.5 MB) CT instances as
+Part-10 files, then sends each data set with ONE ``storescu`` association over
+loopback to each receiver (see ``bench/receivers.py``) and prints instances/s
+and MB/s (10^6 bytes of Part-10 files sent per second of ``storescu`` run
+time, association set-up included). The slow reference receivers (dcmtk
+``storescp``, stock pynetdicom) get the first ``--reference-*`` instances only;
+their rates are computed from what they received.
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from instances import write_ct_series  # noqa: E402
+
+RECEIVERS_SCRIPT = Path(__file__).resolve().parent / "receivers.py"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Receiver:
+    name: str
+    kind: str  # "storescp" or a kind of bench/receivers.py
+    reference: bool = False
+    stores: bool = True
+
+
+RECEIVERS = [
+    Receiver("dcmtk storescp (default options)", "storescp", reference=True),
+    Receiver("pynetdicom 3.0.4 stock SCP, write encoded_dataset()", "pynetdicom", reference=True),
+    Receiver("dicomflow StoreSCP + node Spool (durable)", "dicomflow-spool"),
+    Receiver("dicomflow StoreSCP + temp/fsync/rename (durable)", "dicomflow"),
+    Receiver("dicomflow StoreSCP, nothing stored (network ceiling)", "dicomflow-memory", stores=False),
+]
+
+
+@dataclass
+class Run:
+    receiver: Receiver
+    sent: int
+    stored: int
+    seconds: float
+    megabytes: float
+    cpu_seconds: float
+    ok: bool
+
+    @property
+    def per_second(self) -> float:
+        return self.sent / self.seconds
+
+    @property
+    def megabytes_per_second(self) -> float:
+        return self.megabytes / self.seconds
+
+
+def main() -> None:
+    args = parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="dicomflow-bench-", dir=args.workdir))
+    try:
+        print_context(workdir)
+        for label, count, references, size in (
+            ("small", args.small, args.reference_small, 64),
+            ("large", args.large, args.reference_large or args.large, 512),
+        ):
+            if count:
+                files = generate(workdir / "data" / label, count, size)
+                runs = [measure(r, files, references, workdir / "out" / label) for r in RECEIVERS]
+                print_table(f"{label}: {count} instances of {size}x{size}", runs)
+    finally:
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=1000, help="64x64 instances (1000)")
+    parser.add_argument("--large", type=int, default=300, help="512x512 instances (300)")
+    parser.add_argument(
+        "--reference-small", type=int, default=100, help="small instances for the references"
+    )
+    parser.add_argument(
+        "--reference-large", type=int, default=0, help="large instances for the references (all)"
+    )
+    parser.add_argument("--workdir", help="where to put the temporary directory")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return parser.parse_args()
+
+
+def print_context(workdir: Path) -> None:
+    probe = workdir / "probe"
+    probe.mkdir()
+    started = time.perf_counter()
+    for index in range(200):
+        os.close(os.open(probe / str(index), os.O_WRONLY | os.O_CREAT, 0o600))
+    per_file_ms = (time.perf_counter() - started) / 200 * 1000
+    print(f"work directory {workdir}: creating a file costs {per_file_ms:.3f} ms")
+    if per_file_ms > 0.2:
+        print(
+            "  (slow: ext4 without a journal skips recently deleted inodes; "
+            "try --workdir on a quieter directory)"
+        )
+
+
+def generate(directory: Path, count: int, size: int) -> list[Path]:
+    started = time.perf_counter()
+    files = write_ct_series(count, size, directory)
+    megabytes = sum(path.stat().st_size for path in files) / 1e6
+    print(f"generated {count} {size}x{size} instances ({megabytes:.1f} MB) in "
+          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+    return files
+
+
+def measure(receiver: Receiver, files: list[Path], references: int, output: Path) -> Run:
+    if receiver.reference:
+        files = files[:references]
+    output = output / receiver.kind
+    output.mkdir(parents=True)
+    with start(receiver.kind, output) as (port, pid):
+        cpu_before = cpu_seconds(pid)
+        started = time.perf_counter()
+        ok = storescu(port, files)
+        seconds = time.perf_counter() - started
+        cpu = cpu_seconds(pid) - cpu_before
+    stored = sum(1 for path in output.rglob("*") if path.is_file() and not path.name.endswith(".part"))
+    megabytes = sum(path.stat().st_size for path in files) / 1e6
+    return Run(receiver, len(files), stored, seconds, megabytes, cpu, ok)
+
+
+@contextmanager
+def start(kind: str, output: Path) -> Iterator[tuple[int, int]]:
+    """Run a receiver in its own process; yield its (port, pid)."""
+    if kind == "storescp":
+        port = free_port()
+        command = ["storescp", "-od", str(output), str(port)]
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        wait_for_listener(port)
+    else:
+        command = [sys.executable, str(RECEIVERS_SCRIPT), kind, str(output)]
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        port = int(process.stdout.readline().split()[1])
+    try:
+        yield port, process.pid
+    finally:
+        stop(process, kind)
+
+
+def stop(process: subprocess.Popen[str] | subprocess.Popen[bytes], kind: str) -> None:
+    if kind == "storescp":
+        process.terminate()
+    elif process.stdin is not None:
+        process.stdin.close()
+    process.wait(30)
+
+
+def storescu(port: int, files: list[Path]) -> bool:
+    command = ["storescu", "-aet", "BENCH", "-aec", "RECEIVER", "127.0.0.1", str(port)]
+    result = subprocess.run([*command, *map(str, files)], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"storescu failed ({result.returncode}): {result.stderr[-500:]}", file=sys.stderr)
+    return result.returncode == 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_listener(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def print_table(title: str, runs: list[Run]) -> None:
+    baseline = {run.receiver.kind: run for run in runs}
+    ratio = ratio_to(baseline.get("storescp")), ratio_to(baseline.get("pynetdicom"))
+    print(f"\n### {title}\n")
+    print("| receiver | sent | stored | s | instances/s | MB/s | receiver CPU s "
+          "| × storescp | × pynetdicom |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for run in runs:
+        stored = str(run.stored) if run.receiver.stores else "-"
+        failed = not run.ok or (run.receiver.stores and run.stored != run.sent)
+        print(
+            f"| {run.receiver.name}{' (FAILED)' if failed else ''} | {run.sent} | {stored} "
+            f"| {run.seconds:.2f} "
+            f"| {run.per_second:.0f} | {run.megabytes_per_second:.1f} | {run.cpu_seconds:.2f} "
+            f"| {ratio[0](run)} | {ratio[1](run)} |"
+        )
+
+
+def ratio_to(reference: Run | None) -> Callable[[Run], str]:
+    def ratio(run: Run) -> str:
+        if reference is None:
+            return "-"
+        return f"{run.per_second / reference.per_second:.1f}"
+
+    return ratio
+
+
+if __name__ == "__main__":
+    main()
