@@ -1,6 +1,7 @@
 """The event-driven pynetdicom reactors, with dcmtk and pynetdicom peers on both sides."""
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.net import reactor
 from dicomflow.net.address import Address
 from dicomflow.net.scp import ReceivedInstance, StoreSCP
+from dicomflow.errors import PeerUnreachableError
 from dicomflow.net.scu import echo, send
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed")
@@ -177,6 +179,23 @@ def test_idle_association_burns_no_cpu(receiver: Receiver) -> None:
     assert idle_cpu < 0.03
     assert status.Status == 0x0000
     assert assoc.is_released
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_associations_leave_no_descriptors_or_threads_behind(receiver: Receiver) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    echo(receiver.address)
+    time.sleep(0.5)
+    descriptors, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for _ in range(10):
+        echo(receiver.address)
+        with pytest.raises(PeerUnreachableError):
+            echo(Address("127.0.0.1", closed_port, "NOBODY"))
+    time.sleep(0.5)
+    assert len(os.listdir("/proc/self/fd")) <= descriptors
+    assert threading.active_count() <= threads
 
 
 @pytest.fixture

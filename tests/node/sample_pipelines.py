@@ -141,3 +141,45 @@ class SlowPipeline(CopyPipeline):
         def process(self, input_container: Any) -> Any:
             time.sleep(3)
             return mark(input_container["any"])
+
+
+class PidSleepingPipeline(SleepingPipeline):
+    """Starts a ``sleep`` child, writes its own and the child's pid to ``sleeper.pids`` of
+    the data directory, then sleeps past its 1 s timeout."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            import subprocess
+
+            child = subprocess.Popen(["sleep", "60"])
+            (data_directory(self) / "sleeper.pids").write_text(f"{os.getpid()} {child.pid}")
+            time.sleep(60)
+
+
+HELD_PATIENT_ID = "HELD-A"
+
+
+class HoldInput(AnyInstance):
+    """Never validates while it holds an instance of patient ``HELD_PATIENT_ID``."""
+
+    def validate(self) -> bool:
+        held = any(ds.get("PatientID") == HELD_PATIENT_ID for ds in self.data.values())
+        return self.images > 0 and not held
+
+
+class HoldingPipeline(CopyPipeline):
+    """Keeps patient ``HELD_PATIENT_ID`` in the spool; records every other round as
+    ``rounds-seen/{round_id}.json`` (patient key, instance UIDs) in the data directory."""
+
+    input = {"any": HoldInput}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            import json
+
+            folder = data_directory(self) / "rounds-seen"
+            folder.mkdir(exist_ok=True)
+            uids = sorted(str(ds.SOPInstanceUID) for ds in input_container["any"])
+            record = {"patient_key": self.patient_key, "uids": uids}
+            (folder / f"{self.round_id}.json").write_text(json.dumps(record))
+            return []

@@ -10,13 +10,13 @@ from rich.table import Table
 
 from dicomflow.cli.loader import load_pipeline
 from dicomflow.cli.sending import send_with_progress
-from dicomflow.dicom.keys import instance_file_name
 from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.dicom.keys import instance_file_name
 from dicomflow.errors import DicomflowError
 from dicomflow.logs import configure_logging
 from dicomflow.net.address import Address
 from dicomflow.net.scp import STATUS_SUCCESS, ReceivedInstance, StoreSCP
-from dicomflow.node.node import wait_until
+from dicomflow.node.node import Node, wait_until
 from dicomflow.node.spool import write_durably
 
 DEMO_PACS = "DEMO-PACS"
@@ -50,7 +50,10 @@ def run_demo(spec: str, count: int, data_dir: Path, console: Console) -> None:
     endpoint = _Endpoint(data_dir / "demo-pacs")
     pipeline_class = load_pipeline(spec)
     pipeline = pipeline_class(
-        start=False, port=0, data_directory=data_dir, log_path=log_path,
+        start=False,
+        port=0,
+        data_directory=data_dir,
+        log_path=log_path,
         endpoints=[f"{DEMO_PACS}@127.0.0.1:{endpoint.scp.port}"],
     )
     pipeline.open(blocking=False, configure_logs=False)
@@ -62,14 +65,16 @@ def run_demo(spec: str, count: int, data_dir: Path, console: Console) -> None:
     console.print(f"log: {log_path}")
 
 
-def _exercise(node: object, endpoint: _Endpoint, count: int, data_dir: Path, console: Console) -> None:
-    port = getattr(node, "port")
-    settings = getattr(node, "settings")
+def _exercise(
+    node: Node, endpoint: _Endpoint, count: int, data_dir: Path, console: Console
+) -> None:
+    port = node.port
+    settings = node.settings
     console.print(f"node [bold]{settings.ae_title}[/bold] listening on 127.0.0.1:{port}")
     console.print(f"result endpoint [bold]{DEMO_PACS}[/bold] on 127.0.0.1:{endpoint.scp.port}")
     files = write_series(make_ct_series(count, rows=128, columns=128), data_dir / "demo-input")
     send_with_progress(Address("127.0.0.1", port, settings.ae_title), files, "DEMO-CT", console)
-    counters = getattr(node, "counters")
+    counters = node.counters
     done = wait_until(lambda: counters.delivered or counters.rounds_failed, WAIT_S)
     if not done or counters.rounds_failed:
         raise DicomflowError(f"The pipeline did not deliver a result; see {data_dir / 'failed'}.")
@@ -83,6 +88,10 @@ def _show(endpoint: _Endpoint, console: Console) -> None:
     headers = [(dcmread(path, stop_before_pixels=True), path) for path in endpoint.files]
     headers.sort(key=lambda item: int(item[0].get("InstanceNumber", 0)))
     for header, path in headers[:5]:
-        table.add_row(path.name, str(header.get("SeriesDescription", "")), str(header.get("InstanceNumber", "")))
+        table.add_row(
+            path.name,
+            str(header.get("SeriesDescription", "")),
+            str(header.get("InstanceNumber", "")),
+        )
     console.print(table)
     console.print(f"{len(endpoint.files)} result instance(s) in [bold]{endpoint.folder}[/bold]")

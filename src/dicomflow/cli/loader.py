@@ -55,7 +55,9 @@ def _pick_class(module: ModuleType, class_name: str, location: str) -> type[Abst
     if class_name:
         found = getattr(module, class_name, None)
         if not (inspect.isclass(found) and issubclass(found, AbstractPipeline)):
-            raise PipelineLoadError(f'"{location}" has no AbstractPipeline subclass "{class_name}".')
+            raise PipelineLoadError(
+                f'"{location}" has no AbstractPipeline subclass "{class_name}".'
+            )
         return found
     candidates = [
         value

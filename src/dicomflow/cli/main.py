@@ -39,7 +39,8 @@ def fail(message: str, code: int = 1) -> None:
 def _open(spec: str, overrides: dict[str, Any]) -> None:
     try:
         pipeline_class = load_pipeline(spec)
-        pipeline = pipeline_class(start=False, **{k: v for k, v in overrides.items() if v})
+        given = {key: value for key, value in overrides.items() if value is not None}
+        pipeline = pipeline_class(start=False, **given)
     except ValidationError as exc:
         first = exc.errors()[0]
         fail(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
@@ -68,9 +69,15 @@ def serve(
     _open(
         pipeline,
         {
-            "port": port, "ip": ip, "ae_title": ae_title, "data_directory": data_dir,
-            "endpoints": endpoint, "quiet_period_s": quiet_period,
-            "processing_timeout_s": timeout, "workers": workers, "log_path": log_path,
+            "port": port,
+            "ip": ip,
+            "ae_title": ae_title,
+            "data_directory": data_dir,
+            "endpoints": endpoint,
+            "quiet_period_s": quiet_period,
+            "processing_timeout_s": timeout,
+            "workers": workers,
+            "log_path": log_path,
         },
     )
 

@@ -17,6 +17,7 @@ def header_of(dataset: Dataset) -> Dataset:
     return header
 
 
-def _encoding(dataset: Dataset) -> tuple[bool | None, bool | None, str | list[str] | None]:
+def _encoding(dataset: Dataset) -> tuple[bool | None, bool | None, str | list[str]]:
     implicit, little = dataset.original_encoding
-    return implicit, little, dataset.original_character_set
+    charset = dataset.original_character_set
+    return implicit, little, charset if isinstance(charset, str) else list(charset)

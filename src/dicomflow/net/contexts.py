@@ -1,24 +1,24 @@
 """Presentation contexts: which SOP classes and transfer syntaxes the node accepts."""
 
 from pydicom.uid import (
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
-    JPEGLosslessSV1,
     JPEGLossless,
+    JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
     RLELossless,
 )
 from pynetdicom import AllStoragePresentationContexts, build_context
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 UNCOMPRESSED = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
 COMPRESSED = [
@@ -33,13 +33,13 @@ COMPRESSED = [
     JPEG2000,
     RLELossless,
 ]
-ACCEPTED_TRANSFER_SYNTAXES: list[UID] = UNCOMPRESSED + COMPRESSED
+ACCEPTED_TRANSFER_SYNTAXES: list[str | UID] = [*UNCOMPRESSED, *COMPRESSED]
 
 
 def storage_contexts() -> list[PresentationContext]:
     """Every storage SOP class with every accepted transfer syntax, plus Verification."""
     contexts = [
-        build_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+        build_context(str(context.abstract_syntax), ACCEPTED_TRANSFER_SYNTAXES)
         for context in AllStoragePresentationContexts
     ]
     return [*contexts, build_context(Verification)]

@@ -45,7 +45,8 @@ class ReceivedInstance:
     @property
     def dataset(self) -> Dataset:
         """The decoded dataset (decoding errors, a truncated encoding included, surface here)."""
-        check_complete(self.event.encoded_dataset(include_meta=False), self.event.context.transfer_syntax)
+        syntax = self.event.context.transfer_syntax
+        check_complete(self.event.encoded_dataset(include_meta=False), syntax)
         dataset: Dataset = self.event.dataset
         return dataset
 
@@ -90,7 +91,7 @@ class AccessPolicy:
         return not self.ae_titles or title.strip() in self.ae_titles
 
 
-class _Server(ThreadedAssociationServer):  # type: ignore[misc]
+class _Server(ThreadedAssociationServer):
     """pynetdicom's threaded server with socket tuning and an IP allow-list."""
 
     policy: AccessPolicy = AccessPolicy()
@@ -151,7 +152,7 @@ class StoreSCP:
         self._server.server_close()
 
     def _start(self, ip: str, port: int) -> _Server:
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, _handle_echo),
             (evt.EVT_RELEASED, self._handle_release),
@@ -159,7 +160,7 @@ class StoreSCP:
             (evt.EVT_REJECTED, self._handle_rejected),
         ]
         try:
-            server: _Server = self._ae.make_server(
+            server = self._ae.make_server(
                 (ip, port),
                 contexts=storage_contexts(),
                 evt_handlers=handlers,
@@ -167,6 +168,8 @@ class StoreSCP:
             )
         except OSError as exc:
             raise PortInUseError(f"Cannot listen on {ip}:{port}: {exc.strerror}.") from exc
+        if not isinstance(server, _Server):
+            raise TypeError("pynetdicom did not build the requested server class.")
         server.policy = self.policy
         server.on_refused = self._on_refused
         thread = threading.Thread(target=server.serve_forever, name="dicomflow-scp", daemon=True)

@@ -9,7 +9,7 @@ from typing import Any
 from pydicom import Dataset, dcmread
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomflow.errors import PeerUnreachableError
 from dicomflow.net.address import Address
@@ -96,7 +96,9 @@ def _contexts_for(sources: Iterable[Source]) -> list[tuple[UID, list[UID]]]:
         for syntax in sorted(syntaxes):
             contexts.append((sop_class, [UID(syntax)]))
     if len(contexts) > MAX_CONTEXTS:
-        raise ValueError(f"Too many SOP class/transfer syntax pairs ({len(contexts)}) for one send.")
+        raise ValueError(
+            f"Too many SOP class/transfer syntax pairs ({len(contexts)}) for one send."
+        )
     return contexts
 
 
@@ -124,8 +126,7 @@ def _associate(ae: AE, address: Address) -> Any:
     assoc = ae.associate(address.ip, address.port, ae_title=address.ae_title)
     if not assoc.is_established:
         raise PeerUnreachableError(
-            f"Cannot associate with {address}: the peer is unreachable or rejected the "
-            "association."
+            f"Cannot associate with {address}: the peer is unreachable or rejected the association."
         )
     return assoc
 
@@ -133,5 +134,3 @@ def _associate(ae: AE, address: Address) -> Any:
 def _status_text(status: Any) -> str:
     code = getattr(status, "Status", None)
     return "none (no response)" if code is None else f"0x{code:04X}"
-
-

@@ -21,9 +21,9 @@ from typing import Any
 from pydicom import Dataset, dcmread
 
 from dicomflow.dicom.header import header_of
-from dicomflow.dicom.keys import InvalidKeyError, shorten, value_key
+from dicomflow.dicom.keys import shorten, value_key
 from dicomflow.dicom.tags import parse_tag
-from dicomflow.errors import SpoolError
+from dicomflow.errors import InvalidKeyError, SpoolError
 from dicomflow.net.address import Address
 from dicomflow.net.scp import (
     STATUS_CANNOT_UNDERSTAND,
@@ -127,7 +127,10 @@ class Node:
         for patient_key in recovered:
             self.trigger.request(patient_key)
         logger.info(
-            "node %s listening on %s:%d as %s", self.name, self.settings.ip, self.port,
+            "node %s listening on %s:%d as %s",
+            self.name,
+            self.settings.ip,
+            self.port,
             self.settings.ae_title,
         )
 
@@ -148,7 +151,9 @@ class Node:
             dataset = instance.dataset
             uid = str(dataset.SOPInstanceUID)
         except Exception as exc:
-            logger.warning("association %s: cannot decode instance: %s", instance.association_id, exc)
+            logger.warning(
+                "association %s: cannot decode instance: %s", instance.association_id, exc
+            )
             self.counters.add("refused")
             return STATUS_CANNOT_UNDERSTAND
         return self._keep(instance, dataset, uid)
@@ -187,7 +192,12 @@ class Node:
                 return
             job = self.rounds.create(self.name, patient_key, members)
         count = sum(len(paths) for paths in members.values())
-        logger.info("round %s: patient %s complete with %d instance(s)", job.round_id, patient_key[:12], count)
+        logger.info(
+            "round %s: patient %s complete with %d instance(s)",
+            job.round_id,
+            patient_key[:12],
+            count,
+        )
         self._submit(job)
 
     def _submit(self, job: Round) -> None:
@@ -198,7 +208,9 @@ class Node:
         if not outcome.ok:
             target = self.rounds.fail(job, outcome.error)
             self.counters.add("rounds_failed")
-            logger.error("round %s failed; inputs kept in %s: %s", job.round_id, target, outcome.error)
+            logger.error(
+                "round %s failed; inputs kept in %s: %s", job.round_id, target, outcome.error
+            )
             return
         (job.directory / DONE_MARKER).touch()
         self._export(job)
@@ -207,7 +219,9 @@ class Node:
 
     def _export(self, job: Round) -> None:
         manifest_path = job.output_dir / OUTPUT_MANIFEST
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"outputs": []}
+        manifest = (
+            json.loads(manifest_path.read_text()) if manifest_path.exists() else {"outputs": []}
+        )
         for entry in manifest["outputs"]:
             folder = job.output_dir / entry["folder"]
             if not folder.exists():
@@ -242,7 +256,8 @@ class Node:
         if moved or patients or pending:
             logger.info(
                 "recovered %d patient(s) from the spool and %d unfinished round(s)",
-                len(patients), len(pending),
+                len(patients),
+                len(pending),
             )
         return patients
 

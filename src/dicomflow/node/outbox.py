@@ -122,11 +122,17 @@ class Outbox:
         try:
             acknowledged = self._sender(address, files, calling)
         except Exception as exc:
-            logger.warning("outbox %s: attempt %d to %s failed: %s", item.name, attempt + 1, address, exc)
+            logger.warning(
+                "outbox %s: attempt %d to %s failed: %s", item.name, attempt + 1, address, exc
+            )
             return
         for path in acknowledged:
             path.unlink(missing_ok=True)
         logger.info(
             "outbox %s: %d/%d instance(s) acknowledged by %s in %.2fs",
-            item.name, len(acknowledged), len(files), address, time.monotonic() - started,
+            item.name,
+            len(acknowledged),
+            len(files),
+            address,
+            time.monotonic() - started,
         )

@@ -100,7 +100,8 @@ def pipeline_settings(pipeline_class: type[AbstractPipeline], **overrides: Any) 
         setting: getattr(pipeline_class, attribute)
         for attribute, setting in SETTING_ATTRIBUTES.items()
     }
-    values["endpoints"] = [format_endpoint(address) for address in pipeline_class.endpoints]
+    if pipeline_class.endpoints:
+        values["endpoints"] = [format_endpoint(address) for address in pipeline_class.endpoints]
     values.update(overrides)
     return build_settings(**values)
 
@@ -110,7 +111,9 @@ def check_pipeline(pipeline_class: type[AbstractPipeline]) -> None:
     name = pipeline_class.__qualname__
     inputs = pipeline_class.input
     if not isinstance(inputs, dict) or not inputs:
-        raise PipelineDefinitionError(f"{name}.input must be a non-empty dict of name -> input class.")
+        raise PipelineDefinitionError(
+            f"{name}.input must be a non-empty dict of name -> input class."
+        )
     for key, value in inputs.items():
         if not (inspect.isclass(value) and issubclass(value, AbstractInput)):
             raise PipelineDefinitionError(
@@ -134,7 +137,8 @@ def _check_endpoints(pipeline_class: type[AbstractPipeline]) -> None:
     for index, address in enumerate(endpoints):
         if not isinstance(address, Address):
             raise PipelineDefinitionError(
-                f"{name}.endpoints[{index}] must be an Address(ip, port, ae_title); got {address!r}."
+                f"{name}.endpoints[{index}] must be an Address(ip, port, ae_title); "
+                f"got {address!r}."
             )
         try:
             address.validate()

@@ -103,7 +103,9 @@ class RoundStore:
         _write_manifest(partial, job)
         missing = self._move_members(members, partial / "instances")
         if missing:
-            job.inputs = {name: [u for u in uids if u not in missing] for name, uids in inputs.items()}
+            job.inputs = {
+                name: [u for u in uids if u not in missing] for name, uids in inputs.items()
+            }
             _write_manifest(partial, job)
         fsync_directory(partial / "instances")
         os.replace(partial, final)

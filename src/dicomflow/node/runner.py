@@ -161,4 +161,6 @@ def relay_log(job: Round) -> None:
         for line in stream:
             text = line.rstrip("\n")
             for start in range(0, max(len(text), 1), MAX_LOG_LINE):
-                process_logger.info("round %s | %s", job.round_id[:12], text[start : start + MAX_LOG_LINE])
+                process_logger.info(
+                    "round %s | %s", job.round_id[:12], text[start : start + MAX_LOG_LINE]
+                )

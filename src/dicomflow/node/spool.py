@@ -7,6 +7,7 @@ hash of the patient identifier (:func:`dicomflow.dicom.keys.value_key`) and the
 file name is a validated UID, so no raw DICOM value ever becomes a path.
 """
 
+import contextlib
 import logging
 import os
 import threading
@@ -76,10 +77,8 @@ class Spool:
         directory = self.incoming / patient_key
         with self._lock:
             self._known_dirs.discard(directory)
-            try:
+            with contextlib.suppress(OSError):
                 directory.rmdir()
-            except OSError:
-                pass
 
     def _ensure_dir(self, directory: Path) -> None:
         with self._lock:

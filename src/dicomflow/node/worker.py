@@ -7,6 +7,7 @@ in the round's own working directory, reads its inputs from the round's
 instance files and writes its results to the round's ``output/`` folder.
 """
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -128,7 +129,5 @@ def _die_with_parent() -> None:
 
 def _flush() -> None:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
