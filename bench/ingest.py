@@ -9,9 +9,11 @@ Generates N small (64x64, ~9 kB) and N large (512x512, ~0.5 MB) CT instances as
 Part-10 files, then sends each data set with ONE ``storescu`` association over
 loopback to each receiver (see ``bench/receivers.py``) and prints instances/s
 and MB/s (10^6 bytes of Part-10 files sent per second of ``storescu`` run
-time, association set-up included). The slow reference receivers (dcmtk
-``storescp``, stock pynetdicom) get the first ``--reference-*`` instances only;
-their rates are computed from what they received.
+time, association set-up included). Each dicomflow receiver runs ``--repeat``
+times (a fresh process each time) and the median run is shown, with the range
+of instances/s. The slow reference receivers (dcmtk ``storescp``, stock
+pynetdicom) run once, on the first ``--reference-*`` instances only; their
+rates are computed from what they received.
 """
 
 import argparse
@@ -29,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from instances import write_ct_series  # noqa: E402
+from instances import write_ct_series
 
 RECEIVERS_SCRIPT = Path(__file__).resolve().parent / "receivers.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -48,7 +50,9 @@ RECEIVERS = [
     Receiver("pynetdicom 3.0.4 stock SCP, write encoded_dataset()", "pynetdicom", reference=True),
     Receiver("dicomflow StoreSCP + node Spool (durable)", "dicomflow-spool"),
     Receiver("dicomflow StoreSCP + temp/fsync/rename (durable)", "dicomflow"),
-    Receiver("dicomflow StoreSCP, nothing stored (network ceiling)", "dicomflow-memory", stores=False),
+    Receiver(
+        "dicomflow StoreSCP, nothing stored (network ceiling)", "dicomflow-memory", stores=False
+    ),
 ]
 
 
@@ -61,6 +65,7 @@ class Run:
     megabytes: float
     cpu_seconds: float
     ok: bool
+    range_per_second: tuple[float, float] = (0.0, 0.0)
 
     @property
     def per_second(self) -> float:
@@ -82,7 +87,8 @@ def main() -> None:
         ):
             if count:
                 files = generate(workdir / "data" / label, count, size)
-                runs = [measure(r, files, references, workdir / "out" / label) for r in RECEIVERS]
+                output = workdir / "out" / label
+                runs = [measure(r, files, references, output, args.repeat) for r in RECEIVERS]
                 print_table(f"{label}: {count} instances of {size}x{size}", runs)
     finally:
         if args.keep:
@@ -101,6 +107,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--reference-large", type=int, default=0, help="large instances for the references (all)"
     )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per dicomflow receiver (3)")
     parser.add_argument("--workdir", help="where to put the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return parser.parse_args()
@@ -130,10 +137,20 @@ def generate(directory: Path, count: int, size: int) -> list[Path]:
     return files
 
 
-def measure(receiver: Receiver, files: list[Path], references: int, output: Path) -> Run:
+def measure(
+    receiver: Receiver, files: list[Path], references: int, output: Path, repeat: int
+) -> Run:
+    """Run ``receiver`` ``repeat`` times (once if a reference); return the median run."""
     if receiver.reference:
-        files = files[:references]
-    output = output / receiver.kind
+        files, repeat = files[:references], 1
+    outputs = [output / f"{receiver.kind}-{index}" for index in range(repeat)]
+    runs = sorted((measure_once(receiver, files, out) for out in outputs), key=lambda r: r.seconds)
+    median = runs[len(runs) // 2]
+    median.range_per_second = (runs[-1].per_second, runs[0].per_second)
+    return median
+
+
+def measure_once(receiver: Receiver, files: list[Path], output: Path) -> Run:
     output.mkdir(parents=True)
     with start(receiver.kind, output) as (port, pid):
         cpu_before = cpu_seconds(pid)
@@ -141,7 +158,9 @@ def measure(receiver: Receiver, files: list[Path], references: int, output: Path
         ok = storescu(port, files)
         seconds = time.perf_counter() - started
         cpu = cpu_seconds(pid) - cpu_before
-    stored = sum(1 for path in output.rglob("*") if path.is_file() and not path.name.endswith(".part"))
+    stored = sum(
+        1 for path in output.rglob("*") if path.is_file() and not path.name.endswith(".part")
+    )
     megabytes = sum(path.stat().st_size for path in files) / 1e6
     return Run(receiver, len(files), stored, seconds, megabytes, cpu, ok)
 
@@ -152,11 +171,15 @@ def start(kind: str, output: Path) -> Iterator[tuple[int, int]]:
     if kind == "storescp":
         port = free_port()
         command = ["storescp", "-od", str(output), str(port)]
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
         wait_for_listener(port)
     else:
         command = [sys.executable, str(RECEIVERS_SCRIPT), kind, str(output)]
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert process.stdout is not None
         port = int(process.stdout.readline().split()[1])
     try:
@@ -165,7 +188,7 @@ def start(kind: str, output: Path) -> Iterator[tuple[int, int]]:
         stop(process, kind)
 
 
-def stop(process: subprocess.Popen[str] | subprocess.Popen[bytes], kind: str) -> None:
+def stop(process: subprocess.Popen[str], kind: str) -> None:
     if kind == "storescp":
         process.terminate()
     elif process.stdin is not None:
@@ -206,8 +229,8 @@ def print_table(title: str, runs: list[Run]) -> None:
     baseline = {run.receiver.kind: run for run in runs}
     ratio = ratio_to(baseline.get("storescp")), ratio_to(baseline.get("pynetdicom"))
     print(f"\n### {title}\n")
-    print("| receiver | sent | stored | s | instances/s | MB/s | receiver CPU s "
-          "| × storescp | × pynetdicom |")  # fmt: skip
+    print("| receiver | sent | stored | s | instances/s (range) | MB/s | receiver CPU s "
+          "| vs storescp | vs pynetdicom |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for run in runs:
         stored = str(run.stored) if run.receiver.stores else "-"
@@ -215,9 +238,15 @@ def print_table(title: str, runs: list[Run]) -> None:
         print(
             f"| {run.receiver.name}{' (FAILED)' if failed else ''} | {run.sent} | {stored} "
             f"| {run.seconds:.2f} "
-            f"| {run.per_second:.0f} | {run.megabytes_per_second:.1f} | {run.cpu_seconds:.2f} "
+            f"| {run.per_second:.0f}{spread(run)} | {run.megabytes_per_second:.1f} "
+            f"| {run.cpu_seconds:.2f} "
             f"| {ratio[0](run)} | {ratio[1](run)} |"
         )
+
+
+def spread(run: Run) -> str:
+    low, high = run.range_per_second
+    return f" ({low:.0f}-{high:.0f})" if low != high else ""
 
 
 def ratio_to(reference: Run | None) -> Callable[[Run], str]:

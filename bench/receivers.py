@@ -35,8 +35,9 @@ def serve_pynetdicom(output: Path) -> Callable[[], None]:
     server = ae.start_server(
         ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)]
     )
+    assert server is not None
     print(f"PORT {server.server_address[1]}", flush=True)
-    return server.shutdown  # type: ignore[no-any-return]
+    return server.shutdown
 
 
 def serve_dicomflow(output: Path) -> Callable[[], None]:

@@ -14,16 +14,18 @@ from typing import Any
 import pynetdicom
 import pytest
 from pydicom import dcmread
+from pydicom.uid import UID, CTImageStorage
 from pynetdicom import AE, evt
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.errors import PeerUnreachableError
 from dicomflow.net import reactor
 from dicomflow.net.address import Address
 from dicomflow.net.scp import ReceivedInstance, StoreSCP
-from dicomflow.errors import PeerUnreachableError
 from dicomflow.net.scu import echo, send
+
+VERIFICATION = UID("1.2.840.10008.1.1")
 
 pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk is not installed")
 
@@ -85,7 +87,7 @@ def test_only_pynetdicom_3_0_is_supported(version: str, expected: bool) -> None:
 def test_other_pynetdicom_versions_keep_the_stock_reactors(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.delattr(DULServiceProvider, "_dicomflow_waker", raising=False)
+    monkeypatch.setattr(reactor, "installed", lambda: False)
     monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
     with caplog.at_level(logging.WARNING, logger="dicomflow.net.reactor"):
         assert not reactor.install()
@@ -203,17 +205,18 @@ def short_timeout_server() -> Iterator[Any]:
     """A plain pynetdicom Verification SCP whose network and ACSE timeouts are 0.3 s."""
     reactor.install()
     ae = AE(ae_title="SHORT")
-    ae.add_supported_context(Verification)
+    ae.add_supported_context(VERIFICATION)
     ae.network_timeout = 0.3
     ae.acse_timeout = 0.3
     server = ae.start_server(("127.0.0.1", 0), block=False)
+    assert server is not None
     yield server
     server.shutdown()
 
 
 def test_network_timeout_aborts_an_idle_association(short_timeout_server: Any) -> None:
     aborted = threading.Event()
-    handlers = [(evt.EVT_ABORTED, lambda event: aborted.set())]
+    handlers: list[Any] = [(evt.EVT_ABORTED, lambda event: aborted.set())]
     port = short_timeout_server.server_address[1]
     assoc = requestor().associate("127.0.0.1", port, evt_handlers=handlers)
     assert assoc.is_established
@@ -230,7 +233,7 @@ def test_artim_timer_closes_a_silent_connection(short_timeout_server: Any) -> No
 
 def requestor() -> AE:
     ae = AE(ae_title="REQUESTOR")
-    ae.add_requested_context(Verification)
+    ae.add_requested_context(VERIFICATION)
     ae.add_requested_context(CTImageStorage)
     return ae
 

@@ -156,22 +156,22 @@ class PidSleepingPipeline(SleepingPipeline):
             time.sleep(60)
 
 
-HELD_PATIENT_ID = "HELD-A"
+RELEASE = "RELEASE"
 
 
-class HoldInput(AnyInstance):
-    """Never validates while it holds an instance of patient ``HELD_PATIENT_ID``."""
+class ReleaseInput(AnyInstance):
+    """Validates only once it holds an instance whose ImageComments is ``RELEASE``."""
 
     def validate(self) -> bool:
-        held = any(ds.get("PatientID") == HELD_PATIENT_ID for ds in self.data.values())
-        return self.images > 0 and not held
+        return any(ds.get("ImageComments") == RELEASE for ds in self.data.values())
 
 
 class HoldingPipeline(CopyPipeline):
-    """Keeps patient ``HELD_PATIENT_ID`` in the spool; records every other round as
-    ``rounds-seen/{round_id}.json`` (patient key, instance UIDs) in the data directory."""
+    """Keeps a patient's instances in the spool until a ``RELEASE`` instance arrives; records
+    each round as ``rounds-seen/{round_id}.json`` (patient key, instance UIDs) in the data
+    directory."""
 
-    input = {"any": HoldInput}
+    input = {"any": ReleaseInput}
 
     class Processor(AbstractProcessor):
         def process(self, input_container: Any) -> Any:

@@ -54,7 +54,7 @@ def is_running(pid: int) -> bool:
     [
         pytest.param(
             RaisingPipeline,
-            ["Traceback", "sample_pipelines.py", "in process", "ValueError: segmentation model exploded"],
+            ["Traceback", "in process", "ValueError: segmentation model exploded"],
             id="exception",
         ),
         pytest.param(ExitingPipeline, ["code 3"], id="os._exit"),
@@ -102,8 +102,11 @@ def test_a_timed_out_round_is_killed_with_the_processes_it_started(make_node, tm
 
     worker, child = map(int, (data / "sleeper.pids").read_text().split())
     assert worker != os.getpid()
-    wait_for(lambda: not is_running(worker) and not is_running(child), timeout_s=5,
-             what="the worker and its child to be dead")
+    wait_for(
+        lambda: not is_running(worker) and not is_running(child),
+        timeout_s=5,
+        what="the worker and its child to be dead",
+    )
     [failed] = failed_rounds(data)
     assert "timed out after 1 s" in json.loads((failed / "error.json").read_text())["error"]
 
@@ -130,9 +133,7 @@ def test_5_mb_of_output_reaches_the_log_and_the_round_succeeds(
     assert sum(len(line) for line in relayed) > 5 * 1024 * 1024
 
 
-def test_process_runs_in_another_process_in_a_fresh_working_directory(
-    make_node, tmp_path: Path
-):
+def test_process_runs_in_another_process_in_a_fresh_working_directory(make_node, tmp_path: Path):
     data = tmp_path / "data"
     node = make_node(WorkdirPipeline)
     seen = []

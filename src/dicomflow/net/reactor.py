@@ -48,6 +48,7 @@ touch its private attributes (``_kill_thread``, ``_is_paused``,
 widening the version guard.
 """
 
+import contextlib
 import logging
 import os
 import queue
@@ -74,6 +75,7 @@ _dul_log = logging.getLogger("pynetdicom.dul")
 SUPPORTED_VERSION_PREFIX = "3.0"
 MAX_WAIT = 0.5
 _TIMER_SLACK = 0.001
+_INSTALLED = "_dicomflow_reactors_installed"  # marks the patched DULServiceProvider class
 _WAKER = "_dicomflow_waker"
 _WAKE = "_dicomflow_wake"
 _FINISHED = "_dicomflow_finished"
@@ -91,7 +93,7 @@ _STOCK_CREATE_SOCKET = AssociationSocket._create_socket
 def install() -> bool:
     """Replace pynetdicom's polling reactors (idempotent); return whether they are active."""
     with _INSTALL_LOCK:
-        if getattr(DULServiceProvider, _WAKER, False):
+        if installed():
             return True
         if not supported(pynetdicom.__version__):
             logger.warning(
@@ -102,6 +104,11 @@ def install() -> bool:
             return False
         _patch()
         return True
+
+
+def installed() -> bool:
+    """Tell whether :func:`install` has replaced the reactors in this process."""
+    return bool(getattr(DULServiceProvider, _INSTALLED, False))
 
 
 def supported(version: str) -> bool:
@@ -118,7 +125,7 @@ def _patch() -> None:
     Association._run_reactor = _association_run_reactor  # type: ignore[method-assign]
     AssociationSocket.recv = _recv  # type: ignore[method-assign]
     AssociationSocket._create_socket = _create_socket  # type: ignore[method-assign]
-    setattr(DULServiceProvider, _WAKER, True)
+    setattr(DULServiceProvider, _INSTALLED, True)
     logger.debug("pynetdicom %s: event-driven reactors installed", pynetdicom.__version__)
 
 
@@ -164,10 +171,9 @@ class _Waker:
             return
         with self._lock:
             if self._write >= 0:
-                try:
+                # A full pipe means a wake-up is pending anyway.
+                with contextlib.suppress(BlockingIOError):
                     os.write(self._write, b"\0")
-                except BlockingIOError:
-                    pass  # the pipe is full: a wake-up is pending anyway
 
     def wait(self, descriptors: list[int], timeout: float) -> None:
         poller = select.poll()
@@ -244,27 +250,23 @@ def _dul_wait(self: DULServiceProvider, waker: _Waker) -> None:
     try:
         if self._kill_thread or self.to_provider_queue.qsize() or self.event_queue.qsize():
             return
-        connection = _readable_socket(self.socket)
-        if connection is _PENDING:
-            return
-        descriptors = [] if connection is None else [connection.fileno()]
-        waker.wait([fd for fd in descriptors if fd >= 0], _timeout(self.artim_timer))
+        descriptors = _socket_descriptors(self.socket)
+        if descriptors is not None:
+            waker.wait(descriptors, _timeout(self.artim_timer))
     finally:
         waker.blocking = False
 
 
-_PENDING: Any = object()
-
-
-def _readable_socket(assoc_socket: AssociationSocket | None) -> Any:
-    """The connected socket to wait on, None if there is none, _PENDING if TLS holds data."""
+def _socket_descriptors(assoc_socket: AssociationSocket | None) -> list[int] | None:
+    """The connected socket's descriptor to wait on, if any; None if TLS already holds data."""
     if assoc_socket is None or not assoc_socket._is_connected or assoc_socket.socket is None:
-        return None
+        return []
     connection = assoc_socket.socket
-    pending = getattr(connection, "pending", None)
+    pending = getattr(connection, "pending", None)  # ssl.SSLSocket only
     if pending is not None and pending():
-        return _PENDING
-    return connection
+        return None
+    descriptor = connection.fileno()
+    return [descriptor] if descriptor >= 0 else []
 
 
 def _abort_after_error(self: DULServiceProvider, exc: Exception) -> None:

@@ -19,8 +19,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomflow.dicom.integrity import check_complete
 from dicomflow.errors import PortInUseError
-from dicomflow.net.address import valid_ae_title
 from dicomflow.net import reactor
+from dicomflow.net.address import valid_ae_title
 from dicomflow.net.contexts import storage_contexts
 from dicomflow.net.socket import tune_accepted_socket
 

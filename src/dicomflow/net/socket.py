@@ -10,6 +10,7 @@ after a receive, so :func:`rearm_quickack` must be called after every ``recv``;
 :func:`receive_exactly` does that.
 """
 
+import contextlib
 import logging
 import socket
 
@@ -43,10 +44,9 @@ def rearm_quickack(connection: socket.socket) -> None:
     """Ask the kernel to acknowledge received data at once (no-op where unsupported)."""
     if TCP_QUICKACK is None:
         return
-    try:
+    # A socket closed meanwhile, or not TCP, has nothing to acknowledge.
+    with contextlib.suppress(OSError):
         connection.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
-    except OSError:
-        pass  # closed meanwhile, or not TCP: nothing to acknowledge
 
 
 def receive_exactly(connection: socket.socket, nr_bytes: int) -> bytearray:

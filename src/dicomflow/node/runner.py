@@ -110,10 +110,10 @@ class Runner:
 
 
 def _start_forkserver(pipeline: PipelineRef) -> None:
-    preload = list(PRELOAD)
-    if pipeline.module in ("__main__", "__mp_main__"):
-        preload.insert(0, "__main__")
-    else:
+    # "__main__" is always preloaded: otherwise every child would re-run the main
+    # script (multiprocessing's main-module fix-up) before it could start.
+    preload = ["__main__", *PRELOAD]
+    if pipeline.module not in ("__main__", "__mp_main__"):
         preload.append(pipeline.module)
     multiprocessing.forkserver.set_forkserver_preload(preload)
     multiprocessing.forkserver.ensure_running()

@@ -1,0 +1,100 @@
+"""Latency from association release to ``process()`` starting.
+
+Starts a node (embedded defaults, warm forkserver) with a pipeline that
+records when ``process()`` starts, then sends N one-patient series of 4 small
+instances, each over its own association, and measures release -> start. For
+comparison, in the same run, it measures how long a ``spawn`` child (the
+seed's isolation) takes to start and import pydicom and numpy.
+
+    .venv/bin/python bench/latency.py [--rounds 30]
+"""
+
+import argparse
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from latency_pipeline import StampPipeline  # noqa: E402
+
+from dicomflow.dicom.factory import make_ct_series  # noqa: E402
+from dicomflow.node.node import wait_until  # noqa: E402
+
+
+def send_round(port: int, patient: str) -> float:
+    """Send one small series over one association; return the time of release."""
+    ae = AE(ae_title="BENCH-SCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="BENCH")
+    for dataset in make_ct_series(4, rows=32, columns=32, patient_id=patient):
+        assoc.send_c_store(dataset)
+    released = time.time()
+    assoc.release()
+    return released
+
+
+def measure_node(rounds: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as directory:
+        data = Path(directory)
+        pipeline = StampPipeline(start=False, port=0, data_directory=data, log_level="WARNING")
+        pipeline.open(blocking=False, configure_logs=False)
+        node = pipeline.node
+        latencies = []
+        try:
+            for index in range(rounds):
+                released = send_round(node.port, f"LAT{index}")
+                stamps = data / "stamps"
+                wait_until(lambda i=index: len(list(stamps.glob("*.txt"))) > i, 30, 0.001)
+                newest = max(stamps.glob("*.txt"), key=lambda p: p.stat().st_mtime_ns)
+                latencies.append(float(newest.read_text()) - released)
+        finally:
+            pipeline.close()
+        return latencies
+
+
+def _spawned(started: float, queue: "multiprocessing.Queue[float]") -> None:
+    import numpy  # noqa: F401
+    import pydicom  # noqa: F401
+
+    queue.put(time.time() - started)
+
+
+def measure_spawn(count: int) -> list[float]:
+    context = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue[float] = context.Queue()
+    results = []
+    for _ in range(count):
+        process = context.Process(target=_spawned, args=(time.time(), queue))
+        process.start()
+        results.append(queue.get(timeout=60))
+        process.join()
+    return results
+
+
+def describe(values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
+    return f"p50 {statistics.median(ordered) * 1000:7.1f} ms   p95 {p95 * 1000:7.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    node = measure_node(args.rounds)
+    spawn = measure_spawn(5)
+    print(f"release -> process() start, dicomflow node ({args.rounds} rounds): {describe(node)}")
+    print(f"spawn child start + import pydicom/numpy (5 runs):      {describe(spawn)}")
+    print(f"ratio (spawn p50 / node p50): {statistics.median(spawn) / statistics.median(node):.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The outbox: results wait on disk while their peer is down and nothing is lost."""
+
+import json
+import logging
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from sample_pipelines import MARK, CopyPipeline
+
+from conftest import free_port, storescu, wait_for, wait_for_port
+from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.net.address import Address
+from dicomflow.node.node import Node
+from dicomflow.node.outbox import DESTINATION, Outbox
+from dicomflow.node.pipeline import AbstractPipeline
+
+KEPT = "still unreachable; kept for later"
+PeerStarter = Callable[[int], Path]
+
+
+@pytest.fixture
+def storescp_on(tmp_path: Path) -> Iterator[PeerStarter]:
+    """Start dcmtk ``storescp`` on a given port (the endpoint that was down comes up)."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int) -> Path:
+        folder = tmp_path / "pacs"
+        folder.mkdir(exist_ok=True)
+        command = ["storescp", "-aet", "PACS", "-od", str(folder), "+xa", str(port)]
+        processes.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+        wait_for_port(port)
+        return folder
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def outbox_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="dicomflow.node.outbox")
+    return caplog
+
+
+@pytest.fixture
+def open_pipeline(tmp_path: Path) -> Iterator[Callable[..., AbstractPipeline]]:
+    """Like ``make_node``, but hands out the pipeline, so a test can close it midway."""
+    opened: list[AbstractPipeline] = []
+
+    def factory(pipeline_class: type[AbstractPipeline], **overrides: Any) -> AbstractPipeline:
+        pipeline = pipeline_class(
+            start=False, port=0, data_directory=tmp_path / "data", **overrides
+        )
+        pipeline.open(blocking=False, configure_logs=False)
+        opened.append(pipeline)
+        return pipeline
+
+    yield factory
+    for pipeline in opened:
+        pipeline.close()
+
+
+def uids(paths: list[Path]) -> set[str]:
+    return {str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in paths}
+
+
+def outbox_files(data: Path) -> list[Path]:
+    return sorted((data / "outbox").glob("*/*.dcm"))
+
+
+def send_and_see_it_kept(
+    node: Node, tmp_path: Path, outbox_log: pytest.LogCaptureFixture
+) -> list[Path]:
+    """Send a series to a node whose endpoint is down; check the results wait in the outbox."""
+    files = write_series(make_ct_series(4), tmp_path / "series")
+    storescu(node.port, files)
+    wait_for(lambda: KEPT in outbox_log.text, 30, "a failed delivery")
+    assert node.counters.rounds_succeeded == 1
+    assert node.counters.delivered == 0
+    assert uids(outbox_files(tmp_path / "data")) == uids(files), "every result kept"
+    return files
+
+
+@pytest.mark.parametrize("wake", ["retry_now", "retry_interval"])
+def test_results_wait_in_the_outbox_until_the_endpoint_comes_up(
+    make_node, storescp_on: PeerStarter, tmp_path: Path, outbox_log, wake: str
+):
+    port = free_port()
+    node = make_node(
+        CopyPipeline,
+        endpoints=[f"PACS@127.0.0.1:{port}"],
+        export_retries=1,
+        export_backoff_s=0.01,
+        outbox_retry_interval_s=3600.0 if wake == "retry_now" else 0.3,
+    )
+    files = send_and_see_it_kept(node, tmp_path, outbox_log)
+    pacs = storescp_on(port)
+    if wake == "retry_now":
+        node.outbox.retry_now()
+    wait_for(lambda: len(list(pacs.iterdir())) == len(files), 30, "results at the endpoint")
+    received = sorted(pacs.iterdir())
+    assert uids(received) == uids(files)
+    assert {pydicom.dcmread(path).ImageComments for path in received} == {MARK}
+    wait_for(lambda: not list((tmp_path / "data" / "outbox").iterdir()), 10, "an empty outbox")
+    assert node.counters.delivered == 1
+
+
+def test_outbox_is_delivered_by_the_next_node_after_a_restart(
+    open_pipeline, storescp_on: PeerStarter, tmp_path: Path, outbox_log
+):
+    port = free_port()
+    endpoints = [f"PACS@127.0.0.1:{port}"]
+    first = open_pipeline(CopyPipeline, endpoints=endpoints, export_retries=0)
+    files = send_and_see_it_kept(first.node, tmp_path, outbox_log)
+    first.close()
+    assert uids(outbox_files(tmp_path / "data")) == uids(files), "kept across the stop"
+    pacs = storescp_on(port)
+    second = open_pipeline(CopyPipeline, endpoints=endpoints).node
+    wait_for(lambda: len(list(pacs.iterdir())) == len(files), 30, "results after the restart")
+    assert uids(sorted(pacs.iterdir())) == uids(files)
+    wait_for(lambda: second.counters.delivered == 1, 10, "the delivery to be counted")
+    assert not list((tmp_path / "data" / "outbox").iterdir())
+    assert second.counters.rounds_started == 0, "the round is not processed again"
+
+
+# -- the Outbox class with a fake sender ---------------------------------------------------
+
+ENDPOINT = {"kind": "dicom", "ip": "127.0.0.1", "port": 11112, "ae_title": "PACS"}
+
+
+class FakeSender:
+    """Acknowledges the files named in ``plan`` per call (``None``: all; an exception: raise)."""
+
+    def __init__(self, plan: list[object]) -> None:
+        self.plan = plan
+        self.calls: list[tuple[Address, list[str], str]] = []
+
+    def __call__(self, address: Address, files: list[Path], calling: str) -> set[Path]:
+        self.calls.append((address, [path.name for path in files], calling))
+        step = self.plan[min(len(self.calls), len(self.plan)) - 1]
+        if isinstance(step, Exception):
+            raise step
+        if step == "half":
+            return set(files[::2])
+        return set(files)
+
+
+def make_item(outbox: Outbox, tmp_path: Path, count: int) -> tuple[Path, list[str]]:
+    folder = tmp_path / "result"
+    folder.mkdir()
+    names = [f"1.2.3.{number}.dcm" for number in range(count)]
+    for name in names:
+        (folder / name).write_bytes(name.encode())
+    return outbox.add("round-000-000", folder, ENDPOINT), names
+
+
+def make_outbox(tmp_path: Path, sender: FakeSender, retries: int) -> tuple[Outbox, list[Path]]:
+    delivered: list[Path] = []
+    outbox = Outbox(
+        tmp_path / "outbox",
+        calling_ae_title="NODE",
+        retries=retries,
+        backoff_s=0.0,
+        sender=sender,
+        on_delivered=delivered.append,
+    )
+    return outbox, delivered
+
+
+def test_a_retry_resends_only_the_unacknowledged_files(tmp_path: Path):
+    sender = FakeSender(["half", "all"])
+    outbox, delivered = make_outbox(tmp_path, sender, retries=1)
+    item, names = make_item(outbox, tmp_path, 6)
+    assert outbox.deliver(item)
+    (address, first, calling), (_, second, _) = sender.calls
+    assert address == Address("127.0.0.1", 11112, "PACS")
+    assert calling == "NODE"
+    assert first == names
+    assert second == names[1::2]
+    assert not item.exists()
+    assert delivered == [item]
+
+
+def test_partial_delivery_keeps_the_rest_for_the_next_attempt(tmp_path: Path):
+    sender = FakeSender(["half", "all"])
+    outbox, delivered = make_outbox(tmp_path, sender, retries=0)
+    item, names = make_item(outbox, tmp_path, 5)
+    assert not outbox.deliver(item)
+    assert sorted(path.name for path in item.glob("*.dcm")) == names[1::2]
+    assert json.loads((item / DESTINATION).read_text())["ae_title"] == "PACS"
+    assert delivered == []
+    assert outbox.items() == [item]
+    assert outbox.deliver(item)
+    assert sender.calls[1][1] == names[1::2]
+    assert delivered == [item]
+
+
+def test_an_unreachable_peer_loses_nothing(tmp_path: Path):
+    sender = FakeSender([ConnectionRefusedError("peer down")])
+    outbox, delivered = make_outbox(tmp_path, sender, retries=2)
+    item, names = make_item(outbox, tmp_path, 3)
+    assert not outbox.deliver(item)
+    assert len(sender.calls) == 3, "one attempt and two retries"
+    assert sorted(path.name for path in item.glob("*.dcm")) == names
+    assert all((item / name).read_bytes() == name.encode() for name in names)
+    assert delivered == []
