@@ -93,7 +93,9 @@ def main() -> None:
     spawn = measure_spawn(5)
     print(f"release -> process() start, dicomflow node ({args.rounds} rounds): {describe(node)}")
     print(f"spawn child start + import pydicom/numpy (5 runs):      {describe(spawn)}")
-    print(f"ratio (spawn p50 / node p50): {statistics.median(spawn) / statistics.median(node):.1f}x")
+    print(
+        f"ratio (spawn p50 / node p50): {statistics.median(spawn) / statistics.median(node):.1f}x"
+    )
 
 
 if __name__ == "__main__":

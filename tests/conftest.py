@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    JPEGExtended12Bit,
     JPEG2000,
+    DeflatedExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGExtended12Bit,
     JPEGLosslessSV1,
     RLELossless,
 )
@@ -92,8 +92,14 @@ PROPOSE_FLAG = {
 }
 
 
-def storescu(port: int, files: list[Path], *, aec: str = "DICOMFLOW", aet: str = "STORESCU",
-             check: bool = True) -> subprocess.CompletedProcess[str]:
+def storescu(
+    port: int,
+    files: list[Path],
+    *,
+    aec: str = "DICOMFLOW",
+    aet: str = "STORESCU",
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
     """Send ``files`` with dcmtk's ``storescu``: one association per compressed transfer
     syntax (storescu proposes one syntax per run), the uncompressed ones together."""
     groups: dict[str, list[Path]] = {}
@@ -135,6 +141,8 @@ def make_node(tmp_path: Path) -> Iterator[NodeFactory]:
         pipeline.close()
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition") -> None:
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition"
+) -> None:
     if not wait_until(predicate, timeout_s):
         raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import storescu
+from conftest import storescu, wait_for
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.net.scp import AccessPolicy
 from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor
@@ -59,7 +59,7 @@ def test_only_allowed_ae_titles_may_associate(make_node, tmp_path: Path, series:
     assert storescu(node.port, series, aet="EVIL", check=False).returncode != 0
     assert node.counters.received == 0
     assert spooled(tmp_path / "data") == []
-    assert node.counters.refused == 2
+    wait_for(lambda: node.counters.refused == 2, timeout_s=5, what="two refusals counted")
 
     assert echoscu(node.port, aet="GOOD").returncode == 0
     storescu(node.port, series, aet="GOOD")

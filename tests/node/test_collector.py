@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 
 from dicomflow.dicom.factory import make_dataset
 from dicomflow.dicom.keys import value_key
@@ -63,7 +63,30 @@ def test_instances_go_to_the_inputs_whose_tags_and_values_they_have(
     keywords: dict[str, Any], wanted: list[str]
 ):
     collector = Collector({"ct": CTByKeyword, "mr": MRByNumber, "either": AnyOfTwo})
-    assert collector.wanted_by(instance(SliceThickness=1.0, **keywords)) == wanted
+    assert collector.wanted_by(instance(**{"SliceThickness": 1.0, **keywords})) == wanted
+
+
+class Thin(AbstractInput):
+    required_values = {"SliceThickness": 1, "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"]}
+
+
+@pytest.mark.parametrize(
+    ("keywords", "accepted"),
+    [
+        ({"SliceThickness": "1.0"}, True),
+        ({"SliceThickness": "1"}, True),
+        ({"SliceThickness": "1.5"}, False),
+        ({"ImageType": ["ORIGINAL", "PRIMARY"]}, False),
+    ],
+)
+def test_numbers_match_by_value_and_multi_values_as_a_whole(
+    keywords: dict[str, Any], accepted: bool, tmp_path: Path
+):
+    path = tmp_path / "instance.dcm"
+    dataset = instance(**{"ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"], **keywords})
+    dataset.save_as(path, enforce_file_format=True)
+    from_file = dcmread(path)  # DS values keep the string they were read from
+    assert Collector({"thin": Thin}).wanted_by(from_file) == (["thin"] if accepted else [])
 
 
 def add(collector: Collector, patient: str, names: list[str], uid: str) -> Path:

@@ -141,6 +141,22 @@ def test_a_hostile_patient_id_stays_inside_the_data_root_as_its_own_patient(
         assert not Path("/etc", f"{ds.SOPInstanceUID}.dcm").exists()
 
 
+def test_an_empty_and_a_missing_patient_id_are_two_patients(make_node, tmp_path: Path):
+    data = tmp_path / "data"
+    node = make_node(HoldingPipeline)
+    empty = [make_dataset(PatientID=""), make_dataset(PatientID="", ImageComments=RELEASE)]
+    missing = [make_dataset(PatientID=None), make_dataset(PatientID=None, ImageComments=RELEASE)]
+
+    storescu(node.port, write_series([*empty, *missing], tmp_path / "series"))
+
+    wait_for(lambda: node.counters.rounds_succeeded == 2, timeout_s=15, what="two rounds")
+    records = [json.loads(path.read_text()) for path in (data / "rounds-seen").iterdir()]
+    assert sorted(record["uids"] for record in records) == sorted(
+        sorted(str(ds.SOPInstanceUID) for ds in patient) for patient in (empty, missing)
+    )
+    assert records[0]["patient_key"] != records[1]["patient_key"]
+
+
 @pytest.mark.parametrize("uid", HOSTILE_UIDS)
 def test_a_hostile_sop_instance_uid_is_refused(
     make_node, tmp_path: Path, send_files_raw: None, uid: str

@@ -48,7 +48,9 @@ def test_kill_during_transfer_then_restart_processes_every_acknowledged_instance
     node = serve("CTCopyPipeline", port, data, storescp.endpoint())
     sender = subprocess.Popen(
         ["storescu", "-v", "-aec", "DICOMFLOW", "127.0.0.1", str(port), *map(str, files)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     incoming = data / "spool" / "incoming"
     wait_for(lambda: sum(1 for _ in incoming.rglob("*.dcm")) >= 40, 60, "instances in the spool")
@@ -73,8 +75,11 @@ def test_kill_during_processing_then_restart_reruns_the_round(
     files = write_series(make_ct_series(5), tmp_path / "series")
     port, data = free_port(), tmp_path / "data"
     node = serve("SlowPipeline", port, data, storescp.endpoint())
-    subprocess.run(["storescu", "-aec", "DICOMFLOW", "127.0.0.1", str(port), *map(str, files)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["storescu", "-aec", "DICOMFLOW", "127.0.0.1", str(port), *map(str, files)],
+        check=True,
+        capture_output=True,
+    )
     wait_for(lambda: any((data / "rounds").glob("*/work")), 30, "processing to start")
     node.kill()
     node.wait()

@@ -11,7 +11,7 @@ import pydicom
 from conftest import StoreSCPPeer, free_port, storescu, wait_for, wait_for_port
 from dicomflow.dicom.factory import make_ct_series, write_series
 
-TUTORIAL = '''
+TUTORIAL = """
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List
 
@@ -49,9 +49,9 @@ class MyPipeline(AbstractPipeline):
 
 if __name__ == '__main__':
   MyPipeline()
-'''
+"""
 
-QUICK_FIX = '''
+QUICK_FIX = """
 from dicomflow.server.input import AbstractInput
 from dicomflow.server.node import AbstractPipeline
 from dicomflow.server.processor import AbstractProcessor
@@ -80,7 +80,7 @@ assert is_picklable(ATTRIBUTE) and not is_picklable(lambda: None)
 
 if __name__ == '__main__':
   Pipeline().open()
-'''
+"""
 
 
 def run_example(source: str, tmp_path: Path, storescp: StoreSCPPeer, count: int) -> list[Path]:
@@ -114,11 +114,14 @@ def test_placeholder_endpoint_gives_a_clear_error(tmp_path: Path):
     script = tmp_path / "placeholder.py"
     script.write_text(
         textwrap.dedent(TUTORIAL)
-        .replace("Address(ip='127.0.0.1', port=ENDPOINT_PORT, ae_title=\"PACS\")",
-                 "Address(ip='', port=104, ae_title=\"\")")
+        .replace(
+            "Address(ip='127.0.0.1', port=ENDPOINT_PORT, ae_title=\"PACS\")",
+            "Address(ip='', port=104, ae_title=\"\")",
+        )
         .replace("PORT", "0")
     )
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30
+    )
     assert result.returncode != 0
     assert 'MyPipeline.endpoints[0]: Address ip "" is empty' in result.stderr

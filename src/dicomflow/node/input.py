@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydicom import Dataset, dcmread
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 from dicomflow.dicom.grinders import identity_grinder
@@ -109,8 +110,14 @@ def _value_matches(dataset: Dataset, tag: BaseTag, expected: Any) -> bool:
     if element is None:
         return False
     value = element.value
-    if isinstance(expected, list | tuple) and not isinstance(value, list | tuple | str):
-        return value in expected
+    if isinstance(expected, list | tuple) and not isinstance(value, MultiValue | list | tuple):
+        return any(_equal(value, option) for option in expected)  # a list means "one of"
+    return _equal(value, expected)
+
+
+def _equal(value: Any, expected: Any) -> bool:
+    if isinstance(value, int | float) and isinstance(expected, int | float):
+        return bool(value == expected)  # IS/DS by number: "1.0" matches 1
     if isinstance(value, str) or hasattr(value, "original_string"):
         return str(value).strip() == str(expected).strip()
     return bool(value == expected)
