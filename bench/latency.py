@@ -23,10 +23,10 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from latency_pipeline import StampPipeline  # noqa: E402
+from latency_pipeline import StampPipeline
 
-from dicomflow.dicom.factory import make_ct_series  # noqa: E402
-from dicomflow.node.node import wait_until  # noqa: E402
+from dicomflow.dicom.factory import make_ct_series
+from dicomflow.node.node import wait_until
 
 
 def send_round(port: int, patient: str) -> float:
@@ -52,7 +52,7 @@ def measure_node(rounds: int) -> list[float]:
             for index in range(rounds):
                 released = send_round(node.port, f"LAT{index}")
                 stamps = data / "stamps"
-                wait_until(lambda i=index: len(list(stamps.glob("*.txt"))) > i, 30, 0.001)
+                wait_until(lambda i=index, s=stamps: len(list(s.glob("*.txt"))) > i, 30, 0.001)
                 newest = max(stamps.glob("*.txt"), key=lambda p: p.stat().st_mtime_ns)
                 latencies.append(float(newest.read_text()) - released)
         finally:

@@ -40,3 +40,19 @@ class PeerUnreachableError(DicomflowError, ConnectionError):
 
 class PortInUseError(DicomflowError, OSError):
     """The node's listening port is already taken."""
+
+
+class QueueError(DicomflowError, RuntimeError):
+    """The job queue cannot do what was asked."""
+
+
+class UnknownDependencyError(QueueError, KeyError):
+    """A job depends on a job the queue does not know."""
+
+
+class JobTimeoutError(DicomflowError, TimeoutError):
+    """A job ran longer than its timeout and was killed."""
+
+
+class ServiceDefinitionError(DicomflowError, ValueError):
+    """A registry service's settings.json or callback module is wrong."""
