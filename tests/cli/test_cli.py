@@ -22,7 +22,7 @@ PIPELINES = Path(__file__).parent / "pipelines"
 COPY_PIPELINE = PIPELINES / "copy_pipeline.py"
 REPO = Path(__file__).parents[2]
 MARK = "copied by the CLI test pipeline"
-STOP_TIMEOUT_S = 10
+STOP_TIMEOUT_S = 5
 
 SEED_PIPELINE = """
 from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor, Address
@@ -118,17 +118,8 @@ def launch(tmp_path: Path) -> Iterator[Launcher]:
 def node_command(mode: str, tmp_path: Path, port: int, data: Path, peer: StoreSCPPeer) -> list[str]:
     """How a user starts a node in each documented way."""
     if mode == "serve":  # the class attributes are left at their defaults; options give all
-        return [
-            DICOMFLOW,
-            "serve",
-            str(COPY_PIPELINE),
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data),
-            "--endpoint",
-            peer.endpoint(),
-        ]
+        options = ["--port", str(port), "--data-dir", str(data), "--endpoint", peer.endpoint()]
+        return [DICOMFLOW, "serve", str(COPY_PIPELINE), *options]
     main = "MyPipeline().open()" if mode == "python-open" else "MyPipeline()"
     script = write_seed_pipeline(tmp_path, port, data, peer.port, main)
     if mode == "run":
@@ -180,58 +171,54 @@ def test_serve_on_port_0_listens_on_an_os_assigned_port(
     assert node.wait(timeout=STOP_TIMEOUT_S) == 0
 
 
-@pytest.mark.parametrize(
-    ("pipeline", "options", "code", "message"),
-    [
-        ("no[b]such.py", [], 2, 'Pipeline file "{tmp}/no[b]such.py" does not exist.'),
-        ("broken.py", [], 2, 'Cannot load pipeline "{tmp}/broken.py": SyntaxError'),
-        (PIPELINES / "no_pipeline.py", [], 2, "must define exactly one AbstractPipeline subclass"),
-        (
-            PIPELINES / "instance_input.py",
-            [],
-            2,
-            'InstanceInputPipeline.input["ct"] must be an AbstractInput subclass (the class, '
-            "not an instance)",
-        ),
-        (
-            PIPELINES / "bogus_keyword.py",
-            [],
-            2,
-            'Input "ct" (MisspeltInput): required_tags: "SliceThiknes" is neither a DICOM '
-            "keyword nor a tag.",
-        ),
-        (
-            PIPELINES / "no_processor.py",
-            [],
-            2,
-            "NoProcessorPipeline must define a nested class Processor(AbstractProcessor) with "
-            "process().",
-        ),
-        (COPY_PIPELINE, ["--port", "70000"], 2, "setting port: Input should be less than or equal"),
-        (COPY_PIPELINE, ["--endpoint", "PACS@nowhere"], 2, "setting endpoints: "),
-        (COPY_PIPELINE, ["--ae-title", "A" * 17], 2, "setting ae_title: "),
-    ],
-    ids=[
-        "missing-file",
-        "syntax-error",
-        "no-pipeline",
-        "instance-input",
-        "bogus-keyword",
-        "no-processor",
-        "port-out-of-range",
-        "bad-endpoint",
-        "long-ae-title",
-    ],
-)
-def test_bad_pipeline_or_setting_gives_one_line_error(
-    pipeline: str | Path, options: list[str], code: int, message: str, tmp_path: Path
-):
+BAD_PIPELINES = [
+    pytest.param("no[b]such.py", 'Pipeline file "{tmp}/no[b]such.py" does not exist.', id="none"),
+    pytest.param("broken.py", 'Cannot load pipeline "{tmp}/broken.py": SyntaxError', id="syntax"),
+    pytest.param(
+        PIPELINES / "no_pipeline.py",
+        "must define exactly one AbstractPipeline subclass (found: none)",
+        id="no-pipeline",
+    ),
+    pytest.param(
+        PIPELINES / "instance_input.py",
+        'InstanceInputPipeline.input["ct"] must be an AbstractInput subclass (the class, not an',
+        id="instance-input",
+    ),
+    pytest.param(
+        PIPELINES / "bogus_keyword.py",
+        'Input "ct" (MisspeltInput): required_tags: "SliceThiknes" is neither a DICOM keyword',
+        id="bogus-keyword",
+    ),
+    pytest.param(
+        PIPELINES / "no_processor.py",
+        "NoProcessorPipeline must define a nested class Processor(AbstractProcessor) with",
+        id="no-processor",
+    ),
+]
+
+
+@pytest.mark.parametrize(("pipeline", "message"), BAD_PIPELINES)
+def test_bad_pipeline_gives_one_line_error(pipeline: str | Path, message: str, tmp_path: Path):
     (tmp_path / "broken.py").write_text("class Broken(:\n    pass\n")
     spec = pipeline if isinstance(pipeline, Path) else tmp_path / pipeline
-    port = [] if "--port" in options else ["--port", free_port()]
-    data = ["--data-dir", tmp_path / "data"]
-    result = dicomflow("serve", spec, *port, *data, *options, cwd=tmp_path)
-    assert_one_line_error(result, code, message.format(tmp=tmp_path))
+    result = dicomflow("serve", spec, "--port", free_port(), "--data-dir", "data", cwd=tmp_path)
+    assert_one_line_error(result, 2, message.format(tmp=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--port", "70000", "setting port: Input should be less than or equal to 65535"),
+        ("--endpoint", "PACS@nowhere", 'endpoint "PACS@nowhere" must look like AE_TITLE@host:port'),
+        ("--ae-title", "A" * 17, f'setting ae_title: Value error, "{"A" * 17}" is not a valid'),
+        ("--workers", "0", "setting workers: Input should be greater than or equal to 1"),
+    ],
+)
+def test_invalid_setting_gives_one_line_error(
+    option: str, value: str, message: str, tmp_path: Path
+):
+    result = dicomflow("serve", COPY_PIPELINE, "--data-dir", "data", option, value, cwd=tmp_path)
+    assert_one_line_error(result, 2, message)
 
 
 def test_port_in_use_gives_one_line_error(tmp_path: Path):

@@ -213,8 +213,8 @@ class Node:
             )
             return
         (job.directory / DONE_MARKER).touch()
+        self.counters.add("rounds_succeeded")  # before export: a delivery implies the count
         self._export(job)
-        self.counters.add("rounds_succeeded")
         logger.info("round %s: processed in %.2fs", job.round_id, outcome.duration_s)
 
     def _export(self, job: Round) -> None:
