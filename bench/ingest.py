@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from instances import write_ct_series
+from receivers import store_durably
 
 RECEIVERS_SCRIPT = Path(__file__).resolve().parent / "receivers.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -43,15 +44,32 @@ class Receiver:
     kind: str  # "storescp" or a kind of bench/receivers.py
     reference: bool = False
     stores: bool = True
+    reactors: str = "full"
 
 
 RECEIVERS = [
     Receiver("dcmtk storescp (default options)", "storescp", reference=True),
     Receiver("pynetdicom 3.0.4 stock SCP, write encoded_dataset()", "pynetdicom", reference=True),
+    Receiver("pynetdicom 3.0.4 stock SCP, temp/fsync/rename", "pynetdicom-durable", reference=True),
     Receiver("dicomflow StoreSCP + node Spool (durable)", "dicomflow-spool"),
     Receiver("dicomflow StoreSCP + temp/fsync/rename (durable)", "dicomflow"),
     Receiver(
         "dicomflow StoreSCP, nothing stored (network ceiling)", "dicomflow-memory", stores=False
+    ),
+    Receiver("no network: temp/fsync/rename of the files' bytes (disk ceiling)", "disk"),
+]
+BEFORE = [
+    Receiver(
+        "dicomflow StoreSCP + temp/fsync/rename, stock reactors",
+        "dicomflow",
+        reference=True,
+        reactors="stock",
+    ),
+    Receiver(
+        "dicomflow StoreSCP + temp/fsync/rename, stock reactors + QUICKACK re-arm",
+        "dicomflow",
+        reference=True,
+        reactors="quickack",
     ),
 ]
 
@@ -88,7 +106,8 @@ def main() -> None:
             if count:
                 files = generate(workdir / "data" / label, count, size)
                 output = workdir / "out" / label
-                runs = [measure(r, files, references, output, args.repeat) for r in RECEIVERS]
+                receivers = RECEIVERS + (BEFORE if args.before else [])
+                runs = [measure(r, files, references, output, args.repeat) for r in receivers]
                 print_table(f"{label}: {count} instances of {size}x{size}", runs)
     finally:
         if args.keep:
@@ -108,6 +127,11 @@ def parse_args() -> argparse.Namespace:
         "--reference-large", type=int, default=0, help="large instances for the references (all)"
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per dicomflow receiver (3)")
+    parser.add_argument(
+        "--before",
+        action="store_true",
+        help="also run the durable dicomflow receiver without (parts of) net/reactor.py",
+    )
     parser.add_argument("--workdir", help="where to put the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return parser.parse_args()
@@ -123,8 +147,8 @@ def print_context(workdir: Path) -> None:
     print(f"work directory {workdir}: creating a file costs {per_file_ms:.3f} ms")
     if per_file_ms > 0.2:
         print(
-            "  (slow: ext4 without a journal skips recently deleted inodes; "
-            "try --workdir on a quieter directory)"
+            "  (slow: ext4 without a journal passes over recently deleted inodes when it "
+            "allocates one; try --workdir on a directory with less churn)"
         )
 
 
@@ -143,7 +167,7 @@ def measure(
     """Run ``receiver`` ``repeat`` times (once if a reference); return the median run."""
     if receiver.reference:
         files, repeat = files[:references], 1
-    outputs = [output / f"{receiver.kind}-{index}" for index in range(repeat)]
+    outputs = [output / f"{receiver.kind}-{receiver.reactors}-{index}" for index in range(repeat)]
     runs = sorted((measure_once(receiver, files, out) for out in outputs), key=lambda r: r.seconds)
     median = runs[len(runs) // 2]
     median.range_per_second = (runs[-1].per_second, runs[0].per_second)
@@ -152,7 +176,9 @@ def measure(
 
 def measure_once(receiver: Receiver, files: list[Path], output: Path) -> Run:
     output.mkdir(parents=True)
-    with start(receiver.kind, output) as (port, pid):
+    if receiver.kind == "disk":
+        return measure_disk(receiver, files, output)
+    with start(receiver.kind, output, receiver.reactors) as (port, pid):
         cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         ok = storescu(port, files)
@@ -165,8 +191,19 @@ def measure_once(receiver: Receiver, files: list[Path], output: Path) -> Run:
     return Run(receiver, len(files), stored, seconds, megabytes, cpu, ok)
 
 
+def measure_disk(receiver: Receiver, files: list[Path], output: Path) -> Run:
+    """Store the files' bytes durably in this process, as the durable receivers do."""
+    contents = [path.read_bytes() for path in files]
+    cpu_before, started = time.process_time(), time.perf_counter()
+    for data in contents:
+        store_durably(output, data)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_before
+    megabytes = sum(len(data) for data in contents) / 1e6
+    return Run(receiver, len(files), len(files), seconds, megabytes, cpu, True)
+
+
 @contextmanager
-def start(kind: str, output: Path) -> Iterator[tuple[int, int]]:
+def start(kind: str, output: Path, reactors: str) -> Iterator[tuple[int, int]]:
     """Run a receiver in its own process; yield its (port, pid)."""
     if kind == "storescp":
         port = free_port()
@@ -176,7 +213,7 @@ def start(kind: str, output: Path) -> Iterator[tuple[int, int]]:
         )
         wait_for_listener(port)
     else:
-        command = [sys.executable, str(RECEIVERS_SCRIPT), kind, str(output)]
+        command = [sys.executable, str(RECEIVERS_SCRIPT), kind, str(output), reactors]
         process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )

@@ -1,15 +1,22 @@
 """Receivers for the ingest benchmark, each run in its own process.
 
-``python bench/receivers.py KIND OUTPUT_DIR`` starts a C-STORE SCP on an
-OS-assigned loopback port, prints ``PORT <n>`` on stdout and serves until its
-standard input is closed. KIND is one of:
+``python bench/receivers.py KIND OUTPUT_DIR [REACTORS]`` starts a C-STORE SCP
+on an OS-assigned loopback port, prints ``PORT <n>`` on stdout and serves until
+its standard input is closed. REACTORS (dicomflow kinds only, to measure what
+:mod:`dicomflow.net.reactor` brings) is ``full`` (default), ``quickack`` (only
+the ``recv`` replacement: QUICKACK re-armed, stock polling loops) or ``stock``
+(nothing replaced). KIND is one of:
 
 - ``pynetdicom``: a stock pynetdicom 3 SCP (default AE settings) writing
   ``event.encoded_dataset()`` to a file (not fsynced, like storescp).
-- ``dicomflow``: :class:`dicomflow.net.scp.StoreSCP`; each instance is written
-  to a temporary file, fsynced and renamed before the success status is sent.
+- ``pynetdicom-durable``: the same stock SCP storing with :func:`store_durably`.
+- ``dicomflow``: :class:`dicomflow.net.scp.StoreSCP` storing ``instance.encoded()``
+  with :func:`store_durably`.
 - ``dicomflow-spool``: :class:`dicomflow.net.scp.StoreSCP` storing into the
-  node's durable :class:`dicomflow.node.spool.Spool` (also fsyncs directories).
+  node's :class:`dicomflow.node.spool.Spool` as the node does (decodes the
+  dataset for PatientID and SOPInstanceUID; also fsyncs directories).
+- ``dicomflow-memory``: :class:`dicomflow.net.scp.StoreSCP` calling
+  ``instance.encoded()`` and storing nothing: the network path alone.
 """
 
 import os
@@ -22,12 +29,30 @@ from typing import Any
 SUCCESS = 0x0000
 
 
-def serve_pynetdicom(output: Path) -> Callable[[], None]:
+def store_durably(directory: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file, fsync it and rename it to ``<uuid>.dcm``."""
+    name = uuid.uuid4().hex
+    temporary = directory / f".{name}.part"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(temporary, directory / f"{name}.dcm")
+
+
+def serve_pynetdicom(output: Path, durable: bool = False) -> Callable[[], None]:
     from pynetdicom import AE, AllStoragePresentationContexts, evt
 
     def handle_store(event: Any) -> int:
-        with open(output / f"{uuid.uuid4().hex}.dcm", "wb") as stream:
-            stream.write(event.encoded_dataset())
+        if durable:
+            store_durably(output, event.encoded_dataset())
+        else:
+            with open(output / f"{uuid.uuid4().hex}.dcm", "wb") as stream:
+                stream.write(event.encoded_dataset())
         return SUCCESS
 
     ae = AE(ae_title="STOCK")
@@ -40,66 +65,75 @@ def serve_pynetdicom(output: Path) -> Callable[[], None]:
     return server.shutdown
 
 
-def serve_dicomflow(output: Path) -> Callable[[], None]:
-    from dicomflow.net.scp import ReceivedInstance, StoreSCP
-
-    def store(instance: ReceivedInstance) -> int:
-        temporary = output / f".{uuid.uuid4().hex}.part"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        try:
-            os.write(descriptor, instance.encoded())
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, temporary.with_name(temporary.name[1:-5] + ".dcm"))
-        return SUCCESS
+def serve_dicomflow(output: Path, store: Callable[[Any], int]) -> Callable[[], None]:
+    from dicomflow.net.scp import StoreSCP
 
     scp = StoreSCP(ae_title="DICOMFLOW", ip="127.0.0.1", port=0, on_store=store)
     print(f"PORT {scp.port}", flush=True)
     return scp.close
 
 
-def serve_dicomflow_memory(output: Path) -> Callable[[], None]:
-    from dicomflow.net.scp import ReceivedInstance, StoreSCP
-
-    def store(instance: ReceivedInstance) -> int:
-        instance.encoded()
+def durable_store(output: Path) -> Callable[[Any], int]:
+    def store(instance: Any) -> int:
+        store_durably(output, instance.encoded())
         return SUCCESS
 
-    scp = StoreSCP(ae_title="DICOMFLOW", ip="127.0.0.1", port=0, on_store=store)
-    print(f"PORT {scp.port}", flush=True)
-    return scp.close
+    return store
 
 
-def serve_dicomflow_spool(output: Path) -> Callable[[], None]:
+def spool_store(output: Path) -> Callable[[Any], int]:
     from dicomflow.dicom.keys import value_key
-    from dicomflow.net.scp import ReceivedInstance, StoreSCP
     from dicomflow.node.spool import Spool
 
     spool = Spool(output)
 
-    def store(instance: ReceivedInstance) -> int:
+    def store(instance: Any) -> int:
         dataset = instance.dataset
-        spool.store(
-            value_key(dataset.get("PatientID")), str(dataset.SOPInstanceUID), instance.encoded()
-        )
+        patient_key = value_key(dataset.get("PatientID"))
+        spool.store(patient_key, str(dataset.SOPInstanceUID), instance.encoded())
         return SUCCESS
 
-    scp = StoreSCP(ae_title="DICOMFLOW", ip="127.0.0.1", port=0, on_store=store)
-    print(f"PORT {scp.port}", flush=True)
-    return scp.close
+    return store
 
 
-RECEIVERS = {
+def memory_store(output: Path) -> Callable[[Any], int]:
+    def store(instance: Any) -> int:
+        instance.encoded()
+        return SUCCESS
+
+    return store
+
+
+RECEIVERS: dict[str, Callable[[Path], Callable[[], None]]] = {
     "pynetdicom": serve_pynetdicom,
-    "dicomflow": serve_dicomflow,
-    "dicomflow-spool": serve_dicomflow_spool,
-    "dicomflow-memory": serve_dicomflow_memory,
+    "pynetdicom-durable": lambda output: serve_pynetdicom(output, durable=True),
+    "dicomflow": lambda output: serve_dicomflow(output, durable_store(output)),
+    "dicomflow-spool": lambda output: serve_dicomflow(output, spool_store(output)),
+    "dicomflow-memory": lambda output: serve_dicomflow(output, memory_store(output)),
 }
+
+
+def use_reactors(variant: str) -> None:
+    """Make ``StoreSCP`` install all (``full``), some (``quickack``) or none of the reactors."""
+    from pynetdicom.transport import AssociationSocket
+
+    from dicomflow.net import reactor
+
+    def recv_only() -> bool:
+        AssociationSocket.recv = reactor._recv  # type: ignore[method-assign]
+        return False
+
+    if variant == "stock":
+        reactor.install = lambda: False
+    elif variant == "quickack":
+        reactor.install = recv_only
+    elif variant != "full":
+        raise SystemExit(f'Unknown reactor variant "{variant}"; expected full, quickack or stock.')
 
 
 def main() -> None:
     kind, output = sys.argv[1], Path(sys.argv[2])
+    use_reactors(sys.argv[3] if len(sys.argv) > 3 else "full")
     stop = RECEIVERS[kind](output)
     sys.stdin.read()
     stop()

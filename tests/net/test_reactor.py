@@ -78,7 +78,7 @@ def test_install_is_idempotent() -> None:
 
 
 @pytest.mark.parametrize(
-    ("version", "expected"), [("3.0.4", True), ("3.0.0", True), ("3.1.0", False), ("30.0", False)]
+    ("version", "expected"), [("3.0.4", True), ("3.0", True), ("3.1.0", False), ("30.0", False)]
 )
 def test_only_pynetdicom_3_0_is_supported(version: str, expected: bool) -> None:
     assert reactor.supported(version) is expected

@@ -37,7 +37,8 @@ its ACKs while a peer under Nagle's algorithm waits for them.
   Without it our SCU waits ~40 ms per instance on a peer's delayed ACKs
   (measured: 40 instances to dcmtk ``storescp`` in 1.96 s before, 0.17 s after).
 
-Both sides of an association (our SCP and our SCU) use the replacements. Every
+Both sides of an association (our SCP and our SCU) use the replacements;
+associations created before :func:`install` keep the stock loops. Every
 wait is bounded by :data:`MAX_WAIT` seconds as a safety net against a wake-up
 source this module does not know about: a missed wake-up costs latency, never
 a hang, and an idle association wakes each thread twice a second.
@@ -45,7 +46,7 @@ a hang, and an idle association wakes each thread twice a second.
 Fragile by nature: the replaced loops are copies of pynetdicom 3.0.4 code and
 touch its private attributes (``_kill_thread``, ``_is_paused``,
 ``_reactor_checkpoint``, ``Timer._start_time``); re-check them before
-widening the version guard.
+widening the version guard. Effect measured in ``bench/RESULTS.md``.
 """
 
 import contextlib
@@ -113,7 +114,8 @@ def installed() -> bool:
 
 def supported(version: str) -> bool:
     """Tell whether the replacements were written for this pynetdicom version."""
-    return version.startswith(SUPPORTED_VERSION_PREFIX + ".") and hasattr(select, "poll")
+    prefix = SUPPORTED_VERSION_PREFIX
+    return (version == prefix or version.startswith(prefix + ".")) and hasattr(select, "poll")
 
 
 def _patch() -> None:

@@ -135,12 +135,15 @@ class Node:
         )
 
     def stop(self) -> None:
-        """Stop serving; unfinished work stays on disk for the next start."""
-        if self.scp is not None:
-            self.scp.close()
+        """Stop serving (idempotent); unfinished work stays on disk for the next start."""
+        if self.scp is None:
+            return
+        self.scp.close()
+        self.scp = None
         self.trigger.stop()
         if self.runner is not None:
             self.runner.shutdown()
+            self.runner = None
         self.outbox.stop()
         logger.info("node %s stopped", self.name)
 

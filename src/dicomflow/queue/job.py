@@ -3,11 +3,11 @@
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """Where a job is in its life."""
 
     QUEUED = "queued"
@@ -27,11 +27,13 @@ class JobStatus(str, Enum):
         return self in UNSUCCESSFUL
 
 
-TERMINAL = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.TIMED_OUT})
+TERMINAL = frozenset(
+    {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.TIMED_OUT}
+)
 UNSUCCESSFUL = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.TIMED_OUT})
 
 
-class Priority(str, Enum):
+class Priority(StrEnum):
     """Queues, served in this order."""
 
     HIGH = "high"

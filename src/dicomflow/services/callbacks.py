@@ -55,8 +55,11 @@ def _module_name(service: str, path: Path) -> str:
 
 
 def _find(spec: JobSpec, modules: Sequence[ModuleType], folder: Path) -> Callback:
-    found = {id(value): (module, value) for module in modules
-             if (value := getattr(module, spec.callback, None)) is not None}
+    found = {
+        id(value): (module, value)
+        for module in modules
+        if (value := getattr(module, spec.callback, None)) is not None
+    }
     if not found:
         files = ", ".join(str(module.__file__) for module in modules) or f"no .py file in {folder}"
         raise ServiceDefinitionError(

@@ -6,12 +6,17 @@ name. So every independent job comes before every dependent one, as the seed
 promises, and a job always comes after the jobs it depends on.
 """
 
+from __future__ import annotations
+
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dicomflow.errors import ServiceDefinitionError
-from dicomflow.services.settings import JobSpec
+
+if TYPE_CHECKING:  # settings imports this module to check what it reads
+    from dicomflow.services.settings import JobSpec
 
 
 @dataclass(frozen=True)
@@ -34,10 +39,11 @@ def check_graph(specs: Sequence[JobSpec], *, installed: Sequence[JobSpec] = ()) 
 
 
 def graph_problems(
-    specs: Sequence[JobSpec], *, installed: Sequence[JobSpec] = ()
+    specs: Sequence[JobSpec], *, installed: Sequence[JobSpec] = (), broken: Sequence[str] = ()
 ) -> list[GraphProblem]:
     """Problems that involve ``specs``: duplicate names (blaming the later declaration),
     unknown dependencies and cycles. ``installed`` jobs are trusted; they only resolve names.
+    ``broken`` names services that failed to load, for messages about unknown dependencies.
     """
     known = {spec.job_name: spec for spec in installed}
     problems: list[GraphProblem] = []
@@ -46,15 +52,16 @@ def graph_problems(
         if other is not spec:
             message = f"{spec.where}: jobName is already used by the job in {other.source}."
             problems.append(GraphProblem(message, (spec,)))
-    problems += _unknown_dependencies(specs, known)
+    problems += _unknown_dependencies(specs, known, broken)
     problems += _cycles(specs, known)
     return problems
 
 
 def _unknown_dependencies(
-    specs: Sequence[JobSpec], known: dict[str, JobSpec]
+    specs: Sequence[JobSpec], known: dict[str, JobSpec], broken: Sequence[str]
 ) -> list[GraphProblem]:
     problems = []
+    failed = f" (services that failed to load: {', '.join(broken)})" if broken else ""
     for spec in specs:
         for name in spec.depends_on:
             if name not in known:
@@ -62,7 +69,7 @@ def _unknown_dependencies(
                 hint = f'; did you mean "{close[0]}"?' if close else "."
                 message = (
                     f'{spec.where}: field "dependsOn" names "{name}", '
-                    f"which is not a job of any installed service{hint}"
+                    f"which is not a job of any installed service{failed}{hint}"
                 )
                 problems.append(GraphProblem(message, (spec,)))
     return problems
@@ -117,10 +124,12 @@ def dependency_order(specs: Sequence[JobSpec]) -> list[JobSpec]:
     def depth(name: str, path: tuple[str, ...]) -> int:
         if name in path:
             cycle = " -> ".join([*path[path.index(name) :], name])
-            raise ServiceDefinitionError(f"{by_name[name].source}: dependency cycle {cycle}.")
+            raise ServiceDefinitionError(f"{by_name[name].where}: dependency cycle {cycle}.")
         if name not in depths:
             below = [depth(d, (*path, name)) for d in by_name[name].depends_on if d in by_name]
             depths[name] = 1 + max(below, default=-1)
         return depths[name]
 
-    return sorted(specs, key=lambda spec: (depth(spec.job_name, ()), spec.sort_position, spec.job_name))
+    return sorted(
+        specs, key=lambda spec: (depth(spec.job_name, ()), spec.sort_position, spec.job_name)
+    )

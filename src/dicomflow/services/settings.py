@@ -37,6 +37,7 @@ from typing import Any
 
 from dicomflow.errors import ServiceDefinitionError
 from dicomflow.queue.job import Priority
+from dicomflow.services.graph import check_graph
 
 DEFAULT_TIMEOUT_S = 3600.0
 TIMEOUT_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -53,7 +54,7 @@ FIELDS = (
 )
 _TIMEOUT_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
-_WORKER = re.compile(rf"^(?:(?P<module>{_DOTTED}):(?P<qualname>{_DOTTED})|{_DOTTED}\.[A-Za-z_]\w*)$")
+_WORKER = re.compile(rf"^(?:{_DOTTED}:{_DOTTED}|{_DOTTED}\.[A-Za-z_]\w*)$")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class JobSpec:
     @property
     def where(self) -> str:
         """``settings.json path: job "name"``, the start of every message about this job."""
-        return f'{self.source}: job "{self.job_name}"'
+        job = f'job "{self.job_name}"'
+        return f"{self.source}: {job}" if self.source is not None else job
 
 
 def worker_parts(worker: str) -> tuple[str, str]:
@@ -99,8 +101,6 @@ def load_settings(
     Raises:
         ServiceDefinitionError: naming the file, the job and the field, for any problem.
     """
-    from dicomflow.services.graph import check_graph
-
     specs = read_settings(path, service)
     check_graph(specs, installed=installed)
     return specs
@@ -192,7 +192,11 @@ def _check_field_names(entry: _Entry) -> None:
     for name in entry.values:
         if name not in FIELDS:
             close = difflib.get_close_matches(name, FIELDS, n=1, cutoff=0.6)
-            hint = f'; did you mean "{close[0]}"?' if close else f"; known fields: {', '.join(FIELDS)}."
+            hint = (
+                f'; did you mean "{close[0]}"?'
+                if close
+                else f"; known fields: {', '.join(FIELDS)}."
+            )
             raise ServiceDefinitionError(
                 f'{entry.path}: {entry.name}: field "{name}" is not a known field{hint}'
             )
@@ -300,11 +304,7 @@ def parse_priority(value: object) -> Priority | None:
 
 
 def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_text(value: object) -> bool:

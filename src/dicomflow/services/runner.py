@@ -1,0 +1,176 @@
+"""Running one service job inside a worker process: find the worker function, call it.
+
+:func:`run_service_job` is the queue function of every job the scheduler
+enqueues; its keyword arguments are the job's JSON ``kwargs``. The
+``service`` entry says where the worker lives; everything else (``jobName``,
+``headers``, ``params``, ``added_params`` and the caller's extras such as
+``input_dir``/``output_dir``) goes to the worker by keyword — all of it if the
+worker takes ``**kwargs``, otherwise only the parameters it declares.
+
+While the worker runs, the service's ``module/`` folder, then its virtual
+environment's site-packages (when it has one), come first on ``sys.path``; the
+base interpreter's site-packages, which that environment also sees, come
+last. A module this worker process imported already (say numpy) stays the
+one in use even if the environment has another version — a warning names it.
+Afterwards ``sys.path`` is restored and the modules loaded from those folders
+are forgotten, so the next service job run by the same process imports its own
+code even when the module names are the same. ``sys.path`` is process-wide, so
+this is meant for the queue's worker processes, which run one job at a time.
+The worker's return value is not used (as in the seed); its exceptions fail
+the job.
+"""
+
+import importlib
+import logging
+import site
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dicomflow.errors import ServiceDefinitionError
+from dicomflow.services.environment import site_dirs, system_site_dirs
+from dicomflow.services.settings import worker_parts
+from dicomflow.services.signature import call_with_keywords
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceRef:
+    """Where a job's worker function lives."""
+
+    name: str
+    worker: str
+    module_dir: Path
+    venv_dir: Path | None = None
+
+    @classmethod
+    def from_kwargs(cls, value: object) -> "ServiceRef":
+        """Read the ``service`` entry of a job's kwargs.
+
+        Raises:
+            ServiceDefinitionError: if the entry is missing or malformed.
+        """
+        if not isinstance(value, dict) or not all(
+            isinstance(value.get(key), str) for key in ("name", "worker", "module_dir")
+        ):
+            raise ServiceDefinitionError(
+                f'A service job\'s kwargs need "service" with "name", "worker" and "module_dir" '
+                f"strings; got {value!r:.200}."
+            )
+        venv = value.get("venv_dir")
+        return cls(
+            name=value["name"],
+            worker=value["worker"],
+            module_dir=Path(value["module_dir"]),
+            venv_dir=Path(venv) if isinstance(venv, str) and venv else None,
+        )
+
+    @property
+    def first_folders(self) -> list[Path]:
+        """Searched before the worker process's own path: module folder, environment."""
+        venv = site_dirs(self.venv_dir) if self.venv_dir is not None else []
+        return [self.module_dir, *venv]
+
+    @property
+    def last_folders(self) -> list[Path]:
+        """Searched after it: the base interpreter's site-packages, if the environment
+        was created with ``--system-site-packages``."""
+        return system_site_dirs(self.venv_dir) if self.venv_dir is not None else []
+
+
+def run_service_job(**kwargs: Any) -> None:
+    """Call the job's worker function with the job's keyword arguments.
+
+    Raises:
+        ServiceDefinitionError: if the worker cannot be found.
+        Exception: whatever the worker raises.
+    """
+    service = ServiceRef.from_kwargs(kwargs.pop("service", None))
+    with service_imports(service):
+        worker = load_worker(service)
+        logger.info(
+            "job %s: service %s runs %s", kwargs.get("jobName"), service.name, service.worker
+        )
+        call_with_keywords(worker, kwargs)
+
+
+def load_worker(service: ServiceRef) -> Callable[..., Any]:
+    """Import the worker function (call inside :func:`service_imports`).
+
+    Raises:
+        ServiceDefinitionError: naming the service, the worker and the folder.
+    """
+    module_name, qualname = worker_parts(service.worker)
+    where = f'Service "{service.name}": worker "{service.worker}"'
+    importlib.invalidate_caches()
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ServiceDefinitionError(
+            f"{where} cannot be imported from {service.module_dir}: {exc}."
+        ) from exc
+    for part in qualname.split("."):
+        if not hasattr(target, part):
+            raise ServiceDefinitionError(f'{where}: module {module_name} has no "{qualname}".')
+        target = getattr(target, part)
+    if not callable(target):
+        raise ServiceDefinitionError(f"{where} is {type(target).__name__}, not a function.")
+    worker: Callable[..., Any] = target
+    return worker
+
+
+@contextmanager
+def service_imports(service: ServiceRef) -> Iterator[None]:
+    """Put the service's folders on ``sys.path`` (its own first); undo it, and forget the
+    modules loaded from them, on exit."""
+    saved_path = list(sys.path)
+    loaded = set(sys.modules)
+    first, last = service.first_folders, service.last_folders
+    sys.path[:0] = [str(folder) for folder in first]
+    sys.path += [str(folder) for folder in last if str(folder) not in saved_path]
+    for folder in first[1:]:
+        site.addsitedir(str(folder))  # runs the environment's .pth files
+        _warn_shadowed(service, folder)
+    try:
+        yield
+    finally:
+        sys.path[:] = saved_path
+        _forget_modules(set(sys.modules) - loaded, [*first, *last])
+
+
+def _warn_shadowed(service: ServiceRef, folder: Path) -> None:
+    """Modules of the environment that this process imported already win over it."""
+    names = {_top_level_name(path) for path in folder.iterdir()}
+    shadowed = sorted(name for name in names if name and name in sys.modules)
+    if shadowed:
+        logger.warning(
+            "service %s: %s already imported by this worker process; the versions in %s "
+            "are not used",
+            service.name,
+            ", ".join(shadowed),
+            folder,
+        )
+
+
+def _top_level_name(path: Path) -> str:
+    if path.suffix == ".py":
+        return path.stem
+    if path.is_dir() and "." not in path.name and path.name != "__pycache__":
+        return path.name
+    return ""
+
+
+def _forget_modules(names: set[str], folders: Sequence[Path]) -> None:
+    for name in names:
+        module = sys.modules.get(name)
+        files = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or [])]
+        if any(_inside(file, folders) for file in files if isinstance(file, str)):
+            del sys.modules[name]
+
+
+def _inside(file: str, folders: Sequence[Path]) -> bool:
+    return any(Path(file).is_relative_to(folder) for folder in folders)
