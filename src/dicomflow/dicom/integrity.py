@@ -9,8 +9,10 @@ encoding before it accepts an instance.
 import zlib
 from io import BytesIO
 
+from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.filereader import data_element_generator
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
 from dicomflow.errors import DicomflowError
@@ -29,22 +31,44 @@ def check_complete(data: bytes, transfer_syntax: UID) -> None:
         TruncatedDatasetError: naming the element whose value is incomplete.
         EOFError, OSError, zlib.error: if pydicom or zlib cannot read ``data`` at all.
     """
+    decode_complete(data, transfer_syntax)
+
+
+def decode_complete(data: bytes, transfer_syntax: UID) -> Dataset:
+    """Decode ``data`` into a dataset in one pass, checking that every element is whole.
+
+    The elements stay raw (decoded by pydicom on first access), as when pydicom
+    reads a file.
+
+    Raises:
+        TruncatedDatasetError: naming the element whose value is incomplete.
+        EOFError, OSError, zlib.error: if pydicom or zlib cannot read ``data`` at all.
+    """
     if transfer_syntax.is_deflated:
         data = zlib.decompress(data, -zlib.MAX_WBITS)
+    implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
     stream = BytesIO(data)
+    elements: dict[BaseTag, RawDataElement] = {}
     end = 0
-    elements = data_element_generator(
-        stream, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian, defer_size=None
-    )
-    for element in elements:
-        if isinstance(element, RawDataElement) and element.length != UNDEFINED_LENGTH:
-            found = len(element.value or b"")
-            if found != element.length:
-                raise TruncatedDatasetError(
-                    f"Element {element.tag} declares {element.length} bytes; only {found} follow."
-                )
+    for element in data_element_generator(stream, implicit, little, defer_size=None):
+        if isinstance(element, RawDataElement):
+            _check_length(element)
+        elements[element.tag] = element
         end = stream.tell()
     if end != len(data):
         raise TruncatedDatasetError(
             f"The last {len(data) - end} byte(s) do not form a whole data element."
+        )
+    dataset = Dataset(elements)
+    dataset.set_original_encoding(implicit, little, dataset._character_set)
+    return dataset
+
+
+def _check_length(element: RawDataElement) -> None:
+    if element.length == UNDEFINED_LENGTH:
+        return
+    found = len(element.value or b"")
+    if found != element.length:
+        raise TruncatedDatasetError(
+            f"Element {element.tag} declares {element.length} bytes; only {found} follow."
         )

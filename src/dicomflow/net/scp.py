@@ -11,13 +11,15 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomflow.dicom.integrity import check_complete
+from dicomflow.dicom.filemeta import encode_file_meta
+from dicomflow.dicom.integrity import decode_complete
 from dicomflow.errors import PortInUseError
 from dicomflow.net import reactor
 from dicomflow.net.address import valid_ae_title
@@ -42,17 +44,25 @@ class ReceivedInstance:
     peer_ip: str
     event: Any = field(repr=False)
 
-    @property
+    @cached_property
+    def raw(self) -> bytes:
+        """The dataset bytes exactly as the peer sent them (no file meta)."""
+        return bytes(self.event.request.DataSet.getvalue())
+
+    @cached_property
     def dataset(self) -> Dataset:
-        """The decoded dataset (decoding errors, a truncated encoding included, surface here)."""
-        syntax = self.event.context.transfer_syntax
-        check_complete(self.event.encoded_dataset(include_meta=False), syntax)
-        dataset: Dataset = self.event.dataset
-        return dataset
+        """The dataset, decoded in one pass (a truncated encoding raises here)."""
+        return decode_complete(self.raw, self.event.context.transfer_syntax)
 
     def encoded(self) -> bytes:
-        """The instance as Part-10 bytes, exactly as received, with file meta."""
-        return bytes(self.event.encoded_dataset())
+        """The instance as Part-10 bytes: file meta, then the dataset as received."""
+        request = self.event.request
+        meta = encode_file_meta(
+            request.AffectedSOPClassUID,
+            request.AffectedSOPInstanceUID,
+            self.event.context.transfer_syntax,
+        )
+        return meta + self.raw
 
 
 StoreCallback = Callable[[ReceivedInstance], int]
