@@ -10,7 +10,7 @@ import zlib
 from io import BytesIO
 
 from pydicom import Dataset
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.filereader import data_element_generator
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
@@ -48,7 +48,7 @@ def decode_complete(data: bytes, transfer_syntax: UID) -> Dataset:
         data = zlib.decompress(data, -zlib.MAX_WBITS)
     implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
     stream = BytesIO(data)
-    elements: dict[BaseTag, RawDataElement] = {}
+    elements: dict[BaseTag, RawDataElement | DataElement] = {}
     end = 0
     for element in data_element_generator(stream, implicit, little, defer_size=None):
         if isinstance(element, RawDataElement):

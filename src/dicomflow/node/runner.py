@@ -12,6 +12,7 @@ import multiprocessing.forkserver
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,7 @@ from dicomflow.node.worker import ERROR_FILE, WorkerTask, run_task
 logger = logging.getLogger(__name__)
 process_logger = logging.getLogger("dicomflow.process")
 
+MAIN_PATH_VARIABLE = "DICOMFLOW_MAIN_PATH"  # read by dicomflow.node.preload
 PRELOAD = ["dicomflow.node.worker", "pydicom", "numpy"]
 MAX_LOG_LINE = 16_384
 
@@ -110,13 +112,23 @@ class Runner:
 
 
 def _start_forkserver(pipeline: PipelineRef) -> None:
-    # "__main__" is always preloaded: otherwise every child would re-run the main
-    # script (multiprocessing's main-module fix-up) before it could start.
-    preload = ["__main__", *PRELOAD]
+    preload = ["dicomflow.node.preload", *PRELOAD]
     if pipeline.module not in ("__main__", "__mp_main__"):
         preload.append(pipeline.module)
+    main_path = _main_path()
+    if main_path is not None:
+        os.environ[MAIN_PATH_VARIABLE] = main_path
     multiprocessing.forkserver.set_forkserver_preload(preload)
     multiprocessing.forkserver.ensure_running()
+
+
+def _main_path() -> str | None:
+    """The main script's path, as multiprocessing will give it to each child."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main.__spec__, "name", None) is not None:
+        return None
+    path = getattr(main, "__file__", None)
+    return os.path.normpath(path) if path else None
 
 
 def _kill_group(pid: int | None) -> None:
