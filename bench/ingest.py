@@ -109,11 +109,20 @@ def main() -> None:
                 receivers = RECEIVERS + (BEFORE if args.before else [])
                 runs = [measure(r, files, references, output, args.repeat) for r in receivers]
                 print_table(f"{label}: {count} instances of {size}x{size}", runs)
+        if args.latency_rounds:
+            print_latency(args.latency_rounds)
     finally:
         if args.keep:
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def print_latency(rounds: int) -> None:
+    """Release -> process() latency of a node, beside spawn's start-up (bench/latency.py)."""
+    print("\n### latency: association release -> process() start\n")
+    script = Path(__file__).with_name("latency.py")
+    subprocess.run([sys.executable, str(script), "--rounds", str(rounds)], check=True)
 
 
 def parse_args() -> argparse.Namespace:
@@ -131,6 +140,9 @@ def parse_args() -> argparse.Namespace:
         "--before",
         action="store_true",
         help="also run the durable dicomflow receiver without (parts of) net/reactor.py",
+    )
+    parser.add_argument(
+        "--latency-rounds", type=int, default=30, help="rounds for the latency part (0: skip)"
     )
     parser.add_argument("--workdir", help="where to put the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")

@@ -18,6 +18,7 @@ from pydicom.uid import UID, CTImageStorage
 from pynetdicom import AE, evt
 from pynetdicom.dul import DULServiceProvider
 
+from conftest import wait_for_port
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import PeerUnreachableError
 from dicomflow.net import reactor
@@ -238,11 +239,4 @@ def requestor() -> AE:
     return ae
 
 
-def wait_for_listener(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port}")
+wait_for_listener = wait_for_port
