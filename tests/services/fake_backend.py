@@ -26,6 +26,7 @@ class FakeBackend:
         batch = list(jobs)
         known = set(self.store)
         for job in batch:
+            job.validate()  # what the real backends check: function name, JSON kwargs, ...
             unknown = [dep for dep in job.depends_on if dep not in known]
             if unknown:
                 raise UnknownDependencyError(f"job {job.name} depends on unknown {unknown}")

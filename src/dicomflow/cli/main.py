@@ -11,11 +11,13 @@ from rich.markup import escape
 
 from dicomflow.cli.loader import load_pipeline
 from dicomflow.cli.sending import collect_files, send_with_progress
+from dicomflow.cli.service import app as service_app
 from dicomflow.errors import DicomflowError
 from dicomflow.net.address import Address
 from dicomflow.net.scu import echo as dicom_echo
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.add_typer(service_app, name="service")
 console = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,93 @@
+"""``dicomflow service install|remove|backup|list``: manage registry services."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from dicomflow.errors import DicomflowError
+from dicomflow.services import install as installer
+from dicomflow.services.registry import Registry
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True, soft_wrap=True)
+
+Root = Annotated[
+    Path,
+    typer.Option("--root", "-r", help="Services folder.", envvar="DICOMFLOW_SERVICES_DIRECTORY"),
+]
+DEFAULT_ROOT = Path("dicomflow-data/services")
+
+
+def _fail(error: Exception) -> None:
+    console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
+    raise typer.Exit(1)
+
+
+@app.command("install")
+def install_command(
+    name: str,
+    path: Annotated[Path, typer.Option("--path", "-p", help="Folder with registry/ and module/.")],
+    root: Root = DEFAULT_ROOT,
+) -> None:
+    """Install a service (all or nothing)."""
+    try:
+        specs = installer.install(name, path, root)
+    except (DicomflowError, OSError) as exc:
+        _fail(exc)
+    jobs = ", ".join(spec.job_name for spec in specs)
+    console.print(f"installed {name} ({jobs}) in {root}", highlight=False)
+
+
+@app.command("remove")
+def remove_command(
+    name: str,
+    backup: Annotated[Path | None, typer.Option("--backup", "-b", help="Back up first.")] = None,
+    root: Root = DEFAULT_ROOT,
+) -> None:
+    """Remove a service, optionally backing it up first."""
+    try:
+        archive = installer.remove(name, root, backup)
+    except (DicomflowError, OSError) as exc:
+        _fail(exc)
+    suffix = f" (backup: {archive})" if archive else ""
+    console.print(f"removed {name}{suffix}", highlight=False)
+
+
+@app.command("backup")
+def backup_command(
+    name: str,
+    backup: Annotated[Path, typer.Option("--backup", "-b", help="File or folder.")],
+    root: Root = DEFAULT_ROOT,
+) -> None:
+    """Write a service's registry and module folders to a .tar.gz."""
+    try:
+        archive = installer.backup(name, root, backup)
+    except (DicomflowError, OSError) as exc:
+        _fail(exc)
+    console.print(f"backed up {name} to {archive}", highlight=False)
+
+
+@app.command("list")
+def list_command(root: Root = DEFAULT_ROOT) -> None:
+    """List installed services and their jobs."""
+    report = Registry(root).load()
+    table = Table(title=f"services in {root}")
+    for column in ("service", "job", "worker", "depends on", "priority", "timeout"):
+        table.add_column(column)
+    for job in report.jobs:
+        spec = job.spec
+        table.add_row(
+            job.service,
+            spec.job_name,
+            spec.worker,
+            ", ".join(spec.depends_on),
+            spec.priority.value,
+            f"{spec.timeout_s:g} s",
+        )
+    Console(soft_wrap=True).print(table)
+    for service, error in report.errors.items():
+        console.print(f"[red]broken:[/red] {service}: {escape(str(error))}", highlight=False)

@@ -1,0 +1,99 @@
+"""One attempt of a job in the embedded queue: claiming it, and recording how it ended.
+
+Claiming is one ``UPDATE ... RETURNING`` in a ``BEGIN IMMEDIATE`` transaction:
+the highest-priority, oldest queued job whose retry time has come becomes
+``started`` under the worker's session, so two workers never take the same
+job. An ended attempt is recorded only while the job is still started under
+that session (another worker may have taken over a job it thought abandoned).
+"""
+
+import json
+import logging
+import sqlite3
+import time
+
+from dicomflow.queue.database import COLUMNS, next_seq, row_to_job, transaction
+from dicomflow.queue.graph import release_dependants
+from dicomflow.queue.isolation import Outcome
+from dicomflow.queue.job import Job, JobStatus
+from dicomflow.queue.liveness import Session
+
+logger = logging.getLogger(__name__)
+
+READY = "status = 'queued' AND not_before <= :now"
+CLAIM = f"""
+UPDATE jobs SET status = 'started', attempts = attempts + 1, started_at = :now, ended_at = NULL,
+    worker = :name, worker_session = :session
+WHERE id = (SELECT id FROM jobs WHERE {READY} ORDER BY priority, seq LIMIT 1)
+RETURNING {COLUMNS}
+"""
+RETRYABLE = (JobStatus.FAILED, JobStatus.TIMED_OUT)
+
+
+def claim(connection: sqlite3.Connection, session: Session) -> Job | None:
+    """Start the next ready job under ``session``; None if no job is ready."""
+    values = {"now": time.time(), "name": session.name, "session": session.id}
+    if connection.execute(f"SELECT 1 FROM jobs WHERE {READY} LIMIT 1", values).fetchone() is None:
+        return None  # checked without the write lock: idle workers do not contend
+    with transaction(connection):
+        row = connection.execute(CLAIM, values).fetchone()
+    return None if row is None else row_to_job(row)
+
+
+def has_pending(connection: sqlite3.Connection) -> bool:
+    """Whether a job is queued (ready or waiting to be retried) or running."""
+    query = "SELECT 1 FROM jobs WHERE status IN ('queued', 'started') LIMIT 1"
+    return connection.execute(query).fetchone() is not None
+
+
+def still_ours(connection: sqlite3.Connection, job_id: str, session: Session) -> bool:
+    """Whether ``job_id`` still runs under ``session`` and nobody asked to cancel it."""
+    row = connection.execute(
+        "SELECT status, worker_session, cancel_requested FROM jobs WHERE id = ?", (job_id,)
+    ).fetchone()
+    return row is not None and tuple(row) == ("started", session.id, 0)
+
+
+def record(
+    connection: sqlite3.Connection, job: Job, outcome: Outcome, session: Session
+) -> JobStatus | None:
+    """Record how ``job``'s attempt ended: its new status (None if no longer ours)."""
+    with transaction(connection):
+        row = connection.execute(
+            "SELECT status, worker_session, cancel_requested FROM jobs WHERE id = ?", (job.id,)
+        ).fetchone()
+        if row is None or row["status"] != "started" or row["worker_session"] != session.id:
+            logger.warning("job %s: taken over by another worker; this attempt is ignored", job.id)
+            return None
+        retry = outcome.status in RETRYABLE and job.attempts <= job.retries
+        if retry and not row["cancel_requested"]:
+            _retry(connection, job, outcome)
+            return JobStatus.QUEUED
+        _end(connection, job.id, outcome)
+        release_dependants(connection, job.id)
+        return outcome.status
+
+
+def _retry(connection: sqlite3.Connection, job: Job, outcome: Outcome) -> None:
+    now = time.time()
+    connection.execute(
+        "UPDATE jobs SET status = 'queued', seq = ?, not_before = ?, ended_at = ?,"
+        " error = ?, log_tail = ?, result = NULL WHERE id = ?",
+        (
+            next_seq(connection),
+            now + job.retry_delay_s(job.attempts),
+            now,
+            outcome.error,
+            outcome.log_tail,
+            job.id,
+        ),
+    )
+
+
+def _end(connection: sqlite3.Connection, job_id: str, outcome: Outcome) -> None:
+    result = None if outcome.status is not JobStatus.FINISHED else json.dumps(outcome.result)
+    connection.execute(
+        "UPDATE jobs SET status = ?, ended_at = ?, error = ?, log_tail = ?, result = ?"
+        " WHERE id = ?",
+        (outcome.status.value, time.time(), outcome.error, outcome.log_tail, result, job_id),
+    )

@@ -1,0 +1,183 @@
+"""The embedded queue: SQLite in WAL mode, workers as local processes, no server.
+
+``EmbeddedBackend("sqlite:///var/lib/dicomflow/jobs.db")``. Everything is in
+the database file, so the queue survives ``kill -9`` of any of its processes:
+a job that was running is found abandoned by the next worker (see
+:mod:`dicomflow.queue.liveness`) and retried or failed. Several processes may
+use one database: each opens its own connection, and every change is one
+``BEGIN IMMEDIATE`` transaction. The database must be on a local disk.
+"""
+
+import dataclasses
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from dicomflow.errors import QueueError, UnknownDependencyError
+from dicomflow.queue import graph
+from dicomflow.queue.database import (
+    COLUMNS,
+    connect,
+    job_values,
+    next_seq,
+    row_to_job,
+    transaction,
+)
+from dicomflow.queue.embedded_worker import EmbeddedWorker
+from dicomflow.queue.job import TERMINAL, UNSUCCESSFUL, Job, JobStatus
+from dicomflow.queue.liveness import recover_abandoned
+from dicomflow.queue.options import QueueOptions, split_url
+
+logger = logging.getLogger(__name__)
+
+SCHEME = "sqlite://"
+INSERT = (
+    "INSERT INTO jobs (id, seq, name, function, kwargs, priority, timeout_s, depends_on,"
+    " allow_dependency_failure, retries, retry_backoff_s, status, created_at, meta) VALUES"
+    " (:id, :seq, :name, :function, :kwargs, :priority, :timeout_s, :depends_on,"
+    " :allow_dependency_failure, :retries, :retry_backoff_s, :status, :created_at, :meta)"
+)
+
+
+def database_path(url: str) -> Path:
+    """``sqlite:///abs/path/jobs.db`` (or ``sqlite:////abs/...``) -> the database file."""
+    if not url.startswith(SCHEME) or len(url) == len(SCHEME):
+        raise QueueError(f'Queue URL "{url}" is not of the form sqlite:///path/to/jobs.db.')
+    path = url[len(SCHEME) :]
+    return Path("/" + path.lstrip("/") if path.startswith("//") else path).absolute()
+
+
+class EmbeddedBackend:
+    """A job queue in one SQLite file (see the module documentation)."""
+
+    def __init__(self, url: str, *, options: QueueOptions | None = None) -> None:
+        base, parsed = split_url(url, keep_unknown=False)
+        self.url = url
+        self.options = options or parsed
+        self.path = database_path(base)
+        self._lock = threading.Lock()
+        self._connection = connect(self.path, self.options.synchronous)
+        self._next_recovery = 0.0
+
+    def enqueue(self, job: Job) -> Job:
+        return self.enqueue_many([job])[0]
+
+    def enqueue_many(self, jobs: Iterable[Job]) -> list[Job]:
+        batch = list(jobs)
+        for job in batch:
+            job.validate()
+        with self._lock, transaction(self._connection) as connection:
+            seq = next_seq(connection)
+            return [_insert(connection, job, seq + index) for index, job in enumerate(batch)]
+
+    def fetch(self, job_id: str) -> Job | None:
+        self.recover()
+        with self._lock:
+            row = self._connection.execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+        return None if row is None else row_to_job(row)
+
+    def jobs(self, status: JobStatus | None = None, limit: int = 1000) -> list[Job]:
+        self.recover()
+        where, values = ("WHERE status = ?", (JobStatus(status).value,)) if status else ("", ())
+        query = f"SELECT {COLUMNS} FROM jobs {where} ORDER BY created_at DESC, seq DESC LIMIT ?"
+        with self._lock:
+            rows = self._connection.execute(query, (*values, limit)).fetchall()
+        return [row_to_job(row) for row in rows]
+
+    def cancel(self, job_id: str) -> Job:
+        with self._lock, transaction(self._connection) as connection:
+            job = _known(connection, job_id)
+            if job.status in (JobStatus.QUEUED, JobStatus.DEFERRED):
+                connection.execute(
+                    "UPDATE jobs SET status = 'canceled', ended_at = ? WHERE id = ?",
+                    (time.time(), job_id),
+                )
+                graph.release_dependants(connection, job_id)
+            elif job.status is JobStatus.STARTED:
+                connection.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            else:
+                raise QueueError(f"Job {job.label} is {job.status.value}; it cannot be canceled.")
+        return self._fetched(job_id)
+
+    def requeue(self, job_id: str) -> Job:
+        with self._lock, transaction(self._connection) as connection:
+            job = _known(connection, job_id)
+            if job.status not in UNSUCCESSFUL:
+                raise QueueError(f"Job {job.label} is {job.status.value}; it cannot be requeued.")
+            status, reason = graph.evaluate(connection, job_id, job.allow_dependency_failure)
+            if status is JobStatus.FAILED:
+                raise QueueError(f"Job {job.label} cannot be requeued: {reason}")
+            connection.execute(
+                "UPDATE jobs SET status = ?, attempts = 0, seq = ?, not_before = 0,"
+                " started_at = NULL, ended_at = NULL, worker = NULL, worker_session = NULL,"
+                " cancel_requested = 0, error = NULL, log_tail = NULL, result = NULL"
+                " WHERE id = ?",
+                (status.value, next_seq(connection), job_id),
+            )
+        return self._fetched(job_id)
+
+    def worker(self, *, name: str | None = None) -> EmbeddedWorker:
+        return EmbeddedWorker(self.path, self.options, name=name)
+
+    def recover(self, *, force: bool = False) -> int:
+        """Settle jobs abandoned by dead workers (at most once per ``heartbeat_s`` unless forced)."""
+        now = time.monotonic()
+        if not force and now < self._next_recovery:
+            return 0
+        self._next_recovery = now + self.options.heartbeat_s
+        with self._lock:
+            return recover_abandoned(self._connection, self.options.stale_after_s)
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def _fetched(self, job_id: str) -> Job:
+        job = self.fetch(job_id)
+        if job is None:
+            raise QueueError(f"Job {job_id} vanished from the queue.")
+        return job
+
+
+def _known(connection: sqlite3.Connection, job_id: str) -> Job:
+    row = connection.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise QueueError(f"Job {job_id} is not known to the queue.")
+    return row_to_job(row)
+
+
+def _insert(connection: sqlite3.Connection, job: Job, seq: int) -> Job:
+    """Add ``job`` (queued, deferred, or failed if a dependency already failed)."""
+    for dependency in job.depends_on:
+        if connection.execute("SELECT 1 FROM jobs WHERE id = ?", (dependency,)).fetchone() is None:
+            raise UnknownDependencyError(
+                f"Job {job.label} depends on job {dependency}, which the queue does not know"
+                " (enqueue a dependency before, or in the same call ahead of, its dependants)."
+            )
+    status = JobStatus.DEFERRED if job.depends_on else JobStatus.QUEUED
+    try:
+        connection.execute(INSERT, job_values(job, seq, status))
+    except sqlite3.IntegrityError:
+        raise QueueError(f"Job id {job.id} is already in the queue.") from None
+    if not job.depends_on:
+        return dataclasses.replace(job, status=status, attempts=0)
+    connection.executemany(
+        "INSERT OR IGNORE INTO dependencies (job_id, depends_on) VALUES (?, ?)",
+        [(job.id, dependency) for dependency in job.depends_on],
+    )
+    return _settle_new(connection, job)
+
+
+def _settle_new(connection: sqlite3.Connection, job: Job) -> Job:
+    status, reason = graph.evaluate(connection, job.id, job.allow_dependency_failure)
+    if status is JobStatus.QUEUED:
+        connection.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", (job.id,))
+    elif status is JobStatus.FAILED:
+        graph.fail(connection, job.id, reason)
+    ended = time.time() if status in TERMINAL else None
+    return dataclasses.replace(job, status=status, attempts=0, error=reason, ended_at=ended)

@@ -1,0 +1,117 @@
+"""The fork server: a warm, single-threaded process that forks one child per job.
+
+Started by :class:`dicomflow.queue.launcher.Launcher` as ``python -c`` with one
+end of a socket pair. It imports dicomflow (and the worker's ``preload``
+modules), then for each :class:`~dicomflow.queue.child.Task` it receives it
+forks a child, answers ``("started", pid)``, waits for the child and answers
+``("exited", wait status)``.
+
+It dies with its worker (PR_SET_PDEATHSIG, SIGTERM), killing the running
+job's process group first. It runs in its own session, so that Ctrl+C in a
+terminal reaches the worker alone, which then lets the current job finish.
+
+Messages are pickles with a 4-byte length prefix. The module imports little,
+because everything a fork server has imported makes each fork dearer.
+"""
+
+import importlib
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from dicomflow.queue.child import Task, die_with_parent, load_prctl, prepare_output, run_task
+
+HEADER = struct.Struct("!I")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The first message to a new fork server."""
+
+    parent_pid: int
+    sys_path: list[str]
+    preload: tuple[str, ...]
+    log_level: str
+
+
+def send_message(channel: socket.socket, message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    channel.sendall(HEADER.pack(len(data)) + data)
+
+
+def receive_message(channel: socket.socket) -> Any:
+    """The next message; EOFError when the other end has closed."""
+    (size,) = HEADER.unpack(_receive_exactly(channel, HEADER.size))
+    return pickle.loads(_receive_exactly(channel, size))
+
+
+def _receive_exactly(channel: socket.socket, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size:
+        chunk = channel.recv(size)
+        if not chunk:
+            raise EOFError("the fork server connection is closed")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+class _Running:
+    """The current child, whose process group is killed if the worker dies."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+
+    def on_parent_death(self, signum: int, frame: FrameType | None) -> None:
+        if self.pid:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(self.pid, signal.SIGKILL)
+                    break
+                except (ProcessLookupError, PermissionError):
+                    continue
+        os._exit(1)
+
+
+def serve() -> None:
+    """The fork server's main loop; ``sys.argv[1]`` is its socket's descriptor."""
+    channel = socket.socket(fileno=int(sys.argv[1]))
+    running = _Running()
+    signal.signal(signal.SIGTERM, running.on_parent_death)
+    die_with_parent(signal.SIGTERM)
+    setup: Setup = receive_message(channel)
+    if os.getppid() != setup.parent_pid:
+        os._exit(1)  # the worker died before PR_SET_PDEATHSIG was set
+    _prepare(setup)
+    prctl = load_prctl()
+    send_message(channel, ("ready", os.getpid()))
+    while True:
+        try:
+            task: Task = receive_message(channel)
+        except EOFError:
+            return
+        running.pid = pid = os.fork()
+        if pid == 0:
+            running.pid = None
+            channel.close()
+            run_task(task, prctl)
+        send_message(channel, ("started", pid))
+        _, status = os.waitpid(pid, 0)
+        running.pid = None
+        send_message(channel, ("exited", status))
+
+
+def _prepare(setup: Setup) -> None:
+    sys.path[:] = setup.sys_path
+    prepare_output(setup.log_level)
+    for name in setup.preload:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # a bad preload must not stop the worker
+            print(f"dicomflow fork server: cannot preload {name}: {exc!r}", file=sys.stderr)

@@ -1,0 +1,70 @@
+"""Job functions named by text: ``"package.module:qualname"`` or ``"package.module.function"``.
+
+The second form is the registry's full function name (``"service.worker.run"``):
+the longest importable module prefix is imported and the rest looked up in it.
+"""
+
+import importlib
+import re
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from dicomflow.errors import QueueError
+
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+FUNCTION_NAME = re.compile(rf"(?:{_DOTTED}:{_DOTTED}|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)")
+
+
+def check_function_name(name: object) -> str:
+    """Return ``name`` if it has the form of a function name, else raise QueueError."""
+    if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
+        raise QueueError(
+            f"Job function {name!r} is not a name of the form "
+            '"package.module:qualname" or "package.module.function".'
+        )
+    return name
+
+
+def resolve_function(name: str) -> Callable[..., Any]:
+    """Import the callable named ``name``.
+
+    Raises:
+        QueueError: if no module of the name can be imported or it lacks the attribute.
+        ImportError: if the module exists but fails to import (a bug in the module).
+    """
+    check_function_name(name)
+    if ":" in name:
+        module_name, _, qualname = name.partition(":")
+        return _attribute(name, importlib.import_module(module_name), qualname)
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if _is_missing(module_name, exc):
+                continue
+            raise
+        return _attribute(name, module, ".".join(parts[split:]))
+    raise QueueError(f'Job function "{name}": no module of that name can be imported.')
+
+
+def _is_missing(module_name: str, exc: ModuleNotFoundError) -> bool:
+    """Whether ``exc`` says ``module_name`` itself (or a parent package) does not exist."""
+    missing = exc.name or ""
+    return module_name == missing or module_name.startswith(missing + ".")
+
+
+def _attribute(name: str, module: ModuleType, qualname: str) -> Callable[..., Any]:
+    target: Any = module
+    for part in qualname.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise QueueError(
+                f'Job function "{name}": module {module.__name__} has no attribute "{qualname}".'
+            ) from None
+    if not callable(target):
+        raise QueueError(f'Job function "{name}" is a {type(target).__name__}, not a callable.')
+    return target  # type: ignore[no-any-return]

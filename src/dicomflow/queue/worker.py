@@ -1,0 +1,55 @@
+"""Running a worker for any queue URL, from the CLI or as ``python -m dicomflow.queue.worker``.
+
+::
+
+    python -m dicomflow.queue.worker sqlite:///var/lib/dicomflow/jobs.db
+    python -m dicomflow.queue.worker "redis://queue-host:6379/0?heartbeat_s=2" --name gpu-1
+
+The job functions must be importable by the worker (``PYTHONPATH``).
+"""
+
+import argparse
+import logging
+import os
+import secrets
+import socket
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def default_worker_name() -> str:
+    """A name no other live worker has: host, pid and a random suffix."""
+    return f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
+
+
+def run_worker(url: str, *, name: str | None = None, burst: bool = False) -> None:
+    """Run a worker of the queue at ``url`` until it is stopped (or, with ``burst``, idle)."""
+    from dicomflow.queue.backend import open_backend
+
+    backend = open_backend(url)
+    try:
+        backend.worker(name=name).work(burst=burst)
+    finally:
+        backend.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m dicomflow.queue.worker", description="Run a dicomflow queue worker."
+    )
+    parser.add_argument("url", help="queue URL: sqlite:///path/jobs.db or redis://host:port/db")
+    parser.add_argument("--name", default=None, help="worker name (default: host.pid.random)")
+    parser.add_argument("--burst", action="store_true", help="stop when no job is left")
+    parser.add_argument("--log-level", default="INFO")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=arguments.log_level.upper(), format=LOG_FORMAT)
+    try:
+        run_worker(arguments.url, name=arguments.name, burst=arguments.burst)
+    except KeyboardInterrupt:
+        logger.info("worker stopped")
+
+
+if __name__ == "__main__":
+    main()
