@@ -43,6 +43,23 @@ class NodeSettings(BaseSettings):
     outbox_retry_interval_s: float = Field(60.0, gt=0)
     fsync: bool = True
     keep_inputs: bool = False
+    queue_url: str | None = None
+    queue_workers: int | None = Field(None, ge=0, le=64)
+    services_directory: Path | None = None
+    series_quiet_period_s: float = Field(5.0, gt=0)
+
+    def resolved_queue_url(self) -> str:
+        """The queue URL; by default an embedded SQLite queue in the data directory."""
+        if self.queue_url:
+            return self.queue_url
+        return f"sqlite:///{(self.data_directory / 'queue.db').resolve()}"
+
+    def local_workers(self) -> int:
+        """Worker processes the node starts: ``queue_workers``, by default ``workers`` for
+        the embedded queue and none for Redis (run ``dicomflow worker`` there)."""
+        if self.queue_workers is not None:
+            return self.queue_workers
+        return self.workers if self.resolved_queue_url().startswith("sqlite") else 0
 
     @field_validator("ae_title")
     @classmethod

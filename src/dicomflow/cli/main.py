@@ -13,8 +13,14 @@ from dicomflow.cli.loader import load_pipeline
 from dicomflow.cli.sending import collect_files, send_with_progress
 from dicomflow.cli.service import app as service_app
 from dicomflow.errors import DicomflowError
+from dicomflow.logs import configure_logging
 from dicomflow.net.address import Address
 from dicomflow.net.scu import echo as dicom_echo
+from dicomflow.node.node import Node
+from dicomflow.node.pipeline import wait_for_signal
+from dicomflow.queue.worker import run_worker
+from dicomflow.services.consumer import ServiceScheduler
+from dicomflow.settings import NodeSettings, build_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(service_app, name="service")
@@ -38,25 +44,51 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _open(spec: str, overrides: dict[str, Any]) -> None:
+def _open(spec: str | None, overrides: dict[str, Any]) -> None:
+    given = {key: value for key, value in overrides.items() if value is not None}
     try:
-        pipeline_class = load_pipeline(spec)
-        given = {key: value for key, value in overrides.items() if value is not None}
-        pipeline = pipeline_class(start=False, **given)
+        if spec is None:
+            settings = build_settings(**given)
+        else:
+            pipeline = load_pipeline(spec)(start=False, **given)
+            settings = pipeline.settings
+        consumer = _consumer(settings)
     except ValidationError as exc:
         first = exc.errors()[0]
         fail(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
     except DicomflowError as exc:
         fail(str(exc), 2)
     try:
-        pipeline.open()
+        if spec is None:
+            _serve_services(settings, consumer)
+        else:
+            pipeline.open(consumer=consumer)
     except DicomflowError as exc:
         fail(str(exc))
 
 
+def _consumer(settings: NodeSettings) -> ServiceScheduler | None:
+    if settings.services_directory is None:
+        return None
+    return ServiceScheduler(settings.services_directory, settings.resolved_queue_url())
+
+
+def _serve_services(settings: NodeSettings, consumer: ServiceScheduler | None) -> None:
+    """A node with registry services only (no pipeline file)."""
+    if consumer is None:
+        fail("give a PIPELINE file, or --services DIR for a services-only node.", 2)
+    configure_logging(settings.log_level, settings.log_path)
+    node = Node(None, settings, consumer)
+    node.start()
+    wait_for_signal()
+    node.stop()
+
+
 @app.command()
 def serve(
-    pipeline: PipelineArg,
+    pipeline: Annotated[
+        str | None, typer.Argument(help="file.py, file.py:Class or module:Class")
+    ] = None,
     port: Port = None,
     ip: Ip = None,
     ae_title: AeTitle = None,
@@ -66,8 +98,11 @@ def serve(
     timeout: Annotated[float | None, typer.Option(help="Processing timeout (s).")] = None,
     workers: Annotated[int | None, typer.Option(help="Concurrent rounds.")] = None,
     log_path: Annotated[Path | None, typer.Option(help="Weekly rotating log file.")] = None,
+    services: Annotated[Path | None, typer.Option(help="Registry services folder.")] = None,
+    queue: Annotated[str | None, typer.Option(help="sqlite:///path or redis://host/db")] = None,
+    queue_workers: Annotated[int | None, typer.Option(help="Local worker processes.")] = None,
 ) -> None:
-    """Run a pipeline's node until Ctrl-C."""
+    """Run a node (a pipeline, registry services, or both) until Ctrl-C."""
     _open(
         pipeline,
         {
@@ -80,6 +115,9 @@ def serve(
             "processing_timeout_s": timeout,
             "workers": workers,
             "log_path": log_path,
+            "services_directory": services,
+            "queue_url": queue,
+            "queue_workers": queue_workers,
         },
     )
 
@@ -92,6 +130,22 @@ def run(
 ) -> None:
     """Run a pipeline file as ``python PIPELINE.py`` would, until Ctrl-C."""
     _open(pipeline, {"port": port, "data_directory": data_dir})
+
+
+@app.command()
+def worker(
+    queue: Annotated[str, typer.Option("--queue", "-q", help="sqlite:///path or redis://host/db")],
+    name: Annotated[str | None, typer.Option(help="Worker name.")] = None,
+    burst: Annotated[bool, typer.Option(help="Stop when no job is ready.")] = False,
+) -> None:
+    """Run a queue worker (on this or any other machine) until Ctrl-C."""
+    configure_logging("INFO")
+    try:
+        run_worker(queue, name=name, burst=burst)
+    except DicomflowError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dicomflow.errors import DicomflowError
-from dicomflow.services import install as installer
+from dicomflow.services.install import backup, install, remove
 from dicomflow.services.registry import Registry
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -35,7 +35,7 @@ def install_command(
 ) -> None:
     """Install a service (all or nothing)."""
     try:
-        specs = installer.install(name, path, root)
+        specs = install(name, path, root)
     except (DicomflowError, OSError) as exc:
         _fail(exc)
     jobs = ", ".join(spec.job_name for spec in specs)
@@ -45,12 +45,12 @@ def install_command(
 @app.command("remove")
 def remove_command(
     name: str,
-    backup: Annotated[Path | None, typer.Option("--backup", "-b", help="Back up first.")] = None,
+    to: Annotated[Path | None, typer.Option("--backup", "-b", help="Back up first.")] = None,
     root: Root = DEFAULT_ROOT,
 ) -> None:
     """Remove a service, optionally backing it up first."""
     try:
-        archive = installer.remove(name, root, backup)
+        archive = remove(name, root, to)
     except (DicomflowError, OSError) as exc:
         _fail(exc)
     suffix = f" (backup: {archive})" if archive else ""
@@ -60,12 +60,12 @@ def remove_command(
 @app.command("backup")
 def backup_command(
     name: str,
-    backup: Annotated[Path, typer.Option("--backup", "-b", help="File or folder.")],
+    to: Annotated[Path, typer.Option("--backup", "-b", help="File or folder.")],
     root: Root = DEFAULT_ROOT,
 ) -> None:
     """Write a service's registry and module folders to a .tar.gz."""
     try:
-        archive = installer.backup(name, root, backup)
+        archive = backup(name, root, to)
     except (DicomflowError, OSError) as exc:
         _fail(exc)
     console.print(f"backed up {name} to {archive}", highlight=False)

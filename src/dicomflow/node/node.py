@@ -39,13 +39,17 @@ from dicomflow.node.output import OUTPUT_MANIFEST
 from dicomflow.node.reference import PipelineRef
 from dicomflow.node.round import Round, RoundStore
 from dicomflow.node.runner import Outcome, Runner
+from dicomflow.node.series import SeriesConsumer, SeriesStage
 from dicomflow.node.spool import Spool
 from dicomflow.node.trigger import Trigger
+from dicomflow.node.watcher import JobWatcher
+from dicomflow.node.workers import LocalWorkers
 from dicomflow.settings import NodeSettings
 
 logger = logging.getLogger(__name__)
 
 DONE_MARKER = "DONE"
+PATIENT_ID = 0x00100020
 DEFER_SIZE = 4096
 
 
@@ -68,17 +72,25 @@ class NodeCounters:
 
 
 class Node:
-    """One pipeline's node. ``start()`` resumes unfinished work, then serves."""
+    """A node: a pipeline, registry services (``consumer``), or both.
 
-    def __init__(self, pipeline_class: Any, settings: NodeSettings) -> None:
+    ``start()`` resumes unfinished work, then serves.
+    """
+
+    def __init__(
+        self,
+        pipeline_class: Any,
+        settings: NodeSettings,
+        consumer: SeriesConsumer | None = None,
+    ) -> None:
         self.pipeline_class = pipeline_class
         self.settings = settings
-        self.name = f"{pipeline_class.__module__}.{pipeline_class.__qualname__}"
+        self.name = _name(pipeline_class)
         self.counters = NodeCounters()
         root = settings.data_directory.resolve()
         self.spool = Spool(root / "spool", fsync=settings.fsync)
         self.rounds = RoundStore(root, self.spool)
-        self.collector = Collector(pipeline_class.input)
+        self.collector = Collector(pipeline_class.input if pipeline_class else {})
         self.trigger = Trigger(self._check_patient, settings.quiet_period_s)
         self.outbox = Outbox(
             root / "outbox",
@@ -88,10 +100,30 @@ class Node:
             retry_interval_s=settings.outbox_retry_interval_s,
             on_delivered=lambda _item: self.counters.add("delivered"),
         )
-        self._patient_tag = parse_tag(pipeline_class.patient_identifier_tag)
+        self._patient_tag = parse_tag(getattr(pipeline_class, "patient_identifier_tag", PATIENT_ID))
         self._round_lock = threading.Lock()
         self.scp: StoreSCP | None = None
         self.runner: Runner | None = None
+        self.series: SeriesStage | None = None
+        self.watcher: JobWatcher | None = None
+        self.workers: LocalWorkers | None = None
+        if consumer is not None:
+            self._add_services(root, consumer)
+
+    def _add_services(self, root: Path, consumer: SeriesConsumer) -> None:
+        url = self.settings.resolved_queue_url()
+        self.watcher = JobWatcher(url)
+        self.series = SeriesStage(
+            root / "series",
+            consumer,
+            self.watcher,
+            self._export_folder,
+            quiet_period_s=self.settings.series_quiet_period_s,
+            fsync=self.settings.fsync,
+        )
+        self.workers = LocalWorkers(
+            url, self.settings.local_workers(), log_level=self.settings.log_level
+        )
 
     @property
     def port(self) -> int:
@@ -102,17 +134,10 @@ class Node:
         policy = AccessPolicy.build(self.settings.allowed_ae_titles, self.settings.allowed_ips)
         if not (policy.ae_titles or policy.networks):
             logger.warning("no allowed_ae_titles or allowed_ips: accepting every peer")
-        self.runner = Runner(
-            PipelineRef.of(self.pipeline_class),
-            endpoints=self.settings.endpoint_addresses(),
-            ae_title=self.settings.ae_title,
-            workers=self.settings.workers,
-            timeout_s=self.settings.processing_timeout_s,
-            log_level=self.settings.log_level,
-            on_done=self._round_done,
-            on_started=lambda _job: self.counters.add("rounds_started"),
-        )
+        if self.pipeline_class is not None:
+            self.runner = self._runner()
         recovered = self._recover()
+        self._start_services()
         self.trigger.start()
         self.outbox.start()
         self.scp = StoreSCP(
@@ -134,6 +159,26 @@ class Node:
             self.settings.ae_title,
         )
 
+    def _start_services(self) -> None:
+        if self.workers is not None:
+            self.workers.start()
+        if self.watcher is not None:
+            self.watcher.start()
+        if self.series is not None:
+            self.series.start()
+
+    def _runner(self) -> Runner:
+        return Runner(
+            PipelineRef.of(self.pipeline_class),
+            endpoints=self.settings.endpoint_addresses(),
+            ae_title=self.settings.ae_title,
+            workers=self.settings.workers,
+            timeout_s=self.settings.processing_timeout_s,
+            log_level=self.settings.log_level,
+            on_done=self._round_done,
+            on_started=lambda _job: self.counters.add("rounds_started"),
+        )
+
     def stop(self) -> None:
         """Stop serving (idempotent); unfinished work stays on disk for the next start."""
         if self.scp is None:
@@ -144,6 +189,9 @@ class Node:
         if self.runner is not None:
             self.runner.shutdown()
             self.runner = None
+        for part in (self.series, self.watcher, self.workers):
+            if part is not None:
+                part.stop()
         self.outbox.stop()
         logger.info("node %s stopped", self.name)
 
@@ -163,13 +211,13 @@ class Node:
 
     def _keep(self, instance: ReceivedInstance, dataset: Dataset, uid: str) -> int:
         names = self.collector.wanted_by(dataset)
-        if not names:
+        if not names and self.series is None:
             logger.info("instance %s matches no input of %s; not kept", shorten(uid), self.name)
             self.counters.add("discarded")
             return STATUS_SUCCESS
         patient_key = value_key(self._patient_value(dataset))
         try:
-            path = self.spool.store(patient_key, uid, instance.encoded())
+            path = self._store(instance, dataset, uid, patient_key, names)
         except InvalidKeyError as exc:
             logger.warning("association %s: refused instance: %s", instance.association_id, exc)
             self.counters.add("refused")
@@ -177,10 +225,41 @@ class Node:
         except SpoolError:
             logger.exception("instance %s: cannot store it durably", shorten(uid))
             return STATUS_OUT_OF_RESOURCES
-        self.collector.add(patient_key, names, uid, header_of(dataset), path)
-        self.trigger.arrived(instance.association_id, patient_key)
+        if names:
+            self.collector.add(patient_key, names, uid, header_of(dataset), path)
+            self.trigger.arrived(instance.association_id, patient_key)
         self.counters.add("received")
         return STATUS_SUCCESS
+
+    def _store(
+        self,
+        instance: ReceivedInstance,
+        dataset: Dataset,
+        uid: str,
+        patient_key: str,
+        names: list[str],
+    ) -> Path:
+        """Store durably for the pipeline's inputs and/or the services' series."""
+        series_uid = dataset.get("SeriesInstanceUID")
+        if not names and self.series is not None:
+            return self.series.store(series_uid, uid, instance.encoded())
+        path = self.spool.store(patient_key, uid, instance.encoded())
+        if self.series is not None:
+            self.series.link(series_uid, uid, path)
+        return path
+
+    def _export_folder(self, name: str, folder: Path) -> None:
+        """Send the DICOM files of ``folder`` (copied) to every endpoint via the outbox."""
+        for index, address in enumerate(self.settings.endpoint_addresses()):
+            staging = folder.parent / f".{folder.name}.outbox-{index}"
+            shutil.copytree(folder, staging, dirs_exist_ok=True)
+            destination = {
+                "kind": "dicom",
+                "ip": address.ip,
+                "port": address.port,
+                "ae_title": address.ae_title,
+            }
+            self.outbox.add(f"{name}-{index}", staging, destination)
 
     def _patient_value(self, dataset: Dataset) -> object:
         element = dataset.get(self._patient_tag)
@@ -277,6 +356,12 @@ class Node:
             return False
         self.collector.add(patient_key, names, uid, header, path)
         return True
+
+
+def _name(pipeline_class: Any) -> str:
+    if pipeline_class is None:
+        return "services"
+    return f"{pipeline_class.__module__}.{pipeline_class.__qualname__}"
 
 
 def _deliver_files(folder: Path, target: Path) -> None:

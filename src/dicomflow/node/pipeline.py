@@ -72,8 +72,13 @@ class AbstractPipeline:
         if start or (start is None and _constructed_as_script(type(self))):
             self.open()
 
-    def open(self, blocking: bool = True, configure_logs: bool = True) -> None:
-        """Start the node; if ``blocking``, serve until SIGINT/SIGTERM, then close."""
+    def open(
+        self, blocking: bool = True, configure_logs: bool = True, consumer: Any = None
+    ) -> None:
+        """Start the node; if ``blocking``, serve until SIGINT/SIGTERM, then close.
+
+        ``consumer`` adds registry services (a ``dicomflow.services`` scheduler).
+        """
         if self._opened:
             return
         self._opened = True
@@ -81,10 +86,10 @@ class AbstractPipeline:
 
         if configure_logs:
             configure_logging(self.settings.log_level, self.settings.log_path)
-        self.node = Node(type(self), self.settings)
+        self.node = Node(type(self), self.settings, consumer)
         self.node.start()
         if blocking:
-            _wait_for_signal()
+            wait_for_signal()
             self.close()
 
     def close(self) -> None:
@@ -168,7 +173,8 @@ def _constructed_as_script(pipeline_class: type) -> bool:
     return main_file is not None and Path(main_file).resolve() == Path(sys.argv[0]).resolve()
 
 
-def _wait_for_signal() -> None:
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)

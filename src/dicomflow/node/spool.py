@@ -56,6 +56,21 @@ class Spool:
             fsync_directory(final.parent)
         return final
 
+    def link(self, patient_key: str, sop_instance_uid: str, source: Path) -> Path:
+        """Add the already durable file ``source`` (same filesystem) by a hard link."""
+        final = self.path_for(patient_key, sop_instance_uid)
+        self._ensure_dir(final.parent)
+        temporary = self.tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            os.link(source, temporary)
+            self._move_in(temporary, final)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            raise SpoolError(f"Cannot link instance {sop_instance_uid}: {exc}.") from exc
+        if self.fsync:
+            fsync_directory(final.parent)
+        return final
+
     def _move_in(self, temporary: Path, final: Path) -> None:
         try:
             os.replace(temporary, final)

@@ -3,13 +3,15 @@
 The process leads its own session and process group (so a timeout or a
 cancellation kills everything it started), dies with the fork server that
 forked it, writes stdout, stderr and logging into the attempt's log file (a
-file, so output of any size never blocks it; the streams and the logging
-handler are set up once in the fork server by :func:`prepare_output`), and
-works in its own temporary directory. It leaves the return value (JSON) or the traceback in files beside
-the log, and exits 0 or 1.
+file, so output of any size never blocks it), and works in the attempt's own
+temporary directory. It writes its return value (JSON) or the traceback to the
+attempt's outcome file, then exits 0 or 1.
+
+The fork server imports this module before forking, and sets up once what all
+children share (:func:`prepare_output`): every module imported here and every
+page a child touches makes each fork dearer, so this module imports little.
 """
 
-import contextlib
 import ctypes
 import io
 import json
@@ -17,42 +19,36 @@ import logging
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NoReturn
-
-Prctl = Callable[[int, int], int]
+from typing import Any, NamedTuple, NoReturn
 
 from dicomflow.queue.function import resolve_function
 
 logger = logging.getLogger(__name__)
 
+Prctl = Callable[[int, int], int]
+
 PR_SET_PDEATHSIG = 1
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+RESULT = "result"
+ERROR = "error"
 
 
-@dataclass(frozen=True)
-class Task:
-    """One attempt of a job, as the fork server receives it (picklable)."""
+class Task(NamedTuple):
+    """One attempt of a job, as the fork server receives it."""
 
-    job_id: str
+    token: str
+    """Written first into the outcome file, so that a stale file is never mistaken for this one."""
     function: str
     kwargs: dict[str, Any]
     work_dir: str
     log_file: str
-    result_file: str
-    error_file: str
+    outcome_file: str
+    job_id: str
 
 
 def prepare_output(level: str) -> None:
-    """Set up, once in the fork server, what every child's output goes through.
-
-    stdout is line-buffered and the root logger writes to stderr; a child only
-    has to point descriptors 1 and 2 at its log file (forking is cheaper when
-    the child touches little memory).
-    """
+    """Line-buffer stdout and send the root logger to stderr (once, in the fork server)."""
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(line_buffering=True)
@@ -74,22 +70,6 @@ def load_prctl() -> Prctl | None:
     return prctl
 
 
-def run_task(task: Task, prctl: Prctl | None) -> NoReturn:
-    """Child entry point: isolate, call the function, record its outcome, exit."""
-    _isolate(task, prctl)
-    try:
-        value = resolve_function(task.function)(**task.kwargs)
-        _write_result(task, value)
-    except BaseException:
-        text = traceback.format_exc()
-        logger.error("job %s: %s raised an exception\n%s", task.job_id, task.function, text)
-        Path(task.error_file).write_text(text)
-        _flush()
-        os._exit(1)
-    _flush()
-    os._exit(0)
-
-
 def die_with_parent(sig: signal.Signals, prctl: Prctl | None = None) -> None:
     """Have the kernel send ``sig`` to this process when its parent exits (Linux)."""
     prctl = prctl or load_prctl()
@@ -97,29 +77,51 @@ def die_with_parent(sig: signal.Signals, prctl: Prctl | None = None) -> None:
         prctl(PR_SET_PDEATHSIG, int(sig))
 
 
+def run_task(task: Task, prctl: Prctl | None) -> NoReturn:
+    """Child entry point: isolate, call the function, record its outcome, exit."""
+    _isolate(task, prctl)
+    try:
+        value = resolve_function(task.function)(**task.kwargs)
+        _write_outcome(task, RESULT, _to_json(task, value))
+    except BaseException:
+        import traceback
+
+        text = traceback.format_exc()
+        logger.error("job %s: %s raised an exception\n%s", task.job_id, task.function, text)
+        _write_outcome(task, ERROR, text)
+        _exit(1)
+    _exit(0)
+
+
+def read_outcome(task: Task) -> tuple[str, str] | None:
+    """``(RESULT, json)`` or ``(ERROR, traceback)`` as ``task``'s process left it, if it did."""
+    try:
+        with open(task.outcome_file, encoding="utf-8") as stream:
+            token, kind, payload = stream.read().split("\n", 2)
+    except (FileNotFoundError, ValueError):
+        return None
+    return (kind, payload) if token == task.token else None
+
+
 def _isolate(task: Task, prctl: Prctl | None) -> None:
     os.setsid()
     die_with_parent(signal.SIGKILL, prctl)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
-    _redirect_output(task.log_file)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    log = os.open(task.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o640)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
     os.environ["DICOMFLOW_JOB_ID"] = task.job_id
     os.chdir(task.work_dir)
 
 
-def _redirect_output(log_file: str) -> None:
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    descriptor = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    os.dup2(descriptor, 1)
-    os.dup2(descriptor, 2)
-    os.close(descriptor)
-
-
-def _write_result(task: Task, value: Any) -> None:
+def _to_json(task: Task, value: Any) -> str:
     try:
-        text = json.dumps(value)
+        return json.dumps(value)
     except (TypeError, ValueError) as exc:
         logger.warning(
             "job %s: the return value (%s) is not JSON-serialisable and is not kept: %s",
@@ -127,15 +129,23 @@ def _write_result(task: Task, value: Any) -> None:
             type(value).__name__,
             exc,
         )
-        text = "null"
-    descriptor = os.open(task.result_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        return "null"
+
+
+def _write_outcome(task: Task, kind: str, payload: str) -> None:
+    data = f"{task.token}\n{kind}\n{payload}".encode()
+    descriptor = os.open(task.outcome_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
-        os.write(descriptor, text.encode())
+        while data:
+            data = data[os.write(descriptor, data) :]
     finally:
         os.close(descriptor)
 
 
-def _flush() -> None:
+def _exit(code: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
+        try:
             stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

@@ -110,14 +110,15 @@ class EmbeddedBackend:
             if job.status not in UNSUCCESSFUL:
                 raise QueueError(f"Job {job.label} is {job.status.value}; it cannot be requeued.")
             status, reason = graph.evaluate(connection, job_id, job.allow_dependency_failure)
-            if status is JobStatus.FAILED:
+            if status is not JobStatus.QUEUED:
+                reason = reason or "its dependencies have not all ended."
                 raise QueueError(f"Job {job.label} cannot be requeued: {reason}")
             connection.execute(
-                "UPDATE jobs SET status = ?, attempts = 0, seq = ?, not_before = 0,"
+                "UPDATE jobs SET status = 'queued', attempts = 0, seq = ?, not_before = 0,"
                 " started_at = NULL, ended_at = NULL, worker = NULL, worker_session = NULL,"
                 " cancel_requested = 0, error = NULL, log_tail = NULL, result = NULL"
                 " WHERE id = ?",
-                (status.value, next_seq(connection), job_id),
+                (next_seq(connection), job_id),
             )
         return self._fetched(job_id)
 

@@ -21,17 +21,15 @@ import signal
 import socket
 import struct
 import sys
-from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from dicomflow.queue.child import Task, die_with_parent, load_prctl, prepare_output, run_task
 
 HEADER = struct.Struct("!I")
 
 
-@dataclass(frozen=True)
-class Setup:
+class Setup(NamedTuple):
     """The first message to a new fork server."""
 
     parent_pid: int

@@ -1,16 +1,23 @@
 """Runs one attempt of a job in its own process and says how it ended.
 
-Each attempt gets a fresh temporary directory (the process's working
-directory, removed afterwards, whatever happened), its own process group,
-its output captured to a log file of any size, and a timeout after which the
-whole group is SIGKILLed. A ``poll`` callback, called every ``check_s`` while
-the job runs, lets the worker send heartbeats and ask for cancellation.
+Each attempt runs in a fresh working directory (removed afterwards, whatever
+happened), in its own process group, with its output captured to a log file
+of any size, and with a timeout after which the whole group is SIGKILLed. A
+``poll`` callback, called every ``check_s`` while the job runs, lets the
+worker send heartbeats and ask for cancellation.
+
+The working directory, the log and the outcome file live in the worker's
+scratch directory (``dicomflow-worker-<pid>-*`` in the system's temporary
+directory, reused from one attempt to the next: creating and deleting files
+is what costs most per job on a journaling file system). Scratch directories
+left by workers that were killed are removed when the next worker starts.
 """
 
 import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -22,7 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from dicomflow.errors import QueueError
-from dicomflow.queue.child import Task
+from dicomflow.queue.child import ERROR, RESULT, Task, read_outcome
 from dicomflow.queue.job import Job, JobStatus
 from dicomflow.queue.launcher import Launcher
 from dicomflow.queue.logtail import read_tail
@@ -31,6 +38,8 @@ from dicomflow.queue.options import QueueOptions
 logger = logging.getLogger(__name__)
 
 KILL_WAIT_S = 30.0
+SCRATCH_PREFIX = "dicomflow-worker-"
+SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}(\d+)-")
 
 
 @dataclass
@@ -54,8 +63,8 @@ class Isolation:
 
     def __init__(self, options: QueueOptions | None = None, *, log_level: str = "INFO") -> None:
         self.options = options or QueueOptions()
-        self.log_level = log_level
         self._launcher = Launcher(self.options.preload, log_level)
+        self._scratch: Path | None = None
 
     def __enter__(self) -> "Isolation":
         return self
@@ -67,40 +76,43 @@ class Isolation:
 
     def close(self) -> None:
         self._launcher.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def run(self, job: Job, poll: Callable[[], bool] | None = None) -> Outcome:
         """Run ``job`` once; ``poll()`` returning True cancels it."""
-        folder = Path(tempfile.mkdtemp(prefix=f"dicomflow-job-{job.id[:16]}-"))
+        task = self._task(job)
         try:
-            task = self._task(job, folder)
             try:
                 pid = self._launcher.launch(task)
-            except QueueError as exc:
-                return Outcome(JobStatus.FAILED, f"The job could not be started: {exc}")
-            try:
                 ending = self._wait(pid, job.timeout_s, poll)
             except QueueError as exc:
-                return Outcome(JobStatus.FAILED, f"The job's fork server failed: {exc}")
+                return Outcome(JobStatus.FAILED, f"The job could not be run: {exc}")
             return _diagnose(job, task, ending)
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(task.work_dir, ignore_errors=True)
 
-    def _task(self, job: Job, folder: Path) -> Task:
-        work_dir = folder / "work"
+    def _task(self, job: Job) -> Task:
+        if self._scratch is None:
+            _remove_stale_scratch()
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+        work_dir = self._scratch / "work"
+        shutil.rmtree(work_dir, ignore_errors=True)
         work_dir.mkdir()
-        log_file = folder / "job.log"
+        log_file = self._scratch / "job.log"
         if self.options.log_dir is not None:
             log_dir = Path(self.options.log_dir)
             log_dir.mkdir(parents=True, exist_ok=True)
             log_file = log_dir / f"{job.id}.{job.attempts}.log"
         return Task(
-            job_id=job.id,
+            token=f"{job.id}.{job.attempts}.{time.time_ns()}",
             function=job.function,
             kwargs=job.kwargs,
             work_dir=str(work_dir),
             log_file=str(log_file),
-            result_file=str(folder / "result.json"),
-            error_file=str(folder / "error.txt"),
+            outcome_file=str(self._scratch / "outcome"),
+            job_id=job.id,
         )
 
     def _wait(self, pid: int, timeout_s: float, poll: Callable[[], bool] | None) -> _Ending:
@@ -143,6 +155,26 @@ def kill_group(pid: int, *, reaped: bool) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def _remove_stale_scratch() -> None:
+    """Remove the scratch directories of workers that no longer run."""
+    for path in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        match = SCRATCH_NAME.match(path.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        logger.info("removing %s, left by a worker that stopped", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _diagnose(job: Job, task: Task, ending: _Ending) -> Outcome:
     tail = read_tail(Path(task.log_file)) or None
     if ending.status is JobStatus.TIMED_OUT:
@@ -151,12 +183,11 @@ def _diagnose(job: Job, task: Task, ending: _Ending) -> Outcome:
     if ending.status is JobStatus.CANCELED:
         error = "The job was canceled while it ran; its process group was killed."
         return Outcome(JobStatus.CANCELED, error, tail)
-    result_file, error_file = Path(task.result_file), Path(task.error_file)
-    if ending.wait_status == 0 and result_file.is_file():
-        return Outcome(JobStatus.FINISHED, None, tail, json.loads(result_file.read_text()))
-    if error_file.is_file():
-        error = f"{job.function} raised an exception:\n{error_file.read_text()}"
-        return Outcome(JobStatus.FAILED, error, tail)
+    outcome = read_outcome(task)
+    if ending.wait_status == 0 and outcome is not None and outcome[0] == RESULT:
+        return Outcome(JobStatus.FINISHED, None, tail, json.loads(outcome[1]))
+    if outcome is not None and outcome[0] == ERROR:
+        return Outcome(JobStatus.FAILED, f"{job.function} raised an exception:\n{outcome[1]}", tail)
     return Outcome(JobStatus.FAILED, _crash(job, ending.wait_status), tail)
 
 

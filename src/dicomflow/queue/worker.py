@@ -1,9 +1,9 @@
-"""Running a worker for any queue URL, from the CLI or as ``python -m dicomflow.queue.worker``.
+"""Running a worker for any queue URL, from the CLI or as ``python -m dicomflow.queue``.
 
 ::
 
-    python -m dicomflow.queue.worker sqlite:///var/lib/dicomflow/jobs.db
-    python -m dicomflow.queue.worker "redis://queue-host:6379/0?heartbeat_s=2" --name gpu-1
+    python -m dicomflow.queue sqlite:///var/lib/dicomflow/jobs.db
+    python -m dicomflow.queue "redis://queue-host:6379/0?heartbeat_s=2" --name gpu-1
 
 The job functions must be importable by the worker (``PYTHONPATH``).
 """
@@ -37,7 +37,7 @@ def run_worker(url: str, *, name: str | None = None, burst: bool = False) -> Non
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m dicomflow.queue.worker", description="Run a dicomflow queue worker."
+        prog="python -m dicomflow.queue", description="Run a dicomflow queue worker."
     )
     parser.add_argument("url", help="queue URL: sqlite:///path/jobs.db or redis://host:port/db")
     parser.add_argument("--name", default=None, help="worker name (default: host.pid.random)")
@@ -50,6 +50,3 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         logger.info("worker stopped")
 
-
-if __name__ == "__main__":
-    main()

@@ -85,11 +85,19 @@ class ServiceRef:
 def run_service_job(**kwargs: Any) -> None:
     """Call the job's worker function with the job's keyword arguments.
 
+    With an ``output_root`` keyword (as the node passes), the worker also gets
+    ``output_dir``: ``output_root/{jobName}``, created; DICOM files it writes there
+    are sent to the node's endpoints when the job finishes.
+
     Raises:
         ServiceDefinitionError: if the worker cannot be found.
         Exception: whatever the worker raises.
     """
     service = ServiceRef.from_kwargs(kwargs.pop("service", None))
+    if kwargs.get("output_root") and "output_dir" not in kwargs:
+        output_dir = Path(kwargs["output_root"]) / str(kwargs.get("jobName", "job"))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        kwargs["output_dir"] = str(output_dir)
     with service_imports(service):
         worker = load_worker(service)
         logger.info(

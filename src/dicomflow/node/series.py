@@ -1,0 +1,158 @@
+"""The series stage: instances grouped per series for the registry services.
+
+Every received instance is linked into ``series/spool/incoming/{series_key}/``.
+Once no instance has arrived for a series for ``series_quiet_period_s`` (the
+series is *stable*), its instances move into a batch,
+``series/rounds/{batch_id}/instances/``, and the consumer (the services'
+scheduler) enqueues the jobs that want it, which read ``input_dir`` and write
+``output_dir``. When a job finishes, the DICOM files of its output folder go
+to the node's endpoints through the outbox; when every job of the batch has
+ended, the batch is removed, or moved to ``series/failed/`` if one failed.
+"""
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from dicomflow.dicom.keys import value_key
+from dicomflow.node.round import Round, RoundStore
+from dicomflow.node.spool import Spool, write_durably
+from dicomflow.node.trigger import Trigger
+from dicomflow.node.watcher import JobWatcher
+from dicomflow.queue.job import Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+JOBS_FILE = "jobs.json"
+SERIES_ROUND = "services"
+Exporter = Callable[[str, Path], None]
+
+
+class Scheduled(Protocol):
+    job_ids: dict[str, str]
+    errors: dict[str, str]
+
+
+class SeriesConsumer(Protocol):
+    """Schedules work for a stable series (see ``dicomflow.services.consumer``)."""
+
+    def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled: ...
+
+
+class SeriesStage:
+    """Collects series, detects stable ones and follows their jobs to the end."""
+
+    def __init__(
+        self,
+        root: Path,
+        consumer: SeriesConsumer,
+        watcher: JobWatcher,
+        export: Exporter,
+        *,
+        quiet_period_s: float,
+        fsync: bool = True,
+    ) -> None:
+        self.spool = Spool(root / "spool", fsync=fsync)
+        self.batches = RoundStore(root, self.spool)
+        self.consumer = consumer
+        self.watcher = watcher
+        self.export = export
+        self.trigger = Trigger(self._stable, quiet_period_s)
+        self._members: dict[str, dict[str, Path]] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Resume: series still collecting, and batches whose jobs had not all ended."""
+        self.batches.recover_partial()
+        for series_key, path in self.spool.instances():
+            self._members.setdefault(series_key, {})[path.stem] = path
+            self.trigger.arrived(0, series_key)
+        for batch in self.batches.pending():
+            self._follow(batch, _read_jobs(batch))
+        self.trigger.start()
+
+    def stop(self) -> None:
+        self.trigger.stop()
+
+    def link(self, series_instance_uid: object, sop_instance_uid: str, source: Path) -> None:
+        """Add the durably stored instance ``source`` to its series, by a hard link."""
+        series_key = value_key(series_instance_uid)
+        self._added(
+            series_key, sop_instance_uid, self.spool.link(series_key, sop_instance_uid, source)
+        )
+
+    def store(self, series_instance_uid: object, sop_instance_uid: str, data: bytes) -> Path:
+        """Store an instance (Part-10 bytes) durably in its series; return its path."""
+        series_key = value_key(series_instance_uid)
+        path = self.spool.store(series_key, sop_instance_uid, data)
+        self._added(series_key, sop_instance_uid, path)
+        return path
+
+    def _added(self, series_key: str, sop_instance_uid: str, path: Path) -> None:
+        with self._lock:
+            self._members.setdefault(series_key, {})[sop_instance_uid] = path
+        self.trigger.arrived(0, series_key)
+
+    def _stable(self, series_key: str) -> None:
+        with self._lock:
+            members = self._members.pop(series_key, None)
+        if not members:
+            return
+        batch = self.batches.create(SERIES_ROUND, series_key, {"series": members})
+        batch.output_dir.mkdir(exist_ok=True)
+        scheduled = self.consumer.schedule(batch.instances_dir, batch.output_dir, series_key)
+        jobs = {"job_ids": scheduled.job_ids, "errors": scheduled.errors, "ended": {}}
+        _write_jobs(batch, jobs)
+        for job_name, error in scheduled.errors.items():
+            logger.error("series %s: job %s not scheduled: %s", series_key[:12], job_name, error)
+        self._follow(batch, jobs)
+
+    def _follow(self, batch: Round, jobs: dict[str, Any]) -> None:
+        waiting = {n: i for n, i in jobs["job_ids"].items() if n not in jobs["ended"]}
+        if not waiting:
+            self._close(batch, jobs)
+            return
+        for job_name, job_id in waiting.items():
+            self.watcher.watch(job_id, partial(self._job_ended, batch, job_name))
+
+    def _job_ended(self, batch: Round, job_name: str, job: Job) -> None:
+        jobs = _read_jobs(batch)
+        jobs["ended"][job_name] = {"status": job.status.value, "error": job.error}
+        _write_jobs(batch, jobs)
+        output = batch.output_dir / job_name
+        if job.status is JobStatus.FINISHED and any(output.glob("*.dcm")):
+            self.export(f"{batch.round_id}-{job_name}", output)
+        logger.info("series batch %s: job %s %s", batch.round_id[:12], job_name, job.status.value)
+        if set(jobs["ended"]) >= set(jobs["job_ids"]):
+            self._close(batch, jobs)
+
+    def _close(self, batch: Round, jobs: dict[str, Any]) -> None:
+        failed = {n: e for n, e in jobs["ended"].items() if e["status"] != JobStatus.FINISHED}
+        if not failed and not jobs["errors"]:
+            self.batches.finish(batch)
+            return
+        reasons = {
+            **jobs["errors"],
+            **{n: f"{e['status']}: {e['error']}" for n, e in failed.items()},
+        }
+        self.batches.fail(batch, json.dumps(reasons, indent=2))
+        logger.error("series batch %s failed; instances kept: %s", batch.round_id, reasons)
+
+
+def _read_jobs(batch: Round) -> dict[str, Any]:
+    path = batch.directory / JOBS_FILE
+    if not path.exists():
+        return {"job_ids": {}, "errors": {}, "ended": {}}
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _write_jobs(batch: Round, jobs: dict[str, Any]) -> None:
+    partial = batch.directory / f"{JOBS_FILE}.part"
+    write_durably(partial, json.dumps(jobs, indent=2).encode())
+    os.replace(partial, batch.directory / JOBS_FILE)

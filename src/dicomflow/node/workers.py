@@ -1,0 +1,68 @@
+"""Local queue workers: processes the node starts for the embedded queue.
+
+Each is ``python -m dicomflow.queue.worker URL``; it dies with the node
+(``PR_SET_PDEATHSIG``), and the node stops it with SIGTERM (the worker finishes
+or abandons its job, which the queue then retries).
+"""
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+STOP_TIMEOUT_S = 10.0
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class LocalWorkers:
+    """``count`` worker processes for the queue at ``url``."""
+
+    def __init__(
+        self, url: str, count: int, *, python_path: Sequence[str] = (), log_level: str = "INFO"
+    ) -> None:
+        self.url = url
+        self.count = count
+        self.python_path = list(python_path)
+        self.log_level = log_level
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        environment = dict(os.environ)
+        paths = [*self.python_path, *environment.get("PYTHONPATH", "").split(os.pathsep)]
+        environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        for index in range(self.count):
+            command = [sys.executable, "-m", "dicomflow.queue.worker", self.url]
+            command += ["--name", f"node-{os.getpid()}-{index}", "--log-level", self.log_level]
+            process = subprocess.Popen(command, env=environment, preexec_fn=_die_with_parent)
+            self.processes.append(process)
+        logger.info("started %d local worker(s) for %s", self.count, _safe(self.url))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+
+def _safe(url: str) -> str:
+    """The URL without a password, for logs."""
+    scheme, _, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}://{rest}"

@@ -1,0 +1,159 @@
+"""dicomflow's RQ worker: RQ's loop, each job in an isolated process from a warm fork server.
+
+:class:`IsolatingWorker` is an RQ ``SimpleWorker`` (no work horse of its own)
+whose jobs run through :class:`~dicomflow.queue.isolation.Isolation`: the
+isolated process is the work horse, killed with its whole process group when
+the job's timeout (its RQ ``timeout``) passes or when it is canceled. While a
+job runs, the worker keeps its heartbeats every ``heartbeat_s``; its
+executions expire ``heartbeat_s + stale_after_s`` after the last one, so when
+a worker is ``kill -9``-ed, another worker's maintenance (every
+``stale_after_s``) finds the job in RQ's StartedJobRegistry and retries it
+(``Retry``) or fails it. RQ's scheduler (retries with backoff) runs in a
+process that dies with its worker too.
+
+RQ installs signal handlers, so the worker must run in a process's main thread.
+"""
+
+import logging
+import math
+import signal
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from redis import Redis
+from rq.command import send_shutdown_command
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.job import Job as RQJob
+from rq.queue import Queue
+from rq.scheduler import RQScheduler
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+from rq.worker import SimpleWorker, WorkerStatus
+
+from dicomflow.queue.child import die_with_parent
+from dicomflow.queue.isolation import Isolation
+from dicomflow.queue.job import PRIORITY_ORDER
+from dicomflow.queue.options import QueueOptions
+from dicomflow.queue.rq_mapping import QUEUE_NAMES, SERIALIZER
+from dicomflow.queue.rq_task import IsolatedJob
+from dicomflow.queue.worker import default_worker_name
+
+logger = logging.getLogger(__name__)
+
+BACKSTOP_S = 60
+
+
+class BackstopDeathPenalty(UnixSignalDeathPenalty):
+    """RQ's alarm, set ``BACKSTOP_S`` after the job's timeout: the isolation kills it first."""
+
+    def __init__(
+        self, timeout: int, exception: type[Exception] = JobTimeoutException, **kwargs: Any
+    ) -> None:
+        super().__init__(timeout + BACKSTOP_S if timeout > 0 else timeout, exception, **kwargs)
+
+
+class DyingScheduler(RQScheduler):
+    """RQ's scheduler process, made to die with the worker that forked it."""
+
+    def work(self) -> None:
+        die_with_parent(signal.SIGKILL)
+        super().work()  # type: ignore[no-untyped-call]
+
+
+class IsolatingWorker(SimpleWorker):
+    """An RQ worker that runs each job in its own process group (see the module)."""
+
+    job_class = IsolatedJob
+    death_penalty_class = BackstopDeathPenalty
+
+    def __init__(
+        self, queues: Sequence[Queue], *, options: QueueOptions, log_level: str, **kwargs: Any
+    ) -> None:
+        stale_s = math.ceil(options.stale_after_s)
+        super().__init__(
+            list(queues),
+            job_class=IsolatedJob,
+            serializer=SERIALIZER,
+            worker_ttl=max(16, stale_s + 15),  # RQ blocks for worker_ttl - 15 s waiting for jobs
+            maintenance_interval=stale_s,
+            job_monitoring_interval=math.ceil(options.heartbeat_s),
+            **kwargs,
+        )
+        self.options = options
+        self.isolation = Isolation(options, log_level=log_level)
+
+    def execute_job(self, job: RQJob, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        if isinstance(job, IsolatedJob):
+            job.isolation = self.isolation
+            job.options = self.options
+            job.keepalive = partial(self.maintain_heartbeats, job, execution)
+        self.perform_job(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def get_heartbeat_ttl(self, job: RQJob, working_time: float = 0.0) -> int:
+        return math.ceil(self.options.heartbeat_s + self.options.stale_after_s)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()  # type: ignore[no-untyped-call]
+        finally:
+            self.isolation.close()
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """RQ's own, with :class:`DyingScheduler` instead of ``RQScheduler``."""
+        self.scheduler = scheduler = DyingScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        scheduler.acquire_locks()
+        if not scheduler.acquired_locks:
+            return
+        if not burst:
+            scheduler.start()  # type: ignore[no-untyped-call]
+            return
+        try:
+            scheduler.register_birth()
+            scheduler.enqueue_scheduled_jobs()
+        finally:
+            scheduler.release_locks()
+            scheduler.register_death()
+
+
+class RQWorker:
+    """A worker of an RQ queue (the :class:`~dicomflow.queue.backend.Worker` protocol)."""
+
+    def __init__(
+        self,
+        connection: Redis,
+        options: QueueOptions,
+        *,
+        name: str | None = None,
+        log_level: str = "INFO",
+    ) -> None:
+        self.name = name or default_worker_name()
+        queues = [
+            Queue(QUEUE_NAMES[priority], connection=connection, serializer=SERIALIZER)
+            for priority in PRIORITY_ORDER
+        ]
+        self.rq_worker = IsolatingWorker(
+            queues, options=options, log_level=log_level, name=self.name, connection=connection
+        )
+
+    def work(self, *, burst: bool = False) -> None:
+        """Run jobs (high, then default, then low priority) until stopped, or idle with ``burst``."""
+        self.rq_worker.work(burst=burst, with_scheduler=True, logging_level=None)
+
+    def stop(self) -> None:
+        """Ask the worker, wherever it runs, to stop after its current job."""
+        send_shutdown_command(self.rq_worker.connection, self.name)

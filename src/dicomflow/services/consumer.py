@@ -1,0 +1,109 @@
+"""What the node calls when a series is stable: schedule the registry's jobs for it.
+
+The node stores the series' instances in a folder of its own (on a filesystem
+every worker can read) and calls :meth:`ServiceScheduler.schedule`; the jobs
+receive ``input_dir`` (the instances) and ``output_dir`` (``output_root/{jobName}``,
+whose DICOM files the node sends to its endpoints when the job finishes).
+"""
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+
+from dicomflow.queue.backend import Backend, open_backend
+from dicomflow.services.registry import Registry
+from dicomflow.services.scheduler import schedule_series
+
+logger = logging.getLogger(__name__)
+
+HEADER_FIELDS = (
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "StudyDescription",
+    "SeriesDescription",
+    "BodyPartExamined",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "SeriesNumber",
+    "SliceThickness",
+)
+
+
+@dataclass
+class Scheduled:
+    """The jobs scheduled for one series (ids by job name) and the errors met."""
+
+    job_ids: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class ServiceScheduler:
+    """Schedules the installed services' jobs for stable series on the queue at ``queue_url``.
+
+    The queue is opened on first use, once per thread (SQLite connections stay on the
+    thread that opened them).
+    """
+
+    def __init__(
+        self, root: str | Path, queue_url: str, header_fields: Sequence[str] = HEADER_FIELDS
+    ) -> None:
+        self.registry = Registry(root)
+        self.queue_url = queue_url
+        self.header_fields = tuple(header_fields)
+        self._local = threading.local()
+
+    @property
+    def backend(self) -> Backend:
+        backend: Backend | None = getattr(self._local, "backend", None)
+        if backend is None:
+            backend = open_backend(self.queue_url)
+            self._local.backend = backend
+        return backend
+
+    def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled:
+        """Run the callbacks for the series in ``instances_dir`` and enqueue the chosen jobs."""
+        report = self.registry.load()
+        for service, error in report.errors.items():
+            logger.error("service %s is broken and was skipped: %s", service, error)
+        files = sorted(instances_dir.glob("*.dcm"))
+        headers = self.headers(files)
+        outcome = schedule_series(
+            report.jobs,
+            headers,
+            self.backend,
+            series_key=series_key,
+            base_kwargs={"input_dir": str(instances_dir), "output_root": str(output_root)},
+        )
+        scheduled = Scheduled()
+        for item in outcome.outcomes:
+            if item.job_id is not None:
+                scheduled.job_ids[item.job_name] = item.job_id
+            elif item.error:
+                scheduled.errors[item.job_name] = item.error
+        return scheduled
+
+    def headers(self, files: Sequence[Path]) -> dict[str, Any]:
+        """The configured header fields of the series (from its first instance)."""
+        headers: dict[str, Any] = {"InstanceCount": len(files)}
+        if not files:
+            return headers
+        first = dcmread(files[0], stop_before_pixels=True)
+        for keyword in self.header_fields:
+            value = first.get(keyword)
+            headers[keyword] = None if value is None else _plain(value)
+        return headers
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, str | int | float):
+        return value
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [_plain(item) for item in value]
+    return str(value)
