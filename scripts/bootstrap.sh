@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(dcmtk)
+DEBIAN_PACKAGES=(dcmtk redis-server)
 PYTHON=${PYTHON:-python3}
 
 missing=()

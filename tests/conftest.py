@@ -1,28 +1,14 @@
-"""Shared fixtures: free ports, dcmtk peers, in-process nodes, synthetic series."""
+"""Shared fixtures (the helpers behind them are in ``support.py``)."""
 
 import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom import dcmread
-from pydicom.uid import (
-    JPEG2000,
-    DeflatedExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    RLELossless,
-)
 
-from dicomflow.node.node import Node, wait_until
-
-DCMTK_TOOLS = ("storescu", "storescp", "echoscu")
+from dicomflow.node.node import Node
+from support import DCMTK_TOOLS, NodeFactory, RedisServer, StoreSCPPeer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,94 +17,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         raise pytest.UsageError(f"dcmtk tools missing: {missing}; run `make test` to install them")
 
 
-def free_port() -> int:
-    """A TCP port that is free on loopback right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port}")
-
-
-class StoreSCPPeer:
-    """A dcmtk ``storescp`` storing what it receives in ``folder``."""
-
-    def __init__(self, folder: Path, ae_title: str = "PACS") -> None:
-        self.folder = folder
-        self.ae_title = ae_title
-        self.port = free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            ["storescp", "-aet", ae_title, "-od", str(folder), "+xa", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.folder.iterdir() if p.is_file())
-
-    def endpoint(self) -> str:
-        return f"{self.ae_title}@127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def storescp(tmp_path: Path) -> Iterator[StoreSCPPeer]:
     peer = StoreSCPPeer(tmp_path / "pacs")
     yield peer
     peer.stop()
-
-
-PROPOSE_FLAG = {
-    JPEG2000Lossless: "-xv",
-    JPEG2000: "-xw",
-    JPEGBaseline8Bit: "-xy",
-    JPEGExtended12Bit: "-xx",
-    DeflatedExplicitVRLittleEndian: "-xd",
-    JPEGLosslessSV1: "-xs",
-    RLELossless: "-xr",
-}
-
-
-def storescu(
-    port: int,
-    files: list[Path],
-    *,
-    aec: str = "DICOMFLOW",
-    aet: str = "STORESCU",
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Send ``files`` with dcmtk's ``storescu``: one association per compressed transfer
-    syntax (storescu proposes one syntax per run), the uncompressed ones together."""
-    groups: dict[str, list[Path]] = {}
-    for path in files:
-        syntax = dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
-        groups.setdefault(PROPOSE_FLAG.get(syntax, ""), []).append(path)
-    result = None
-    for flag, paths in groups.items():
-        options = [flag] if flag else []
-        command = ["storescu", *options, "-aet", aet, "-aec", aec, "127.0.0.1", str(port)]
-        command += [str(path) for path in paths]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        if check and result.returncode != 0:
-            raise AssertionError(f"storescu failed ({result.returncode}): {result.stderr[-2000:]}")
-    assert result is not None
-    return result
-
-
-NodeFactory = Callable[..., Node]
 
 
 @pytest.fixture
@@ -141,8 +44,8 @@ def make_node(tmp_path: Path) -> Iterator[NodeFactory]:
         pipeline.close()
 
 
-def wait_for(
-    predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition"
-) -> None:
-    if not wait_until(predicate, timeout_s):
-        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()

@@ -14,8 +14,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from conftest import StoreSCPPeer, free_port, storescu, wait_for, wait_for_port
 from dicomflow.dicom.factory import make_ct_series, write_series
+from support import StoreSCPPeer, free_port, storescu, wait_for, wait_for_port
 
 DICOMFLOW = str(Path(sys.executable).parent / "dicomflow")
 PIPELINES = Path(__file__).parent / "pipelines"

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from conftest import storescu, wait_for
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.net.scp import AccessPolicy
 from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor
+from support import storescu, wait_for
 
 
 class HeldInstance(AbstractInput):

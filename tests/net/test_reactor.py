@@ -18,13 +18,13 @@ from pydicom.uid import UID, CTImageStorage
 from pynetdicom import AE, evt
 from pynetdicom.dul import DULServiceProvider
 
-from conftest import wait_for_port
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import PeerUnreachableError
 from dicomflow.net import reactor
 from dicomflow.net.address import Address
 from dicomflow.net.scp import ReceivedInstance, StoreSCP
 from dicomflow.net.scu import echo, send
+from support import wait_for_port
 
 VERIFICATION = UID("1.2.840.10008.1.1")
 

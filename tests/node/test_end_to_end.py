@@ -7,8 +7,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from sample_pipelines import MARK, CopyPipeline, CTCopyPipeline, LegacyPipeline, TwoInputPipeline
 
-from conftest import StoreSCPPeer, storescu, wait_for
 from dicomflow.dicom.factory import make_ct_series, write_series
+from support import StoreSCPPeer, storescu, wait_for
 
 BUNDLED = [
     "CT_small.dcm",  # explicit VR little endian

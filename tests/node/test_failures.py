@@ -19,8 +19,8 @@ from sample_pipelines import (
     WorkdirPipeline,
 )
 
-from conftest import StoreSCPPeer, storescu, wait_for
 from dicomflow.dicom.factory import make_ct_series, write_series
+from support import StoreSCPPeer, storescu, wait_for
 
 CHATTY_LINE = "x" * 1023
 

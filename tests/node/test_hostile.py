@@ -13,9 +13,9 @@ from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification
 from sample_pipelines import RELEASE, CopyPipeline, HoldingPipeline
 
-from conftest import storescu, wait_for
 from dicomflow.dicom.factory import make_ct_series, make_dataset, write_series
 from dicomflow.net.scp import STATUS_CANNOT_UNDERSTAND
+from support import storescu, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on invalid values
 

@@ -11,12 +11,12 @@ import pydicom
 import pytest
 from sample_pipelines import MARK, CopyPipeline
 
-from conftest import free_port, storescu, wait_for, wait_for_port
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.net.address import Address
 from dicomflow.node.node import Node
 from dicomflow.node.outbox import DESTINATION, Outbox
 from dicomflow.node.pipeline import AbstractPipeline
+from support import free_port, storescu, wait_for, wait_for_port
 
 KEPT = "still unreachable; kept for later"
 PeerStarter = Callable[[int], Path]

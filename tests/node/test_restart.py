@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pydicom
 
-from conftest import StoreSCPPeer, free_port, wait_for, wait_for_port
 from dicomflow.dicom.factory import make_ct_series, write_series
+from support import StoreSCPPeer, free_port, wait_for, wait_for_port
 
 HERE = Path(__file__).parent
 DICOMFLOW = str(Path(sys.executable).parent / "dicomflow")

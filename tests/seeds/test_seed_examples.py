@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pydicom
 
-from conftest import StoreSCPPeer, free_port, storescu, wait_for, wait_for_port
 from dicomflow.dicom.factory import make_ct_series, write_series
+from support import StoreSCPPeer, free_port, storescu, wait_for, wait_for_port
 
 TUTORIAL = """
 from pathlib import Path

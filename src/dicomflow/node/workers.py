@@ -1,6 +1,6 @@
 """Local queue workers: processes the node starts for the embedded queue.
 
-Each is ``python -m dicomflow.queue.worker URL``; it dies with the node
+Each is ``python -m dicomflow.queue URL``; it dies with the node
 (``PR_SET_PDEATHSIG``), and the node stops it with SIGTERM (the worker finishes
 or abandons its job, which the queue then retries).
 """
@@ -41,7 +41,7 @@ class LocalWorkers:
         paths = [*self.python_path, *environment.get("PYTHONPATH", "").split(os.pathsep)]
         environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         for index in range(self.count):
-            command = [sys.executable, "-m", "dicomflow.queue.worker", self.url]
+            command = [sys.executable, "-m", "dicomflow.queue", self.url]
             command += ["--name", f"node-{os.getpid()}-{index}", "--log-level", self.log_level]
             process = subprocess.Popen(command, env=environment, preexec_fn=_die_with_parent)
             self.processes.append(process)

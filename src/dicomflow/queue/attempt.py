@@ -4,7 +4,8 @@ Claiming is one ``UPDATE ... RETURNING`` in a ``BEGIN IMMEDIATE`` transaction:
 the highest-priority, oldest queued job whose retry time has come becomes
 ``started`` under the worker's session, so two workers never take the same
 job. An ended attempt is recorded only while the job is still started under
-that session (another worker may have taken over a job it thought abandoned).
+that session (another worker may have taken over a job it thought abandoned),
+in the same transaction as the claim of the worker's next job.
 """
 
 import json
@@ -32,12 +33,16 @@ RETRYABLE = (JobStatus.FAILED, JobStatus.TIMED_OUT)
 
 def claim(connection: sqlite3.Connection, session: Session) -> Job | None:
     """Start the next ready job under ``session``; None if no job is ready."""
-    values = {"now": time.time(), "name": session.name, "session": session.id}
+    values = _claim_values(session)
     if connection.execute(f"SELECT 1 FROM jobs WHERE {READY} LIMIT 1", values).fetchone() is None:
         return None  # checked without the write lock: idle workers do not contend
     with transaction(connection):
         row = connection.execute(CLAIM, values).fetchone()
     return None if row is None else row_to_job(row)
+
+
+def _claim_values(session: Session) -> dict[str, object]:
+    return {"now": time.time(), "name": session.name, "session": session.id}
 
 
 def has_pending(connection: sqlite3.Connection) -> bool:
@@ -55,23 +60,38 @@ def still_ours(connection: sqlite3.Connection, job_id: str, session: Session) ->
 
 
 def record(
+    connection: sqlite3.Connection,
+    job: Job,
+    outcome: Outcome,
+    session: Session,
+    *,
+    claim_next: bool = False,
+) -> tuple[JobStatus | None, Job | None]:
+    """Record how ``job``'s attempt ended and, with ``claim_next``, claim the next job.
+
+    Returns the job's new status (None if it is no longer ours) and the next job.
+    """
+    with transaction(connection):
+        status = _record(connection, job, outcome, session)
+        row = connection.execute(CLAIM, _claim_values(session)).fetchone() if claim_next else None
+    return status, None if row is None else row_to_job(row)
+
+
+def _record(
     connection: sqlite3.Connection, job: Job, outcome: Outcome, session: Session
 ) -> JobStatus | None:
-    """Record how ``job``'s attempt ended: its new status (None if no longer ours)."""
-    with transaction(connection):
-        row = connection.execute(
-            "SELECT status, worker_session, cancel_requested FROM jobs WHERE id = ?", (job.id,)
-        ).fetchone()
-        if row is None or row["status"] != "started" or row["worker_session"] != session.id:
-            logger.warning("job %s: taken over by another worker; this attempt is ignored", job.id)
-            return None
-        retry = outcome.status in RETRYABLE and job.attempts <= job.retries
-        if retry and not row["cancel_requested"]:
-            _retry(connection, job, outcome)
-            return JobStatus.QUEUED
-        _end(connection, job.id, outcome)
-        release_dependants(connection, job.id)
-        return outcome.status
+    row = connection.execute(
+        "SELECT status, worker_session, cancel_requested FROM jobs WHERE id = ?", (job.id,)
+    ).fetchone()
+    if row is None or row["status"] != "started" or row["worker_session"] != session.id:
+        logger.warning("job %s: taken over by another worker; this attempt is ignored", job.id)
+        return None
+    if outcome.status in RETRYABLE and job.attempts <= job.retries and not row["cancel_requested"]:
+        _retry(connection, job, outcome)
+        return JobStatus.QUEUED
+    _end(connection, job.id, outcome)
+    release_dependants(connection, job.id)
+    return outcome.status
 
 
 def _retry(connection: sqlite3.Connection, job: Job, outcome: Outcome) -> None:

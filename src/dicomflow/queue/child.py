@@ -12,6 +12,7 @@ children share (:func:`prepare_output`): every module imported here and every
 page a child touches makes each fork dearer, so this module imports little.
 """
 
+import contextlib
 import ctypes
 import io
 import json
@@ -144,8 +145,6 @@ def _write_outcome(task: Task, kind: str, payload: str) -> None:
 
 def _exit(code: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code)

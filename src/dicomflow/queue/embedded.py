@@ -126,7 +126,7 @@ class EmbeddedBackend:
         return EmbeddedWorker(self.path, self.options, name=name)
 
     def recover(self, *, force: bool = False) -> int:
-        """Settle jobs abandoned by dead workers (at most once per ``heartbeat_s`` unless forced)."""
+        """Settle jobs abandoned by dead workers (once per ``heartbeat_s`` unless ``force``)."""
         now = time.monotonic()
         if not force and now < self._next_recovery:
             return 0

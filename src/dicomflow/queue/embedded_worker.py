@@ -74,15 +74,14 @@ class EmbeddedWorker:
     def _loop(
         self, connection: sqlite3.Connection, session: Session, isolation: Isolation, burst: bool
     ) -> None:
-        while not self._stopping.is_set():
+        while not self.stopping:
             self._maintain(connection, session)
             job = claim(connection, session)
-            if job is not None:
-                self._run(connection, session, isolation, job)
-            elif burst and not has_pending(connection):
+            while job is not None:
+                job = self._run(connection, session, isolation, job)
+            if burst and not has_pending(connection):
                 return
-            else:
-                self._stopping.wait(self.options.poll_s)
+            self._stopping.wait(self.options.poll_s)
 
     def _maintain(self, connection: sqlite3.Connection, session: Session) -> None:
         if time.monotonic() < self._next_beat:
@@ -93,7 +92,8 @@ class EmbeddedWorker:
 
     def _run(
         self, connection: sqlite3.Connection, session: Session, isolation: Isolation, job: Job
-    ) -> None:
+    ) -> Job | None:
+        """Run ``job``, record its outcome; the next job, already claimed unless stopping."""
         logger.info("job %s: %s, attempt %d", job.id, job.function, job.attempts)
 
         def poll() -> bool:
@@ -106,8 +106,10 @@ class EmbeddedWorker:
             stopped = Outcome(JobStatus.FAILED, f"Worker {self.name} stopped while the job ran.")
             record(connection, job, stopped, session)
             raise
-        status = record(connection, job, outcome, session)
+        self._maintain(connection, session)
+        status, following = record(connection, job, outcome, session, claim_next=not self.stopping)
         logger.info("job %s: %s", job.id, status.value if status else "taken over")
+        return following
 
 
 @contextlib.contextmanager

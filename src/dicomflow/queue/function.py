@@ -36,7 +36,7 @@ def resolve_function(name: str) -> Callable[..., Any]:
     check_function_name(name)
     if ":" in name:
         module_name, _, qualname = name.partition(":")
-        return _attribute(name, importlib.import_module(module_name), qualname)
+        return _attribute(name, module_name, importlib.import_module(module_name), qualname)
     parts = name.split(".")
     for split in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:split])
@@ -46,7 +46,7 @@ def resolve_function(name: str) -> Callable[..., Any]:
             if _is_missing(module_name, exc):
                 continue
             raise
-        return _attribute(name, module, ".".join(parts[split:]))
+        return _attribute(name, module_name, module, ".".join(parts[split:]))
     raise QueueError(f'Job function "{name}": no module of that name can be imported.')
 
 
@@ -56,14 +56,16 @@ def _is_missing(module_name: str, exc: ModuleNotFoundError) -> bool:
     return module_name == missing or module_name.startswith(missing + ".")
 
 
-def _attribute(name: str, module: ModuleType, qualname: str) -> Callable[..., Any]:
+def _attribute(
+    name: str, module_name: str, module: ModuleType, qualname: str
+) -> Callable[..., Any]:
     target: Any = module
     for part in qualname.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
             raise QueueError(
-                f'Job function "{name}": module {module.__name__} has no attribute "{qualname}".'
+                f'Job function "{name}": module {module_name} has no attribute "{qualname}".'
             ) from None
     if not callable(target):
         raise QueueError(f'Job function "{name}" is a {type(target).__name__}, not a callable.')

@@ -1,7 +1,7 @@
 """Runs one attempt of a job in its own process and says how it ended.
 
-Each attempt runs in a fresh working directory (removed afterwards, whatever
-happened), in its own process group, with its output captured to a log file
+Each attempt runs in an empty working directory (whatever an attempt leaves
+there is removed afterwards), in its own process group, with its output captured to a log file
 of any size, and with a timeout after which the whole group is SIGKILLed. A
 ``poll`` callback, called every ``check_s`` while the job runs, lets the
 worker send heartbeats and ask for cancellation.
@@ -91,15 +91,15 @@ class Isolation:
                 return Outcome(JobStatus.FAILED, f"The job could not be run: {exc}")
             return _diagnose(job, task, ending)
         finally:
-            shutil.rmtree(task.work_dir, ignore_errors=True)
+            _empty(Path(task.work_dir))
 
     def _task(self, job: Job) -> Task:
         if self._scratch is None:
             _remove_stale_scratch()
             self._scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
         work_dir = self._scratch / "work"
-        shutil.rmtree(work_dir, ignore_errors=True)
-        work_dir.mkdir()
+        if not work_dir.is_dir():
+            work_dir.mkdir()
         log_file = self._scratch / "job.log"
         if self.options.log_dir is not None:
             log_dir = Path(self.options.log_dir)
@@ -137,6 +137,16 @@ class Isolation:
         wait_status = self._launcher.wait(KILL_WAIT_S)
         kill_group(pid, reaped=True)
         return _Ending(wait_status, status)
+
+
+def _empty(work_dir: Path) -> None:
+    """Remove what an attempt left in its working directory (an empty one is reused)."""
+    try:
+        if not os.listdir(work_dir):
+            return
+    except OSError:
+        pass
+    shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def kill_group(pid: int, *, reaped: bool) -> None:

@@ -116,7 +116,9 @@ class Job:
         self._check_number("timeout_s", self.timeout_s, minimum=0.0, inclusive=False)
         self._check_number("retry_backoff_s", self.retry_backoff_s, minimum=0.0, inclusive=True)
         if not isinstance(self.retries, int) or self.retries < 0:
-            raise QueueError(f"Job {self.label}: retries is {self.retries!r}; expected an int >= 0.")
+            raise QueueError(
+                f"Job {self.label}: retries is {self.retries!r}; expected an int >= 0."
+            )
         if self.id in self.depends_on:
             raise QueueError(f"Job {self.label} depends on itself.")
         for name in ("kwargs", "meta"):

@@ -50,7 +50,7 @@ class Launcher:
         return int(pid)
 
     def wait(self, timeout_s: float) -> int | None:
-        """The process's wait status once it has ended; None if it still runs after ``timeout_s``."""
+        """The process's wait status once it has ended; None while it runs (``timeout_s``)."""
         channel = self._started()
         readable = select.poll()
         readable.register(channel, select.POLLIN)
@@ -106,4 +106,3 @@ class Launcher:
         pid = self._process.pid if self._process is not None else None
         self.close()
         raise QueueError(f"The job fork server (pid {pid}) stopped unexpectedly: {exc!r}.") from exc
-

@@ -42,7 +42,7 @@ class QueueOptions:
         for name in ("heartbeat_s", "stale_after_s", "poll_s", "check_s", "result_ttl_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
-                raise QueueError(f'Queue option {name} is {value!r}; expected a number > 0.')
+                raise QueueError(f"Queue option {name} is {value!r}; expected a number > 0.")
         if self.synchronous.upper() not in SYNCHRONOUS_MODES:
             raise QueueError(
                 f'Queue option synchronous is "{self.synchronous}"; '
@@ -80,4 +80,5 @@ def _parse(url: str, key: str, text: str) -> Any:
     try:
         return float(text)
     except ValueError:
-        raise QueueError(f'Queue URL "{url}": option {key} is "{text}"; expected a number.') from None
+        message = f'Queue URL "{url}": option {key} is "{text}"; expected a number.'
+        raise QueueError(message) from None

@@ -10,6 +10,7 @@ resolution of one second). Dependants of failed or canceled jobs, which RQ
 would leave deferred, are settled by :mod:`dicomflow.queue.rq_dependants`.
 """
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -53,8 +54,8 @@ class RQBackend:
         self.options = options or parsed
         self.connection = Redis.from_url(redis_url)
         self.queues = {
-            priority: Queue(QUEUE_NAMES[priority], connection=self.connection, serializer=SERIALIZER)
-            for priority in PRIORITY_ORDER
+            priority: Queue(name, connection=self.connection, serializer=SERIALIZER)
+            for priority, name in QUEUE_NAMES.items()
         }
 
     def enqueue(self, job: Job) -> Job:
@@ -95,10 +96,8 @@ class RQBackend:
             raise QueueError(f"Job {job_id} is {status.value}; it cannot be canceled.")
         self.connection.hset(rq_job.key, CANCEL_FIELD, "1")  # seen by a worker starting it now
         if status is not JobStatus.STARTED:
-            try:
+            with contextlib.suppress(InvalidJobOperation):  # canceled meanwhile
                 rq_job.cancel()
-            except InvalidJobOperation:
-                pass  # canceled meanwhile
             settle_dependants(rq_job, "was canceled", ending_now=False)
         return self._fetched(job_id)
 
@@ -160,11 +159,12 @@ class RQBackend:
         return [dataclasses.replace(job, status=JobStatus.QUEUED, attempts=0) for job in jobs]
 
     def _enqueue_dependant(self, job: Job) -> Job:
-        dependency = Dependency(jobs=list(job.depends_on), allow_failure=job.allow_dependency_failure)
+        allow = job.allow_dependency_failure
+        dependency = Dependency(jobs=list(job.depends_on), allow_failure=allow)
         rq_job = self.queues[job.priority].enqueue_call(**self._rq_data(job, dependency))
         if rq_job.get_status(refresh=False) == "deferred":
             settle_new(rq_job)
-            rq_job.refresh()
+            rq_job.refresh()  # type: ignore[no-untyped-call]
         return to_job(rq_job, with_result=False)
 
     def _check_dependencies(self, batch: list[Job]) -> None:
@@ -186,8 +186,8 @@ class RQBackend:
         for dependency_id in job.depends_on:
             dependency = self._rq_job(dependency_id)
             status = JobStatus.FINISHED if dependency is None else status_of(dependency)
-            settled = status in TERMINAL if job.allow_dependency_failure else status is JobStatus.FINISHED
-            if not settled:
+            allowed = TERMINAL if job.allow_dependency_failure else {JobStatus.FINISHED}
+            if status not in allowed:
                 raise QueueError(
                     f"Job {job.label} cannot be requeued: its dependency {dependency_id} is"
                     f" {status.value}; requeue it after its dependencies have finished."
@@ -232,4 +232,3 @@ def _job_ids(queue: Queue) -> set[str]:
     for registry in registries:
         ids.update(registry.get_job_ids(cleanup=False))
     return ids
-

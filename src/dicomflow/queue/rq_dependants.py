@@ -22,7 +22,7 @@ from rq.job_lifecycle import record_job_failure
 from rq.registry import DeferredJobRegistry, ReadyJobRegistry
 from rq.utils import now
 
-from dicomflow.queue.rq_mapping import SERIALIZER, ending
+from dicomflow.queue.rq_mapping import SERIALIZER, dump_meta, ending
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ def settle_new(rq_job: RQJob) -> None:
 
 
 def _deferred_dependants(connection: Redis, job_id: str) -> list[RQJob]:
-    ids = [member.decode() for member in connection.smembers(RQJob.dependents_key_for(job_id))]
+    members = connection.smembers(RQJob.dependents_key_for(job_id))
+    ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
     return [job for job in _fetch(connection, ids) if job.get_status(refresh=False) == "deferred"]
 
 
@@ -74,7 +75,7 @@ def _fail(rq_job: RQJob, reason: str) -> bool:
     with rq_job.connection.pipeline() as pipe:
         while True:
             try:
-                pipe.watch(rq_job.key)
+                pipe.watch(rq_job.key)  # type: ignore[no-untyped-call]
                 if pipe.hget(rq_job.key, "status") != b"deferred":
                     pipe.unwatch()
                     return False
@@ -82,7 +83,7 @@ def _fail(rq_job: RQJob, reason: str) -> bool:
                 DeferredJobRegistry(rq_job.origin, rq_job.connection).remove(rq_job, pipe)
                 rq_job.ended_at = now()
                 rq_job.meta.update(outcome="failed", error=reason)
-                pipe.hset(rq_job.key, "meta", SERIALIZER.dumps(rq_job.meta))
+                pipe.hset(rq_job.key, "meta", dump_meta(rq_job.meta))
                 record_job_failure(rq_job, reason, pipe)
                 pipe.execute()
             except WatchError:
@@ -105,7 +106,7 @@ def _start_if_settled(rq_job: RQJob, ending_id: str | None) -> None:
     registry = ReadyJobRegistry(rq_job.origin, rq_job.connection, serializer=SERIALIZER)
     with rq_job.connection.pipeline() as pipe:
         try:
-            pipe.watch(rq_job.key)
+            pipe.watch(rq_job.key)  # type: ignore[no-untyped-call]
             if pipe.hget(rq_job.key, "status") != b"deferred":
                 return
             pipe.multi()

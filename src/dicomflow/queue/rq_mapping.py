@@ -12,6 +12,7 @@
 - Everything is JSON (RQ's JSONSerializer): nothing in Redis is unpickled.
 """
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +64,11 @@ def initial_meta(job: Job) -> dict[str, Any]:
         "meta": job.meta,
     }
     return {SPEC: spec, "attempts": 0}
+
+
+def dump_meta(meta: dict[str, Any]) -> bytes:
+    """``meta`` as RQ stores it (what ``SERIALIZER.dumps`` does, typed)."""
+    return json.dumps(meta).encode("utf-8")
 
 
 def to_job(rq_job: RQJob, *, with_result: bool = True) -> Job:

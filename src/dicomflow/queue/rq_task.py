@@ -27,7 +27,7 @@ from dicomflow.queue.isolation import Isolation, Outcome
 from dicomflow.queue.job import JobStatus
 from dicomflow.queue.options import QueueOptions
 from dicomflow.queue.rq_dependants import settle_dependants
-from dicomflow.queue.rq_mapping import CANCEL_FIELD, SERIALIZER, attempt_ending, to_job
+from dicomflow.queue.rq_mapping import CANCEL_FIELD, attempt_ending, dump_meta, to_job
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _begin(rq_job: RQJob, attempt: int) -> bool:
     """Record the attempt's start; whether the job was canceled meanwhile."""
     rq_job.meta.update(attempts=attempt, outcome=None, error=None, log_tail=None)
     with rq_job.connection.pipeline(transaction=False) as pipe:
-        pipe.hset(rq_job.key, "meta", SERIALIZER.dumps(rq_job.meta))
+        pipe.hset(rq_job.key, "meta", dump_meta(rq_job.meta))
         pipe.hexists(rq_job.key, CANCEL_FIELD)
         _, canceled = pipe.execute()
     return bool(canceled)

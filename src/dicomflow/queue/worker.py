@@ -49,4 +49,3 @@ def main(argv: list[str] | None = None) -> None:
         run_worker(arguments.url, name=arguments.name, burst=arguments.burst)
     except KeyboardInterrupt:
         logger.info("worker stopped")
-

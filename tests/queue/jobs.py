@@ -1,0 +1,78 @@
+"""Job functions for the queue tests (imported by the worker processes as ``jobs``)."""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger("jobs")
+
+
+def record(path: str, label: str) -> str:
+    """Append ``label`` to ``path`` (one line per run)."""
+    with open(path, "a") as stream:
+        stream.write(f"{label}\n")
+    return label
+
+
+def nap_and_record(path: str, label: str, seconds: float) -> str:
+    time.sleep(seconds)
+    return record(path, label)
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def crash(code: int) -> None:
+    os._exit(code)
+
+
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hang(pid_file: str) -> None:
+    """Start a grandchild, write both pids, then sleep far past any test's timeout."""
+    grandchild = subprocess.Popen(["sleep", "300"])
+    Path(pid_file + ".tmp").write_text(f"{os.getpid()} {grandchild.pid}")
+    os.rename(pid_file + ".tmp", pid_file)
+    time.sleep(300)
+
+
+def fail_times(path: str, failures: int) -> int:
+    """Record the time of each attempt; fail the first ``failures`` of them."""
+    with open(path, "a") as stream:
+        stream.write(f"{time.time()}\n")
+    attempt = len(Path(path).read_text().splitlines())
+    if attempt <= failures:
+        raise RuntimeError(f"attempt {attempt} fails on purpose")
+    return attempt
+
+
+def hang_once(marker: str) -> str:
+    """The first attempt writes its pid to ``marker`` and hangs; the next ones return "done"."""
+    if os.path.exists(marker):
+        return "done"
+    Path(marker + ".tmp").write_text(str(os.getpid()))
+    os.rename(marker + ".tmp", marker)
+    time.sleep(300)
+    return "too late"
+
+
+def chatty(lines: int) -> int:
+    """Print ``lines`` lines, then log a warning and write to stderr."""
+    for number in range(lines):
+        print(f"line {number}")
+    logger.warning("a logged warning")
+    print("written to stderr", file=sys.stderr)
+    return lines
+
+
+def where() -> dict[str, str]:
+    """Write a file in the working directory; say where that was."""
+    Path("scratch.txt").write_text("scratch")
+    return {"cwd": os.getcwd()}

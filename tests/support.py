@@ -1,0 +1,137 @@
+"""Helpers shared by the tests: free ports, dcmtk and Redis peers, waiting."""
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    RLELossless,
+)
+
+from dicomflow.node.node import Node, wait_until
+
+DCMTK_TOOLS = ("storescu", "storescp", "echoscu")
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+class StoreSCPPeer:
+    """A dcmtk ``storescp`` storing what it receives in ``folder``."""
+
+    def __init__(self, folder: Path, ae_title: str = "PACS") -> None:
+        self.folder = folder
+        self.ae_title = ae_title
+        self.port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            ["storescp", "-aet", ae_title, "-od", str(folder), "+xa", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.is_file())
+
+    def endpoint(self) -> str:
+        return f"{self.ae_title}@127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+PROPOSE_FLAG = {
+    JPEG2000Lossless: "-xv",
+    JPEG2000: "-xw",
+    JPEGBaseline8Bit: "-xy",
+    JPEGExtended12Bit: "-xx",
+    DeflatedExplicitVRLittleEndian: "-xd",
+    JPEGLosslessSV1: "-xs",
+    RLELossless: "-xr",
+}
+
+
+def storescu(
+    port: int,
+    files: list[Path],
+    *,
+    aec: str = "DICOMFLOW",
+    aet: str = "STORESCU",
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Send ``files`` with dcmtk's ``storescu``: one association per compressed transfer
+    syntax (storescu proposes one syntax per run), the uncompressed ones together."""
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        syntax = dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+        groups.setdefault(PROPOSE_FLAG.get(syntax, ""), []).append(path)
+    result = None
+    for flag, paths in groups.items():
+        options = [flag] if flag else []
+        command = ["storescu", *options, "-aet", aet, "-aec", aec, "127.0.0.1", str(port)]
+        command += [str(path) for path in paths]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        if check and result.returncode != 0:
+            raise AssertionError(f"storescu failed ({result.returncode}): {result.stderr[-2000:]}")
+    assert result is not None
+    return result
+
+
+NodeFactory = Callable[..., Node]
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "condition"
+) -> None:
+    if not wait_until(predicate, timeout_s):
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` on a free loopback port."""
+
+    def __init__(self, folder: Path) -> None:
+        if shutil.which("redis-server") is None:
+            raise AssertionError("redis-server is missing; `make test` installs it")
+        self.port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(folder)]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
