@@ -9,21 +9,25 @@ seed's isolation) takes to start and import pydicom and numpy.
     .venv/bin/python bench/latency.py [--rounds 30]
 """
 
+# ruff: noqa: E402
+import sys
+from pathlib import Path
+
+# bench/ holds queue.py, which would shadow the standard module: keep bench/ off sys.path.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE / "pipelines"))
+
 import argparse
 import multiprocessing
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
+from latency_pipeline import StampPipeline
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from latency_pipeline import StampPipeline
 
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.node.node import wait_until

@@ -9,6 +9,7 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -52,7 +53,13 @@ class NodeSettings(BaseSettings):
         """The queue URL; by default an embedded SQLite queue in the data directory."""
         if self.queue_url:
             return self.queue_url
-        return f"sqlite:///{(self.data_directory / 'queue.db').resolve()}"
+        data = self.data_directory.resolve()
+        options = urlencode({"poll_s": 0.01, "log_dir": str(self.job_log_directory())})
+        return f"sqlite:///{data / 'queue.db'}?{options}"
+
+    def job_log_directory(self) -> Path:
+        """Where the default embedded queue keeps every job's full output."""
+        return self.data_directory.resolve() / "logs" / "jobs"
 
     def local_workers(self) -> int:
         """Worker processes the node starts: ``queue_workers``, by default ``workers`` for

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from pydicom import Dataset, dcmread
 
@@ -105,14 +106,17 @@ class Node:
         self.scp: StoreSCP | None = None
         self.runner: Runner | None = None
         self.series: SeriesStage | None = None
-        self.watcher: JobWatcher | None = None
-        self.workers: LocalWorkers | None = None
+        url = settings.resolved_queue_url()
+        self.watcher = JobWatcher(url)
+        self.workers = LocalWorkers(
+            with_preload(url, _preload(pipeline_class)),
+            settings.local_workers(),
+            log_level=settings.log_level,
+        )
         if consumer is not None:
             self._add_services(root, consumer)
 
     def _add_services(self, root: Path, consumer: SeriesConsumer) -> None:
-        url = self.settings.resolved_queue_url()
-        self.watcher = JobWatcher(url)
         self.series = SeriesStage(
             root / "series",
             consumer,
@@ -120,9 +124,6 @@ class Node:
             self._export_folder,
             quiet_period_s=self.settings.series_quiet_period_s,
             fsync=self.settings.fsync,
-        )
-        self.workers = LocalWorkers(
-            url, self.settings.local_workers(), log_level=self.settings.log_level
         )
 
     @property
@@ -136,8 +137,8 @@ class Node:
             logger.warning("no allowed_ae_titles or allowed_ips: accepting every peer")
         if self.pipeline_class is not None:
             self.runner = self._runner()
-        recovered = self._recover()
         self._start_services()
+        recovered = self._recover()
         self.trigger.start()
         self.outbox.start()
         self.scp = StoreSCP(
@@ -160,23 +161,22 @@ class Node:
         )
 
     def _start_services(self) -> None:
-        if self.workers is not None:
-            self.workers.start()
-        if self.watcher is not None:
-            self.watcher.start()
+        self.workers.start()
+        self.watcher.start()
         if self.series is not None:
             self.series.start()
 
     def _runner(self) -> Runner:
+        url = self.settings.resolved_queue_url()
         return Runner(
             PipelineRef.of(self.pipeline_class),
+            url=url,
+            watcher=self.watcher,
             endpoints=self.settings.endpoint_addresses(),
             ae_title=self.settings.ae_title,
-            workers=self.settings.workers,
             timeout_s=self.settings.processing_timeout_s,
-            log_level=self.settings.log_level,
+            log_dir=self.settings.job_log_directory() if not self.settings.queue_url else None,
             on_done=self._round_done,
-            on_started=lambda _job: self.counters.add("rounds_started"),
         )
 
     def stop(self) -> None:
@@ -186,9 +186,7 @@ class Node:
         self.scp.close()
         self.scp = None
         self.trigger.stop()
-        if self.runner is not None:
-            self.runner.shutdown()
-            self.runner = None
+        self.runner = None
         for part in (self.series, self.watcher, self.workers):
             if part is not None:
                 part.stop()
@@ -285,6 +283,7 @@ class Node:
     def _submit(self, job: Round) -> None:
         if self.runner is not None:
             self.runner.submit(job)
+            self.counters.add("rounds_started")
 
     def _round_done(self, job: Round, outcome: Outcome) -> None:
         if not outcome.ok:
@@ -356,6 +355,25 @@ class Node:
             return False
         self.collector.add(patient_key, names, uid, header, path)
         return True
+
+
+def _preload(pipeline_class: Any) -> list[str]:
+    """What the workers' fork server imports once: dicomflow's job code, pydicom, numpy
+    and the pipeline's module (by file, as ``module@path``)."""
+    modules = ["dicomflow.node.worker", "pydicom", "numpy"]
+    if pipeline_class is None:
+        return modules
+    ref = PipelineRef.of(pipeline_class)
+    name = "__mp_main__" if ref.module in ("__main__", "__mp_main__") else ref.module
+    return [*modules, f"{name}@{ref.path}" if ref.path else name]
+
+
+def with_preload(url: str, modules: list[str]) -> str:
+    """``url`` with the queue option ``preload`` added (unless it has one)."""
+    if "preload=" in url:
+        return url
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}{urlencode({'preload': ','.join(modules)})}"
 
 
 def _name(pipeline_class: Any) -> str:

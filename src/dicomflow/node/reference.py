@@ -4,6 +4,7 @@ import importlib
 import importlib.util
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -37,6 +38,12 @@ class PipelineRef:
             module = sys.modules.get(name)
             if module is not None and _defines(module, self.qualname):
                 return module
+        if self.path is not None:
+            # The pipeline's folder goes last on sys.path, so that its sibling modules
+            # import but a file there named like a standard module (queue.py) shadows nothing.
+            folder = str(Path(self.path).resolve().parent)
+            if folder not in sys.path:
+                sys.path.append(folder)
         if not names:
             try:
                 return importlib.import_module(self.module)

@@ -1,20 +1,15 @@
-"""The processing worker: what runs inside the isolated child process.
+"""The pipeline job: what a queue worker runs for one round.
 
-The child gets its own process group (so a timeout kills everything it
-started), dies with its parent, sends its stdout, stderr and logging into the
-round's ``process.log`` (a file, so output of any size never blocks it), works
-in the round's own working directory, reads its inputs from the round's
-instance files and writes its results to the round's ``output/`` folder.
+The queue runs it isolated (own process group, captured output, timeout). It
+works in the round's ``work/`` folder, reads the inputs from the round's
+instance files (by reference: the round folder must be reachable at the same
+path by the worker) and writes its results to the round's ``output/`` folder,
+with a manifest; the node exports them once the job has finished.
 """
 
-import contextlib
-import ctypes
 import logging
 import os
-import signal
-import sys
-import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +19,44 @@ from dicomflow.node.reference import PipelineRef
 
 logger = logging.getLogger(__name__)
 
-ERROR_FILE = "error.txt"
-PR_SET_PDEATHSIG = 1
+PROCESS_ROUND = "dicomflow.node.worker:process_round"
 
 
 @dataclass(frozen=True)
 class WorkerTask:
-    """Everything the child needs, picklable."""
+    """Everything the job needs, as JSON-able values."""
 
     pipeline: PipelineRef
     round_id: str
     patient_key: str
     inputs: dict[str, list[tuple[str, str]]]
     directory: str
-    endpoints: tuple[Address, ...] = ()
+    endpoints: tuple[Address, ...] = field(default_factory=tuple)
     ae_title: str = "DICOMFLOW"
-    log_level: str = "INFO"
+
+    def to_kwargs(self) -> dict[str, Any]:
+        return {
+            "pipeline": [self.pipeline.module, self.pipeline.qualname, self.pipeline.path],
+            "round_id": self.round_id,
+            "patient_key": self.patient_key,
+            "inputs": {name: [list(pair) for pair in pairs] for name, pairs in self.inputs.items()},
+            "directory": self.directory,
+            "endpoints": [[a.ip, a.port, a.ae_title] for a in self.endpoints],
+            "ae_title": self.ae_title,
+        }
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> "WorkerTask":
+        module, qualname, path = kwargs["pipeline"]
+        return cls(
+            pipeline=PipelineRef(module, qualname, path),
+            round_id=kwargs["round_id"],
+            patient_key=kwargs["patient_key"],
+            inputs={name: [(u, p) for u, p in pairs] for name, pairs in kwargs["inputs"].items()},
+            directory=kwargs["directory"],
+            endpoints=tuple(Address(ip, port, ae) for ip, port, ae in kwargs["endpoints"]),
+            ae_title=kwargs["ae_title"],
+        )
 
 
 class InputContainer(dict[str, Any]):
@@ -56,36 +73,24 @@ class InputContainer(dict[str, Any]):
         self.patient_key = task.patient_key
 
 
-def run_task(task: WorkerTask) -> None:
-    """Child entry point: set up isolation, run the processor, exit 0 or 1."""
+def process_round(**kwargs: Any) -> int:
+    """The queue job of a round: run the pipeline's processor; return the dataset count."""
+    task = WorkerTask.from_kwargs(kwargs)
     directory = Path(task.directory)
-    _isolate(directory / "process.log", task.log_level)
     work = directory / "work"
     work.mkdir(exist_ok=True)
     os.chdir(work)
-    try:
-        _process(task, directory)
-    except BaseException:
-        text = traceback.format_exc()
-        logger.error("round %s: processing failed\n%s", task.round_id, text)
-        (directory / ERROR_FILE).write_text(text)
-        _flush()
-        os._exit(1)
-    _flush()
-    os._exit(0)
-
-
-def _process(task: WorkerTask, directory: Path) -> None:
     pipeline_class = task.pipeline.resolve()
     container = _build_container(pipeline_class, task)
     processor = pipeline_class.Processor()
-    processor.bind(pipeline_class, task.round_id, task.patient_key, Path.cwd())
+    processor.bind(pipeline_class, task.round_id, task.patient_key, work)
     logger.info("round %s: process() started", task.round_id)
     result = processor.process(container)
     outputs = normalise(result, task.endpoints, task.ae_title)
     manifest = write_outputs(outputs, directory / "output")
     count = sum(len(entry["files"]) for entry in manifest["outputs"])
     logger.info("round %s: process() returned %d dataset(s)", task.round_id, count)
+    return count
 
 
 def _build_container(pipeline_class: Any, task: WorkerTask) -> InputContainer:
@@ -97,37 +102,3 @@ def _build_container(pipeline_class: Any, task: WorkerTask) -> InputContainer:
         data[name] = input_object.get_data()
         paths[name] = [Path(path) for _, path in members]
     return InputContainer(data, paths, task)
-
-
-def _isolate(log_file: Path, level: str) -> None:
-    os.setsid()
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    descriptor = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    os.dup2(descriptor, 1)
-    os.dup2(descriptor, 2)
-    os.close(descriptor)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(level)
-
-
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()

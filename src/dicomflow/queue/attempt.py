@@ -117,3 +117,15 @@ def _end(connection: sqlite3.Connection, job_id: str, outcome: Outcome) -> None:
         " WHERE id = ?",
         (outcome.status.value, time.time(), outcome.error, outcome.log_tail, result, job_id),
     )
+
+
+def give_back(connection: sqlite3.Connection, job: Job, session: Session) -> None:
+    """Queue a job again whose worker is stopping while it runs: an interruption, not a
+    failure, so the attempt does not count."""
+    with transaction(connection):
+        connection.execute(
+            "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0),"
+            " started_at = NULL, worker = NULL, worker_session = NULL"
+            " WHERE id = ? AND status = 'started' AND worker_session = ?",
+            (job.id, session.id),
+        )

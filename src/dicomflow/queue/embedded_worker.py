@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from dicomflow.queue.attempt import claim, has_pending, record, still_ours
+from dicomflow.queue.attempt import claim, give_back, has_pending, record, still_ours
 from dicomflow.queue.database import connect
-from dicomflow.queue.isolation import Isolation, Outcome
-from dicomflow.queue.job import Job, JobStatus
+from dicomflow.queue.isolation import Isolation
+from dicomflow.queue.job import Job
 from dicomflow.queue.liveness import Session, beat, recover_abandoned, register, unregister
 from dicomflow.queue.options import QueueOptions
 from dicomflow.queue.worker import default_worker_name
@@ -103,8 +103,8 @@ class EmbeddedWorker:
         try:
             outcome = isolation.run(job, poll)
         except BaseException:
-            stopped = Outcome(JobStatus.FAILED, f"Worker {self.name} stopped while the job ran.")
-            record(connection, job, stopped, session)
+            give_back(connection, job, session)
+            logger.warning("job %s: worker %s stopped during it; queued again", job.id, self.name)
             raise
         self._maintain(connection, session)
         status, following = record(connection, job, outcome, session, claim_next=not self.stopping)

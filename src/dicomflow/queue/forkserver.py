@@ -15,6 +15,7 @@ because everything a fork server has imported makes each fork dearer.
 """
 
 import importlib
+import importlib.util
 import os
 import pickle
 import signal
@@ -110,6 +111,22 @@ def _prepare(setup: Setup) -> None:
     prepare_output(setup.log_level)
     for name in setup.preload:
         try:
-            importlib.import_module(name)
+            _preload(name)
         except Exception as exc:  # a bad preload must not stop the worker
             print(f"dicomflow fork server: cannot preload {name}: {exc!r}", file=sys.stderr)
+
+
+def _preload(entry: str) -> None:
+    """Import ``module``, or load ``module@/path/file.py`` (a file that is not on sys.path,
+    such as a pipeline run as a script) as ``module``."""
+    name, _, path = entry.partition("@")
+    if not path:
+        importlib.import_module(name)
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.append(os.path.dirname(path))
+    spec.loader.exec_module(module)
