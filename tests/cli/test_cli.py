@@ -285,3 +285,29 @@ def test_demo_delivers_bone_masks_and_says_where(tmp_path: Path):
         values |= set(np.unique(mask.pixel_array).tolist())
     assert values == {0, 1}
     assert len({mask.SeriesInstanceUID for mask in masks}) == 1
+
+
+def test_service_commands_install_list_backup_remove(tmp_path: Path) -> None:
+    examples = Path(__file__).parents[2] / "examples" / "services"
+    root = tmp_path / "services"
+
+    def dicomflow(*arguments: str) -> subprocess.CompletedProcess[str]:
+        command = [str(Path(sys.executable).parent / "dicomflow"), "service", *arguments]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    assert (
+        dicomflow("install", "measure", "-p", str(examples / "measure"), "-r", str(root)).returncode
+        == 0
+    )
+    assert (
+        dicomflow("install", "mask", "-p", str(examples / "mask"), "-r", str(root)).returncode == 0
+    )
+    listing = dicomflow("list", "-r", str(root))
+    assert "measure" in listing.stdout and "mask" in listing.stdout
+    again = dicomflow("install", "mask", "-p", str(examples / "mask"), "-r", str(root))
+    assert again.returncode == 1 and "error:" in again.stderr and "Traceback" not in again.stderr
+    backup = tmp_path / "mask.tar.gz"
+    assert dicomflow("backup", "mask", "-b", str(backup), "-r", str(root)).returncode == 0
+    assert backup.stat().st_size > 0
+    assert dicomflow("remove", "mask", "-r", str(root)).returncode == 0
+    assert "mask" not in dicomflow("list", "-r", str(root)).stdout.replace("measure", "")

@@ -100,3 +100,15 @@ def test_quiet_period_triggers_without_release(make_node, storescp, tmp_path, pi
     files = write_series(make_ct_series(2), tmp_path / "s")
     storescu(node.port, files)
     wait_for(lambda: len(storescp.files()) == 2, what="results after the quiet period")
+
+
+def test_pipeline_rounds_run_on_redis(make_node, storescp, redis_server, tmp_path):
+    node = make_node(
+        CopyPipeline,
+        endpoints=[storescp.endpoint()],
+        queue_url=redis_server.url(),
+        queue_workers=1,
+    )
+    storescu(node.port, write_series(make_ct_series(3), tmp_path / "s"))
+    wait_for(lambda: len(storescp.files()) == 3, what="results via the Redis queue")
+    assert node.counters.rounds_succeeded == 1
