@@ -1,6 +1,5 @@
 """One attempt in its own process, run in this process's fork server (no queue)."""
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,14 +25,14 @@ def test_output_of_any_size_never_blocks(isolation: Isolation, tmp_path: Path) -
     assert kept.stat().st_size > 3_000_000
 
 
-def test_poll_cancels_and_the_scratch_space_goes_away(isolation: Isolation) -> None:
+def test_poll_cancels_and_the_scratch_space_goes_away(isolation: Isolation, tmp_path: Path) -> None:
     calls: list[int] = []
 
     def poll() -> bool:
         calls.append(1)
         return len(calls) >= 3
 
-    outcome = isolation.run(Job("jobs:hang", kwargs={"pid_file": os.devnull + "x"}), poll)
+    outcome = isolation.run(Job("jobs:hang", kwargs={"pid_file": str(tmp_path / "pids")}), poll)
 
     assert outcome.status is JobStatus.CANCELED and len(calls) == 3
     scratch = isolation._scratch

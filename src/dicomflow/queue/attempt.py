@@ -22,10 +22,12 @@ from dicomflow.queue.liveness import Session
 logger = logging.getLogger(__name__)
 
 READY = "status = 'queued' AND not_before <= :now"
+# The ready jobs in queue order, from the partial index: without INDEXED BY,
+# SQLite may pick the (status, created_at) index and sort every queued job.
 CLAIM = f"""
 UPDATE jobs SET status = 'started', attempts = attempts + 1, started_at = :now, ended_at = NULL,
     worker = :name, worker_session = :session
-WHERE id = (SELECT id FROM jobs WHERE {READY} ORDER BY priority, seq LIMIT 1)
+WHERE id = (SELECT id FROM jobs INDEXED BY jobs_ready WHERE {READY} ORDER BY priority, seq LIMIT 1)
 RETURNING {COLUMNS}
 """
 RETRYABLE = (JobStatus.FAILED, JobStatus.TIMED_OUT)
@@ -34,7 +36,8 @@ RETRYABLE = (JobStatus.FAILED, JobStatus.TIMED_OUT)
 def claim(connection: sqlite3.Connection, session: Session) -> Job | None:
     """Start the next ready job under ``session``; None if no job is ready."""
     values = _claim_values(session)
-    if connection.execute(f"SELECT 1 FROM jobs WHERE {READY} LIMIT 1", values).fetchone() is None:
+    ready = f"SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE {READY} LIMIT 1"
+    if connection.execute(ready, values).fetchone() is None:
         return None  # checked without the write lock: idle workers do not contend
     with transaction(connection):
         row = connection.execute(CLAIM, values).fetchone()
