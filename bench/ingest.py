@@ -16,20 +16,28 @@ pynetdicom) run once, on the first ``--reference-*`` instances only; their
 rates are computed from what they received.
 """
 
+# ruff: noqa: E402
+import sys
+from pathlib import Path
+
+# bench/queue.py would shadow the standard queue module (which pynetdicom and redis
+# import): load the standard one first, with bench/ off sys.path, then allow bench/.
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH_DIR]
+import queue  # noqa: F401
+
+sys.path.insert(0, str(BENCH_DIR))
+
 import argparse
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from instances import write_ct_series
 from receivers import store_durably

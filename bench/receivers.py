@@ -19,11 +19,21 @@ the ``recv`` replacement: QUICKACK re-armed, stock polling loops) or ``stock``
   ``instance.encoded()`` and storing nothing: the network path alone.
 """
 
-import os
+# ruff: noqa: E402
 import sys
+from pathlib import Path
+
+# bench/queue.py would shadow the standard queue module (which pynetdicom and redis
+# import): load the standard one first, with bench/ off sys.path, then allow bench/.
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH_DIR]
+import queue  # noqa: F401
+
+sys.path.insert(0, str(BENCH_DIR))
+
+import os
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 SUCCESS = 0x0000
