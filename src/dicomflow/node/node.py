@@ -112,6 +112,7 @@ class Node:
             with_preload(url, _preload(pipeline_class)),
             settings.local_workers(),
             log_level=settings.log_level,
+            log_file=root / "logs" / "workers.log",
         )
         if consumer is not None:
             self._add_services(root, consumer)

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
 
 logger = logging.getLogger(__name__)
 
@@ -28,24 +30,47 @@ class LocalWorkers:
     """``count`` worker processes for the queue at ``url``."""
 
     def __init__(
-        self, url: str, count: int, *, python_path: Sequence[str] = (), log_level: str = "INFO"
+        self,
+        url: str,
+        count: int,
+        *,
+        python_path: Sequence[str] = (),
+        log_level: str = "INFO",
+        log_file: Path | None = None,
     ) -> None:
         self.url = url
         self.count = count
         self.python_path = list(python_path)
         self.log_level = log_level
+        self.log_file = log_file
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
         environment = dict(os.environ)
         paths = [*self.python_path, *environment.get("PYTHONPATH", "").split(os.pathsep)]
         environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        output = self._open_log()
         for index in range(self.count):
             command = [sys.executable, "-m", "dicomflow.queue", self.url]
             command += ["--name", f"node-{os.getpid()}-{index}", "--log-level", self.log_level]
-            process = subprocess.Popen(command, env=environment, preexec_fn=_die_with_parent)
+            process = subprocess.Popen(
+                command,
+                env=environment,
+                preexec_fn=_die_with_parent,
+                stdout=output,
+                stderr=subprocess.STDOUT if output is not None else None,
+            )
             self.processes.append(process)
+        if output is not None:
+            output.close()
         logger.info("started %d local worker(s) for %s", self.count, _safe(self.url))
+
+    def _open_log(self) -> BinaryIO | None:
+        """The workers' own log (their jobs' output goes to the node's log separately)."""
+        if self.log_file is None or not self.count:
+            return None
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        return self.log_file.open("ab")
 
     def stop(self) -> None:
         for process in self.processes:
