@@ -56,3 +56,23 @@ class JobTimeoutError(DicomflowError, TimeoutError):
 
 class ServiceDefinitionError(DicomflowError, ValueError):
     """A registry service's settings.json or callback module is wrong."""
+
+
+class LockAcquisitionError(DicomflowError, RuntimeError):
+    """A series lock could not be acquired, re-acquired or is no longer ours."""
+
+
+class CODError(DicomflowError, RuntimeError):
+    """A Cloud Optimized DICOM series was used in a way its state forbids."""
+
+
+class CODInstanceError(DicomflowError, ValueError):
+    """An instance cannot be added to a COD series (bad UID, wrong series, hint mismatch)."""
+
+
+class CODIntegrityError(DicomflowError, OSError):
+    """Bytes read from a COD datastore do not match their recorded size or crc32c."""
+
+
+class CODNotFoundError(DicomflowError, KeyError):
+    """A COD series does not hold the requested instance."""

@@ -1,0 +1,67 @@
+"""The series tar: append members in place and read one member by byte range.
+
+Members are written as USTAR headers (512 bytes) followed by the data padded
+to 512 bytes; the archive ends with two zero blocks. Appending starts at the
+end of the last *committed* member (from the metadata), overwriting the end
+marker and any bytes left by a sync that failed before its metadata was
+written, and never touches committed bytes. Byte ranges are half-open:
+``end_byte`` is exclusive, as in ``fs.cat_file(path, start, end)``.
+"""
+
+import tarfile
+import time
+
+from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
+
+from dicomflow.errors import CODError
+
+BLOCK = 512
+END_MARKER = b"\0" * (2 * BLOCK)
+
+
+def padded(size: int) -> int:
+    """Return ``size`` rounded up to a whole number of tar blocks."""
+    return -(-size // BLOCK) * BLOCK
+
+
+def _member_bytes(name: str, data: bytes) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time())
+    info.mode = 0o644
+    header = info.tobuf(format=tarfile.USTAR_FORMAT)
+    return header + data + b"\0" * (padded(len(data)) - len(data))
+
+
+def append_members(
+    fs: AbstractFileSystem, path: str, offset: int, members: list[tuple[str, bytes]]
+) -> list[tuple[int, int]]:
+    """Write ``members`` (name, data) into the tar at ``path`` from byte ``offset``.
+
+    ``offset`` is the end of the committed members (0 for a new tar). Returns
+    each member's data range as (start_byte, end_byte exclusive).
+    """
+    ranges: list[tuple[int, int]] = []
+    chunks: list[bytes] = []
+    position = offset
+    for name, data in members:
+        chunk = _member_bytes(name, data)
+        ranges.append((position + BLOCK, position + BLOCK + len(data)))
+        chunks.append(chunk)
+        position += len(chunk)
+    payload = b"".join(chunks) + END_MARKER
+    exists = fs.exists(path)
+    if offset > 0 and not exists:
+        raise CODError(f'Series tar "{path}" is missing; its metadata lists members.')
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    mode = "r+b" if exists else "wb"
+    with fs.open(path, mode) as file:
+        file.seek(offset)
+        file.write(payload)
+    return ranges
+
+
+def read_range(fs: AbstractFileSystem, path: str, start: int, end: int) -> bytes:
+    """Return bytes ``[start, end)`` of the tar at ``path``."""
+    data: bytes = fs.cat_file(path, start=start, end=end)
+    return data

@@ -1,0 +1,11 @@
+"""CRC32C checksums in the datastore's format (base64 of the big-endian value)."""
+
+import base64
+
+import crc32c as _crc32c
+
+
+def checksum(data: bytes) -> str:
+    """Return the CRC32C of ``data`` as base64 of its 4 big-endian bytes."""
+    value = _crc32c.crc32c(data)
+    return base64.b64encode(value.to_bytes(4, "big")).decode("ascii")

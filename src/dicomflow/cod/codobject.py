@@ -1,0 +1,223 @@
+"""CODObject: one series of a Cloud Optimized DICOM datastore, read or written.
+
+``lock=True`` acquires the series lock (see :mod:`dicomflow.cod.locker`);
+``lock=False`` reads only, and ``append``/``sync`` then need ``dirty=True``
+(changes stay in this object and are never written). ``append`` stages new
+instances; ``sync`` appends their bytes to the series tar in place, then
+writes the metadata, checking the lock generation before each write.
+"""
+
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from dicomflow.cod import metadata
+from dicomflow.cod.archive import append_members, read_range
+from dicomflow.cod.checksum import checksum
+from dicomflow.cod.ingest import AppendResult, Fetched, Outcome, fetch, hinted_duplicate
+from dicomflow.cod.instance import Instance
+from dicomflow.cod.layout import SeriesLayout, member_name, open_datastore
+from dicomflow.cod.locker import Locker
+from dicomflow.dicom.keys import uid_key
+from dicomflow.errors import CODError, CODIntegrityError, CODNotFoundError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Staged:
+    instance: Instance
+    data: bytes
+    record: metadata.Record
+
+
+class CODObject:
+    """A series in a datastore (an fsspec URL: local directory or ``memory://``)."""
+
+    def __init__(
+        self,
+        datastore_path: str,
+        study_uid: str,
+        series_uid: str,
+        lock: bool | None = None,
+        lock_token: str | None = None,
+    ) -> None:
+        if lock is None:
+            raise CODError(
+                f'Series "{series_uid}": lock is None; pass lock=True to write or lock=False '
+                "to read."
+            )
+        self.datastore_path = datastore_path
+        self.fs, root = open_datastore(datastore_path)
+        self.layout = SeriesLayout(root, study_uid, series_uid)
+        self.lock = lock
+        self._locker = Locker(self.fs, self.layout.lock)
+        if lock and lock_token is not None:
+            self._locker.reacquire(lock_token)
+        elif lock:
+            self._locker.acquire()
+        self._instances, self.other = metadata.load(self.fs, self.layout.metadata)
+        self._staged: dict[str, _Staged] = {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            logger.error("series %s: error inside the context; lock left", self.layout.series_uid)
+        elif self._locker.token is not None:
+            self.release()
+
+    def release(self) -> None:
+        """Release the lock (it must still be ours); unsynced instances are dropped."""
+        if self._staged:
+            logger.warning(
+                "series %s: %d unsynced instances dropped",
+                self.layout.series_uid,
+                len(self._staged),
+            )
+        self._locker.release()
+
+    def serialize(self) -> dict[str, Any]:
+        """Return the arguments that rebuild this object and re-acquire its lock."""
+        if self._staged:
+            raise CODError(
+                f'Series "{self.layout.series_uid}" has {len(self._staged)} unsynced '
+                "instances; sync before serializing."
+            )
+        return {
+            "datastore_path": self.datastore_path,
+            "study_uid": self.layout.study_uid,
+            "series_uid": self.layout.series_uid,
+            "lock": self.lock,
+            "lock_token": self._locker.token,
+        }
+
+    @classmethod
+    def deserialize(cls, **data: Any) -> "CODObject":
+        """Rebuild a serialized object; its lock must still hold the same generation."""
+        return cls(**data)
+
+    def append(self, instances: list[Instance], dirty: bool = False) -> AppendResult:
+        """Stage instances for the next sync; one bad instance never stops the others."""
+        self._check_writable("append", dirty)
+        result = AppendResult()
+        for instance in instances:
+            try:
+                outcome = self._append_one(instance)
+            except Exception as exc:  # any failure is this instance's, recorded as data
+                logger.warning(
+                    "series %s: %r not appended: %s", self.layout.series_uid, instance, exc
+                )
+                result.errors.append((instance, exc))
+                continue
+            result.add(outcome, instance)
+        return result
+
+    def _append_one(self, instance: Instance) -> Outcome:
+        if hinted_duplicate(instance, self._known_crcs()):
+            return Outcome.DUPLICATE
+        fetched = fetch(instance, self.layout.study_uid, self.layout.series_uid)
+        uid = fetched.sop_instance_uid
+        existing = self._record(uid)
+        if existing is None:
+            self._stage(instance, fetched)
+            return Outcome.NEW
+        if existing["crc32c"] == fetched.crc32c:
+            if uid in self._instances:
+                instance._verified_in = existing["uri"]
+            return Outcome.DUPLICATE
+        existing["diff_hash_dupe_paths"].append(instance._original_path)
+        existing["modified_datetime"] = metadata.now()
+        return Outcome.CONFLICT
+
+    def _stage(self, instance: Instance, fetched: Fetched) -> None:
+        uid = fetched.sop_instance_uid
+        uri = f"{self.fs.unstrip_protocol(self.layout.tar)}://{member_name(uid)}"
+        record = metadata.new_record(
+            fetched.dataset,
+            uri,
+            fetched.crc32c,
+            len(fetched.data),
+            instance._original_path,
+            instance.dependencies,
+        )
+        self._staged[uid] = _Staged(instance, fetched.data, record)
+
+    def sync(self, dirty: bool = False) -> None:
+        """Append staged bytes to the tar, then write the metadata, each under the lock check.
+
+        Without a lock (``dirty=True``) nothing is written. Raises:
+            LockAcquisitionError: if the lock file no longer holds our generation.
+        """
+        self._check_writable("sync", dirty)
+        if not self.lock:
+            logger.info("series %s: dirty sync, nothing written", self.layout.series_uid)
+            return
+        self._locker.verify()
+        committed = dict(self._instances)
+        if self._staged:
+            start = metadata.committed_end(self._instances)
+            members = [(member_name(uid), staged.data) for uid, staged in self._staged.items()]
+            ranges = append_members(self.fs, self.layout.tar, start, members)
+            for (uid, staged), (begin, end) in zip(self._staged.items(), ranges, strict=True):
+                staged.record["headers"] = {"start_byte": begin, "end_byte": end}
+                committed[uid] = staged.record
+        self._locker.verify()
+        metadata.save(self.fs, self.layout.metadata, committed, self.other)
+        self._instances = committed
+        for staged in self._staged.values():
+            staged.instance.dicom_uri = staged.instance._verified_in = staged.record["uri"]
+        self._staged.clear()
+
+    def get(self, sop_instance_uid: str) -> bytes:
+        """Return an instance's Part-10 bytes by a ranged read, checked against its crc32c."""
+        uid = uid_key(sop_instance_uid)
+        if uid in self._staged:
+            return self._staged[uid].data
+        record = self._instances.get(uid)
+        if record is None:
+            raise CODNotFoundError(f'Series "{self.layout.series_uid}" has no instance "{uid}".')
+        headers = record["headers"]
+        data = read_range(self.fs, self.layout.tar, headers["start_byte"], headers["end_byte"])
+        if len(data) != record["size"] or checksum(data) != record["crc32c"]:
+            raise CODIntegrityError(
+                f'Instance "{uid}" in "{self.layout.tar}" has crc32c "{checksum(data)}" and '
+                f'size {len(data)}; expected "{record["crc32c"]}" and {record["size"]}.'
+            )
+        return data
+
+    def list_instances(self) -> list[str]:
+        """Return the SOPInstanceUIDs of the series (synced and staged), sorted."""
+        return sorted(set(self._instances) | set(self._staged))
+
+    def instance_metadata(self, sop_instance_uid: str) -> metadata.Record:
+        """Return the metadata record of an instance (synced or staged)."""
+        record = self._record(uid_key(sop_instance_uid))
+        if record is None:
+            raise CODNotFoundError(
+                f'Series "{self.layout.series_uid}" has no instance "{sop_instance_uid}".'
+            )
+        return record
+
+    def _record(self, uid: str) -> metadata.Record | None:
+        staged = self._staged.get(uid)
+        return staged.record if staged is not None else self._instances.get(uid)
+
+    def _known_crcs(self) -> dict[str, str]:
+        known = {uid: str(record["crc32c"]) for uid, record in self._instances.items()}
+        known.update({uid: str(s.record["crc32c"]) for uid, s in self._staged.items()})
+        return known
+
+    def _check_writable(self, operation: str, dirty: bool) -> None:
+        if not self.lock and not dirty:
+            raise CODError(
+                f'Series "{self.layout.series_uid}": {operation} needs lock=True, or '
+                "dirty=True to change only this local object."
+            )

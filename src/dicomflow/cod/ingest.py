@@ -1,0 +1,88 @@
+"""Ingest: decide what appending one instance to a series means.
+
+An instance is a *duplicate* (same SOPInstanceUID, same crc32c: decided from
+the hints alone when they give both, so nothing is fetched), a *conflict*
+(same UID, different crc32c: the stored copy is kept), *new*, or an *error*
+(unreadable, hint mismatch, invalid UID, other study or series).
+"""
+
+import enum
+from dataclasses import dataclass, field
+
+import pydicom
+from pydicom import Dataset
+from pydicom.errors import InvalidDicomError
+
+from dicomflow.cod.checksum import checksum
+from dicomflow.cod.instance import Instance
+from dicomflow.dicom.keys import is_valid_uid, shorten, uid_key
+from dicomflow.errors import CODInstanceError
+
+
+class Outcome(enum.StrEnum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+@dataclass
+class AppendResult:
+    """What ``CODObject.append`` did with each instance."""
+
+    new: list[Instance] = field(default_factory=list)
+    duplicates: list[Instance] = field(default_factory=list)
+    conflicts: list[Instance] = field(default_factory=list)
+    errors: list[tuple[Instance, Exception]] = field(default_factory=list)
+
+    def add(self, outcome: Outcome, instance: Instance) -> None:
+        """Record ``instance`` under ``outcome``."""
+        {
+            Outcome.NEW: self.new,
+            Outcome.DUPLICATE: self.duplicates,
+            Outcome.CONFLICT: self.conflicts,
+        }[outcome].append(instance)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An instance's bytes, parsed dataset, validated UID and crc32c."""
+
+    data: bytes
+    dataset: Dataset
+    sop_instance_uid: str
+    crc32c: str
+
+
+def hinted_duplicate(instance: Instance, known: dict[str, str]) -> bool:
+    """Tell from the hints alone (no fetch) whether the instance is already stored.
+
+    ``known`` maps SOPInstanceUID to crc32c for the instances of the series.
+    """
+    uid, crc = instance.hints.instance_uid, instance.hints.crc32c
+    if uid is None or crc is None:
+        return False
+    if not is_valid_uid(uid):
+        raise CODInstanceError(f'Instance {instance!r}: hinted UID "{shorten(uid)}" is invalid.')
+    return known.get(uid) == crc
+
+
+def fetch(instance: Instance, study_uid: str, series_uid: str) -> Fetched:
+    """Fetch, parse and check an instance against its hints and the series UIDs."""
+    data = instance.open().getvalue()
+    try:
+        ds = pydicom.dcmread(instance.open())
+    except (InvalidDicomError, ValueError, EOFError) as exc:
+        raise CODInstanceError(f"Instance {instance!r} is not readable DICOM: {exc}.") from exc
+    uid = uid_key(ds.get("SOPInstanceUID"), "SOPInstanceUID")
+    hinted = instance.hints.instance_uid
+    if hinted is not None and hinted != uid:
+        raise CODInstanceError(
+            f'Instance {instance!r} has SOPInstanceUID "{uid}"; its hint says "{shorten(hinted)}".'
+        )
+    for keyword, expected in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid)):
+        value = ds.get(keyword)
+        if value != expected:
+            raise CODInstanceError(
+                f'Instance {instance!r} has {keyword} "{shorten(value)}"; expected "{expected}".'
+            )
+    return Fetched(data, ds, uid, checksum(data))

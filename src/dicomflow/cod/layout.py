@@ -1,0 +1,63 @@
+"""Where a series lives in a COD datastore.
+
+Per series: ``{root}/studies/{study_uid}/series/{series_uid}.tar`` holds the
+members ``instances/{sop_instance_uid}.dcm``; ``{root}/studies/{study_uid}/
+series/{series_uid}/`` holds ``metadata.json`` and the ``.cod.lock`` file.
+Every UID is checked against the DICOM UID grammar before a path or a member
+name is built from it, so ``../../x``, ``/abs``, ``""`` and over-long values
+never reach the filesystem.
+"""
+
+from dataclasses import dataclass
+
+import fsspec  # type: ignore[import-untyped]
+from fsspec import AbstractFileSystem
+
+from dicomflow.dicom.keys import uid_key
+
+LOCK_NAME = ".cod.lock"
+METADATA_NAME = "metadata.json"
+
+
+def open_datastore(datastore_path: str) -> tuple[AbstractFileSystem, str]:
+    """Return the filesystem and root path of a datastore URL (a local path by default)."""
+    fs, root = fsspec.core.url_to_fs(datastore_path)
+    return fs, str(root).rstrip("/")
+
+
+def member_name(sop_instance_uid: str) -> str:
+    """Return the tar member name of an instance, after validating its UID."""
+    return f"instances/{uid_key(sop_instance_uid)}.dcm"
+
+
+@dataclass(frozen=True)
+class SeriesLayout:
+    """The paths of one series (UIDs are validated on construction)."""
+
+    root: str
+    study_uid: str
+    series_uid: str
+
+    def __post_init__(self) -> None:
+        uid_key(self.study_uid, "StudyInstanceUID")
+        uid_key(self.series_uid, "SeriesInstanceUID")
+
+    @property
+    def series_dir(self) -> str:
+        return f"{self.root}/studies/{self.study_uid}/series"
+
+    @property
+    def tar(self) -> str:
+        return f"{self.series_dir}/{self.series_uid}.tar"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.series_dir}/{self.series_uid}"
+
+    @property
+    def metadata(self) -> str:
+        return f"{self.folder}/{METADATA_NAME}"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.folder}/{LOCK_NAME}"
