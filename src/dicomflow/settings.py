@@ -48,6 +48,7 @@ class NodeSettings(BaseSettings):
     queue_workers: int | None = Field(None, ge=0, le=64)
     services_directory: Path | None = None
     series_quiet_period_s: float = Field(5.0, gt=0)
+    archive_datastore: str | None = None
 
     def resolved_queue_url(self) -> str:
         """The queue URL; by default an embedded SQLite queue in the data directory."""

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from dicomflow.cli.cod import app as cod_app
 from dicomflow.cli.loader import load_pipeline
 from dicomflow.cli.sending import collect_files, send_with_progress
 from dicomflow.cli.service import app as service_app
@@ -16,6 +17,7 @@ from dicomflow.errors import DicomflowError
 from dicomflow.logs import configure_logging
 from dicomflow.net.address import Address
 from dicomflow.net.scu import echo as dicom_echo
+from dicomflow.node.archive import ArchiveScheduler, Consumers
 from dicomflow.node.node import Node
 from dicomflow.node.pipeline import wait_for_signal
 from dicomflow.queue.worker import run_worker
@@ -24,6 +26,7 @@ from dicomflow.settings import NodeSettings, build_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(service_app, name="service")
+app.add_typer(cod_app, name="cod")
 console = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger(__name__)
 
@@ -67,16 +70,21 @@ def _open(spec: str | None, overrides: dict[str, Any]) -> None:
         fail(str(exc))
 
 
-def _consumer(settings: NodeSettings) -> ServiceScheduler | None:
-    if settings.services_directory is None:
-        return None
-    return ServiceScheduler(settings.services_directory, settings.resolved_queue_url())
+def _consumer(settings: NodeSettings) -> Consumers | None:
+    """What stable series go to: registry services and/or the archive."""
+    url = settings.resolved_queue_url()
+    services = settings.services_directory
+    consumers = Consumers(
+        ServiceScheduler(services, url) if services is not None else None,
+        ArchiveScheduler(settings.archive_datastore, url) if settings.archive_datastore else None,
+    )
+    return consumers if consumers.consumers else None
 
 
-def _serve_services(settings: NodeSettings, consumer: ServiceScheduler | None) -> None:
+def _serve_services(settings: NodeSettings, consumer: Consumers | None) -> None:
     """A node with registry services only (no pipeline file)."""
     if consumer is None:
-        fail("give a PIPELINE file, or --services DIR for a services-only node.", 2)
+        fail("give a PIPELINE file, or --services DIR / --archive URL for a node without one.", 2)
     configure_logging(settings.log_level, settings.log_path)
     node = Node(None, settings, consumer)
     node.start()
@@ -101,6 +109,7 @@ def serve(
     services: Annotated[Path | None, typer.Option(help="Registry services folder.")] = None,
     queue: Annotated[str | None, typer.Option(help="sqlite:///path or redis://host/db")] = None,
     queue_workers: Annotated[int | None, typer.Option(help="Local worker processes.")] = None,
+    archive: Annotated[str | None, typer.Option(help="Archive datastore (dir or URL).")] = None,
 ) -> None:
     """Run a node (a pipeline, registry services, or both) until Ctrl-C."""
     _open(
@@ -118,6 +127,7 @@ def serve(
             "services_directory": services,
             "queue_url": queue,
             "queue_workers": queue_workers,
+            "archive_datastore": archive,
         },
     )
 

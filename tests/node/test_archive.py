@@ -1,0 +1,69 @@
+"""The node archives every stable series into a cloud-optimized DICOM datastore."""
+
+import io
+from pathlib import Path
+
+import pydicom
+
+from dicomflow.cod import CODObject, list_series, list_studies
+from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.node.archive import ArchiveScheduler, Consumers
+from dicomflow.node.node import Node
+from dicomflow.settings import build_settings
+from support import storescu, wait_for
+
+
+def start_node(tmp_path: Path, datastore: Path) -> Node:
+    settings = build_settings(
+        port=0,
+        data_directory=tmp_path / "data",
+        archive_datastore=str(datastore),
+        series_quiet_period_s=0.3,
+        queue_workers=1,
+    )
+    consumer = Consumers(ArchiveScheduler(str(datastore), settings.resolved_queue_url()))
+    node = Node(None, settings, consumer)
+    node.start()
+    return node
+
+
+def archived(datastore: Path) -> int:
+    count = 0
+    for study in list_studies(str(datastore)):
+        for series in list_series(str(datastore), study):
+            cod = CODObject(
+                datastore_path=str(datastore), study_uid=study, series_uid=series, lock=False
+            )
+            count += len(cod.list_instances())
+    return count
+
+
+def test_received_series_are_archived_and_readable(tmp_path: Path) -> None:
+    datastore = tmp_path / "archive"
+    first = make_ct_series(3, patient_id="A")
+    second = make_ct_series(2, patient_id="B")
+    node = start_node(tmp_path, datastore)
+    try:
+        storescu(
+            node.port, write_series(first, tmp_path / "a") + write_series(second, tmp_path / "b")
+        )
+        wait_for(
+            lambda: datastore.exists() and archived(datastore) == 5, 60, "5 archived instances"
+        )
+        storescu(node.port, write_series(first, tmp_path / "a"))  # a re-send: duplicates
+        series_dir = tmp_path / "data" / "series" / "rounds"
+        wait_for(lambda: not any(series_dir.iterdir()), 60, "the re-sent batch to finish")
+    finally:
+        node.stop()
+    assert archived(datastore) == 5
+    assert not any((tmp_path / "data" / "series" / "failed").iterdir())
+    original = first[1]
+    cod = CODObject(
+        datastore_path=str(datastore),
+        study_uid=str(original.StudyInstanceUID),
+        series_uid=str(original.SeriesInstanceUID),
+        lock=False,
+    )
+    stored = pydicom.dcmread(io.BytesIO(cod.get(str(original.SOPInstanceUID))))
+    assert stored.PixelData == original.PixelData
+    assert stored.PatientID == "A"
