@@ -10,7 +10,13 @@ from typing import Any
 from pydicom import Dataset
 
 from dicomflow.dicom.grinders import list_grinder
-from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor, FileOutput
+from dicomflow.node import (
+    AbstractInput,
+    AbstractPipeline,
+    AbstractProcessor,
+    ArchiveOutput,
+    FileOutput,
+)
 
 MARK = "processed by dicomflow"
 
@@ -183,3 +189,12 @@ class HoldingPipeline(CopyPipeline):
             record = {"patient_key": self.patient_key, "uids": uids}
             (folder / f"{self.round_id}.json").write_text(json.dumps(record))
             return []
+
+
+class ArchivePipeline(CopyPipeline):
+    """Archives the marked instances into ``archive/`` of the data directory."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            datastore = str(data_directory(self) / "archive")
+            return ArchiveOutput(datastore, mark(input_container["any"]))

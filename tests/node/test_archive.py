@@ -67,3 +67,21 @@ def test_received_series_are_archived_and_readable(tmp_path: Path) -> None:
     stored = pydicom.dcmread(io.BytesIO(cod.get(str(original.SOPInstanceUID))))
     assert stored.PixelData == original.PixelData
     assert stored.PatientID == "A"
+
+
+def test_a_pipeline_can_return_an_archive_output(make_node, tmp_path: Path) -> None:
+    from sample_pipelines import MARK, ArchivePipeline
+
+    series = make_ct_series(2)
+    node = make_node(ArchivePipeline)
+    storescu(node.port, write_series(series, tmp_path / "s"))
+    datastore = tmp_path / "data" / "archive"
+    wait_for(lambda: datastore.exists() and archived(datastore) == 2, 60, "the archived round")
+    cod = CODObject(
+        datastore_path=str(datastore),
+        study_uid=str(series[0].StudyInstanceUID),
+        series_uid=str(series[0].SeriesInstanceUID),
+        lock=False,
+    )
+    stored = pydicom.dcmread(io.BytesIO(cod.get(str(series[0].SOPInstanceUID))))
+    assert stored.ImageComments == MARK

@@ -2,7 +2,13 @@
 
 from dicomflow.net.address import Address
 from dicomflow.node.input import AbstractInput
-from dicomflow.node.output import DicomOutput, FileOutput, NoOutput, PipelineOutput
+from dicomflow.node.output import (
+    ArchiveOutput,
+    DicomOutput,
+    FileOutput,
+    NoOutput,
+    PipelineOutput,
+)
 from dicomflow.node.pipeline import AbstractPipeline
 from dicomflow.node.processor import AbstractProcessor, is_picklable
 from dicomflow.node.worker import InputContainer
@@ -12,6 +18,7 @@ __all__ = [
     "AbstractPipeline",
     "AbstractProcessor",
     "Address",
+    "ArchiveOutput",
     "DicomOutput",
     "FileOutput",
     "InputContainer",

@@ -34,6 +34,7 @@ from dicomflow.net.scp import (
     ReceivedInstance,
     StoreSCP,
 )
+from dicomflow.node.archive import archive_series
 from dicomflow.node.collector import Collector
 from dicomflow.node.outbox import Outbox
 from dicomflow.node.output import OUTPUT_MANIFEST
@@ -310,6 +311,8 @@ class Node:
                 continue
             if entry["kind"] == "dicom":
                 self.outbox.add(f"{job.round_id}-{entry['folder']}", folder, entry)
+            elif entry["kind"] == "archive":
+                archive_series(str(folder), entry["datastore"])
             else:
                 _deliver_files(folder, Path(entry["path"]))
         if self.settings.keep_inputs:

@@ -5,6 +5,7 @@
 
 - :class:`DicomOutput` ``([(Address, datasets), ...])`` — C-STORE to those peers;
 - :class:`FileOutput` ``([(Path, datasets), ...])`` — Part-10 files in those folders;
+- :class:`ArchiveOutput` ``(datastore, datasets)`` — into a cloud-optimized DICOM archive;
 - :class:`NoOutput` ``()`` — nothing.
 
 The worker writes every dataset to the round's ``output/`` folder with a
@@ -56,6 +57,18 @@ class FileOutput(PipelineOutput):
 
     def destinations(self) -> list[tuple[dict[str, Any], Iterable[Dataset]]]:
         return [({"kind": "file", "path": str(Path(p).resolve())}, data) for p, data in self.output]
+
+
+@dataclass
+class ArchiveOutput(PipelineOutput):
+    """Append datasets to a cloud-optimized DICOM datastore (a folder or fsspec URL):
+    ``ArchiveOutput("s3://bucket/archive", datasets)``."""
+
+    datastore: str
+    datasets: Iterable[Dataset] = field(default_factory=list)
+
+    def destinations(self) -> list[tuple[dict[str, Any], Iterable[Dataset]]]:
+        return [({"kind": "archive", "datastore": self.datastore}, self.datasets)]
 
 
 @dataclass
