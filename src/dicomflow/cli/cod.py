@@ -20,7 +20,6 @@ from dicomflow.errors import DicomflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True, highlight=False)
 
 Datastore = Annotated[
     str, typer.Option("--datastore", "-d", help="Datastore URL (a local folder by default).")
@@ -91,7 +90,7 @@ def _run_ingest(
             progress.advance(task, len(groups[(study, series)]))
             try:
                 report = future.result()
-            except (DicomflowError, OSError) as exc:
+            except Exception as exc:  # one failed series is reported, the rest go on
                 total.errors.append(f'Series "{series}" of study "{study}": {exc}')
                 continue
             total.new += report.new
@@ -128,7 +127,7 @@ def ingest_command(
 def _print_instances(datastore: str, study: str, series: str) -> None:
     cod = CODObject(datastore, study, series, lock=False)
     for uid in cod.list_instances():
-        out.print(f"{uid}\t{cod.instance_metadata(uid)['size']}")
+        typer.echo(f"{uid}\t{cod.instance_metadata(uid)['size']}")
 
 
 @app.command("ls")
@@ -149,7 +148,7 @@ def ls_command(
     except (DicomflowError, OSError) as exc:
         _fail(str(exc))
     for name in names:
-        out.print(name)
+        typer.echo(name)
 
 
 def _all_series(datastore: str) -> list[SeriesKey]:
