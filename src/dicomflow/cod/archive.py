@@ -24,13 +24,14 @@ def padded(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
 
 
-def _member_bytes(name: str, data: bytes) -> bytes:
+def _member_parts(name: str, data: bytes) -> tuple[bytes, bytes, bytes]:
+    """The member's header, data and padding (written separately: no copy of the data)."""
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mtime = int(time.time())
     info.mode = 0o644
     header = info.tobuf(format=tarfile.USTAR_FORMAT)
-    return header + data + b"\0" * (padded(len(data)) - len(data))
+    return header, data, b"\0" * (padded(len(data)) - len(data))
 
 
 def append_members(
@@ -42,14 +43,14 @@ def append_members(
     each member's data range as (start_byte, end_byte exclusive).
     """
     ranges: list[tuple[int, int]] = []
-    chunks: list[bytes] = []
+    parts: list[bytes] = []
     position = offset
     for name, data in members:
-        chunk = _member_bytes(name, data)
-        ranges.append((position + BLOCK, position + BLOCK + len(data)))
-        chunks.append(chunk)
-        position += len(chunk)
-    payload = b"".join(chunks) + END_MARKER
+        header, body, padding = _member_parts(name, data)
+        ranges.append((position + len(header), position + len(header) + len(body)))
+        parts += [header, body, padding]
+        position += len(header) + len(body) + len(padding)
+    parts.append(END_MARKER)
     exists = fs.exists(path)
     if offset > 0 and not exists:
         raise CODError(f'Series tar "{path}" is missing; its metadata lists members.')
@@ -57,7 +58,8 @@ def append_members(
     mode = "r+b" if exists else "wb"
     with fs.open(path, mode) as file:
         file.seek(offset)
-        file.write(payload)
+        for part in parts:
+            file.write(part)
     return ranges
 
 

@@ -7,6 +7,7 @@ the hints alone when they give both, so nothing is fetched), a *conflict*
 """
 
 import enum
+import io
 from dataclasses import dataclass, field
 
 import pydicom
@@ -70,7 +71,7 @@ def fetch(instance: Instance, study_uid: str, series_uid: str) -> Fetched:
     """Fetch, parse and check an instance against its hints and the series UIDs."""
     data = instance.open().getvalue()
     try:
-        ds = pydicom.dcmread(instance.open())
+        ds = pydicom.dcmread(io.BytesIO(data))  # parsed from the fetched bytes: one fetch
     except (InvalidDicomError, ValueError, EOFError) as exc:
         raise CODInstanceError(f"Instance {instance!r} is not readable DICOM: {exc}.") from exc
     uid = uid_key(ds.get("SOPInstanceUID"), "SOPInstanceUID")
