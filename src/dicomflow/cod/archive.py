@@ -8,10 +8,12 @@ written, and never touches committed bytes. Byte ranges are half-open:
 ``end_byte`` is exclusive, as in ``fs.cat_file(path, start, end)``.
 """
 
+import os
 import tarfile
 import time
 
 from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
+from fsspec.implementations.local import LocalFileSystem  # type: ignore[import-untyped]
 
 from dicomflow.errors import CODError
 
@@ -65,5 +67,8 @@ def append_members(
 
 def read_range(fs: AbstractFileSystem, path: str, start: int, end: int) -> bytes:
     """Return bytes ``[start, end)`` of the tar at ``path``."""
+    if isinstance(fs, LocalFileSystem):  # one pread, without fsspec's buffered file
+        with open(path, "rb", buffering=0) as file:
+            return os.pread(file.fileno(), end - start, start)
     data: bytes = fs.cat_file(path, start=start, end=end)
     return data
