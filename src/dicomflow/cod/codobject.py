@@ -7,12 +7,16 @@ instances; ``sync`` appends their bytes to the series tar in place, then
 writes the metadata, checking the lock generation before each write.
 """
 
+import io
 import logging
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
-from dicomflow.cod import metadata
+from pydicom import dcmread
+
+from dicomflow.cod import frames, metadata, thumbnail
 from dicomflow.cod.archive import append_members, read_range
 from dicomflow.cod.checksum import checksum
 from dicomflow.cod.ingest import AppendResult, Fetched, Outcome, fetch, hinted_duplicate
@@ -168,6 +172,7 @@ class CODObject:
             ranges = append_members(self.fs, self.layout.tar, start, members)
             for (uid, staged), (begin, end) in zip(self._staged.items(), ranges, strict=True):
                 staged.record["headers"] = {"start_byte": begin, "end_byte": end}
+                frames.attach_offset_tables(staged.record, staged.data, begin)
                 committed[uid] = staged.record
         self._locker.verify()
         metadata.save(self.fs, self.layout.metadata, committed, self.other)
@@ -192,6 +197,34 @@ class CODObject:
                 f'size {len(data)}; expected "{record["crc32c"]}" and {record["size"]}.'
             )
         return data
+
+    def get_frame(self, sop_instance_uid: str, index: int) -> bytes:
+        """Return frame ``index`` (from 0) of a multi-frame instance by ranged reads.
+
+        Native pixel data gives the frame's raw bytes; encapsulated data its fragment bytes.
+        """
+        uid = uid_key(sop_instance_uid)
+        staged = self._staged.get(uid)
+        if staged is not None:
+            data = staged.data
+            return frames.read_frame(uid, frames.offset_tables(data), index, lambda s, e: data[s:e])
+        tables = self.instance_metadata(uid).get("offset_tables")
+        return frames.read_frame(uid, tables, index, partial(read_range, self.fs, self.layout.tar))
+
+    def write_thumbnail(self) -> dict[str, Any]:
+        """Write ``thumbnail.jpg`` (one frame) or ``thumbnail.mp4`` beside metadata.json.
+
+        Returns the thumbnail metadata (see :mod:`dicomflow.cod.thumbnail`) with its ``uri``.
+        """
+        self._check_writable("write_thumbnail", dirty=False)
+        datasets = [dcmread(io.BytesIO(self.get(uid))) for uid in self.list_instances()]
+        data, kind, info = thumbnail.make_thumbnail(datasets)
+        path = f"{self.layout.folder}/thumbnail.{kind}"
+        self._locker.verify()
+        self.fs.makedirs(self.layout.folder, exist_ok=True)
+        with self.fs.open(path, "wb") as file:
+            file.write(data)
+        return {**info, "uri": self.fs.unstrip_protocol(path)}
 
     def list_instances(self) -> list[str]:
         """Return the SOPInstanceUIDs of the series (synced and staged), sorted."""
