@@ -1,9 +1,5 @@
 """Queue fixtures: a real Redis server, both backends, worker processes."""
 
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,42 +7,13 @@ import pytest
 from queue_support import TEST_OPTIONS, WorkerProcess
 
 from dicomflow.queue import Backend, open_backend
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"redis-server does not listen on port {port}")
+from support import RedisServer
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[str]:
+def redis(redis_server: RedisServer) -> str:
     """A fresh ``redis-server`` on a free loopback port, without persistence: its URL."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server is not installed; `make test` installs it (Debian redis-server).")
-    port = _free_port()
-    process = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        _wait_for_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    return redis_server.url()
 
 
 @pytest.fixture(params=["sqlite", "redis"])

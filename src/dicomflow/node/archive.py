@@ -8,7 +8,6 @@ retried with backoff; the instances stay in the node until it succeeds.
 """
 
 import logging
-import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from pydicom import dcmread
 
 from dicomflow.cod import CODObject, Instance
 from dicomflow.errors import DicomflowError
-from dicomflow.queue.backend import Backend, open_backend
+from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, Priority
 
 logger = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ class ArchiveScheduler:
     def __init__(self, datastore: str, queue_url: str) -> None:
         self.datastore = datastore
         self.queue_url = queue_url
-        self._local = threading.local()
+        self._backend = PerThreadBackend(queue_url)
 
     def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled:
         job = Job(
@@ -57,14 +56,7 @@ class ArchiveScheduler:
             retry_backoff_s=2.0,
             meta={"kind": "archive", "series": series_key},
         )
-        return Scheduled({ARCHIVE_JOB: self._backend().enqueue(job).id})
-
-    def _backend(self) -> Backend:
-        backend: Backend | None = getattr(self._local, "backend", None)
-        if backend is None:
-            backend = open_backend(self.queue_url)
-            self._local.backend = backend
-        return backend
+        return Scheduled({ARCHIVE_JOB: self._backend.get().enqueue(job).id})
 
 
 def archive_series(input_dir: str, datastore: str, **_: Any) -> dict[str, int]:

@@ -11,7 +11,6 @@ otherwise) and the node is told the outcome.
 import json
 import logging
 import shutil
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -24,7 +23,7 @@ from dicomflow.node.round import Round
 from dicomflow.node.spool import write_durably
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.node.worker import PROCESS_ROUND, WorkerTask
-from dicomflow.queue.backend import Backend, open_backend
+from dicomflow.queue.backend import Backend, PerThreadBackend
 from dicomflow.queue.job import Job, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -66,11 +65,11 @@ class Runner:
         self.timeout_s = timeout_s
         self.log_dir = log_dir
         self._on_done = on_done
-        self._local = threading.local()
+        self._backend = PerThreadBackend(url)
 
     def submit(self, job: Round) -> None:
         """Enqueue the round (or, after a restart, follow the job already enqueued)."""
-        job_id = _known_job(job, self._backend())
+        job_id = _known_job(job, self._backend.get())
         if job_id is None:
             job_id = self._enqueue(job)
         self.watcher.watch(job_id, partial(self._ended, job))
@@ -85,7 +84,7 @@ class Runner:
             endpoints=self.endpoints,
             ae_title=self.ae_title,
         )
-        queued = self._backend().enqueue(
+        queued = self._backend.get().enqueue(
             Job(
                 function=PROCESS_ROUND,
                 kwargs=task.to_kwargs(),
@@ -101,13 +100,6 @@ class Runner:
         self.relay_log(job, ended)
         duration = (ended.ended_at or 0.0) - (ended.started_at or ended.ended_at or 0.0)
         self._on_done(job, Outcome(*_diagnose(job, ended), duration_s=duration))
-
-    def _backend(self) -> Backend:
-        backend: Backend | None = getattr(self._local, "backend", None)
-        if backend is None:
-            backend = open_backend(self.url)
-            self._local.backend = backend
-        return backend
 
     def relay_log(self, job: Round, ended: Job) -> None:
         """Copy the job's captured output, whatever its size, into the node's log and into

@@ -1,5 +1,6 @@
 """The backend protocol every queue implementation follows, and the URL registry."""
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -74,3 +75,19 @@ def open_backend(url: str) -> Backend:
     backend_class = getattr(importlib.import_module(module_name), class_name)
     backend: Backend = backend_class(url)
     return backend
+
+
+class PerThreadBackend:
+    """The queue at ``url``, opened once per thread on first use (an SQLite connection
+    must stay on the thread that opened it)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+
+    def get(self) -> Backend:
+        backend: Backend | None = getattr(self._local, "backend", None)
+        if backend is None:
+            backend = open_backend(self.url)
+            self._local.backend = backend
+        return backend

@@ -7,7 +7,6 @@ whose DICOM files the node sends to its endpoints when the job finishes).
 """
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from pydicom import dcmread
 
-from dicomflow.queue.backend import Backend, open_backend
+from dicomflow.queue.backend import Backend, PerThreadBackend
 from dicomflow.services.registry import Registry
 from dicomflow.services.scheduler import schedule_series
 
@@ -57,15 +56,11 @@ class ServiceScheduler:
         self.registry = Registry(root)
         self.queue_url = queue_url
         self.header_fields = tuple(header_fields)
-        self._local = threading.local()
+        self._backend = PerThreadBackend(queue_url)
 
     @property
     def backend(self) -> Backend:
-        backend: Backend | None = getattr(self._local, "backend", None)
-        if backend is None:
-            backend = open_backend(self.queue_url)
-            self._local.backend = backend
-        return backend
+        return self._backend.get()
 
     def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled:
         """Run the callbacks for the series in ``instances_dir`` and enqueue the chosen jobs."""
