@@ -148,5 +148,9 @@ def test_write_thumbnail_beside_metadata(datastore: str, series: SeriesFactory) 
         assert info["uri"].endswith(f"{s.series_uid}/thumbnail.mp4")
         assert len(_mp4_frames(cod.fs.cat_file(f"{cod.layout.folder}/thumbnail.mp4"))) == 3
     reader = CODObject(datastore, s.study_uid, s.series_uid, lock=False)
+    assert reader.thumbnail == info  # the metadata's thumbnail section
     with pytest.raises(CODError, match="write_thumbnail needs lock=True"):
         reader.write_thumbnail()
+    with CODObject(datastore, s.study_uid, s.series_uid, lock=True) as cod:
+        cod.sync()  # a later sync keeps the section
+    assert CODObject(datastore, s.study_uid, s.series_uid, lock=False).thumbnail == info

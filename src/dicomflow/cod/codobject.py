@@ -62,6 +62,7 @@ class CODObject:
         elif lock:
             self._locker.acquire()
         self._instances, self.other = metadata.load(self.fs, self.layout.metadata)
+        self.thumbnail = metadata.load_thumbnail(self.fs, self.layout.metadata)
         self._staged: dict[str, _Staged] = {}
 
     def __enter__(self) -> Self:
@@ -175,7 +176,7 @@ class CODObject:
                 frames.attach_offset_tables(staged.record, staged.data, begin)
                 committed[uid] = staged.record
         self._locker.verify()
-        metadata.save(self.fs, self.layout.metadata, committed, self.other)
+        metadata.save(self.fs, self.layout.metadata, committed, self.other, self.thumbnail)
         self._instances = committed
         for staged in self._staged.values():
             staged.instance.dicom_uri = staged.instance._verified_in = staged.record["uri"]
@@ -212,9 +213,10 @@ class CODObject:
         return frames.read_frame(uid, tables, index, partial(read_range, self.fs, self.layout.tar))
 
     def write_thumbnail(self) -> dict[str, Any]:
-        """Write ``thumbnail.jpg`` (one frame) or ``thumbnail.mp4`` beside metadata.json.
+        """Write ``thumbnail.jpg`` (one frame) or ``thumbnail.mp4`` beside metadata.json and
+        record it as the metadata's ``thumbnail`` section.
 
-        Returns the thumbnail metadata (see :mod:`dicomflow.cod.thumbnail`) with its ``uri``.
+        Returns that section (see :mod:`dicomflow.cod.thumbnail`), with the file's ``uri``.
         """
         self._check_writable("write_thumbnail", dirty=False)
         datasets = [dcmread(io.BytesIO(self.get(uid))) for uid in self.list_instances()]
@@ -224,7 +226,10 @@ class CODObject:
         self.fs.makedirs(self.layout.folder, exist_ok=True)
         with self.fs.open(path, "wb") as file:
             file.write(data)
-        return {**info, "uri": self.fs.unstrip_protocol(path)}
+        self.thumbnail = {**info, "uri": self.fs.unstrip_protocol(path)}
+        self._locker.verify()
+        metadata.save(self.fs, self.layout.metadata, self._instances, self.other, self.thumbnail)
+        return self.thumbnail
 
     def list_instances(self) -> list[str]:
         """Return the SOPInstanceUIDs of the series (synced and staged), sorted."""

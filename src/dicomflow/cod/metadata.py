@@ -78,11 +78,26 @@ def load(fs: AbstractFileSystem, path: str) -> tuple[dict[str, Record], dict[str
     return dict(instances), dict(document.get("other", {}))
 
 
+def load_thumbnail(fs: AbstractFileSystem, path: str) -> dict[str, Any] | None:
+    """Return the ``thumbnail`` section of the metadata at ``path``, if there is one."""
+    try:
+        section = json.loads(fs.cat_file(path)).get("thumbnail")
+    except (FileNotFoundError, ValueError):
+        return None
+    return dict(section) if isinstance(section, dict) else None
+
+
 def save(
-    fs: AbstractFileSystem, path: str, instances: dict[str, Record], other: dict[str, Any]
+    fs: AbstractFileSystem,
+    path: str,
+    instances: dict[str, Record],
+    other: dict[str, Any],
+    thumbnail: dict[str, Any] | None = None,
 ) -> None:
     """Write the metadata to a temporary file, then move it over ``path``."""
-    document = {"cod": {"instances": instances}, "other": other}
+    document: dict[str, Any] = {"cod": {"instances": instances}, "other": other}
+    if thumbnail is not None:
+        document["thumbnail"] = thumbnail
     text = json.dumps(document, sort_keys=True).encode("utf-8")
     temporary = f"{path}.tmp"
     with fs.open(temporary, "wb") as file:
