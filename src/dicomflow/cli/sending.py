@@ -35,11 +35,16 @@ def send_with_progress(
 ) -> SendReport:
     """Send ``files`` over one association, showing a progress bar."""
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"C-STORE to {address}", total=len(files))
-        return send(
-            address,
-            files,
-            calling_ae_title=calling_ae_title,
-            on_progress=lambda done: progress.update(task, completed=done),
-        )
+    progress = Progress(*columns, console=console, transient=False)
+    task = progress.add_task(f"C-STORE to {address}", total=len(files))
+
+    def advance(done: int) -> None:
+        if not progress.live.is_started:  # shown once associated, not before an error
+            progress.start()
+        progress.update(task, completed=done)
+
+    try:
+        return send(address, files, calling_ae_title=calling_ae_title, on_progress=advance)
+    finally:
+        if progress.live.is_started:
+            progress.stop()
