@@ -8,7 +8,7 @@ from types import ModuleType
 
 from dicomflow.errors import PipelineLoadError
 from dicomflow.node.pipeline import AbstractPipeline, check_pipeline
-from dicomflow.node.reference import load_module_from_file
+from dicomflow.queue.function import load_module_from_file
 
 
 def load_pipeline(spec: str) -> type[AbstractPipeline]:

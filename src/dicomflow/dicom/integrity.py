@@ -24,16 +24,6 @@ class TruncatedDatasetError(DicomflowError, ValueError):
     """An encoded dataset ends in the middle of a data element."""
 
 
-def check_complete(data: bytes, transfer_syntax: UID) -> None:
-    """Raise if ``data`` (a dataset encoded in ``transfer_syntax``) is cut short.
-
-    Raises:
-        TruncatedDatasetError: naming the element whose value is incomplete.
-        EOFError, OSError, zlib.error: if pydicom or zlib cannot read ``data`` at all.
-    """
-    decode_complete(data, transfer_syntax)
-
-
 def decode_complete(data: bytes, transfer_syntax: UID) -> Dataset:
     """Decode ``data`` into a dataset in one pass, checking that every element is whole.
 

@@ -169,10 +169,9 @@ class Node:
             self.series.start()
 
     def _runner(self) -> Runner:
-        url = self.settings.resolved_queue_url()
         return Runner(
             PipelineRef.of(self.pipeline_class),
-            url=url,
+            url=self.watcher.url,
             watcher=self.watcher,
             endpoints=self.settings.endpoint_addresses(),
             ae_title=self.settings.ae_title,

@@ -1,14 +1,13 @@
 """A picklable reference to a pipeline class, resolvable in a worker process."""
 
 import importlib
-import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from dicomflow.errors import PipelineLoadError
+from dicomflow.queue.function import load_module_from_file
 
 
 @dataclass(frozen=True)
@@ -55,18 +54,3 @@ class PipelineRef:
 
 def _defines(module: ModuleType, qualname: str) -> bool:
     return hasattr(module, qualname.split(".")[0])
-
-
-def load_module_from_file(path: str, name: str) -> ModuleType:
-    """Import the Python file at ``path`` as module ``name``."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise PipelineLoadError(f'Cannot load "{path}" as a Python module.')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module

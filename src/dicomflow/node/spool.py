@@ -12,7 +12,8 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 from dicomflow.dicom.keys import instance_file_name, is_key
@@ -43,30 +44,29 @@ class Spool:
 
     def store(self, patient_key: str, sop_instance_uid: str, data: bytes) -> Path:
         """Write ``data`` durably and return its final path."""
-        final = self.path_for(patient_key, sop_instance_uid)
-        self._ensure_dir(final.parent)
-        temporary = self.tmp / f"{uuid.uuid4().hex}.part"
-        try:
+
+        def write(temporary: Path) -> None:
             write_durably(temporary, data, fsync=self.fsync)
-            self._move_in(temporary, final)
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
-            raise SpoolError(f"Cannot store instance {sop_instance_uid}: {exc}.") from exc
-        if self.fsync:
-            fsync_directory(final.parent)
-        return final
+
+        return self._place(patient_key, sop_instance_uid, write, "store")
 
     def link(self, patient_key: str, sop_instance_uid: str, source: Path) -> Path:
         """Add the already durable file ``source`` (same filesystem) by a hard link."""
+        return self._place(patient_key, sop_instance_uid, partial(os.link, source), "link")
+
+    def _place(
+        self, patient_key: str, sop_instance_uid: str, make: Callable[[Path], None], verb: str
+    ) -> Path:
+        """Make the file at a temporary path, rename it into place, fsync the directory."""
         final = self.path_for(patient_key, sop_instance_uid)
         self._ensure_dir(final.parent)
         temporary = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
-            os.link(source, temporary)
+            make(temporary)
             self._move_in(temporary, final)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
-            raise SpoolError(f"Cannot link instance {sop_instance_uid}: {exc}.") from exc
+            raise SpoolError(f"Cannot {verb} instance {sop_instance_uid}: {exc}.") from exc
         if self.fsync:
             fsync_directory(final.parent)
         return final

@@ -15,7 +15,6 @@ because everything a fork server has imported makes each fork dearer.
 """
 
 import importlib
-import importlib.util
 import os
 import pickle
 import signal
@@ -26,6 +25,7 @@ from types import FrameType
 from typing import Any, NamedTuple
 
 from dicomflow.queue.child import Task, die_with_parent, load_prctl, prepare_output, run_task
+from dicomflow.queue.function import load_module_from_file
 
 HEADER = struct.Struct("!I")
 
@@ -123,10 +123,5 @@ def _preload(entry: str) -> None:
     if not path:
         importlib.import_module(name)
         return
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     sys.path.append(os.path.dirname(path))
-    spec.loader.exec_module(module)
+    load_module_from_file(path, name)

@@ -5,7 +5,9 @@ the longest importable module prefix is imported and the rest looked up in it.
 """
 
 import importlib
+import importlib.util
 import re
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -70,3 +72,19 @@ def _attribute(
     if not callable(target):
         raise QueueError(f'Job function "{name}" is a {type(target).__name__}, not a callable.')
     return target  # type: ignore[no-any-return]
+
+
+def load_module_from_file(path: str, name: str) -> ModuleType:
+    """Import the Python file at ``path`` as module ``name`` (registered in ``sys.modules``;
+    removed again if executing it fails)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f'Cannot load "{path}" as a Python module.')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
