@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -49,6 +49,13 @@ class NodeSettings(BaseSettings):
     services_directory: Path | None = None
     series_quiet_period_s: float = Field(5.0, gt=0)
     archive_datastore: str | None = None
+    web_enabled: bool = True
+    web_ip: str = "127.0.0.1"
+    web_port: int = Field(8080, ge=0, le=65535)
+    web_token: SecretStr | None = None
+    web_user: str | None = None
+    web_password: SecretStr | None = None
+    show_patient_identifiers: bool = False
 
     def resolved_queue_url(self) -> str:
         """The queue URL; by default an embedded SQLite queue in the data directory."""

@@ -23,6 +23,8 @@ from dicomflow.node.pipeline import wait_for_signal
 from dicomflow.queue.worker import run_worker
 from dicomflow.services.consumer import ServiceScheduler
 from dicomflow.settings import NodeSettings, build_settings
+from dicomflow.web.auth import TOKEN_FILE
+from dicomflow.web.server import WebServer, start_web
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(service_app, name="service")
@@ -47,8 +49,10 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _open(spec: str | None, overrides: dict[str, Any]) -> None:
+def _open(spec: str | None, overrides: dict[str, Any], no_web: bool = False) -> None:
     given = {key: value for key, value in overrides.items() if value is not None}
+    if no_web:
+        given["web_enabled"] = False
     try:
         if spec is None:
             settings = build_settings(**given)
@@ -61,13 +65,36 @@ def _open(spec: str | None, overrides: dict[str, Any]) -> None:
         fail(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
     except DicomflowError as exc:
         fail(str(exc), 2)
+    if spec is None and consumer is None:
+        fail("give a PIPELINE file, or --services DIR / --archive URL for a node without one.", 2)
+    web: WebServer | None = None
     try:
         if spec is None:
-            _serve_services(settings, consumer)
+            configure_logging(settings.log_level, settings.log_path)
+            node = Node(None, settings, consumer)
+            node.start()
         else:
-            pipeline.open(consumer=consumer)
+            pipeline.open(blocking=False, consumer=consumer)
+            node = pipeline.node
+        try:
+            web = start_web(settings, node)
+        except DicomflowError:
+            node.stop()
+            raise
     except DicomflowError as exc:
         fail(str(exc))
+    if web is not None:
+        console.print(f"dashboard: {web.url}  (token: {_token_hint(settings)})", highlight=False)
+    wait_for_signal()
+    if web is not None:
+        web.stop()
+    node.stop()
+
+
+def _token_hint(settings: NodeSettings) -> str:
+    if settings.web_token is not None or settings.web_user:
+        return "as configured"
+    return str(settings.data_directory.resolve() / TOKEN_FILE)
 
 
 def _consumer(settings: NodeSettings) -> Consumers | None:
@@ -79,17 +106,6 @@ def _consumer(settings: NodeSettings) -> Consumers | None:
         ArchiveScheduler(settings.archive_datastore, url) if settings.archive_datastore else None,
     )
     return consumers if consumers.consumers else None
-
-
-def _serve_services(settings: NodeSettings, consumer: Consumers | None) -> None:
-    """A node with registry services only (no pipeline file)."""
-    if consumer is None:
-        fail("give a PIPELINE file, or --services DIR / --archive URL for a node without one.", 2)
-    configure_logging(settings.log_level, settings.log_path)
-    node = Node(None, settings, consumer)
-    node.start()
-    wait_for_signal()
-    node.stop()
 
 
 @app.command()
@@ -110,6 +126,9 @@ def serve(
     queue: Annotated[str | None, typer.Option(help="sqlite:///path or redis://host/db")] = None,
     queue_workers: Annotated[int | None, typer.Option(help="Local worker processes.")] = None,
     archive: Annotated[str | None, typer.Option(help="Archive datastore (dir or URL).")] = None,
+    web_port: Annotated[int | None, typer.Option(help="Dashboard port (0: any free).")] = None,
+    web_ip: Annotated[str | None, typer.Option(help="Dashboard address.")] = None,
+    no_web: Annotated[bool, typer.Option("--no-web", help="Serve no dashboard.")] = False,
 ) -> None:
     """Run a node (a pipeline, registry services, or both) until Ctrl-C."""
     _open(
@@ -128,7 +147,10 @@ def serve(
             "queue_url": queue,
             "queue_workers": queue_workers,
             "archive_datastore": archive,
+            "web_port": web_port,
+            "web_ip": web_ip,
         },
+        no_web=no_web,
     )
 
 

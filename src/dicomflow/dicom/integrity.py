@@ -11,7 +11,7 @@ from io import BytesIO
 
 from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.filereader import data_element_generator
+from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
@@ -51,6 +51,25 @@ def decode_complete(data: bytes, transfer_syntax: UID) -> Dataset:
         )
     dataset = Dataset(elements)
     dataset.set_original_encoding(implicit, little, dataset._character_set)
+    return dataset
+
+
+def decode_part10(data: bytes) -> Dataset:
+    """Decode a Part-10 file held in memory (preamble, ``DICM``, file meta, dataset),
+    checking that the dataset is whole as :func:`decode_complete` does.
+
+    Raises:
+        InvalidDicomError: if ``data`` does not start like a Part-10 file.
+        TruncatedDatasetError, EOFError, OSError, ValueError: if the rest cannot be read.
+    """
+    stream = BytesIO(data)
+    read_preamble(stream, False)
+    meta = _read_file_meta_info(stream)
+    syntax = meta.get("TransferSyntaxUID")
+    if syntax is None:
+        raise TruncatedDatasetError("The file meta information has no TransferSyntaxUID.")
+    dataset = decode_complete(data[stream.tell() :], UID(syntax))
+    dataset.file_meta = meta
     return dataset
 
 

@@ -8,6 +8,7 @@ Data directory layout (no raw DICOM value ever becomes a path)::
     outbox/{round_id}-{n}/                                results waiting for a peer
 """
 
+import itertools
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from urllib.parse import urlencode
 from pydicom import Dataset, dcmread
 
 from dicomflow.dicom.header import header_of
+from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import shorten, value_key
 from dicomflow.dicom.tags import parse_tag
 from dicomflow.errors import InvalidKeyError, SpoolError
@@ -104,6 +106,7 @@ class Node:
         )
         self._patient_tag = parse_tag(getattr(pipeline_class, "patient_identifier_tag", PATIENT_ID))
         self._round_lock = threading.Lock()
+        self._uploads = itertools.count(1)
         self.scp: StoreSCP | None = None
         self.runner: Runner | None = None
         self.series: SeriesStage | None = None
@@ -208,7 +211,25 @@ class Node:
             return STATUS_CANNOT_UNDERSTAND
         return self._keep(instance, dataset, uid)
 
-    def _keep(self, instance: ReceivedInstance, dataset: Dataset, uid: str) -> int:
+    def receive(self, encoded: bytes, origin: str) -> int:
+        """Store one Part-10 instance that arrived other than by C-STORE (STOW-RS), exactly
+        as a C-STORE would be stored; return the DICOM status a C-STORE would get.
+
+        Each call is its own "association": the patient is checked once it is stored.
+        """
+        association_id = -next(self._uploads)
+        try:
+            dataset = decode_part10(encoded)
+            uid = str(dataset.SOPInstanceUID)
+        except Exception as exc:
+            logger.warning("%s: cannot decode instance: %s", origin, exc)
+            self.counters.add("refused")
+            return STATUS_CANNOT_UNDERSTAND
+        status = self._keep(_Upload(association_id, encoded), dataset, uid)
+        self.trigger.released(association_id)
+        return status
+
+    def _keep(self, instance: "ReceivedInstance | _Upload", dataset: Dataset, uid: str) -> int:
         names = self.collector.wanted_by(dataset)
         if not names and self.series is None:
             logger.info("instance %s matches no input of %s; not kept", shorten(uid), self.name)
@@ -232,7 +253,7 @@ class Node:
 
     def _store(
         self,
-        instance: ReceivedInstance,
+        instance: "ReceivedInstance | _Upload",
         dataset: Dataset,
         uid: str,
         patient_key: str,
@@ -358,6 +379,17 @@ class Node:
             return False
         self.collector.add(patient_key, names, uid, header, path)
         return True
+
+
+@dataclass
+class _Upload:
+    """An instance that arrived by upload: what :meth:`Node._keep` needs of it."""
+
+    association_id: int
+    data: bytes
+
+    def encoded(self) -> bytes:
+        return self.data
 
 
 def _preload(pipeline_class: Any) -> list[str]:
