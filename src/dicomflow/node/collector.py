@@ -3,6 +3,7 @@ patient's inputs are all complete."""
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from pydicom import Dataset
@@ -21,6 +22,7 @@ class Collector:
         self._inputs = inputs
         self._probes = {name: cls() for name, cls in inputs.items()}
         self._patients: dict[str, dict[str, AbstractInput]] = {}
+        self._arrivals: dict[str, tuple[float, float]] = {}  # patient -> (first, last)
         self._lock = threading.RLock()
 
     def wanted_by(self, dataset: Dataset) -> list[str]:
@@ -38,6 +40,14 @@ class Collector:
                 self._patients[patient_key] = inputs
             for name in names:
                 inputs[name].add_image(uid, header, path)
+            now = time.time()
+            first, _ = self._arrivals.get(patient_key, (now, now))
+            self._arrivals[patient_key] = (first, now)
+
+    def arrivals(self, patient_key: str) -> tuple[float, float] | None:
+        """When the first and the last instance held for ``patient_key`` arrived (epoch s)."""
+        with self._lock:
+            return self._arrivals.get(patient_key)
 
     def patients(self) -> list[str]:
         with self._lock:
@@ -57,6 +67,7 @@ class Collector:
             if inputs is None or not all(_validates(n, i, patient_key) for n, i in inputs.items()):
                 return None
             del self._patients[patient_key]
+            self._arrivals.pop(patient_key, None)
             return {name: dict(item.paths) for name, item in inputs.items()}
 
 
