@@ -1,6 +1,7 @@
 """``dicomflow demo``: a node, a local result endpoint and a synthetic CT series, end to end."""
 
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -16,11 +17,16 @@ from dicomflow.errors import DicomflowError
 from dicomflow.logs import configure_logging
 from dicomflow.net.address import Address
 from dicomflow.net.scp import STATUS_SUCCESS, ReceivedInstance, StoreSCP
+from dicomflow.node.archive import ArchiveScheduler
 from dicomflow.node.node import Node, wait_until
+from dicomflow.node.pipeline import wait_for_signal
 from dicomflow.node.spool import write_durably
+from dicomflow.web.auth import TOKEN_FILE
+from dicomflow.web.server import WebServer, start_web
 
 DEMO_PACS = "DEMO-PACS"
 WAIT_S = 120.0
+WEB_PORT = 8080
 
 
 class _Endpoint:
@@ -41,28 +47,71 @@ class _Endpoint:
         return STATUS_SUCCESS
 
 
-def run_demo(spec: str, count: int, data_dir: Path, console: Console) -> None:
-    """Run the demo; raise :class:`DicomflowError` if the result does not arrive."""
+def run_demo(
+    spec: str, count: int, data_dir: Path, console: Console, keep: bool | None = None
+) -> None:
+    """Run the demo; raise :class:`DicomflowError` if the result does not arrive.
+
+    With ``keep`` (by default: when run in a terminal) the node and its dashboard stay
+    up after the result arrived, until Ctrl-C.
+    """
     data_dir = data_dir.resolve()
     log_path = data_dir / "logs" / "dicomflow.log"
     configure_logging("INFO", log_path)
     logging.getLogger().handlers[0].setLevel(logging.WARNING)
     endpoint = _Endpoint(data_dir / "demo-pacs")
     pipeline_class = load_pipeline(spec)
+    archive = data_dir / "archive"
     pipeline = pipeline_class(
         start=False,
         port=0,
         data_directory=data_dir,
         log_path=log_path,
         endpoints=[f"{DEMO_PACS}@127.0.0.1:{endpoint.scp.port}"],
+        archive_datastore=str(archive),
+        series_quiet_period_s=1.0,
+        web_port=WEB_PORT,
     )
-    pipeline.open(blocking=False, configure_logs=False)
+    settings = pipeline.settings
+    pipeline.open(
+        blocking=False,
+        configure_logs=False,
+        consumer=ArchiveScheduler(str(archive), settings.resolved_queue_url()),
+    )
+    web: WebServer | None = None
     try:
+        web = _start_web(pipeline.node)
+        console.print(f"dashboard [bold]{web.url}[/bold] (token in {data_dir / TOKEN_FILE})")
         _exercise(pipeline.node, endpoint, count, data_dir, console)
+        _wait_for_archive(archive, console)
+        console.print(f"log: {log_path}")
+        if keep if keep is not None else sys.stdin.isatty():
+            console.print(f"dashboard: [bold]{web.url}[/bold]; Ctrl-C stops the demo")
+            wait_for_signal()
     finally:
+        if web is not None:
+            web.stop()
         pipeline.close()
         endpoint.scp.close()
-    console.print(f"log: {log_path}")
+
+
+def _start_web(node: Node) -> WebServer:
+    """The dashboard on port 8080, or on any free port when 8080 is taken."""
+    try:
+        server = start_web(node.settings, node)
+    except DicomflowError:
+        server = start_web(node.settings.model_copy(update={"web_port": 0}), node)
+    assert server is not None
+    return server
+
+
+def _wait_for_archive(archive: Path, console: Console) -> None:
+    """Wait (briefly) for the series to be archived, and say where."""
+    found = wait_until(lambda: any(archive.glob("studies/*/series/*/metadata.json")), 30.0)
+    if found:
+        console.print(f"archived series in [bold]{archive}[/bold]")
+    else:
+        console.print("the series was not archived yet; see the dashboard's jobs page")
 
 
 def _exercise(

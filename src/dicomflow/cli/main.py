@@ -218,12 +218,17 @@ def demo(
     pipeline: PipelineArg = "examples/bone_mask.py",
     count: Annotated[int, typer.Option(help="Instances in the synthetic CT series.")] = 24,
     data_dir: DataDir = Path("dicomflow-data"),
+    keep: Annotated[
+        bool | None,
+        typer.Option("--keep/--no-keep", help="Keep serving the dashboard (default: in a tty)."),
+    ] = None,
 ) -> None:
-    """Start a node and a local result endpoint, send a CT series, show where results landed."""
+    """Start a node, its dashboard and a local result endpoint, send a CT series, show where
+    results landed."""
     from dicomflow.cli.demo import run_demo
 
     try:
-        run_demo(pipeline, count, data_dir or Path("dicomflow-data"), console)
+        run_demo(pipeline, count, data_dir or Path("dicomflow-data"), console, keep)
     except DicomflowError as exc:
         fail(str(exc))
 
