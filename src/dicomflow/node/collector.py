@@ -4,9 +4,11 @@ patient's inputs are all complete."""
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import Dataset
+from pydicom.datadict import keyword_for_tag
 
 from dicomflow.node.input import AbstractInput
 
@@ -70,6 +72,33 @@ class Collector:
             self._arrivals.pop(patient_key, None)
             return {name: dict(item.paths) for name, item in inputs.items()}
 
+    def describe(self, patient_key: str) -> list["InputState"]:
+        """What each input of ``patient_key`` holds and needs (read-only; empty if the
+        patient is unknown). ``validate()`` is called safely: raising counts as not valid."""
+        with self._lock:
+            inputs = self._patients.get(patient_key, {})
+            return [
+                InputState(
+                    name=name,
+                    instances=item.images,
+                    validates=_validates(name, item, patient_key),
+                    required_tags=[_tag_name(tag) for tag in type(item).required_tags],
+                    required_values={
+                        _tag_name(k): str(v) for k, v in type(item).required_values.items()
+                    },
+                )
+                for name, item in inputs.items()
+            ]
+
+    def headers(self, patient_key: str) -> list[Dataset]:
+        """The headers (no pixel data) held for ``patient_key``, across its inputs."""
+        with self._lock:
+            inputs = self._patients.get(patient_key, {})
+            found: dict[str, Dataset] = {}
+            for item in inputs.values():
+                found.update(item.data)
+            return list(found.values())
+
 
 def _validates(name: str, item: AbstractInput, patient_key: str) -> bool:
     try:
@@ -77,3 +106,21 @@ def _validates(name: str, item: AbstractInput, patient_key: str) -> bool:
     except Exception:
         logger.exception("patient %s: validate() of input %r raised", patient_key[:12], name)
         return False
+
+
+def _tag_name(tag: object) -> str:
+    """A required tag as people read it: its keyword, else ``(gggg,eeee)``."""
+    if isinstance(tag, int):
+        return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+    return str(tag)
+
+
+@dataclass(frozen=True)
+class InputState:
+    """One input of one patient, as :meth:`Collector.describe` reports it."""
+
+    name: str
+    instances: int
+    validates: bool
+    required_tags: list[str] = field(default_factory=list)
+    required_values: dict[str, str] = field(default_factory=dict)

@@ -136,3 +136,16 @@ class Outbox:
             address,
             time.monotonic() - started,
         )
+
+    def resend(self, name: str) -> Path:
+        """Try item ``name`` again now, without waiting for the retry interval; return its
+        folder. (The outbox thread sends it, so one item is never sent twice at once.)
+
+        Raises:
+            KeyError: if ``name`` is not an item waiting in the outbox.
+        """
+        item = next((path for path in self.items() if path.name == name), None)
+        if item is None:
+            raise KeyError(f'The outbox has no item "{name}".')
+        self._wake.set()
+        return item
