@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -26,7 +27,7 @@ from dicomflow.dicom.header import header_of
 from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import shorten, value_key
 from dicomflow.dicom.tags import parse_tag
-from dicomflow.errors import InvalidKeyError, SpoolError
+from dicomflow.errors import DicomflowError, InvalidKeyError, SpoolError
 from dicomflow.net.address import Address
 from dicomflow.net.scp import (
     STATUS_CANNOT_UNDERSTAND,
@@ -48,6 +49,7 @@ from dicomflow.node.spool import Spool
 from dicomflow.node.trigger import Trigger
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.node.workers import LocalWorkers
+from dicomflow.queue.backend import open_backend
 from dicomflow.settings import NodeSettings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ logger = logging.getLogger(__name__)
 DONE_MARKER = "DONE"
 PATIENT_ID = 0x00100020
 DEFER_SIZE = 4096
+ROUND_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -379,6 +382,39 @@ class Node:
             return False
         self.collector.add(patient_key, names, uid, header, path)
         return True
+
+    # -- retrying ------------------------------------------------------------------
+
+    def retry_round(self, round_id: str, job_id: str) -> None:
+        """Run a failed round again: its folder goes back from ``failed/`` to ``rounds/``,
+        its job ``job_id`` is requeued and followed like a new one (results exported).
+
+        Raises:
+            DicomflowError: if the node runs no pipeline, the round is not a failed one,
+                or the queue refuses to requeue the job.
+        """
+        runner = self.runner
+        failed = self.rounds.failed / round_id
+        if runner is None or not ROUND_ID.fullmatch(round_id) or not failed.is_dir():
+            raise DicomflowError(
+                f'Round "{shorten(round_id)}" is not a failed round of {self.name}.'
+            )
+        backend = open_backend(self.watcher.url)
+        try:
+            with self._round_lock:
+                target = self.rounds.rounds / round_id
+                os.replace(failed, target)
+                (target / "error.json").unlink(missing_ok=True)
+                job = self.rounds.load(target)
+                try:
+                    backend.requeue(job_id)
+                except Exception:
+                    os.replace(target, failed)
+                    raise
+        finally:
+            backend.close()
+        runner.submit(job)
+        logger.info("round %s: retried as job %s", round_id, job_id)
 
 
 @dataclass
