@@ -7,6 +7,7 @@ from dicomflow.dicom.keys import is_valid_uid, uid_key
 
 
 def _directories(fs: AbstractFileSystem, path: str) -> list[str]:
+    fs.invalidate_cache(path)  # object stores cache listings; other writers add series
     if not fs.isdir(path):
         return []
     entries = fs.ls(path, detail=True)

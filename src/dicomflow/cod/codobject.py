@@ -3,8 +3,11 @@
 ``lock=True`` acquires the series lock (see :mod:`dicomflow.cod.locker`);
 ``lock=False`` reads only, and ``append``/``sync`` then need ``dirty=True``
 (changes stay in this object and are never written). ``append`` stages new
-instances; ``sync`` appends their bytes to the series tar in place, then
-writes the metadata, checking the lock generation before each write.
+instances; ``sync`` appends their bytes to the series tar (how: see
+:mod:`dicomflow.cod.store`), then writes the metadata, checking the lock
+generation before each write; on a store with preconditions each write is also
+conditional on the generation of the tar and of the metadata this writer last
+saw. Readers therefore never see metadata pointing at bytes that are not there.
 """
 
 import io
@@ -17,12 +20,13 @@ from typing import Any, Self
 from pydicom import dcmread
 
 from dicomflow.cod import frames, metadata, thumbnail
-from dicomflow.cod.archive import append_members, read_range
+from dicomflow.cod.archive import tar_parts
 from dicomflow.cod.checksum import checksum
 from dicomflow.cod.ingest import AppendResult, Fetched, Outcome, fetch, hinted_duplicate
 from dicomflow.cod.instance import Instance
 from dicomflow.cod.layout import SeriesLayout, member_name, open_datastore
 from dicomflow.cod.locker import Locker
+from dicomflow.cod.store import open_store
 from dicomflow.dicom.keys import uid_key
 from dicomflow.errors import CODError, CODIntegrityError, CODNotFoundError
 
@@ -55,14 +59,17 @@ class CODObject:
         self.datastore_path = datastore_path
         self.fs, root = open_datastore(datastore_path)
         self.layout = SeriesLayout(root, study_uid, series_uid)
+        self.store = open_store(self.fs)
         self.lock = lock
-        self._locker = Locker(self.fs, self.layout.lock)
+        self._locker = Locker(self.store, self.layout.lock)
         if lock and lock_token is not None:
             self._locker.reacquire(lock_token)
         elif lock:
             self._locker.acquire()
-        self._instances, self.other = metadata.load(self.fs, self.layout.metadata)
-        self.thumbnail = metadata.load_thumbnail(self.fs, self.layout.metadata)
+        document = metadata.load(self.store, self.layout.metadata)
+        self._instances, self.other = document.instances, document.other
+        self.thumbnail, self._metadata_generation = document.thumbnail, document.generation
+        self._tar_generation = self.store.generation(self.layout.tar) if lock else None
         self._staged: dict[str, _Staged] = {}
 
     def __enter__(self) -> Self:
@@ -170,13 +177,16 @@ class CODObject:
         if self._staged:
             start = metadata.committed_end(self._instances)
             members = [(member_name(uid), staged.data) for uid, staged in self._staged.items()]
-            ranges = append_members(self.fs, self.layout.tar, start, members)
+            parts, ranges = tar_parts(start, members)
+            self._tar_generation = self.store.append(
+                self.layout.tar, start, parts, self._tar_generation
+            )
             for (uid, staged), (begin, end) in zip(self._staged.items(), ranges, strict=True):
                 staged.record["headers"] = {"start_byte": begin, "end_byte": end}
                 frames.attach_offset_tables(staged.record, staged.data, begin)
                 committed[uid] = staged.record
         self._locker.verify()
-        metadata.save(self.fs, self.layout.metadata, committed, self.other, self.thumbnail)
+        self._save(committed)
         self._instances = committed
         for staged in self._staged.values():
             staged.instance.dicom_uri = staged.instance._verified_in = staged.record["uri"]
@@ -191,7 +201,7 @@ class CODObject:
         if record is None:
             raise CODNotFoundError(f'Series "{self.layout.series_uid}" has no instance "{uid}".')
         headers = record["headers"]
-        data = read_range(self.fs, self.layout.tar, headers["start_byte"], headers["end_byte"])
+        data = self.store.read_range(self.layout.tar, headers["start_byte"], headers["end_byte"])
         if len(data) != record["size"] or checksum(data) != record["crc32c"]:
             raise CODIntegrityError(
                 f'Instance "{uid}" in "{self.layout.tar}" has crc32c "{checksum(data)}" and '
@@ -210,7 +220,9 @@ class CODObject:
             data = staged.data
             return frames.read_frame(uid, frames.offset_tables(data), index, lambda s, e: data[s:e])
         tables = self.instance_metadata(uid).get("offset_tables")
-        return frames.read_frame(uid, tables, index, partial(read_range, self.fs, self.layout.tar))
+        return frames.read_frame(
+            uid, tables, index, partial(self.store.read_range, self.layout.tar)
+        )
 
     def write_thumbnail(self) -> dict[str, Any]:
         """Write ``thumbnail.jpg`` (one frame) or ``thumbnail.mp4`` beside metadata.json and
@@ -228,8 +240,14 @@ class CODObject:
             file.write(data)
         self.thumbnail = {**info, "uri": self.fs.unstrip_protocol(path)}
         self._locker.verify()
-        metadata.save(self.fs, self.layout.metadata, self._instances, self.other, self.thumbnail)
+        self._save(self._instances)
         return self.thumbnail
+
+    def _save(self, instances: dict[str, metadata.Record]) -> None:
+        document = metadata.Document(
+            instances, self.other, self.thumbnail, self._metadata_generation
+        )
+        self._metadata_generation = metadata.save(self.store, self.layout.metadata, document)
 
     def list_instances(self) -> list[str]:
         """Return the SOPInstanceUIDs of the series (synced and staged), sorted."""

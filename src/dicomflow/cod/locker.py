@@ -1,36 +1,40 @@
-"""Locker: the ``.cod.lock`` file that gives one writer a series.
+"""Locker: the ``.cod.lock`` object that gives one writer a series.
 
 Acquiring writes a random token (the lock's *generation*) with an exclusive
-create (``fs.open(path, "xb")``): on a local directory this is ``O_EXCL`` and
-atomic across processes; on ``memory://`` it is a check-then-create within one
-process (best effort, fine for tests). Before every write the writer checks
-that the lock file still holds its token. That check and the write that
-follows are two steps: a lock broken by hand between them is not detected (an
-object store would use a generation precondition on the write itself).
+create: ``O_EXCL`` on a local directory (atomic across processes),
+``If-None-Match: *`` on S3 (atomic on the server), a check-then-create on
+``memory://`` (one process; fine for tests). Before every write the writer
+checks that the lock still holds its token. On a store without preconditions
+that check and the write that follows are two steps, so a lock broken by hand
+between them is not detected; on S3 every write of the tar and the metadata is
+also conditional on the ETag this writer last saw (see
+:mod:`dicomflow.cod.store`), so a writer whose lock was broken cannot overwrite
+what the new holder wrote, and releasing deletes the lock only if it is still
+the object this writer created (``If-Match``).
 """
 
 import secrets
 
 from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
 
+from dicomflow.cod.store import Generation, Store, open_store
 from dicomflow.errors import LockAcquisitionError
 
 
 class Locker:
-    """Acquire, verify and release the lock file at ``path``."""
+    """Acquire, verify and release the lock object at ``path``."""
 
-    def __init__(self, fs: AbstractFileSystem, path: str) -> None:
-        self.fs = fs
+    def __init__(self, store: Store | AbstractFileSystem, path: str) -> None:
+        self.store = store if isinstance(store, Store) else open_store(store)
         self.path = path
         self.token: str | None = None
+        self._generation: Generation = None
 
     def acquire(self) -> str:
-        """Create the lock file with a fresh token; raise if it already exists."""
+        """Create the lock object with a fresh token; raise if it already exists."""
         token = secrets.token_hex(16)
-        self.fs.makedirs(self.path.rsplit("/", 1)[0], exist_ok=True)
         try:
-            with self.fs.open(self.path, "xb") as file:
-                file.write(token.encode("ascii"))
+            self._generation = self.store.create(self.path, token.encode("ascii"))
         except FileExistsError as exc:
             raise LockAcquisitionError(f'Lock "{self.path}" is already held.') from exc
         self.token = token
@@ -42,15 +46,15 @@ class Locker:
         self.verify()
 
     def holder(self) -> str | None:
-        """Return the token in the lock file, or ``None`` if there is no lock."""
+        """Return the token in the lock object, or ``None`` if there is no lock."""
         try:
-            data: bytes = self.fs.cat_file(self.path)
+            data, self._generation = self.store.read(self.path)
         except FileNotFoundError:
             return None
         return data.decode("ascii", "replace")
 
     def verify(self) -> None:
-        """Raise unless the lock file exists and still holds our token."""
+        """Raise unless the lock object exists and still holds our token."""
         held = self.holder()
         if self.token is None or held != self.token:
             raise LockAcquisitionError(
@@ -58,7 +62,7 @@ class Locker:
             )
 
     def release(self) -> None:
-        """Delete the lock file after checking it is still ours."""
+        """Delete the lock object after checking it is still ours."""
         self.verify()
-        self.fs.rm(self.path)
+        self.store.delete(self.path, self._generation)
         self.token = None

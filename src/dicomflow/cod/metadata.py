@@ -17,14 +17,15 @@ own key, so they can never overwrite it.
 """
 
 import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
 
 from dicomflow.cod.archive import padded
+from dicomflow.cod.store import Generation, Store
 from dicomflow.errors import CODError
 
 VERSION = "1.0"
@@ -66,43 +67,45 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def load(fs: AbstractFileSystem, path: str) -> tuple[dict[str, Record], dict[str, Any]]:
-    """Return (instances, other) from ``path``, both empty if there is no metadata yet."""
+@dataclass
+class Document:
+    """A series' metadata as loaded, with the generation it was read at."""
+
+    instances: dict[str, Record] = field(default_factory=dict)
+    other: dict[str, Any] = field(default_factory=dict)
+    thumbnail: dict[str, Any] | None = None
+    generation: Generation = None
+
+
+def load(store: Store, path: str) -> Document:
+    """Return the metadata at ``path`` (an empty document if there is none yet)."""
     try:
-        document = json.loads(fs.cat_file(path))
+        data, generation = store.read(path)
     except FileNotFoundError:
-        return {}, {}
+        return Document()
+    try:
+        document = json.loads(data)
     except ValueError as exc:
         raise CODError(f'Metadata "{path}" is not valid JSON: {exc}.') from exc
     instances = document.get("cod", {}).get("instances", {})
-    return dict(instances), dict(document.get("other", {}))
+    section = document.get("thumbnail")
+    thumbnail = dict(section) if isinstance(section, dict) else None
+    return Document(dict(instances), dict(document.get("other", {})), thumbnail, generation)
 
 
-def load_thumbnail(fs: AbstractFileSystem, path: str) -> dict[str, Any] | None:
-    """Return the ``thumbnail`` section of the metadata at ``path``, if there is one."""
-    try:
-        section = json.loads(fs.cat_file(path)).get("thumbnail")
-    except (FileNotFoundError, ValueError):
-        return None
-    return dict(section) if isinstance(section, dict) else None
+def save(store: Store, path: str, document: Document) -> Generation:
+    """Write ``document`` over the generation it was loaded at; return the new generation.
 
-
-def save(
-    fs: AbstractFileSystem,
-    path: str,
-    instances: dict[str, Record],
-    other: dict[str, Any],
-    thumbnail: dict[str, Any] | None = None,
-) -> None:
-    """Write the metadata to a temporary file, then move it over ``path``."""
-    document: dict[str, Any] = {"cod": {"instances": instances}, "other": other}
-    if thumbnail is not None:
-        document["thumbnail"] = thumbnail
-    text = json.dumps(document, sort_keys=True).encode("utf-8")
-    temporary = f"{path}.tmp"
-    with fs.open(temporary, "wb") as file:
-        file.write(text)
-    fs.mv(temporary, path)
+    Raises:
+        LockAcquisitionError: if the store has preconditions and another writer
+            replaced the metadata since.
+    """
+    content: dict[str, Any] = {"cod": {"instances": document.instances}, "other": document.other}
+    if document.thumbnail is not None:
+        content["thumbnail"] = document.thumbnail
+    text = json.dumps(content, sort_keys=True).encode("utf-8")
+    document.generation = store.replace(path, text, document.generation)
+    return document.generation
 
 
 def committed_end(instances: dict[str, Record]) -> int:
