@@ -1,0 +1,222 @@
+"""The jobs: a filtered list, one job's page, their JSON, and the retry and cancel
+actions."""
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from dicomflow.errors import DicomflowError
+from dicomflow.queue.job import Job, JobStatus
+from dicomflow.web.context import WebContext
+from dicomflow.web.views import (
+    answer,
+    bad_request,
+    check_job_id,
+    context_of,
+    duration,
+    not_found,
+    render,
+    when,
+)
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+DEFAULT_LIMIT = 200
+MAX_LIMIT = 1000
+ERROR_LINE = 200
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a list shows: by status, pipeline (job name), service and kind."""
+
+    status: JobStatus | None = None
+    pipeline: str = ""
+    service: str = ""
+    kind: str = ""
+    limit: int = DEFAULT_LIMIT
+
+    @classmethod
+    def parse(cls, status: str, pipeline: str, service: str, kind: str, limit: int) -> "JobFilter":
+        if status and status not in {known.value for known in JobStatus}:
+            known = ", ".join(s.value for s in JobStatus)
+            raise bad_request(f'Unknown status "{status[:40]}"; use one of {known}.')
+        if not 1 <= limit <= MAX_LIMIT:
+            raise bad_request(f"limit must be between 1 and {MAX_LIMIT}.")
+        return cls(JobStatus(status) if status else None, pipeline, service, kind, limit)
+
+    def accepts(self, job: Job) -> bool:
+        if self.pipeline and (kind_of(job) != "pipeline" or job.name != self.pipeline):
+            return False
+        if self.service and job.meta.get("service") != self.service:
+            return False
+        return not self.kind or kind_of(job) == self.kind
+
+    def select(self, context: WebContext) -> list[Job]:
+        jobs = context.queue.get().jobs(self.status, limit=MAX_LIMIT)
+        return [job for job in jobs if self.accepts(job)][: self.limit]
+
+    def query(self) -> dict[str, str]:
+        values = {"status": self.status.value if self.status else ""}
+        values |= {"pipeline": self.pipeline, "service": self.service, "kind": self.kind}
+        return {key: value for key, value in values.items() if value}
+
+
+def kind_of(job: Job) -> str:
+    """``pipeline``, ``archive``, ``service`` or ``other``."""
+    kind = job.meta.get("kind")
+    if isinstance(kind, str) and kind:
+        return kind
+    return "service" if "service" in job.meta else "other"
+
+
+def job_row(job: Job) -> dict[str, Any]:
+    """A job as one row of the list (and its JSON)."""
+    ran = job.ended_at - job.started_at if job.ended_at and job.started_at else None
+    error = (job.error or "").strip().splitlines()
+    return {
+        "id": job.id,
+        "name": job.name,
+        "kind": kind_of(job),
+        "service": str(job.meta.get("service", "")),
+        "status": job.status.value,
+        "attempts": job.attempts,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "created": when(job.created_at),
+        "started": when(job.started_at),
+        "ended": when(job.ended_at),
+        "duration": duration(ran),
+        "error": error[-1][:ERROR_LINE] if error else "",
+        "can_retry": job.status.is_unsuccessful,
+        "can_cancel": not job.status.is_terminal,
+    }
+
+
+def job_detail(job: Job) -> dict[str, Any]:
+    """A job with everything its page shows."""
+    return {
+        **job_row(job),
+        "function": job.function,
+        "priority": job.priority.value,
+        "timeout_s": job.timeout_s,
+        "retries": job.retries,
+        "depends_on": list(job.depends_on),
+        "worker": job.worker or "",
+        "full_error": job.error or "",
+        "log_tail": job.log_tail or "",
+        "kwargs": json.dumps(job.kwargs, indent=2, default=str),
+        "meta": json.dumps(job.meta, indent=2, default=str),
+        "result": json.dumps(job.result, indent=2, default=str),
+    }
+
+
+def _filter(
+    status: str = "", pipeline: str = "", service: str = "", kind: str = "", limit: int = 200
+) -> JobFilter:
+    return JobFilter.parse(status, pipeline, service, kind, limit)
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(
+    request: Request,
+    status: str = "",
+    pipeline: str = "",
+    service: str = "",
+    kind: str = "",
+    limit: int = DEFAULT_LIMIT,
+) -> HTMLResponse:
+    chosen = _filter(status, pipeline, service, kind, limit)
+    jobs = [job_row(job) for job in chosen.select(context_of(request))]
+    values = {"jobs": jobs, "filter": chosen, "statuses": [s.value for s in JobStatus]}
+    return render(request, "jobs.html", values)
+
+
+@router.get("/api/jobs")
+def jobs_json(
+    request: Request,
+    status: str = "",
+    pipeline: str = "",
+    service: str = "",
+    kind: str = "",
+    limit: int = DEFAULT_LIMIT,
+) -> JSONResponse:
+    """``{"jobs": [row, ...]}``, newest first, filtered like the page."""
+    chosen = _filter(status, pipeline, service, kind, limit)
+    return JSONResponse({"jobs": [job_row(job) for job in chosen.select(context_of(request))]})
+
+
+def _job(request: Request, job_id: str) -> Job:
+    job = context_of(request).queue.get().fetch(check_job_id(job_id))
+    if job is None:
+        raise not_found(f"No job {job_id}.")
+    return job
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(request: Request, job_id: str) -> HTMLResponse:
+    return render(request, "job.html", {"job": job_detail(_job(request, job_id))})
+
+
+@router.get("/api/jobs/{job_id}")
+def job_json(request: Request, job_id: str) -> JSONResponse:
+    """One job with its arguments, timings, log tail and error."""
+    return JSONResponse(job_detail(_job(request, job_id)))
+
+
+@router.post("/jobs/{job_id}/retry")
+def retry(request: Request, job_id: str) -> Response:
+    """Run a failed, timed-out or canceled job again (a pipeline's round with it)."""
+    job = _job(request, job_id)
+    back = _back(request, job.id)
+    try:
+        _requeue(context_of(request), job)
+    except DicomflowError as exc:
+        return answer(request, back, str(exc), ok=False, job=job_row(job))
+    logger.info("job %s: requeued from the dashboard", job.id)
+    requeued = _job(request, job_id)
+    return answer(request, back, f"Job {job.label} is queued again.", job=job_row(requeued))
+
+
+def _requeue(context: WebContext, job: Job) -> None:
+    """Requeue ``job``; a failed pipeline round of this node goes back to processing with it."""
+    node = context.node
+    round_id = job.meta.get("round_id")
+    if (
+        node is not None
+        and kind_of(job) == "pipeline"
+        and isinstance(round_id, str)
+        and (node.rounds.failed / round_id).is_dir()
+    ):
+        node.retry_round(round_id, job.id)
+    else:
+        context.queue.get().requeue(job.id)
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(request: Request, job_id: str) -> Response:
+    """Cancel a queued, deferred or running job (a running one is stopped)."""
+    job = _job(request, job_id)
+    back = _back(request, job.id)
+    try:
+        canceled = context_of(request).queue.get().cancel(job.id)
+    except DicomflowError as exc:
+        return answer(request, back, str(exc), ok=False, job=job_row(job))
+    logger.info("job %s: canceled from the dashboard", job.id)
+    return answer(request, back, f"Job {job.label} is canceled.", job=job_row(canceled))
+
+
+def _back(request: Request, job_id: str) -> str:
+    """Where a form returns: the jobs list it came from, else the job's page."""
+    referer = request.headers.get("referer", "")
+    base = str(request.base_url).rstrip("/")
+    if referer.startswith(f"{base}/jobs") and not referer.startswith(f"{base}/jobs/"):
+        return referer[len(base) :]
+    return f"/jobs/{job_id}"

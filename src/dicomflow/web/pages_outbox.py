@@ -1,0 +1,99 @@
+"""The endpoints and the outbox: results waiting for their peer, and re-sending one now."""
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from dicomflow.node.outbox import DESTINATION
+from dicomflow.settings import format_endpoint
+from dicomflow.web.context import WebContext
+from dicomflow.web.views import ago, answer, bad_request, context_of, not_found, render, when
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+ITEM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+
+
+def check_item_name(name: str) -> str:
+    """``name`` if it can be an outbox item (a plain folder name); otherwise a 400."""
+    if not ITEM_NAME.fullmatch(name) or ".." in name:
+        raise bad_request("An outbox item name is letters, digits, '_', '-' and '.' only.")
+    return name
+
+
+def outbox_root(context: WebContext) -> Path:
+    node = context.node
+    return node.outbox.root if node is not None else context.data_root / "outbox"
+
+
+def items(context: WebContext) -> list[dict[str, Any]]:
+    """Each item waiting: its destination, files, bytes and age."""
+    root = outbox_root(context)
+    if not root.is_dir():
+        return []
+    folders = sorted(p for p in root.iterdir() if (p / DESTINATION).is_file())
+    return [_item(folder) for folder in folders]
+
+
+def _item(folder: Path) -> dict[str, Any]:
+    try:
+        destination = json.loads((folder / DESTINATION).read_text())
+        target = f"{destination['ae_title']}@{destination['ip']}:{destination['port']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        target = "(unreadable destination)"
+    files = list(folder.glob("*.dcm"))
+    since = folder.stat().st_mtime
+    return {
+        "name": folder.name,
+        "destination": target,
+        "files": len(files),
+        "bytes": sum(path.stat().st_size for path in files),
+        "since": when(since),
+        "waiting": ago(since),
+        "last_error": "",
+    }
+
+
+def endpoints(context: WebContext) -> list[str]:
+    return [format_endpoint(address) for address in context.settings.endpoint_addresses()]
+
+
+@router.get("/outbox", response_class=HTMLResponse)
+def outbox_page(request: Request) -> HTMLResponse:
+    context = context_of(request)
+    values = {
+        "endpoints": endpoints(context),
+        "items": items(context),
+        "has_node": context.node is not None,
+    }
+    return render(request, "outbox.html", values)
+
+
+@router.get("/api/outbox")
+def outbox_json(request: Request) -> JSONResponse:
+    """``{"endpoints": ["AE@host:port"], "items": [{"name", "destination", "files", ...}]}``."""
+    context = context_of(request)
+    return JSONResponse({"endpoints": endpoints(context), "items": items(context)})
+
+
+@router.post("/outbox/{name}/resend")
+def resend(request: Request, name: str) -> Response:
+    """Send one waiting item again now."""
+    context = context_of(request)
+    check_item_name(name)
+    if context.node is None:
+        message = "No node runs in this process: the outbox is only shown."
+        return answer(request, "/outbox", message, ok=False)
+    try:
+        context.node.outbox.resend(name)
+    except KeyError:
+        raise not_found(f"The outbox has no item {name}.") from None
+    logger.info("outbox %s: re-sent from the dashboard", name)
+    return answer(request, "/outbox", f"Outbox item {name} is being sent again.")
