@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(dcmtk redis-server)
+DEBIAN_PACKAGES=(dcmtk redis-server orthanc)
 PYTHON=${PYTHON:-python3}
 
 missing=()

@@ -1,9 +1,11 @@
-"""Helpers shared by the tests: free ports, dcmtk and Redis peers, waiting."""
+"""Helpers shared by the tests: free ports, dcmtk, Orthanc and Redis peers, waiting."""
 
+import json
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,3 +137,64 @@ class RedisServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+class OrthancPeer:
+    """A throw-away Orthanc (Debian's ``orthanc``) as the PACS: DICOM and REST on free
+    loopback ports, storage in ``folder``; ``modalities`` maps a name to ``AE@host:port``."""
+
+    def __init__(
+        self, folder: Path, ae_title: str = "ORTHANC", modalities: dict[str, str] | None = None
+    ) -> None:
+        binary = shutil.which("Orthanc")
+        if binary is None:
+            raise AssertionError("Orthanc is missing; `make test` installs it (package orthanc)")
+        self.ae_title = ae_title
+        self.dicom_port, self.http_port = free_port(), free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        peers = {}
+        for name, endpoint in (modalities or {}).items():
+            title, _, location = endpoint.partition("@")
+            host, _, port = location.rpartition(":")
+            peers[name] = [title, host, int(port)]
+        config = {
+            "Name": "dicomflow-test-pacs",
+            "StorageDirectory": str(folder / "storage"),
+            "IndexDirectory": str(folder / "index"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": ae_title,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomModalities": peers,
+            "Plugins": [],
+            "StorageCompression": False,
+            "OverwriteInstances": True,
+        }
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        self.log = (folder / "orthanc.log").open("w")
+        self.process = subprocess.Popen(
+            [binary, str(folder / "orthanc.json")], stdout=self.log, stderr=subprocess.STDOUT
+        )
+        wait_for_port(self.http_port, timeout_s=30)
+        wait_for_port(self.dicom_port, timeout_s=30)
+
+    def endpoint(self) -> str:
+        return f"{self.ae_title}@127.0.0.1:{self.dicom_port}"
+
+    def rest(self, method: str, path: str, body: bytes | str | None = None) -> Any:
+        """Call Orthanc's REST API; JSON answers are decoded, others returned as bytes."""
+        data = body.encode() if isinstance(body, str) else body
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = response.read()
+            if response.headers.get_content_type() == "application/json":
+                return json.loads(payload)
+            return payload
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+        self.log.close()
