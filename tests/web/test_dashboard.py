@@ -1,0 +1,207 @@
+"""The dashboard's pages, JSON and actions over HTTP, with a real node and queue."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from web_pipelines import CTAndMRPipeline, RaisingPipeline
+
+from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.queue.backend import open_backend
+from dicomflow.queue.job import Job, JobStatus
+from dicomflow.settings import build_settings
+from support import storescu, wait_for
+
+HOSTILE = "<script>alert(1)</script>"
+PAGES = ["/", "/patients", "/jobs", "/services", "/outbox", "/archive"]
+API = ["/api/overview", "/api/patients", "/api/jobs", "/api/services", "/api/outbox"]
+ACTIONS = ["/jobs/abc/retry", "/jobs/abc/cancel", "/outbox/item-0/resend"]
+NOOP = "dicomflow.queue.function:check_function_name"
+
+
+@pytest.fixture
+def web(tmp_path: Path, web_for):  # type: ignore[no-untyped-def]
+    """A dashboard over a data directory, with no node in the process."""
+    return web_for(settings=build_settings(data_directory=tmp_path / "data"))
+
+
+def enqueue(web, **fields) -> Job:  # type: ignore[no-untyped-def]
+    backend = open_backend(web.settings.resolved_queue_url())
+    try:
+        return backend.enqueue(Job(function=NOOP, **fields))
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("path", PAGES + API)
+def test_every_page_and_its_json_answers(web, path: str) -> None:  # type: ignore[no-untyped-def]
+    with web.client() as client:
+        response = client.get(path)
+    assert response.status_code == 200, response.text
+    if path.startswith("/api/"):
+        assert isinstance(response.json(), dict)
+    else:
+        assert "<nav>" in response.text
+
+
+@pytest.mark.parametrize("path", PAGES + API + ["/jobs/abc", "/api/jobs/abc"])
+def test_pages_need_authentication(web, path: str) -> None:  # type: ignore[no-untyped-def]
+    with web.client(authenticated=False) as client:
+        assert client.get(path).status_code == 401
+
+
+@pytest.mark.parametrize("path", ACTIONS)
+def test_actions_need_authentication(web, path: str) -> None:  # type: ignore[no-untyped-def]
+    with web.client(authenticated=False) as client:
+        assert client.post(path).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/jobs/bad!id"),
+        ("GET", "/api/jobs/" + "x" * 129),
+        ("POST", "/jobs/bad!id/retry"),
+        ("POST", "/jobs/bad.id/cancel"),
+        ("GET", "/jobs?status=exploded"),
+        ("GET", "/api/jobs?limit=0"),
+        ("POST", "/outbox/..item/resend"),
+        ("POST", "/outbox/.hidden/resend"),
+        ("POST", "/outbox/a%2F..%2Fb/resend"),
+        ("GET", "/archive/studies/not-a-uid"),
+        ("GET", "/archive/studies/1.2.3/series/1.02"),
+        ("GET", "/api/archive/studies/1.2.3/series/..%2F..%2Fetc"),
+        ("POST", "/archive/studies/1.2.3/series/x/unlock"),
+    ],
+)
+def test_bad_parameters_get_400(web, method: str, path: str) -> None:  # type: ignore[no-untyped-def]
+    with web.client() as client:
+        response = client.request(method, path)
+    assert response.status_code in (400, 404), response.text
+    if "%2F" not in path:
+        assert response.status_code == 400
+
+
+def test_unknown_job_is_404(web) -> None:  # type: ignore[no-untyped-def]
+    with web.client() as client:
+        assert client.get("/jobs/abc").status_code == 404
+        assert client.post("/jobs/abc/retry").status_code == 404
+
+
+def test_jobs_are_listed_filtered_and_escaped(web) -> None:  # type: ignore[no-untyped-def]
+    hostile = enqueue(web, name=HOSTILE, kwargs={"note": HOSTILE}, meta={"service": "svc-a"})
+    archive = enqueue(web, name="archive", meta={"kind": "archive"})
+    with web.client() as client:
+        page = client.get("/jobs").text
+        assert HOSTILE not in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+        assert hostile.id in page and archive.id in page
+
+        def listed(query: str) -> set[str]:
+            return {row["id"] for row in client.get(f"/api/jobs?{query}").json()["jobs"]}
+
+        assert listed("") == {hostile.id, archive.id}
+        assert listed("service=svc-a") == {hostile.id}
+        assert listed("kind=archive") == {archive.id}
+        assert listed("status=queued") == {hostile.id, archive.id}
+        assert listed("status=failed") == set()
+        assert listed("pipeline=archive") == set()
+        detail = client.get(f"/jobs/{hostile.id}").text
+        assert HOSTILE not in detail
+        assert "&lt;script&gt;" in detail
+        assert client.get(f"/api/jobs/{hostile.id}").json()["kwargs"] == json.dumps(
+            {"note": HOSTILE}, indent=2
+        )
+
+
+def test_cancel_and_retry_by_form_show_a_flash_message(web) -> None:  # type: ignore[no-untyped-def]
+    job = enqueue(web, name="waiting")
+    with web.client() as client:
+        response = client.post(f"/jobs/{job.id}/cancel", headers={"referer": f"{web.url}/jobs"})
+        assert response.status_code == 303
+        assert response.headers["location"] == "/jobs"
+        page = client.get("/jobs").text
+        assert re.search(r'class="flash ok"[^>]*>Job \w+ \(&#34;waiting&#34;\) is canceled', page)
+        assert "is canceled" not in client.get("/jobs").text  # shown once
+        assert client.get(f"/api/jobs/{job.id}").json()["status"] == "canceled"
+
+        again = client.post(f"/jobs/{job.id}/cancel", headers={"accept": "application/json"})
+        assert again.status_code == 409
+        assert "cannot be canceled" in again.json()["message"]
+
+        retried = client.post(f"/jobs/{job.id}/retry", headers={"accept": "application/json"})
+        assert retried.status_code == 200
+        assert retried.json()["job"]["status"] == "queued"
+        assert client.post(f"/jobs/{job.id}/retry").status_code == 303
+
+
+def test_a_failed_round_shows_its_error_and_log_and_can_be_retried(  # type: ignore[no-untyped-def]
+    make_node, web_for, tmp_path: Path
+):
+    node = make_node(RaisingPipeline)
+    web = web_for(node)
+    storescu(node.port, write_series(make_ct_series(2, rows=8, columns=8), tmp_path / "ct"))
+    wait_for(lambda: node.counters.rounds_failed == 1, 30, "the round to fail")
+    with web.client() as client:
+        [row] = client.get("/api/jobs?status=failed&pipeline=RaisingPipeline").json()["jobs"]
+        assert row["kind"] == "pipeline"
+        assert "segmentation model exploded" in row["error"]
+        assert row["can_retry"] and not row["can_cancel"]
+        page = client.get(f"/jobs/{row['id']}").text
+        assert "ValueError: segmentation model exploded" in page
+        assert "&lt;b&gt;hostile log line&lt;/b&gt;" in page
+        assert "<b>hostile" not in page
+        response = client.post(f"/jobs/{row['id']}/retry", headers={"accept": "application/json"})
+        assert response.status_code == 200, response.text
+        assert response.json()["ok"]
+        wait_for(lambda: node.counters.rounds_failed == 2, 30, "the retried round to fail")
+        assert len(list((tmp_path / "data" / "failed").iterdir())) == 1
+        assert client.get(f"/api/jobs/{row['id']}").json()["status"] == "failed"
+
+
+def send_ct(port: int, folder: Path, **identity: str) -> None:
+    series = make_ct_series(2, rows=8, columns=8, **identity)
+    storescu(port, write_series(series, folder))
+
+
+@pytest.mark.parametrize("show", [False, True])
+def test_patients_waiting_show_input_states_and_no_identifiers_by_default(  # type: ignore[no-untyped-def]
+    make_node, web_for, tmp_path: Path, show: bool
+):
+    node = make_node(CTAndMRPipeline, show_patient_identifiers=show)
+    web = web_for(node)
+    send_ct(node.port, tmp_path / "ct", patient_name=HOSTILE, patient_id="SECRET-ID-42")
+    wait_for(lambda: node.collector.patients(), 30, "the patient to wait")
+    with web.client() as client:
+        [patient] = client.get("/api/patients").json()["patients"]
+        page = client.get("/patients").text
+    states = {state["name"]: state for state in patient["inputs"]}
+    assert states["ct"]["instances"] == 2 and states["ct"]["validates"]
+    assert states["mr"]["instances"] == 0 and not states["mr"]["validates"]
+    assert "Modality = MR" in states["mr"]["needs"]
+    assert patient["last_arrival"] and not patient["complete"]
+    assert patient["key"] in page
+    assert HOSTILE not in page
+    if show:
+        assert patient["identifiers"]["PatientID"] == "SECRET-ID-42"
+        assert "SECRET-ID-42" in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    else:
+        assert patient["identifiers"] == {}
+        assert "SECRET-ID-42" not in page
+        assert "alert(1)" not in page
+
+
+def test_overview_counts_what_the_node_did(make_node, web_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    node = make_node(CTAndMRPipeline)
+    web = web_for(node)
+    send_ct(node.port, tmp_path / "ct")
+    wait_for(lambda: node.counters.received == 2, 30, "the instances")
+    with web.client() as client:
+        overview = client.get("/api/overview").json()
+        page = client.get("/").text
+    assert overview["counters"]["received"] == 2
+    assert overview["patients"] == 1
+    assert set(overview["queue"]) == {s.value for s in JobStatus if not s.is_terminal} | {"failed"}
+    assert "CTAndMRPipeline" in page

@@ -1,0 +1,74 @@
+"""Pipelines of the dashboard tests (importable by the processing workers)."""
+
+import time
+from pathlib import Path
+from typing import Any
+
+from dicomflow.dicom.grinders import list_grinder
+from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor
+
+FIRST_FAILURE = "first-attempt-failed"
+
+
+class AnyInstance(AbstractInput):
+    required_tags = ["SOPInstanceUID"]
+    image_grinder = staticmethod(list_grinder)
+
+
+class CTInput(AbstractInput):
+    required_tags = ["SOPInstanceUID", "PixelData"]
+    required_values = {"Modality": "CT"}
+
+
+class MRInput(AbstractInput):
+    required_tags = ["SOPInstanceUID"]
+    required_values = {"Modality": "MR"}
+
+
+def data_directory(processor: AbstractProcessor) -> Path:
+    """The node's data directory, from the round's working directory."""
+    return processor.working_directory.parents[2]
+
+
+class NapPipeline(AbstractPipeline):
+    """Takes 2 s, returns nothing."""
+
+    input = {"any": AnyInstance}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            time.sleep(2)
+            return []
+
+
+class FlakyPipeline(AbstractPipeline):
+    """Fails its first round ever (of this data directory), then succeeds."""
+
+    input = {"any": AnyInstance}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            marker = data_directory(self) / FIRST_FAILURE
+            if not marker.exists():
+                marker.touch()
+                raise ValueError("the first attempt fails <on purpose>")
+            return []
+
+
+class RaisingPipeline(FlakyPipeline):
+    """Always fails."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            print("<b>hostile log line</b>")
+            raise ValueError("segmentation model exploded")
+
+
+class CTAndMRPipeline(AbstractPipeline):
+    """Waits for a CT and an MR of the same patient."""
+
+    input = {"ct": CTInput, "mr": MRInput}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            return []
