@@ -41,6 +41,7 @@ class Series:
 
 
 SeriesFactory = Callable[..., Series]
+BUCKET = "cod-tests"  # the bucket of the S3 tests
 
 
 def make_series(directory: Path, count: int, **kwargs: Any) -> Series:

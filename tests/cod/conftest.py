@@ -15,9 +15,8 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from cod_support import Series, SeriesFactory, make_series
+from cod_support import BUCKET, Series, SeriesFactory, make_series
 
-BUCKET = "cod-tests"
 S3_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cod_support import SeriesFactory
+from cod_support import BUCKET, SeriesFactory
 
 from dicomflow.cod import CODObject
 from dicomflow.cod.layout import SeriesLayout, open_datastore
@@ -17,7 +17,9 @@ STUDY, SERIES = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
 RACER = """
 import sys, time
 from dicomflow.cod import CODObject
+from dicomflow.cod.layout import open_datastore
 from dicomflow.errors import LockAcquisitionError
+open_datastore(sys.argv[1])  # the filesystem's imports are done before the start
 start = float(sys.argv[2])
 while time.time() < start:
     time.sleep(0.001)
@@ -34,9 +36,16 @@ def _lock_path(datastore: str) -> str:
     return SeriesLayout(open_datastore(datastore)[1], STUDY, SERIES).lock
 
 
-def test_processes_racing_for_a_series_get_one_lock(tmp_path: Path) -> None:
-    datastore = str(tmp_path / "datastore")
-    start = time.time() + 2.0
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_processes_racing_for_a_series_get_one_lock(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if kind == "s3":  # the children find the server by AWS_ENDPOINT_URL, as users do
+        request.getfixturevalue("s3_endpoint")
+        datastore = f"s3://{BUCKET}/race-{tmp_path.name}"
+    else:
+        datastore = str(tmp_path / "datastore")
+    start = time.time() + (6.0 if kind == "s3" else 2.0)
     racers = [
         subprocess.Popen(
             [sys.executable, "-c", RACER, datastore, str(start), STUDY, SERIES],
