@@ -72,3 +72,13 @@ class CTAndMRPipeline(AbstractPipeline):
     class Processor(AbstractProcessor):
         def process(self, input_container: Any) -> Any:
             return []
+
+
+class ForwardingPipeline(AbstractPipeline):
+    """Returns its instances: they go to the endpoints."""
+
+    input = {"any": AnyInstance}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            return list(input_container["any"])
