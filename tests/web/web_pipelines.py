@@ -82,3 +82,20 @@ class ForwardingPipeline(AbstractPipeline):
     class Processor(AbstractProcessor):
         def process(self, input_container: Any) -> Any:
             return list(input_container["any"])
+
+
+class BrowserPipeline(AbstractPipeline):
+    """Takes 2 s; the first round of a patient whose PatientID starts with ``FLAKY`` then
+    fails (the next one succeeds)."""
+
+    input = {"any": AnyInstance}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            time.sleep(2)
+            [first, *_] = input_container["any"]
+            marker = data_directory(self) / FIRST_FAILURE
+            if str(first.PatientID).startswith("FLAKY") and not marker.exists():
+                marker.touch()
+                raise ValueError("the first attempt fails on purpose")
+            return []

@@ -133,8 +133,12 @@ async function refreshRegion(region) {
 async function submitAction(event) {
   const form = event.target.closest("form.action");
   if (!form) return;
+  if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+    return;
+  }
+  if (!refreshNow) return; // a page without live updates: post the form, see the flash message
   event.preventDefault();
-  if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
   const response = await fetch(form.action, {
     method: "POST",
     body: new FormData(form),
@@ -144,7 +148,7 @@ async function submitAction(event) {
   let answer = { ok: response.ok, message: response.statusText };
   try { answer = await response.json(); } catch (error) { /* not JSON */ }
   flash(answer.message || answer.detail || String(response.status), response.ok && answer.ok !== false);
-  if (refreshNow) await refreshNow();
+  await refreshNow();
 }
 
 let refreshNow = null;
@@ -163,5 +167,4 @@ document.addEventListener("DOMContentLoaded", () => {
   if (region) {
     refreshNow = every(LIVE_MS, () => refreshRegion(region));
   }
-  if (!refreshNow) refreshNow = async () => window.location.reload();
 });
