@@ -1,0 +1,114 @@
+"""Accept header negotiation for DICOMweb (PS3.18 8.7).
+
+A media range is ``type/subtype`` with parameters; for ``multipart/related`` the
+``type`` parameter names the media type of the parts and ``transfer-syntax`` the
+transfer syntax of their content (``*`` for any). No Accept header means ``*/*``.
+"""
+
+from dataclasses import dataclass, field
+
+from fastapi import HTTPException, Request, status
+
+MULTIPART = "multipart/related"
+
+
+@dataclass(frozen=True)
+class MediaRange:
+    """One element of an Accept header."""
+
+    media_type: str
+    parameters: dict[str, str] = field(default_factory=dict)
+    quality: float = 1.0
+
+    def covers(self, media_type: str) -> bool:
+        """Whether this range's ``type/subtype`` (with ``*`` wildcards) covers ``media_type``."""
+        return _covers(self.media_type, media_type)
+
+
+def parse_accept(header: str | None) -> list[MediaRange]:
+    """Return the ranges of an Accept header, best first; ``*/*`` when there is none."""
+    if not header or not header.strip():
+        return [MediaRange("*/*")]
+    ranges = [_parse_range(text) for text in _split(header, ",")]
+    kept = [r for r in ranges if r is not None and r.quality > 0]
+    return sorted(kept, key=lambda r: -r.quality)
+
+
+def _parse_range(text: str) -> MediaRange | None:
+    pieces = _split(text, ";")
+    if not pieces or "/" not in pieces[0]:
+        return None
+    parameters: dict[str, str] = {}
+    for piece in pieces[1:]:
+        name, _, value = piece.partition("=")
+        parameters[name.strip().lower()] = value.strip().strip('"')
+    try:
+        quality = float(parameters.pop("q", "1"))
+    except ValueError:
+        quality = 1.0
+    return MediaRange(pieces[0].strip().lower(), parameters, quality)
+
+
+def _split(text: str, separator: str) -> list[str]:
+    """Split on ``separator`` outside double quotes."""
+    pieces: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == separator and not quoted:
+            pieces.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    pieces.append("".join(current).strip())
+    return [piece for piece in pieces if piece]
+
+
+def _covers(pattern: str, media_type: str) -> bool:
+    kind, _, subtype = pattern.partition("/")
+    other_kind, _, other_subtype = media_type.partition("/")
+    return kind in ("*", other_kind) and subtype in ("*", "", other_subtype)
+
+
+def accepts_single(request: Request, *media_types: str) -> str:
+    """Return the first of ``media_types`` the request accepts as a single-part body.
+
+    Raises:
+        HTTPException: 406 naming what can be served.
+    """
+    for media_range in parse_accept(request.headers.get("accept")):
+        for media_type in media_types:
+            if media_range.covers(media_type):
+                return media_type
+    raise not_acceptable(", ".join(media_types))
+
+
+def accepts_multipart(
+    request: Request, part_type: str, transfer_syntaxes: set[str], default_type: str
+) -> bool:
+    """Whether the request accepts ``multipart/related`` parts of ``part_type`` whose
+    content is in every one of ``transfer_syntaxes``.
+
+    A range without ``type`` means ``default_type``; without ``transfer-syntax`` any
+    stored transfer syntax is served as it is.
+    """
+    for media_range in parse_accept(request.headers.get("accept")):
+        if media_range.media_type in ("*/*", "multipart/*"):
+            return True
+        if media_range.media_type != MULTIPART:
+            continue
+        wanted = media_range.parameters.get("type", default_type).lower()
+        syntax = media_range.parameters.get("transfer-syntax", "*")
+        if _covers(wanted, part_type) and (syntax == "*" or {syntax} >= transfer_syntaxes):
+            return True
+    return False
+
+
+def not_acceptable(offered: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_406_NOT_ACCEPTABLE,
+        f"None of the media types in the Accept header can be served; this resource is "
+        f"available as {offered}.",
+    )

@@ -1,0 +1,129 @@
+"""What every DICOMweb route needs: the archive reader, checked UIDs and URLs.
+
+Path parameters are checked against the DICOM UID grammar before anything else
+(HTTP 400 naming the parameter); unknown UIDs give 404; a node without an archive
+answers searches with no results and retrievals with 404.
+"""
+
+import logging
+
+from fastapi import HTTPException, Request, status
+
+from dicomflow.cod.query import ArchiveReader, SeriesDocument
+from dicomflow.dicom.keys import is_valid_uid, shorten
+from dicomflow.errors import CODIntegrityError, CODNotFoundError
+from dicomflow.web.context import WebContext
+
+logger = logging.getLogger(__name__)
+
+NO_ARCHIVE = "This node has no archive: set archive_datastore to serve DICOMweb retrievals."
+ROUTE_PREFIX = "/dicomweb"
+READER_STATE = "dicomweb_archive_reader"
+
+
+def archive_reader(request: Request) -> ArchiveReader | None:
+    """Return the reader of the node's archive (kept on the app), or None without one."""
+    context: WebContext = request.app.state.context
+    datastore = context.archive_datastore
+    if not datastore:
+        return None
+    reader: ArchiveReader | None = getattr(request.app.state, READER_STATE, None)
+    if reader is None or reader.datastore != datastore:
+        reader = ArchiveReader(datastore)
+        setattr(request.app.state, READER_STATE, reader)
+    return reader
+
+
+def required_reader(request: Request) -> ArchiveReader:
+    """The archive reader; 404 when the node has no archive."""
+    reader = archive_reader(request)
+    if reader is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NO_ARCHIVE)
+    return reader
+
+
+def checked_uid(value: str, name: str) -> str:
+    """Return ``value`` if it is a DICOM UID; else 400 naming the path parameter."""
+    if not is_valid_uid(value):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f'Path parameter {name} "{shorten(value)}" is not a valid DICOM UID.',
+        )
+    return value
+
+
+def series_document(request: Request, study: str, series: str) -> SeriesDocument:
+    """The records of a series; 400 for non-UIDs, 404 when it is not archived."""
+    checked_uid(study, "StudyInstanceUID")
+    checked_uid(series, "SeriesInstanceUID")
+    document = required_reader(request).document(study, series)
+    if document is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, f'Study "{study}" has no archived series "{series}".'
+        )
+    return document
+
+
+def instance_document(
+    request: Request, study: str, series: str, instance: str
+) -> tuple[SeriesDocument, str]:
+    """The records of the series holding an instance, and its UID (400 first, then 404)."""
+    checked_uid(instance, "SOPInstanceUID")
+    document = series_document(request, study, series)
+    return document, instance_in(document, instance)
+
+
+def study_documents(request: Request, study: str) -> list[SeriesDocument]:
+    """The records of every series of a study; 404 when none is archived."""
+    checked_uid(study, "StudyInstanceUID")
+    documents = required_reader(request).study_documents(study)
+    if not documents:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f'No archived study "{study}".')
+    return documents
+
+
+def instance_in(document: SeriesDocument, instance: str) -> str:
+    """``instance`` if the series holds it; 400 for a non-UID, 404 when absent."""
+    checked_uid(instance, "SOPInstanceUID")
+    if instance not in document.instances:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f'Series "{document.series_uid}" has no archived instance "{instance}".',
+        )
+    return instance
+
+
+def read_instance(reader: ArchiveReader, document: SeriesDocument, instance: str) -> bytes:
+    """An instance's bytes; 404 if it vanished, 500 with the reason if they are corrupt."""
+    try:
+        return reader.instance_bytes(document, instance)
+    except CODNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except (CODIntegrityError, OSError) as exc:
+        logger.error("instance %s cannot be read: %s", instance, exc)
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, str(exc)) from None
+
+
+def base_url(request: Request) -> str:
+    """The absolute URL of the DICOMweb root (``…/dicomweb``), from the Host header.
+
+    A Host header naming the server's own address without a port (dicomweb-client
+    sends one) gets the port the server listens on.
+    """
+    url = request.base_url
+    server = request.scope.get("server")
+    if url.port is None and server and url.hostname == server[0] and server[1]:
+        url = url.replace(port=int(server[1]))
+    return str(url).rstrip("/") + ROUTE_PREFIX
+
+
+def study_url(request: Request, study: str) -> str:
+    return f"{base_url(request)}/studies/{study}"
+
+
+def series_url(request: Request, study: str, series: str) -> str:
+    return f"{study_url(request, study)}/series/{series}"
+
+
+def instance_url(request: Request, study: str, series: str, instance: str) -> str:
+    return f"{series_url(request, study, series)}/instances/{instance}"

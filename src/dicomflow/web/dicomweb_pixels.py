@@ -1,0 +1,98 @@
+"""Pixel data for WADO-RS: frame bytes and their media types.
+
+Frames are read through the archive's offset tables (one ranged read per frame)
+when the instance has them; otherwise (one frame, big endian, deflated) the
+instance is read whole and its frames taken out with pydicom.
+"""
+
+import io
+from typing import Any
+
+import numpy as np
+from fastapi import HTTPException, status
+from pydicom import Dataset, dcmread
+from pydicom.encaps import generate_frames
+from pydicom.uid import UID
+
+from dicomflow.cod.query import ArchiveReader, SeriesDocument
+from dicomflow.errors import CODError, CODNotFoundError
+from dicomflow.web.dicomweb_archive import read_instance
+
+OCTET_STREAM = "application/octet-stream"
+IMPLICIT_LITTLE = "1.2.840.10008.1.2"
+FRAME_MEDIA_TYPES = {
+    "1.2.840.10008.1.2.5": "image/dicom-rle",
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.100": "video/mpeg2",
+    "1.2.840.10008.1.2.4.101": "video/mpeg2",
+    "1.2.840.10008.1.2.4.102": "video/mp4",
+    "1.2.840.10008.1.2.4.103": "video/mp4",
+    "1.2.840.10008.1.2.4.104": "video/mp4",
+    "1.2.840.10008.1.2.4.105": "video/mp4",
+    "1.2.840.10008.1.2.4.106": "video/mp4",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+}
+
+
+def transfer_syntax_of(metadata: dict[str, Any]) -> str:
+    """The stored transfer syntax of an instance (from its DICOM JSON file meta)."""
+    values = metadata.get("00020010", {}).get("Value") or [IMPLICIT_LITTLE]
+    return str(values[0])
+
+
+def is_native(syntax: str) -> bool:
+    """Whether pixel data in ``syntax`` is native (not encapsulated)."""
+    return not UID(syntax).is_encapsulated
+
+
+def frame_media_type(syntax: str) -> str:
+    """The media type of frames stored in ``syntax``."""
+    return OCTET_STREAM if is_native(syntax) else FRAME_MEDIA_TYPES.get(syntax, OCTET_STREAM)
+
+
+def read_frames(
+    reader: ArchiveReader, document: SeriesDocument, uid: str, numbers: list[int]
+) -> list[bytes]:
+    """The bytes of frames ``numbers`` (from 1) of an instance; 406 if they cannot be cut."""
+    record = document.instances[uid]
+    if record.get("offset_tables"):
+        try:
+            return [reader.frame_bytes(document, uid, n - 1) for n in numbers]
+        except CODNotFoundError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    ds = dcmread(io.BytesIO(read_instance(reader, document, uid)))
+    try:
+        every = _frames_of(ds)
+    except (CODError, ValueError) as exc:
+        raise HTTPException(
+            status.HTTP_406_NOT_ACCEPTABLE, f'Frames of instance "{uid}" cannot be served: {exc}'
+        ) from None
+    return [every[n - 1] for n in numbers]
+
+
+def _frames_of(ds: Dataset) -> list[bytes]:
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    syntax = ds.file_meta.TransferSyntaxUID
+    if syntax.is_encapsulated:
+        return list(generate_frames(ds.PixelData, number_of_frames=count))
+    bits = int(ds.BitsAllocated)
+    data = bytes(ds.PixelData)
+    if bits % 8:
+        if count > 1:
+            raise CODError(f"{count} frames of {bits}-bit pixels are not split")
+        return [data]
+    if not syntax.is_little_endian and bits > 8:
+        data = np.frombuffer(data, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
+    size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * bits // 8
+    return [data[k * size : (k + 1) * size] for k in range(count)]

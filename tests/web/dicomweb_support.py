@@ -1,0 +1,76 @@
+"""A node with an archive and its dashboard, and a DICOMweb client for it."""
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from dicomweb_client.api import DICOMwebClient
+from pydicom import Dataset
+from web_support import WebNode, serve_web
+
+from dicomflow.node.archive import ArchiveScheduler, Consumers
+from dicomflow.node.node import Node, wait_until
+from dicomflow.settings import build_settings
+
+
+@dataclass
+class ArchiveWeb:
+    """A running node that archives every series, with its dashboard."""
+
+    node: Node
+    web: WebNode
+
+    @property
+    def url(self) -> str:
+        return self.web.url
+
+    def client(self) -> DICOMwebClient:
+        return DICOMwebClient(
+            f"{self.web.url}/dicomweb", headers={"Authorization": f"Bearer {self.web.token}"}
+        )
+
+    def wait_archived(self, count: int, timeout_s: float = 30.0) -> None:
+        """Wait until QIDO-RS finds ``count`` instances."""
+        client = self.client()
+        if not wait_until(lambda: len(client.search_for_instances()) >= count, timeout_s):
+            found = len(client.search_for_instances())
+            raise AssertionError(f"{found} of {count} instances archived after {timeout_s}s")
+
+
+@contextmanager
+def archive_web(folder: Path) -> Iterator[ArchiveWeb]:
+    datastore = folder / "archive"
+    settings = build_settings(
+        port=0,
+        data_directory=folder / "data",
+        archive_datastore=str(datastore),
+        series_quiet_period_s=0.2,
+        queue_workers=1,
+    )
+    node = Node(
+        None, settings, Consumers(ArchiveScheduler(str(datastore), settings.resolved_queue_url()))
+    )
+    node.start()
+    web = serve_web(settings, node)
+    try:
+        yield ArchiveWeb(node, web)
+    finally:
+        web.server.stop()
+        node.stop()
+
+
+def encoded(ds: Dataset) -> bytes:
+    """The bytes dicomweb-client uploads for ``ds``."""
+    with io.BytesIO() as buffer:
+        pydicom.dcmwrite(buffer, ds)
+        return buffer.getvalue()
+
+
+def part10(ds: Dataset) -> Dataset:
+    """``ds`` as read back from a Part-10 file (with preamble and file meta)."""
+    with io.BytesIO() as buffer:
+        ds.save_as(buffer, enforce_file_format=True)
+        return pydicom.dcmread(io.BytesIO(buffer.getvalue()))

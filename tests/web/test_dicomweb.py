@@ -1,0 +1,282 @@
+"""DICOMweb over the archive with dicomweb-client as the client: store by STOW-RS, search
+by QIDO-RS, read back by WADO-RS."""
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import httpx
+import pydicom
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from dicomweb_support import ArchiveWeb, archive_web, encoded, part10
+from pydicom import Dataset
+from pydicom.data import get_testdata_file
+from pydicom.encaps import generate_frames
+from requests import HTTPError
+
+from dicomflow.dicom.factory import make_ct_series
+
+
+@pytest.fixture(scope="module")
+def uploads() -> dict[str, list[Dataset]]:
+    first = [part10(ds) for ds in make_ct_series(3, patient_id="WEB001", patient_name="Doe^Jane")]
+    second = make_ct_series(2, patient_id="WEB002", patient_name="Roe^Rick", modality="MR")
+    for ds in second:
+        ds.StudyDate = "20240315"
+    files = {name: pydicom.dcmread(get_testdata_file(f"{name}.dcm")) for name in TEST_FILES}
+    return {"first": first, "second": [part10(ds) for ds in second]} | {
+        name: [ds] for name, ds in files.items()
+    }
+
+
+TEST_FILES = ("CT_small", "rtdose", "SC_rgb_rle_2frame", "MR_small_jp2klossless")
+
+
+@pytest.fixture(scope="module")
+def archive(
+    tmp_path_factory: pytest.TempPathFactory, uploads: dict[str, list[Dataset]]
+) -> Iterator[ArchiveWeb]:
+    with archive_web(tmp_path_factory.mktemp("dicomweb")) as running:
+        client = running.client()
+        everything = [ds for datasets in uploads.values() for ds in datasets]
+        response = client.store_instances(everything)
+        assert len(response.ReferencedSOPSequence) == len(everything)
+        assert "FailedSOPSequence" not in response
+        running.wait_archived(len(everything))
+        yield running
+
+
+def _uids(ds: Dataset) -> tuple[str, str, str]:
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+
+
+def test_round_trip_gives_the_uploaded_bytes(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    client = archive.client()
+    for datasets in uploads.values():
+        for ds in datasets:
+            study, series, instance = _uids(ds)
+            url = f"{archive.url}/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+            assert client.retrieve_bulkdata(url) == [encoded(ds)]
+            back = client.retrieve_instance(study, series, instance)
+            assert back.SOPInstanceUID == instance
+            assert back.PixelData == ds.PixelData
+
+
+def test_series_and_study_retrieval(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    client = archive.client()
+    first = uploads["first"]
+    study, series, _ = _uids(first[0])
+    instances = client.retrieve_series(study, series)
+    assert [ds.InstanceNumber for ds in instances] == [1, 2, 3]
+    assert {ds.SOPInstanceUID for ds in client.retrieve_study(study)} == {
+        ds.SOPInstanceUID for ds in first
+    }
+
+
+def test_metadata_matches_and_points_at_bulk_data(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    client = archive.client()
+    ds = uploads["CT_small"][0]
+    study, series, instance = _uids(ds)
+    metadata = client.retrieve_instance_metadata(study, series, instance)
+    assert metadata["00100020"]["Value"] == [ds.PatientID]
+    assert metadata["00280010"]["Value"] == [ds.Rows]
+    assert not any(tag.startswith("0002") for tag in metadata)
+    bulk_uri = metadata["7FE00010"]["BulkDataURI"]
+    assert bulk_uri.startswith(f"{archive.url}/dicomweb/studies/{study}/")
+    assert client.retrieve_bulkdata(bulk_uri) == [ds.PixelData]
+    first = uploads["first"]
+    listed = client.retrieve_series_metadata(*_uids(first[0])[:2])
+    assert sorted(item["00200013"]["Value"][0] for item in listed) == [1, 2, 3]
+    assert len(client.retrieve_study_metadata(study)) == 1
+
+
+def test_frames_of_native_and_encapsulated_instances(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    client = archive.client()
+    dose = uploads["rtdose"][0]
+    size = dose.Rows * dose.Columns * dose.BitsAllocated // 8
+    frames = client.retrieve_instance_frames(*_uids(dose), frame_numbers=[1, 15])
+    assert frames == [dose.PixelData[:size], dose.PixelData[14 * size : 15 * size]]
+    octets = client.retrieve_instance_frames(
+        *_uids(dose), frame_numbers=[2], media_types=("application/octet-stream",)
+    )
+    assert octets == [dose.PixelData[size : 2 * size]]
+    rle = uploads["SC_rgb_rle_2frame"][0]
+    expected = list(generate_frames(rle.PixelData, number_of_frames=2))
+    assert client.retrieve_instance_frames(*_uids(rle), frame_numbers=[2, 1]) == expected[::-1]
+    with pytest.raises(HTTPError) as refused:
+        client.retrieve_instance_frames(
+            *_uids(rle), frame_numbers=[1], media_types=("application/octet-stream",)
+        )
+    assert refused.value.response.status_code == 406
+    single = uploads["CT_small"][0]
+    assert client.retrieve_instance_frames(*_uids(single), frame_numbers=[1]) == [single.PixelData]
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    assert data[:2] == b"\xff\xd8"
+    with av.open(io.BytesIO(data), format="mjpeg") as container:
+        frame = next(container.decode(video=0))
+        return frame.width, frame.height
+
+
+@pytest.mark.parametrize("name", ["CT_small", "MR_small_jp2klossless", "SC_rgb_rle_2frame"])
+def test_rendered_instances_decode(archive: ArchiveWeb, uploads, name: str) -> None:  # type: ignore[no-untyped-def]
+    ds = uploads[name][0]
+    rendered = archive.client().retrieve_instance_rendered(*_uids(ds), media_types=("image/jpeg",))
+    assert _jpeg_size(rendered) == (ds.Columns, ds.Rows)
+
+
+def test_rendered_links_of_the_dashboard(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    study, series, instance = _uids(uploads["first"][1])
+    base = f"/dicomweb/studies/{study}/series/{series}"
+    with archive.web.client() as http:
+        thumbnail = http.get(f"{base}/thumbnail")
+        rendered = http.get(f"{base}/instances/{instance}/rendered", params={"viewport": "32,32"})
+        windowed = http.get(
+            f"{base}/instances/{instance}/rendered", params={"window": "40,400,LINEAR"}
+        )
+        refused = http.get(f"{base}/thumbnail", headers={"Accept": "image/png"})
+    assert thumbnail.headers["content-type"] == "image/jpeg"
+    assert _jpeg_size(thumbnail.content) == (128, 128)
+    assert _jpeg_size(rendered.content) == (32, 32)
+    assert _jpeg_size(windowed.content) == (64, 64)
+    assert refused.status_code == 406
+
+
+def _values(results: list[dict], tag: str) -> list:  # type: ignore[type-arg]
+    return sorted(str(item[tag]["Value"][0]) for item in results if item.get(tag, {}).get("Value"))
+
+
+def test_study_search_filters(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    client = archive.client()
+    assert len(client.search_for_studies()) == 6
+    doe = client.search_for_studies(search_filters={"PatientName": "doe*"})
+    assert _values(doe, "00100020") == ["WEB001"]
+    assert doe[0]["00201208"]["Value"] == [3]
+    assert doe[0]["00201206"]["Value"] == [1]
+    assert doe[0]["00080061"]["Value"] == ["CT"]
+    assert doe[0]["00081190"]["Value"][0].endswith(str(uploads["first"][0].StudyInstanceUID))
+    march = client.search_for_studies(search_filters={"StudyDate": "20240301-20240331"})
+    assert _values(march, "00100020") == ["WEB002"]
+    since = client.search_for_studies(search_filters={"StudyDate": "20240101-"})
+    assert _values(since, "00100020") == ["WEB001", "WEB002"]
+    by_tag = client.search_for_studies(search_filters={"00100020": "WEB00?"})
+    assert len(by_tag) == 2
+    mr = client.search_for_studies(search_filters={"ModalitiesInStudy": "MR"})
+    assert {item["00100020"]["Value"][0] for item in mr} >= {"WEB002"}
+    paged = [
+        client.search_for_studies(limit=2, offset=offset)[0]["0020000D"]["Value"][0]
+        for offset in (0, 2, 4)
+    ]
+    assert len(set(paged)) == 3
+
+
+def test_series_and_instance_search(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    client = archive.client()
+    study, series, _ = _uids(uploads["first"][0])
+    found = client.search_for_series(study)
+    assert len(found) == 1
+    assert found[0]["00201209"]["Value"] == [3]
+    assert found[0]["0020000E"]["Value"] == [series]
+    mr = client.search_for_series(search_filters={"Modality": "MR"}, fields=["PatientID"])
+    assert {item["00100020"]["Value"][0] for item in mr} >= {"WEB002"}
+    instances = client.search_for_instances(study, series, search_filters={"InstanceNumber": 2})
+    assert _values(instances, "00080018") == [str(uploads["first"][1].SOPInstanceUID)]
+    paged = client.search_for_instances(study, series, limit=2, offset=1)
+    assert [item["00200013"]["Value"][0] for item in paged] == [2, 3]
+    everything = client.search_for_instances(search_filters={"PatientID": "WEB*"})
+    assert len(everything) == 5
+    assert "00100010" in everything[0]
+    with_all = client.search_for_instances(study, series, fields=["all"], limit=1)
+    assert "00280030" in with_all[0]
+    uid = str(uploads["first"][2].SOPInstanceUID)
+    assert len(client.search_for_instances(search_filters={"SOPInstanceUID": uid})) == 1
+
+
+BAD_PATHS = [
+    ("/dicomweb/studies/abc/series", "StudyInstanceUID"),
+    ("/dicomweb/studies/1.2.3/series/..%2F..%2Fetc/instances", "SeriesInstanceUID"),
+    ("/dicomweb/studies/1.2.3/series/1.2/instances/1.02/metadata", "SOPInstanceUID"),
+    ("/dicomweb/studies/1.2.3/series/1.2/instances/%00/rendered", "SOPInstanceUID"),
+    ("/dicomweb/studies/" + "1" * 65, "StudyInstanceUID"),
+    ("/dicomweb/studies/1.2.3./metadata", "StudyInstanceUID"),
+]
+
+
+@pytest.mark.parametrize(("path", "name"), BAD_PATHS)
+def test_path_parameters_that_are_not_uids_get_400(
+    archive: ArchiveWeb, path: str, name: str
+) -> None:
+    with archive.web.client() as http:
+        response = http.get(path)
+    assert response.status_code == 400
+    assert name in response.json()["detail"]
+
+
+def test_bad_queries_and_frame_lists_get_400(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    study, series, instance = _uids(uploads["rtdose"][0])
+    with archive.web.client() as http:
+        unknown = http.get("/dicomweb/studies", params={"NoSuchKeyword": "x"})
+        limit = http.get("/dicomweb/studies", params={"limit": "-1"})
+        frames = http.get(
+            f"/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/0,x"
+        )
+    assert unknown.status_code == limit.status_code == frames.status_code == 400
+    assert "NoSuchKeyword" in unknown.json()["detail"]
+    assert "frames" in frames.json()["detail"]
+
+
+def test_unknown_uids_get_404(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    study, series, instance = _uids(uploads["rtdose"][0])
+    paths = [
+        "/dicomweb/studies/1.2.3.4",
+        "/dicomweb/studies/1.2.3.4/metadata",
+        f"/dicomweb/studies/{study}/series/1.2.3.4",
+        f"/dicomweb/studies/{study}/series/{series}/instances/1.2.3.4",
+        f"/dicomweb/studies/{study}/series/{series}/instances/1.2.3.4/rendered",
+        f"/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/16",
+    ]
+    with archive.web.client() as http:
+        for path in paths:
+            assert http.get(path).status_code == 404, path
+        assert http.get("/dicomweb/studies", params={"PatientID": "nobody"}).json() == []
+
+
+def test_accept_negotiation(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    study, series, instance = _uids(uploads["CT_small"][0])
+    url = f"/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+    other_syntax = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2'
+    with archive.web.client() as http:
+        assert http.get(url, headers={"Accept": other_syntax}).status_code == 406
+        assert http.get(url, headers={"Accept": "application/dicom+xml"}).status_code == 406
+        assert http.get(f"{url}/metadata", headers={"Accept": "text/html"}).status_code == 406
+        assert http.get("/dicomweb/studies", headers={"Accept": "image/png"}).status_code == 406
+        same = http.get(url, headers={"Accept": other_syntax.replace("1.2.840.10008.1.2", "*")})
+    assert same.status_code == 200
+    assert same.headers["content-type"].startswith('multipart/related; type="application/dicom"')
+
+
+def test_without_an_archive_searches_are_empty_and_retrievals_404(tmp_path: Path, web_for) -> None:  # type: ignore[no-untyped-def]
+    from dicomflow.settings import build_settings
+
+    web = web_for(settings=build_settings(data_directory=tmp_path / "data"))
+    client = DICOMwebClient(f"{web.url}/dicomweb", headers={"Authorization": f"Bearer {web.token}"})
+    assert client.search_for_studies() == []
+    with web.client() as http:
+        missing = http.get("/dicomweb/studies/1.2.3/series/1.2.4/thumbnail")
+        upload = http.post(
+            "/dicomweb/studies",
+            content=b"--b\r\n\r\nx\r\n--b--",
+            headers={"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'},
+        )
+    assert missing.status_code == 404
+    assert "archive_datastore" in missing.json()["detail"]
+    assert upload.status_code == 503
+
+
+def test_unauthenticated_dicomweb_gets_401(archive: ArchiveWeb) -> None:
+    with httpx.Client(base_url=archive.url) as http:
+        assert http.get("/dicomweb/studies").status_code == 401
+        assert http.post("/dicomweb/studies", content=b"x").status_code == 401
