@@ -205,3 +205,21 @@ def test_overview_counts_what_the_node_did(make_node, web_for, tmp_path: Path) -
     assert overview["patients"] == 1
     assert set(overview["queue"]) == {s.value for s in JobStatus if not s.is_terminal} | {"failed"}
     assert "CTAndMRPipeline" in page
+
+
+@pytest.mark.parametrize("show", [False, True])
+def test_identifying_values_in_job_arguments_are_hashed_by_default(  # type: ignore[no-untyped-def]
+    web_for, tmp_path: Path, show: bool
+):
+    settings = build_settings(data_directory=tmp_path / "data", show_patient_identifiers=show)
+    web = web_for(settings=settings)
+    headers = {"PatientName": "Doe^Jane", "00100020": "ID-9", "Modality": "CT"}
+    job = enqueue(web, name="measure", kwargs={"headers": headers}, meta={"service": "svc"})
+    with web.client() as client:
+        page = client.get(f"/jobs/{job.id}").text
+        arguments = client.get(f"/api/jobs/{job.id}").json()["kwargs"]
+    for text in (page, arguments):
+        assert "CT" in text
+        assert ("Doe^Jane" in text) is show
+        assert ("ID-9" in text) is show
+        assert ("hidden; hash" in text) is not show

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from dicomflow.errors import DicomflowError
 from dicomflow.queue.job import Job, JobStatus
 from dicomflow.web.context import WebContext
+from dicomflow.web.privacy import redact
 from dicomflow.web.views import (
     answer,
     bad_request,
@@ -100,8 +101,9 @@ def job_row(job: Job) -> dict[str, Any]:
     }
 
 
-def job_detail(job: Job) -> dict[str, Any]:
-    """A job with everything its page shows."""
+def job_detail(job: Job, show: bool) -> dict[str, Any]:
+    """A job with everything its page shows (identifying values in its arguments, meta
+    and result hashed unless ``show``)."""
     return {
         **job_row(job),
         "function": job.function,
@@ -112,10 +114,14 @@ def job_detail(job: Job) -> dict[str, Any]:
         "worker": job.worker or "",
         "full_error": job.error or "",
         "log_tail": job.log_tail or "",
-        "kwargs": json.dumps(job.kwargs, indent=2, default=str),
-        "meta": json.dumps(job.meta, indent=2, default=str),
-        "result": json.dumps(job.result, indent=2, default=str),
+        "kwargs": _pretty(redact(job.kwargs, show)),
+        "meta": _pretty(redact(job.meta, show)),
+        "result": _pretty(redact(job.result, show)),
     }
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)
 
 
 def _filter(
@@ -162,13 +168,17 @@ def _job(request: Request, job_id: str) -> Job:
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(request: Request, job_id: str) -> HTMLResponse:
-    return render(request, "job.html", {"job": job_detail(_job(request, job_id))})
+    return render(request, "job.html", {"job": job_detail(_job(request, job_id), _show(request))})
 
 
 @router.get("/api/jobs/{job_id}")
 def job_json(request: Request, job_id: str) -> JSONResponse:
     """One job with its arguments, timings, log tail and error."""
-    return JSONResponse(job_detail(_job(request, job_id)))
+    return JSONResponse(job_detail(_job(request, job_id), _show(request)))
+
+
+def _show(request: Request) -> bool:
+    return context_of(request).settings.show_patient_identifiers
 
 
 @router.post("/jobs/{job_id}/retry")
