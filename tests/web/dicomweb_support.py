@@ -32,12 +32,15 @@ class ArchiveWeb:
             f"{self.web.url}/dicomweb", headers={"Authorization": f"Bearer {self.web.token}"}
         )
 
-    def wait_archived(self, count: int, timeout_s: float = 30.0) -> None:
-        """Wait until QIDO-RS finds ``count`` instances."""
+    def wait_archived(self, count: int, timeout_s: float = 30.0, **search_filters: str) -> None:
+        """Wait until QIDO-RS finds ``count`` instances (matching ``search_filters``)."""
         client = self.client()
-        if not wait_until(lambda: len(client.search_for_instances()) >= count, timeout_s):
-            found = len(client.search_for_instances())
-            raise AssertionError(f"{found} of {count} instances archived after {timeout_s}s")
+
+        def found() -> int:
+            return len(client.search_for_instances(search_filters=search_filters))
+
+        if not wait_until(lambda: found() >= count, timeout_s):
+            raise AssertionError(f"{found()} of {count} instances archived after {timeout_s}s")
 
 
 @contextmanager

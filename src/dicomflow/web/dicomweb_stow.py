@@ -114,7 +114,7 @@ async def _spool_body(request: Request, spool: IO[bytes]) -> int:
 
 def _too_large() -> HTTPException:
     return HTTPException(
-        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        status.HTTP_413_CONTENT_TOO_LARGE,
         f"The upload is larger than {MAX_UPLOAD_BYTES} bytes; send fewer instances per request.",
     )
 
