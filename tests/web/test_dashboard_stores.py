@@ -22,7 +22,8 @@ JSON = {"accept": "application/json"}
 def archived(tmp_path: Path) -> list[Dataset]:
     """A series with a hostile PatientName archived in ``tmp_path/archive``."""
     series = make_ct_series(3, rows=8, columns=8, patient_name=HOSTILE, patient_id="SECRET-7")
-    archive_series(str(write_series(series, tmp_path / "series")[0].parent), archive(tmp_path))
+    folder = write_series(series, tmp_path / "series")[0].parent
+    archive_series(input_dir=str(folder), datastore=archive(tmp_path))
     return series
 
 
