@@ -8,6 +8,7 @@ import pytest
 from web_pipelines import CTAndMRPipeline, RaisingPipeline
 
 from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.dicom.keys import value_key
 from dicomflow.queue.backend import open_backend
 from dicomflow.queue.job import Job, JobStatus
 from dicomflow.settings import build_settings
@@ -223,3 +224,17 @@ def test_identifying_values_in_job_arguments_are_hashed_by_default(  # type: ign
         assert ("Doe^Jane" in text) is show
         assert ("ID-9" in text) is show
         assert ("hidden; hash" in text) is not show
+
+
+def test_without_a_node_the_spool_folder_is_counted(web) -> None:  # type: ignore[no-untyped-def]
+    key = value_key("SECRET-ID-42")
+    folder = web.settings.data_directory / "spool" / "incoming" / key
+    folder.mkdir(parents=True)
+    for uid in ("1.2.3", "1.2.4"):
+        (folder / f"{uid}.dcm").write_bytes(b"DICM")
+    with web.client() as client:
+        [patient] = client.get("/api/patients").json()["patients"]
+        page = client.get("/patients").text
+    assert patient["key"] == key[:12] and patient["instances"] == 2
+    assert patient["last_arrival"]
+    assert "No node runs in this process" in page

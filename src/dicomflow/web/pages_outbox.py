@@ -38,8 +38,13 @@ def items(context: WebContext) -> list[dict[str, Any]]:
     root = outbox_root(context)
     if not root.is_dir():
         return []
-    folders = sorted(p for p in root.iterdir() if (p / DESTINATION).is_file())
-    return [_item(folder) for folder in folders]
+    found = []
+    for folder in sorted(p for p in root.iterdir() if (p / DESTINATION).is_file()):
+        try:
+            found.append(_item(folder))
+        except FileNotFoundError:  # delivered while being listed
+            continue
+    return found
 
 
 def _item(folder: Path) -> dict[str, Any]:

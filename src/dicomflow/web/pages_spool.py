@@ -86,7 +86,7 @@ def _on_disk(incoming: Path) -> list[dict[str, Any]]:
     for folder in sorted(incoming.iterdir()):
         if folder.is_dir() and is_key(folder.name):
             files = list(folder.glob("*.dcm"))
-            last = max((path.stat().st_mtime for path in files), default=None)
+            last = max((_mtime(path) for path in files), default=None)
             found.append(
                 {
                     "key": short_key(folder.name),
@@ -101,6 +101,13 @@ def _on_disk(incoming: Path) -> list[dict[str, Any]]:
                 }
             )
     return found
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # taken into a round while being listed
+        return 0.0
 
 
 @router.get("/patients", response_class=HTMLResponse)
