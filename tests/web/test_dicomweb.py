@@ -166,6 +166,9 @@ def test_study_search_filters(archive: ArchiveWeb, uploads) -> None:  # type: ig
     assert len(by_tag) == 2
     mr = client.search_for_studies(search_filters={"ModalitiesInStudy": "MR"})
     assert {item["00100020"]["Value"][0] for item in mr} >= {"WEB002"}
+    assert client.search_for_studies(search_filters={"PatientName": "Doe.*"}) == []
+    hostile = "*a" * 60 + "*b"  # no backtracking blow-up
+    assert client.search_for_studies(search_filters={"StudyDescription": hostile}) == []
     paged = [
         client.search_for_studies(limit=2, offset=offset)[0]["0020000D"]["Value"][0]
         for offset in (0, 2, 4)

@@ -155,10 +155,23 @@ def _matches_one(vr: str, wanted: str, value: Any) -> bool:
 
 
 def _wildcard(pattern: str, value: str) -> bool:
+    """``*`` (any run) and ``?`` (one character) matching, without regular expressions, in
+    at most len(pattern) x len(value) steps (no backtracking blow-up on hostile patterns)."""
     if "*" not in pattern and "?" not in pattern:
         return pattern == value
-    expression = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(expression, value, re.DOTALL) is not None
+    p = v = 0
+    star, resume = -1, 0
+    while v < len(value):
+        if p < len(pattern) and pattern[p] in ("?", value[v]):
+            p, v = p + 1, v + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, resume, p = p, v, p + 1
+        elif star >= 0:
+            resume += 1
+            p, v = star + 1, resume
+        else:
+            return False
+    return all(char == "*" for char in pattern[p:])
 
 
 def _in_range(vr: str, wanted: str, value: str) -> bool:
