@@ -150,6 +150,7 @@ class ArchiveReader:
     def document(self, study_uid: str, series_uid: str) -> SeriesDocument | None:
         """Return the records of one series, or None if it has no metadata."""
         layout = SeriesLayout(self.root, study_uid, series_uid)
+        self.fs.invalidate_cache()  # another process may have written since
         try:
             identity = _identity(self.fs.info(layout.metadata))
         except FileNotFoundError:
@@ -220,6 +221,7 @@ class ArchiveReader:
     def _listing(self) -> dict[tuple[str, str], tuple[Any, ...] | None]:
         """Return (study, series) -> metadata identity, from one recursive listing."""
         studies = f"{self.root}/studies"
+        self.fs.invalidate_cache()  # object stores cache listings; others write
         try:
             entries = self.fs.find(studies, detail=True)
         except FileNotFoundError:
