@@ -146,3 +146,9 @@ def test_unauthenticated_upload_gets_401(archive: ArchiveWeb) -> None:
     with httpx.Client(base_url=archive.url) as http:
         response = http.post("/dicomweb/studies", content=_body([]))
     assert response.status_code == 401
+
+
+def test_large_uploads_are_streamed(archive: ArchiveWeb) -> None:
+    series = [part10(ds) for ds in make_ct_series(3, rows=512, columns=512)]
+    answer = archive.client().store_instances(series)  # over 1 MB: chunked transfer encoding
+    assert len(answer.ReferencedSOPSequence) == 3
