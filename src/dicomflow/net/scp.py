@@ -18,6 +18,7 @@ from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicomflow import metrics
 from dicomflow.dicom.filemeta import encode_file_meta
 from dicomflow.dicom.integrity import decode_complete
 from dicomflow.errors import PortInUseError
@@ -117,6 +118,7 @@ class _Server(ThreadedAssociationServer):
         if self.policy.allows_ip(ip):
             return True
         logger.warning("refused connection from %s: IP address not in allowed_ips", ip)
+        metrics.rejected(metrics.REASON_IP)
         if self.on_refused is not None:
             self.on_refused("ip", ip)
         return False
@@ -168,6 +170,7 @@ class StoreSCP:
             (evt.EVT_RELEASED, self._handle_release),
             (evt.EVT_ABORTED, self._handle_release),
             (evt.EVT_REJECTED, self._handle_rejected),
+            (evt.EVT_ACCEPTED, _handle_accepted),
         ]
         try:
             server = self._ae.make_server(
@@ -196,12 +199,15 @@ class StoreSCP:
             event=event,
         )
         try:
+            metrics.BYTES_RECEIVED.inc(len(instance.raw))
             return self._on_store(instance)
         except MemoryError:
             logger.exception("association %s: out of memory storing an instance", id(assoc))
+            metrics.rejected(metrics.REASON_STORAGE_ERROR)
             return STATUS_OUT_OF_RESOURCES
         except Exception:
             logger.exception("association %s: storing an instance failed", id(assoc))
+            metrics.rejected(metrics.REASON_HANDLER_ERROR)
             return STATUS_FAILED
 
     def _handle_release(self, event: Any) -> None:
@@ -215,9 +221,15 @@ class StoreSCP:
     def _handle_rejected(self, event: Any) -> None:
         title = str(event.assoc.requestor.ae_title).strip()
         logger.warning("rejected association from AE title %r", title)
+        metrics.rejected(metrics.REASON_AE_TITLE)
         if self._on_refused is not None:
             self._on_refused("ae_title", title)
 
 
 def _handle_echo(event: Any) -> int:
+    metrics.ECHOES.inc()
     return STATUS_SUCCESS
+
+
+def _handle_accepted(event: Any) -> None:
+    metrics.ASSOCIATIONS.inc()

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 from pydicom import Dataset, dcmread
 
+from dicomflow import metrics
 from dicomflow.dicom.header import header_of
 from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import shorten, value_key
@@ -211,6 +212,7 @@ class Node:
                 "association %s: cannot decode instance: %s", instance.association_id, exc
             )
             self.counters.add("refused")
+            metrics.rejected(metrics.REASON_MALFORMED)
             return STATUS_CANNOT_UNDERSTAND
         return self._keep(instance, dataset, uid)
 
@@ -221,12 +223,14 @@ class Node:
         Each call is its own "association": the patient is checked once it is stored.
         """
         association_id = -next(self._uploads)
+        metrics.BYTES_RECEIVED.inc(len(encoded))
         try:
             dataset = decode_part10(encoded)
             uid = str(dataset.SOPInstanceUID)
         except Exception as exc:
             logger.warning("%s: cannot decode instance: %s", origin, exc)
             self.counters.add("refused")
+            metrics.rejected(metrics.REASON_MALFORMED)
             return STATUS_CANNOT_UNDERSTAND
         status = self._keep(_Upload(association_id, encoded), dataset, uid)
         self.trigger.released(association_id)
@@ -237,6 +241,7 @@ class Node:
         if not names and self.series is None:
             logger.info("instance %s matches no input of %s; not kept", shorten(uid), self.name)
             self.counters.add("discarded")
+            metrics.INSTANCES_DISCARDED.inc()
             return STATUS_SUCCESS
         patient_key = value_key(self._patient_value(dataset))
         try:
@@ -244,14 +249,17 @@ class Node:
         except InvalidKeyError as exc:
             logger.warning("association %s: refused instance: %s", instance.association_id, exc)
             self.counters.add("refused")
+            metrics.rejected(metrics.REASON_INVALID_VALUE)
             return STATUS_CANNOT_UNDERSTAND
         except SpoolError:
             logger.exception("instance %s: cannot store it durably", shorten(uid))
+            metrics.rejected(metrics.REASON_STORAGE_ERROR)
             return STATUS_OUT_OF_RESOURCES
         if names:
             self.collector.add(patient_key, names, uid, header_of(dataset), path)
             self.trigger.arrived(instance.association_id, patient_key)
         self.counters.add("received")
+        metrics.INSTANCES_RECEIVED.inc()
         return STATUS_SUCCESS
 
     def _store(
@@ -292,10 +300,13 @@ class Node:
 
     def _check_patient(self, patient_key: str) -> None:
         with self._round_lock:
+            arrivals = self.collector.arrivals(patient_key)
             members = self.collector.take_if_complete(patient_key)
             if members is None:
                 return
             job = self.rounds.create(self.name, patient_key, members)
+        last_arrival = arrivals[1] if arrivals else None
+        metrics.observe_stage(metrics.INPUTS_COMPLETE, last_arrival, job.created)
         count = sum(len(paths) for paths in members.values())
         logger.info(
             "round %s: patient %s complete with %d instance(s)",
@@ -318,6 +329,7 @@ class Node:
                 "round %s failed; inputs kept in %s: %s", job.round_id, target, outcome.error
             )
             return
+        self.rounds.processed(job, outcome.ended_at)
         (job.directory / DONE_MARKER).touch()
         self.counters.add("rounds_succeeded")  # before export: a delivery implies the count
         self._export(job)
@@ -333,7 +345,8 @@ class Node:
             if not folder.exists():
                 continue
             if entry["kind"] == "dicom":
-                self.outbox.add(f"{job.round_id}-{entry['folder']}", folder, entry)
+                timed = {**entry, "processed_at": job.processed_at}
+                self.outbox.add(f"{job.round_id}-{entry['folder']}", folder, timed)
             elif entry["kind"] == "archive":
                 archive_series(str(folder), entry["datastore"])
             else:

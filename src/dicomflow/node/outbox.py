@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dicomflow import metrics
 from dicomflow.net.address import Address
 from dicomflow.net.scu import send
 from dicomflow.node.spool import fsync_directory
@@ -105,11 +106,15 @@ class Outbox:
                 delay = self.backoff_s * 2 ** (attempt - 1)
                 if self._stop.wait(delay):
                     return False
+                metrics.EXPORT_RETRIES.inc()
             self._attempt(item, address, calling, remaining, attempt)
         if any(item.glob("*.dcm")):
             logger.warning("outbox %s: %s still unreachable; kept for later", item.name, address)
+            metrics.EXPORTS.labels(outcome="kept").inc()
             return False
         shutil.rmtree(item, ignore_errors=True)
+        metrics.EXPORTS.labels(outcome="delivered").inc()
+        metrics.observe_stage(metrics.ACKNOWLEDGED, destination.get("processed_at"))
         logger.info("outbox %s: delivered to %s", item.name, address)
         if self._on_delivered is not None:
             self._on_delivered(item)
@@ -125,9 +130,13 @@ class Outbox:
             logger.warning(
                 "outbox %s: attempt %d to %s failed: %s", item.name, attempt + 1, address, exc
             )
+            metrics.EXPORT_FAILURES.inc()
             return
         for path in acknowledged:
             path.unlink(missing_ok=True)
+        metrics.INSTANCES_EXPORTED.inc(len(acknowledged))
+        if len(acknowledged) < len(files):
+            metrics.EXPORT_FAILURES.inc()
         logger.info(
             "outbox %s: %d/%d instance(s) acknowledged by %s in %.2fs",
             item.name,

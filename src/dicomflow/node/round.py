@@ -39,8 +39,9 @@ class Round:
     patient_key: str
     inputs: dict[str, list[str]]
     directory: Path
-    created: float = field(default_factory=time.time)
+    created: float = field(default_factory=time.time)  # when its inputs were complete
     attempts: int = 0
+    processed_at: float | None = None  # when its job ended (epoch s), once it has
 
     @property
     def instances_dir(self) -> Path:
@@ -156,6 +157,12 @@ class RoundStore:
                 moved += 1
             shutil.rmtree(partial)
         return moved
+
+    def processed(self, job: Round, ended_at: float | None) -> None:
+        """Record in the round's manifest when its job ended (for the export latency,
+        also after a restart)."""
+        job.processed_at = time.time() if ended_at is None else ended_at
+        _write_manifest(job.directory, job)
 
     def finish(self, job: Round) -> None:
         """Remove a round whose processing succeeded (its inputs are consumed)."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from dicomflow import metrics
 from dicomflow.net.address import Address
 from dicomflow.node.output import OUTPUT_MANIFEST
 from dicomflow.node.reference import PipelineRef
@@ -40,6 +41,7 @@ class Outcome:
     ok: bool
     error: str = ""
     duration_s: float = 0.0
+    ended_at: float | None = None
 
 
 class Runner:
@@ -99,7 +101,11 @@ class Runner:
     def _ended(self, job: Round, ended: Job) -> None:
         self.relay_log(job, ended)
         duration = (ended.ended_at or 0.0) - (ended.started_at or ended.ended_at or 0.0)
-        self._on_done(job, Outcome(*_diagnose(job, ended), duration_s=duration))
+        if ended.started_at is not None:  # not when canceled before a worker took it
+            metrics.observe_stage(metrics.JOB_STARTED, job.created, ended.started_at)
+            metrics.observe_stage(metrics.JOB_FINISHED, ended.started_at, ended.ended_at)
+        outcome = Outcome(*_diagnose(job, ended), duration_s=duration, ended_at=ended.ended_at)
+        self._on_done(job, outcome)
 
     def relay_log(self, job: Round, ended: Job) -> None:
         """Copy the job's captured output, whatever its size, into the node's log and into

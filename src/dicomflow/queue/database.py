@@ -18,6 +18,14 @@ from dicomflow.queue.job import PRIORITY_ORDER, Job, JobStatus, Priority
 
 BUSY_TIMEOUT_S = 60.0
 
+#: A job's kind, as SQL: ``meta.kind``, else ``service`` for a registry service's job
+#: (its meta names the service), else ``other``. Indexed with the status, so that
+#: counting jobs per status and kind reads the index only.
+KIND = (
+    "COALESCE(NULLIF(json_extract(meta, '$.kind'), ''),"
+    " CASE WHEN json_type(meta, '$.service') IS NOT NULL THEN 'service' ELSE 'other' END)"
+)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -50,6 +58,7 @@ CREATE INDEX IF NOT EXISTS jobs_running ON jobs (worker_session) WHERE status = 
 CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
 CREATE INDEX IF NOT EXISTS jobs_status_created ON jobs (status, created_at);
+CREATE INDEX IF NOT EXISTS jobs_status_kind ON jobs (status, {kind});
 CREATE TABLE IF NOT EXISTS dependencies (
     job_id TEXT NOT NULL,
     depends_on TEXT NOT NULL,
@@ -64,7 +73,7 @@ CREATE TABLE IF NOT EXISTS workers (
     started_at REAL NOT NULL,
     heartbeat REAL NOT NULL
 );
-"""
+""".replace("{kind}", KIND)
 
 COLUMNS = (
     "id, seq, name, function, kwargs, priority, timeout_s, depends_on, allow_dependency_failure,"

@@ -20,6 +20,7 @@ from dicomflow.errors import QueueError, UnknownDependencyError
 from dicomflow.queue import graph
 from dicomflow.queue.database import (
     COLUMNS,
+    KIND,
     connect,
     job_values,
     next_seq,
@@ -88,6 +89,15 @@ class EmbeddedBackend:
         with self._lock:
             rows = self._connection.execute(query, (*values, limit)).fetchall()
         return [row_to_job(row) for row in rows]
+
+    def counts(self) -> dict[tuple[JobStatus, str], int]:
+        """How many jobs are in each status, per kind (``meta["kind"]``; ``"service"`` for
+        jobs naming a registry service; ``"other"``), read from an index."""
+        self.recover()
+        query = f"SELECT status, {KIND} AS kind, COUNT(*) FROM jobs GROUP BY status, kind"
+        with self._lock:
+            rows = self._connection.execute(query).fetchall()
+        return {(JobStatus(status), str(kind)): int(count) for status, kind, count in rows}
 
     def cancel(self, job_id: str) -> Job:
         with self._lock, transaction(self._connection) as connection:

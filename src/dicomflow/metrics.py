@@ -1,0 +1,143 @@
+"""The node's Prometheus metrics: what it received, refused, ran and exported, and how
+long each stage of a round took.
+
+The metric objects live in :data:`REGISTRY`, a registry of dicomflow's own (not
+prometheus_client's process-global default): ``/metrics`` serves exactly this
+registry plus the job gauges computed when it is scraped (see
+:mod:`dicomflow.web.metrics`), and a collector bound to one queue can be added to a
+scrape without ever being registered twice in a shared registry. Counters count
+for the whole process, which is what Prometheus scrapes; they are the one kind of
+module-level state the package allows, because instrumented code (SCP threads,
+the outbox, the job watcher) records into them without any object passed down.
+Jobs run in worker processes, possibly on other machines, so job counts are never
+counted here: they are read from the queue at scrape time.
+"""
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+#: Stage names of :data:`STAGE_LATENCY`, each named by the event that ends it.
+INPUTS_COMPLETE = "inputs_complete"  # last instance received -> the inputs are complete
+JOB_STARTED = "job_started"  # inputs complete -> a worker started the job
+JOB_FINISHED = "job_finished"  # job started -> job ended
+ACKNOWLEDGED = "acknowledged"  # job ended -> the endpoint acknowledged the results
+STAGES = (INPUTS_COMPLETE, JOB_STARTED, JOB_FINISHED, ACKNOWLEDGED)
+
+#: From milliseconds (a C-STORE round trip) to hours (a long model run or a peer down).
+LATENCY_BUCKETS = (
+    *(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+    *(1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
+    *(1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0),
+)
+
+#: Values of the ``reason`` label of :data:`REJECTIONS`.
+REASON_AE_TITLE = "ae_title"  # association from a calling AE title not allowed
+REASON_IP = "ip"  # connection from an IP address not allowed
+REASON_MALFORMED = "malformed"  # an instance that cannot be decoded
+REASON_INVALID_VALUE = "invalid_value"  # a value (the patient identifier) unusable as a key
+REASON_STORAGE_ERROR = "storage_error"  # the instance could not be stored durably
+REASON_HANDLER_ERROR = "handler_error"  # storing failed unexpectedly
+REASONS = (
+    REASON_AE_TITLE,
+    REASON_IP,
+    REASON_MALFORMED,
+    REASON_INVALID_VALUE,
+    REASON_STORAGE_ERROR,
+    REASON_HANDLER_ERROR,
+)
+
+INSTANCES_RECEIVED = Counter(
+    "dicomflow_instances_received",
+    "Instances received (by C-STORE or upload) and stored durably.",
+    registry=REGISTRY,
+)
+INSTANCES_DISCARDED = Counter(
+    "dicomflow_instances_discarded",
+    "Instances acknowledged but not kept: they match no input of the pipeline.",
+    registry=REGISTRY,
+)
+BYTES_RECEIVED = Counter(
+    "dicomflow_received_bytes",
+    "Bytes of instance data received by C-STORE or upload.",
+    registry=REGISTRY,
+)
+ASSOCIATIONS = Counter(
+    "dicomflow_associations",
+    "DICOM associations accepted.",
+    registry=REGISTRY,
+)
+ECHOES = Counter(
+    "dicomflow_echoes",
+    "C-ECHO requests answered.",
+    registry=REGISTRY,
+)
+REJECTIONS = Counter(
+    "dicomflow_rejections",
+    "Associations, connections and instances refused, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+EXPORT_RETRIES = Counter(
+    "dicomflow_export_retries",
+    "Attempts to send results to an endpoint after the first attempt of a delivery.",
+    registry=REGISTRY,
+)
+EXPORT_FAILURES = Counter(
+    "dicomflow_export_failures",
+    "Attempts to send results to an endpoint that failed (the endpoint was unreachable"
+    " or refused).",
+    registry=REGISTRY,
+)
+EXPORTS = Counter(
+    "dicomflow_exports",
+    "Outbox items handled: delivered completely, or kept for later after every retry.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+INSTANCES_EXPORTED = Counter(
+    "dicomflow_instances_exported",
+    "Result instances acknowledged by an endpoint.",
+    registry=REGISTRY,
+)
+STAGE_LATENCY = Histogram(
+    "dicomflow_stage_latency_seconds",
+    "Time each stage of a round took: last instance -> inputs complete (inputs_complete)"
+    " -> job started (job_started) -> job finished (job_finished) -> results"
+    " acknowledged by the endpoint (acknowledged).",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+for _stage in STAGES:  # every stage is exposed from the start, with zero observations
+    STAGE_LATENCY.labels(stage=_stage)
+for _outcome in ("delivered", "kept"):
+    EXPORTS.labels(outcome=_outcome)
+for _reason in REASONS:
+    REJECTIONS.labels(reason=_reason)
+
+
+def observe_stage(stage: str, since: float | None, until: float | None = None) -> None:
+    """Record that ``stage`` took from ``since`` to ``until`` (epoch seconds; now by
+    default). Nothing is recorded when ``since`` is unknown; a negative span (clocks of
+    two machines) counts as zero."""
+    if since is None:
+        return
+    end = time.time() if until is None else until
+    STAGE_LATENCY.labels(stage=stage).observe(max(end - since, 0.0))
+
+
+def rejected(reason: str) -> None:
+    """Count one refusal for ``reason`` (one of the ``REASON_*`` values)."""
+    REJECTIONS.labels(reason=reason).inc()
+
+
+__all__ = ["REGISTRY", "STAGES", "observe_stage", "rejected"]

@@ -1,0 +1,178 @@
+"""``/metrics``: a real node receives from dcmtk ``storescu``, runs a round and exports to
+dcmtk ``storescp``; the scrape shows each step. Counters are process-wide, so the tests
+compare scrapes taken before and after."""
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pydicom
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from web_support import WebNode
+
+from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.metrics import STAGES
+from dicomflow.queue.embedded import EmbeddedBackend
+from dicomflow.queue.function import load_module_from_file
+from dicomflow.queue.job import Job, JobStatus
+from dicomflow.settings import build_settings
+from dicomflow.web.metrics import kind_of
+from support import StoreSCPPeer, free_port, storescu, wait_for, wait_for_port
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+PeerStarter = Callable[[int], Path]
+
+
+def sample_pipelines() -> ModuleType:
+    """The node tests' pipelines (importable by file, as the workers import them)."""
+    loaded = sys.modules.get("sample_pipelines")
+    path = Path(__file__).parents[1] / "node" / "sample_pipelines.py"
+    return loaded or load_module_from_file(str(path), "sample_pipelines")
+
+
+def scrape(web: WebNode) -> Samples:
+    with web.client() as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def stage(samples: Samples, name: str, suffix: str) -> float:
+    return value(samples, f"dicomflow_stage_latency_seconds_{suffix}", stage=name)
+
+
+@pytest.fixture
+def storescp_on(tmp_path: Path) -> Iterator[PeerStarter]:
+    """Start dcmtk ``storescp`` on a given port (an endpoint that was down comes up)."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int) -> Path:
+        folder = tmp_path / "pacs"
+        folder.mkdir(exist_ok=True)
+        command = ["storescp", "-aet", "PACS", "-od", str(folder), "+xa", str(port)]
+        processes.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+        wait_for_port(port)
+        return folder
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_a_round_is_counted_from_reception_to_acknowledgement(
+    make_node: Any, web_for: Any, storescp: StoreSCPPeer, tmp_path: Path
+) -> None:
+    pipelines = sample_pipelines()
+    node = make_node(
+        pipelines.CopyPipeline, endpoints=[storescp.endpoint()], allowed_ae_titles=["STORESCU"]
+    )
+    web = web_for(node)
+    before = scrape(web)
+    files = write_series(make_ct_series(3), tmp_path / "series")
+    storescu(node.port, files)
+    refused = storescu(node.port, files[:1], aet="INTRUDER", check=False)
+    assert refused.returncode != 0
+    wait_for(lambda: node.counters.delivered == 1, 60, "the results to be delivered")
+    after = scrape(web)
+
+    assert delta(before, after, "dicomflow_instances_received_total") == 3
+    pixels = sum(len(pydicom.dcmread(path).PixelData) for path in files)
+    assert delta(before, after, "dicomflow_received_bytes_total") >= pixels
+    assert delta(before, after, "dicomflow_associations_total") == 1
+    assert delta(before, after, "dicomflow_rejections_total", reason="ae_title") == 1
+    assert delta(before, after, "dicomflow_rejections_total", reason="malformed") == 0
+    assert delta(before, after, "dicomflow_exports_total", outcome="delivered") == 1
+    assert delta(before, after, "dicomflow_instances_exported_total") == 3
+    assert delta(before, after, "dicomflow_export_retries_total") == 0
+    for name in STAGES:
+        assert stage(after, name, "count") - stage(before, name, "count") == 1, name
+        assert stage(after, name, "sum") >= stage(before, name, "sum"), name
+    assert value(after, "dicomflow_jobs", status="finished", kind="pipeline") == 1
+    assert value(after, "dicomflow_jobs", status="failed", kind="pipeline") == 0
+    assert value(after, "dicomflow_queue_depth") == 0
+    assert value(after, "dicomflow_queue_up") == 1
+    assert value(after, "process_resident_memory_bytes") > 0
+
+
+def test_export_retries_and_the_wait_for_the_endpoint_survive_a_restart(
+    make_node: Any, web_for: Any, storescp_on: PeerStarter, tmp_path: Path
+) -> None:
+    """The endpoint is down: the retries are counted and the results kept; the node
+    restarts, the endpoint comes up, and the latency to the acknowledgement covers the
+    whole wait (the round's end time was kept on disk)."""
+    pipelines = sample_pipelines()
+    port = free_port()
+    settings = {"endpoints": [f"PACS@127.0.0.1:{port}"], "export_backoff_s": 0.05}
+    first = make_node(pipelines.CopyPipeline, export_retries=2, **settings)
+    web = web_for(first)
+    before = scrape(web)
+    storescu(first.port, write_series(make_ct_series(2), tmp_path / "series"))
+    wait_for(
+        lambda: delta(before, scrape(web), "dicomflow_exports_total", outcome="kept") == 1,
+        30,
+        "the results to be kept for later",
+    )
+    kept = scrape(web)
+    assert delta(before, kept, "dicomflow_export_retries_total") == 2
+    assert delta(before, kept, "dicomflow_export_failures_total") == 3
+    assert stage(kept, "acknowledged", "count") == stage(before, "acknowledged", "count")
+    first.stop()
+    time.sleep(0.5)
+    pacs = storescp_on(port)
+    second = make_node(pipelines.CopyPipeline, **settings)
+    wait_for(lambda: second.counters.delivered == 1, 30, "the delivery after the restart")
+    assert len(list(pacs.iterdir())) == 2
+    after = scrape(web)
+    assert delta(kept, after, "dicomflow_exports_total", outcome="delivered") == 1
+    assert stage(after, "acknowledged", "count") - stage(kept, "acknowledged", "count") == 1
+    waited = stage(after, "acknowledged", "sum") - stage(kept, "acknowledged", "sum")
+    assert waited >= 0.5 + 0.05 + 0.1, "the wait includes the downtime and the backoffs"
+
+
+def test_jobs_by_status_and_kind_are_read_from_each_queue(tmp_path: Path, web_for: Any) -> None:
+    """Two dashboards in one process, each counting the jobs of its own queue."""
+    first = build_settings(data_directory=tmp_path / "first")
+    second = build_settings(data_directory=tmp_path / "second")
+    queue = EmbeddedBackend(first.resolved_queue_url())
+    try:
+        parent = queue.enqueue(Job(function="os:getcwd", meta={"kind": "pipeline"}))
+        queue.enqueue(Job(function="os:getcwd", meta={"service": "s"}, depends_on=[parent.id]))
+        queue.enqueue(Job(function="os:getcwd", meta={"kind": "archive"}))
+        queue.cancel(queue.enqueue(Job(function="os:getcwd", meta={"kind": "archive"})).id)
+        queue.enqueue(Job(function="os:getcwd"))
+        tally = Counter((job.status, kind_of(job)) for job in queue.jobs())
+        assert queue.counts() == dict(tally), "the SQL kinds are the web layer's kinds"
+    finally:
+        queue.close()
+    one, two = scrape(web_for(settings=first)), scrape(web_for(settings=second))
+    assert value(one, "dicomflow_jobs", status="queued", kind="pipeline") == 1
+    assert value(one, "dicomflow_jobs", status="deferred", kind="service") == 1
+    assert value(one, "dicomflow_jobs", status="queued", kind="archive") == 1
+    assert value(one, "dicomflow_jobs", status="canceled", kind="archive") == 1
+    assert value(one, "dicomflow_jobs", status="queued", kind="other") == 1
+    assert value(one, "dicomflow_queue_depth") == 4
+    assert value(two, "dicomflow_queue_depth") == 0
+    assert value(two, "dicomflow_jobs", status=JobStatus.QUEUED.value, kind="pipeline") == 0
+    assert ("dicomflow_jobs", (("kind", "pipeline"), ("status", "queued"))) in two
