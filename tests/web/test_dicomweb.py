@@ -220,15 +220,23 @@ def test_path_parameters_that_are_not_uids_get_400(
 
 def test_bad_queries_and_frame_lists_get_400(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
     study, series, instance = _uids(uploads["rtdose"][0])
+    base = f"/dicomweb/studies/{study}/series/{series}/instances/{instance}"
     with archive.web.client() as http:
         unknown = http.get("/dicomweb/studies", params={"NoSuchKeyword": "x"})
-        limit = http.get("/dicomweb/studies", params={"limit": "-1"})
-        frames = http.get(
-            f"/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/0,x"
-        )
-    assert unknown.status_code == limit.status_code == frames.status_code == 400
-    assert "NoSuchKeyword" in unknown.json()["detail"]
-    assert "frames" in frames.json()["detail"]
+        assert "NoSuchKeyword" in unknown.json()["detail"]
+        for params in ({"limit": "-1"}, {"offset": "\u00b2"}, {"includefield": "Nope"}):
+            assert http.get("/dicomweb/studies", params=params).status_code == 400, params
+        for frames in ("0,x", "0", "\u00b2", "1,,2", "1" * 40):
+            answer = http.get(f"{base}/frames/{frames}")
+            assert answer.status_code == 400, frames
+            assert "frames" in answer.json()["detail"]
+        for tag in ("..x", "..%2Fx", "7FE00010%2F.."):
+            assert http.get(f"{base}/bulkdata/{tag}").status_code == 400, tag
+        assert http.get(f"{base}/frames/1%2F..").status_code == 400
+        for window in ("nan,1", "40", "a,b"):
+            rendered = http.get(f"{base}/rendered", params={"window": window})
+            assert rendered.status_code == 400, window
+    assert unknown.status_code == 400
 
 
 def test_unknown_uids_get_404(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, HTTPException, Request, status
 
+from dicomflow.dicom.keys import shorten
 from dicomflow.web import dicomweb_qido, dicomweb_render, dicomweb_stow, dicomweb_wado
 from dicomflow.web.dicomweb_archive import ROUTE_PREFIX, checked_uid
 
@@ -42,4 +43,17 @@ def unknown_resource(request: Request, rest: str) -> None:
     for name, value in pairwise(segments):
         if name in UID_AFTER:
             checked_uid(value, UID_AFTER[name])
+        elif name in ("frames", "bulkdata"):
+            _check_value(name, value)
     raise HTTPException(status.HTTP_404_NOT_FOUND, f'No DICOMweb resource "{rest[:80]}".')
+
+
+def _check_value(name: str, value: str) -> None:
+    """A ``frames`` or ``bulkdata`` path parameter that breaks its grammar: 400."""
+    pattern = dicomweb_wado.TAG if name == "bulkdata" else dicomweb_wado.FRAME_LIST
+    if not pattern.fullmatch(value):
+        parameter = "tag" if name == "bulkdata" else "frames"
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f'Path parameter {parameter} "{shorten(value)}" is not valid.',
+        )

@@ -119,7 +119,7 @@ def _add_includes(query: Query, value: str) -> None:
 
 
 def _count(name: str, value: str) -> int:
-    if not value.isdigit() or int(value) > MAX_LIMIT:
+    if not re.fullmatch(r"[0-9]{1,9}", value) or int(value) > MAX_LIMIT:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
             f'Query parameter {name} "{shorten(value)}" is not a whole number up to {MAX_LIMIT}.',

@@ -10,6 +10,7 @@ one, else its middle instance's first frame. JPEG encoding needs PyAV (the
 
 import importlib.util
 import io
+import math
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Request, status
@@ -145,6 +146,8 @@ def _pair(name: str, text: str, allow_function: bool = False) -> tuple[float, fl
         pieces = pieces[:2]
     try:
         first, second = (float(piece) for piece in pieces)
+        if not (math.isfinite(first) and math.isfinite(second)):
+            raise ValueError(text)
     except ValueError:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,

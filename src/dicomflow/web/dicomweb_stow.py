@@ -12,6 +12,7 @@ a part that is not ``application/dicom``). 200: all stored; 202: some failed;
 
 import io
 import mmap
+import re
 import tempfile
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
@@ -97,7 +98,8 @@ def _parameter(parameters: str, name: str) -> str | None:
 
 
 def _check_declared_size(length: str | None) -> None:
-    if length is not None and length.strip().isdigit() and int(length) > MAX_UPLOAD_BYTES:
+    declared = (length or "").strip()
+    if re.fullmatch(r"[0-9]{1,20}", declared) and int(declared) > MAX_UPLOAD_BYTES:
         raise _too_large()
 
 

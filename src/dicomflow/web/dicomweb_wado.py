@@ -9,6 +9,7 @@ of encapsulated ones, with their media type (``image/jpeg``, ``image/jp2``…).
 """
 
 import io
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydicom import dcmread
 
 from dicomflow.cod.query import SeriesDocument, instance_number
+from dicomflow.dicom.keys import shorten
 from dicomflow.web import dicomweb_multipart as multipart
 from dicomflow.web.dicomweb_accept import accepts_multipart, accepts_single, not_acceptable
 from dicomflow.web.dicomweb_archive import (
@@ -33,7 +35,6 @@ from dicomflow.web.dicomweb_pixels import (
     read_frames,
     transfer_syntax_of,
 )
-from dicomflow.web.dicomweb_query import attribute_tag
 
 router = APIRouter()
 
@@ -42,6 +43,9 @@ DICOM_JSON = "application/dicom+json"
 OCTET_STREAM = "application/octet-stream"
 EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 PREFIX = "/studies/{study}/series/{series}/instances/{instance}"
+FRAME_NUMBER = re.compile(r"0*[1-9][0-9]{0,8}")
+FRAME_LIST = re.compile(r"0*[1-9][0-9]{0,8}(,0*[1-9][0-9]{0,8})*")
+TAG = re.compile(r"[0-9A-Fa-f]{8}")
 
 
 @router.get("/studies/{study}")
@@ -99,7 +103,12 @@ def retrieve_bulkdata(
     request: Request, study: str, series: str, instance: str, tag: str
 ) -> StreamingResponse:
     document, uid = instance_document(request, study, series, instance)
-    wanted = attribute_tag(tag)
+    if not TAG.fullmatch(tag):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f'Path parameter tag "{shorten(tag)}" is not a tag of 8 hexadecimal digits.',
+        )
+    wanted = tag.upper()
     if not accepts_multipart(request, OCTET_STREAM, set(), OCTET_STREAM):
         raise not_acceptable(f'multipart/related; type="{OCTET_STREAM}"')
     data = read_instance(required_reader(request), document, uid)
@@ -114,10 +123,10 @@ def retrieve_bulkdata(
 def frame_numbers(text: str, count: int, uid: str) -> list[int]:
     """The 1-based frame numbers of a ``frames`` path parameter; 400 or 404 if wrong."""
     pieces = text.split(",")
-    if not all(piece.strip().isdigit() and int(piece) > 0 for piece in pieces):
+    if not all(FRAME_NUMBER.fullmatch(piece.strip()) for piece in pieces):
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST,
-            f'Path parameter frames "{text[:40]}" is not a list of frame numbers from 1.',
+            f'Path parameter frames "{shorten(text)}" is not a list of frame numbers from 1.',
         )
     numbers = [int(piece) for piece in pieces]
     if max(numbers) > count:
