@@ -138,11 +138,20 @@ def test_rendered_links_of_the_dashboard(archive: ArchiveWeb, uploads) -> None: 
             f"{base}/instances/{instance}/rendered", params={"window": "40,400,LINEAR"}
         )
         refused = http.get(f"{base}/thumbnail", headers={"Accept": "image/png"})
+        rle = _uids(uploads["SC_rgb_rle_2frame"][0])
+        rle_base = f"/dicomweb/studies/{rle[0]}/series/{rle[1]}/instances/{rle[2]}"
+        second_frame = http.get(f"{rle_base}/frames/2/rendered")
+        browser = http.get(f"{rle_base}/thumbnail", headers={"Accept": BROWSER_ACCEPT})
     assert thumbnail.headers["content-type"] == "image/jpeg"
     assert _jpeg_size(thumbnail.content) == (128, 128)
     assert _jpeg_size(rendered.content) == (32, 32)
     assert _jpeg_size(windowed.content) == (64, 64)
     assert refused.status_code == 406
+    assert _jpeg_size(second_frame.content) == (100, 100)
+    assert _jpeg_size(browser.content) == (128, 128)
+
+
+BROWSER_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 
 
 def _values(results: list[dict], tag: str) -> list:  # type: ignore[type-arg]
@@ -265,6 +274,9 @@ def test_accept_negotiation(archive: ArchiveWeb, uploads) -> None:  # type: igno
         assert http.get(f"{url}/metadata", headers={"Accept": "text/html"}).status_code == 406
         assert http.get("/dicomweb/studies", headers={"Accept": "image/png"}).status_code == 406
         same = http.get(url, headers={"Accept": other_syntax.replace("1.2.840.10008.1.2", "*")})
+        single = http.get(url, headers={"Accept": "application/dicom"})
+    assert single.headers["content-type"] == "application/dicom"
+    assert single.content == encoded(uploads["CT_small"][0])
     assert same.status_code == 200
     assert same.headers["content-type"].startswith('multipart/related; type="application/dicom"')
 

@@ -33,6 +33,7 @@ from dicomflow.web.dicomweb_wado import PREFIX, frame_numbers
 router = APIRouter()
 
 JPEG = "image/jpeg"
+CACHE_CONTROL = "private, max-age=60"
 Image = thumbnail.Image
 
 
@@ -188,7 +189,7 @@ def encode_jpeg(image: Image) -> bytes:
 
 
 def _jpeg_response(data: bytes) -> Response:
-    return Response(data, media_type=JPEG)
+    return Response(data, media_type=JPEG, headers={"Cache-Control": CACHE_CONTROL})
 
 
 def _cannot_render(uid: str, reason: str) -> HTTPException:

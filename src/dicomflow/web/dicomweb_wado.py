@@ -20,7 +20,12 @@ from pydicom import dcmread
 from dicomflow.cod.query import SeriesDocument, instance_number
 from dicomflow.dicom.keys import shorten
 from dicomflow.web import dicomweb_multipart as multipart
-from dicomflow.web.dicomweb_accept import accepts_multipart, accepts_single, not_acceptable
+from dicomflow.web.dicomweb_accept import (
+    accepts_multipart,
+    accepts_single,
+    not_acceptable,
+    parse_accept,
+)
 from dicomflow.web.dicomweb_archive import (
     instance_document,
     instance_url,
@@ -61,7 +66,11 @@ def retrieve_series(request: Request, study: str, series: str) -> StreamingRespo
 
 @router.get(PREFIX)
 def retrieve_instance(request: Request, study: str, series: str, instance: str) -> Response:
+    """One instance: multipart, or a single ``application/dicom`` body when that is asked."""
     document, uid = instance_document(request, study, series, instance)
+    syntax = transfer_syntax_of(document.instances[uid].get("metadata", {}))
+    if not accepts_multipart(request, DICOM, {syntax}, DICOM) and _single_part(request):
+        return Response(read_instance(required_reader(request), document, uid), media_type=DICOM)
     return _instances_response(request, [document], uid)
 
 
@@ -179,6 +188,13 @@ def _instances_response(
         return _multipart(iter([(DICOM, read_instance(reader, *selected[0]))]), DICOM)
     parts = ((DICOM, read_instance(reader, d, uid)) for d, uid in selected)
     return _multipart(parts, DICOM)
+
+
+def _single_part(request: Request) -> bool:
+    ranges = parse_accept(request.headers.get("accept"))
+    return any(
+        r.media_type == DICOM and r.parameters.get("transfer-syntax", "*") == "*" for r in ranges
+    )
 
 
 def _metadata_response(
