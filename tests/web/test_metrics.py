@@ -18,11 +18,11 @@ from web_support import WebNode
 
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.metrics import STAGES
-from dicomflow.queue.embedded import EmbeddedBackend
+from dicomflow.queue.backend import open_backend
 from dicomflow.queue.function import load_module_from_file
-from dicomflow.queue.job import Job, JobStatus
+from dicomflow.queue.job import Job, JobStatus, job_kind
 from dicomflow.settings import build_settings
-from dicomflow.web.metrics import kind_of
+from dicomflow.web.metrics import CountingBackend
 from support import StoreSCPPeer, free_port, storescu, wait_for, wait_for_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -151,19 +151,24 @@ def test_export_retries_and_the_wait_for_the_endpoint_survive_a_restart(
     assert waited >= 0.5 + 0.05 + 0.1, "the wait includes the downtime and the backoffs"
 
 
-def test_jobs_by_status_and_kind_are_read_from_each_queue(tmp_path: Path, web_for: Any) -> None:
+@pytest.mark.parametrize("engine", ["sqlite", "redis"])
+def test_jobs_by_status_and_kind_are_read_from_each_queue(
+    tmp_path: Path, web_for: Any, request: pytest.FixtureRequest, engine: str
+) -> None:
     """Two dashboards in one process, each counting the jobs of its own queue."""
-    first = build_settings(data_directory=tmp_path / "first")
+    url = request.getfixturevalue("redis_server").url() if engine == "redis" else None
+    first = build_settings(data_directory=tmp_path / "first", queue_url=url)
     second = build_settings(data_directory=tmp_path / "second")
-    queue = EmbeddedBackend(first.resolved_queue_url())
+    queue = open_backend(first.resolved_queue_url())
     try:
         parent = queue.enqueue(Job(function="os:getcwd", meta={"kind": "pipeline"}))
         queue.enqueue(Job(function="os:getcwd", meta={"service": "s"}, depends_on=[parent.id]))
         queue.enqueue(Job(function="os:getcwd", meta={"kind": "archive"}))
         queue.cancel(queue.enqueue(Job(function="os:getcwd", meta={"kind": "archive"})).id)
         queue.enqueue(Job(function="os:getcwd"))
-        tally = Counter((job.status, kind_of(job)) for job in queue.jobs())
-        assert queue.counts() == dict(tally), "the SQL kinds are the web layer's kinds"
+        tally = Counter((job.status, job_kind(job.meta)) for job in queue.jobs())
+        assert isinstance(queue, CountingBackend)
+        assert queue.counts() == dict(tally), "the backend counts as the jobs read back"
     finally:
         queue.close()
     one, two = scrape(web_for(settings=first)), scrape(web_for(settings=second))

@@ -18,9 +18,8 @@ from dicomflow.queue.job import PRIORITY_ORDER, Job, JobStatus, Priority
 
 BUSY_TIMEOUT_S = 60.0
 
-#: A job's kind, as SQL: ``meta.kind``, else ``service`` for a registry service's job
-#: (its meta names the service), else ``other``. Indexed with the status, so that
-#: counting jobs per status and kind reads the index only.
+#: A job's kind (:func:`~dicomflow.queue.job.job_kind`) as SQL. Indexed with the status,
+#: so that counting jobs per status and kind reads the index only.
 KIND = (
     "COALESCE(NULLIF(json_extract(meta, '$.kind'), ''),"
     " CASE WHEN json_type(meta, '$.service') IS NOT NULL THEN 'service' ELSE 'other' END)"

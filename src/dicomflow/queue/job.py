@@ -53,6 +53,15 @@ PRIORITY_ORDER = (Priority.HIGH, Priority.DEFAULT, Priority.LOW)
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
+def job_kind(meta: dict[str, Any]) -> str:
+    """What a job is for, from its meta: ``meta["kind"]`` (``pipeline``, ``archive``), else
+    ``service`` for a registry service's job (its meta names the service), else ``other``."""
+    kind = meta.get("kind")
+    if isinstance(kind, str) and kind:
+        return kind
+    return "service" if "service" in meta else "other"
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 

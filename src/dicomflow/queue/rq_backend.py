@@ -12,8 +12,10 @@ would leave deferred, are settled by :mod:`dicomflow.queue.rq_dependants`.
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,6 +38,8 @@ from dicomflow.queue.rq_mapping import (
     SERIALIZER,
     TASK_FUNCTION,
     initial_meta,
+    kind_from,
+    status_from,
     status_of,
     to_job,
 )
@@ -88,6 +92,22 @@ class RQBackend:
             rq_jobs = [job for job in rq_jobs if status_of(job) is JobStatus(status)]
         rq_jobs.sort(key=lambda job: job.meta.get("dicomflow", {}).get("created_at", 0.0))
         return [to_job(job) for job in reversed(rq_jobs[-limit:])]
+
+    def counts(self) -> dict[tuple[JobStatus, str], int]:
+        """How many jobs are in each status, per kind, from the status and meta of every
+        job the queues know (one round trip; results are not read)."""
+        ids = sorted({job_id for queue in self.queues.values() for job_id in _job_ids(queue)})
+        with self.connection.pipeline() as pipe:
+            for job_id in ids:
+                pipe.hmget(RQJob.key_for(job_id), "status", "meta")
+            rows = pipe.execute()
+        counts: Counter[tuple[JobStatus, str]] = Counter()
+        for raw_status, raw_meta in rows:
+            if raw_status is None:  # expired since it was listed
+                continue
+            meta = json.loads(raw_meta) if raw_meta else {}
+            counts[(status_from(raw_status.decode(), meta), kind_from(meta))] += 1
+        return dict(counts)
 
     def cancel(self, job_id: str) -> Job:
         rq_job = self._known(job_id)

@@ -21,7 +21,7 @@ from rq.job import JobStatus as RQStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from dicomflow.queue.job import Job, JobStatus, Priority
+from dicomflow.queue.job import Job, JobStatus, Priority, job_kind
 
 QUEUE_NAMES = {
     Priority.HIGH: "dicomflow-high",
@@ -94,10 +94,22 @@ def to_job(rq_job: RQJob, *, with_result: bool = True) -> Job:
 
 
 def status_of(rq_job: RQJob) -> JobStatus:
-    status = STATUSES.get(RQStatus(rq_job.get_status(refresh=False)), JobStatus.QUEUED)
+    return status_from(rq_job.get_status(refresh=False), rq_job.meta)
+
+
+def status_from(rq_status: str, meta: dict[str, Any]) -> JobStatus:
+    """A job's status from RQ's status and the RQ job's ``meta``."""
+    status = STATUSES.get(RQStatus(rq_status), JobStatus.QUEUED)
     if status is JobStatus.FAILED:
-        return OUTCOMES.get(rq_job.meta.get("outcome", ""), JobStatus.FAILED)
+        return OUTCOMES.get(meta.get("outcome") or "", JobStatus.FAILED)
     return status
+
+
+def kind_from(meta: dict[str, Any]) -> str:
+    """A job's kind (:func:`~dicomflow.queue.job.job_kind`) from the RQ job's ``meta``."""
+    spec = meta.get(SPEC)
+    user = spec.get("meta") if isinstance(spec, dict) else None
+    return job_kind(user if isinstance(user, dict) else {})
 
 
 ENDINGS = {JobStatus.TIMED_OUT: "timed out", JobStatus.CANCELED: "was canceled"}

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from dicomflow import metrics as node_metrics
 from dicomflow.queue.backend import PerThreadBackend
-from dicomflow.queue.job import Job, JobStatus
+from dicomflow.queue.job import JobStatus, job_kind
 from dicomflow.web.context import WebContext
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ JobCounts = dict[tuple[JobStatus, str], int]
 
 @runtime_checkable
 class CountingBackend(Protocol):
-    """A backend that counts its jobs per status and kind itself (the embedded one)."""
+    """A backend that counts its jobs per status and kind itself (both the embedded and
+    the RQ backends do)."""
 
     def counts(self) -> JobCounts: ...
 
@@ -96,15 +97,7 @@ def job_counts(queue: PerThreadBackend) -> JobCounts:
     backend = queue.get()
     if isinstance(backend, CountingBackend):
         return backend.counts()
-    return dict(Counter((job.status, kind_of(job)) for job in backend.jobs(limit=SAMPLE)))
-
-
-def kind_of(job: Job) -> str:
-    """``pipeline``, ``archive``, ``service`` or ``other`` (as the embedded queue counts)."""
-    kind = job.meta.get("kind")
-    if isinstance(kind, str) and kind:
-        return kind
-    return "service" if "service" in job.meta else "other"
+    return dict(Counter((job.status, job_kind(job.meta)) for job in backend.jobs(limit=SAMPLE)))
 
 
 def _jobs_family(counts: JobCounts) -> GaugeMetricFamily:
