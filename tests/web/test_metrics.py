@@ -17,7 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from web_support import WebNode
 
 from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.dicom.keys import value_key
 from dicomflow.metrics import STAGES
+from dicomflow.node.round import RoundStore
+from dicomflow.node.spool import Spool
 from dicomflow.queue.backend import open_backend
 from dicomflow.queue.function import load_module_from_file
 from dicomflow.queue.job import Job, JobStatus, job_kind
@@ -121,7 +124,7 @@ def test_export_retries_and_the_wait_for_the_endpoint_survive_a_restart(
 ) -> None:
     """The endpoint is down: the retries are counted and the results kept; the node
     restarts, the endpoint comes up, and the latency to the acknowledgement covers the
-    whole wait (the round's end time was kept on disk)."""
+    whole wait (the job's end time is kept on disk with the results)."""
     pipelines = sample_pipelines()
     port = free_port()
     settings = {"endpoints": [f"PACS@127.0.0.1:{port}"], "export_backoff_s": 0.05}
@@ -149,6 +152,20 @@ def test_export_retries_and_the_wait_for_the_endpoint_survive_a_restart(
     assert stage(after, "acknowledged", "count") - stage(kept, "acknowledged", "count") == 1
     waited = stage(after, "acknowledged", "sum") - stage(kept, "acknowledged", "sum")
     assert waited >= 0.5 + 0.05 + 0.1, "the wait includes the downtime and the backoffs"
+
+
+def test_a_rounds_times_are_kept_in_its_manifest(tmp_path: Path) -> None:
+    """A round resumed after a restart is timed from when its inputs were complete and
+    exported timed from when its job ended."""
+    spool = Spool(tmp_path / "spool", fsync=False)
+    rounds = RoundStore(tmp_path, spool)
+    patient = value_key("PAT-1")
+    path = spool.store(patient, "1.2.3", b"instance")
+    job = rounds.create("pipe.Pipeline", patient, {"any": {"1.2.3": path}})
+    rounds.processed(job, job.created + 42.0)
+    (resumed,) = rounds.pending()
+    assert resumed.created == job.created
+    assert resumed.processed_at == job.created + 42.0
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "redis"])
