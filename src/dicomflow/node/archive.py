@@ -5,6 +5,13 @@ With ``archive_datastore`` set, every stable series becomes one queue job,
 under the series lock (duplicates are skipped, conflicts recorded) and syncs
 it. A job that cannot take the lock (another writer holds it) fails and is
 retried with backoff; the instances stay in the node until it succeeds.
+
+:class:`Consumers` runs the archive first: the registry services' jobs of the
+series then depend on its archive job and read the series from the archive
+(see :mod:`dicomflow.services.consumer`); their results come back through a
+staging prefix of the datastore, which :func:`collect_output` fetches into the
+node when a job finishes. The archive job itself still reads the node's folder,
+so it must run where that folder is (with Redis, a worker beside the node).
 """
 
 import logging
@@ -12,9 +19,18 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import fsspec  # type: ignore[import-untyped]
 from pydicom import dcmread
 
 from dicomflow.cod import CODObject, Instance
+from dicomflow.cod.transfer import (
+    ArchivedSeries,
+    download_folder,
+    list_files,
+    remove_folder,
+    staging_url,
+    upload_folder,
+)
 from dicomflow.errors import DicomflowError
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, Priority
@@ -39,17 +55,29 @@ class Scheduled:
 
 
 class ArchiveScheduler:
-    """Schedules one archive job per stable series on the queue at ``queue_url``."""
+    """Schedules one archive job per stable series on the queue at ``queue_url``.
+
+    On the embedded queue the job reads the series' folder in the node. On Redis,
+    whose workers may run on other machines, the node first copies the instances to
+    a staging prefix of the datastore (``{datastore}/staging/{token}/input``), which
+    the job reads and removes once they are archived.
+    """
 
     def __init__(self, datastore: str, queue_url: str) -> None:
-        self.datastore = datastore
+        self.datastore = absolute_datastore(datastore)
         self.queue_url = queue_url
+        self.stage_inputs = not queue_url.startswith("sqlite")
         self._backend = PerThreadBackend(queue_url)
 
     def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled:
+        if self.stage_inputs:
+            source = {"input_url": f"{staging_url(self.datastore)}/input"}
+            upload_folder(instances_dir, source["input_url"])
+        else:
+            source = {"input_dir": str(instances_dir)}
         job = Job(
             function=ARCHIVE_FUNCTION,
-            kwargs={"input_dir": str(instances_dir), "datastore": self.datastore},
+            kwargs={"input_dir": None, **source, "datastore": self.datastore},
             name=ARCHIVE_JOB,
             priority=Priority.LOW,
             retries=RETRIES,
@@ -58,19 +86,46 @@ class ArchiveScheduler:
         )
         return Scheduled({ARCHIVE_JOB: self._backend.get().enqueue(job).id})
 
+    def archived(self, instances_dir: Path) -> ArchivedSeries | None:
+        """The series of ``instances_dir`` as the archive will hold it (None if empty).
 
-def archive_series(input_dir: str, datastore: str, **_: Any) -> dict[str, int]:
-    """Queue job: append every instance of ``input_dir`` to its series in ``datastore``.
+        Instances of another study than the first one's are left out.
+        """
+        keys = {path.stem: _series_of(path) for path in sorted(instances_dir.glob("*.dcm"))}
+        if not keys:
+            return None
+        study_uid, series_uid = next(iter(keys.values()))
+        uids = tuple(uid for uid, key in keys.items() if key == (study_uid, series_uid))
+        return ArchivedSeries(self.datastore, study_uid, series_uid, uids)
+
+
+def absolute_datastore(datastore: str) -> str:
+    """A local datastore as an absolute path (jobs run in their own working directory)."""
+    return datastore if "://" in datastore else str(Path(datastore).resolve())
+
+
+def _series_of(path: Path | str) -> tuple[str, str]:
+    with fsspec.open(str(path), "rb") as file:
+        header = dcmread(
+            file, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SeriesInstanceUID"]
+        )
+    return str(header.StudyInstanceUID), str(header.SeriesInstanceUID)
+
+
+def archive_series(
+    input_dir: str | None, datastore: str, input_url: str | None = None, **_: Any
+) -> dict[str, int]:
+    """Queue job: append every instance of ``input_dir`` (a folder) or ``input_url`` (a
+    staging prefix, removed once archived) to its series in ``datastore``.
 
     Raises:
         ArchiveError: if an instance could not be stored (the others are kept).
         LockAcquisitionError: if another writer holds the series lock.
     """
+    source = input_url or input_dir or ""
     groups: dict[tuple[str, str], list[Instance]] = defaultdict(list)
-    for path in sorted(Path(input_dir).glob("*.dcm")):
-        header = dcmread(path, stop_before_pixels=True)
-        key = (str(header.StudyInstanceUID), str(header.SeriesInstanceUID))
-        groups[key].append(Instance(dicom_uri=str(path)))
+    for uri in list_files(source):
+        groups[_series_of(uri)].append(Instance(dicom_uri=uri))
     totals = {"new": 0, "duplicates": 0, "conflicts": 0}
     for (study_uid, series_uid), instances in groups.items():
         with CODObject(
@@ -84,20 +139,56 @@ def archive_series(input_dir: str, datastore: str, **_: Any) -> dict[str, int]:
         totals["new"] += len(result.new)
         totals["duplicates"] += len(result.duplicates)
         totals["conflicts"] += len(result.conflicts)
-    logger.info("archived %s into %s: %s", input_dir, datastore, totals)
+    if input_url:
+        remove_folder(input_url)
+    logger.info("archived %s into %s: %s", source, datastore, totals)
     return totals
 
 
+def collect_output(job: Job, job_name: str, output_dir: Path) -> int:
+    """Fetch what a finished service job left in the datastore into ``output_dir``.
+
+    Only jobs that carry an ``output_url`` (see :mod:`dicomflow.services.consumer`) left
+    anything there; the staging prefix is removed once fetched. Returns the file count.
+    """
+    url = job.kwargs.get("output_url")
+    if not isinstance(url, str):
+        return 0
+    prefix = f"{url}/{job_name}"
+    count = download_folder(prefix, output_dir)
+    remove_folder(prefix)
+    logger.info("job %s: %d result file(s) fetched from %s", job.id, count, prefix)
+    return count
+
+
 class Consumers:
-    """Several series consumers as one: every one schedules its jobs for each series."""
+    """Several series consumers as one: every one schedules its jobs for each series.
+
+    With an :class:`ArchiveScheduler` among them, it schedules first, and the others
+    (the registry services) read the series from the archive once its job is done.
+    """
 
     def __init__(self, *consumers: Any) -> None:
         self.consumers = [consumer for consumer in consumers if consumer is not None]
+        archives = [c for c in self.consumers if isinstance(c, ArchiveScheduler)]
+        self.archive = archives[0] if archives else None
 
     def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled:
         combined = Scheduled({}, {})
+        reading: dict[str, Any] = {}
+        if self.archive is not None:
+            combined = self.archive.schedule(instances_dir, output_root, series_key)
+            archived = self.archive.archived(instances_dir)
+            if archived is not None:
+                reading = {"archived": archived, "after": list(combined.job_ids.values())}
         for consumer in self.consumers:
-            scheduled = consumer.schedule(instances_dir, output_root, series_key)
+            if consumer is self.archive:
+                continue
+            scheduled = consumer.schedule(instances_dir, output_root, series_key, **reading)
             combined.job_ids.update(scheduled.job_ids)
             combined.errors.update(scheduled.errors)
         return combined
+
+    def collect_output(self, job: Job, job_name: str, output_dir: Path) -> int:
+        """See :func:`collect_output`."""
+        return collect_output(job, job_name, output_dir)

@@ -121,15 +121,31 @@ class SeriesStage:
             self.watcher.watch(job_id, partial(self._job_ended, batch, job_name))
 
     def _job_ended(self, batch: Round, job_name: str, job: Job) -> None:
-        jobs = _read_jobs(batch)
-        jobs["ended"][job_name] = {"status": job.status.value, "error": job.error}
-        _write_jobs(batch, jobs)
         output = batch.output_dir / job_name
-        if job.status is JobStatus.FINISHED and any(output.glob("*.dcm")):
+        ended = {"status": job.status.value, "error": job.error}
+        if job.status is JobStatus.FINISHED:
+            ended = self._collect(job, job_name, output) or ended
+        jobs = _read_jobs(batch)
+        jobs["ended"][job_name] = ended
+        _write_jobs(batch, jobs)
+        if ended["status"] == JobStatus.FINISHED and any(output.glob("*.dcm")):
             self.export(f"{batch.round_id}-{job_name}", output)
         logger.info("series batch %s: job %s %s", batch.round_id[:12], job_name, job.status.value)
         if set(jobs["ended"]) >= set(jobs["job_ids"]):
             self._close(batch, jobs)
+
+    def _collect(self, job: Job, job_name: str, output: Path) -> dict[str, Any] | None:
+        """Fetch a job's results left in the archive (consumers that have a
+        ``collect_output``); on failure, return the job's ending as failed."""
+        collect = getattr(self.consumer, "collect_output", None)
+        if collect is None:
+            return None
+        try:
+            collect(job, job_name, output)
+        except Exception as exc:  # the job's results are lost for the node: the job failed
+            logger.exception("job %s: results could not be fetched", job.id)
+            return {"status": JobStatus.FAILED.value, "error": f"Results not fetched: {exc}"}
+        return None
 
     def _close(self, batch: Round, jobs: dict[str, Any]) -> None:
         failed = {n: e for n, e in jobs["ended"].items() if e["status"] != JobStatus.FINISHED}

@@ -1,9 +1,17 @@
 """What the node calls when a series is stable: schedule the registry's jobs for it.
 
-The node stores the series' instances in a folder of its own (on a filesystem
-every worker can read) and calls :meth:`ServiceScheduler.schedule`; the jobs
-receive ``input_dir`` (the instances) and ``output_dir`` (``output_root/{jobName}``,
-whose DICOM files the node sends to its endpoints when the job finishes).
+The node stores the series' instances in a folder of its own and calls
+:meth:`ServiceScheduler.schedule`. Without an archive the jobs receive
+``input_dir`` (that folder) and ``output_root`` (the worker then writes to
+``output_dir``, ``output_root/{jobName}``, whose DICOM files the node sends to its
+endpoints when the job finishes): the workers share the node's filesystem.
+
+When the node archives (``archived`` given), the jobs depend on the series'
+archive job and receive no path of the node: ``archive_input`` (datastore URL,
+study, series and instance UIDs; the runner fetches the instances into a
+temporary ``input_dir``) and ``output_url`` (a staging prefix of the datastore
+where the runner uploads ``output_dir``; the node fetches it when the job
+finishes). A worker on another machine then needs only the datastore URL.
 """
 
 import logging
@@ -14,6 +22,7 @@ from typing import Any
 
 from pydicom import dcmread
 
+from dicomflow.cod.transfer import ArchivedSeries, staging_url
 from dicomflow.queue.backend import Backend, PerThreadBackend
 from dicomflow.services.registry import Registry
 from dicomflow.services.scheduler import schedule_series
@@ -62,8 +71,20 @@ class ServiceScheduler:
     def backend(self) -> Backend:
         return self._backend.get()
 
-    def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled:
-        """Run the callbacks for the series in ``instances_dir`` and enqueue the chosen jobs."""
+    def schedule(
+        self,
+        instances_dir: Path,
+        output_root: Path,
+        series_key: str,
+        archived: ArchivedSeries | None = None,
+        after: Sequence[str] = (),
+    ) -> Scheduled:
+        """Run the callbacks for the series in ``instances_dir`` and enqueue the chosen jobs.
+
+        With ``archived``, the jobs read the series from the archive instead of
+        ``instances_dir`` and leave their results in the datastore (see above); every
+        job depends on the jobs of ``after``.
+        """
         report = self.registry.load()
         for service, error in report.errors.items():
             logger.error("service %s is broken and was skipped: %s", service, error)
@@ -74,7 +95,8 @@ class ServiceScheduler:
             headers,
             self.backend,
             series_key=series_key,
-            base_kwargs={"input_dir": str(instances_dir), "output_root": str(output_root)},
+            base_kwargs=_job_inputs(instances_dir, output_root, archived),
+            after=after,
         )
         scheduled = Scheduled()
         for item in outcome.outcomes:
@@ -94,6 +116,14 @@ class ServiceScheduler:
             value = first.get(keyword)
             headers[keyword] = None if value is None else _plain(value)
         return headers
+
+
+def _job_inputs(
+    instances_dir: Path, output_root: Path, archived: ArchivedSeries | None
+) -> dict[str, Any]:
+    if archived is None:
+        return {"input_dir": str(instances_dir), "output_root": str(output_root)}
+    return {"archive_input": archived.to_kwargs(), "output_url": staging_url(archived.datastore)}
 
 
 def _plain(value: Any) -> Any:

@@ -18,18 +18,27 @@ code even when the module names are the same. ``sys.path`` is process-wide, so
 this is meant for the queue's worker processes, which run one job at a time.
 The worker's return value is not used (as in the seed); its exceptions fail
 the job.
+
+A job of a node that archives carries ``archive_input`` and ``output_url``
+instead of paths (see :mod:`dicomflow.services.consumer`): the runner fetches
+the series' instances from the archive into a temporary ``input_dir``, gives the
+worker an empty temporary ``output_dir``, and, once the worker has returned,
+uploads that folder's DICOM files to ``{output_url}/{jobName}``. Both folders are
+removed afterwards.
 """
 
 import importlib
 import logging
 import site
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dicomflow.cod.transfer import ArchivedSeries, fetch_series, upload_folder
 from dicomflow.errors import ServiceDefinitionError
 from dicomflow.services.environment import site_dirs, system_site_dirs
 from dicomflow.services.settings import worker_parts
@@ -87,17 +96,54 @@ def run_service_job(**kwargs: Any) -> None:
 
     With an ``output_root`` keyword (as the node passes), the worker also gets
     ``output_dir``: ``output_root/{jobName}``, created; DICOM files it writes there
-    are sent to the node's endpoints when the job finishes.
+    are sent to the node's endpoints when the job finishes. With ``archive_input``
+    and ``output_url`` it reads from and writes to the archive instead (see above).
 
     Raises:
         ServiceDefinitionError: if the worker cannot be found.
+        CODError: if the series cannot be read from the archive.
         Exception: whatever the worker raises.
     """
     service = ServiceRef.from_kwargs(kwargs.pop("service", None))
+    archive_input, output_url = kwargs.pop("archive_input", None), kwargs.pop("output_url", None)
+    if archive_input is None and output_url is None:
+        _call_worker(service, _with_output_dir(kwargs))
+        return
+    with tempfile.TemporaryDirectory(prefix="dicomflow-service-") as scratch:
+        _run_in_scratch(service, kwargs, Path(scratch), archive_input, output_url)
+
+
+def _run_in_scratch(
+    service: ServiceRef,
+    kwargs: dict[str, Any],
+    scratch: Path,
+    archive_input: object,
+    output_url: object,
+) -> None:
+    """Fetch the inputs into ``scratch``, run the worker, upload its results."""
+    if archive_input is not None:
+        fetch_series(ArchivedSeries.from_kwargs(archive_input), scratch / "input")
+        kwargs["input_dir"] = str(scratch / "input")
+    if output_url is not None:
+        (scratch / "output").mkdir()
+        kwargs["output_dir"] = str(scratch / "output")
+    _call_worker(service, kwargs)
+    if output_url is not None:
+        job_name = kwargs.get("jobName", "job")
+        count = upload_folder(scratch / "output", f"{output_url}/{job_name}")
+        logger.info("job %s: %d result file(s) uploaded to %s", job_name, count, output_url)
+
+
+def _with_output_dir(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Add ``output_dir`` (``output_root/{jobName}``, created) when there is an output_root."""
     if kwargs.get("output_root") and "output_dir" not in kwargs:
         output_dir = Path(kwargs["output_root"]) / str(kwargs.get("jobName", "job"))
         output_dir.mkdir(parents=True, exist_ok=True)
         kwargs["output_dir"] = str(output_dir)
+    return kwargs
+
+
+def _call_worker(service: ServiceRef, kwargs: dict[str, Any]) -> None:
     with service_imports(service):
         worker = load_worker(service)
         logger.info(

@@ -21,7 +21,9 @@ For each call of :func:`schedule_series`:
 6. The scheduled jobs go to the queue in one ``backend.enqueue_many`` call, as
    ``dicomflow.services.runner:run_service_job`` jobs whose JSON keyword
    arguments carry everything the worker needs. If the backend raises, the
-   error propagates: nothing of the series is assumed queued.
+   error propagates: nothing of the series is assumed queued. Every job also
+   depends on the jobs of ``after`` (say the job archiving the series it reads),
+   so it fails, never waits forever, when one of them fails.
 """
 
 import copy
@@ -99,6 +101,7 @@ def schedule_series(
     *,
     series_key: str,
     base_kwargs: Mapping[str, Any] | None = None,
+    after: Sequence[str] = (),
 ) -> ScheduleReport:
     """Decide, with the callbacks, which ``jobs`` run for a series, and enqueue them.
 
@@ -118,7 +121,7 @@ def schedule_series(
         report.outcomes.append(outcome)
         if outcome.decision is Decision.SCHEDULED:
             wanted.append(job)
-    report.jobs = _enqueue(wanted, header_values, extras, report, backend)
+    report.jobs = _enqueue(wanted, header_values, extras, report, backend, list(after))
     logger.info(
         "series %s: %d job(s) scheduled, %d failed, of %d",
         series_key,
@@ -230,6 +233,7 @@ def _enqueue(
     extras: dict[str, Any],
     report: ScheduleReport,
     backend: Backend,
+    after: list[str],
 ) -> list[Job]:
     if not wanted:
         return []
@@ -242,7 +246,7 @@ def _enqueue(
             name=job.name,
             priority=job.spec.priority,
             timeout_s=job.spec.timeout_s,
-            depends_on=[ids[name] for name in job.spec.depends_on],
+            depends_on=[*after, *(ids[name] for name in job.spec.depends_on)],
             meta={"service": job.service, "series": report.series_key},
         )
         ids[job.name] = queued.id
