@@ -63,6 +63,11 @@ def stage(samples: Samples, name: str, suffix: str) -> float:
     return value(samples, f"dicomflow_stage_latency_seconds_{suffix}", stage=name)
 
 
+def echoscu(port: int, ae_title: str) -> subprocess.CompletedProcess[str]:
+    command = ["echoscu", "-aet", ae_title, "-aec", "DICOMFLOW", "127.0.0.1", str(port)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
 @pytest.fixture
 def storescp_on(tmp_path: Path) -> Iterator[PeerStarter]:
     """Start dcmtk ``storescp`` on a given port (an endpoint that was down comes up)."""
@@ -97,15 +102,19 @@ def test_a_round_is_counted_from_reception_to_acknowledgement(
     storescu(node.port, files)
     refused = storescu(node.port, files[:1], aet="INTRUDER", check=False)
     assert refused.returncode != 0
+    assert echoscu(node.port, "STORESCU").returncode == 0
+    assert node.receive(b"not DICOM", "upload") != 0
     wait_for(lambda: node.counters.delivered == 1, 60, "the results to be delivered")
     after = scrape(web)
 
     assert delta(before, after, "dicomflow_instances_received_total") == 3
     pixels = sum(len(pydicom.dcmread(path).PixelData) for path in files)
     assert delta(before, after, "dicomflow_received_bytes_total") >= pixels
-    assert delta(before, after, "dicomflow_associations_total") == 1
+    assert delta(before, after, "dicomflow_associations_total") == 2
+    assert delta(before, after, "dicomflow_echoes_total") == 1
     assert delta(before, after, "dicomflow_rejections_total", reason="ae_title") == 1
-    assert delta(before, after, "dicomflow_rejections_total", reason="malformed") == 0
+    assert delta(before, after, "dicomflow_rejections_total", reason="malformed") == 1
+    assert delta(before, after, "dicomflow_rejections_total", reason="ip") == 0
     assert delta(before, after, "dicomflow_exports_total", outcome="delivered") == 1
     assert delta(before, after, "dicomflow_instances_exported_total") == 3
     assert delta(before, after, "dicomflow_export_retries_total") == 0
@@ -117,6 +126,19 @@ def test_a_round_is_counted_from_reception_to_acknowledgement(
     assert value(after, "dicomflow_queue_depth") == 0
     assert value(after, "dicomflow_queue_up") == 1
     assert value(after, "process_resident_memory_bytes") > 0
+
+
+def test_a_connection_from_an_ip_address_not_allowed_is_counted(
+    make_node: Any, web_for: Any, tmp_path: Path
+) -> None:
+    node = make_node(sample_pipelines().CopyPipeline, allowed_ips=["192.0.2.0/24"])
+    web = web_for(node)
+    before = scrape(web)
+    assert echoscu(node.port, "ECHOSCU").returncode != 0
+    after = scrape(web)
+    assert delta(before, after, "dicomflow_rejections_total", reason="ip") == 1
+    assert delta(before, after, "dicomflow_associations_total") == 0
+    assert delta(before, after, "dicomflow_echoes_total") == 0
 
 
 def test_export_retries_and_the_wait_for_the_endpoint_survive_a_restart(
