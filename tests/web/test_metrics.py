@@ -205,6 +205,7 @@ def test_jobs_by_status_and_kind_are_read_from_each_queue(
         queue.enqueue(Job(function="os:getcwd", meta={"kind": "archive"}))
         queue.cancel(queue.enqueue(Job(function="os:getcwd", meta={"kind": "archive"})).id)
         queue.enqueue(Job(function="os:getcwd"))
+        queue.enqueue(Job(function="os:getcwd", meta={"kind": 7, "service": None}))
         tally = Counter((job.status, job_kind(job.meta)) for job in queue.jobs())
         assert isinstance(queue, CountingBackend)
         assert queue.counts() == dict(tally), "the backend counts as the jobs read back"
@@ -216,7 +217,8 @@ def test_jobs_by_status_and_kind_are_read_from_each_queue(
     assert value(one, "dicomflow_jobs", status="queued", kind="archive") == 1
     assert value(one, "dicomflow_jobs", status="canceled", kind="archive") == 1
     assert value(one, "dicomflow_jobs", status="queued", kind="other") == 1
-    assert value(one, "dicomflow_queue_depth") == 4
+    assert value(one, "dicomflow_jobs", status="queued", kind="service") == 1
+    assert value(one, "dicomflow_queue_depth") == 5
     assert value(two, "dicomflow_queue_depth") == 0
     assert value(two, "dicomflow_jobs", status=JobStatus.QUEUED.value, kind="pipeline") == 0
     assert ("dicomflow_jobs", (("kind", "pipeline"), ("status", "queued"))) in two

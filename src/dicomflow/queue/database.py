@@ -21,8 +21,9 @@ BUSY_TIMEOUT_S = 60.0
 #: A job's kind (:func:`~dicomflow.queue.job.job_kind`) as SQL. Indexed with the status,
 #: so that counting jobs per status and kind reads the index only.
 KIND = (
-    "COALESCE(NULLIF(json_extract(meta, '$.kind'), ''),"
-    " CASE WHEN json_type(meta, '$.service') IS NOT NULL THEN 'service' ELSE 'other' END)"
+    "CASE WHEN json_type(meta, '$.kind') = 'text' AND json_extract(meta, '$.kind') <> ''"
+    " THEN json_extract(meta, '$.kind')"
+    " WHEN json_type(meta, '$.service') IS NOT NULL THEN 'service' ELSE 'other' END"
 )
 
 SCHEMA = """
