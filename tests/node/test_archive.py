@@ -85,3 +85,41 @@ def test_a_pipeline_can_return_an_archive_output(make_node, tmp_path: Path) -> N
     )
     stored = pydicom.dcmread(io.BytesIO(cod.get(str(series[0].SOPInstanceUID))))
     assert stored.ImageComments == MARK
+
+
+def test_services_of_an_archiving_node_read_the_archive(tmp_path: Path, storescp) -> None:
+    from dicomflow.queue.backend import open_backend
+    from dicomflow.services.consumer import ServiceScheduler
+    from dicomflow.services.install import install
+
+    examples = Path(__file__).parents[2] / "examples" / "services"
+    root = tmp_path / "services"
+    install("measure", examples / "measure", root)
+    install("mask", examples / "mask", root)
+    datastore = tmp_path / "archive"
+    settings = build_settings(
+        port=0,
+        data_directory=tmp_path / "data",
+        endpoints=[storescp.endpoint()],
+        services_directory=root,
+        archive_datastore=str(datastore),
+        series_quiet_period_s=0.3,
+        queue_workers=1,
+        export_backoff_s=0.1,
+    )
+    url = settings.resolved_queue_url()
+    consumer = Consumers(ServiceScheduler(root, url), ArchiveScheduler(str(datastore), url))
+    node = Node(None, settings, consumer)
+    node.start()
+    try:
+        storescu(node.port, write_series(make_ct_series(3), tmp_path / "ct"))
+        wait_for(lambda: len(storescp.files()) == 3, 60, "the mask series at storescp")
+        rounds = tmp_path / "data" / "series" / "rounds"
+        wait_for(lambda: not any(rounds.iterdir()), 30, "the batch to end")
+    finally:
+        node.stop()
+    assert archived(datastore) == 3
+    jobs = {job.name: job for job in open_backend(url).jobs()}
+    assert jobs["archive"].kwargs["input_dir"]  # the embedded queue's workers share the disk
+    assert jobs["mask"].kwargs["archive_input"]["datastore"] == str(datastore)
+    assert not list((datastore / "staging").iterdir())  # inputs and results cleaned up

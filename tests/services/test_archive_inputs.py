@@ -1,5 +1,6 @@
 """Service jobs that read their series from the archive and leave their results there."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,12 +10,15 @@ from dicomflow.cod import CODObject, Instance
 from dicomflow.cod.transfer import ArchivedSeries, list_files, staging_url
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import CODError, CODNotFoundError
+from dicomflow.queue.backend import open_backend
+from dicomflow.queue.job import Job, JobStatus
+from dicomflow.services.registry import RegisteredJob
 from dicomflow.services.runner import run_service_job
+from dicomflow.services.scheduler import schedule_series
+from dicomflow.services.settings import JobSpec
 
 COPIER = """
     import pathlib, shutil
-
-    SEEN = []
 
     def run(jobName, input_dir, output_dir, **kwargs):
         names = sorted(p.name for p in pathlib.Path(input_dir).glob("*.dcm"))
@@ -70,7 +74,6 @@ def test_the_scratch_folders_are_removed_even_when_the_worker_fails(tmp_path: Pa
             "    SEEN.append(input_dir)\n    raise RuntimeError('worker broke')\n"
         },
     )
-    import sys
 
     output_url = staging_url(datastore)
     sys.path.insert(0, str(tmp_path / "module"))
@@ -101,3 +104,23 @@ def test_a_missing_instance_or_bad_input_fails_the_job(tmp_path: Path) -> None:
     hostile = {**archived.to_kwargs(), "series_uid": "../../x"}
     with pytest.raises(ValueError):
         run_service_job(**kwargs_for(tmp_path / "module", archive_input=hostile))
+
+
+def test_service_jobs_wait_for_the_archive_job_and_fail_with_it(tmp_path: Path) -> None:
+    backend = open_backend(f"sqlite:///{tmp_path / 'queue.db'}")
+    archive_job = backend.enqueue(Job(function="dicomflow.node.archive:archive_series"))
+    specs = [JobSpec("seg", "work.run", "always", service="svc")]
+    specs.append(JobSpec("report", "work.run", "always", depends_on=("seg",), service="svc"))
+    jobs = [RegisteredJob(spec, lambda **_: True, tmp_path) for spec in specs]
+    report = schedule_series(
+        jobs, {"Modality": "CT"}, backend, series_key="s", after=[archive_job.id]
+    )
+    seg, later = (backend.fetch(report.outcome(name).job_id or "") for name in ("seg", "report"))
+    assert seg is not None and later is not None
+    assert archive_job.id in seg.depends_on and archive_job.id in later.depends_on
+    assert {seg.status, later.status} == {JobStatus.DEFERRED}
+    backend.cancel(archive_job.id)
+    for name in ("seg", "report"):
+        ended = backend.fetch(report.outcome(name).job_id or "")
+        assert ended is not None and ended.status is JobStatus.FAILED
+    backend.close()

@@ -125,8 +125,15 @@ def download_folder(url: str, folder: Path) -> int:
 
 
 def remove_folder(url: str) -> None:
-    """Delete everything under ``url`` (nothing if it does not exist)."""
+    """Delete everything under ``url`` (nothing if it does not exist), and its parent
+    folder if that is left empty (object stores have no empty folders)."""
     fs, root = fsspec.core.url_to_fs(url)
     fs.invalidate_cache(root)
     if fs.exists(root):
         fs.rm(root, recursive=True)
+    parent = root.rstrip("/").rsplit("/", 1)[0]
+    try:
+        if fs.isdir(parent) and not fs.ls(parent):
+            fs.rmdir(parent)
+    except OSError:  # another job wrote there meanwhile: it stays
+        pass
