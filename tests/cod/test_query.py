@@ -32,6 +32,10 @@ def test_summaries_follow_the_metadata(datastore: str, series: SeriesFactory) ->
     changed = {s.series_uid: s for s in reader.summaries()}
     assert changed[first.series_uid].instance_count == 5
     assert changed[second.series_uid] is summaries[second.series_uid]
+    one_study = reader.summaries(first.study_uid)
+    assert [s.series_uid for s in one_study] == [first.series_uid]
+    assert reader.summaries("1.2.3") == []
+    assert len(reader.summaries()) == 2
 
 
 def test_documents_and_verified_reads(datastore: str, series: SeriesFactory) -> None:

@@ -126,9 +126,10 @@ class ArchiveReader:
         self._documents_kept = documents_kept
         self._lock = threading.Lock()
 
-    def summaries(self) -> list[SeriesSummary]:
-        """Return a summary of every series with metadata, ordered by study then series."""
-        found = self._listing()
+    def summaries(self, study_uid: str | None = None) -> list[SeriesSummary]:
+        """Return a summary of every series with metadata (of one study when given),
+        ordered by study then series."""
+        found = self._listing(study_uid)
         current: dict[tuple[str, str], SeriesSummary] = {}
         for key, identity in sorted(found.items()):
             with self._lock:
@@ -144,7 +145,8 @@ class ArchiveReader:
             if document is not None:
                 current[key] = summarize(document)
         with self._lock:
-            self._summaries = current
+            kept = {} if study_uid is None else self._summaries
+            self._summaries = {k: v for k, v in kept.items() if k[0] != study_uid} | current
         return list(current.values())
 
     def document(self, study_uid: str, series_uid: str) -> SeriesDocument | None:
@@ -165,8 +167,7 @@ class ArchiveReader:
 
     def study_documents(self, study_uid: str) -> list[SeriesDocument]:
         """Return the records of every series of a study, ordered by series UID."""
-        uid_key(study_uid, "StudyInstanceUID")
-        series = [s for s in self.summaries() if s.study_uid == study_uid]
+        series = self.summaries(study_uid)
         documents = [self.document(s.study_uid, s.series_uid) for s in series]
         return [document for document in documents if document is not None]
 
@@ -218,12 +219,14 @@ class ArchiveReader:
     def _layout(self, document: SeriesDocument) -> SeriesLayout:
         return SeriesLayout(self.root, document.study_uid, document.series_uid)
 
-    def _listing(self) -> dict[tuple[str, str], tuple[Any, ...] | None]:
+    def _listing(self, study_uid: str | None) -> dict[tuple[str, str], tuple[Any, ...] | None]:
         """Return (study, series) -> metadata identity, from one recursive listing."""
-        studies = f"{self.root}/studies"
+        folder = f"{self.root}/studies"
+        if study_uid is not None:
+            folder = f"{folder}/{uid_key(study_uid, 'StudyInstanceUID')}"
         self.fs.invalidate_cache()  # object stores cache listings; others write
         try:
-            entries = self.fs.find(studies, detail=True)
+            entries = self.fs.find(folder, detail=True)
         except FileNotFoundError:
             return {}
         found: dict[tuple[str, str], tuple[Any, ...] | None] = {}

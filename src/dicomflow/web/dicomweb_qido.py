@@ -127,8 +127,7 @@ def _query(request: Request) -> Query:
 
 def _summaries(request: Request, study: str | None = None) -> list[SeriesSummary]:
     reader = archive_reader(request)
-    summaries = reader.summaries() if reader is not None else []
-    return [s for s in summaries if study in (None, s.study_uid)]
+    return reader.summaries(study) if reader is not None else []
 
 
 def _study_computed(request: Request, study: str, series: list[SeriesSummary]) -> DicomJson:
