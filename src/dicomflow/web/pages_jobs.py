@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from dicomflow.errors import DicomflowError
-from dicomflow.queue.job import Job, JobStatus
+from dicomflow.queue.job import Job, JobStatus, job_kind
 from dicomflow.web.context import WebContext
 from dicomflow.web.privacy import redact
 from dicomflow.web.views import (
@@ -71,10 +71,7 @@ class JobFilter:
 
 def kind_of(job: Job) -> str:
     """``pipeline``, ``archive``, ``service`` or ``other``."""
-    kind = job.meta.get("kind")
-    if isinstance(kind, str) and kind:
-        return kind
-    return "service" if "service" in job.meta else "other"
+    return job_kind(job.meta)
 
 
 def job_row(job: Job) -> dict[str, Any]:
