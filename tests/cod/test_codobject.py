@@ -2,7 +2,9 @@
 
 import io
 import json
+import os
 import tarfile
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -144,3 +146,26 @@ def test_bytes_of_a_failed_sync_are_overwritten(datastore: str, series: SeriesFa
     assert [reader.get(uid) for uid in s.uids()] == [p.read_bytes() for p in s.paths]
     with tarfile.open(fileobj=io.BytesIO(fs.cat_file(tar_path))) as tar:
         assert len(tar.getmembers()) == 2
+
+
+def test_a_reader_follows_a_local_tar_replaced_by_another_file(
+    tmp_path: Path, series: SeriesFactory
+) -> None:
+    """Local reads keep the tar open; a tar replaced (new inode) is reopened, not misread."""
+    datastore = str(tmp_path / "datastore")
+    s = series(2)
+    with CODObject(datastore, s.study_uid, s.series_uid, lock=True) as cod:
+        cod.append(s.instances())
+        cod.sync()
+    reader = CODObject(datastore, s.study_uid, s.series_uid, lock=False)
+    assert reader.get(s.uids()[0]) == s.paths[0].read_bytes()
+    tar = Path(_layout(datastore, s.study_uid, s.series_uid).tar)
+    copy = tar.with_suffix(".copy")
+    copy.write_bytes(tar.read_bytes())
+    with tar.open("r+b") as old:  # the file the reader holds open goes bad...
+        old.write(b"\0" * tar.stat().st_size)
+    os.replace(copy, tar)  # ...and a good one takes its name
+    assert reader.get(s.uids()[1]) == s.paths[1].read_bytes()
+    tar.write_bytes(b"\0" * tar.stat().st_size)
+    with pytest.raises(CODIntegrityError):
+        reader.get(s.uids()[0])

@@ -193,20 +193,41 @@ class CODObject:
         self._staged.clear()
 
     def get(self, sop_instance_uid: str) -> bytes:
-        """Return an instance's Part-10 bytes by a ranged read, checked against its crc32c."""
-        uid = uid_key(sop_instance_uid)
-        if uid in self._staged:
-            return self._staged[uid].data
-        record = self._instances.get(uid)
-        if record is None:
+        """Return an instance's Part-10 bytes by a ranged read, checked against its crc32c.
+
+        Raises:
+            InvalidKeyError: if ``sop_instance_uid`` is not a valid UID.
+            CODNotFoundError: if the series has no such instance.
+            CODIntegrityError: if the bytes read do not match their size and crc32c.
+        """
+        record = self._instances.get(sop_instance_uid)  # a synced UID: checked when stored
+        if record is None or sop_instance_uid in self._staged:
+            uid = uid_key(sop_instance_uid)
+            if uid in self._staged:
+                return self._staged[uid].data
             raise CODNotFoundError(f'Series "{self.layout.series_uid}" has no instance "{uid}".')
-        headers = record["headers"]
-        data = self.store.read_range(self.layout.tar, headers["start_byte"], headers["end_byte"])
-        if len(data) != record["size"] or checksum(data) != record["crc32c"]:
+        data = self._read_checked(record)
+        if data is None:  # a local tar replaced under a long-lived reader: reopen it once
+            self.store.reopen(self.layout.tar)
+            data = self._read_checked(record)
+        if data is None:
+            data = self._read_member(record)
             raise CODIntegrityError(
-                f'Instance "{uid}" in "{self.layout.tar}" has crc32c "{checksum(data)}" and '
-                f'size {len(data)}; expected "{record["crc32c"]}" and {record["size"]}.'
+                f'Instance "{sop_instance_uid}" in "{self.layout.tar}" has crc32c '
+                f'"{checksum(data)}" and size {len(data)}; expected "{record["crc32c"]}" and '
+                f"{record['size']}."
             )
+        return data
+
+    def _read_member(self, record: metadata.Record) -> bytes:
+        headers = record["headers"]
+        return self.store.read_range(self.layout.tar, headers["start_byte"], headers["end_byte"])
+
+    def _read_checked(self, record: metadata.Record) -> bytes | None:
+        """The member's bytes, or None if their size or crc32c is not the recorded one."""
+        data = self._read_member(record)
+        if len(data) != record["size"] or checksum(data) != record["crc32c"]:
+            return None
         return data
 
     def get_frame(self, sop_instance_uid: str, index: int) -> bytes:

@@ -23,6 +23,7 @@ new one, and both hold the committed members at the same byte ranges.
 """
 
 import os
+import weakref
 from typing import Any
 
 from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
@@ -103,6 +104,9 @@ class Store:
         data: bytes = self.fs.cat_file(path, start=start, end=end)
         return data
 
+    def reopen(self, path: str) -> None:
+        """Forget anything kept open for ``path`` (it may have been replaced)."""
+
     def _makedirs(self, path: str) -> None:
         self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
 
@@ -121,11 +125,31 @@ class FileStore(Store):
                 file.write(part)
         return PRESENT
 
+    def __init__(self, fs: AbstractFileSystem) -> None:
+        super().__init__(fs)
+        self._descriptors: dict[str, int] = {}
+        weakref.finalize(self, _close_all, self._descriptors)
+
     def read_range(self, path: str, start: int, end: int) -> bytes:
-        if isinstance(self.fs, LocalFileSystem):  # one pread, without fsspec's buffered file
-            with open(path, "rb", buffering=0) as file:
-                return os.pread(file.fileno(), end - start, start)
-        return super().read_range(path, start, end)
+        """One ``pread`` on a local tar, kept open for the next reads (appends happen in
+        place, so the open file sees them); fsspec's buffered file elsewhere."""
+        if not isinstance(self.fs, LocalFileSystem):
+            return super().read_range(path, start, end)
+        descriptor = self._descriptors.get(path)
+        if descriptor is None:
+            descriptor = self._descriptors[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.pread(descriptor, end - start, start)
+
+    def reopen(self, path: str) -> None:
+        descriptor = self._descriptors.pop(path, None)
+        if descriptor is not None:
+            os.close(descriptor)
+
+
+def _close_all(descriptors: dict[str, int]) -> None:
+    for descriptor in descriptors.values():
+        os.close(descriptor)
+    descriptors.clear()
 
 
 def _check_append(path: str, offset: int, expected: Generation) -> None:
