@@ -11,6 +11,7 @@ from web_pipelines import ForwardingPipeline
 from dicomflow.cod import CODObject
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.node.archive import archive_series
+from dicomflow.node.outbox import last_error
 from dicomflow.settings import build_settings
 from support import StoreSCPPeer, storescu, wait_for, wait_for_port
 
@@ -140,10 +141,12 @@ def test_an_item_waiting_in_the_outbox_is_shown_and_re_sent(  # type: ignore[no-
     storescu(node.port, write_series(make_ct_series(2, rows=8, columns=8), tmp_path / "ct"))
     wait_for(lambda: node.outbox.items() and node.counters.rounds_succeeded, 30, "an item")
     [item] = node.outbox.items()
+    wait_for(lambda: last_error(item), 30, "the failed attempt to be recorded")
     with web.client() as client:
         [shown] = client.get("/api/outbox").json()["items"]
         assert shown["name"] == item.name and shown["files"] == 2
         assert shown["destination"] == peer.endpoint()
+        assert peer.endpoint().split("@")[0] in shown["last_error"]  # why it is waiting
         assert item.name in client.get("/outbox").text
         assert client.post("/outbox/no-such-item/resend").status_code == 404
         restarted = subprocess.Popen(

@@ -25,6 +25,7 @@ from dicomflow.node.spool import fsync_directory
 logger = logging.getLogger(__name__)
 
 DESTINATION = "destination.json"
+LAST_ERROR = "last-error.json"
 Sender = Callable[[Address, list[Path], str], set[Path]]
 
 
@@ -131,12 +132,15 @@ class Outbox:
                 "outbox %s: attempt %d to %s failed: %s", item.name, attempt + 1, address, exc
             )
             metrics.EXPORT_FAILURES.inc()
+            _record_error(item, f"{address}: {exc}")
             return
         for path in acknowledged:
             path.unlink(missing_ok=True)
         metrics.INSTANCES_EXPORTED.inc(len(acknowledged))
         if len(acknowledged) < len(files):
             metrics.EXPORT_FAILURES.inc()
+            refused = len(files) - len(acknowledged)
+            _record_error(item, f"{address}: {refused} of {len(files)} instance(s) not accepted")
         logger.info(
             "outbox %s: %d/%d instance(s) acknowledged by %s in %.2fs",
             item.name,
@@ -158,3 +162,22 @@ class Outbox:
             raise KeyError(f'The outbox has no item "{name}".')
         self._wake.set()
         return item
+
+
+def last_error(item: Path) -> dict[str, Any] | None:
+    """The last failed attempt of outbox item ``item``: ``{"error", "at"}`` (epoch s)."""
+    try:
+        data = json.loads((item / LAST_ERROR).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _record_error(item: Path, error: str) -> None:
+    """Remember the last failure beside the files (best effort: it is only shown)."""
+    temporary = item / f".{LAST_ERROR}.part"
+    try:
+        temporary.write_text(json.dumps({"error": error[:2000], "at": time.time()}))
+        os.replace(temporary, item / LAST_ERROR)
+    except OSError as exc:
+        logger.debug("outbox %s: cannot record the error: %s", item.name, exc)

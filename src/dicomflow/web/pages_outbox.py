@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from dicomflow.node.outbox import DESTINATION
+from dicomflow.node.outbox import DESTINATION, last_error
 from dicomflow.settings import format_endpoint
 from dicomflow.web.context import WebContext
 from dicomflow.web.views import ago, answer, bad_request, context_of, not_found, render, when
@@ -55,6 +55,7 @@ def _item(folder: Path) -> dict[str, Any]:
         target = "(unreadable destination)"
     files = list(folder.glob("*.dcm"))
     since = folder.stat().st_mtime
+    error = last_error(folder)
     return {
         "name": folder.name,
         "destination": target,
@@ -62,7 +63,7 @@ def _item(folder: Path) -> dict[str, Any]:
         "bytes": sum(path.stat().st_size for path in files),
         "since": when(since),
         "waiting": ago(since),
-        "last_error": "",
+        "last_error": f"{error.get('error')} ({ago(float(error.get('at', 0)))})" if error else "",
     }
 
 
