@@ -127,10 +127,25 @@ def _items(data: bytes, position: int) -> list[Span]:
 
 
 def attach_offset_tables(record: dict[str, Any], data: bytes, base: int) -> None:
-    """Store ``offset_tables`` in an instance record when it has several frames."""
+    """Store ``offset_tables`` in an instance record when it has several frames.
+
+    The record's DICOM JSON tells the frame count, so single-frame instances are
+    not parsed again.
+    """
+    if _recorded_frames(record) < 2:
+        return
     tables = offset_tables(data, base)
     if tables is not None:
         record["offset_tables"] = tables
+
+
+def _recorded_frames(record: dict[str, Any]) -> int:
+    """NumberOfFrames (0028,0008) from the record's DICOM JSON; 1 when absent or odd."""
+    values = record.get("metadata", {}).get("00280008", {}).get("Value") or [1]
+    try:
+        return int(values[0])
+    except (TypeError, ValueError):
+        return 1
 
 
 def read_frame(
