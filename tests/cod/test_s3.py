@@ -162,3 +162,23 @@ def test_metadata_written_by_another_writer_is_not_overwritten(
     assert CODObject(s3_datastore, s.study_uid, s.series_uid, lock=False).other == {
         "note": "current"
     }
+
+
+@pytest.mark.parametrize(
+    ("code", "conflict"),
+    [
+        ("PreconditionFailed", True),
+        ("ConditionalRequestConflict", True),  # AWS: a concurrent conditional write (409)
+        ("NoSuchKey", True),  # If-Match on an object that was deleted
+        ("AccessDenied", False),
+        ("NoSuchBucket", False),
+    ],
+)
+def test_which_s3_errors_are_conflicts(code: str, conflict: bool) -> None:
+    from botocore.exceptions import ClientError
+    from s3fs.errors import translate_boto_error
+
+    from dicomflow.cod.s3store import _precondition_failed
+
+    error = ClientError({"Error": {"Code": code, "Message": code}}, "PutObject")
+    assert _precondition_failed(translate_boto_error(error)) is conflict

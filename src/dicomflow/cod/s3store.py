@@ -40,8 +40,18 @@ def _match(expected: Generation) -> dict[str, str]:
     return {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected}
 
 
+CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"})
+
+
+def _error_code(exc: BaseException) -> str:
+    """The S3 error code behind an exception translated by s3fs ("" if none)."""
+    response = getattr(exc.__cause__, "response", None) or getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
 def _precondition_failed(exc: OSError) -> bool:
-    if isinstance(exc, FileExistsError | FileNotFoundError):
+    """True for a failed ``If-Match``/``If-None-Match`` (or a concurrent conditional write)."""
+    if _error_code(exc) in CONFLICT_CODES or isinstance(exc, FileExistsError):
         return True
     return exc.errno == errno.EINVAL and "pre-condition" in str(exc)
 
@@ -88,8 +98,14 @@ class S3Store(Store):
             return None
 
     def create(self, path: str, data: bytes) -> Generation:
-        response = self._call("put_object", **self._where(path), Body=data, IfNoneMatch="*")
-        self.fs.invalidate_cache(path)
+        try:
+            response = self._call("put_object", **self._where(path), Body=data, IfNoneMatch="*")
+        except OSError as exc:
+            if _precondition_failed(exc):  # 412, or 409 for a concurrent conditional write
+                raise FileExistsError(f'"{path}" already exists.') from exc
+            raise
+        finally:
+            self.fs.invalidate_cache(path)
         return str(response["ETag"])
 
     def replace(self, path: str, data: bytes, expected: Generation) -> Generation:
