@@ -123,3 +123,31 @@ def test_services_of_an_archiving_node_read_the_archive(tmp_path: Path, storescp
     assert jobs["archive"].kwargs["input_dir"]  # the embedded queue's workers share the disk
     assert jobs["mask"].kwargs["archive_input"]["datastore"] == str(datastore)
     assert not list((datastore / "staging").iterdir())  # inputs and results cleaned up
+
+
+class Unreachable:
+    """A consumer whose queue is down."""
+
+    calls = 0
+
+    def schedule(self, *args: object, **kwargs: object) -> None:
+        Unreachable.calls += 1
+        raise ConnectionError("queue down")
+
+
+def test_a_consumer_that_cannot_schedule_is_an_error_of_the_series(tmp_path: Path) -> None:
+    folder = tmp_path / "batch"
+    write_series(make_ct_series(2), folder)
+    archive = ArchiveScheduler(str(tmp_path / "archive"), f"sqlite:///{tmp_path / 'q.db'}")
+    scheduled = Consumers(Unreachable(), archive).schedule(folder, tmp_path / "out", "key")
+    assert list(scheduled.job_ids) == ["archive"]
+    assert scheduled.errors == {"Unreachable": "Not scheduled: queue down"}
+
+    Unreachable.calls = 0
+    down = ArchiveScheduler(str(tmp_path / "archive"), "redis://127.0.0.1:1/0")
+    scheduled = Consumers(Unreachable(), down).schedule(folder, tmp_path / "out", "key")
+    assert scheduled.job_ids == {} and list(scheduled.errors) == ["archive"]
+    assert Unreachable.calls == 0  # nothing reads an archive that will not be written
+    assert not (tmp_path / "archive" / "staging").exists() or not any(
+        (tmp_path / "archive" / "staging").iterdir()
+    )

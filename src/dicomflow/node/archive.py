@@ -84,7 +84,12 @@ class ArchiveScheduler:
             retry_backoff_s=2.0,
             meta={"kind": "archive", "series": series_key},
         )
-        return Scheduled({ARCHIVE_JOB: self._backend.get().enqueue(job).id})
+        try:
+            return Scheduled({ARCHIVE_JOB: self._backend.get().enqueue(job).id})
+        except Exception:
+            if "input_url" in source:
+                remove_folder(source["input_url"])
+            raise
 
     def archived(self, instances_dir: Path) -> ArchivedSeries | None:
         """The series of ``instances_dir`` as the archive will hold it (None if empty).
@@ -174,20 +179,38 @@ class Consumers:
         self.archive = archives[0] if archives else None
 
     def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled:
+        """Schedule every consumer's jobs. A consumer that raises is an error of the
+        series (its batch is then kept as failed); if the archive cannot be scheduled,
+        nothing else is."""
         combined = Scheduled({}, {})
         reading: dict[str, Any] = {}
         if self.archive is not None:
-            combined = self.archive.schedule(instances_dir, output_root, series_key)
-            archived = self.archive.archived(instances_dir)
+            try:
+                combined = self.archive.schedule(instances_dir, output_root, series_key)
+                archived = self.archive.archived(instances_dir)
+            except Exception as exc:  # e.g. the datastore is unreachable: keep the batch
+                logger.exception("series %s: the archive job was not scheduled", series_key[:12])
+                return Scheduled({}, {ARCHIVE_JOB: f"Not scheduled: {exc}"})
             if archived is not None:
                 reading = {"archived": archived, "after": list(combined.job_ids.values())}
         for consumer in self.consumers:
-            if consumer is self.archive:
-                continue
-            scheduled = consumer.schedule(instances_dir, output_root, series_key, **reading)
-            combined.job_ids.update(scheduled.job_ids)
-            combined.errors.update(scheduled.errors)
+            if consumer is not self.archive:
+                where = (instances_dir, output_root, series_key)
+                self._schedule_one(consumer, combined, where, **reading)
         return combined
+
+    @staticmethod
+    def _schedule_one(
+        consumer: Any, combined: Scheduled, where: tuple[Path, Path, str], **reading: Any
+    ) -> None:
+        try:
+            scheduled = consumer.schedule(*where, **reading)
+        except Exception as exc:  # the queue is unreachable, say: keep the batch
+            logger.exception("series %s: jobs not scheduled", where[2][:12])
+            combined.errors[type(consumer).__name__] = f"Not scheduled: {exc}"
+            return
+        combined.job_ids.update(scheduled.job_ids)
+        combined.errors.update(scheduled.errors)
 
     def collect_output(self, job: Job, job_name: str, output_dir: Path) -> int:
         """See :func:`collect_output`."""
