@@ -73,7 +73,7 @@ class S3Store(Store):
     conditional = True
 
     def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
-        """One S3 API call (the single place requests go through)."""
+        """One S3 API call (every request but the GETs of ``read`` goes through here)."""
         result: dict[str, Any] = self.fs.call_s3(method, **kwargs)
         return result
 
