@@ -59,10 +59,14 @@ RECEIVERS = [
     Receiver("dcmtk storescp (default options)", "storescp", reference=True),
     Receiver("pynetdicom 3.0.4 stock SCP, write encoded_dataset()", "pynetdicom", reference=True),
     Receiver("pynetdicom 3.0.4 stock SCP, temp/fsync/rename", "pynetdicom-durable", reference=True),
-    Receiver("dicomflow StoreSCP + node Spool (durable)", "dicomflow-spool"),
-    Receiver("dicomflow StoreSCP + temp/fsync/rename (durable)", "dicomflow"),
+    Receiver("dicomflow lean SCP + node Spool (durable)", "lean-spool"),
+    Receiver("dicomflow lean SCP + temp/fsync/rename (durable)", "lean"),
+    Receiver("dicomflow lean SCP, nothing stored (network ceiling)", "lean-memory", stores=False),
+    Receiver("dicomflow pynetdicom SCP + node Spool (durable)", "dicomflow-spool"),
     Receiver(
-        "dicomflow StoreSCP, nothing stored (network ceiling)", "dicomflow-memory", stores=False
+        "dicomflow pynetdicom SCP, nothing stored (network ceiling)",
+        "dicomflow-memory",
+        stores=False,
     ),
     Receiver("no network: temp/fsync/rename of the files' bytes (disk ceiling)", "disk"),
 ]

@@ -17,6 +17,8 @@ the ``recv`` replacement: QUICKACK re-armed, stock polling loops) or ``stock``
   dataset for PatientID and SOPInstanceUID; also fsyncs directories).
 - ``dicomflow-memory``: :class:`dicomflow.net.scp.StoreSCP` calling
   ``instance.encoded()`` and storing nothing: the network path alone.
+- ``lean``, ``lean-spool``, ``lean-memory``: the same three with
+  :class:`dicomflow.net.lean.LeanStoreSCP`, the node's default receiver.
 """
 
 # ruff: noqa: E402
@@ -75,10 +77,14 @@ def serve_pynetdicom(output: Path, durable: bool = False) -> Callable[[], None]:
     return server.shutdown
 
 
-def serve_dicomflow(output: Path, store: Callable[[Any], int]) -> Callable[[], None]:
+def serve_dicomflow(
+    output: Path, store: Callable[[Any], int], lean: bool = False
+) -> Callable[[], None]:
+    from dicomflow.net.lean import LeanStoreSCP
     from dicomflow.net.scp import StoreSCP
 
-    scp = StoreSCP(ae_title="DICOMFLOW", ip="127.0.0.1", port=0, on_store=store)
+    server = LeanStoreSCP if lean else StoreSCP
+    scp = server(ae_title="DICOMFLOW", ip="127.0.0.1", port=0, on_store=store)
     print(f"PORT {scp.port}", flush=True)
     return scp.close
 
@@ -120,6 +126,9 @@ RECEIVERS: dict[str, Callable[[Path], Callable[[], None]]] = {
     "dicomflow": lambda output: serve_dicomflow(output, durable_store(output)),
     "dicomflow-spool": lambda output: serve_dicomflow(output, spool_store(output)),
     "dicomflow-memory": lambda output: serve_dicomflow(output, memory_store(output)),
+    "lean": lambda output: serve_dicomflow(output, durable_store(output), lean=True),
+    "lean-spool": lambda output: serve_dicomflow(output, spool_store(output), lean=True),
+    "lean-memory": lambda output: serve_dicomflow(output, memory_store(output), lean=True),
 }
 
 

@@ -8,7 +8,7 @@ variables, then an optional TOML file named by ``DICOMFLOW_CONFIG``.
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from pydantic import Field, SecretStr, field_validator
@@ -43,6 +43,7 @@ class NodeSettings(BaseSettings):
     export_backoff_s: float = Field(2.0, ge=0)
     outbox_retry_interval_s: float = Field(60.0, gt=0)
     fsync: bool = True
+    receiver: Literal["lean", "pynetdicom"] = "lean"
     keep_inputs: bool = False
     queue_url: str | None = None
     queue_workers: int | None = Field(None, ge=0, le=64)

@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -43,26 +44,19 @@ class ReceivedInstance:
     association_id: int
     calling_ae_title: str
     peer_ip: str
-    event: Any = field(repr=False)
-
-    @cached_property
-    def raw(self) -> bytes:
-        """The dataset bytes exactly as the peer sent them (no file meta)."""
-        return bytes(self.event.request.DataSet.getvalue())
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: UID
+    raw: bytes = field(repr=False)  # the dataset bytes exactly as the peer sent them
 
     @cached_property
     def dataset(self) -> Dataset:
         """The dataset, decoded in one pass (a truncated encoding raises here)."""
-        return decode_complete(self.raw, self.event.context.transfer_syntax)
+        return decode_complete(self.raw, self.transfer_syntax)
 
     def encoded(self) -> bytes:
         """The instance as Part-10 bytes: file meta, then the dataset as received."""
-        request = self.event.request
-        meta = encode_file_meta(
-            request.AffectedSOPClassUID,
-            request.AffectedSOPInstanceUID,
-            self.event.context.transfer_syntax,
-        )
+        meta = encode_file_meta(self.sop_class_uid, self.sop_instance_uid, self.transfer_syntax)
         return meta + self.raw
 
 
@@ -192,11 +186,15 @@ class StoreSCP:
 
     def _handle_store(self, event: Any) -> int:
         assoc = event.assoc
+        request = event.request
         instance = ReceivedInstance(
             association_id=id(assoc),
             calling_ae_title=str(assoc.requestor.ae_title).strip(),
             peer_ip=str(assoc.requestor.address),
-            event=event,
+            sop_class_uid=str(request.AffectedSOPClassUID),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            transfer_syntax=UID(event.context.transfer_syntax),
+            raw=bytes(request.DataSet.getvalue()),
         )
         try:
             metrics.BYTES_RECEIVED.inc(len(instance.raw))

@@ -30,6 +30,7 @@ from dicomflow.dicom.keys import shorten, value_key
 from dicomflow.dicom.tags import parse_tag
 from dicomflow.errors import DicomflowError, InvalidKeyError, SpoolError
 from dicomflow.net.address import Address
+from dicomflow.net.lean import LeanStoreSCP
 from dicomflow.net.scp import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_OUT_OF_RESOURCES,
@@ -111,7 +112,7 @@ class Node:
         self._patient_tag = parse_tag(getattr(pipeline_class, "patient_identifier_tag", PATIENT_ID))
         self._round_lock = threading.Lock()
         self._uploads = itertools.count(1)
-        self.scp: StoreSCP | None = None
+        self.scp: StoreSCP | LeanStoreSCP | None = None
         self.runner: Runner | None = None
         self.series: SeriesStage | None = None
         url = settings.resolved_queue_url()
@@ -150,7 +151,8 @@ class Node:
         recovered = self._recover()
         self.trigger.start()
         self.outbox.start()
-        self.scp = StoreSCP(
+        server_class = LeanStoreSCP if self.settings.receiver == "lean" else StoreSCP
+        self.scp = server_class(
             ae_title=self.settings.ae_title,
             ip=self.settings.ip,
             port=self.settings.port,

@@ -1,0 +1,530 @@
+"""A lean C-STORE/C-ECHO acceptor: the upper layer done in one thread per association.
+
+pynetdicom handles every PDU through a state machine, event queues and two
+threads per association, and decodes each command set with pydicom. That is
+~1.5 ms of Python per instance on a small machine, more than writing and
+fsyncing the instance. An SCP that only accepts storage needs little of it:
+
+1. Association: the A-ASSOCIATE-RQ is decoded with pynetdicom's PDU classes;
+   each presentation context is accepted when its abstract syntax is a storage
+   SOP class (or Verification) and one of its transfer syntaxes is one we
+   store as received (:mod:`dicomflow.net.contexts`); the A-ASSOCIATE-AC is
+   packed here (PS3.8 9.3.3). A calling AE title outside the allow-list gets an
+   A-ASSOCIATE-RJ (permanent, "calling AE title not recognized").
+2. Data: P-DATA-TF PDUs are read whole into one buffer; their PDVs are
+   command or dataset fragments. The command set (implicit VR little endian,
+   group 0000) is parsed here; the dataset fragments are joined as received.
+   When a C-STORE's dataset is complete, ``on_store`` decides its status, and
+   the C-STORE-RSP goes back at once. C-ECHO is answered with success.
+3. End: A-RELEASE-RQ gets A-RELEASE-RP; an A-ABORT, a closed connection, a
+   protocol error (A-ABORT sent) or ``network_timeout_s`` of silence end the
+   association. ``on_release`` is called in every case.
+
+Anything else (other DIMSE services, a PDU out of order, a PDV on a context
+that was not accepted) aborts the association with a log line; nothing is
+acknowledged that was not stored. pynetdicom's server
+(:class:`dicomflow.net.scp.StoreSCP`) stays available as ``receiver =
+"pynetdicom"``.
+"""
+
+import contextlib
+import itertools
+import logging
+import socket
+import socketserver
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.uid import UID
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+
+from dicomflow import metrics
+from dicomflow.errors import PortInUseError
+from dicomflow.net.contexts import ACCEPTED_TRANSFER_SYNTAXES, UNCOMPRESSED, storage_contexts
+from dicomflow.net.scp import (
+    STATUS_FAILED,
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_SUCCESS,
+    AccessPolicy,
+    ReceivedInstance,
+    ReleaseCallback,
+    StoreCallback,
+)
+from dicomflow.net.socket import receive_exactly, tune_accepted_socket
+
+logger = logging.getLogger(__name__)
+
+VERIFICATION = "1.2.840.10008.1.1"
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+IMPLEMENTATION_VERSION_NAME = b"DICOMFLOW_010"
+MAX_PDU_HEADER_LENGTH = 2**31  # a PDU claiming more is a protocol error
+MAX_ASSOCIATE_RQ = 1 << 20
+
+# PDU types (PS3.8 9.3.1)
+ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
+P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = 0x04, 0x05, 0x06, 0x07
+# presentation context results (PS3.8 9.3.3.2)
+ACCEPTED, ABSTRACT_SYNTAX_NOT_SUPPORTED, TRANSFER_SYNTAXES_NOT_SUPPORTED = 0, 3, 4
+# command fields (PS3.7 E.1)
+C_STORE_RQ, C_STORE_RSP, C_ECHO_RQ, C_ECHO_RSP = 0x0001, 0x8001, 0x0030, 0x8030
+NO_DATASET = 0x0101
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol: the association is aborted."""
+
+
+@dataclass
+class _Context:
+    abstract_syntax: str
+    transfer_syntax: UID
+
+
+@dataclass
+class _Message:
+    """A DIMSE message being received: its command, then its dataset fragments."""
+
+    context_id: int
+    command: dict[int, bytes] = field(default_factory=dict)
+    fragments: list[bytes | memoryview] = field(default_factory=list)
+    size: int = 0
+
+
+class LeanStoreSCP:
+    """A running C-STORE/C-ECHO server; same interface as :class:`~dicomflow.net.scp.StoreSCP`."""
+
+    def __init__(
+        self,
+        *,
+        ae_title: str,
+        ip: str,
+        port: int,
+        on_store: StoreCallback,
+        on_release: ReleaseCallback | None = None,
+        policy: AccessPolicy | None = None,
+        on_refused: Callable[[str, str], None] | None = None,
+        maximum_pdu_size: int = 0,
+        network_timeout_s: float = 60.0,
+        maximum_associations: int = 64,
+    ) -> None:
+        self.ae_title = ae_title
+        self.policy = policy or AccessPolicy()
+        self.on_store = on_store
+        self.on_release = on_release
+        self.on_refused = on_refused
+        self.maximum_pdu_size = maximum_pdu_size
+        self.network_timeout_s = network_timeout_s
+        self.maximum_associations = maximum_associations
+        self._active = 0
+        self._active_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._supported = {str(c.abstract_syntax) for c in storage_contexts()}
+        self._syntaxes = [str(uid) for uid in ACCEPTED_TRANSFER_SYNTAXES]
+        try:
+            self._server = _Server((ip, port), _Handler, scp=self)
+        except OSError as exc:
+            raise PortInUseError(f"Cannot listen on {ip}:{port}: {exc.strerror}.") from exc
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="dicomflow-scp", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when asked for port 0)."""
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        """Stop accepting associations and wait for the server thread to end."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def next_association_id(self) -> int:
+        return next(self._ids)
+
+    def enter(self) -> bool:
+        """Count one more association, unless the limit is reached."""
+        with self._active_lock:
+            if self._active >= self.maximum_associations:
+                return False
+            self._active += 1
+            return True
+
+    def leave(self) -> None:
+        with self._active_lock:
+            self._active -= 1
+
+    def negotiate(self, abstract_syntax: str, proposed: list[str]) -> tuple[int, str]:
+        """The result and transfer syntax for one proposed presentation context."""
+        if abstract_syntax not in self._supported:
+            return ABSTRACT_SYNTAX_NOT_SUPPORTED, proposed[0] if proposed else ""
+        accepted = [str(u) for u in UNCOMPRESSED[:2]] if abstract_syntax == VERIFICATION else None
+        for syntax in proposed:
+            if syntax in (accepted or self._syntaxes):
+                return ACCEPTED, syntax
+        return TRANSFER_SYNTAXES_NOT_SUPPORTED, proposed[0] if proposed else ""
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], handler: Any, scp: LeanStoreSCP) -> None:
+        self.scp = scp
+        super().__init__(address, handler)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        ip = str(client_address[0])
+        if self.scp.policy.allows_ip(ip):
+            return True
+        logger.warning("refused connection from %s: IP address not in allowed_ips", ip)
+        metrics.rejected(metrics.REASON_IP)
+        if self.scp.on_refused is not None:
+            self.scp.on_refused("ip", ip)
+        return False
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    """One association, from A-ASSOCIATE-RQ to release or abort."""
+
+    server: _Server
+    request: socket.socket
+
+    def handle(self) -> None:
+        scp = self.server.scp
+        connection = self.request
+        tune_accepted_socket(connection)
+        connection.settimeout(scp.network_timeout_s)
+        association = _Association(scp, connection, str(self.client_address[0]))
+        if not scp.enter():
+            logger.warning("refused association from %s: too many associations", association.ip)
+            association.reject(result=2, source=3, reason=2)  # transient, local limit
+            return
+        try:
+            association.run()
+        finally:
+            scp.leave()
+
+
+class _Association:
+    def __init__(self, scp: LeanStoreSCP, connection: socket.socket, ip: str) -> None:
+        self.scp = scp
+        self.connection = connection
+        self.ip = ip
+        self.id = scp.next_association_id()
+        self.calling_ae_title = ""
+        self.contexts: dict[int, _Context] = {}
+        self.peer_max_pdu = 0
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def run(self) -> None:
+        established = False
+        try:
+            established = self._associate()
+            if established:
+                self._serve()
+        except TimeoutError:
+            logger.warning(
+                "association %d from %s: no data for %.0fs; aborted",
+                self.id,
+                self.ip,
+                self.scp.network_timeout_s,
+            )
+            self._abort()
+        except ProtocolError as exc:
+            logger.warning("association %d from %s: %s; aborted", self.id, self.ip, exc)
+            self._abort(reason=2)
+        except EOFError:
+            logger.debug("connection %d from %s closed before an association", self.id, self.ip)
+        except (ConnectionError, OSError) as exc:
+            logger.info("association %d from %s: connection lost: %s", self.id, self.ip, exc)
+        finally:
+            if established and self.scp.on_release is not None:
+                try:
+                    self.scp.on_release(self.id)
+                except Exception:
+                    logger.exception("association %d: release handler failed", self.id)
+
+    def _associate(self) -> bool:
+        pdu_type, body = self._read_pdu(limit=MAX_ASSOCIATE_RQ)
+        if pdu_type != ASSOCIATE_RQ:
+            raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02x}")
+        request = A_ASSOCIATE_RQ()
+        try:
+            request.decode(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
+        except Exception as exc:
+            raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {exc}") from exc
+        self.calling_ae_title = _ae_text(request.calling_ae_title)
+        if not self.scp.policy.allows_ae_title(self.calling_ae_title):
+            logger.warning("rejected association from AE title %r", self.calling_ae_title)
+            metrics.rejected(metrics.REASON_AE_TITLE)
+            if self.scp.on_refused is not None:
+                self.scp.on_refused("ae_title", self.calling_ae_title)
+            self.reject(result=1, source=1, reason=3)
+            return False
+        user = request.user_information
+        self.peer_max_pdu = int(getattr(user, "maximum_length", 0) or 0) if user else 0
+        items = []
+        for item in request.presentation_context:
+            abstract = str(item.abstract_syntax)
+            proposed = [str(uid) for uid in item.transfer_syntax]
+            result, syntax = self.scp.negotiate(abstract, proposed)
+            context_id = int(item.context_id or 0)
+            if result == ACCEPTED:
+                self.contexts[context_id] = _Context(abstract, UID(syntax))
+            items.append(_context_item(context_id, result, syntax))
+        self._send(
+            ASSOCIATE_AC,
+            _associate_ac(
+                request.called_ae_title, request.calling_ae_title, items, self.scp.maximum_pdu_size
+            ),
+        )
+        metrics.ASSOCIATIONS.inc()
+        return True
+
+    def reject(self, *, result: int, source: int, reason: int) -> None:
+        with contextlib.suppress(OSError):
+            self._send(ASSOCIATE_RJ, bytes((0, result, source, reason)))
+
+    def _abort(self, reason: int = 0) -> None:
+        with contextlib.suppress(OSError):
+            self._send(ABORT, bytes((0, 0, 2, reason)))  # source 2: service provider
+
+    # -- data phase ----------------------------------------------------------------
+
+    def _serve(self) -> None:
+        message: _Message | None = None
+        while True:
+            try:
+                pdu_type, body = self._read_pdu()
+            except EOFError:
+                logger.info("association %d from %s: closed by the peer", self.id, self.ip)
+                return
+            if pdu_type == P_DATA_TF:
+                message = self._data(body, message)
+            elif pdu_type == RELEASE_RQ:
+                self._send(RELEASE_RP, b"\x00\x00\x00\x00")
+                return
+            elif pdu_type == ABORT:
+                logger.info("association %d from %s: aborted by the peer", self.id, self.ip)
+                return
+            else:
+                raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02x}")
+
+    def _data(self, body: bytearray, message: _Message | None) -> _Message | None:
+        view = memoryview(body)
+        offset, end = 0, len(body)
+        while offset < end:
+            if offset + 6 > end:
+                raise ProtocolError("truncated PDV item")
+            length, context_id, header = struct.unpack_from(">IBB", view, offset)
+            if length < 2 or offset + 4 + length > end:
+                raise ProtocolError("PDV item length out of bounds")
+            fragment = view[offset + 6 : offset + 4 + length]
+            offset += 4 + length
+            if context_id not in self.contexts:
+                raise ProtocolError(f"PDV on presentation context {context_id}, not accepted")
+            if message is None:
+                message = _Message(context_id)
+            elif message.context_id != context_id:
+                raise ProtocolError("PDVs of one message on two presentation contexts")
+            if header & 0x01:  # command fragment
+                if message.fragments:
+                    raise ProtocolError("command fragment after dataset fragments")
+                message.fragments.append(fragment)
+                if header & 0x02:
+                    message.command = _parse_command(b"".join(message.fragments))
+                    message.fragments = []
+                    if _us(message.command, 0x0800) == NO_DATASET:
+                        self._dispatch(message)
+                        message = None
+            else:
+                if not message.command:
+                    raise ProtocolError("dataset fragment before its command")
+                message.fragments.append(fragment)
+                message.size += len(fragment)
+                if header & 0x02:
+                    self._dispatch(message)
+                    message = None
+        return message
+
+    def _dispatch(self, message: _Message) -> None:
+        command = message.command
+        field_ = _us(command, 0x0100)
+        message_id = _us(command, 0x0110)
+        context = self.contexts[message.context_id]
+        if field_ == C_ECHO_RQ:
+            metrics.ECHOES.inc()
+            self._respond(
+                message.context_id, C_ECHO_RSP, message_id, VERIFICATION, None, STATUS_SUCCESS
+            )
+        elif field_ == C_STORE_RQ:
+            status = self._store(command, context, message)
+            self._respond(
+                message.context_id,
+                C_STORE_RSP,
+                message_id,
+                _uid(command, 0x0002),
+                _uid(command, 0x1000),
+                status,
+            )
+        else:
+            raise ProtocolError(f"DIMSE command 0x{field_:04x} is not supported")
+
+    def _store(self, command: dict[int, bytes], context: _Context, message: _Message) -> int:
+        data = b"".join(message.fragments)
+        instance = ReceivedInstance(
+            association_id=self.id,
+            calling_ae_title=self.calling_ae_title,
+            peer_ip=self.ip,
+            sop_class_uid=_uid(command, 0x0002),
+            sop_instance_uid=_uid(command, 0x1000),
+            transfer_syntax=context.transfer_syntax,
+            raw=data,
+        )
+        try:
+            metrics.BYTES_RECEIVED.inc(len(data))
+            return self.scp.on_store(instance)
+        except MemoryError:
+            logger.exception("association %d: out of memory storing an instance", self.id)
+            metrics.rejected(metrics.REASON_STORAGE_ERROR)
+            return STATUS_OUT_OF_RESOURCES
+        except Exception:
+            logger.exception("association %d: storing an instance failed", self.id)
+            metrics.rejected(metrics.REASON_HANDLER_ERROR)
+            return STATUS_FAILED
+
+    def _respond(
+        self,
+        context_id: int,
+        field_: int,
+        message_id: int,
+        sop_class_uid: str,
+        sop_instance_uid: str | None,
+        status: int,
+    ) -> None:
+        elements = [
+            _element(0x0002, _pad_uid(sop_class_uid)),
+            _element(0x0100, struct.pack("<H", field_)),
+            _element(0x0120, struct.pack("<H", message_id)),
+            _element(0x0800, struct.pack("<H", NO_DATASET)),
+            _element(0x0900, struct.pack("<H", status)),
+        ]
+        if sop_instance_uid is not None:
+            elements.append(_element(0x1000, _pad_uid(sop_instance_uid)))
+        body = b"".join(elements)
+        command = _element(0x0000, struct.pack("<I", len(body))) + body
+        pdv = struct.pack(">IBB", len(command) + 2, context_id, 0x03) + command
+        self._send(P_DATA_TF, pdv)
+
+    # -- PDUs ----------------------------------------------------------------------
+
+    def _read_pdu(self, limit: int = MAX_PDU_HEADER_LENGTH) -> tuple[int, bytearray]:
+        header = receive_exactly(self.connection, 6)
+        if len(header) < 6:
+            raise EOFError
+        pdu_type, _, length = struct.unpack(">BBI", header)
+        if length > limit or (
+            pdu_type == P_DATA_TF
+            and self.scp.maximum_pdu_size
+            and length > self.scp.maximum_pdu_size
+        ):
+            raise ProtocolError(f"PDU of {length} bytes is too long")
+        body = receive_exactly(self.connection, length)
+        if len(body) < length:
+            raise EOFError
+        return pdu_type, body
+
+    def _send(self, pdu_type: int, body: bytes) -> None:
+        self.connection.sendall(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
+
+
+# -- encoding helpers ------------------------------------------------------------------
+
+
+def _ae_text(value: Any) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value).strip()
+
+
+def _ae_field(value: Any) -> bytes:
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    return text.encode("ascii", "replace")[:16].ljust(16, b" ")
+
+
+def _uid_bytes(uid: str) -> bytes:
+    return uid.encode("ascii")
+
+
+def _item(item_type: int, value: bytes) -> bytes:
+    return struct.pack(">BBH", item_type, 0, len(value)) + value
+
+
+def _context_item(context_id: int, result: int, syntax: str) -> bytes:
+    sub_item = _item(0x40, _uid_bytes(syntax))
+    return _item(0x21, bytes((context_id, 0, result, 0)) + sub_item)
+
+
+def _associate_ac(called: Any, calling: Any, contexts: list[bytes], max_pdu: int) -> bytes:
+    user = b"".join(
+        (
+            _item(0x51, struct.pack(">I", max_pdu)),
+            _item(0x52, _uid_bytes(PYNETDICOM_IMPLEMENTATION_UID)),
+            _item(0x55, IMPLEMENTATION_VERSION_NAME),
+        )
+    )
+    return b"".join(
+        (
+            struct.pack(">HH", 1, 0),
+            _ae_field(called),
+            _ae_field(calling),
+            b"\x00" * 32,
+            _item(0x10, _uid_bytes(APPLICATION_CONTEXT)),
+            *contexts,
+            _item(0x50, user),
+        )
+    )
+
+
+def _parse_command(data: bytes) -> dict[int, bytes]:
+    """The elements of a command set (implicit VR little endian, group 0000)."""
+    elements: dict[int, bytes] = {}
+    offset, end = 0, len(data)
+    while offset < end:
+        if offset + 8 > end:
+            raise ProtocolError("truncated command set")
+        group, element, length = struct.unpack_from("<HHI", data, offset)
+        offset += 8
+        if group != 0x0000 or offset + length > end:
+            raise ProtocolError("malformed command set")
+        elements[element] = data[offset : offset + length]
+        offset += length
+    if 0x0100 not in elements:
+        raise ProtocolError("command set without CommandField")
+    return elements
+
+
+def _us(command: dict[int, bytes], element: int) -> int:
+    value = command.get(element, b"")
+    return int(struct.unpack("<H", value[:2])[0]) if len(value) >= 2 else 0
+
+
+def _uid(command: dict[int, bytes], element: int) -> str:
+    return command.get(element, b"").decode("ascii", "replace").rstrip("\x00 ")
+
+
+def _pad_uid(uid: str) -> bytes:
+    data = uid.encode("ascii")
+    return data + b"\x00" if len(data) % 2 else data
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0000, element, len(value)) + value
