@@ -1,4 +1,5 @@
-"""The event-driven pynetdicom reactors, with dcmtk and pynetdicom peers on both sides."""
+"""The node's two receivers (the lean SCP and pynetdicom's server with the event-driven
+reactors), and our pynetdicom SCU, with dcmtk and pynetdicom peers on both sides."""
 
 import logging
 import os
@@ -22,6 +23,7 @@ from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import PeerUnreachableError
 from dicomflow.net import reactor
 from dicomflow.net.address import Address
+from dicomflow.net.lean import LeanStoreSCP
 from dicomflow.net.scp import ReceivedInstance, StoreSCP
 from dicomflow.net.scu import echo, send
 from support import wait_for_port
@@ -32,12 +34,12 @@ pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk 
 
 
 class Receiver:
-    """A running :class:`StoreSCP` that remembers what it received and which associations ended."""
+    """A running SCP that remembers what it received and which associations ended."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: type[StoreSCP] | type[LeanStoreSCP] = StoreSCP) -> None:
         self.uids: list[str] = []
         self.ended = threading.Event()
-        self.scp = StoreSCP(
+        self.scp = server(
             ae_title="DICOMFLOW",
             ip="127.0.0.1",
             port=0,
@@ -51,9 +53,9 @@ class Receiver:
         return 0x0000
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    running = Receiver()
+@pytest.fixture(params=[StoreSCP, LeanStoreSCP], ids=["pynetdicom", "lean"])
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    running = Receiver(request.param)
     yield running
     running.scp.close()
 

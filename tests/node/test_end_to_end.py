@@ -35,9 +35,12 @@ def by_uid(paths: list[Path]) -> dict[str, pydicom.Dataset]:
     return {str(ds.SOPInstanceUID): ds for ds in datasets}
 
 
-def test_bundled_files_go_through_the_pipeline_to_storescp(make_node, storescp: StoreSCPPeer):
+@pytest.mark.parametrize("receiver", ["lean", "pynetdicom"])
+def test_bundled_files_go_through_the_pipeline_to_storescp(
+    make_node, storescp: StoreSCPPeer, receiver: str
+):
     sent = by_uid(bundled_files())
-    node = make_node(CopyPipeline, endpoints=[storescp.endpoint()])
+    node = make_node(CopyPipeline, endpoints=[storescp.endpoint()], receiver=receiver)
     storescu(node.port, bundled_files())
     wait_for(lambda: len(storescp.files()) >= len(sent), what="results at storescp")
     received = by_uid(storescp.files())

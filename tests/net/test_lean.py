@@ -1,0 +1,149 @@
+"""The lean receiver against peers that break the protocol, and its limits."""
+
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydicom.uid import UID, CTImageStorage
+from pynetdicom import AE
+
+from dicomflow.net.lean import LeanStoreSCP
+from dicomflow.net.scp import AccessPolicy, ReceivedInstance
+
+VERIFICATION = UID("1.2.840.10008.1.1")
+PATIENT_ROOT_FIND = UID("1.2.840.10008.5.1.4.1.2.1.1")
+
+
+class Peer:
+    """A lean SCP counting stores and ended associations."""
+
+    def __init__(self, **options: Any) -> None:
+        self.stored: list[ReceivedInstance] = []
+        self.ended: list[int] = []
+        self.refused: list[tuple[str, str]] = []
+        self.released = threading.Event()
+        self.scp = LeanStoreSCP(
+            ae_title="DICOMFLOW",
+            ip="127.0.0.1",
+            port=0,
+            on_store=self._store,
+            on_release=self._release,
+            on_refused=lambda reason, value: self.refused.append((reason, value)),
+            **options,
+        )
+
+    def _store(self, instance: ReceivedInstance) -> int:
+        self.stored.append(instance)
+        return 0x0000
+
+    def _release(self, association_id: int) -> None:
+        self.ended.append(association_id)
+        self.released.set()
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    running = Peer()
+    yield running
+    running.scp.close()
+
+
+def requestor(*contexts: str) -> AE:
+    ae = AE(ae_title="REQUESTOR")
+    for context in contexts or (VERIFICATION, CTImageStorage):
+        ae.add_requested_context(context)
+    return ae
+
+
+def read_pdu(connection: socket.socket) -> tuple[int, bytes]:
+    header = b""
+    while len(header) < 6:
+        chunk = connection.recv(6 - len(header))
+        if not chunk:
+            return 0, b""
+        header += chunk
+    pdu_type, _, length = struct.unpack(">BBI", header)
+    body = b""
+    while len(body) < length:
+        body += connection.recv(length - len(body))
+    return pdu_type, body
+
+
+def test_garbage_instead_of_an_association_request_is_aborted(peer: Peer) -> None:
+    with socket.create_connection(("127.0.0.1", peer.scp.port), timeout=5) as connection:
+        connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        pdu_type, _ = read_pdu(connection)
+        assert pdu_type == 0x07  # A-ABORT
+    assert not peer.stored and not peer.ended  # no association was established
+
+
+def test_an_oversized_association_request_is_aborted(peer: Peer) -> None:
+    with socket.create_connection(("127.0.0.1", peer.scp.port), timeout=5) as connection:
+        connection.sendall(struct.pack(">BBI", 0x01, 0, 50_000_000))
+        pdu_type, _ = read_pdu(connection)
+        assert pdu_type == 0x07
+
+
+def test_unsupported_contexts_are_refused_and_the_rest_accepted(peer: Peer) -> None:
+    assoc = requestor(PATIENT_ROOT_FIND, VERIFICATION).associate(
+        "127.0.0.1", peer.scp.port, ae_title="DICOMFLOW"
+    )
+    assert assoc.is_established
+    results = {str(c.abstract_syntax): c.result for c in assoc.accepted_contexts}
+    assert str(VERIFICATION) in results and str(PATIENT_ROOT_FIND) not in results
+    assert [str(c.abstract_syntax) for c in assoc.rejected_contexts] == [str(PATIENT_ROOT_FIND)]
+    assert assoc.send_c_echo().Status == 0x0000
+    assoc.release()
+    assert peer.released.wait(2)
+
+
+def test_an_unknown_calling_ae_title_gets_an_association_reject() -> None:
+    guarded = Peer(policy=AccessPolicy.build(["MODALITY"], []))
+    try:
+        assoc = requestor().associate("127.0.0.1", guarded.scp.port, ae_title="DICOMFLOW")
+        assert assoc.is_rejected
+        assert guarded.refused == [("ae_title", "REQUESTOR")]
+    finally:
+        guarded.scp.close()
+
+
+def test_a_pdv_on_a_context_that_was_not_accepted_aborts(peer: Peer) -> None:
+    assoc = requestor().associate("127.0.0.1", peer.scp.port, ae_title="DICOMFLOW")
+    assert assoc.is_established
+    raw = assoc.dul.socket.socket
+    pdv = struct.pack(">IBB", 2 + 4, 99, 0x03) + b"\x00\x00\x00\x00"
+    raw.sendall(struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv)
+    assoc.join(5)
+    assert assoc.is_aborted
+    assert peer.released.wait(2) and not peer.stored
+
+
+def test_a_silent_association_is_aborted_after_the_network_timeout() -> None:
+    quiet = Peer(network_timeout_s=0.3)
+    try:
+        assoc = requestor().associate("127.0.0.1", quiet.scp.port, ae_title="DICOMFLOW")
+        assert assoc.is_established
+        assert quiet.released.wait(3)
+        assoc.join(3)
+        assert assoc.is_aborted
+    finally:
+        quiet.scp.close()
+
+
+def test_associations_beyond_the_limit_are_rejected_transiently() -> None:
+    limited = Peer(maximum_associations=1)
+    try:
+        first = requestor().associate("127.0.0.1", limited.scp.port, ae_title="DICOMFLOW")
+        assert first.is_established
+        second = requestor().associate("127.0.0.1", limited.scp.port, ae_title="DICOMFLOW")
+        assert second.is_rejected
+        first.release()
+        assert limited.released.wait(2)
+        third = requestor().associate("127.0.0.1", limited.scp.port, ae_title="DICOMFLOW")
+        assert third.is_established
+        third.release()
+    finally:
+        limited.scp.close()
