@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from dicomflow.queue.job import JobStatus
 from dicomflow.web import pages_archive, pages_jobs, pages_outbox, pages_services, pages_spool
 from dicomflow.web.context import WebContext
+from dicomflow.web.metrics import job_counts
 from dicomflow.web.views import context_of, render
 
 router = APIRouter()
@@ -31,13 +32,15 @@ for _pages in (pages_spool, pages_jobs, pages_services, pages_outbox, pages_arch
     router.include_router(_pages.router)
 
 DEPTH_STATUSES = (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.STARTED, JobStatus.FAILED)
-COUNT_LIMIT = 100_000
 
 
 def overview(context: WebContext) -> dict[str, Any]:
     """What the overview shows: the node's counters, jobs per status, waiting work."""
-    backend = context.queue.get()
-    queue = {status.value: len(backend.jobs(status, COUNT_LIMIT)) for status in DEPTH_STATUSES}
+    counts = job_counts(context.queue)  # one indexed query, not a listing of every job
+    queue = {
+        status.value: sum(n for (found, _), n in counts.items() if found == status)
+        for status in DEPTH_STATUSES
+    }
     node = context.node
     counters = {}
     if node is not None:
