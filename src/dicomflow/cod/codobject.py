@@ -133,7 +133,7 @@ class CODObject:
         return result
 
     def _append_one(self, instance: Instance) -> Outcome:
-        if hinted_duplicate(instance, self._known_crcs()):
+        if hinted_duplicate(instance, self._known_crc32c):
             return Outcome.DUPLICATE
         fetched = fetch(instance, self.layout.study_uid, self.layout.series_uid)
         uid = fetched.sop_instance_uid
@@ -287,10 +287,9 @@ class CODObject:
         staged = self._staged.get(uid)
         return staged.record if staged is not None else self._instances.get(uid)
 
-    def _known_crcs(self) -> dict[str, str]:
-        known = {uid: str(record["crc32c"]) for uid, record in self._instances.items()}
-        known.update({uid: str(s.record["crc32c"]) for uid, s in self._staged.items()})
-        return known
+    def _known_crc32c(self, uid: str) -> str | None:
+        record = self._record(uid)
+        return None if record is None else str(record["crc32c"])
 
     def _check_writable(self, operation: str, dirty: bool) -> None:
         if not self.lock and not dirty:

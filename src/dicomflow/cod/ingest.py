@@ -8,14 +8,18 @@ the hints alone when they give both, so nothing is fetched), a *conflict*
 
 import enum
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pydicom
 from pydicom import Dataset
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.errors import InvalidDicomError
 
 from dicomflow.cod.checksum import checksum
 from dicomflow.cod.instance import Instance
+from dicomflow.cod.metadata import BULK_DATA_THRESHOLD
 from dicomflow.dicom.keys import is_valid_uid, shorten, uid_key
 from dicomflow.errors import CODInstanceError
 
@@ -54,36 +58,50 @@ class Fetched:
     crc32c: str
 
 
-def hinted_duplicate(instance: Instance, known: dict[str, str]) -> bool:
+def hinted_duplicate(instance: Instance, known_crc32c: Callable[[str], str | None]) -> bool:
     """Tell from the hints alone (no fetch) whether the instance is already stored.
 
-    ``known`` maps SOPInstanceUID to crc32c for the instances of the series.
+    ``known_crc32c`` returns the crc32c of a SOPInstanceUID of the series (None if absent).
     """
     uid, crc = instance.hints.instance_uid, instance.hints.crc32c
     if uid is None or crc is None:
         return False
     if not is_valid_uid(uid):
         raise CODInstanceError(f'Instance {instance!r}: hinted UID "{shorten(uid)}" is invalid.')
-    return known.get(uid) == crc
+    return known_crc32c(uid) == crc
 
 
 def fetch(instance: Instance, study_uid: str, series_uid: str) -> Fetched:
     """Fetch, parse and check an instance against its hints and the series UIDs."""
     data = instance.open().getvalue()
     try:
-        ds = pydicom.dcmread(io.BytesIO(data))  # parsed from the fetched bytes: one fetch
+        # parsed from the fetched bytes (one fetch); long values, bulk data in the
+        # metadata, stay unread
+        ds = pydicom.dcmread(io.BytesIO(data), defer_size=BULK_DATA_THRESHOLD)
     except (InvalidDicomError, ValueError, EOFError) as exc:
         raise CODInstanceError(f"Instance {instance!r} is not readable DICOM: {exc}.") from exc
-    uid = uid_key(ds.get("SOPInstanceUID"), "SOPInstanceUID")
+    uid = uid_key(_attribute(ds, "SOPInstanceUID"), "SOPInstanceUID")
     hinted = instance.hints.instance_uid
     if hinted is not None and hinted != uid:
         raise CODInstanceError(
             f'Instance {instance!r} has SOPInstanceUID "{uid}"; its hint says "{shorten(hinted)}".'
         )
     for keyword, expected in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid)):
-        value = ds.get(keyword)
+        value = _attribute(ds, keyword)
         if value != expected:
             raise CODInstanceError(
                 f'Instance {instance!r} has {keyword} "{shorten(value)}"; expected "{expected}".'
             )
     return Fetched(data, ds, uid, checksum(data))
+
+
+def _attribute(ds: Dataset, keyword: str) -> Any:
+    """``ds.get(keyword)`` for a UID attribute, read straight from a plain raw value."""
+    element: DataElement | RawDataElement | None = ds.get_item(keyword) if keyword in ds else None
+    if isinstance(element, RawDataElement) and element.VR in ("UI", None):
+        data = element.value
+        if data and data.isascii() and b"\\" not in data:
+            value = data.decode("ascii").rstrip("\x00 ")
+            if value:
+                return value
+    return ds.get(keyword)

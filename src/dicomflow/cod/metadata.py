@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydicom import Dataset
-from pydicom.dataelem import DataElement
 
+from dicomflow.cod import dicomjson
 from dicomflow.cod.archive import padded
 from dicomflow.cod.store import Generation, Store
 from dicomflow.errors import CODError
@@ -36,11 +36,11 @@ Record = dict[str, Any]
 def dicom_json(ds: Dataset, uri: str) -> dict[str, Any]:
     """Return file meta + dataset as DICOM JSON, bulk data replaced by ``BulkDataURI``."""
 
-    def bulk_uri(element: DataElement) -> str:
-        return f"{uri}#{int(element.tag):08X}"
+    def bulk_uri(tag: int) -> str:
+        return f"{uri}#{tag:08X}"
 
-    meta = ds.file_meta.to_json_dict() if hasattr(ds, "file_meta") else {}
-    body = ds.to_json_dict(BULK_DATA_THRESHOLD, bulk_uri)
+    meta = dicomjson.to_json_dict(ds.file_meta, 0, None) if hasattr(ds, "file_meta") else {}
+    body = dicomjson.to_json_dict(ds, BULK_DATA_THRESHOLD, bulk_uri)
     return {**meta, **body}
 
 
