@@ -87,6 +87,45 @@ def test_a_pipeline_can_return_an_archive_output(make_node, tmp_path: Path) -> N
     assert stored.ImageComments == MARK
 
 
+def test_an_archive_output_waits_for_a_held_lock_and_is_archived_by_a_retry(
+    make_node, tmp_path: Path
+) -> None:
+    from sample_pipelines import ArchivePipeline
+
+    series = make_ct_series(2)
+    datastore = tmp_path / "data" / "archive"
+    outbox = tmp_path / "data" / "archive-outbox"
+    holder = CODObject(
+        datastore_path=str(datastore),
+        study_uid=str(series[0].StudyInstanceUID),
+        series_uid=str(series[0].SeriesInstanceUID),
+        lock=True,
+    )
+    node = make_node(ArchivePipeline)
+    storescu(node.port, write_series(series, tmp_path / "s"))
+    wait_for(lambda: node.counters.rounds_succeeded == 1, 60, "the round")
+    wait_for(lambda: outbox.is_dir() and any(outbox.iterdir()), 30, "the output to wait")
+    assert not archived(datastore)  # the lock is held: the job fails and is retried
+    holder.release()
+    wait_for(lambda: archived(datastore) == 2, 60, "the output archived by a retry")
+    wait_for(lambda: not any(outbox.iterdir()), 30, "the archive outbox to empty")
+
+
+def test_an_archive_output_whose_job_was_lost_is_archived_after_a_restart(
+    make_node, tmp_path: Path
+) -> None:
+    from sample_pipelines import ArchivePipeline
+
+    datastore = tmp_path / "data" / "archive"
+    staged = tmp_path / "data" / "archive-outbox" / "round-000"
+    write_series(make_ct_series(3), staged)
+    marker = staged.parent / f".{staged.name}.json"
+    marker.write_text(f'{{"datastore": "{datastore}"}}')  # moved, then the node died
+    make_node(ArchivePipeline)
+    wait_for(lambda: datastore.exists() and archived(datastore) == 3, 60, "the lost output")
+    wait_for(lambda: not staged.exists(), 30, "the staged folder removed")
+
+
 def test_services_of_an_archiving_node_read_the_archive(tmp_path: Path, storescp) -> None:
     from dicomflow.queue.backend import open_backend
     from dicomflow.services.consumer import ServiceScheduler

@@ -10,11 +10,18 @@ retried with backoff; the instances stay in the node until it succeeds.
 series then depend on its archive job and read the series from the archive
 (see :mod:`dicomflow.services.consumer`); their results come back through a
 staging prefix of the datastore, which :func:`collect_output` fetches into the
-node when a job finishes. The archive job itself still reads the node's folder,
-so it must run where that folder is (with Redis, a worker beside the node).
+node when a job finishes. On the embedded queue the archive job reads the node's
+folder; on Redis the node first copies the instances to a staging prefix of the
+datastore, so a worker on another machine needs only the datastore URL.
+
+A pipeline's :class:`~dicomflow.node.output.ArchiveOutput` becomes the same kind
+of job (:meth:`ArchiveScheduler.schedule` with ``remove_input``): its folder
+waits in ``archive-outbox/`` until the job has archived it, with retries, and a
+job that failed for good can be retried from the dashboard.
 """
 
 import logging
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -69,12 +76,24 @@ class ArchiveScheduler:
         self.stage_inputs = not queue_url.startswith("sqlite")
         self._backend = PerThreadBackend(queue_url)
 
-    def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled:
+    def schedule(
+        self,
+        instances_dir: Path,
+        output_root: Path,
+        series_key: str,
+        *,
+        remove_input: bool = False,
+    ) -> Scheduled:
+        """Enqueue the archive job of ``instances_dir``; with ``remove_input`` the job
+        removes that folder once everything in it is archived."""
+        source: dict[str, Any]
         if self.stage_inputs:
             source = {"input_url": f"{staging_url(self.datastore)}/input"}
             upload_folder(instances_dir, source["input_url"])
+            if remove_input:
+                shutil.rmtree(instances_dir, ignore_errors=True)  # staged in the datastore
         else:
-            source = {"input_dir": str(instances_dir)}
+            source = {"input_dir": str(instances_dir), "remove_input": remove_input}
         job = Job(
             function=ARCHIVE_FUNCTION,
             kwargs={"input_dir": None, **source, "datastore": self.datastore},
@@ -118,10 +137,15 @@ def _series_of(path: Path | str) -> tuple[str, str]:
 
 
 def archive_series(
-    input_dir: str | None, datastore: str, input_url: str | None = None, **_: Any
+    input_dir: str | None,
+    datastore: str,
+    input_url: str | None = None,
+    remove_input: bool = False,
+    **_: Any,
 ) -> dict[str, int]:
-    """Queue job: append every instance of ``input_dir`` (a folder) or ``input_url`` (a
-    staging prefix, removed once archived) to its series in ``datastore``.
+    """Queue job: append every instance of ``input_dir`` (a folder; removed once archived
+    with ``remove_input``) or ``input_url`` (a staging prefix, removed once archived) to
+    its series in ``datastore``.
 
     Raises:
         ArchiveError: if an instance could not be stored (the others are kept).
@@ -146,6 +170,8 @@ def archive_series(
         totals["conflicts"] += len(result.conflicts)
     if input_url:
         remove_folder(input_url)
+    if remove_input and input_dir:
+        shutil.rmtree(input_dir, ignore_errors=True)
     logger.info("archived %s into %s: %s", source, datastore, totals)
     return totals
 

@@ -39,7 +39,7 @@ from dicomflow.net.scp import (
     ReceivedInstance,
     StoreSCP,
 )
-from dicomflow.node.archive import archive_series
+from dicomflow.node.archive import ARCHIVE_JOB, ArchiveScheduler
 from dicomflow.node.collector import Collector
 from dicomflow.node.outbox import Outbox
 from dicomflow.node.output import OUTPUT_MANIFEST
@@ -47,11 +47,12 @@ from dicomflow.node.reference import PipelineRef
 from dicomflow.node.round import Round, RoundStore
 from dicomflow.node.runner import Outcome, Runner
 from dicomflow.node.series import SeriesConsumer, SeriesStage
-from dicomflow.node.spool import Spool
+from dicomflow.node.spool import Spool, fsync_directory, write_durably
 from dicomflow.node.trigger import Trigger
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.node.workers import LocalWorkers
-from dicomflow.queue.backend import open_backend
+from dicomflow.queue.backend import PerThreadBackend, open_backend
+from dicomflow.queue.job import Job, JobStatus
 from dicomflow.settings import NodeSettings
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ class Node:
         self.series: SeriesStage | None = None
         url = settings.resolved_queue_url()
         self.watcher = JobWatcher(url)
+        self._queue = PerThreadBackend(url)
+        self._archive_outbox = root / "archive-outbox"
         self.workers = LocalWorkers(
             with_preload(url, _preload(pipeline_class)),
             settings.local_workers(),
@@ -350,12 +353,50 @@ class Node:
                 timed = {**entry, "processed_at": job.processed_at}
                 self.outbox.add(f"{job.round_id}-{entry['folder']}", folder, timed)
             elif entry["kind"] == "archive":
-                archive_series(str(folder), entry["datastore"])
+                self._archive_output(f"{job.round_id}-{entry['folder']}", folder, entry)
             else:
                 _deliver_files(folder, Path(entry["path"]))
         if self.settings.keep_inputs:
             self._keep_processed(job)
         self.rounds.finish(job)
+
+    def _archive_output(self, name: str, folder: Path, entry: dict[str, Any]) -> None:
+        """Move a round's archive output to ``archive-outbox/{name}`` and enqueue the job
+        that archives it (with retries) and then removes it."""
+        staged = self._archive_outbox / name
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        datastore = str(entry["datastore"])
+        if not staged.exists():
+            _write_marker(staged, {"datastore": datastore})  # before the move: see recovery
+            os.replace(folder, staged)
+            fsync_directory(staged.parent)
+        self._schedule_archive(staged, datastore)
+
+    def _schedule_archive(self, staged: Path, datastore: str) -> None:
+        scheduler = ArchiveScheduler(datastore, self.watcher.url)
+        scheduled = scheduler.schedule(staged, staged, f"output {staged.name}", remove_input=True)
+        _write_marker(staged, {"datastore": datastore, **scheduled.job_ids})
+        job_id = scheduled.job_ids[ARCHIVE_JOB]
+        logger.info("archive output %s: job %s", staged.name, job_id)
+        self.watcher.watch(job_id, lambda ended: _archive_output_ended(staged, ended))
+
+    def _recover_archive_outputs(self) -> None:
+        """Enqueue again the archive outputs whose job was lost (a crash between moving
+        the folder and enqueueing, or a queue that was reset)."""
+        if not self._archive_outbox.is_dir():
+            return
+        backend = self._queue.get()
+        for marker in self._archive_outbox.glob(".*.json"):
+            staged = self._archive_outbox / marker.name[1:-5]
+            if not staged.is_dir():
+                # Archived and removed by its job, or never moved (its round, still
+                # pending, exports it again).
+                marker.unlink(missing_ok=True)
+                continue
+            recorded = json.loads(marker.read_text())
+            job_id = recorded.get(ARCHIVE_JOB)
+            if job_id is None or backend.fetch(job_id) is None:
+                self._schedule_archive(staged, recorded["datastore"])
 
     def _keep_processed(self, job: Round) -> None:
         target = self.settings.data_directory.resolve() / "processed" / job.round_id
@@ -365,6 +406,7 @@ class Node:
     # -- recovery ------------------------------------------------------------------
 
     def _recover(self) -> set[str]:
+        self._recover_archive_outputs()
         moved = self.rounds.recover_partial()
         patients: set[str] = set()
         for patient_key, path in self.spool.instances():
@@ -430,6 +472,25 @@ class Node:
             backend.close()
         runner.submit(job)
         logger.info("round %s: retried as job %s", round_id, job_id)
+
+
+def _archive_output_ended(staged: Path, ended: Job) -> None:
+    if ended.status is JobStatus.FINISHED:
+        (staged.parent / f".{staged.name}.json").unlink(missing_ok=True)
+    else:
+        logger.error(
+            "archive output %s: job %s %s; kept in %s (retry the job from the dashboard): %s",
+            staged.name,
+            ended.id,
+            ended.status.value,
+            staged,
+            ended.error,
+        )
+
+
+def _write_marker(staged: Path, values: dict[str, Any]) -> None:
+    """Record, beside an archive output's folder, its datastore and (once known) its job."""
+    write_durably(staged.parent / f".{staged.name}.json", json.dumps(values).encode())
 
 
 @dataclass
