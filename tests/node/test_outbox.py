@@ -211,3 +211,30 @@ def test_an_unreachable_peer_loses_nothing(tmp_path: Path):
     assert sorted(path.name for path in item.glob("*.dcm")) == names
     assert all((item / name).read_bytes() == name.encode() for name in names)
     assert delivered == []
+
+
+def test_file_outputs_are_written_durably_and_wait_while_the_folder_cannot_be(
+    make_node, tmp_path: Path
+):
+    from sample_pipelines import FileOutputPipeline
+
+    series = make_ct_series(3)
+    blocked = tmp_path / "data" / "files-out"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where the folder should be")  # the share is "down"
+    node = make_node(FileOutputPipeline, export_retries=0, outbox_retry_interval_s=0.3)
+    storescu(node.port, write_series(series, tmp_path / "s"))
+    wait_for(lambda: node.outbox.items(), 30, "the results to wait in the outbox")
+    [item] = node.outbox.items()
+    wait_for(lambda: (item / "last-error.json").exists(), 30, "the failed attempt")
+    from dicomflow.web.pages_outbox import _item
+
+    assert _item(item)["destination"] == f"folder {blocked}"
+    blocked.unlink()  # the share is back
+    wait_for(lambda: not node.outbox.items(), 30, "the outbox to empty")
+    written = sorted(blocked.glob("*.dcm"))
+    assert {pydicom.dcmread(p).SOPInstanceUID for p in written} == {
+        ds.SOPInstanceUID for ds in series
+    }
+    assert all(pydicom.dcmread(p).ImageComments == MARK for p in written)
+    assert not list(blocked.glob(".*.part"))

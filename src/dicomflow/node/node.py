@@ -349,13 +349,11 @@ class Node:
             folder = job.output_dir / entry["folder"]
             if not folder.exists():
                 continue
-            if entry["kind"] == "dicom":
+            if entry["kind"] == "archive":
+                self._archive_output(f"{job.round_id}-{entry['folder']}", folder, entry)
+            else:  # C-STORE to a peer, or files into a folder: through the outbox
                 timed = {**entry, "processed_at": job.processed_at}
                 self.outbox.add(f"{job.round_id}-{entry['folder']}", folder, timed)
-            elif entry["kind"] == "archive":
-                self._archive_output(f"{job.round_id}-{entry['folder']}", folder, entry)
-            else:
-                _deliver_files(folder, Path(entry["path"]))
         if self.settings.keep_inputs:
             self._keep_processed(job)
         self.rounds.finish(job)
@@ -527,14 +525,6 @@ def _name(pipeline_class: Any) -> str:
     if pipeline_class is None:
         return "services"
     return f"{pipeline_class.__module__}.{pipeline_class.__qualname__}"
-
-
-def _deliver_files(folder: Path, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for path in folder.glob("*.dcm"):
-        shutil.copyfile(path, target / f".{path.name}.part")
-        os.replace(target / f".{path.name}.part", target / path.name)
-    logger.info("results written to %s", target)
 
 
 def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> bool:

@@ -14,13 +14,14 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dicomflow import metrics
 from dicomflow.net.address import Address
 from dicomflow.net.scu import send
-from dicomflow.node.spool import fsync_directory
+from dicomflow.node.spool import fsync_directory, write_durably
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +98,7 @@ class Outbox:
     def deliver(self, item: Path) -> bool:
         """Send one item with retries; return whether it was delivered completely."""
         destination = json.loads((item / DESTINATION).read_text())
-        address = Address(destination["ip"], destination["port"], destination["ae_title"])
-        calling = destination.get("calling_ae_title") or self.calling_ae_title
+        address, send = self._sender_for(destination)
         for attempt in range(self.retries + 1):
             remaining = sorted(item.glob("*.dcm"))
             if not remaining:
@@ -108,7 +108,7 @@ class Outbox:
                 if self._stop.wait(delay):
                     return False
                 metrics.EXPORT_RETRIES.inc()
-            self._attempt(item, address, calling, remaining, attempt)
+            self._attempt(item, address, send, remaining, attempt)
         if any(item.glob("*.dcm")):
             logger.warning("outbox %s: %s still unreachable; kept for later", item.name, address)
             metrics.EXPORTS.labels(outcome="kept").inc()
@@ -121,12 +121,29 @@ class Outbox:
             self._on_delivered(item)
         return True
 
+    def _sender_for(
+        self, destination: dict[str, Any]
+    ) -> tuple[str, Callable[[list[Path]], set[Path]]]:
+        """How an item reaches its destination: C-STORE to a peer, or (``"kind":
+        "file"``) durable copies into a folder. Returns its name and the sender."""
+        if destination.get("kind") == "file":
+            folder = Path(destination["path"])
+            return str(folder), partial(copy_files, folder)
+        address = Address(destination["ip"], destination["port"], destination["ae_title"])
+        calling = destination.get("calling_ae_title") or self.calling_ae_title
+        return str(address), lambda files: self._sender(address, files, calling)
+
     def _attempt(
-        self, item: Path, address: Address, calling: str, files: list[Path], attempt: int
+        self,
+        item: Path,
+        address: str,
+        send: Callable[[list[Path]], set[Path]],
+        files: list[Path],
+        attempt: int,
     ) -> None:
         started = time.monotonic()
         try:
-            acknowledged = self._sender(address, files, calling)
+            acknowledged = send(files)
         except Exception as exc:
             logger.warning(
                 "outbox %s: attempt %d to %s failed: %s", item.name, attempt + 1, address, exc
@@ -162,6 +179,23 @@ class Outbox:
             raise KeyError(f'The outbox has no item "{name}".')
         self._wake.set()
         return item
+
+
+def copy_files(folder: Path, files: list[Path]) -> set[Path]:
+    """Copy ``files`` durably into ``folder`` (temporary name, fsync, rename, directory
+    fsync); return the ones copied.
+
+    Raises:
+        OSError: if the folder cannot be made or written (the item is retried later).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        temporary = folder / f".{path.name}.part"
+        write_durably(temporary, path.read_bytes())
+        os.replace(temporary, folder / path.name)
+    fsync_directory(folder)
+    logger.info("%d result file(s) written to %s", len(files), folder)
+    return set(files)
 
 
 def last_error(item: Path) -> dict[str, Any] | None:

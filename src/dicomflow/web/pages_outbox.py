@@ -50,7 +50,10 @@ def items(context: WebContext) -> list[dict[str, Any]]:
 def _item(folder: Path) -> dict[str, Any]:
     try:
         destination = json.loads((folder / DESTINATION).read_text())
-        target = f"{destination['ae_title']}@{destination['ip']}:{destination['port']}"
+        if destination.get("kind") == "file":
+            target = f"folder {destination['path']}"
+        else:
+            target = f"{destination['ae_title']}@{destination['ip']}:{destination['port']}"
     except (OSError, ValueError, KeyError, TypeError):
         target = "(unreadable destination)"
     files = list(folder.glob("*.dcm"))
