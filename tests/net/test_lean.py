@@ -147,3 +147,14 @@ def test_associations_beyond_the_limit_are_rejected_transiently() -> None:
         third.release()
     finally:
         limited.scp.close()
+
+
+def test_a_p_data_pdu_longer_than_the_advertised_maximum_aborts(peer: Peer) -> None:
+    assoc = requestor().associate("127.0.0.1", peer.scp.port, ae_title="DICOMFLOW")
+    assert assoc.is_established
+    assert assoc.acceptor.maximum_length == peer.scp.maximum_pdu_size  # never "unlimited"
+    raw = assoc.dul.socket.socket
+    raw.sendall(struct.pack(">BBI", 0x04, 0, 1 << 30))  # claims 1 GiB, sends nothing
+    assoc.join(5)
+    assert assoc.is_aborted
+    assert peer.released.wait(2) and not peer.stored

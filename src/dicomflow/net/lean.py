@@ -61,8 +61,8 @@ logger = logging.getLogger(__name__)
 VERIFICATION = "1.2.840.10008.1.1"
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLEMENTATION_VERSION_NAME = b"DICOMFLOW_010"
-MAX_PDU_HEADER_LENGTH = 2**31  # a PDU claiming more is a protocol error
 MAX_ASSOCIATE_RQ = 1 << 20
+DEFAULT_MAXIMUM_PDU = 16 << 20  # advertised and enforced when none is given
 
 # PDU types (PS3.8 9.3.1)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
@@ -116,7 +116,9 @@ class LeanStoreSCP:
         self.on_store = on_store
         self.on_release = on_release
         self.on_refused = on_refused
-        self.maximum_pdu_size = maximum_pdu_size
+        # A peer may only send P-DATA PDUs this long (we never accept "unlimited": the
+        # buffer for a PDU is allocated when its header arrives).
+        self.maximum_pdu_size = maximum_pdu_size or DEFAULT_MAXIMUM_PDU
         self.network_timeout_s = network_timeout_s
         self.maximum_associations = maximum_associations
         self._active = 0
@@ -426,17 +428,15 @@ class _Association:
 
     # -- PDUs ----------------------------------------------------------------------
 
-    def _read_pdu(self, limit: int = MAX_PDU_HEADER_LENGTH) -> tuple[int, bytearray]:
+    def _read_pdu(self, limit: int = MAX_ASSOCIATE_RQ) -> tuple[int, bytearray]:
         header = receive_exactly(self.connection, 6)
         if len(header) < 6:
             raise EOFError
         pdu_type, _, length = struct.unpack(">BBI", header)
-        if length > limit or (
-            pdu_type == P_DATA_TF
-            and self.scp.maximum_pdu_size
-            and length > self.scp.maximum_pdu_size
-        ):
-            raise ProtocolError(f"PDU of {length} bytes is too long")
+        if pdu_type == P_DATA_TF:
+            limit = self.scp.maximum_pdu_size
+        if length > limit:
+            raise ProtocolError(f"PDU of {length} bytes is longer than the {limit} allowed")
         body = receive_exactly(self.connection, length)
         if len(body) < length:
             raise EOFError
