@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
@@ -52,8 +53,10 @@ if __name__ == "__main__":
 
 
 def clean_env() -> dict[str, str]:
-    """The environment without ``DICOMFLOW_*`` settings that would change what is tested."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("DICOMFLOW_")}
+    """The environment without ``DICOMFLOW_*`` settings that would change what is tested,
+    and with the dashboard on any free port (8080 may be taken on a developer's machine)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DICOMFLOW_")}
+    return {**env, "DICOMFLOW_WEB_PORT": "0"}
 
 
 def dicomflow(*args: object, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -311,3 +314,38 @@ def test_service_commands_install_list_backup_remove(tmp_path: Path) -> None:
     assert backup.stat().st_size > 0
     assert dicomflow("remove", "mask", "-r", str(root)).returncode == 0
     assert "mask" not in dicomflow("list", "-r", str(root)).stdout.replace("measure", "")
+
+
+def test_dashboard_without_a_node_serves_the_queue_and_archive(tmp_path: Path, launch):
+    data = tmp_path / "data"
+    process = launch([DICOMFLOW, "dashboard", "--data-dir", str(data)])
+    log = tmp_path / "node.log"
+    wait_for(lambda: "dashboard: http" in log.read_text(), 30, "the dashboard")
+    url = re.search(r"dashboard: (http://\S+)", log.read_text()).group(1)  # type: ignore[union-attr]
+    token = (data / "web-token").read_text().strip()
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+        assert client.get("/health").json()["dicom_listening"] is False
+        assert client.get("/api/jobs").status_code == 200
+        assert client.get("/dicomweb/studies").status_code in (200, 204)
+        assert client.get("/api/jobs", headers={"Authorization": "Bearer x"}).status_code == 401
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=STOP_TIMEOUT_S) == 0
+
+
+def test_serve_with_the_dashboard_port_taken_is_a_one_line_error(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = dicomflow(
+            "serve",
+            COPY_PIPELINE,
+            "--port",
+            0,
+            "--data-dir",
+            tmp_path / "d",
+            "--web-port",
+            port,
+            cwd=tmp_path,
+        )
+    assert_one_line_error(result, 1, f"Dashboard cannot listen on 127.0.0.1:{port}")

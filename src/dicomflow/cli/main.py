@@ -165,6 +165,42 @@ def run(
 
 
 @app.command()
+def dashboard(
+    data_dir: DataDir = None,
+    queue: Annotated[str | None, typer.Option(help="sqlite:///path or redis://host/db")] = None,
+    archive: Annotated[str | None, typer.Option(help="Archive datastore (dir or URL).")] = None,
+    services: Annotated[Path | None, typer.Option(help="Registry services folder.")] = None,
+    web_port: Annotated[int | None, typer.Option(help="Dashboard port (0: any free).")] = None,
+    web_ip: Annotated[str | None, typer.Option(help="Dashboard address.")] = None,
+) -> None:
+    """Serve the dashboard, DICOMweb and /metrics without a node (e.g. beside Redis workers,
+    or to browse an archive), until Ctrl-C."""
+    try:
+        settings = build_settings(
+            data_directory=data_dir,
+            queue_url=queue,
+            archive_datastore=archive,
+            services_directory=services,
+            web_port=web_port,
+            web_ip=web_ip,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
+    configure_logging(settings.log_level, settings.log_path)
+    try:
+        web = start_web(settings, None)
+    except DicomflowError as exc:
+        fail(str(exc))
+    if web is None:
+        fail("web_enabled is off: nothing to serve.", 2)
+        return
+    console.print(f"dashboard: {web.url}  (token: {_token_hint(settings)})", highlight=False)
+    wait_for_signal()
+    web.stop()
+
+
+@app.command()
 def worker(
     queue: Annotated[str, typer.Option("--queue", "-q", help="sqlite:///path or redis://host/db")],
     name: Annotated[str | None, typer.Option(help="Worker name.")] = None,

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -30,12 +31,14 @@ class WebServer:
         self.app = app
         self._server = uvicorn.Server(config)
         self.ip = ip
+        self._requested_port = port
+        self._socket: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="dicomflow-web", daemon=True)
         self._error: BaseException | None = None
 
     def _run(self) -> None:
         try:
-            asyncio.run(self._server.serve())
+            asyncio.run(self._server.serve(sockets=[self._socket] if self._socket else None))
         except BaseException as exc:  # reported by start()
             self._error = exc
 
@@ -43,8 +46,10 @@ class WebServer:
         """Start serving; return once the socket listens.
 
         Raises:
-            DicomflowError: if the server cannot listen (port in use, bad address).
+            DicomflowError: if the server cannot listen (port in use, bad address), naming
+                the address and the settings that choose it.
         """
+        self._socket = self._bind()
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._server.started:
@@ -54,13 +59,26 @@ class WebServer:
             time.sleep(0.02)
         logger.info("dashboard on %s", self.url)
 
+    def _bind(self) -> socket.socket:
+        """The listening socket, bound here so that a port in use is a clear error."""
+        try:
+            family = socket.AF_INET6 if ":" in self.ip else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.ip, self._requested_port))
+            sock.listen(128)
+        except OSError as exc:
+            raise DicomflowError(
+                f"Dashboard cannot listen on {self.ip}:{self._requested_port}: {exc.strerror}"
+                " (choose another with --web-port / web_port, or turn it off with --no-web)."
+            ) from None
+        return sock
+
     @property
     def port(self) -> int:
-        servers = getattr(self._server, "servers", [])
-        for server in servers:
-            for sock in server.sockets:
-                return int(sock.getsockname()[1])
-        return int(self._server.config.port)
+        if self._socket is not None:
+            return int(self._socket.getsockname()[1])
+        return self._requested_port
 
     @property
     def url(self) -> str:
@@ -69,6 +87,8 @@ class WebServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+        if self._socket is not None:
+            self._socket.close()
 
 
 def start_web(settings: "NodeSettings", node: "Node | None") -> WebServer | None:
