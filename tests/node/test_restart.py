@@ -19,6 +19,7 @@ DICOMFLOW = str(Path(sys.executable).parent / "dicomflow")
 def serve(pipeline: str, port: int, data: Path, endpoint: str) -> subprocess.Popen[bytes]:
     command = [DICOMFLOW, "serve", f"{HERE / 'sample_pipelines.py'}:{pipeline}"]
     command += ["--port", str(port), "--data-dir", str(data), "--endpoint", endpoint]
+    command += ["--web-port", "0"]  # the dashboard too, on any free port
     log = (data / "node.log").open("ab") if data.exists() else subprocess.DEVNULL
     process = subprocess.Popen(command, stdout=log, stderr=log)
     wait_for_port(port)
