@@ -60,3 +60,19 @@ def test_every_process_can_die_and_the_queue_goes_on(embedded, tmp_path: Path) -
         rescuer.stop()
         reopened.close()
     assert (ended.status, ended.attempts, ended.result) == (JobStatus.FINISHED, 2, "done")
+
+
+def test_statuses_answers_for_many_jobs_in_one_call(tmp_path: Path) -> None:
+    from dicomflow.queue.backend import open_backend
+    from dicomflow.queue.job import Job, JobStatus
+
+    backend = open_backend(f"sqlite:///{tmp_path / 'q.db'}")
+    try:
+        ids = [backend.enqueue(Job(function="os:getpid")).id for _ in range(1200)]
+        backend.cancel(ids[0])
+        statuses = backend.statuses([*ids, "unknown"])  # type: ignore[attr-defined]
+        assert len(statuses) == 1200 and "unknown" not in statuses
+        assert statuses[ids[0]] is JobStatus.CANCELED
+        assert {statuses[i] for i in ids[1:]} == {JobStatus.QUEUED}
+    finally:
+        backend.close()

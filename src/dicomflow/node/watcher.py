@@ -5,11 +5,15 @@ import threading
 from collections.abc import Callable
 
 from dicomflow.queue.backend import Backend, open_backend
-from dicomflow.queue.job import Job
+from dicomflow.queue.job import Job, JobStatus
 
 logger = logging.getLogger(__name__)
 
 JobCallback = Callable[[Job], None]
+
+
+def _ended(status: JobStatus | None) -> bool:
+    return status is not None and status.is_terminal
 
 
 class JobWatcher:
@@ -59,6 +63,18 @@ class JobWatcher:
     def _poll(self, backend: Backend) -> None:
         with self._lock:
             watched = list(self._watched.items())
+        if not watched:
+            return
+        statuses = getattr(backend, "statuses", None)  # one query for all, where offered
+        if statuses is not None:
+            try:
+                known = statuses([job_id for job_id, _ in watched])
+            except Exception:
+                logger.exception(
+                    "cannot read the state of %d job(s) from %s", len(watched), self.url
+                )
+                return
+            watched = [(i, callback) for i, callback in watched if _ended(known.get(i))]
         for job_id, callback in watched:
             try:
                 job = backend.fetch(job_id)

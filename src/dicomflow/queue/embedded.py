@@ -13,7 +13,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dicomflow.errors import QueueError, UnknownDependencyError
@@ -35,6 +35,7 @@ from dicomflow.queue.options import QueueOptions, split_url
 logger = logging.getLogger(__name__)
 
 SCHEME = "sqlite://"
+STATUS_CHUNK = 500  # ids per query (SQLite allows 999 parameters in older builds)
 INSERT = (
     "INSERT INTO jobs (id, seq, name, function, kwargs, priority, timeout_s, depends_on,"
     " allow_dependency_failure, retries, retry_backoff_s, status, created_at, meta) VALUES"
@@ -81,6 +82,21 @@ class EmbeddedBackend:
                 f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
         return None if row is None else row_to_job(row)
+
+    def statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """The status of each known job of ``job_ids`` (one query per 500 ids): what a
+        watcher of many jobs asks every poll, without decoding whole jobs."""
+        self.recover()
+        found: dict[str, JobStatus] = {}
+        for start in range(0, len(job_ids), STATUS_CHUNK):
+            chunk = list(job_ids[start : start + STATUS_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self._connection.execute(
+                    f"SELECT id, status FROM jobs WHERE id IN ({marks})", chunk
+                ).fetchall()
+            found.update((str(job_id), JobStatus(status)) for job_id, status in rows)
+        return found
 
     def jobs(self, status: JobStatus | None = None, limit: int = 1000) -> list[Job]:
         self.recover()
