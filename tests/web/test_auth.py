@@ -68,3 +68,27 @@ def test_a_generated_token_is_kept_private_and_stable(tmp_path: Path) -> None:
 def test_user_without_password_is_a_settings_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="web_password"):
         Credentials.from_settings(build_settings(data_directory=tmp_path, web_user="alone"))
+
+
+def test_repeated_failed_logins_are_throttled(web) -> None:  # type: ignore[no-untyped-def]
+    with web.client(authenticated=False) as client:
+        for _ in range(10):
+            assert client.post("/login", data={"password": "guess"}).status_code == 401
+        refused = client.post("/login", data={"password": TOKEN})
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        basic = client.get("/api/jobs", auth=("any", TOKEN))
+        assert basic.status_code == 429  # password logins from that address wait
+        bearer = client.get("/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert bearer.status_code == 200  # the token is never throttled
+        assert client.get("/health").status_code == 200
+
+
+def test_missing_or_stale_tokens_and_cookies_do_not_count_as_failures(web) -> None:  # type: ignore[no-untyped-def]
+    with web.client(authenticated=False) as client:
+        for _ in range(20):
+            assert client.get("/api/jobs").status_code == 401
+            stale = {"Authorization": "Bearer old-token", "Cookie": "dicomflow_session=old"}
+            assert client.get("/api/jobs", headers=stale).status_code == 401
+        assert client.post("/login", data={"password": TOKEN}).status_code in (200, 303)
+    with web.client() as client:
+        assert client.get("/api/jobs").status_code == 200

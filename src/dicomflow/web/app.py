@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from dicomflow.web import dashboard, dicomweb, metrics
-from dicomflow.web.auth import SESSION_COOKIE, require_auth
+from dicomflow.web.auth import SESSION_COOKIE, Throttle, require_auth
 from dicomflow.web.context import WebContext
 
 HERE = Path(__file__).parent
@@ -23,6 +23,7 @@ def create_app(context: WebContext) -> FastAPI:
     app = FastAPI(title="dicomflow", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.context = context
     app.state.templates = templates
+    app.state.throttle = Throttle()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_api_route("/health", _health, methods=["GET"])
     app.add_api_route("/login", _login_form, methods=["GET"], response_class=HTMLResponse)
@@ -69,7 +70,10 @@ def _login(
 ) -> Response:
     context: WebContext = request.app.state.context
     credentials = context.credentials
+    throttle: Throttle = request.app.state.throttle
+    throttle.check(request)
     if not credentials.check_login(username, password):
+        throttle.failed(request)
         return templates.TemplateResponse(
             request,
             "login.html",

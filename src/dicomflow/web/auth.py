@@ -11,6 +11,8 @@ import hmac
 import logging
 import os
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,10 +77,59 @@ class Credentials:
         return False
 
 
+class Throttle:
+    """Failed password logins (the form, HTTP basic) per client address: after ``limit``
+    failures within ``window_s`` seconds that address gets 429 for password logins until
+    the window has passed, so a password cannot be guessed at speed. Bearer tokens (too
+    long to guess) and session cookies are never throttled, so a stale browser tab or a
+    shared proxy address cannot lock out scripts that use the token."""
+
+    def __init__(self, limit: int = 10, window_s: float = 300.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, request: Request) -> None:
+        """Raise 429 if the request's address failed too often lately."""
+        with self._lock:
+            recent = self._recent(_client(request))
+        if len(recent) >= self.limit:
+            retry = max(1, int(recent[0] + self.window_s - time.monotonic()))
+            logger.warning("refused login attempts from %s for %d s", _client(request), retry)
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                "too many failed logins; try again later",
+                headers={"Retry-After": str(retry)},
+            )
+
+    def failed(self, request: Request) -> None:
+        address = _client(request)
+        with self._lock:
+            self._failures[address] = [*self._recent(address), time.monotonic()]
+            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
+                self._failures.pop(next(iter(self._failures)))
+
+    def _recent(self, address: str) -> list[float]:
+        oldest = time.monotonic() - self.window_s
+        return [when for when in self._failures.get(address, []) if when > oldest]
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
 def require_auth(request: Request) -> None:
-    """FastAPI dependency: 401 unless the request is authenticated."""
+    """FastAPI dependency: 401 unless the request is authenticated (429 after too many
+    failures from its address)."""
     credentials: Credentials = request.app.state.context.credentials
+    throttle: Throttle = request.app.state.throttle
+    basic = request.headers.get("authorization", "").lower().startswith("basic ")
+    if basic:
+        throttle.check(request)
     if not credentials.allows(request):
+        if basic:
+            throttle.failed(request)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "authentication required",
