@@ -67,6 +67,10 @@ def test_received_series_are_archived_and_readable(tmp_path: Path) -> None:
     stored = pydicom.dcmread(io.BytesIO(cod.get(str(original.SOPInstanceUID))))
     assert stored.PixelData == original.PixelData
     assert stored.PatientID == "A"
+    # each archived series has its thumbnail: an MP4 for several instances
+    assert cod.thumbnail["uri"].endswith("thumbnail.mp4")
+    frames = cod.thumbnail["thumbnail_index_to_instance_frame"]  # by InstanceNumber
+    assert [uid for uid, _ in frames] == [str(ds.SOPInstanceUID) for ds in first]
 
 
 def test_a_pipeline_can_return_an_archive_output(make_node, tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from dicomflow.cod.transfer import (
     staging_url,
     upload_folder,
 )
-from dicomflow.errors import DicomflowError
+from dicomflow.errors import CODError, DicomflowError
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, Priority
 
@@ -141,11 +141,13 @@ def archive_series(
     datastore: str,
     input_url: str | None = None,
     remove_input: bool = False,
+    thumbnail: bool = True,
     **_: Any,
 ) -> dict[str, int]:
     """Queue job: append every instance of ``input_dir`` (a folder; removed once archived
     with ``remove_input``) or ``input_url`` (a staging prefix, removed once archived) to
-    its series in ``datastore``.
+    its series in ``datastore``, then (``thumbnail``) renew the series' thumbnail when
+    anything was added.
 
     Raises:
         ArchiveError: if an instance could not be stored (the others are kept).
@@ -162,6 +164,8 @@ def archive_series(
         ) as cod:
             result = cod.append(instances)
             cod.sync()
+            if thumbnail and (result.new or result.conflicts):
+                _renew_thumbnail(cod)
         if result.errors:
             failures = "; ".join(f"{i.dicom_uri}: {e}" for i, e in result.errors[:5])
             raise ArchiveError(f"Series {series_uid}: {len(result.errors)} error(s): {failures}")
@@ -174,6 +178,17 @@ def archive_series(
         shutil.rmtree(input_dir, ignore_errors=True)
     logger.info("archived %s into %s: %s", source, datastore, totals)
     return totals
+
+
+def _renew_thumbnail(cod: CODObject) -> None:
+    """Write the series' thumbnail; a series without pixel data, or a machine without
+    PyAV, simply has none (the archived instances are what matters)."""
+    try:
+        cod.write_thumbnail()
+    except CODError as exc:
+        logger.info("series %s: no thumbnail: %s", cod.layout.series_uid, exc)
+    except Exception:
+        logger.warning("series %s: the thumbnail failed", cod.layout.series_uid, exc_info=True)
 
 
 def collect_output(job: Job, job_name: str, output_dir: Path) -> int:
