@@ -459,13 +459,13 @@ class Node:
             with self._round_lock:
                 target = self.rounds.rounds / round_id
                 os.replace(failed, target)
-                (target / "error.json").unlink(missing_ok=True)
                 job = self.rounds.load(target)
                 try:
                     backend.requeue(job_id)
                 except Exception:
-                    os.replace(target, failed)
+                    os.replace(target, failed)  # still failed, with its error.json
                     raise
+                (target / "error.json").unlink(missing_ok=True)
         finally:
             backend.close()
         runner.submit(job)
