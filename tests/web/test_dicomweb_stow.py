@@ -4,11 +4,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pydicom
 import pytest
 from dicomweb_support import ArchiveWeb, archive_web, encoded, part10
 
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.web import dicomweb_stow
+from support import wait_for
 
 BOUNDARY = "dicomflow-test-boundary"
 CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary="{BOUNDARY}"'
@@ -152,3 +154,22 @@ def test_large_uploads_are_streamed(archive: ArchiveWeb) -> None:
     series = [part10(ds) for ds in make_ct_series(3, rows=512, columns=512)]
     answer = archive.client().store_instances(series)  # over 1 MB: chunked transfer encoding
     assert len(answer.ReferencedSOPSequence) == 3
+
+
+def test_one_upload_is_one_association_for_the_pipeline(make_node, web_for, storescp) -> None:  # type: ignore[no-untyped-def]
+    from web_pipelines import ForwardingPipeline
+
+    node = make_node(ForwardingPipeline, endpoints=[storescp.endpoint()])
+    web = web_for(node)
+    series = [part10(ds) for ds in make_ct_series(3, patient_id="ONE-UPLOAD")]
+    with web.client() as http:
+        response = http.post(
+            "/dicomweb/studies",
+            content=_body([("application/dicom", encoded(ds)) for ds in series]),
+            headers={"Content-Type": CONTENT_TYPE},
+        )
+    assert response.status_code == 200
+    wait_for(lambda: len(storescp.files()) == 3, 30, "the results")
+    assert node.counters.rounds_started == 1  # not one round per part
+    uids = {pydicom.dcmread(p).SOPInstanceUID for p in storescp.files()}
+    assert uids == {ds.SOPInstanceUID for ds in series}

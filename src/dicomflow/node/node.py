@@ -8,6 +8,7 @@ Data directory layout (no raw DICOM value ever becomes a path)::
     outbox/{round_id}-{n}/                                results waiting for a peer
 """
 
+import contextlib
 import itertools
 import json
 import logging
@@ -16,7 +17,9 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -222,12 +225,24 @@ class Node:
         return self._keep(instance, dataset, uid)
 
     def receive(self, encoded: bytes, origin: str) -> int:
-        """Store one Part-10 instance that arrived other than by C-STORE (STOW-RS), exactly
-        as a C-STORE would be stored; return the DICOM status a C-STORE would get.
+        """Store one Part-10 instance that arrived other than by C-STORE, exactly as a
+        C-STORE would be stored; return the DICOM status a C-STORE would get. The
+        instance is its own "association": its patient is checked once it is stored."""
+        with self.upload(origin) as receive:
+            return receive(encoded)
 
-        Each call is its own "association": the patient is checked once it is stored.
-        """
+    @contextlib.contextmanager
+    def upload(self, origin: str) -> Iterator[Callable[[bytes], int]]:
+        """One upload (a STOW-RS request) as one association: the function it gives
+        stores one Part-10 instance and returns its DICOM status; the patients are
+        checked when the upload ends, as after an association's release."""
         association_id = -next(self._uploads)
+        try:
+            yield partial(self._receive, origin, association_id)
+        finally:
+            self.trigger.released(association_id)
+
+    def _receive(self, origin: str, association_id: int, encoded: bytes) -> int:
         metrics.BYTES_RECEIVED.inc(len(encoded))
         try:
             dataset = decode_part10(encoded)
@@ -237,9 +252,7 @@ class Node:
             self.counters.add("refused")
             metrics.rejected(metrics.REASON_MALFORMED)
             return STATUS_CANNOT_UNDERSTAND
-        status = self._keep(_Upload(association_id, encoded), dataset, uid)
-        self.trigger.released(association_id)
-        return status
+        return self._keep(_Upload(association_id, encoded), dataset, uid)
 
     def _keep(self, instance: "ReceivedInstance | _Upload", dataset: Dataset, uid: str) -> int:
         names = self.collector.wanted_by(dataset)

@@ -14,6 +14,7 @@ import io
 import mmap
 import re
 import tempfile
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -126,10 +127,13 @@ def _store_parts(
 ) -> JSONResponse:
     stored: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as body:
+    with (
+        mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as body,
+        node.upload(ORIGIN) as receive,  # one request, one "association"
+    ):
         try:
             for part in multipart.split(body, boundary):
-                item, ok = _store_part(request, node, part, body, study)
+                item, ok = _store_part(request, receive, part, body, study)
                 (stored if ok else failed).append(item)
         except multipart.MultipartError as exc:
             if not stored and not failed:
@@ -140,7 +144,7 @@ def _store_parts(
 
 def _store_part(
     request: Request,
-    node: "Node",
+    receive: Callable[[bytes], int],
     part: multipart.Part,
     body: mmap.mmap,
     study: str | None,
@@ -152,7 +156,7 @@ def _store_part(
         return _item(uids, CANNOT_UNDERSTAND), False
     if study is not None and uids.study not in (None, study):
         return _item(uids, STUDY_MISMATCH), False
-    result = node.receive(data, ORIGIN)
+    result = receive(data)
     if result != 0 and result >> 12 != 0xB:  # success or warning: stored
         return _item(uids, result), False
     item = _item(uids, None)
