@@ -1,6 +1,7 @@
 """Shared fixtures (the helpers behind them are in ``support.py``)."""
 
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 
 from dicomflow.node.node import Node
-from support import DCMTK_TOOLS, NodeFactory, RedisServer, StoreSCPPeer
+from support import DCMTK_TOOLS, NodeFactory, PeerStarter, RedisServer, StoreSCPPeer, wait_for_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -22,6 +23,28 @@ def storescp(tmp_path: Path) -> Iterator[StoreSCPPeer]:
     peer = StoreSCPPeer(tmp_path / "pacs")
     yield peer
     peer.stop()
+
+
+@pytest.fixture
+def storescp_on(tmp_path: Path) -> Iterator[PeerStarter]:
+    """Start dcmtk ``storescp`` on a given port (an endpoint that was down comes up)."""
+
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(port: int) -> Path:
+        folder = tmp_path / "pacs"
+        folder.mkdir(exist_ok=True)
+        command = ["storescp", "-aet", "PACS", "-od", str(folder), "+xa", str(port)]
+        processes.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+        wait_for_port(port)
+        return folder
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 @pytest.fixture

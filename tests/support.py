@@ -1,12 +1,15 @@
 """Helpers shared by the tests: free ports, dcmtk, Orthanc and Redis peers, waiting."""
 
+import contextlib
 import json
+import logging
+import os
 import shutil
 import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +110,7 @@ def storescu(
 
 
 NodeFactory = Callable[..., Node]
+PeerStarter = Callable[[int], Path]  # starts dcmtk storescp on a port; returns its folder
 
 
 def wait_for(
@@ -198,3 +202,41 @@ class OrthancPeer:
         self.process.terminate()
         self.process.wait(timeout=20)
         self.log.close()
+
+
+S3_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@contextlib.contextmanager
+def s3_server(bucket: str) -> Iterator[str]:
+    """moto's S3-compatible server on 127.0.0.1 (OS-assigned port) with ``bucket``; yields
+    its URL. The endpoint is given as users give it, by ``AWS_ENDPOINT_URL`` in the
+    environment, which worker processes started meanwhile inherit."""
+    import fsspec
+    from moto.server import ThreadedMotoServer
+    from s3fs import S3FileSystem
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    environment = {**S3_ENVIRONMENT, "AWS_ENDPOINT_URL": url}
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    S3FileSystem.clear_instance_cache()
+    fsspec.filesystem("s3").mkdir(bucket)
+    try:
+        yield url
+    finally:
+        S3FileSystem.clear_instance_cache()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.stop()

@@ -7,8 +7,6 @@ The endpoint is given the way a user gives it, by ``AWS_ENDPOINT_URL`` in the
 environment, which child processes inherit too.
 """
 
-import logging
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +15,7 @@ import fsspec
 import pytest
 from cod_support import BUCKET, Series, SeriesFactory, make_series
 
-S3_ENVIRONMENT = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+from support import s3_server
 
 
 def _clear_memory() -> None:
@@ -33,27 +27,8 @@ def _clear_memory() -> None:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """An S3-compatible server (moto) with the bucket ``cod-tests``; its URL."""
-    from moto.server import ThreadedMotoServer
-    from s3fs import S3FileSystem
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    environment = {**S3_ENVIRONMENT, "AWS_ENDPOINT_URL": url}
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    S3FileSystem.clear_instance_cache()
-    fsspec.filesystem("s3").mkdir(BUCKET)
-    yield url
-    S3FileSystem.clear_instance_cache()
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    server.stop()
+    with s3_server(BUCKET) as url:
+        yield url
 
 
 @pytest.fixture(params=["local", "memory", "s3"])

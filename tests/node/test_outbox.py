@@ -2,7 +2,6 @@
 
 import json
 import logging
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,31 +15,9 @@ from dicomflow.net.address import Address
 from dicomflow.node.node import Node
 from dicomflow.node.outbox import DESTINATION, Outbox
 from dicomflow.node.pipeline import AbstractPipeline
-from support import free_port, storescu, wait_for, wait_for_port
+from support import PeerStarter, free_port, storescu, wait_for
 
 KEPT = "still unreachable; kept for later"
-PeerStarter = Callable[[int], Path]
-
-
-@pytest.fixture
-def storescp_on(tmp_path: Path) -> Iterator[PeerStarter]:
-    """Start dcmtk ``storescp`` on a given port (the endpoint that was down comes up)."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(port: int) -> Path:
-        folder = tmp_path / "pacs"
-        folder.mkdir(exist_ok=True)
-        command = ["storescp", "-aet", "PACS", "-od", str(folder), "+xa", str(port)]
-        processes.append(
-            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
-        wait_for_port(port)
-        return folder
-
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

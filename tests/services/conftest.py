@@ -1,13 +1,13 @@
 """Fixtures for the services tests: service folders and an empty registry root."""
 
-import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from service_files import CALLBACKS, WORKER, AddService, ServiceFolder, settings_text, write_files
+
+from support import s3_server
 
 
 @pytest.fixture
@@ -55,13 +55,6 @@ def add_service(root: Path) -> AddService:
     return add
 
 
-S3_ENVIRONMENT = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
 @pytest.fixture
 def s3_bucket() -> Iterator[str]:
     """A bucket on moto's S3-compatible server (127.0.0.1, OS-assigned port); its URL.
@@ -69,24 +62,5 @@ def s3_bucket() -> Iterator[str]:
     The endpoint is given as users give it, by ``AWS_ENDPOINT_URL`` in the environment,
     which the worker processes started afterwards inherit.
     """
-    import fsspec
-    from moto.server import ThreadedMotoServer
-    from s3fs import S3FileSystem
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    environment = {**S3_ENVIRONMENT, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    S3FileSystem.clear_instance_cache()
-    fsspec.filesystem("s3").mkdir("archive")
-    yield "s3://archive"
-    S3FileSystem.clear_instance_cache()
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    server.stop()
+    with s3_server("archive"):
+        yield "s3://archive"

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,10 +25,9 @@ from dicomflow.queue.function import load_module_from_file
 from dicomflow.queue.job import Job, JobStatus, job_kind
 from dicomflow.settings import build_settings
 from dicomflow.web.metrics import CountingBackend
-from support import StoreSCPPeer, free_port, storescu, wait_for, wait_for_port
+from support import PeerStarter, StoreSCPPeer, free_port, storescu, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-PeerStarter = Callable[[int], Path]
 
 
 def sample_pipelines() -> ModuleType:
@@ -66,27 +64,6 @@ def stage(samples: Samples, name: str, suffix: str) -> float:
 def echoscu(port: int, ae_title: str) -> subprocess.CompletedProcess[str]:
     command = ["echoscu", "-aet", ae_title, "-aec", "DICOMFLOW", "127.0.0.1", str(port)]
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture
-def storescp_on(tmp_path: Path) -> Iterator[PeerStarter]:
-    """Start dcmtk ``storescp`` on a given port (an endpoint that was down comes up)."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(port: int) -> Path:
-        folder = tmp_path / "pacs"
-        folder.mkdir(exist_ok=True)
-        command = ["storescp", "-aet", "PACS", "-od", str(folder), "+xa", str(port)]
-        processes.append(
-            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
-        wait_for_port(port)
-        return folder
-
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_a_round_is_counted_from_reception_to_acknowledgement(

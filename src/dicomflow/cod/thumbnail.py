@@ -62,7 +62,7 @@ def make_thumbnail(
         raise CODError("A thumbnail needs at least one instance with pixel data; none given.")
     if importlib.util.find_spec("av") is None:
         raise CODError("Thumbnails need PyAV; install the dicomflow[archive] extra.")
-    data, kind = (_jpeg(images[0]), "jpg") if len(images) == 1 else (_mp4(images), "mp4")
+    data, kind = (encode_jpeg(images[0]), "jpg") if len(images) == 1 else (_mp4(images), "mp4")
     info = {"version": VERSION, "thumbnail_index_to_instance_frame": index, "instances": instances}
     return data, kind, info
 
@@ -134,9 +134,12 @@ def fit(image: Image, size: int) -> tuple[Image, dict[str, Any]]:
     return canvas, anchors
 
 
-def _jpeg(image: Image) -> bytes:
+def encode_jpeg(image: Image) -> bytes:
+    """Encode an 8-bit RGB image as JPEG (PyAV); odd sizes are padded by one pixel."""
     import av
 
+    rows, columns = image.shape[:2]
+    image = np.pad(image, ((0, rows % 2), (0, columns % 2), (0, 0)), mode="edge")
     codec = av.CodecContext.create("mjpeg", "w")
     codec.width, codec.height = image.shape[1], image.shape[0]
     codec.pix_fmt = "yuvj420p"

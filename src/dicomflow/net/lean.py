@@ -46,13 +46,13 @@ from dicomflow import metrics
 from dicomflow.errors import PortInUseError
 from dicomflow.net.contexts import ACCEPTED_TRANSFER_SYNTAXES, UNCOMPRESSED, storage_contexts
 from dicomflow.net.scp import (
-    STATUS_FAILED,
-    STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
     AccessPolicy,
     ReceivedInstance,
     ReleaseCallback,
     StoreCallback,
+    admit_ip,
+    store_guarded,
 )
 from dicomflow.net.socket import receive_exactly, tune_accepted_socket
 
@@ -182,14 +182,7 @@ class _Server(socketserver.ThreadingTCPServer):
         super().__init__(address, handler)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        ip = str(client_address[0])
-        if self.scp.policy.allows_ip(ip):
-            return True
-        logger.warning("refused connection from %s: IP address not in allowed_ips", ip)
-        metrics.rejected(metrics.REASON_IP)
-        if self.scp.on_refused is not None:
-            self.scp.on_refused("ip", ip)
-        return False
+        return admit_ip(self.scp.policy, str(client_address[0]), self.scp.on_refused)
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -391,17 +384,7 @@ class _Association:
             transfer_syntax=context.transfer_syntax,
             raw=data,
         )
-        try:
-            metrics.BYTES_RECEIVED.inc(len(data))
-            return self.scp.on_store(instance)
-        except MemoryError:
-            logger.exception("association %d: out of memory storing an instance", self.id)
-            metrics.rejected(metrics.REASON_STORAGE_ERROR)
-            return STATUS_OUT_OF_RESOURCES
-        except Exception:
-            logger.exception("association %d: storing an instance failed", self.id)
-            metrics.rejected(metrics.REASON_HANDLER_ERROR)
-            return STATUS_FAILED
+        return store_guarded(self.scp.on_store, instance)
 
     def _respond(
         self,

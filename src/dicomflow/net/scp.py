@@ -108,14 +108,35 @@ class _Server(ThreadedAssociationServer):
         return connection, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        ip = str(client_address[0])
-        if self.policy.allows_ip(ip):
-            return True
-        logger.warning("refused connection from %s: IP address not in allowed_ips", ip)
-        metrics.rejected(metrics.REASON_IP)
-        if self.on_refused is not None:
-            self.on_refused("ip", ip)
-        return False
+        return admit_ip(self.policy, str(client_address[0]), self.on_refused)
+
+
+def admit_ip(policy: AccessPolicy, ip: str, on_refused: Callable[[str, str], None] | None) -> bool:
+    """Whether a connection from ``ip`` may go on; a refusal is logged and counted."""
+    if policy.allows_ip(ip):
+        return True
+    logger.warning("refused connection from %s: IP address not in allowed_ips", ip)
+    metrics.rejected(metrics.REASON_IP)
+    if on_refused is not None:
+        on_refused("ip", ip)
+    return False
+
+
+def store_guarded(on_store: StoreCallback, instance: ReceivedInstance) -> int:
+    """``on_store(instance)``, its exceptions turned into a failure status and a log line."""
+    try:
+        metrics.BYTES_RECEIVED.inc(len(instance.raw))
+        return on_store(instance)
+    except MemoryError:
+        logger.exception(
+            "association %s: out of memory storing an instance", instance.association_id
+        )
+        metrics.rejected(metrics.REASON_STORAGE_ERROR)
+        return STATUS_OUT_OF_RESOURCES
+    except Exception:
+        logger.exception("association %s: storing an instance failed", instance.association_id)
+        metrics.rejected(metrics.REASON_HANDLER_ERROR)
+        return STATUS_FAILED
 
 
 class StoreSCP:
@@ -196,17 +217,7 @@ class StoreSCP:
             transfer_syntax=UID(event.context.transfer_syntax),
             raw=bytes(request.DataSet.getvalue()),
         )
-        try:
-            metrics.BYTES_RECEIVED.inc(len(instance.raw))
-            return self._on_store(instance)
-        except MemoryError:
-            logger.exception("association %s: out of memory storing an instance", id(assoc))
-            metrics.rejected(metrics.REASON_STORAGE_ERROR)
-            return STATUS_OUT_OF_RESOURCES
-        except Exception:
-            logger.exception("association %s: storing an instance failed", id(assoc))
-            metrics.rejected(metrics.REASON_HANDLER_ERROR)
-            return STATUS_FAILED
+        return store_guarded(self._on_store, instance)
 
     def _handle_release(self, event: Any) -> None:
         if self._on_release is None:

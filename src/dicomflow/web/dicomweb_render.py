@@ -170,22 +170,13 @@ def _fit_within(image: Image, width: float, height: float) -> Image:
 
 
 def encode_jpeg(image: Image) -> bytes:
-    """Encode an 8-bit RGB image as JPEG (PyAV); odd sizes are padded by one pixel."""
+    """Encode an 8-bit RGB image as JPEG (406 when PyAV is not installed)."""
     if importlib.util.find_spec("av") is None:
         raise HTTPException(
             status.HTTP_406_NOT_ACCEPTABLE,
             "Rendering JPEG needs PyAV; install the dicomflow[archive] extra.",
         )
-    import av
-
-    rows, columns = image.shape[:2]
-    image = np.pad(image, ((0, rows % 2), (0, columns % 2), (0, 0)), mode="edge")
-    codec = av.CodecContext.create("mjpeg", "w")
-    codec.width, codec.height = image.shape[1], image.shape[0]
-    codec.pix_fmt = "yuvj420p"
-    frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuvj420p")
-    packets = codec.encode(frame) + codec.encode(None)
-    return b"".join(bytes(packet) for packet in packets)
+    return thumbnail.encode_jpeg(image)
 
 
 def _jpeg_response(data: bytes) -> Response:
