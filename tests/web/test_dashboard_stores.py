@@ -180,3 +180,22 @@ def test_re_sending_needs_a_node_in_the_process(web_for, tmp_path: Path) -> None
         assert shown["destination"] == "PACS@127.0.0.1:11112" and shown["bytes"] == 10
         response = client.post(f"/outbox/{item.name}/resend", headers=JSON)
     assert response.status_code == 409
+
+
+def test_the_archive_is_listed_a_page_at_a_time(web_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    for index in range(5):
+        folder = tmp_path / f"study-{index}"
+        write_series(make_ct_series(1, rows=8, columns=8, patient_id=f"P{index}"), folder)
+        archive_series(input_dir=str(folder), datastore=archive(tmp_path), thumbnail=False)
+    settings = build_settings(data_directory=tmp_path / "data", archive_datastore=archive(tmp_path))
+    web = web_for(settings=settings)
+    with web.client() as client:
+        first = client.get("/api/archive/studies", params={"limit": 2}).json()
+        last = client.get("/api/archive/studies", params={"limit": 2, "offset": 4}).json()
+        page = client.get("/archive", params={"limit": 2, "offset": 2}).text
+        assert client.get("/archive", params={"offset": -1}).status_code == 400
+        assert client.get("/api/archive/studies", params={"limit": 0}).status_code == 400
+    assert first["total"] == 5 and len(first["studies"]) == 2 and len(last["studies"]) == 1
+    every = [s["uid"] for s in first["studies"]] + [s["uid"] for s in last["studies"]]
+    assert len(set(every)) == 3
+    assert "Studies 3\u20134 of 5" in page and 'id="previous"' in page and 'id="next"' in page

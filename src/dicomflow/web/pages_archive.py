@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-MAX_STUDIES = 500
+PAGE_SIZE = 50  # studies per page: each costs a metadata read
 CONFIRM = "release"
 
 
@@ -78,15 +78,26 @@ def lock_state(datastore: str, study: str, series: str) -> dict[str, Any]:
     return {"locked": True, "lock_generation": holder[:40], "locked_since": age}
 
 
-def studies(datastore: str, show: bool) -> list[dict[str, Any]]:
-    """Each study (up to ``MAX_STUDIES``) with its series count and header summary."""
+def studies(
+    datastore: str, show: bool, offset: int = 0, limit: int = PAGE_SIZE
+) -> tuple[list[dict[str, Any]], int]:
+    """The studies ``offset`` to ``offset + limit`` (in UID order) with their series
+    count and header summary, and how many studies the archive holds."""
+    every = list_studies(datastore)
     found: list[dict[str, Any]] = []
-    for study in list_studies(datastore)[:MAX_STUDIES]:
+    for study in every[offset : offset + limit]:
         series = list_series(datastore, study)
         first = series_info(datastore, study, series[0], show) if series else _summary({}, show)
         first_series = series[0] if series else ""
         found.append({**first, "uid": study, "series": len(series), "first_series": first_series})
-    return found
+    return found, len(every)
+
+
+def _page(offset: int, limit: int) -> None:
+    if offset < 0:
+        raise bad_request("offset must be 0 or more.")
+    if not 1 <= limit <= 500:
+        raise bad_request("limit must be between 1 and 500.")
 
 
 def study_series(datastore: str, study: str, show: bool) -> list[dict[str, Any]]:
@@ -127,16 +138,22 @@ def _show(request: Request) -> bool:
 
 
 @router.get("/archive", response_class=HTMLResponse)
-def archive_page(request: Request) -> HTMLResponse:
+def archive_page(request: Request, offset: int = 0, limit: int = PAGE_SIZE) -> HTMLResponse:
+    _page(offset, limit)
     datastore = context_of(request).archive_datastore
-    found = studies(datastore, _show(request)) if datastore else []
-    return render(request, "archive.html", {"datastore": datastore, "studies": found})
+    found, total = studies(datastore, _show(request), offset, limit) if datastore else ([], 0)
+    values = {"datastore": datastore, "studies": found, "total": total}
+    values |= {"offset": offset, "limit": limit}
+    return render(request, "archive.html", values)
 
 
 @router.get("/api/archive/studies")
-def studies_json(request: Request) -> JSONResponse:
-    """``{"studies": [{"uid", "series", "modality", "study_date", ...}]}``."""
-    return JSONResponse({"studies": studies(_datastore(request), _show(request))})
+def studies_json(request: Request, offset: int = 0, limit: int = PAGE_SIZE) -> JSONResponse:
+    """``{"studies": [{"uid", "series", "modality", "study_date", ...}], "total": n}``,
+    one page (``offset``, ``limit``) at a time."""
+    _page(offset, limit)
+    found, total = studies(_datastore(request), _show(request), offset, limit)
+    return JSONResponse({"studies": found, "total": total, "offset": offset})
 
 
 @router.get("/archive/studies/{study}", response_class=HTMLResponse)
