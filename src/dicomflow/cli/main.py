@@ -61,8 +61,7 @@ def _open(spec: str | None, overrides: dict[str, Any], no_web: bool = False) -> 
             settings = pipeline.settings
         consumer = _consumer(settings)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        fail(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
+        fail(_setting_error(exc), 2)
     except DicomflowError as exc:
         fail(str(exc), 2)
     if spec is None and consumer is None:
@@ -83,12 +82,23 @@ def _open(spec: str | None, overrides: dict[str, Any], no_web: bool = False) -> 
             raise
     except DicomflowError as exc:
         fail(str(exc))
+    _serve_until_signal(settings, web)
+    node.stop()
+
+
+def _setting_error(exc: ValidationError) -> str:
+    """One line naming the first invalid setting."""
+    first = exc.errors()[0]
+    return f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
+
+
+def _serve_until_signal(settings: NodeSettings, web: WebServer | None) -> None:
+    """Say where the dashboard is (and its token), wait for Ctrl-C, stop the dashboard."""
     if web is not None:
         console.print(f"dashboard: {web.url}  (token: {_token_hint(settings)})", highlight=False)
     wait_for_signal()
     if web is not None:
         web.stop()
-    node.stop()
 
 
 def _token_hint(settings: NodeSettings) -> str:
@@ -185,8 +195,7 @@ def dashboard(
             web_ip=web_ip,
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        fail(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
+        fail(_setting_error(exc), 2)
     configure_logging(settings.log_level, settings.log_path)
     try:
         web = start_web(settings, None)
@@ -194,10 +203,7 @@ def dashboard(
         fail(str(exc))
     if web is None:
         fail("web_enabled is off: nothing to serve.", 2)
-        return
-    console.print(f"dashboard: {web.url}  (token: {_token_hint(settings)})", highlight=False)
-    wait_for_signal()
-    web.stop()
+    _serve_until_signal(settings, web)
 
 
 @app.command()

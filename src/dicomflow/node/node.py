@@ -54,7 +54,7 @@ from dicomflow.node.spool import Spool, fsync_directory, write_durably
 from dicomflow.node.trigger import Trigger
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.node.workers import LocalWorkers
-from dicomflow.queue.backend import PerThreadBackend, open_backend
+from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, JobStatus
 from dicomflow.settings import NodeSettings
 
@@ -123,6 +123,7 @@ class Node:
         self.watcher = JobWatcher(url)
         self._queue = PerThreadBackend(url)
         self._archive_outbox = root / "archive-outbox"
+        self._archive_schedulers: dict[str, ArchiveScheduler] = {}
         self.workers = LocalWorkers(
             with_preload(url, _preload(pipeline_class)),
             settings.local_workers(),
@@ -384,7 +385,10 @@ class Node:
         self._schedule_archive(staged, datastore)
 
     def _schedule_archive(self, staged: Path, datastore: str) -> None:
-        scheduler = ArchiveScheduler(datastore, self.watcher.url)
+        scheduler = self._archive_schedulers.get(datastore)
+        if scheduler is None:  # one per datastore: it holds the queue connections
+            scheduler = ArchiveScheduler(datastore, self.watcher.url)
+            self._archive_schedulers[datastore] = scheduler
         scheduled = scheduler.schedule(staged, staged, f"output {staged.name}", remove_input=True)
         _write_marker(staged, {"datastore": datastore, **scheduled.job_ids})
         job_id = scheduled.job_ids[ARCHIVE_JOB]
@@ -467,20 +471,16 @@ class Node:
             raise DicomflowError(
                 f'Round "{shorten(round_id)}" is not a failed round of {self.name}.'
             )
-        backend = open_backend(self.watcher.url)
-        try:
-            with self._round_lock:
-                target = self.rounds.rounds / round_id
-                os.replace(failed, target)
-                job = self.rounds.load(target)
-                try:
-                    backend.requeue(job_id)
-                except Exception:
-                    os.replace(target, failed)  # still failed, with its error.json
-                    raise
-                (target / "error.json").unlink(missing_ok=True)
-        finally:
-            backend.close()
+        with self._round_lock:
+            target = self.rounds.rounds / round_id
+            os.replace(failed, target)
+            job = self.rounds.load(target)
+            try:
+                self._queue.get().requeue(job_id)
+            except Exception:
+                os.replace(target, failed)  # still failed, with its error.json
+                raise
+            (target / "error.json").unlink(missing_ok=True)
         runner.submit(job)
         logger.info("round %s: retried as job %s", round_id, job_id)
 

@@ -4,9 +4,9 @@ actions."""
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from dicomflow.errors import DicomflowError
@@ -122,37 +122,27 @@ def _pretty(value: Any) -> str:
 
 
 def _filter(
-    status: str = "", pipeline: str = "", service: str = "", kind: str = "", limit: int = 200
-) -> JobFilter:
-    return JobFilter.parse(status, pipeline, service, kind, limit)
-
-
-@router.get("/jobs", response_class=HTMLResponse)
-def jobs_page(
-    request: Request,
     status: str = "",
     pipeline: str = "",
     service: str = "",
     kind: str = "",
     limit: int = DEFAULT_LIMIT,
-) -> HTMLResponse:
-    chosen = _filter(status, pipeline, service, kind, limit)
+) -> JobFilter:
+    """The jobs pages' query parameters (a FastAPI dependency); 400 when one is wrong."""
+    return JobFilter.parse(status, pipeline, service, kind, limit)
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(request: Request, chosen: Annotated[JobFilter, Depends(_filter)]) -> HTMLResponse:
     jobs = [job_row(job) for job in chosen.select(context_of(request))]
     values = {"jobs": jobs, "filter": chosen, "statuses": [s.value for s in JobStatus]}
     return render(request, "jobs.html", values)
 
 
 @router.get("/api/jobs")
-def jobs_json(
-    request: Request,
-    status: str = "",
-    pipeline: str = "",
-    service: str = "",
-    kind: str = "",
-    limit: int = DEFAULT_LIMIT,
-) -> JSONResponse:
-    """``{"jobs": [row, ...]}``, newest first, filtered like the page."""
-    chosen = _filter(status, pipeline, service, kind, limit)
+def jobs_json(request: Request, chosen: Annotated[JobFilter, Depends(_filter)]) -> JSONResponse:
+    """``{"jobs": [row, ...]}``, newest first, filtered like the page (query parameters
+    ``status``, ``pipeline``, ``service``, ``kind``, ``limit``)."""
     return JSONResponse({"jobs": [job_row(job) for job in chosen.select(context_of(request))]})
 
 
