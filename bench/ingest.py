@@ -59,7 +59,9 @@ RECEIVERS = [
     Receiver("dcmtk storescp (default options)", "storescp", reference=True),
     Receiver("pynetdicom 3.0.4 stock SCP, write encoded_dataset()", "pynetdicom", reference=True),
     Receiver("pynetdicom 3.0.4 stock SCP, temp/fsync/rename", "pynetdicom-durable", reference=True),
-    Receiver("dicomflow lean SCP + node Spool (durable)", "lean-spool"),
+    Receiver("dicomflow node, spool only (durable; the whole receive path)", "node"),
+    Receiver("dicomflow lean SCP + node Spool with journal (durable)", "lean-spool"),
+    Receiver("dicomflow lean SCP + node Spool without journal (durable)", "lean-spool-classic"),
     Receiver("dicomflow lean SCP + temp/fsync/rename (durable)", "lean"),
     Receiver("dicomflow lean SCP, nothing stored (network ceiling)", "lean-memory", stores=False),
     Receiver("dicomflow pynetdicom SCP + node Spool (durable)", "dicomflow-spool"),
@@ -119,6 +121,8 @@ def main() -> None:
                 files = generate(workdir / "data" / label, count, size)
                 output = workdir / "out" / label
                 receivers = RECEIVERS + (BEFORE if args.before else [])
+                if args.only:
+                    receivers = [r for r in receivers if r.kind in args.only]
                 runs = [measure(r, files, references, output, args.repeat) for r in receivers]
                 print_table(f"{label}: {count} instances of {size}x{size}", runs)
         if args.latency_rounds:
@@ -155,6 +159,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--latency-rounds", type=int, default=30, help="rounds for the latency part (0: skip)"
+    )
+    parser.add_argument(
+        "--only", nargs="+", metavar="KIND", help="run only these receiver kinds (see receivers.py)"
     )
     parser.add_argument("--workdir", help="where to put the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -209,7 +216,9 @@ def measure_once(receiver: Receiver, files: list[Path], output: Path) -> Run:
         seconds = time.perf_counter() - started
         cpu = cpu_seconds(pid) - cpu_before
     stored = sum(
-        1 for path in output.rglob("*") if path.is_file() and not path.name.endswith(".part")
+        1
+        for path in output.rglob("*")
+        if path.is_file() and path.suffix not in (".part", ".journal")
     )
     megabytes = sum(path.stat().st_size for path in files) / 1e6
     return Run(receiver, len(files), stored, seconds, megabytes, cpu, ok)

@@ -19,6 +19,12 @@ the ``recv`` replacement: QUICKACK re-armed, stock polling loops) or ``stock``
   ``instance.encoded()`` and storing nothing: the network path alone.
 - ``lean``, ``lean-spool``, ``lean-memory``: the same three with
   :class:`dicomflow.net.lean.LeanStoreSCP`, the node's default receiver.
+  ``lean-spool`` attaches the spool journal, as the node does by default.
+- ``node``: a whole :class:`dicomflow.node.Node` on the embedded defaults (lean
+  receiver, spool journal, collector, trigger; no dashboard) whose pipeline input
+  never validates, so nothing but receiving and spooling happens.
+- ``lean-spool-classic``: ``lean-spool`` without the journal (two flushes per
+  instance: the file, then its directory).
 """
 
 # ruff: noqa: E402
@@ -97,11 +103,21 @@ def durable_store(output: Path) -> Callable[[Any], int]:
     return store
 
 
-def spool_store(output: Path) -> Callable[[Any], int]:
-    from dicomflow.dicom.keys import value_key
-    from dicomflow.node.spool import Spool
+def spool_store(output: Path, journal: bool = True) -> Callable[[Any], int]:
+    import atexit
 
-    spool = Spool(output)
+    from dicomflow.dicom.keys import value_key
+    from dicomflow.node.journal import Journal
+    from dicomflow.node.spool import Spool
+    from dicomflow.settings import SPOOL_JOURNAL_MAX_BYTES
+
+    spool = Spool(output / "spool")
+    if journal:  # as the node does by default
+        spool_journal = Journal(
+            output / "journal", {"pipeline": spool}, max_instance_bytes=SPOOL_JOURNAL_MAX_BYTES
+        )
+        spool_journal.open()
+        atexit.register(spool_journal.close)
 
     def store(instance: Any) -> int:
         dataset = instance.dataset
@@ -110,6 +126,19 @@ def spool_store(output: Path) -> Callable[[Any], int]:
         return SUCCESS
 
     return store
+
+
+def serve_node(output: Path) -> Callable[[], None]:
+    """A whole node on the embedded defaults whose pipeline never completes."""
+    sys.path.insert(0, str(BENCH_DIR / "pipelines"))
+    from spool_pipeline import SpoolOnlyPipeline
+
+    pipeline = SpoolOnlyPipeline(
+        start=False, port=0, data_directory=output, log_level="WARNING", web_enabled=False
+    )
+    pipeline.open(blocking=False, configure_logs=False)
+    print(f"PORT {pipeline.node.port}", flush=True)
+    return pipeline.close
 
 
 def memory_store(output: Path) -> Callable[[Any], int]:
@@ -121,6 +150,7 @@ def memory_store(output: Path) -> Callable[[Any], int]:
 
 
 RECEIVERS: dict[str, Callable[[Path], Callable[[], None]]] = {
+    "node": serve_node,
     "pynetdicom": serve_pynetdicom,
     "pynetdicom-durable": lambda output: serve_pynetdicom(output, durable=True),
     "dicomflow": lambda output: serve_dicomflow(output, durable_store(output)),
@@ -128,6 +158,9 @@ RECEIVERS: dict[str, Callable[[Path], Callable[[], None]]] = {
     "dicomflow-memory": lambda output: serve_dicomflow(output, memory_store(output)),
     "lean": lambda output: serve_dicomflow(output, durable_store(output), lean=True),
     "lean-spool": lambda output: serve_dicomflow(output, spool_store(output), lean=True),
+    "lean-spool-classic": lambda output: serve_dicomflow(
+        output, spool_store(output, journal=False), lean=True
+    ),
     "lean-memory": lambda output: serve_dicomflow(output, memory_store(output), lean=True),
 }
 

@@ -21,6 +21,8 @@ from pydantic_settings import (
 
 from dicomflow.net.address import Address, valid_ae_title
 
+SPOOL_JOURNAL_MAX_BYTES = 1024 * 1024  # instances up to this size go through the journal
+
 
 class NodeSettings(BaseSettings):
     """How a node listens, stores, processes and exports."""
@@ -43,6 +45,7 @@ class NodeSettings(BaseSettings):
     export_backoff_s: float = Field(2.0, ge=0)
     outbox_retry_interval_s: float = Field(60.0, gt=0)
     fsync: bool = True
+    spool_journal_max_bytes: int = Field(SPOOL_JOURNAL_MAX_BYTES, ge=0, le=16 * 1024 * 1024)
     receiver: Literal["lean", "pynetdicom"] = "lean"
     keep_inputs: bool = False
     queue_url: str | None = None

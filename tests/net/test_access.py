@@ -9,6 +9,7 @@ import pytest
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.net.scp import AccessPolicy
 from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor
+from dicomflow.node.node import Node
 from support import storescu, wait_for
 
 
@@ -34,8 +35,10 @@ def echoscu(port: int, aet: str = "ECHOSCU") -> subprocess.CompletedProcess[str]
     return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
 
-def spooled(data: Path) -> list[Path]:
-    return list((data / "spool").rglob("*.dcm"))
+def spooled(node: Node) -> list[Path]:
+    """The instance files in the node's spool, once written (the journal writes behind)."""
+    node.spool.settle()
+    return list(node.spool.root.rglob("*.dcm"))
 
 
 @pytest.fixture
@@ -58,13 +61,13 @@ def test_only_allowed_ae_titles_may_associate(make_node, tmp_path: Path, series:
     assert "Calling AE Title Not Recognized" in refused.stdout + refused.stderr
     assert storescu(node.port, series, aet="EVIL", check=False).returncode != 0
     assert node.counters.received == 0
-    assert spooled(tmp_path / "data") == []
+    assert spooled(node) == []
     wait_for(lambda: node.counters.refused == 2, timeout_s=5, what="two refusals counted")
 
     assert echoscu(node.port, aet="GOOD").returncode == 0
     storescu(node.port, series, aet="GOOD")
     assert node.counters.received == len(series)
-    assert len(spooled(tmp_path / "data")) == len(series)
+    assert len(spooled(node)) == len(series)
     assert node.counters.refused == 2
 
 
@@ -87,7 +90,7 @@ def test_only_allowed_ip_networks_may_connect(
     assert (echo.returncode == 0) is accepted
     assert (store.returncode == 0) is accepted
     assert node.counters.received == (len(series) if accepted else 0)
-    assert len(spooled(tmp_path / "data")) == (len(series) if accepted else 0)
+    assert len(spooled(node)) == (len(series) if accepted else 0)
     assert node.counters.refused == (0 if accepted else 2)
 
 

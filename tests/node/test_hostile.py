@@ -15,6 +15,7 @@ from sample_pipelines import RELEASE, CopyPipeline, HoldingPipeline
 
 from dicomflow.dicom.factory import make_ct_series, make_dataset, write_series
 from dicomflow.net.scp import STATUS_CANNOT_UNDERSTAND
+from dicomflow.node.node import Node
 from support import storescu, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on invalid values
@@ -80,15 +81,17 @@ def names_under(root: Path) -> Iterator[str]:
     return (path.name for path in root.rglob("*"))
 
 
-def spooled(data: Path) -> dict[Path, bytes]:
-    return {path: path.read_bytes() for path in (data / "spool").rglob("*.dcm")}
+def spooled(node: Node) -> dict[Path, bytes]:
+    """The instance files in the node's spool, once written (the journal writes behind)."""
+    node.spool.settle()
+    return {path: path.read_bytes() for path in node.spool.root.rglob("*.dcm")}
 
 
 def good_instance(folder: Path) -> Path:
     return write_series([make_dataset(PatientID="GOOD")], folder)[0]
 
 
-def assert_contained(data: Path, patient_id: str | None, outside: set[Path]) -> None:
+def assert_contained(node: Node, data: Path, patient_id: str | None, outside: set[Path]) -> None:
     """Nothing new outside ``data``; nothing under it is named after ``patient_id``."""
     assert tree(data.parent, skip=data) == outside
     forbidden = {"x", "etc"}
@@ -98,7 +101,7 @@ def assert_contained(data: Path, patient_id: str | None, outside: set[Path]) -> 
     assert not forbidden & names
     assert not any(".." in name for name in names)
     incoming = data / "spool" / "incoming"
-    assert all(path.parent.parent == incoming for path in spooled(data))
+    assert all(path.parent.parent == incoming for path in spooled(node))
 
 
 @pytest.mark.parametrize("patient_id", HOSTILE_PATIENT_IDS)
@@ -110,7 +113,7 @@ def test_a_hostile_patient_id_stays_inside_the_data_root_as_its_own_patient(
     other_series = make_ct_series(3, rows=16, columns=16, patient_id="OTHER")
     storescu(node.port, write_series(other_series, tmp_path / "other"))
     wait_for(lambda: node.counters.received == 3, what="the other patient")
-    other = spooled(data)
+    other = spooled(node)
     hostile = [make_dataset(PatientID=patient_id) for _ in range(2)]
     release = make_dataset(PatientID=patient_id, ImageComments=RELEASE)
     files = write_series(hostile, tmp_path / "hostile")
@@ -121,8 +124,8 @@ def test_a_hostile_patient_id_stays_inside_the_data_root_as_its_own_patient(
 
     if result.returncode == 0:  # stored, held in the spool as a patient of its own
         wait_for(lambda: node.counters.received == 5, what="the hostile instances")
-        assert_contained(data, patient_id, outside)
-        new = {path.parent for path in spooled(data).keys() - other.keys()}
+        assert_contained(node, data, patient_id, outside)
+        new = {path.parent for path in spooled(node).keys() - other.keys()}
         assert len(new) == 1
         assert new != {path.parent for path in other}
         storescu(node.port, release_file)
@@ -134,8 +137,8 @@ def test_a_hostile_patient_id_stays_inside_the_data_root_as_its_own_patient(
     else:  # refused: nothing of it kept
         assert node.counters.refused >= 1
         assert node.counters.received == 3
-    assert spooled(data) == other  # the other patient is untouched, still waiting
-    assert_contained(data, patient_id, outside)
+    assert spooled(node) == other  # the other patient is untouched, still waiting
+    assert_contained(node, data, patient_id, outside)
     assert set(tmp_path.parent.iterdir()) == siblings
     for ds in [*hostile, release]:
         assert not Path("/etc", f"{ds.SOPInstanceUID}.dcm").exists()
@@ -174,7 +177,7 @@ def test_a_hostile_sop_instance_uid_is_refused(
 
     assert node.counters.refused == 1
     assert node.counters.received == 0
-    assert spooled(data) == {}
+    assert spooled(node) == {}
     assert not {"x", "abs", uid} & set(names_under(data))
     assert c_echo(node.port) == 0x0000
     assert c_store(node.port, [good_instance(tmp_path / "good")]) == [0x0000]
@@ -215,7 +218,6 @@ def patient_id_length(length: int):  # type: ignore[no-untyped-def]
 def test_a_malformed_dataset_is_refused_and_the_node_keeps_serving(
     make_node, tmp_path: Path, send_files_raw: None, caplog: pytest.LogCaptureFixture, corrupt
 ):
-    data = tmp_path / "data"
     node = make_node(CopyPipeline)
     good = good_instance(tmp_path / "good")
     _meta, offset = split_dataset(good)
@@ -231,7 +233,7 @@ def test_a_malformed_dataset_is_refused_and_the_node_keeps_serving(
         for record in caplog.records
     )
     assert node.counters.received == 0
-    assert spooled(data) == {}
+    assert spooled(node) == {}
     assert c_echo(node.port) == 0x0000
     assert c_store(node.port, [good]) == [0x0000]
     assert node.counters.received == 1

@@ -3,6 +3,7 @@
 Data directory layout (no raw DICOM value ever becomes a path)::
 
     spool/incoming/{patient_key}/{sop_instance_uid}.dcm   received, waiting
+    journal/segment.journal                               makes received instances durable
     rounds/{round_id}/                                    complete, being processed
     failed/{round_id}/                                    failed: inputs, error.json, process.log
     outbox/{round_id}-{n}/                                results waiting for a peer
@@ -44,6 +45,7 @@ from dicomflow.net.scp import (
 )
 from dicomflow.node.archive import ARCHIVE_JOB, ArchiveScheduler
 from dicomflow.node.collector import Collector
+from dicomflow.node.journal import Journal
 from dicomflow.node.outbox import Outbox
 from dicomflow.node.output import OUTPUT_MANIFEST
 from dicomflow.node.reference import PipelineRef
@@ -102,6 +104,7 @@ class Node:
         self.counters = NodeCounters()
         root = settings.data_directory.resolve()
         self.spool = Spool(root / "spool", fsync=settings.fsync)
+        self.journal: Journal | None = None
         self.rounds = RoundStore(root, self.spool)
         self.collector = Collector(pipeline_class.input if pipeline_class else {})
         self.trigger = Trigger(self._check_patient, settings.quiet_period_s)
@@ -132,6 +135,13 @@ class Node:
         )
         if consumer is not None:
             self._add_services(root, consumer)
+        if settings.fsync and settings.spool_journal_max_bytes > 0:
+            spools = {"pipeline": self.spool}
+            if self.series is not None:
+                spools["series"] = self.series.spool
+            self.journal = Journal(
+                root / "journal", spools, max_instance_bytes=settings.spool_journal_max_bytes
+            )
 
     def _add_services(self, root: Path, consumer: SeriesConsumer) -> None:
         self.series = SeriesStage(
@@ -152,6 +162,8 @@ class Node:
         policy = AccessPolicy.build(self.settings.allowed_ae_titles, self.settings.allowed_ips)
         if not (policy.ae_titles or policy.networks):
             logger.warning("no allowed_ae_titles or allowed_ips: accepting every peer")
+        if self.journal is not None:
+            self.journal.open()  # before anything reads the spools
         if self.pipeline_class is not None:
             self.runner = self._runner()
         self._start_services()
@@ -208,6 +220,8 @@ class Node:
             if part is not None:
                 part.stop()
         self.outbox.stop()
+        if self.journal is not None:
+            self.journal.close()
         logger.info("node %s stopped", self.name)
 
     # -- receiving -----------------------------------------------------------------
@@ -291,11 +305,14 @@ class Node:
     ) -> Path:
         """Store durably for the pipeline's inputs and/or the services' series."""
         series_uid = dataset.get("SeriesInstanceUID")
-        if not names and self.series is not None:
+        if self.series is None:
+            return self.spool.store(patient_key, uid, instance.encoded())
+        if not names:
             return self.series.store(series_uid, uid, instance.encoded())
-        path = self.spool.store(patient_key, uid, instance.encoded())
-        if self.series is not None:
-            self.series.link(series_uid, uid, path)
+        series_key = value_key(series_uid)
+        also = [(self.series.spool, series_key)]
+        path = self.spool.store(patient_key, uid, instance.encoded(), links=also)
+        self.series.added(series_key, uid, self.series.spool.path_for(series_key, uid))
         return path
 
     def _export_folder(self, name: str, folder: Path) -> None:

@@ -95,6 +95,7 @@ class RoundStore:
 
     def create(self, pipeline: str, patient_key: str, members: dict[str, dict[str, Path]]) -> Round:
         """Move the instances of ``members`` (input -> uid -> spool path) into a new round."""
+        self.spool.settle()
         inputs = {name: sorted(paths) for name, paths in members.items()}
         round_id = round_id_for(pipeline, patient_key, inputs, time.time_ns())
         final = self.rounds / round_id

@@ -79,21 +79,15 @@ class SeriesStage:
     def stop(self) -> None:
         self.trigger.stop()
 
-    def link(self, series_instance_uid: object, sop_instance_uid: str, source: Path) -> None:
-        """Add the durably stored instance ``source`` to its series, by a hard link."""
-        series_key = value_key(series_instance_uid)
-        self._added(
-            series_key, sop_instance_uid, self.spool.link(series_key, sop_instance_uid, source)
-        )
-
     def store(self, series_instance_uid: object, sop_instance_uid: str, data: bytes) -> Path:
         """Store an instance (Part-10 bytes) durably in its series; return its path."""
         series_key = value_key(series_instance_uid)
         path = self.spool.store(series_key, sop_instance_uid, data)
-        self._added(series_key, sop_instance_uid, path)
+        self.added(series_key, sop_instance_uid, path)
         return path
 
-    def _added(self, series_key: str, sop_instance_uid: str, path: Path) -> None:
+    def added(self, series_key: str, sop_instance_uid: str, path: Path) -> None:
+        """Count in an instance stored (or linked) at ``path`` of this stage's spool."""
         with self._lock:
             self._members.setdefault(series_key, {})[sop_instance_uid] = path
         self.trigger.arrived(0, series_key)

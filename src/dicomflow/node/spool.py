@@ -5,6 +5,11 @@ into ``incoming/{patient_key}/{sop_instance_uid}.dcm`` and the directory is
 fsynced, all before the C-STORE success status is sent. ``patient_key`` is a
 hash of the patient identifier (:func:`dicomflow.dicom.keys.value_key`) and the
 file name is a validated UID, so no raw DICOM value ever becomes a path.
+
+With a :class:`~dicomflow.node.journal.Journal` attached (the node's default),
+an instance up to the journal's size limit is made durable by one append to the
+journal instead, and written here without flushing; the journal's checkpointer
+flushes it shortly after, and :meth:`Spool.settle` before a round takes it.
 """
 
 import contextlib
@@ -12,12 +17,16 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dicomflow.dicom.keys import instance_file_name, is_key
 from dicomflow.errors import SpoolError
+
+if TYPE_CHECKING:
+    from dicomflow.node.journal import Journal
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +41,8 @@ class Spool:
         self.fsync = fsync
         self._known_dirs: set[Path] = set()
         self._lock = threading.Lock()
+        self.journal: Journal | None = None  # set by the journal this spool is attached to
+        self.journal_name = ""
         for directory in (self.incoming, self.tmp):
             directory.mkdir(parents=True, exist_ok=True)
         self._clear_tmp()
@@ -42,41 +53,91 @@ class Spool:
             raise SpoolError(f'"{patient_key}" is not a patient key.')
         return self.incoming / patient_key / instance_file_name(sop_instance_uid)
 
-    def store(self, patient_key: str, sop_instance_uid: str, data: bytes) -> Path:
-        """Write ``data`` durably and return its final path."""
+    def store(
+        self,
+        patient_key: str,
+        sop_instance_uid: str,
+        data: bytes,
+        links: Sequence[tuple["Spool", str]] = (),
+    ) -> Path:
+        """Make ``data`` durable and return its final path; also hard-link it into each
+        ``(spool, key)`` of ``links`` (same filesystem), as durably.
+
+        Through the journal, the file is written by the journal's next checkpoint:
+        call :meth:`settle` before reading it."""
+        final = self.path_for(patient_key, sop_instance_uid)
+        linked = [spool.path_for(key, sop_instance_uid) for spool, key in links]
+        journal = self.journal
+        if journal is not None and journal.takes(len(data)):
+            destinations = [(self.journal_name, patient_key)]
+            destinations += [(spool.journal_name, key) for spool, key in links]
+            journal.append(sop_instance_uid, destinations, data)
+            return final
+        if journal is not None and journal.pending([final, *linked]):
+            journal.checkpoint()  # a journaled copy must not be written over this one
+        path = self.store_durably(patient_key, sop_instance_uid, data)
+        for spool, key in links:
+            spool.link(key, sop_instance_uid, path)
+        return path
+
+    def place(self, patient_key: str, sop_instance_uid: str, data: bytes) -> Path:
+        """Write ``data`` into place without flushing (the journal holds it durably)."""
+        write = partial(_write, data)
+        return self._place(patient_key, sop_instance_uid, write, "store", flush=False)
+
+    def place_link(self, patient_key: str, sop_instance_uid: str, source: Path) -> Path:
+        """Hard-link ``source`` into place without flushing (the journal holds it)."""
+        make = partial(os.link, source)
+        return self._place(patient_key, sop_instance_uid, make, "link", flush=False)
+
+    def store_durably(self, patient_key: str, sop_instance_uid: str, data: bytes) -> Path:
+        """Write ``data`` with its own flushes (not through the journal); return its path."""
 
         def write(temporary: Path) -> None:
             write_durably(temporary, data, fsync=self.fsync)
 
         return self._place(patient_key, sop_instance_uid, write, "store")
 
+    def settle(self) -> None:
+        """Write every journaled instance into its place and flush it (before a round
+        reads or moves instances, so that the journal never replays one back in)."""
+        if self.journal is not None:
+            self.journal.checkpoint()
+
     def link(self, patient_key: str, sop_instance_uid: str, source: Path) -> Path:
         """Add the already durable file ``source`` (same filesystem) by a hard link."""
         return self._place(patient_key, sop_instance_uid, partial(os.link, source), "link")
 
     def _place(
-        self, patient_key: str, sop_instance_uid: str, make: Callable[[Path], None], verb: str
+        self,
+        patient_key: str,
+        sop_instance_uid: str,
+        make: Callable[[Path], None],
+        verb: str,
+        flush: bool = True,
     ) -> Path:
-        """Make the file at a temporary path, rename it into place, fsync the directory."""
+        """Make the file at a temporary path, rename it into place, fsync the directory
+        (unless ``flush`` is false: the journal holds the instance)."""
+        flush = flush and self.fsync
         final = self.path_for(patient_key, sop_instance_uid)
-        self._ensure_dir(final.parent)
+        self._ensure_dir(final.parent, flush)
         temporary = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
             make(temporary)
-            self._move_in(temporary, final)
+            self._move_in(temporary, final, flush)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
             raise SpoolError(f"Cannot {verb} instance {sop_instance_uid}: {exc}.") from exc
-        if self.fsync:
+        if flush:
             fsync_directory(final.parent)
         return final
 
-    def _move_in(self, temporary: Path, final: Path) -> None:
+    def _move_in(self, temporary: Path, final: Path, flush: bool) -> None:
         try:
             os.replace(temporary, final)
         except FileNotFoundError:
             # A round emptied and removed the patient directory meanwhile.
-            self._ensure_dir(final.parent)
+            self._ensure_dir(final.parent, flush)
             os.replace(temporary, final)
 
     def instances(self) -> Iterator[tuple[str, Path]]:
@@ -95,18 +156,22 @@ class Spool:
             with contextlib.suppress(OSError):
                 directory.rmdir()
 
-    def _ensure_dir(self, directory: Path) -> None:
+    def _ensure_dir(self, directory: Path, flush: bool) -> None:
         with self._lock:
             if directory in self._known_dirs and directory.is_dir():
                 return
             directory.mkdir(parents=True, exist_ok=True)
-            if self.fsync:
+            if flush:
                 fsync_directory(directory.parent)
             self._known_dirs.add(directory)
 
     def _clear_tmp(self) -> None:
         for leftover in self.tmp.glob("*.part"):
             leftover.unlink(missing_ok=True)
+
+
+def _write(data: bytes, path: Path) -> None:
+    write_durably(path, data, fsync=False)
 
 
 def write_durably(path: Path, data: bytes, *, fsync: bool = True) -> None:

@@ -1,0 +1,525 @@
+"""The spool journal: one flush per received instance instead of two or more.
+
+Making a new file durable takes two synchronous flushes: ``fsync`` of the
+file, then ``fsync`` of its directory after the rename (without the second, a
+crash can lose the file's name). The journal makes an instance durable with
+one: its bytes are appended, as a checksummed record naming where it belongs,
+to a segment file that was filled with zeros and flushed when it was created,
+then ``fdatasync`` is called. Overwriting blocks that are already allocated
+changes no metadata, so that flush writes the record and nothing else. Then
+the C-STORE success can go back.
+
+A checkpointer thread writes the journaled instances into their spools (a few
+times a second, in batches), flushes the files and their directories, and
+records in the segment's header how far the journal is covered. Anything that
+reads or moves spool files first calls :meth:`Spool.settle`, which runs a
+checkpoint: a round takes only placed, flushed instances, and an instance moved
+out of the spool is never replayed into it.
+
+At start-up, every record after the checkpoint is compared with the spool and
+written again (durably, the slow way) where the file is missing or differs.
+
+Segment layout::
+
+    0      header slot A  \\  magic, sequence, generation, checkpoint offset, CRC;
+    4096   header slot B  /   written alternately, the valid one with the highest
+                              sequence wins (a torn header write loses nothing)
+    8192   records: magic, generation, payload length, CRC of payload+generation,
+           payload = u16 meta length, meta JSON {"uid", "to": [[spool, key], ...]}, data
+
+When the segment is full, a checkpoint covering every record is made and the
+journal starts again at 8192 with the next generation; records of an earlier
+generation are never read.
+"""
+
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dicomflow.errors import SpoolError
+
+if TYPE_CHECKING:
+    from dicomflow.node.spool import Spool
+
+logger = logging.getLogger(__name__)
+
+SEGMENT = "segment.journal"
+HEADER = struct.Struct("<4sQIQ")  # magic, sequence, generation, checkpoint offset
+HEADER_MAGIC = b"DFJH"
+RECORD = struct.Struct("<4sIII")  # magic, generation, payload length, crc32
+RECORD_MAGIC = b"DFJR"
+META_LENGTH = struct.Struct("<H")
+SLOT_SIZE = 4096
+DATA_START = 2 * SLOT_SIZE
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+DEFAULT_INTERVAL_S = 0.1
+CHECKPOINT_BYTES = 8 * 1024 * 1024  # queued bytes that start a checkpoint early
+MAX_QUEUED_BYTES = 64 * 1024 * 1024  # receiving waits while more than this is unplaced
+ZEROS = bytes(1024 * 1024)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journal record: an instance and the spools (by name and key) it goes to."""
+
+    uid: str
+    destinations: tuple[tuple[str, str], ...]
+    data: bytes
+
+
+class Journal:
+    """Appends received instances durably and writes them into their spools behind.
+
+    ``spools`` maps the name used in records to the spool it writes (and replays)
+    into. Instances over ``max_instance_bytes`` are stored the classic way (see
+    :meth:`takes`).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        spools: dict[str, "Spool"],
+        *,
+        max_instance_bytes: int,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        interval_s: float = DEFAULT_INTERVAL_S,
+    ) -> None:
+        if segment_bytes < DATA_START + 4 * RECORD.size:
+            raise ValueError("segment_bytes is too small")
+        self.directory = directory
+        self.path = directory / SEGMENT
+        self.spools = dict(spools)
+        self.segment_bytes = segment_bytes
+        self.max_instance_bytes = min(max_instance_bytes, (segment_bytes - DATA_START) // 4)
+        self.interval_s = interval_s
+        self._fd = -1
+        self._cond = threading.Condition()
+        self._sync_lock = threading.Lock()
+        self._checkpointing = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._generation = 0
+        self._sequence = 0
+        self._offset = DATA_START  # where the next record goes
+        self._lsn = 0  # bytes appended since open, across generations
+        self._base_lsn = 0  # lsn at DATA_START of the current generation
+        self._synced_lsn = 0
+        self._checkpoint_lsn = 0
+        self._inflight: set[int] = set()  # lsn of records written, not yet flushed
+        self._queue: deque[tuple[int, Entry]] = deque()  # durable, not yet in the spools
+        self._queued_bytes = 0
+        self._queued_paths: Counter[Path] = Counter()
+        self._broken: str | None = None  # why the last checkpoint could not write the spools
+        for spool_name, spool in self.spools.items():
+            spool.journal = self
+            spool.journal_name = spool_name
+
+    # -- life ----------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd >= 0
+
+    def open(self) -> int:
+        """Replay what the last checkpoint did not cover, start checkpointing; return
+        the number of instances written again."""
+        if self.is_open:
+            return 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not _is_segment(self.path, self.segment_bytes):
+            _create_segment(self.path, self.segment_bytes)
+        self._fd = os.open(self.path, os.O_RDWR)
+        try:
+            generation, sequence, offset = self._read_header()
+            replayed = self._replay(generation, offset)
+            self._generation = generation + 1
+            self._sequence = sequence
+            self._offset = DATA_START
+            self._write_header(self._generation, DATA_START)
+        except BaseException:
+            os.close(self._fd)
+            self._fd = -1
+            raise
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="spool-journal", daemon=True)
+        self._thread.start()
+        if replayed:
+            logger.info("spool journal: %d instance(s) written again after a crash", replayed)
+        return replayed
+
+    def close(self) -> None:
+        """Write everything into the spools, checkpoint and stop (idempotent). If the
+        spools cannot be written, the records stay for the next start."""
+        if not self.is_open:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            self.checkpoint()
+        except OSError:
+            logger.exception("spool journal: last checkpoint failed; replayed at next start")
+        with self._cond:
+            os.close(self._fd)
+            self._fd = -1
+            self._cond.notify_all()
+
+    def takes(self, size: int) -> bool:
+        """Tell whether an instance of ``size`` bytes goes through the journal."""
+        return self.is_open and size <= self.max_instance_bytes
+
+    # -- appending -----------------------------------------------------------------
+
+    def append(self, uid: str, destinations: Sequence[tuple[str, str]], data: bytes) -> None:
+        """Make ``data`` durable; it is written to ``destinations`` (spool name, key) by
+        the next checkpoint."""
+        meta = json.dumps({"uid": uid, "to": [list(pair) for pair in destinations]}).encode()
+        payload_length = META_LENGTH.size + len(meta) + len(data)
+        crc = zlib.crc32(data, zlib.crc32(meta, zlib.crc32(META_LENGTH.pack(len(meta)))))
+        size = RECORD.size + payload_length
+        with self._cond:
+            self._admit(size)
+            generation = self._generation
+            head = RECORD.pack(
+                RECORD_MAGIC, generation, payload_length, _with_generation(crc, generation)
+            )
+            try:
+                _pwritev(self._fd, [head, META_LENGTH.pack(len(meta)), meta, data], self._offset)
+            except OSError as exc:
+                message = f"Cannot write instance {uid} to the spool journal: {exc}."
+                raise SpoolError(message) from exc
+            lsn = self._lsn
+            self._offset += size
+            self._lsn += size
+            self._inflight.add(lsn)
+            end = self._lsn
+        entry = Entry(uid, tuple(destinations), data)
+        try:
+            self._sync(end)
+        except OSError as exc:
+            with self._cond:
+                self._inflight.discard(lsn)
+            raise SpoolError(f"Cannot flush the spool journal: {exc}.") from exc
+        with self._cond:
+            self._inflight.discard(lsn)
+            self._queue.append((lsn, entry))
+            self._queued_bytes += len(data)
+            self._queued_paths.update(self._paths_of(entry))
+            early = self._queued_bytes >= CHECKPOINT_BYTES
+        if early:
+            self._wake.set()
+
+    def pending(self, paths: Iterable[Path]) -> bool:
+        """Tell whether one of ``paths`` is still to be written by a checkpoint."""
+        with self._cond:
+            return any(path in self._queued_paths for path in paths)
+
+    def _admit(self, size: int) -> None:
+        """Wait for room (``_cond`` held): below the queue limit, and ``size`` bytes
+        left in the segment (wrapping to a new generation when everything is covered)."""
+        while True:
+            if not self.is_open:
+                raise SpoolError("The spool journal is closed.")
+            if self._broken is not None:
+                raise SpoolError(f"The spool cannot be written: {self._broken}.")
+            if self._queued_bytes > MAX_QUEUED_BYTES:
+                self._wake.set()
+                self._cond.wait(0.5)
+                continue
+            if self._offset + size <= self.segment_bytes:
+                return
+            if self._inflight:
+                self._cond.wait(0.5)
+                continue
+            self._cond.release()
+            try:
+                self.checkpoint(wrap=True)
+            finally:
+                self._cond.acquire()
+
+    def _sync(self, end: int) -> None:
+        """fdatasync the segment unless another thread's flush already covered ``end``."""
+        with self._sync_lock:
+            if self._synced_lsn >= end:
+                return
+            with self._cond:
+                target = self._lsn
+            os.fdatasync(self._fd)
+            self._synced_lsn = target
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    def checkpoint(self, *, wrap: bool = False) -> None:
+        """Write the journaled instances into their spools, flush them, and record how
+        far the journal is covered. Raises :class:`SpoolError` if the spools cannot be
+        written (the instances stay journaled; receiving is refused until a
+        checkpoint succeeds)."""
+        if not self.is_open:
+            return
+        with self._checkpointing:
+            with self._cond:
+                batch = list(self._queue)
+                horizon = min(self._inflight) if self._inflight else self._lsn
+                if not batch and not wrap and horizon == self._checkpoint_lsn:
+                    return
+            try:
+                placed = [path for _lsn, entry in batch for path in self._place(entry)]
+                self._flush(placed)
+            except OSError as exc:
+                with self._cond:
+                    self._broken = str(exc)
+                logger.error("spool journal: cannot write the spool (%s); receiving paused", exc)
+                raise SpoolError(f"The spool cannot be written: {exc}.") from exc
+            with self._cond:
+                for _ in batch:
+                    _lsn, entry = self._queue.popleft()
+                    self._queued_bytes -= len(entry.data)
+                    self._queued_paths.subtract(self._paths_of(entry))
+                self._queued_paths += Counter()  # drop zero counts
+                self._broken = None
+                self._cond.notify_all()
+                if not self.is_open:
+                    return
+                if self._queue:  # appended meanwhile: covered up to the first of them
+                    horizon = min(horizon, self._queue[0][0])
+                if wrap and not self._inflight and not self._queue and horizon == self._lsn:
+                    self._generation += 1
+                    self._offset = DATA_START
+                    self._base_lsn = self._lsn
+                self._write_header(self._generation, horizon - self._base_lsn + DATA_START)
+                self._checkpoint_lsn = horizon
+
+    def _place(self, entry: Entry) -> list[Path]:
+        """Write ``entry`` into its spools without flushing: a file in the first, hard
+        links in the others."""
+        (name, key), *others = entry.destinations
+        first = self.spools[name].place(key, entry.uid, entry.data)
+        links = [self.spools[other].place_link(k, entry.uid, first) for other, k in others]
+        return [first, *links]
+
+    def _flush(self, files: list[Path]) -> None:
+        """Make the placed files and their directory entries durable: one ``syncfs``
+        per filesystem where the C library has it (one device flush for a whole
+        batch), else an ``fsync`` per file and directory."""
+        if not files:
+            return
+        if _syncfs is None:
+            flush_paths(files)
+            return
+        seen: set[int] = set()
+        for spool in self.spools.values():
+            descriptor = os.open(spool.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                device = os.fstat(descriptor).st_dev
+                if device not in seen:
+                    seen.add(device)
+                    if _syncfs(descriptor) != 0:
+                        error = ctypes.get_errno()
+                        raise OSError(error, f"syncfs: {os.strerror(error)}")
+            finally:
+                os.close(descriptor)
+
+    def _paths_of(self, entry: Entry) -> list[Path]:
+        return [self.spools[name].path_for(key, entry.uid) for name, key in entry.destinations]
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stopping:
+                return  # close() makes the last checkpoint
+            try:
+                self.checkpoint()
+            except SpoolError:
+                pass  # logged; retried at the next interval
+            except Exception:
+                logger.exception("spool journal: checkpoint failed; retrying")
+
+    # -- header and replay ---------------------------------------------------------
+
+    def _write_header(self, generation: int, offset: int) -> None:
+        self._sequence += 1
+        fields = HEADER.pack(HEADER_MAGIC, self._sequence, generation, offset)
+        slot = (self._sequence % 2) * SLOT_SIZE
+        os.pwrite(self._fd, fields + struct.pack("<I", zlib.crc32(fields)), slot)
+        os.fdatasync(self._fd)
+
+    def _read_header(self) -> tuple[int, int, int]:
+        """(generation, sequence, checkpoint offset) of the newest valid header slot."""
+        best: tuple[int, int, int] | None = None
+        for slot in (0, SLOT_SIZE):
+            raw = os.pread(self._fd, HEADER.size + 4, slot)
+            if len(raw) < HEADER.size + 4:
+                continue
+            fields, (crc,) = raw[: HEADER.size], struct.unpack("<I", raw[HEADER.size :])
+            magic, sequence, generation, offset = HEADER.unpack(fields)
+            if magic != HEADER_MAGIC or zlib.crc32(fields) != crc:
+                continue
+            if not DATA_START <= offset <= self.segment_bytes:
+                continue
+            if best is None or sequence > best[1]:
+                best = (generation, sequence, offset)
+        if best is None:
+            raise SpoolError(f"The spool journal {self.path} has no valid header.")
+        return best
+
+    def entries(self, generation: int, offset: int) -> Iterator[Entry]:
+        """The valid records of ``generation`` from ``offset`` on, up to the first invalid one."""
+        while offset + RECORD.size <= self.segment_bytes:
+            head = os.pread(self._fd, RECORD.size, offset)
+            magic, record_generation, length, crc = RECORD.unpack(head)
+            if magic != RECORD_MAGIC or record_generation != generation:
+                return
+            if offset + RECORD.size + length > self.segment_bytes:
+                return
+            payload = os.pread(self._fd, length, offset + RECORD.size)
+            if len(payload) != length or _with_generation(zlib.crc32(payload), generation) != crc:
+                return
+            entry = _decode(payload)
+            if entry is None:
+                return
+            yield entry
+            offset += RECORD.size + length
+
+    def _replay(self, generation: int, offset: int) -> int:
+        replayed = 0
+        intact: list[Path] = []
+        for entry in self.entries(generation, offset):
+            for spool_name, key in entry.destinations:
+                spool = self.spools.get(spool_name)
+                if spool is None:
+                    logger.error("spool journal: unknown spool %r; record skipped", spool_name)
+                    continue
+                try:
+                    path = spool.path_for(key, entry.uid)
+                except (SpoolError, ValueError) as exc:
+                    logger.error("spool journal: record skipped: %s", exc)
+                    continue
+                if _holds(path, entry.data):
+                    intact.append(path)
+                    continue
+                spool.store_durably(key, entry.uid, entry.data)
+                replayed += 1
+        # Files found intact may still be in the page cache only (the process died,
+        # not the machine): flush them before the new header forgets their records.
+        self._flush(intact)
+        return replayed
+
+
+# -- helpers --------------------------------------------------------------------
+
+
+def _load_syncfs() -> "ctypes._NamedFuncPointer | None":
+    """The C library's ``syncfs`` (Linux), or None."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    function = getattr(ctypes.CDLL(name, use_errno=True), "syncfs", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int]
+        function.restype = ctypes.c_int
+    return function
+
+
+_syncfs = _load_syncfs()
+
+
+def _with_generation(crc: int, generation: int) -> int:
+    return zlib.crc32(struct.pack("<I", generation), crc)
+
+
+def _decode(payload: bytes) -> Entry | None:
+    try:
+        (meta_length,) = META_LENGTH.unpack_from(payload)
+        start = META_LENGTH.size
+        meta = json.loads(payload[start : start + meta_length])
+        destinations = tuple((str(name), str(key)) for name, key in meta["to"])
+        return Entry(str(meta["uid"]), destinations, payload[start + meta_length :])
+    except (ValueError, KeyError, TypeError, struct.error):
+        return None
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
+def flush_paths(files: Iterable[Path]) -> None:
+    """fsync files, then their directories and the directories' parents (a patient
+    directory may be new). Paths that are gone are skipped: a round took them after
+    a checkpoint that had covered them."""
+    directories: dict[Path, None] = {}
+    for path in files:
+        _fsync_if_there(path)
+        directories[path.parent] = None
+        directories[path.parent.parent] = None
+    for directory in directories:
+        _fsync_if_there(directory)
+
+
+def _fsync_if_there(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _pwritev(descriptor: int, parts: list[bytes], offset: int) -> None:
+    total = sum(len(part) for part in parts)
+    written = os.pwritev(descriptor, parts, offset)
+    if written < total:  # short write: finish it part by part
+        joined = memoryview(b"".join(parts))[written:]
+        offset += written
+        while joined:
+            count = os.pwrite(descriptor, joined, offset)
+            joined = joined[count:]
+            offset += count
+
+
+def _is_segment(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except FileNotFoundError:
+        return False
+
+
+def _create_segment(path: Path, size: int) -> None:
+    """Write a zero-filled segment with a first header, flush it, rename it into place."""
+    temporary = path.with_suffix(".creating")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        remaining = size
+        while remaining:
+            chunk = min(remaining, len(ZEROS))
+            os.write(descriptor, ZEROS[:chunk])
+            remaining -= chunk
+        fields = HEADER.pack(HEADER_MAGIC, 0, 0, DATA_START)
+        os.pwrite(descriptor, fields + struct.pack("<I", zlib.crc32(fields)), 0)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(temporary, path)
+    descriptor = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,275 @@
+"""The spool journal: an instance is durable once appended, written into the spool
+behind, and written again after a crash wherever the spool lost it."""
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from dicomflow.dicom.keys import value_key
+from dicomflow.errors import SpoolError
+from dicomflow.node import journal as journal_module
+from dicomflow.node.journal import DATA_START, SLOT_SIZE, Journal
+from dicomflow.node.spool import Spool
+
+PATIENT = value_key("PAT-1")
+SERIES = value_key("1.2.3.4")
+NEVER = 3600.0  # a checkpoint interval that never comes during a test
+
+
+def make(root: Path, **options: object) -> tuple[Journal, Spool, Spool]:
+    spool = Spool(root / "spool")
+    series = Spool(root / "series" / "spool")
+    options.setdefault("max_instance_bytes", 64 * 1024)
+    options.setdefault("interval_s", NEVER)
+    journal = Journal(root / "journal", {"pipeline": spool, "series": series}, **options)  # type: ignore[arg-type]
+    journal.open()
+    return journal, spool, series
+
+
+def crash(journal: Journal) -> None:
+    """Stop as a killed process does: no last checkpoint, nothing more written."""
+    journal._stopping = True
+    journal._wake.set()
+    if journal._thread is not None:
+        journal._thread.join()
+    os.close(journal._fd)
+    journal._fd = -1
+
+
+def instance(number: int, size: int = 3000) -> bytes:
+    return number.to_bytes(4, "big") * (size // 4)
+
+
+def spooled(spool: Spool) -> dict[str, bytes]:
+    return {path.stem: path.read_bytes() for _key, path in spool.instances()}
+
+
+def test_an_instance_is_in_the_spool_once_settled(tmp_path: Path):
+    journal, spool, _ = make(tmp_path)
+    path = spool.store(PATIENT, "1.2.1", instance(1))
+    assert path == spool.path_for(PATIENT, "1.2.1")
+    spool.settle()
+    assert path.read_bytes() == instance(1)
+    assert not list(spool.tmp.iterdir())
+    journal.close()
+
+
+def test_the_checkpointer_writes_instances_without_being_asked(tmp_path: Path):
+    journal, spool, _ = make(tmp_path, interval_s=0.02)
+    path = spool.store(PATIENT, "1.2.1", instance(1))
+    deadline = 200
+    while not path.exists() and deadline:
+        threading.Event().wait(0.01)
+        deadline -= 1
+    assert path.read_bytes() == instance(1)
+    journal.close()
+
+
+def test_after_a_crash_every_instance_the_spool_lost_is_written_again(tmp_path: Path):
+    journal, spool, _ = make(tmp_path)
+    uids = [f"1.2.{n}" for n in range(20)]
+    for number, uid in enumerate(uids):
+        spool.store(PATIENT, uid, instance(number))
+    spool.settle()  # placed, and the checkpoint covers them ...
+    for number, uid in enumerate(uids[:10], start=100):  # ... then ten newer copies
+        spool.store(PATIENT, uid, instance(number))
+    spool.store(PATIENT, "1.2.99", instance(99))
+    spool.store(PATIENT, "1.2.98", instance(98))
+    journal.checkpoint = lambda **_: None  # type: ignore[method-assign]
+    journal._place(journal._queue[-1][1])  # placed, and the machine dies before its flush
+    crash(journal)
+    # The machine lost what was not flushed: files missing, cut short, zeroed.
+    spool.path_for(PATIENT, "1.2.0").unlink()
+    spool.path_for(PATIENT, "1.2.1").write_bytes(instance(1)[:100])
+    spool.path_for(PATIENT, "1.2.98").write_bytes(bytes(len(instance(98))))
+
+    again, spool2, _ = make(tmp_path)
+    expected = {uid: instance(100 + n) for n, uid in enumerate(uids[:10])}
+    expected |= {uid: instance(n) for n, uid in enumerate(uids) if n >= 10}
+    expected["1.2.99"] = instance(99)
+    expected["1.2.98"] = instance(98)
+    assert spooled(spool2) == expected
+    again.close()
+
+
+def test_instances_a_checkpoint_covered_are_not_written_back(tmp_path: Path):
+    """A round moves instances out after a checkpoint: a crash must not bring them back."""
+    journal, spool, _ = make(tmp_path)
+    spool.store(PATIENT, "1.2.1", instance(1))
+    spool.settle()
+    spool.path_for(PATIENT, "1.2.1").rename(tmp_path / "taken-by-a-round.dcm")
+    spool.store(PATIENT, "1.2.2", instance(2))
+    crash(journal)
+
+    again, spool2, _ = make(tmp_path)
+    assert spooled(spool2) == {"1.2.2": instance(2)}
+    again.close()
+
+
+def test_a_torn_last_record_ends_the_replay_and_loses_nothing_before_it(tmp_path: Path):
+    journal, spool, _ = make(tmp_path)
+    for number in range(3):
+        spool.store(PATIENT, f"1.2.{number}", instance(number))
+    offset = journal._offset
+    crash(journal)
+    with open(tmp_path / "journal" / "segment.journal", "r+b") as segment:
+        segment.seek(offset)
+        segment.write(b"DFJR" + b"\x07" * 40)  # a record header whose payload never came
+
+    again, spool2, _ = make(tmp_path)
+    assert spooled(spool2) == {f"1.2.{n}": instance(n) for n in range(3)}
+    again.close()
+
+
+def test_a_corrupted_record_stops_the_replay_there(tmp_path: Path):
+    journal, spool, _ = make(tmp_path)
+    spool.store(PATIENT, "1.2.0", instance(0))
+    second = journal._offset
+    spool.store(PATIENT, "1.2.1", instance(1))
+    crash(journal)
+    with open(tmp_path / "journal" / "segment.journal", "r+b") as segment:
+        segment.seek(second + 100)
+        segment.write(b"\xff")  # one bit of the second record's payload flipped
+
+    again, spool2, _ = make(tmp_path)
+    assert spooled(spool2) == {"1.2.0": instance(0)}
+    again.close()
+
+
+def test_a_torn_header_falls_back_to_the_other_slot(tmp_path: Path):
+    journal, spool, _ = make(tmp_path)
+    spool.store(PATIENT, "1.2.0", instance(0))
+    spool.settle()
+    spool.store(PATIENT, "1.2.1", instance(1))
+    spool.settle()  # the newest header now covers both
+    newest = journal._sequence % 2
+    crash(journal)
+    with open(tmp_path / "journal" / "segment.journal", "r+b") as segment:
+        segment.seek(newest * SLOT_SIZE + 4)
+        segment.write(b"\xff\xff\xff")  # its sequence torn: the CRC no longer matches
+    spool.path_for(PATIENT, "1.2.1").unlink()  # as if its flush had been lost too
+
+    again, spool2, _ = make(tmp_path)
+    # The older header covers only the first instance: the second is written again.
+    assert spooled(spool2) == {"1.2.0": instance(0), "1.2.1": instance(1)}
+    again.close()
+
+
+def test_a_full_segment_wraps_to_a_new_generation(tmp_path: Path):
+    segment = DATA_START + 64 * 1024
+    journal, spool, _ = make(tmp_path, segment_bytes=segment, max_instance_bytes=8 * 1024)
+    for number in range(100):  # about 300 kB through a 64 kB segment
+        spool.store(PATIENT, f"1.2.{number}", instance(number))
+    generation = journal._generation
+    assert generation > 1
+    crash(journal)
+    for path in spool.incoming.rglob("*.dcm"):
+        path.unlink()
+
+    again, spool2, _ = make(tmp_path, segment_bytes=segment, max_instance_bytes=8 * 1024)
+    # Only the records after the last checkpoint come back, none of an older generation.
+    restored = spooled(spool2)
+    assert restored
+    assert restored == {uid: instance(int(uid.split(".")[-1])) for uid in restored}
+    assert set(restored) <= {f"1.2.{n}" for n in range(100)}
+    assert "1.2.99" in restored
+    assert "1.2.0" not in restored
+    again.close()
+
+
+def test_a_large_instance_is_stored_the_classic_way_at_once(tmp_path: Path):
+    journal, spool, _ = make(tmp_path, max_instance_bytes=1000)
+    path = spool.store(PATIENT, "1.2.1", instance(1, 4000))
+    assert path.read_bytes() == instance(1, 4000)  # no settle needed
+    journal.close()
+
+
+def test_a_classic_copy_is_not_overwritten_by_an_older_journaled_one(tmp_path: Path):
+    journal, spool, _ = make(tmp_path, max_instance_bytes=1000)
+    spool.store(PATIENT, "1.2.1", instance(1, 800))  # journaled
+    spool.store(PATIENT, "1.2.1", instance(2, 4000))  # the same UID again, classic
+    spool.settle()
+    crash(journal)
+
+    again, spool2, _ = make(tmp_path, max_instance_bytes=1000)
+    assert spooled(spool2) == {"1.2.1": instance(2, 4000)}
+    again.close()
+
+
+def test_links_into_a_second_spool_are_journaled_and_replayed(tmp_path: Path):
+    journal, spool, series = make(tmp_path)
+    spool.store(PATIENT, "1.2.1", instance(1), links=[(series, SERIES)])
+    spool.settle()
+    first, linked = spool.path_for(PATIENT, "1.2.1"), series.path_for(SERIES, "1.2.1")
+    assert first.stat().st_ino == linked.stat().st_ino
+    spool.store(PATIENT, "1.2.2", instance(2), links=[(series, SERIES)])
+    crash(journal)
+    for path in (spool.path_for(PATIENT, "1.2.2"), series.path_for(SERIES, "1.2.2")):
+        path.unlink(missing_ok=True)
+
+    again, spool2, series2 = make(tmp_path)
+    assert spooled(spool2) == {"1.2.1": instance(1), "1.2.2": instance(2)}
+    assert spooled(series2) == {"1.2.1": instance(1), "1.2.2": instance(2)}
+    again.close()
+
+
+def test_a_spool_that_cannot_be_written_refuses_new_instances_until_it_can(tmp_path: Path):
+    journal, spool, _ = make(tmp_path)
+    blocker = spool.incoming / PATIENT
+    blocker.write_bytes(b"a file where the patient's directory must go")
+    spool.store(PATIENT, "1.2.1", instance(1))  # durable in the journal
+    with pytest.raises(SpoolError, match="cannot be written"):
+        spool.settle()
+    with pytest.raises(SpoolError, match="cannot be written"):
+        spool.store(PATIENT, "1.2.2", instance(2))
+
+    blocker.unlink()
+    spool.settle()
+    spool.store(PATIENT, "1.2.3", instance(3))
+    spool.settle()
+    assert spooled(spool) == {"1.2.1": instance(1), "1.2.3": instance(3)}
+    journal.close()
+
+
+def test_concurrent_writers_all_reach_the_spool(tmp_path: Path):
+    journal, spool, _ = make(tmp_path, interval_s=0.01)
+
+    def write(worker: int) -> None:
+        for number in range(50):
+            spool.store(value_key(f"P{worker}"), f"1.{worker}.{number}", instance(number))
+
+    threads = [threading.Thread(target=write, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spool.settle()
+    assert len(spooled(spool)) == 200
+    journal.close()
+
+
+def test_without_syncfs_files_and_directories_are_flushed_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(journal_module, "_syncfs", None)
+    flushed: list[Path] = []
+    real = journal_module._fsync_if_there
+    monkeypatch.setattr(
+        journal_module, "_fsync_if_there", lambda path: (flushed.append(path), real(path))
+    )
+    journal, spool, _ = make(tmp_path)
+    path = spool.store(PATIENT, "1.2.1", instance(1))
+    spool.settle()
+    assert flushed[:3] == [path, path.parent, path.parent.parent]
+    journal.close()
+
+
+def test_an_unreadable_segment_header_is_a_clear_error(tmp_path: Path):
+    journal, _spool, _ = make(tmp_path)
+    journal.close()
+    with open(tmp_path / "journal" / "segment.journal", "r+b") as segment:
+        segment.write(bytes(2 * SLOT_SIZE))
+    with pytest.raises(SpoolError, match="no valid header"):
+        make(tmp_path)
