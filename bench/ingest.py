@@ -215,9 +215,10 @@ def measure_once(receiver: Receiver, files: list[Path], output: Path) -> Run:
         ok = storescu(port, files)
         seconds = time.perf_counter() - started
         cpu = cpu_seconds(pid) - cpu_before
+    spool = output / "spool" / "incoming"  # a whole node writes more than the instances
     stored = sum(
         1
-        for path in output.rglob("*")
+        for path in (spool if spool.is_dir() else output).rglob("*")
         if path.is_file() and path.suffix not in (".part", ".journal")
     )
     megabytes = sum(path.stat().st_size for path in files) / 1e6

@@ -250,10 +250,12 @@ def test_concurrent_writers_all_reach_the_spool(tmp_path: Path):
     journal.close()
 
 
-def test_without_syncfs_files_and_directories_are_flushed_one_by_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("syncfs", [True, False])
+def test_a_few_files_are_flushed_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
 ):
-    monkeypatch.setattr(journal_module, "_syncfs", None)
+    if not syncfs:
+        monkeypatch.setattr(journal_module, "_syncfs", None)
     flushed: list[Path] = []
     real = journal_module._fsync_if_there
     monkeypatch.setattr(
@@ -263,6 +265,26 @@ def test_without_syncfs_files_and_directories_are_flushed_one_by_one(
     path = spool.store(PATIENT, "1.2.1", instance(1))
     spool.settle()
     assert flushed[:3] == [path, path.parent, path.parent.parent]
+    journal.close()
+
+
+def test_a_large_batch_is_flushed_with_one_syncfs_per_filesystem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    if journal_module._syncfs is None:
+        pytest.skip("the C library has no syncfs")
+    calls: list[int] = []
+    real = journal_module._syncfs
+    monkeypatch.setattr(journal_module, "_syncfs", lambda fd: (calls.append(fd), real(fd))[1])
+    monkeypatch.setattr(
+        journal_module, "_fsync_if_there", lambda path: pytest.fail(f"fsync of {path}")
+    )
+    journal, spool, _ = make(tmp_path)
+    for number in range(journal_module.SYNCFS_FROM_FILES):
+        spool.store(PATIENT, f"1.2.{number}", instance(number))
+    spool.settle()
+    assert len(calls) == 1  # both spools are on the same filesystem
+    assert len(spooled(spool)) == journal_module.SYNCFS_FROM_FILES
     journal.close()
 
 

@@ -9,9 +9,10 @@ then ``fdatasync`` is called. Overwriting blocks that are already allocated
 changes no metadata, so that flush writes the record and nothing else. Then
 the C-STORE success can go back.
 
-A checkpointer thread writes the journaled instances into their spools (a few
-times a second, in batches), flushes the files and their directories, and
-records in the segment's header how far the journal is covered. Anything that
+A checkpointer thread writes the journaled instances into their spools (ten
+times a second, in batches), flushes the files and their directories (a large
+batch with one ``syncfs``), and records in the segment's header how far the
+journal is covered. Anything that
 reads or moves spool files first calls :meth:`Spool.settle`, which runs a
 checkpoint: a round takes only placed, flushed instances, and an instance moved
 out of the spool is never replayed into it.
@@ -65,6 +66,7 @@ DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_INTERVAL_S = 0.1
 CHECKPOINT_BYTES = 8 * 1024 * 1024  # queued bytes that start a checkpoint early
 MAX_QUEUED_BYTES = 64 * 1024 * 1024  # receiving waits while more than this is unplaced
+SYNCFS_FROM_FILES = 32  # batches this large are flushed with one syncfs
 ZEROS = bytes(1024 * 1024)
 
 
@@ -100,6 +102,7 @@ class Journal:
         self.path = directory / SEGMENT
         self.spools = dict(spools)
         self.segment_bytes = segment_bytes
+        self._max_requested = max_instance_bytes
         self.max_instance_bytes = min(max_instance_bytes, (segment_bytes - DATA_START) // 4)
         self.interval_s = interval_s
         self._fd = -1
@@ -137,10 +140,16 @@ class Journal:
         if self.is_open:
             return 0
         self.directory.mkdir(parents=True, exist_ok=True)
-        if not _is_segment(self.path, self.segment_bytes):
+        if not self.path.exists():  # (made under another name and renamed: never half made)
             _create_segment(self.path, self.segment_bytes)
         self._fd = os.open(self.path, os.O_RDWR)
         try:
+            # A segment made with another size keeps it: its records must still be read.
+            self.segment_bytes = os.fstat(self._fd).st_size
+            if self.segment_bytes < DATA_START + 4 * RECORD.size:
+                raise SpoolError(f"The spool journal {self.path} is too short.")
+            room = (self.segment_bytes - DATA_START) // 4
+            self.max_instance_bytes = min(self._max_requested, room)
             generation, sequence, offset = self._read_header()
             replayed = self._replay(generation, offset)
             self._generation = generation + 1
@@ -311,12 +320,13 @@ class Journal:
         return [first, *links]
 
     def _flush(self, files: list[Path]) -> None:
-        """Make the placed files and their directory entries durable: one ``syncfs``
-        per filesystem where the C library has it (one device flush for a whole
-        batch), else an ``fsync`` per file and directory."""
+        """Make the placed files and their directory entries durable: an ``fsync`` per
+        file and directory for a few files; for a larger batch one ``syncfs`` per
+        filesystem where the C library has it (one device flush instead of one per
+        file, at the price of also flushing whatever else is dirty there)."""
         if not files:
             return
-        if _syncfs is None:
+        if _syncfs is None or len(files) < SYNCFS_FROM_FILES:
             flush_paths(files)
             return
         seen: set[int] = set()
@@ -373,7 +383,11 @@ class Journal:
             if best is None or sequence > best[1]:
                 best = (generation, sequence, offset)
         if best is None:
-            raise SpoolError(f"The spool journal {self.path} has no valid header.")
+            raise SpoolError(
+                f"The spool journal {self.path} has no valid header (both copies are"
+                " damaged). Move it aside to start without it; instances it held that"
+                " are not in the spool are then lost."
+            )
         return best
 
     def entries(self, generation: int, offset: int) -> Iterator[Entry]:
@@ -493,13 +507,6 @@ def _pwritev(descriptor: int, parts: list[bytes], offset: int) -> None:
             count = os.pwrite(descriptor, joined, offset)
             joined = joined[count:]
             offset += count
-
-
-def _is_segment(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size == size
-    except FileNotFoundError:
-        return False
 
 
 def _create_segment(path: Path, size: int) -> None:
