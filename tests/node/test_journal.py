@@ -1,17 +1,22 @@
 """The spool journal: an instance is durable once appended, written into the spool
 behind, and written again after a crash wherever the spool lost it."""
 
+import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
 import pytest
+from sample_pipelines import RELEASE, HoldingPipeline
 
+from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import value_key
 from dicomflow.errors import SpoolError
 from dicomflow.node import journal as journal_module
 from dicomflow.node.journal import DATA_START, SLOT_SIZE, Journal
 from dicomflow.node.spool import Spool
+from support import storescu, wait_for
 
 PATIENT = value_key("PAT-1")
 SERIES = value_key("1.2.3.4")
@@ -295,3 +300,55 @@ def test_an_unreadable_segment_header_is_a_clear_error(tmp_path: Path):
         segment.write(bytes(2 * SLOT_SIZE))
     with pytest.raises(SpoolError, match="no valid header"):
         make(tmp_path)
+
+
+# -- in the node -------------------------------------------------------------------
+
+
+def test_a_node_acknowledges_through_the_journal_and_stop_writes_everything(
+    make_node, tmp_path: Path
+):
+    node = make_node(HoldingPipeline)
+    assert node.journal is not None and node.journal.is_open
+    files = write_series(make_ct_series(5, rows=16, columns=16), tmp_path / "series")
+    storescu(node.port, files)
+    assert node.counters.received == 5
+    node.stop()  # the last checkpoint writes whatever the checkpointer had not
+    assert not node.journal.is_open
+    incoming = tmp_path / "data" / "spool" / "incoming"
+    assert len(list(incoming.rglob("*.dcm"))) == 5
+
+
+def test_a_node_without_the_journal_stores_each_instance_before_its_success(
+    make_node, tmp_path: Path
+):
+    node = make_node(HoldingPipeline, spool_journal_max_bytes=0)
+    assert node.journal is None
+    files = write_series(make_ct_series(3, rows=16, columns=16), tmp_path / "series")
+    storescu(node.port, files)
+    incoming = tmp_path / "data" / "spool" / "incoming"
+    assert len(list(incoming.rglob("*.dcm"))) == 3  # no settle needed
+
+
+def test_a_restarted_node_processes_instances_only_its_journal_kept(make_node, tmp_path: Path):
+    """The spool lost every instance (as a machine crash can lose unflushed files):
+    the journal writes them back and the round runs after the restart."""
+    data = tmp_path / "data"
+    node = make_node(HoldingPipeline)
+    assert node.journal is not None
+    node.journal.checkpoint = lambda **_: None  # type: ignore[method-assign]
+    series = make_ct_series(4, rows=16, columns=16, patient_id="JOURNAL")
+    storescu(node.port, write_series(series, tmp_path / "series"))
+    assert node.counters.received == 4
+    crash(node.journal)  # die without a last checkpoint
+    node.stop()
+    shutil.rmtree(data / "spool" / "incoming")
+
+    again = make_node(HoldingPipeline)
+    release = make_ct_series(1, rows=16, columns=16, patient_id="JOURNAL")
+    release[0].ImageComments = RELEASE
+    storescu(again.port, write_series(release, tmp_path / "release"))
+    seen = data / "rounds-seen"
+    wait_for(lambda: seen.is_dir() and any(seen.iterdir()), what="the round")
+    [record] = [json.loads(path.read_text()) for path in seen.iterdir()]
+    assert record["uids"] == sorted(str(ds.SOPInstanceUID) for ds in series + release)
