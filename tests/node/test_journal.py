@@ -8,11 +8,15 @@ import threading
 from pathlib import Path
 
 import pytest
+from pydicom import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
 from sample_pipelines import RELEASE, HoldingPipeline
 
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import value_key
 from dicomflow.errors import SpoolError
+from dicomflow.net.scp import STATUS_OUT_OF_RESOURCES
 from dicomflow.node import journal as journal_module
 from dicomflow.node.journal import DATA_START, SLOT_SIZE, Journal
 from dicomflow.node.spool import Spool
@@ -352,3 +356,36 @@ def test_a_restarted_node_processes_instances_only_its_journal_kept(make_node, t
     wait_for(lambda: seen.is_dir() and any(seen.iterdir()), what="the round")
     [record] = [json.loads(path.read_text()) for path in seen.iterdir()]
     assert record["uids"] == sorted(str(ds.SOPInstanceUID) for ds in series + release)
+
+
+def c_store_status(port: int, dataset: Dataset) -> int:
+    ae = AE(ae_title="JOURNALTEST")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    association = ae.associate("127.0.0.1", port, ae_title="DICOMFLOW")
+    assert association.is_established
+    try:
+        status = association.send_c_store(dataset)
+        return int(status.Status)
+    finally:
+        association.release()
+
+
+def test_a_node_whose_spool_cannot_be_written_refuses_until_it_can(make_node, tmp_path: Path):
+    node = make_node(HoldingPipeline)
+    assert node.journal is not None
+    blocker = node.spool.incoming / value_key("BLOCKED")
+    blocker.write_bytes(b"a file where the patient's directory must go")
+    held = make_ct_series(3, rows=16, columns=16, patient_id="BLOCKED")
+    assert c_store_status(node.port, held[0]) == 0x0000  # durable in the journal
+    wait_for(lambda: node.journal is not None and node.journal._broken is not None)
+    assert c_store_status(node.port, held[1]) == STATUS_OUT_OF_RESOURCES
+
+    blocker.unlink()
+    wait_for(lambda: node.journal is not None and node.journal._broken is None)
+    assert c_store_status(node.port, held[2]) == 0x0000
+    held[0].ImageComments = RELEASE  # sent again, now as the release
+    assert c_store_status(node.port, held[0]) == 0x0000
+    seen = tmp_path / "data" / "rounds-seen"
+    wait_for(lambda: seen.is_dir() and any(seen.iterdir()), what="the round")
+    [record] = [json.loads(path.read_text()) for path in seen.iterdir()]
+    assert record["uids"] == sorted(str(held[n].SOPInstanceUID) for n in (0, 2))

@@ -289,8 +289,15 @@ class Journal:
                 self._flush(placed)
             except OSError as exc:
                 with self._cond:
+                    first = self._broken is None
                     self._broken = str(exc)
-                logger.error("spool journal: cannot write the spool (%s); receiving paused", exc)
+                if first:
+                    logger.error(
+                        "spool journal: cannot write the spool (%s); new instances are"
+                        " refused until it can (retried every %.1f s)",
+                        exc,
+                        self.interval_s,
+                    )
                 raise SpoolError(f"The spool cannot be written: {exc}.") from exc
             with self._cond:
                 for _ in batch:
@@ -298,6 +305,8 @@ class Journal:
                     self._queued_bytes -= len(entry.data)
                     self._queued_paths.subtract(self._paths_of(entry))
                 self._queued_paths += Counter()  # drop zero counts
+                if self._broken is not None:
+                    logger.warning("spool journal: the spool can be written again")
                 self._broken = None
                 self._cond.notify_all()
                 if not self.is_open:

@@ -336,6 +336,7 @@ class Node:
 
     def _check_patient(self, patient_key: str) -> None:
         with self._round_lock:
+            self.spool.settle()  # raises while the spool cannot be written: nothing taken yet
             arrivals = self.collector.arrivals(patient_key)
             members = self.collector.take_if_complete(patient_key)
             if members is None:

@@ -93,6 +93,7 @@ class SeriesStage:
         self.trigger.arrived(0, series_key)
 
     def _stable(self, series_key: str) -> None:
+        self.spool.settle()  # raises while the spool cannot be written: nothing taken yet
         with self._lock:
             members = self._members.pop(series_key, None)
         if not members:

@@ -2,7 +2,8 @@
 
 A patient is checked after every association that sent it instances is
 released (or aborted), and, when ``quiet_period_s`` is set, once no instance
-has arrived for it for that long. Checks run on one thread, in order.
+has arrived for it for that long. Checks run on one thread, in order. A check
+that cannot write the spool (a full disk) is made again ``RETRY_S`` later.
 """
 
 import logging
@@ -10,7 +11,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from dicomflow.errors import SpoolError
+
 logger = logging.getLogger(__name__)
+
+RETRY_S = 5.0
 
 
 class Trigger:
@@ -94,5 +99,15 @@ class Trigger:
     def _safe_check(self, patient_key: str) -> None:
         try:
             self._check(patient_key)
+        except SpoolError as exc:  # the spool cannot be written now: check again later
+            logger.warning(
+                "patient %s: cannot check its inputs (%s); again in %.0f s",
+                patient_key[:12],
+                exc,
+                RETRY_S,
+            )
+            timer = threading.Timer(RETRY_S, self.request, (patient_key,))
+            timer.daemon = True
+            timer.start()
         except Exception:
             logger.exception("patient %s: checking its inputs failed", patient_key[:12])
