@@ -62,7 +62,7 @@ RECEIVERS = [
     Receiver("dicomflow node, spool only (durable; the whole receive path)", "node"),
     Receiver("dicomflow lean SCP + node Spool with journal (durable)", "lean-spool"),
     Receiver("dicomflow lean SCP + node Spool without journal (durable)", "lean-spool-classic"),
-    Receiver("dicomflow lean SCP + temp/fsync/rename (durable)", "lean"),
+    Receiver("dicomflow lean SCP + temp/fsync/rename (no directory fsync)", "lean"),
     Receiver("dicomflow lean SCP, nothing stored (network ceiling)", "lean-memory", stores=False),
     Receiver("dicomflow pynetdicom SCP + node Spool (durable)", "dicomflow-spool"),
     Receiver(
