@@ -15,7 +15,7 @@ counted here: they are read from the queue at scrape time.
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -117,6 +117,31 @@ STAGE_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+JOURNAL_PENDING_BYTES = Gauge(
+    "dicomflow_spool_journal_pending_bytes",
+    "Bytes of instances acknowledged through the spool journal and not yet written into the spool.",
+    registry=REGISTRY,
+)
+JOURNAL_CHECKPOINT = Histogram(
+    "dicomflow_spool_journal_checkpoint_seconds",
+    "Time a spool journal checkpoint took (writing the journaled instances into the"
+    " spool and flushing them).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+JOURNAL_REPLAYED = Counter(
+    "dicomflow_spool_journal_replayed",
+    "Instances written back into the spool from the journal at start-up (the spool had"
+    " lost them in a crash).",
+    registry=REGISTRY,
+)
+SPOOL_WRITABLE = Gauge(
+    "dicomflow_spool_writable",
+    "1 while the spool can be written; 0 while a checkpoint fails (new instances are"
+    " refused, acknowledged ones wait in the journal).",
+    registry=REGISTRY,
+)
+SPOOL_WRITABLE.set(1)
 for _stage in STAGES:  # every stage is exposed from the start, with zero observations
     STAGE_LATENCY.labels(stage=_stage)
 for _outcome in ("delivered", "kept"):

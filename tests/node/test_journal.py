@@ -13,6 +13,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 from sample_pipelines import RELEASE, HoldingPipeline
 
+from dicomflow import metrics
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import value_key
 from dicomflow.errors import SpoolError
@@ -55,11 +56,20 @@ def spooled(spool: Spool) -> dict[str, bytes]:
     return {path.stem: path.read_bytes() for _key, path in spool.instances()}
 
 
+def sample(name: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name) or 0.0
+
+
 def test_an_instance_is_in_the_spool_once_settled(tmp_path: Path):
     journal, spool, _ = make(tmp_path)
+    pending = sample("dicomflow_spool_journal_pending_bytes")
+    checkpoints = sample("dicomflow_spool_journal_checkpoint_seconds_count")
     path = spool.store(PATIENT, "1.2.1", instance(1))
     assert path == spool.path_for(PATIENT, "1.2.1")
+    assert sample("dicomflow_spool_journal_pending_bytes") == pending + len(instance(1))
     spool.settle()
+    assert sample("dicomflow_spool_journal_pending_bytes") == pending
+    assert sample("dicomflow_spool_journal_checkpoint_seconds_count") == checkpoints + 1
     assert path.read_bytes() == instance(1)
     assert not list(spool.tmp.iterdir())
     journal.close()
@@ -94,7 +104,10 @@ def test_after_a_crash_every_instance_the_spool_lost_is_written_again(tmp_path: 
     spool.path_for(PATIENT, "1.2.1").write_bytes(instance(1)[:100])
     spool.path_for(PATIENT, "1.2.98").write_bytes(bytes(len(instance(98))))
 
+    replayed = sample("dicomflow_spool_journal_replayed_total")
     again, spool2, _ = make(tmp_path)
+    # Written again: the lost, the cut and the zeroed file, and the ten newer copies.
+    assert sample("dicomflow_spool_journal_replayed_total") == replayed + 12
     expected = {uid: instance(100 + n) for n, uid in enumerate(uids[:10])}
     expected |= {uid: instance(n) for n, uid in enumerate(uids) if n >= 10}
     expected["1.2.99"] = instance(99)
@@ -378,10 +391,12 @@ def test_a_node_whose_spool_cannot_be_written_refuses_until_it_can(make_node, tm
     held = make_ct_series(3, rows=16, columns=16, patient_id="BLOCKED")
     assert c_store_status(node.port, held[0]) == 0x0000  # durable in the journal
     wait_for(lambda: node.journal is not None and node.journal._broken is not None)
+    assert sample("dicomflow_spool_writable") == 0
     assert c_store_status(node.port, held[1]) == STATUS_OUT_OF_RESOURCES
 
     blocker.unlink()
     wait_for(lambda: node.journal is not None and node.journal._broken is None)
+    assert sample("dicomflow_spool_writable") == 1
     assert c_store_status(node.port, held[2]) == 0x0000
     held[0].ImageComments = RELEASE  # sent again, now as the release
     assert c_store_status(node.port, held[0]) == 0x0000

@@ -40,6 +40,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dicomflow import metrics
 from dicomflow.errors import SpoolError
 
 if TYPE_CHECKING:
@@ -226,6 +228,7 @@ class Journal:
             self._inflight.discard(lsn)
             self._queue.append((lsn, entry))
             self._queued_bytes += len(data)
+            metrics.JOURNAL_PENDING_BYTES.inc(len(data))
             self._queued_paths.update(self._paths_of(entry))
             early = self._queued_bytes >= CHECKPOINT_BYTES
         if early:
@@ -279,6 +282,7 @@ class Journal:
         if not self.is_open:
             return
         with self._checkpointing:
+            started = time.monotonic()
             with self._cond:
                 batch = list(self._queue)
                 horizon = min(self._inflight) if self._inflight else self._lsn
@@ -291,6 +295,7 @@ class Journal:
                 with self._cond:
                     first = self._broken is None
                     self._broken = str(exc)
+                metrics.SPOOL_WRITABLE.set(0)
                 if first:
                     logger.error(
                         "spool journal: cannot write the spool (%s); new instances are"
@@ -303,10 +308,12 @@ class Journal:
                 for _ in batch:
                     _lsn, entry = self._queue.popleft()
                     self._queued_bytes -= len(entry.data)
+                    metrics.JOURNAL_PENDING_BYTES.dec(len(entry.data))
                     self._queued_paths.subtract(self._paths_of(entry))
                 self._queued_paths += Counter()  # drop zero counts
                 if self._broken is not None:
                     logger.warning("spool journal: the spool can be written again")
+                    metrics.SPOOL_WRITABLE.set(1)
                 self._broken = None
                 self._cond.notify_all()
                 if not self.is_open:
@@ -319,6 +326,7 @@ class Journal:
                     self._base_lsn = self._lsn
                 self._write_header(self._generation, horizon - self._base_lsn + DATA_START)
                 self._checkpoint_lsn = horizon
+            metrics.JOURNAL_CHECKPOINT.observe(time.monotonic() - started)
 
     def _place(self, entry: Entry) -> list[Path]:
         """Write ``entry`` into its spools without flushing: a file in the first, hard
@@ -435,6 +443,7 @@ class Journal:
                     intact.append(path)
                     continue
                 spool.store_durably(key, entry.uid, entry.data)
+                metrics.JOURNAL_REPLAYED.inc()
                 replayed += 1
         # Files found intact may still be in the page cache only (the process died,
         # not the machine): flush them before the new header forgets their records.
