@@ -46,6 +46,7 @@ REASON_MALFORMED = "malformed"  # an instance that cannot be decoded
 REASON_INVALID_VALUE = "invalid_value"  # a value (the patient identifier) unusable as a key
 REASON_STORAGE_ERROR = "storage_error"  # the instance could not be stored durably
 REASON_HANDLER_ERROR = "handler_error"  # storing failed unexpectedly
+REASON_TOO_LARGE = "too_large"  # an instance over maximum_instance_bytes (association aborted)
 REASONS = (
     REASON_AE_TITLE,
     REASON_IP,
@@ -53,6 +54,7 @@ REASONS = (
     REASON_INVALID_VALUE,
     REASON_STORAGE_ERROR,
     REASON_HANDLER_ERROR,
+    REASON_TOO_LARGE,
 )
 
 INSTANCES_RECEIVED = Counter(

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from pydicom.uid import UID, CTImageStorage
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 
+from dicomflow import metrics
+from dicomflow.dicom.factory import make_ct_series
 from dicomflow.net.lean import LeanStoreSCP
 from dicomflow.net.scp import AccessPolicy, ReceivedInstance
 
@@ -158,3 +160,30 @@ def test_a_p_data_pdu_longer_than_the_advertised_maximum_aborts(peer: Peer) -> N
     assoc.join(5)
     assert assoc.is_aborted
     assert peer.released.wait(2) and not peer.stored
+
+
+def test_an_instance_over_the_maximum_size_aborts_and_is_counted() -> None:
+    small = Peer(maximum_instance_bytes=64 * 1024)
+    before = metrics.REGISTRY.get_sample_value(
+        "dicomflow_rejections_total", {"reason": metrics.REASON_TOO_LARGE}
+    )
+    try:
+        ae = AE(ae_title="REQUESTOR")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        assoc = ae.associate("127.0.0.1", small.scp.port, ae_title="DICOMFLOW")
+        assert assoc.is_established
+        [fits, too_large] = make_ct_series(2, rows=64, columns=64)
+        too_large.PixelData = bytes(256 * 256 * 2)
+        too_large.Rows = too_large.Columns = 256
+        assert assoc.send_c_store(fits).Status == 0x0000
+        assoc.send_c_store(too_large)
+        assoc.join(5)
+        assert assoc.is_aborted
+        assert small.released.wait(2)
+        assert [i.sop_instance_uid for i in small.stored] == [fits.SOPInstanceUID]
+    finally:
+        small.scp.close()
+    after = metrics.REGISTRY.get_sample_value(
+        "dicomflow_rejections_total", {"reason": metrics.REASON_TOO_LARGE}
+    )
+    assert after == (before or 0) + 1

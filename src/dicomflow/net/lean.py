@@ -63,6 +63,7 @@ APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLEMENTATION_VERSION_NAME = b"DICOMFLOW_010"
 MAX_ASSOCIATE_RQ = 1 << 20
 DEFAULT_MAXIMUM_PDU = 16 << 20  # advertised and enforced when none is given
+DEFAULT_MAXIMUM_INSTANCE = 4 << 30  # a larger dataset aborts its association
 
 # PDU types (PS3.8 9.3.1)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
@@ -110,6 +111,7 @@ class LeanStoreSCP:
         maximum_pdu_size: int = 0,
         network_timeout_s: float = 60.0,
         maximum_associations: int = 64,
+        maximum_instance_bytes: int = DEFAULT_MAXIMUM_INSTANCE,
     ) -> None:
         self.ae_title = ae_title
         self.policy = policy or AccessPolicy()
@@ -121,6 +123,8 @@ class LeanStoreSCP:
         self.maximum_pdu_size = maximum_pdu_size or DEFAULT_MAXIMUM_PDU
         self.network_timeout_s = network_timeout_s
         self.maximum_associations = maximum_associations
+        # Instances are held whole in memory until stored: a peer may not send more.
+        self.maximum_instance_bytes = maximum_instance_bytes
         self._active = 0
         self._active_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -345,6 +349,12 @@ class _Association:
                     raise ProtocolError("dataset fragment before its command")
                 message.fragments.append(fragment)
                 message.size += len(fragment)
+                if message.size > self.scp.maximum_instance_bytes:
+                    metrics.rejected(metrics.REASON_TOO_LARGE)
+                    raise ProtocolError(
+                        f"an instance larger than {self.scp.maximum_instance_bytes} bytes"
+                        " (maximum_instance_bytes)"
+                    )
                 if header & 0x02:
                     self._dispatch(message)
                     message = None

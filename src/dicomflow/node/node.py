@@ -170,7 +170,10 @@ class Node:
         recovered = self._recover()
         self.trigger.start()
         self.outbox.start()
-        server_class = LeanStoreSCP if self.settings.receiver == "lean" else StoreSCP
+        server_class: Callable[..., StoreSCP | LeanStoreSCP] = StoreSCP
+        if self.settings.receiver == "lean":
+            limit = self.settings.maximum_instance_bytes
+            server_class = partial(LeanStoreSCP, maximum_instance_bytes=limit)
         self.scp = server_class(
             ae_title=self.settings.ae_title,
             ip=self.settings.ip,
