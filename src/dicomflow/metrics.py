@@ -32,6 +32,11 @@ JOB_FINISHED = "job_finished"  # job started -> job ended
 ACKNOWLEDGED = "acknowledged"  # job ended -> the endpoint acknowledged the results
 STAGES = (INPUTS_COMPLETE, JOB_STARTED, JOB_FINISHED, ACKNOWLEDGED)
 
+#: Values of the ``kind`` label of :data:`STAGE_LATENCY`.
+KIND_PIPELINE = "pipeline"  # a pipeline round: a patient's inputs
+KIND_SERVICE = "service"  # a series batch for the registry services
+KINDS = (KIND_PIPELINE, KIND_SERVICE)
+
 #: From milliseconds (a C-STORE round trip) to hours (a long model run or a peer down).
 LATENCY_BUCKETS = (
     *(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
@@ -112,10 +117,11 @@ INSTANCES_EXPORTED = Counter(
 )
 STAGE_LATENCY = Histogram(
     "dicomflow_stage_latency_seconds",
-    "Time each stage of a round took: last instance -> inputs complete (inputs_complete)"
-    " -> job started (job_started) -> job finished (job_finished) -> results"
-    " acknowledged by the endpoint (acknowledged).",
-    ["stage"],
+    "Time each stage took, for pipeline rounds and registry-service series batches"
+    " (kind): last instance -> inputs complete, or series stable (inputs_complete) -> job"
+    " started (job_started) -> job finished (job_finished) -> results acknowledged by the"
+    " endpoint (acknowledged).",
+    ["stage", "kind"],
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
@@ -145,21 +151,24 @@ SPOOL_WRITABLE = Gauge(
 )
 SPOOL_WRITABLE.set(1)
 for _stage in STAGES:  # every stage is exposed from the start, with zero observations
-    STAGE_LATENCY.labels(stage=_stage)
+    for _kind in KINDS:
+        STAGE_LATENCY.labels(stage=_stage, kind=_kind)
 for _outcome in ("delivered", "kept"):
     EXPORTS.labels(outcome=_outcome)
 for _reason in REASONS:
     REJECTIONS.labels(reason=_reason)
 
 
-def observe_stage(stage: str, since: float | None, until: float | None = None) -> None:
-    """Record that ``stage`` took from ``since`` to ``until`` (epoch seconds; now by
-    default). Nothing is recorded when ``since`` is unknown; a negative span (clocks of
-    two machines) counts as zero."""
+def observe_stage(
+    stage: str, since: float | None, until: float | None = None, kind: str = KIND_PIPELINE
+) -> None:
+    """Record that ``stage`` of a ``kind`` (pipeline round or service batch) took from
+    ``since`` to ``until`` (epoch seconds; now by default). Nothing is recorded when
+    ``since`` is unknown; a negative span (clocks of two machines) counts as zero."""
     if since is None:
         return
     end = time.time() if until is None else until
-    STAGE_LATENCY.labels(stage=stage).observe(max(end - since, 0.0))
+    STAGE_LATENCY.labels(stage=stage, kind=kind).observe(max(end - since, 0.0))
 
 
 def rejected(reason: str) -> None:

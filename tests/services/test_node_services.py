@@ -15,6 +15,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from dicomflow import metrics
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.node.node import Node
 from dicomflow.services.consumer import ServiceScheduler
@@ -72,15 +73,35 @@ def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[subproce
         process.wait(timeout=30)
 
 
+def service_stages() -> dict[str, float]:
+    """How many observations each stage of the service kind has."""
+    return {
+        stage: metrics.REGISTRY.get_sample_value(
+            "dicomflow_stage_latency_seconds_count", {"stage": stage, "kind": "service"}
+        )
+        or 0.0
+        for stage in metrics.STAGES
+    }
+
+
 def test_services_on_the_embedded_queue(tmp_path, services_root, storescp):
     url = f"sqlite:///{tmp_path / 'data' / 'queue.db'}"
     node = start_node(tmp_path, services_root, url, storescp.endpoint(), workers=2)
+    before = service_stages()
     try:
         storescu(node.port, write_series(make_ct_series(4), tmp_path / "ct"))
         check_masks(storescp, 4)
         wait_for(lambda: not list((tmp_path / "data" / "series" / "rounds").iterdir()))
     finally:
         node.stop()
+    after = service_stages()
+    # One series batch, two jobs (measure, mask), one result delivered (the mask).
+    assert {stage: after[stage] - before[stage] for stage in metrics.STAGES} == {
+        metrics.INPUTS_COMPLETE: 1,
+        metrics.JOB_STARTED: 2,
+        metrics.JOB_FINISHED: 2,
+        metrics.ACKNOWLEDGED: 1,
+    }
 
 
 def test_services_on_redis_with_two_workers(

@@ -57,8 +57,8 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-def stage(samples: Samples, name: str, suffix: str) -> float:
-    return value(samples, f"dicomflow_stage_latency_seconds_{suffix}", stage=name)
+def stage(samples: Samples, name: str, suffix: str, kind: str = "pipeline") -> float:
+    return value(samples, f"dicomflow_stage_latency_seconds_{suffix}", stage=name, kind=kind)
 
 
 def echoscu(port: int, ae_title: str) -> subprocess.CompletedProcess[str]:

@@ -318,8 +318,9 @@ class Node:
         self.series.added(series_key, uid, self.series.spool.path_for(series_key, uid))
         return path
 
-    def _export_folder(self, name: str, folder: Path) -> None:
-        """Send the DICOM files of ``folder`` (copied) to every endpoint via the outbox."""
+    def _export_folder(self, name: str, folder: Path, processed_at: float | None) -> None:
+        """Send the DICOM files of ``folder`` (a service job's results, made at
+        ``processed_at``) to every endpoint via the outbox, each a copy."""
         for index, address in enumerate(self.settings.endpoint_addresses()):
             staging = folder.parent / f".{folder.name}.outbox-{index}"
             shutil.copytree(folder, staging, dirs_exist_ok=True)
@@ -328,6 +329,8 @@ class Node:
                 "ip": address.ip,
                 "port": address.port,
                 "ae_title": address.ae_title,
+                "processed_at": processed_at,
+                "stage_kind": metrics.KIND_SERVICE,
             }
             self.outbox.add(f"{name}-{index}", staging, destination)
 

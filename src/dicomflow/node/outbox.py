@@ -115,7 +115,8 @@ class Outbox:
             return False
         shutil.rmtree(item, ignore_errors=True)
         metrics.EXPORTS.labels(outcome="delivered").inc()
-        metrics.observe_stage(metrics.ACKNOWLEDGED, destination.get("processed_at"))
+        kind = destination.get("stage_kind", metrics.KIND_PIPELINE)
+        metrics.observe_stage(metrics.ACKNOWLEDGED, destination.get("processed_at"), kind=kind)
         logger.info("outbox %s: delivered to %s", item.name, address)
         if self._on_delivered is not None:
             self._on_delivered(item)

@@ -14,11 +14,13 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from dicomflow import metrics
 from dicomflow.dicom.keys import value_key
 from dicomflow.node.round import Round, RoundStore
 from dicomflow.node.spool import Spool, write_durably
@@ -30,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 JOBS_FILE = "jobs.json"
 SERIES_ROUND = "services"
-Exporter = Callable[[str, Path], None]
+Exporter = Callable[[str, Path, float | None], None]  # name, folder, when the job ended
 
 
 class Scheduled(Protocol):
@@ -64,6 +66,7 @@ class SeriesStage:
         self.export = export
         self.trigger = Trigger(self._stable, quiet_period_s)
         self._members: dict[str, dict[str, Path]] = {}
+        self._last_arrival: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -90,15 +93,19 @@ class SeriesStage:
         """Count in an instance stored (or linked) at ``path`` of this stage's spool."""
         with self._lock:
             self._members.setdefault(series_key, {})[sop_instance_uid] = path
+            self._last_arrival[series_key] = time.time()
         self.trigger.arrived(0, series_key)
 
     def _stable(self, series_key: str) -> None:
         self.spool.settle()  # raises while the spool cannot be written: nothing taken yet
         with self._lock:
             members = self._members.pop(series_key, None)
+            last_arrival = self._last_arrival.pop(series_key, None)
         if not members:
             return
         batch = self.batches.create(SERIES_ROUND, series_key, {"series": members})
+        stable = metrics.INPUTS_COMPLETE
+        metrics.observe_stage(stable, last_arrival, batch.created, kind=metrics.KIND_SERVICE)
         batch.output_dir.mkdir(exist_ok=True)
         scheduled = self.consumer.schedule(batch.instances_dir, batch.output_dir, series_key)
         jobs = {"job_ids": scheduled.job_ids, "errors": scheduled.errors, "ended": {}}
@@ -116,6 +123,11 @@ class SeriesStage:
             self.watcher.watch(job_id, partial(self._job_ended, batch, job_name))
 
     def _job_ended(self, batch: Round, job_name: str, job: Job) -> None:
+        if job.started_at is not None:  # (a job canceled before it started has no stages)
+            service = metrics.KIND_SERVICE
+            started, ended = job.started_at, job.ended_at
+            metrics.observe_stage(metrics.JOB_STARTED, batch.created, started, kind=service)
+            metrics.observe_stage(metrics.JOB_FINISHED, started, ended, kind=service)
         output = batch.output_dir / job_name
         ended = {"status": job.status.value, "error": job.error}
         if job.status is JobStatus.FINISHED:
@@ -124,7 +136,7 @@ class SeriesStage:
         jobs["ended"][job_name] = ended
         _write_jobs(batch, jobs)
         if ended["status"] == JobStatus.FINISHED and any(output.glob("*.dcm")):
-            self.export(f"{batch.round_id}-{job_name}", output)
+            self.export(f"{batch.round_id}-{job_name}", output, job.ended_at)
         logger.info("series batch %s: job %s %s", batch.round_id[:12], job_name, job.status.value)
         if set(jobs["ended"]) >= set(jobs["job_ids"]):
             self._close(batch, jobs)
