@@ -5,13 +5,14 @@ import re
 from pathlib import Path
 
 import pytest
-from web_pipelines import CTAndMRPipeline, RaisingPipeline
+from web_pipelines import CTAndMRPipeline, LeakyPipeline, RaisingPipeline, TalkativePipeline
 
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import value_key
 from dicomflow.queue.backend import open_backend
 from dicomflow.queue.job import Job, JobStatus
 from dicomflow.settings import build_settings
+from dicomflow.web.pages_jobs import LOG_WITHHELD
 from support import storescu, wait_for
 
 HOSTILE = "<script>alert(1)</script>"
@@ -238,3 +239,44 @@ def test_without_a_node_the_spool_folder_is_counted(web) -> None:  # type: ignor
     assert patient["key"] == key[:12] and patient["instances"] == 2
     assert patient["last_arrival"]
     assert "No node runs in this process" in page
+
+
+@pytest.mark.parametrize("show", [False, True])
+def test_a_jobs_log_and_error_hide_its_patients_identifiers_by_default(  # type: ignore[no-untyped-def]
+    make_node, web_for, tmp_path: Path, show: bool
+):
+    node = make_node(LeakyPipeline, show_patient_identifiers=show)
+    web = web_for(node)
+    series = make_ct_series(1, rows=8, columns=8, patient_name="Curie^Marie", patient_id="PX-31337")
+    series[0].PatientBirthDate = "18671107"
+    storescu(node.port, write_series(series, tmp_path / "ct"))
+    wait_for(lambda: node.counters.rounds_failed == 1, 30, "the round to fail")
+    with web.client() as client:
+        [row] = client.get("/api/jobs?status=failed").json()["jobs"]
+        detail = client.get(f"/api/jobs/{row['id']}").json()
+        page = client.get(f"/jobs/{row['id']}").text
+    for secret in ("Curie^Marie", "PX-31337", "18671107", "Curie"):
+        assert (secret in detail["log_tail"]) is show, secret
+        assert (secret in page) is show, secret
+    for text in (row["error"], detail["error"], detail["full_error"]):
+        assert "no model for patient" in text
+        assert ("PX-31337" in text) is show
+    assert ("[hidden]" in detail["log_tail"]) is not show
+
+
+@pytest.mark.parametrize("show", [False, True])
+def test_the_log_of_a_round_whose_instances_are_gone_is_withheld_by_default(  # type: ignore[no-untyped-def]
+    make_node, web_for, tmp_path: Path, show: bool
+):
+    node = make_node(TalkativePipeline, show_patient_identifiers=show)
+    web = web_for(node)
+    series = make_ct_series(1, rows=8, columns=8, patient_name="Curie^Marie")
+    storescu(node.port, write_series(series, tmp_path / "ct"))
+    wait_for(lambda: node.counters.rounds_succeeded == 1, 30, "the round")
+    with web.client() as client:
+        [row] = client.get("/api/jobs?status=finished").json()["jobs"]
+        log = client.get(f"/api/jobs/{row['id']}").json()["log_tail"]
+    if show:
+        assert "processing Curie^Marie" in log
+    else:
+        assert log == LOG_WITHHELD

@@ -99,3 +99,24 @@ class BrowserPipeline(AbstractPipeline):
                 marker.touch()
                 raise ValueError("the first attempt fails on purpose")
             return []
+
+
+class LeakyPipeline(FlakyPipeline):
+    """Prints its patient's name, ID and birth date, then fails naming the ID."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            [first, *_] = input_container["any"]
+            print(f"patient {first.PatientName} ({first.PatientID}), born {first.PatientBirthDate}")
+            print(f"family name only: {str(first.PatientName).split('^')[0]}")
+            raise ValueError(f"no model for patient {first.PatientID}")
+
+
+class TalkativePipeline(FlakyPipeline):
+    """Prints its patient's name and succeeds."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            [first, *_] = input_container["any"]
+            print(f"processing {first.PatientName}")
+            return []

@@ -125,9 +125,9 @@ class SeriesStage:
     def _job_ended(self, batch: Round, job_name: str, job: Job) -> None:
         if job.started_at is not None:  # (a job canceled before it started has no stages)
             service = metrics.KIND_SERVICE
-            started, ended = job.started_at, job.ended_at
-            metrics.observe_stage(metrics.JOB_STARTED, batch.created, started, kind=service)
-            metrics.observe_stage(metrics.JOB_FINISHED, started, ended, kind=service)
+            began, finished = job.started_at, job.ended_at
+            metrics.observe_stage(metrics.JOB_STARTED, batch.created, began, kind=service)
+            metrics.observe_stage(metrics.JOB_FINISHED, began, finished, kind=service)
         output = batch.output_dir / job_name
         ended = {"status": job.status.value, "error": job.error}
         if job.status is JobStatus.FINISHED:

@@ -3,6 +3,7 @@ actions."""
 
 import json
 import logging
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from dicomflow.errors import DicomflowError
 from dicomflow.queue.job import Job, JobStatus, job_kind
 from dicomflow.web.context import WebContext
-from dicomflow.web.privacy import redact
+from dicomflow.web.privacy import identifying_values, redact, redact_text, round_identifiers
 from dicomflow.web.views import (
     answer,
     bad_request,
@@ -74,10 +75,38 @@ def kind_of(job: Job) -> str:
     return job_kind(job.meta)
 
 
-def job_row(job: Job) -> dict[str, Any]:
-    """A job as one row of the list (and its JSON)."""
+LOG_WITHHELD = (
+    "(not shown: this round's instances are gone, so its patient's identifiers cannot be"
+    " hidden in it; the full log is in the data directory's logs/jobs/, or set"
+    " show_patient_identifiers)"
+)
+
+
+def hidden_values(job: Job, context: WebContext) -> set[str] | None:
+    """What the dashboard hides in a job's log and error: the identifying values of its
+    patient, found in its arguments or in its round's instances; nothing with
+    ``show_patient_identifiers``; None (the whole text) for a pipeline round whose
+    instances are gone."""
+    if context.settings.show_patient_identifiers:
+        return set()
+    found = identifying_values(job.kwargs) | identifying_values(job.result)
+    round_id = job.meta.get("round_id")
+    if round_id is None:
+        return found
+    of_round = round_identifiers(context.data_root, round_id)
+    return found | of_round if of_round else None
+
+
+def _hide(text: str, hidden: AbstractSet[str] | None) -> str:
+    if hidden is None:
+        return LOG_WITHHELD if text else ""
+    return redact_text(text, hidden)
+
+
+def job_row(job: Job, hidden: AbstractSet[str] | None = frozenset()) -> dict[str, Any]:
+    """A job as one row of the list (and its JSON), ``hidden`` values hidden."""
     ran = job.ended_at - job.started_at if job.ended_at and job.started_at else None
-    error = (job.error or "").strip().splitlines()
+    error = _hide(job.error or "", hidden).strip().splitlines()
     return {
         "id": job.id,
         "name": job.name,
@@ -98,19 +127,22 @@ def job_row(job: Job) -> dict[str, Any]:
     }
 
 
-def job_detail(job: Job, show: bool) -> dict[str, Any]:
-    """A job with everything its page shows (identifying values in its arguments, meta
-    and result hashed unless ``show``)."""
+def job_detail(
+    job: Job, show: bool, hidden: AbstractSet[str] | None = frozenset()
+) -> dict[str, Any]:
+    """A job with everything its page shows. Unless ``show``, identifying values in its
+    arguments, meta and result are hashed; ``hidden`` values (see :func:`hidden_values`)
+    are hidden in its log and error."""
     return {
-        **job_row(job),
+        **job_row(job, hidden),
         "function": job.function,
         "priority": job.priority.value,
         "timeout_s": job.timeout_s,
         "retries": job.retries,
         "depends_on": list(job.depends_on),
         "worker": job.worker or "",
-        "full_error": job.error or "",
-        "log_tail": job.log_tail or "",
+        "full_error": _hide(job.error or "", hidden),
+        "log_tail": _hide(job.log_tail or "", hidden),
         "kwargs": _pretty(redact(job.kwargs, show)),
         "meta": _pretty(redact(job.meta, show)),
         "result": _pretty(redact(job.result, show)),
@@ -134,7 +166,8 @@ def _filter(
 
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(request: Request, chosen: Annotated[JobFilter, Depends(_filter)]) -> HTMLResponse:
-    jobs = [job_row(job) for job in chosen.select(context_of(request))]
+    context = context_of(request)
+    jobs = [job_row(job, hidden_values(job, context)) for job in chosen.select(context)]
     values = {"jobs": jobs, "filter": chosen, "statuses": [s.value for s in JobStatus]}
     return render(request, "jobs.html", values)
 
@@ -143,7 +176,9 @@ def jobs_page(request: Request, chosen: Annotated[JobFilter, Depends(_filter)]) 
 def jobs_json(request: Request, chosen: Annotated[JobFilter, Depends(_filter)]) -> JSONResponse:
     """``{"jobs": [row, ...]}``, newest first, filtered like the page (query parameters
     ``status``, ``pipeline``, ``service``, ``kind``, ``limit``)."""
-    return JSONResponse({"jobs": [job_row(job) for job in chosen.select(context_of(request))]})
+    context = context_of(request)
+    rows = [job_row(job, hidden_values(job, context)) for job in chosen.select(context)]
+    return JSONResponse({"jobs": rows})
 
 
 def _job(request: Request, job_id: str) -> Job:
@@ -155,13 +190,18 @@ def _job(request: Request, job_id: str) -> Job:
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(request: Request, job_id: str) -> HTMLResponse:
-    return render(request, "job.html", {"job": job_detail(_job(request, job_id), _show(request))})
+    return render(request, "job.html", {"job": _detail(request, job_id)})
 
 
 @router.get("/api/jobs/{job_id}")
 def job_json(request: Request, job_id: str) -> JSONResponse:
     """One job with its arguments, timings, log tail and error."""
-    return JSONResponse(job_detail(_job(request, job_id), _show(request)))
+    return JSONResponse(_detail(request, job_id))
+
+
+def _detail(request: Request, job_id: str) -> dict[str, Any]:
+    job = _job(request, job_id)
+    return job_detail(job, _show(request), hidden_values(job, context_of(request)))
 
 
 def _show(request: Request) -> bool:
