@@ -77,8 +77,8 @@ def kind_of(job: Job) -> str:
 
 LOG_WITHHELD = (
     "(not shown: this round's instances are gone, so its patient's identifiers cannot be"
-    " hidden in it; the full log is in the data directory's logs/jobs/, or set"
-    " show_patient_identifiers)"
+    " hidden in it; the full log is in the job log directory (logs/jobs/ of the data"
+    " directory on the embedded queue), or set show_patient_identifiers)"
 )
 
 
