@@ -183,7 +183,7 @@ class Journal:
             self.checkpoint()
         except OSError:
             logger.exception("spool journal: last checkpoint failed; replayed at next start")
-        with self._cond:
+        with self._checkpointing, self._cond:
             os.close(self._fd)
             self._fd = -1
             self._cond.notify_all()
@@ -324,8 +324,13 @@ class Journal:
                     self._generation += 1
                     self._offset = DATA_START
                     self._base_lsn = self._lsn
-                self._write_header(self._generation, horizon - self._base_lsn + DATA_START)
+                offset = horizon - self._base_lsn + DATA_START
+                self._write_header(self._generation, offset, sync=False)
                 self._checkpoint_lsn = horizon
+            # Flushed outside the lock, so that appends go on meanwhile. A round moves
+            # instances only once this returns; a wrap's header is flushed by the next
+            # append's own flush at the latest.
+            os.fdatasync(self._fd)
             metrics.JOURNAL_CHECKPOINT.observe(time.monotonic() - started)
 
     def _place(self, entry: Entry) -> list[Path]:
@@ -377,12 +382,13 @@ class Journal:
 
     # -- header and replay ---------------------------------------------------------
 
-    def _write_header(self, generation: int, offset: int) -> None:
+    def _write_header(self, generation: int, offset: int, *, sync: bool = True) -> None:
         self._sequence += 1
         fields = HEADER.pack(HEADER_MAGIC, self._sequence, generation, offset)
         slot = (self._sequence % 2) * SLOT_SIZE
         os.pwrite(self._fd, fields + struct.pack("<I", zlib.crc32(fields)), slot)
-        os.fdatasync(self._fd)
+        if sync:
+            os.fdatasync(self._fd)
 
     def _read_header(self) -> tuple[int, int, int]:
         """(generation, sequence, checkpoint offset) of the newest valid header slot."""
