@@ -404,3 +404,25 @@ def test_a_node_whose_spool_cannot_be_written_refuses_until_it_can(make_node, tm
     wait_for(lambda: seen.is_dir() and any(seen.iterdir()), what="the round")
     [record] = [json.loads(path.read_text()) for path in seen.iterdir()]
     assert record["uids"] == sorted(str(held[n].SOPInstanceUID) for n in (0, 2))
+
+
+def test_a_failed_journal_flush_refuses_every_later_instance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    journal, spool, _ = make(tmp_path)
+    spool.store(PATIENT, "1.2.1", instance(1))
+
+    def failing(descriptor: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(journal_module.os, "fdatasync", failing)
+    with pytest.raises(SpoolError, match="Cannot flush"):
+        spool.store(PATIENT, "1.2.2", instance(2))
+    monkeypatch.undo()
+    with pytest.raises(SpoolError, match="cannot be used"):
+        spool.store(PATIENT, "1.2.3", instance(3))  # even though flushing works again
+    assert sample("dicomflow_spool_writable") == 0
+    spool.settle()  # what was acknowledged still reaches the spool
+    assert spool.path_for(PATIENT, "1.2.1").read_bytes() == instance(1)
+    journal.close()
+    metrics.SPOOL_WRITABLE.set(1)

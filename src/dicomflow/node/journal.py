@@ -126,6 +126,7 @@ class Journal:
         self._queued_bytes = 0
         self._queued_paths: Counter[Path] = Counter()
         self._broken: str | None = None  # why the last checkpoint could not write the spools
+        self._failed: str | None = None  # a flush of the segment failed: no more appends
         for spool_name, spool in self.spools.items():
             spool.journal = self
             spool.journal_name = spool_name
@@ -221,8 +222,17 @@ class Journal:
         try:
             self._sync(end)
         except OSError as exc:
+            # After a failed flush the kernel may drop the unwritten pages and report
+            # success later: nothing more may be acknowledged through this journal.
             with self._cond:
                 self._inflight.discard(lsn)
+                self._failed = f"flushing {self.path} failed: {exc}"
+            metrics.SPOOL_WRITABLE.set(0)
+            logger.critical(
+                "spool journal: %s; new instances are refused until the node is restarted"
+                " (check the disk first)",
+                self._failed,
+            )
             raise SpoolError(f"Cannot flush the spool journal: {exc}.") from exc
         with self._cond:
             self._inflight.discard(lsn)
@@ -245,6 +255,8 @@ class Journal:
         while True:
             if not self.is_open:
                 raise SpoolError("The spool journal is closed.")
+            if self._failed is not None:
+                raise SpoolError(f"The spool journal cannot be used: {self._failed}.")
             if self._broken is not None:
                 raise SpoolError(f"The spool cannot be written: {self._broken}.")
             if self._queued_bytes > MAX_QUEUED_BYTES:
