@@ -50,6 +50,7 @@ class NodeSettings(BaseSettings):
     maximum_instance_bytes: int = Field(4 << 30, ge=1 << 20)
     keep_inputs: bool = False
     queue_url: str | None = None
+    job_retention_days: float = Field(7.0, gt=0)
     queue_workers: int | None = Field(None, ge=0, le=64)
     services_directory: Path | None = None
     series_quiet_period_s: float = Field(5.0, gt=0)
@@ -67,7 +68,13 @@ class NodeSettings(BaseSettings):
         if self.queue_url:
             return self.queue_url
         data = self.data_directory.resolve()
-        options = urlencode({"poll_s": 0.01, "log_dir": str(self.job_log_directory())})
+        options = urlencode(
+            {
+                "poll_s": 0.01,
+                "log_dir": str(self.job_log_directory()),
+                "result_ttl_s": self.job_retention_days * 86400.0,
+            }
+        )
         return f"sqlite:///{data / 'queue.db'}?{options}"
 
     def job_log_directory(self) -> Path:

@@ -76,3 +76,36 @@ def test_statuses_answers_for_many_jobs_in_one_call(tmp_path: Path) -> None:
         assert {statuses[i] for i in ids[1:]} == {JobStatus.QUEUED}
     finally:
         backend.close()
+
+
+def test_jobs_that_ended_long_ago_are_purged_with_their_logs(tmp_path: Path) -> None:
+    from dicomflow.queue.job import Job
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    backend = EmbeddedBackend(f"sqlite:///{tmp_path / 'q.db'}?result_ttl_s=100&log_dir={logs}")
+    try:
+        done, canceled, failed, needed = (
+            backend.enqueue(Job(function="os:getpid")) for _ in range(4)
+        )
+        waiting = backend.enqueue(Job(function="os:getpid", depends_on=[needed.id]))
+        backend.cancel(canceled.id)
+        with backend._lock, backend._connection as connection:
+            for job_id, status in ((done, "finished"), (failed, "failed"), (needed, "finished")):
+                connection.execute(
+                    "UPDATE jobs SET status = ?, ended_at = 1000 WHERE id = ?", (status, job_id.id)
+                )
+            connection.execute("UPDATE jobs SET ended_at = 1000 WHERE id = ?", (canceled.id,))
+        (logs / f"{done.id}.1.log").write_text("the log")
+        (logs / f"{failed.id}.1.log").write_text("the log")
+
+        assert backend.purge(now=1050) == 0  # not expired yet
+        assert backend.purge(now=1200) == 2  # done and canceled
+
+        assert backend.fetch(done.id) is None and backend.fetch(canceled.id) is None
+        assert backend.fetch(failed.id) is not None  # failed jobs stay
+        assert backend.fetch(needed.id) is not None  # a waiting job depends on it
+        assert backend.fetch(waiting.id) is not None
+        assert sorted(p.name for p in logs.iterdir()) == [f"{failed.id}.1.log"]
+    finally:
+        backend.close()

@@ -6,9 +6,15 @@ a job that was running is found abandoned by the next worker (see
 :mod:`dicomflow.queue.liveness`) and retried or failed. Several processes may
 use one database: each opens its own connection, and every change is one
 ``BEGIN IMMEDIATE`` transaction. The database must be on a local disk.
+
+Finished and canceled jobs (and their logs in ``log_dir``) are removed
+``result_ttl_s`` after they ended, as RQ expires them, unless a job that has not
+ended depends on them; failed and timed-out jobs stay until requeued. Any
+backend call purges at most once an hour.
 """
 
 import dataclasses
+import glob
 import logging
 import sqlite3
 import threading
@@ -36,6 +42,13 @@ logger = logging.getLogger(__name__)
 
 SCHEME = "sqlite://"
 STATUS_CHUNK = 500  # ids per query (SQLite allows 999 parameters in older builds)
+PURGE_EVERY_S = 3600.0
+PURGE = (
+    "SELECT id FROM jobs WHERE status IN ('finished', 'canceled') AND ended_at < ?"
+    " AND NOT EXISTS (SELECT 1 FROM dependencies AS d JOIN jobs AS later ON later.id ="
+    " d.job_id WHERE d.depends_on = jobs.id AND later.status NOT IN"
+    " ('finished', 'failed', 'canceled', 'timed_out'))"
+)
 INSERT = (
     "INSERT INTO jobs (id, seq, name, function, kwargs, priority, timeout_s, depends_on,"
     " allow_dependency_failure, retries, retry_backoff_s, status, created_at, meta) VALUES"
@@ -63,6 +76,7 @@ class EmbeddedBackend:
         self._lock = threading.Lock()
         self._connection = connect(self.path, self.options.synchronous)
         self._next_recovery = 0.0
+        self._next_purge = time.monotonic() + 60.0  # not while a node is starting
 
     def enqueue(self, job: Job) -> Job:
         return self.enqueue_many([job])[0]
@@ -152,13 +166,46 @@ class EmbeddedBackend:
         return EmbeddedWorker(self.path, self.options, name=name)
 
     def recover(self, *, force: bool = False) -> int:
-        """Settle jobs abandoned by dead workers (once per ``heartbeat_s`` unless ``force``)."""
+        """Settle jobs abandoned by dead workers (once per ``heartbeat_s`` unless ``force``),
+        and purge expired jobs (once per hour)."""
         now = time.monotonic()
         if not force and now < self._next_recovery:
             return 0
         self._next_recovery = now + self.options.heartbeat_s
+        if now >= self._next_purge:
+            self._next_purge = now + PURGE_EVERY_S
+            try:
+                self.purge()
+            except (sqlite3.Error, OSError):
+                logger.exception("queue: purging expired jobs failed; retried in an hour")
         with self._lock:
             return recover_abandoned(self._connection, self.options.stale_after_s)
+
+    def purge(self, *, now: float | None = None) -> int:
+        """Remove finished and canceled jobs that ended ``result_ttl_s`` before ``now``
+        (and their logs), unless a job that has not ended depends on them; return how
+        many were removed."""
+        cutoff = (time.time() if now is None else now) - self.options.result_ttl_s
+        with self._lock, transaction(self._connection) as connection:
+            ids = [str(row[0]) for row in connection.execute(PURGE, (cutoff,))]
+            for start in range(0, len(ids), STATUS_CHUNK):
+                chunk = ids[start : start + STATUS_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                connection.execute(f"DELETE FROM dependencies WHERE job_id IN ({marks})", chunk)
+                connection.execute(f"DELETE FROM dependencies WHERE depends_on IN ({marks})", chunk)
+                connection.execute(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
+        if self.options.log_dir is not None:
+            logs = Path(self.options.log_dir)
+            for job_id in ids:
+                for log in logs.glob(f"{glob.escape(job_id)}.*.log"):
+                    log.unlink(missing_ok=True)
+        if ids:
+            logger.info(
+                "queue: removed %d job(s) that ended over %.0f s ago",
+                len(ids),
+                self.options.result_ttl_s,
+            )
+        return len(ids)
 
     def close(self) -> None:
         with self._lock:

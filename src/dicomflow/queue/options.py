@@ -30,7 +30,8 @@ class QueueOptions:
     check_s: float = 0.25
     """While a job runs, its worker checks for cancellation this often."""
     result_ttl_s: float = 7 * 86400.0
-    """RQ only: how long finished jobs and their results are kept."""
+    """How long finished (and, on the embedded queue, canceled) jobs, their results and
+    logs are kept after they ended; failed jobs are kept until requeued or removed."""
     log_dir: str | None = None
     """Keep each attempt's full log as ``<log_dir>/<job id>.<attempt>.log`` (default: not kept)."""
     preload: tuple[str, ...] = ()
