@@ -392,6 +392,9 @@ def test_a_node_whose_spool_cannot_be_written_refuses_until_it_can(make_node, tm
     assert c_store_status(node.port, held[0]) == 0x0000  # durable in the journal
     wait_for(lambda: node.journal is not None and node.journal._broken is not None)
     assert sample("dicomflow_spool_writable") == 0
+    status = node.journal.status()
+    assert not status["writable"] and "File exists" in status["problem"]
+    assert status["pending_bytes"] > 0
     assert c_store_status(node.port, held[1]) == STATUS_OUT_OF_RESOURCES
 
     blocker.unlink()

@@ -205,6 +205,8 @@ def test_overview_counts_what_the_node_did(make_node, web_for, tmp_path: Path) -
         page = client.get("/").text
     assert overview["counters"]["received"] == 2
     assert overview["patients"] == 1
+    assert overview["journal"]["writable"] and overview["journal"]["problem"] == ""
+    assert "bytes journaled, not yet in the spool" in page
     assert set(overview["queue"]) == {s.value for s in JobStatus if not s.is_terminal} | {"failed"}
     assert "CTAndMRPipeline" in page
 

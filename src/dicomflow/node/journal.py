@@ -46,7 +46,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dicomflow import metrics
 from dicomflow.errors import SpoolError
@@ -188,6 +188,17 @@ class Journal:
             os.close(self._fd)
             self._fd = -1
             self._cond.notify_all()
+
+    def status(self) -> dict[str, Any]:
+        """For the dashboard: bytes acknowledged and not yet in the spool, and whether
+        (and why not) new instances are accepted."""
+        with self._cond:
+            problem = self._failed or self._broken
+            return {
+                "pending_bytes": self._queued_bytes,
+                "writable": self.is_open and problem is None,
+                "problem": problem or ("" if self.is_open else "closed"),
+            }
 
     def takes(self, size: int) -> bool:
         """Tell whether an instance of ``size`` bytes goes through the journal."""

@@ -53,6 +53,7 @@ def overview(context: WebContext) -> dict[str, Any]:
         "counters": counters,
         "queue": queue,
         "patients": len(node.collector.patients()) if node is not None else None,
+        "journal": node.journal.status() if node is not None and node.journal else None,
         "outbox": len(pages_outbox.items(context)),
         "archive": context.archive_datastore,
         "services_directory": str(context.services_directory or ""),
