@@ -267,13 +267,17 @@ def test_unknown_uids_get_404(archive: ArchiveWeb, uploads) -> None:  # type: ig
 def test_accept_negotiation(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
     study, series, instance = _uids(uploads["CT_small"][0])
     url = f"/dicomweb/studies/{study}/series/{series}/instances/{instance}"
-    other_syntax = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2'
+    other_syntax = (
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+    )
     with archive.web.client() as http:
         assert http.get(url, headers={"Accept": other_syntax}).status_code == 406
         assert http.get(url, headers={"Accept": "application/dicom+xml"}).status_code == 406
         assert http.get(f"{url}/metadata", headers={"Accept": "text/html"}).status_code == 406
         assert http.get("/dicomweb/studies", headers={"Accept": "image/png"}).status_code == 406
-        same = http.get(url, headers={"Accept": other_syntax.replace("1.2.840.10008.1.2", "*")})
+        same = http.get(
+            url, headers={"Accept": other_syntax.replace("1.2.840.10008.1.2.4.50", "*")}
+        )
         single = http.get(url, headers={"Accept": "application/dicom"})
     assert single.headers["content-type"] == "application/dicom"
     assert single.content == encoded(uploads["CT_small"][0])
@@ -303,3 +307,36 @@ def test_unauthenticated_dicomweb_gets_401(archive: ArchiveWeb) -> None:
     with httpx.Client(base_url=archive.url) as http:
         assert http.get("/dicomweb/studies").status_code == 401
         assert http.post("/dicomweb/studies", content=b"x").status_code == 401
+
+
+EXPLICIT = "1.2.840.10008.1.2.1"
+IMPLICIT = "1.2.840.10008.1.2"
+
+
+@pytest.mark.parametrize(
+    ("name", "syntax"),
+    [
+        ("CT_small", IMPLICIT),
+        ("MR_small_jp2klossless", EXPLICIT),
+        ("SC_rgb_rle_2frame", EXPLICIT),
+        ("SC_rgb_rle_2frame", IMPLICIT),
+    ],
+)
+def test_instances_are_converted_to_an_uncompressed_syntax_when_asked(  # type: ignore[no-untyped-def]
+    archive: ArchiveWeb, uploads, name: str, syntax: str
+) -> None:
+    original = uploads[name][0]
+    study, series, instance = _uids(original)
+    url = f"/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+    single = f"application/dicom; transfer-syntax={syntax}"
+    multi = f'multipart/related; type="application/dicom"; transfer-syntax={syntax}'
+    with archive.web.client() as http:
+        one = http.get(url, headers={"Accept": single})
+        parts = http.get(f"/dicomweb/studies/{study}/series/{series}", headers={"Accept": multi})
+    assert one.status_code == 200 and one.headers["content-type"] == "application/dicom"
+    assert parts.status_code == 200
+    converted = pydicom.dcmread(io.BytesIO(one.content))
+    assert converted.file_meta.TransferSyntaxUID == syntax
+    assert converted.SOPInstanceUID == original.SOPInstanceUID
+    assert (converted.pixel_array == original.pixel_array).all()
+    assert one.content in parts.content

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from fastapi import HTTPException, Request, status
 
 MULTIPART = "multipart/related"
+AS_STORED = "*"
+#: What stored instances can be converted to when asked: the uncompressed syntaxes
+#: (compressed pixel data is decoded with pylibjpeg; big endian and deflate re-encoded).
+CONVERTIBLE = frozenset({"1.2.840.10008.1.2.1", "1.2.840.10008.1.2"})
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,37 @@ def accepts_multipart(
         if _covers(wanted, part_type) and (syntax == "*" or {syntax} >= transfer_syntaxes):
             return True
     return False
+
+
+def instance_syntax(request: Request, stored: set[str], single_type: str) -> tuple[str, bool]:
+    """How to serve instances stored in ``stored`` transfer syntaxes: the syntax to send
+    (:data:`AS_STORED`, or one of :data:`CONVERTIBLE` to convert to) and whether as one
+    ``single_type`` body instead of multipart.
+
+    Raises:
+        HTTPException: 406 when no range of the Accept header can be served.
+    """
+    for media_range in parse_accept(request.headers.get("accept")):
+        if media_range.media_type in ("*/*", "multipart/*"):
+            return AS_STORED, False
+        if media_range.media_type == MULTIPART:
+            wanted = media_range.parameters.get("type", single_type).lower()
+            if not _covers(wanted, single_type):
+                continue
+            single = False
+        elif media_range.media_type == single_type:
+            single = True
+        else:
+            continue
+        syntax = media_range.parameters.get("transfer-syntax", AS_STORED)
+        if syntax == AS_STORED or {syntax} >= stored:
+            return AS_STORED, single
+        if syntax in CONVERTIBLE:
+            return syntax, single
+    raise not_acceptable(
+        f'multipart/related; type="{single_type}" in the stored transfer syntax or in'
+        f" {' or '.join(sorted(CONVERTIBLE))}"
+    )
 
 
 def not_acceptable(offered: str) -> HTTPException:

@@ -96,3 +96,27 @@ def _frames_of(ds: Dataset) -> list[bytes]:
         data = np.frombuffer(data, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
     size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * bits // 8
     return [data[k * size : (k + 1) * size] for k in range(count)]
+
+
+def convert_instance(data: bytes, syntax: str) -> bytes:
+    """A Part-10 instance re-encoded in ``syntax`` (explicit or implicit VR little
+    endian), its pixel data decoded if it was compressed.
+
+    Raises:
+        HTTPException: 406 when the pixel data cannot be decoded here.
+    """
+    dataset = dcmread(io.BytesIO(data))
+    if str(dataset.file_meta.TransferSyntaxUID) == syntax:
+        return data
+    try:
+        if dataset.file_meta.TransferSyntaxUID.is_compressed:
+            dataset.decompress(generate_instance_uid=False)  # the same instance
+        dataset.file_meta.TransferSyntaxUID = UID(syntax)
+        stream = io.BytesIO()
+        dataset.save_as(stream, enforce_file_format=True)
+    except Exception as exc:
+        raise HTTPException(
+            status.HTTP_406_NOT_ACCEPTABLE,
+            f"Instance {dataset.get('SOPInstanceUID', '?')} cannot be converted to {syntax}: {exc}",
+        ) from None
+    return stream.getvalue()

@@ -1,8 +1,10 @@
 """WADO-RS: instances, metadata, frames and bulk data from the archive (PS3.18 10.4).
 
 Instances are served with their exact stored bytes (``multipart/related;
-type="application/dicom"``, never transcoded: an Accept naming another
-transfer syntax gets 406). Metadata is the stored DICOM JSON without file meta,
+type="application/dicom"``, or one ``application/dicom`` body for one instance
+when that is asked), or converted when the Accept header names explicit or
+implicit VR little endian (compressed pixel data decoded); any other transfer
+syntax gets 406. Metadata is the stored DICOM JSON without file meta,
 its ``BulkDataURI`` pointing at this server. Frames are the raw pixel bytes of
 native transfer syntaxes (``application/octet-stream``) or the stored fragments
 of encapsulated ones, with their media type (``image/jpeg``, ``image/jp2``…).
@@ -21,10 +23,11 @@ from dicomflow.cod.query import SeriesDocument, instance_number
 from dicomflow.dicom.keys import shorten
 from dicomflow.web import dicomweb_multipart as multipart
 from dicomflow.web.dicomweb_accept import (
+    AS_STORED,
     accepts_multipart,
     accepts_single,
+    instance_syntax,
     not_acceptable,
-    parse_accept,
 )
 from dicomflow.web.dicomweb_archive import (
     instance_document,
@@ -35,6 +38,7 @@ from dicomflow.web.dicomweb_archive import (
     study_documents,
 )
 from dicomflow.web.dicomweb_pixels import (
+    convert_instance,
     frame_media_type,
     is_native,
     read_frames,
@@ -54,13 +58,13 @@ TAG = re.compile(r"[0-9A-Fa-f]{8}")
 
 
 @router.get("/studies/{study}")
-def retrieve_study(request: Request, study: str) -> StreamingResponse:
+def retrieve_study(request: Request, study: str) -> Response:
     documents = study_documents(request, study)
     return _instances_response(request, documents, None)
 
 
 @router.get("/studies/{study}/series/{series}")
-def retrieve_series(request: Request, study: str, series: str) -> StreamingResponse:
+def retrieve_series(request: Request, study: str, series: str) -> Response:
     return _instances_response(request, [series_document(request, study, series)], None)
 
 
@@ -68,9 +72,6 @@ def retrieve_series(request: Request, study: str, series: str) -> StreamingRespo
 def retrieve_instance(request: Request, study: str, series: str, instance: str) -> Response:
     """One instance: multipart, or a single ``application/dicom`` body when that is asked."""
     document, uid = instance_document(request, study, series, instance)
-    syntax = transfer_syntax_of(document.instances[uid].get("metadata", {}))
-    if not accepts_multipart(request, DICOM, {syntax}, DICOM) and _single_part(request):
-        return Response(read_instance(required_reader(request), document, uid), media_type=DICOM)
     return _instances_response(request, [document], uid)
 
 
@@ -173,7 +174,7 @@ def _frame_count(metadata: dict[str, Any]) -> int:
 
 def _instances_response(
     request: Request, documents: list[SeriesDocument], only: str | None
-) -> StreamingResponse:
+) -> Response:
     selected = [
         (document, uid)
         for document in documents
@@ -181,20 +182,19 @@ def _instances_response(
         if only in (None, uid)
     ]
     syntaxes = {transfer_syntax_of(d.instances[uid].get("metadata", {})) for d, uid in selected}
-    if not accepts_multipart(request, DICOM, syntaxes, DICOM):
-        raise not_acceptable(f'multipart/related; type="{DICOM}" in the stored transfer syntax')
+    syntax, single = instance_syntax(request, syntaxes, DICOM)
     reader = required_reader(request)
+
+    def read(document: SeriesDocument, uid: str) -> bytes:
+        data = read_instance(reader, document, uid)
+        return data if syntax == AS_STORED else convert_instance(data, syntax)
+
     if only is not None:  # read before answering: a failure still gets its status
-        return _multipart(iter([(DICOM, read_instance(reader, *selected[0]))]), DICOM)
-    parts = ((DICOM, read_instance(reader, d, uid)) for d, uid in selected)
-    return _multipart(parts, DICOM)
-
-
-def _single_part(request: Request) -> bool:
-    ranges = parse_accept(request.headers.get("accept"))
-    return any(
-        r.media_type == DICOM and r.parameters.get("transfer-syntax", "*") == "*" for r in ranges
-    )
+        data = read(*selected[0])
+        if single:
+            return Response(data, media_type=DICOM)
+        return _multipart(iter([(DICOM, data)]), DICOM)
+    return _multipart(((DICOM, read(d, uid)) for d, uid in selected), DICOM)
 
 
 def _metadata_response(
