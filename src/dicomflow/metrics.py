@@ -52,6 +52,7 @@ REASON_INVALID_VALUE = "invalid_value"  # a value (the patient identifier) unusa
 REASON_STORAGE_ERROR = "storage_error"  # the instance could not be stored durably
 REASON_HANDLER_ERROR = "handler_error"  # storing failed unexpectedly
 REASON_TOO_LARGE = "too_large"  # an instance over maximum_instance_bytes (association aborted)
+REASON_MEMORY = "memory"  # instances being received would pass maximum_held_bytes (aborted)
 REASONS = (
     REASON_AE_TITLE,
     REASON_IP,
@@ -60,6 +61,7 @@ REASONS = (
     REASON_STORAGE_ERROR,
     REASON_HANDLER_ERROR,
     REASON_TOO_LARGE,
+    REASON_MEMORY,
 )
 
 INSTANCES_RECEIVED = Counter(

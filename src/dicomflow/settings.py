@@ -48,6 +48,7 @@ class NodeSettings(BaseSettings):
     spool_journal_max_bytes: int = Field(SPOOL_JOURNAL_MAX_BYTES, ge=0, le=16 * 1024 * 1024)
     receiver: Literal["lean", "pynetdicom"] = "lean"
     maximum_instance_bytes: int = Field(4 << 30, ge=1 << 20)
+    maximum_held_bytes: int | None = Field(None, ge=1 << 20)
     keep_inputs: bool = False
     queue_url: str | None = None
     job_retention_days: float = Field(7.0, gt=0)

@@ -187,3 +187,33 @@ def test_an_instance_over_the_maximum_size_aborts_and_is_counted() -> None:
         "dicomflow_rejections_total", {"reason": metrics.REASON_TOO_LARGE}
     )
     assert after == (before or 0) + 1
+
+
+def test_instances_past_the_memory_limit_abort_and_the_memory_is_given_back() -> None:
+    tight = Peer(maximum_held_bytes=96 * 1024)
+    before = metrics.REGISTRY.get_sample_value(
+        "dicomflow_rejections_total", {"reason": metrics.REASON_MEMORY}
+    )
+    try:
+        ae = AE(ae_title="REQUESTOR")
+        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        [small, big, after] = make_ct_series(3, rows=64, columns=64)
+        big.PixelData = bytes(256 * 256 * 2)
+        big.Rows = big.Columns = 256
+        assoc = ae.associate("127.0.0.1", tight.scp.port, ae_title="DICOMFLOW")
+        assert assoc.send_c_store(small).Status == 0x0000
+        assert tight.scp._held == 0  # given back once stored
+        assoc.send_c_store(big)
+        assoc.join(5)
+        assert assoc.is_aborted
+        assert tight.released.wait(2)
+        assert tight.scp._held == 0  # given back by the aborted association too
+        again = ae.associate("127.0.0.1", tight.scp.port, ae_title="DICOMFLOW")
+        assert again.send_c_store(after).Status == 0x0000
+        again.release()
+    finally:
+        tight.scp.close()
+    after_count = metrics.REGISTRY.get_sample_value(
+        "dicomflow_rejections_total", {"reason": metrics.REASON_MEMORY}
+    )
+    assert after_count == (before or 0) + 1

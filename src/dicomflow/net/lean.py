@@ -30,6 +30,7 @@ acknowledged that was not stored. pynetdicom's server
 import contextlib
 import itertools
 import logging
+import os
 import socket
 import socketserver
 import struct
@@ -64,6 +65,15 @@ IMPLEMENTATION_VERSION_NAME = b"DICOMFLOW_010"
 MAX_ASSOCIATE_RQ = 1 << 20
 DEFAULT_MAXIMUM_PDU = 16 << 20  # advertised and enforced when none is given
 DEFAULT_MAXIMUM_INSTANCE = 4 << 30  # a larger dataset aborts its association
+
+
+def default_held_bytes() -> int:
+    """Half the machine's memory (8 GiB where that cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
 
 # PDU types (PS3.8 9.3.1)
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
@@ -112,6 +122,7 @@ class LeanStoreSCP:
         network_timeout_s: float = 60.0,
         maximum_associations: int = 64,
         maximum_instance_bytes: int = DEFAULT_MAXIMUM_INSTANCE,
+        maximum_held_bytes: int | None = None,
     ) -> None:
         self.ae_title = ae_title
         self.policy = policy or AccessPolicy()
@@ -123,8 +134,12 @@ class LeanStoreSCP:
         self.maximum_pdu_size = maximum_pdu_size or DEFAULT_MAXIMUM_PDU
         self.network_timeout_s = network_timeout_s
         self.maximum_associations = maximum_associations
-        # Instances are held whole in memory until stored: a peer may not send more.
+        # Instances are held whole in memory until stored: a peer may not send more, and
+        # all associations together may not hold more than maximum_held_bytes.
         self.maximum_instance_bytes = maximum_instance_bytes
+        self.maximum_held_bytes = maximum_held_bytes or default_held_bytes()
+        self._held = 0
+        self._held_lock = threading.Lock()
         self._active = 0
         self._active_lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -149,6 +164,18 @@ class LeanStoreSCP:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
+
+    def hold(self, count: int) -> bool:
+        """Count ``count`` more bytes held in memory, unless that would pass the limit."""
+        with self._held_lock:
+            if self._held + count > self.maximum_held_bytes:
+                return False
+            self._held += count
+            return True
+
+    def let_go(self, count: int) -> None:
+        with self._held_lock:
+            self._held -= count
 
     def next_association_id(self) -> int:
         return next(self._ids)
@@ -220,6 +247,7 @@ class _Association:
         self.calling_ae_title = ""
         self.contexts: dict[int, _Context] = {}
         self.peer_max_pdu = 0
+        self.holding = 0  # bytes of the instance being received, counted by the SCP
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -245,6 +273,8 @@ class _Association:
         except (ConnectionError, OSError) as exc:
             logger.info("association %d from %s: connection lost: %s", self.id, self.ip, exc)
         finally:
+            self.scp.let_go(self.holding)  # an instance cut off by an abort
+            self.holding = 0
             if established and self.scp.on_release is not None:
                 try:
                     self.scp.on_release(self.id)
@@ -347,6 +377,13 @@ class _Association:
             else:
                 if not message.command:
                     raise ProtocolError("dataset fragment before its command")
+                if not self.scp.hold(len(fragment)):
+                    metrics.rejected(metrics.REASON_MEMORY)
+                    raise ProtocolError(
+                        "instances being received would hold more than"
+                        f" {self.scp.maximum_held_bytes} bytes in memory (maximum_held_bytes)"
+                    )
+                self.holding += len(fragment)
                 message.fragments.append(fragment)
                 message.size += len(fragment)
                 if message.size > self.scp.maximum_instance_bytes:
@@ -356,7 +393,11 @@ class _Association:
                         " (maximum_instance_bytes)"
                     )
                 if header & 0x02:
-                    self._dispatch(message)
+                    try:
+                        self._dispatch(message)
+                    finally:
+                        self.scp.let_go(self.holding)
+                        self.holding = 0
                     message = None
         return message
 

@@ -172,8 +172,11 @@ class Node:
         self.outbox.start()
         server_class: Callable[..., StoreSCP | LeanStoreSCP] = StoreSCP
         if self.settings.receiver == "lean":
-            limit = self.settings.maximum_instance_bytes
-            server_class = partial(LeanStoreSCP, maximum_instance_bytes=limit)
+            server_class = partial(
+                LeanStoreSCP,
+                maximum_instance_bytes=self.settings.maximum_instance_bytes,
+                maximum_held_bytes=self.settings.maximum_held_bytes,
+            )
         self.scp = server_class(
             ae_title=self.settings.ae_title,
             ip=self.settings.ip,
