@@ -42,6 +42,10 @@ class PortInUseError(DicomflowError, OSError):
     """The node's listening port is already taken."""
 
 
+class DataDirectoryInUseError(DicomflowError, OSError):
+    """Another node runs on the same data directory."""
+
+
 class QueueError(DicomflowError, RuntimeError):
     """The job queue cannot do what was asked."""
 

@@ -45,6 +45,7 @@ from dicomflow.net.scp import (
 )
 from dicomflow.node.archive import ARCHIVE_JOB, ArchiveScheduler
 from dicomflow.node.collector import Collector
+from dicomflow.node.datalock import DataDirectoryLock
 from dicomflow.node.journal import Journal
 from dicomflow.node.outbox import Outbox
 from dicomflow.node.output import OUTPUT_MANIFEST
@@ -89,7 +90,11 @@ class NodeCounters:
 class Node:
     """A node: a pipeline, registry services (``consumer``), or both.
 
-    ``start()`` resumes unfinished work, then serves.
+    Creating one claims its data directory (:mod:`dicomflow.node.datalock`) until
+    ``stop()``; ``start()`` resumes unfinished work, then serves.
+
+    Raises:
+        DataDirectoryInUseError: another node runs on this data directory.
     """
 
     def __init__(
@@ -103,6 +108,16 @@ class Node:
         self.name = _name(pipeline_class)
         self.counters = NodeCounters()
         root = settings.data_directory.resolve()
+        self._data_lock = DataDirectoryLock(root)
+        self._data_lock.acquire()  # before the spools clear their temporary files
+        try:
+            self._assemble(root, consumer)
+        except BaseException:
+            self._data_lock.release()
+            raise
+
+    def _assemble(self, root: Path, consumer: SeriesConsumer | None) -> None:
+        settings, pipeline_class = self.settings, self.pipeline_class
         self.spool = Spool(root / "spool", fsync=settings.fsync)
         self.journal: Journal | None = None
         self.rounds = RoundStore(root, self.spool)
@@ -217,6 +232,7 @@ class Node:
     def stop(self) -> None:
         """Stop serving (idempotent); unfinished work stays on disk for the next start."""
         if self.scp is None:
+            self._data_lock.release()
             return
         self.scp.close()
         self.scp = None
@@ -228,6 +244,7 @@ class Node:
         self.outbox.stop()
         if self.journal is not None:
             self.journal.close()
+        self._data_lock.release()
         logger.info("node %s stopped", self.name)
 
     # -- receiving -----------------------------------------------------------------
