@@ -12,14 +12,17 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 BACKUPS = 8
 
 
-def configure_logging(level: str = "INFO", log_path: Path | None = None) -> None:
-    """Send log records to stderr and, if ``log_path`` is set, to a weekly rotating file."""
+def configure_logging(
+    level: str = "INFO", log_path: Path | None = None, *, stderr: bool = True
+) -> None:
+    """Send log records to stderr (unless not ``stderr``) and, if ``log_path`` is set, to
+    a weekly rotating file."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_dicomflow", False):
             root.removeHandler(handler)
             handler.close()
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    handlers: list[logging.Handler] = [logging.StreamHandler()] if stderr else []
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(

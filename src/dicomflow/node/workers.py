@@ -53,6 +53,9 @@ class LocalWorkers:
         for index in range(self.count):
             command = [sys.executable, "-m", "dicomflow.queue", self.url]
             command += ["--name", f"node-{os.getpid()}-{index}", "--log-level", self.log_level]
+            if self.log_file is not None:  # each its own rotated file; stray output below
+                own = self.log_file.with_name(f"{self.log_file.stem}-{index}.log")
+                command += ["--log-file", str(own)]
             process = subprocess.Popen(
                 command,
                 env=environment,
@@ -66,7 +69,9 @@ class LocalWorkers:
         logger.info("started %d local worker(s) for %s", self.count, _safe(self.url))
 
     def _open_log(self) -> BinaryIO | None:
-        """The workers' own log (their jobs' output goes to the node's log separately)."""
+        """Where the workers' stdout and stderr go: what does not pass through their
+        logging (a crash of the worker itself). Their log records go to one rotated file
+        each, ``workers-{n}.log``; their jobs' output to the job logs."""
         if self.log_file is None or not self.count:
             return None
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

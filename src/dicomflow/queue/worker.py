@@ -13,6 +13,9 @@ import logging
 import os
 import secrets
 import socket
+from pathlib import Path
+
+from dicomflow.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +46,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default=None, help="worker name (default: host.pid.random)")
     parser.add_argument("--burst", action="store_true", help="stop when no job is left")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-file", type=Path, help="log here (rotated weekly, 8 kept) instead of to stderr"
+    )
     arguments = parser.parse_args(argv)
-    logging.basicConfig(level=arguments.log_level.upper(), format=LOG_FORMAT)
+    if arguments.log_file is not None:
+        configure_logging(arguments.log_level, arguments.log_file, stderr=False)
+    else:
+        logging.basicConfig(level=arguments.log_level.upper(), format=LOG_FORMAT)
     try:
         run_worker(arguments.url, name=arguments.name, burst=arguments.burst)
     except KeyboardInterrupt:
