@@ -46,13 +46,11 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dicomflow import metrics
 from dicomflow.errors import SpoolError
-
-if TYPE_CHECKING:
-    from dicomflow.node.spool import Spool
+from dicomflow.node.spool import Spool, fsync_directory
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +90,7 @@ class Journal:
     def __init__(
         self,
         directory: Path,
-        spools: dict[str, "Spool"],
+        spools: dict[str, Spool],
         *,
         max_instance_bytes: int,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
@@ -122,7 +120,8 @@ class Journal:
         self._synced_lsn = 0
         self._checkpoint_lsn = 0
         self._inflight: set[int] = set()  # lsn of records written, not yet flushed
-        self._queue: deque[tuple[int, Entry]] = deque()  # durable, not yet in the spools
+        # durable, not yet in the spools: (lsn, entry, the entry's spool paths)
+        self._queue: deque[tuple[int, Entry, list[Path]]] = deque()
         self._queued_bytes = 0
         self._queued_paths: Counter[Path] = Counter()
         self._broken: str | None = None  # why the last checkpoint could not write the spools
@@ -213,6 +212,8 @@ class Journal:
         payload_length = META_LENGTH.size + len(meta) + len(data)
         crc = zlib.crc32(data, zlib.crc32(meta, zlib.crc32(META_LENGTH.pack(len(meta)))))
         size = RECORD.size + payload_length
+        entry = Entry(uid, tuple(destinations), data)
+        paths = self._paths_of(entry)
         with self._cond:
             self._admit(size)
             generation = self._generation
@@ -229,7 +230,6 @@ class Journal:
             self._lsn += size
             self._inflight.add(lsn)
             end = self._lsn
-        entry = Entry(uid, tuple(destinations), data)
         try:
             self._sync(end)
         except OSError as exc:
@@ -247,10 +247,10 @@ class Journal:
             raise SpoolError(f"Cannot flush the spool journal: {exc}.") from exc
         with self._cond:
             self._inflight.discard(lsn)
-            self._queue.append((lsn, entry))
+            self._queue.append((lsn, entry, paths))
             self._queued_bytes += len(data)
             metrics.JOURNAL_PENDING_BYTES.inc(len(data))
-            self._queued_paths.update(self._paths_of(entry))
+            self._queued_paths.update(paths)
             early = self._queued_bytes >= CHECKPOINT_BYTES
         if early:
             self._wake.set()
@@ -312,7 +312,7 @@ class Journal:
                 if not batch and not wrap and horizon == self._checkpoint_lsn:
                     return
             try:
-                placed = [path for _lsn, entry in batch for path in self._place(entry)]
+                placed = [path for _lsn, entry, _paths in batch for path in self._place(entry)]
                 self._flush(placed)
             except OSError as exc:
                 with self._cond:
@@ -329,10 +329,10 @@ class Journal:
                 raise SpoolError(f"The spool cannot be written: {exc}.") from exc
             with self._cond:
                 for _ in batch:
-                    _lsn, entry = self._queue.popleft()
+                    _lsn, entry, paths = self._queue.popleft()
                     self._queued_bytes -= len(entry.data)
                     metrics.JOURNAL_PENDING_BYTES.dec(len(entry.data))
-                    self._queued_paths.subtract(self._paths_of(entry))
+                    self._queued_paths.subtract(paths)
                 self._queued_paths += Counter()  # drop zero counts
                 if self._broken is not None:
                     logger.warning("spool journal: the spool can be written again")
@@ -407,9 +407,8 @@ class Journal:
 
     def _write_header(self, generation: int, offset: int, *, sync: bool = True) -> None:
         self._sequence += 1
-        fields = HEADER.pack(HEADER_MAGIC, self._sequence, generation, offset)
         slot = (self._sequence % 2) * SLOT_SIZE
-        os.pwrite(self._fd, fields + struct.pack("<I", zlib.crc32(fields)), slot)
+        os.pwrite(self._fd, _header(self._sequence, generation, offset), slot)
         if sync:
             os.fdatasync(self._fd)
 
@@ -498,6 +497,12 @@ def _load_syncfs() -> "ctypes._NamedFuncPointer | None":
 _syncfs = _load_syncfs()
 
 
+def _header(sequence: int, generation: int, offset: int) -> bytes:
+    """A header slot: its fields and their CRC."""
+    fields = HEADER.pack(HEADER_MAGIC, sequence, generation, offset)
+    return fields + struct.pack("<I", zlib.crc32(fields))
+
+
 def _with_generation(crc: int, generation: int) -> int:
     return zlib.crc32(struct.pack("<I", generation), crc)
 
@@ -566,14 +571,9 @@ def _create_segment(path: Path, size: int) -> None:
             chunk = min(remaining, len(ZEROS))
             os.write(descriptor, ZEROS[:chunk])
             remaining -= chunk
-        fields = HEADER.pack(HEADER_MAGIC, 0, 0, DATA_START)
-        os.pwrite(descriptor, fields + struct.pack("<I", zlib.crc32(fields)), 0)
+        os.pwrite(descriptor, _header(0, 0, DATA_START), 0)
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
     os.replace(temporary, path)
-    descriptor = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    fsync_directory(path.parent)
