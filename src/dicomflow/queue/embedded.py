@@ -43,11 +43,17 @@ logger = logging.getLogger(__name__)
 SCHEME = "sqlite://"
 STATUS_CHUNK = 500  # ids per query (SQLite allows 999 parameters in older builds)
 PURGE_EVERY_S = 3600.0
+PURGED = (JobStatus.FINISHED, JobStatus.CANCELED)  # failed and timed-out jobs stay
+
+
+def _sql_list(statuses: Iterable[JobStatus]) -> str:
+    return ", ".join(f"'{status.value}'" for status in sorted(statuses))
+
+
 PURGE = (
-    "SELECT id FROM jobs WHERE status IN ('finished', 'canceled') AND ended_at < ?"
+    f"SELECT id FROM jobs WHERE status IN ({_sql_list(PURGED)}) AND ended_at < ?"
     " AND NOT EXISTS (SELECT 1 FROM dependencies AS d JOIN jobs AS later ON later.id ="
-    " d.job_id WHERE d.depends_on = jobs.id AND later.status NOT IN"
-    " ('finished', 'failed', 'canceled', 'timed_out'))"
+    f" d.job_id WHERE d.depends_on = jobs.id AND later.status NOT IN ({_sql_list(TERMINAL)}))"
 )
 INSERT = (
     "INSERT INTO jobs (id, seq, name, function, kwargs, priority, timeout_s, depends_on,"
