@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from pydicom import Dataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 
@@ -162,48 +163,52 @@ def test_a_p_data_pdu_longer_than_the_advertised_maximum_aborts(peer: Peer) -> N
     assert peer.released.wait(2) and not peer.stored
 
 
+def rejections(reason: str) -> float:
+    counted = metrics.REGISTRY.get_sample_value("dicomflow_rejections_total", {"reason": reason})
+    return counted or 0.0
+
+
+def ct_requestor() -> AE:
+    ae = AE(ae_title="REQUESTOR")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    return ae
+
+
+def enlarged(dataset: Dataset) -> Dataset:
+    """``dataset`` with 256 x 256 pixels (128 kB) instead of its own."""
+    dataset.PixelData = bytes(256 * 256 * 2)
+    dataset.Rows = dataset.Columns = 256
+    return dataset
+
+
 def test_an_instance_over_the_maximum_size_aborts_and_is_counted() -> None:
     small = Peer(maximum_instance_bytes=64 * 1024)
-    before = metrics.REGISTRY.get_sample_value(
-        "dicomflow_rejections_total", {"reason": metrics.REASON_TOO_LARGE}
-    )
+    before = rejections(metrics.REASON_TOO_LARGE)
     try:
-        ae = AE(ae_title="REQUESTOR")
-        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-        assoc = ae.associate("127.0.0.1", small.scp.port, ae_title="DICOMFLOW")
+        assoc = ct_requestor().associate("127.0.0.1", small.scp.port, ae_title="DICOMFLOW")
         assert assoc.is_established
         [fits, too_large] = make_ct_series(2, rows=64, columns=64)
-        too_large.PixelData = bytes(256 * 256 * 2)
-        too_large.Rows = too_large.Columns = 256
         assert assoc.send_c_store(fits).Status == 0x0000
-        assoc.send_c_store(too_large)
+        assoc.send_c_store(enlarged(too_large))
         assoc.join(5)
         assert assoc.is_aborted
         assert small.released.wait(2)
         assert [i.sop_instance_uid for i in small.stored] == [fits.SOPInstanceUID]
     finally:
         small.scp.close()
-    after = metrics.REGISTRY.get_sample_value(
-        "dicomflow_rejections_total", {"reason": metrics.REASON_TOO_LARGE}
-    )
-    assert after == (before or 0) + 1
+    assert rejections(metrics.REASON_TOO_LARGE) == before + 1
 
 
 def test_instances_past_the_memory_limit_abort_and_the_memory_is_given_back() -> None:
     tight = Peer(maximum_held_bytes=96 * 1024)
-    before = metrics.REGISTRY.get_sample_value(
-        "dicomflow_rejections_total", {"reason": metrics.REASON_MEMORY}
-    )
+    before = rejections(metrics.REASON_MEMORY)
     try:
-        ae = AE(ae_title="REQUESTOR")
-        ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+        ae = ct_requestor()
         [small, big, after] = make_ct_series(3, rows=64, columns=64)
-        big.PixelData = bytes(256 * 256 * 2)
-        big.Rows = big.Columns = 256
         assoc = ae.associate("127.0.0.1", tight.scp.port, ae_title="DICOMFLOW")
         assert assoc.send_c_store(small).Status == 0x0000
         assert tight.scp._held == 0  # given back once stored
-        assoc.send_c_store(big)
+        assoc.send_c_store(enlarged(big))
         assoc.join(5)
         assert assoc.is_aborted
         assert tight.released.wait(2)
@@ -213,7 +218,4 @@ def test_instances_past_the_memory_limit_abort_and_the_memory_is_given_back() ->
         again.release()
     finally:
         tight.scp.close()
-    after_count = metrics.REGISTRY.get_sample_value(
-        "dicomflow_rejections_total", {"reason": metrics.REASON_MEMORY}
-    )
-    assert after_count == (before or 0) + 1
+    assert rejections(metrics.REASON_MEMORY) == before + 1
