@@ -20,6 +20,7 @@ from dicomflow.web.views import (
     context_of,
     not_found,
     render,
+    shows_identifiers,
 )
 
 logger = logging.getLogger(__name__)
@@ -133,15 +134,13 @@ def _number(text: str) -> float:
         return float("inf")
 
 
-def _show(request: Request) -> bool:
-    return context_of(request).settings.show_patient_identifiers
-
-
 @router.get("/archive", response_class=HTMLResponse)
 def archive_page(request: Request, offset: int = 0, limit: int = PAGE_SIZE) -> HTMLResponse:
     _page(offset, limit)
     datastore = context_of(request).archive_datastore
-    found, total = studies(datastore, _show(request), offset, limit) if datastore else ([], 0)
+    found, total = (
+        studies(datastore, shows_identifiers(request), offset, limit) if datastore else ([], 0)
+    )
     values = {"datastore": datastore, "studies": found, "total": total}
     values |= {"offset": offset, "limit": limit}
     return render(request, "archive.html", values)
@@ -152,14 +151,14 @@ def studies_json(request: Request, offset: int = 0, limit: int = PAGE_SIZE) -> J
     """``{"studies": [{"uid", "series", "modality", "study_date", ...}], "total": n}``,
     one page (``offset``, ``limit``) at a time."""
     _page(offset, limit)
-    found, total = studies(_datastore(request), _show(request), offset, limit)
+    found, total = studies(_datastore(request), shows_identifiers(request), offset, limit)
     return JSONResponse({"studies": found, "total": total, "offset": offset})
 
 
 @router.get("/archive/studies/{study}", response_class=HTMLResponse)
 def study_page(request: Request, study: str) -> HTMLResponse:
     check_uid(study, "StudyInstanceUID")
-    found = study_series(_datastore(request), study, _show(request))
+    found = study_series(_datastore(request), study, shows_identifiers(request))
     if not found:
         raise not_found(f"The archive has no study {study}.")
     return render(request, "study.html", {"study": study, "series": found})
@@ -169,7 +168,9 @@ def study_page(request: Request, study: str) -> HTMLResponse:
 def study_json(request: Request, study: str) -> JSONResponse:
     """``{"series": [{"uid", "instances", "locked", ...}]}``."""
     check_uid(study, "StudyInstanceUID")
-    return JSONResponse({"series": study_series(_datastore(request), study, _show(request))})
+    return JSONResponse(
+        {"series": study_series(_datastore(request), study, shows_identifiers(request))}
+    )
 
 
 def _series(request: Request, study: str, series: str) -> tuple[dict[str, Any], list[Any]]:
@@ -178,7 +179,7 @@ def _series(request: Request, study: str, series: str) -> tuple[dict[str, Any], 
     datastore = _datastore(request)
     if series not in list_series(datastore, study):
         raise not_found(f"The archive has no series {series} in study {study}.")
-    info = series_info(datastore, study, series, _show(request))
+    info = series_info(datastore, study, series, shows_identifiers(request))
     return info, instances(datastore, study, series)
 
 

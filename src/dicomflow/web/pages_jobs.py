@@ -22,6 +22,7 @@ from dicomflow.web.views import (
     duration,
     not_found,
     render,
+    shows_identifiers,
     when,
 )
 
@@ -201,11 +202,7 @@ def job_json(request: Request, job_id: str) -> JSONResponse:
 
 def _detail(request: Request, job_id: str) -> dict[str, Any]:
     job = _job(request, job_id)
-    return job_detail(job, _show(request), hidden_values(job, context_of(request)))
-
-
-def _show(request: Request) -> bool:
-    return context_of(request).settings.show_patient_identifiers
+    return job_detail(job, shows_identifiers(request), hidden_values(job, context_of(request)))
 
 
 @router.post("/jobs/{job_id}/retry")

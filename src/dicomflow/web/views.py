@@ -23,6 +23,11 @@ def context_of(request: Request) -> WebContext:
     return web
 
 
+def shows_identifiers(request: Request) -> bool:
+    """Whether patient names, IDs and birth dates may be shown (``show_patient_identifiers``)."""
+    return context_of(request).settings.show_patient_identifiers
+
+
 def render(
     request: Request, template: str, values: dict[str, Any], status_code: int = 200
 ) -> HTMLResponse:
@@ -33,7 +38,7 @@ def render(
     flash = _read_flash(request)
     page = {
         "flash": flash,
-        "show_identifiers": context_of(request).settings.show_patient_identifiers,
+        "show_identifiers": shows_identifiers(request),
     }
     response: HTMLResponse = templates.TemplateResponse(
         request, template, {**page, **values}, status_code=status_code
