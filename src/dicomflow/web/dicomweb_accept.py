@@ -101,11 +101,9 @@ def accepts_multipart(
     for media_range in parse_accept(request.headers.get("accept")):
         if media_range.media_type in ("*/*", "multipart/*"):
             return True
-        if media_range.media_type != MULTIPART:
-            continue
-        wanted = media_range.parameters.get("type", default_type).lower()
-        syntax = media_range.parameters.get("transfer-syntax", "*")
-        if _covers(wanted, part_type) and (syntax == "*" or {syntax} >= transfer_syntaxes):
+        if _asks_parts(media_range, part_type, default_type) and _as_stored(
+            media_range, transfer_syntaxes
+        ):
             return True
     return False
 
@@ -121,24 +119,32 @@ def instance_syntax(request: Request, stored: set[str], single_type: str) -> tup
     for media_range in parse_accept(request.headers.get("accept")):
         if media_range.media_type in ("*/*", "multipart/*"):
             return AS_STORED, False
-        if media_range.media_type == MULTIPART:
-            wanted = media_range.parameters.get("type", single_type).lower()
-            if not _covers(wanted, single_type):
-                continue
-            single = False
-        elif media_range.media_type == single_type:
-            single = True
-        else:
+        single = media_range.media_type == single_type
+        if not (single or _asks_parts(media_range, single_type, single_type)):
             continue
-        syntax = media_range.parameters.get("transfer-syntax", AS_STORED)
-        if syntax == AS_STORED or {syntax} >= stored:
+        if _as_stored(media_range, stored):
             return AS_STORED, single
+        syntax = media_range.parameters.get("transfer-syntax", AS_STORED)
         if syntax in CONVERTIBLE:
             return syntax, single
     raise not_acceptable(
         f'multipart/related; type="{single_type}" in the stored transfer syntax or in'
         f" {' or '.join(sorted(CONVERTIBLE))}"
     )
+
+
+def _asks_parts(media_range: MediaRange, part_type: str, default_type: str) -> bool:
+    """Whether ``media_range`` is ``multipart/related`` with parts of ``part_type`` (a
+    range without ``type`` means ``default_type``)."""
+    wanted = media_range.parameters.get("type", default_type).lower()
+    return media_range.media_type == MULTIPART and _covers(wanted, part_type)
+
+
+def _as_stored(media_range: MediaRange, stored: set[str]) -> bool:
+    """Whether content in every one of the ``stored`` transfer syntaxes satisfies the
+    range's ``transfer-syntax`` (none or ``*``: any)."""
+    syntax = media_range.parameters.get("transfer-syntax", AS_STORED)
+    return syntax == AS_STORED or {syntax} >= stored
 
 
 def not_acceptable(offered: str) -> HTTPException:
