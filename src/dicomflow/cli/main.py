@@ -40,6 +40,11 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory
 Endpoint = Annotated[
     list[str] | None, typer.Option("--endpoint", "-e", help="AE@host:port; repeatable.")
 ]
+QueueUrl = Annotated[str | None, typer.Option(help="sqlite:///path or redis://host/db")]
+Archive = Annotated[str | None, typer.Option(help="Archive datastore (dir or URL).")]
+Services = Annotated[Path | None, typer.Option(help="Registry services folder.")]
+WebPort = Annotated[int | None, typer.Option(help="Dashboard port (0: any free).")]
+WebIp = Annotated[str | None, typer.Option(help="Dashboard address.")]
 Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
 Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
 
@@ -132,12 +137,12 @@ def serve(
     timeout: Annotated[float | None, typer.Option(help="Processing timeout (s).")] = None,
     workers: Annotated[int | None, typer.Option(help="Concurrent rounds.")] = None,
     log_path: Annotated[Path | None, typer.Option(help="Weekly rotating log file.")] = None,
-    services: Annotated[Path | None, typer.Option(help="Registry services folder.")] = None,
-    queue: Annotated[str | None, typer.Option(help="sqlite:///path or redis://host/db")] = None,
+    services: Services = None,
+    queue: QueueUrl = None,
     queue_workers: Annotated[int | None, typer.Option(help="Local worker processes.")] = None,
-    archive: Annotated[str | None, typer.Option(help="Archive datastore (dir or URL).")] = None,
-    web_port: Annotated[int | None, typer.Option(help="Dashboard port (0: any free).")] = None,
-    web_ip: Annotated[str | None, typer.Option(help="Dashboard address.")] = None,
+    archive: Archive = None,
+    web_port: WebPort = None,
+    web_ip: WebIp = None,
     no_web: Annotated[bool, typer.Option("--no-web", help="Serve no dashboard.")] = False,
 ) -> None:
     """Run a node (a pipeline, registry services, or both) until Ctrl-C."""
@@ -177,11 +182,11 @@ def run(
 @app.command()
 def dashboard(
     data_dir: DataDir = None,
-    queue: Annotated[str | None, typer.Option(help="sqlite:///path or redis://host/db")] = None,
-    archive: Annotated[str | None, typer.Option(help="Archive datastore (dir or URL).")] = None,
-    services: Annotated[Path | None, typer.Option(help="Registry services folder.")] = None,
-    web_port: Annotated[int | None, typer.Option(help="Dashboard port (0: any free).")] = None,
-    web_ip: Annotated[str | None, typer.Option(help="Dashboard address.")] = None,
+    queue: QueueUrl = None,
+    archive: Archive = None,
+    services: Services = None,
+    web_port: WebPort = None,
+    web_ip: WebIp = None,
 ) -> None:
     """Serve the dashboard, DICOMweb and /metrics without a node (e.g. beside Redis workers,
     or to browse an archive), until Ctrl-C."""
