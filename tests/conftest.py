@@ -1,5 +1,6 @@
 """Shared fixtures (the helpers behind them are in ``support.py``)."""
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -10,6 +11,10 @@ import pytest
 
 from dicomflow.node.node import Node
 from support import DCMTK_TOOLS, NodeFactory, PeerStarter, RedisServer, StoreSCPPeer, wait_for_port
+
+# Nodes in tests (and the ones they start as processes) make a 16 MiB spool journal
+# instead of the default 256 MiB: zeroing that for every node would cost minutes.
+os.environ.setdefault("DICOMFLOW_SPOOL_JOURNAL_SEGMENT_BYTES", str(16 * 1024 * 1024))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

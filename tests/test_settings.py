@@ -44,6 +44,7 @@ def test_defaults_without_environment():
     settings = build_settings()
     assert (settings.port, settings.ae_title, settings.ip) == (104, "DICOMFLOW", "127.0.0.1")
     assert settings.endpoints == []
+    assert settings.spool_journal_segment_bytes == 256 * 1024 * 1024
 
 
 def test_toml_file_comes_after_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -22,6 +22,7 @@ from pydantic_settings import (
 from dicomflow.net.address import Address, valid_ae_title
 
 SPOOL_JOURNAL_MAX_BYTES = 1024 * 1024  # instances up to this size go through the journal
+SPOOL_JOURNAL_SEGMENT_BYTES = 256 * 1024 * 1024  # what can wait there for a checkpoint
 
 
 class NodeSettings(BaseSettings):
@@ -46,6 +47,9 @@ class NodeSettings(BaseSettings):
     outbox_retry_interval_s: float = Field(60.0, gt=0)
     fsync: bool = True
     spool_journal_max_bytes: int = Field(SPOOL_JOURNAL_MAX_BYTES, ge=0, le=16 * 1024 * 1024)
+    spool_journal_segment_bytes: int = Field(
+        SPOOL_JOURNAL_SEGMENT_BYTES, ge=4 * 1024 * 1024, le=64 * 1024 * 1024 * 1024
+    )
     receiver: Literal["lean", "pynetdicom"] = "lean"
     maximum_instance_bytes: int = Field(4 << 30, ge=1 << 20)
     maximum_held_bytes: int | None = Field(None, ge=1 << 20)

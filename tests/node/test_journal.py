@@ -86,6 +86,58 @@ def test_the_checkpointer_writes_instances_without_being_asked(tmp_path: Path):
     journal.close()
 
 
+def test_the_checkpointer_waits_while_instances_keep_coming(tmp_path: Path):
+    """A burst is written once while it arrives; the copies into the spool follow
+    when the sender pauses."""
+    journal, spool, _ = make(tmp_path, interval_s=1.0, max_delay_s=NEVER)
+    paths = [spool.store(PATIENT, f"1.2.{n}", instance(n)) for n in range(20)]
+    assert not any(path.exists() for path in paths)  # less than a second ago: waiting
+    wait_for(lambda: all(path.exists() for path in paths), what="the checkpoint after the pause")
+    assert spooled(spool) == {f"1.2.{n}": instance(n) for n in range(20)}
+    journal.close()
+
+
+def test_an_instance_waits_at_most_max_delay_while_appends_go_on(tmp_path: Path):
+    journal, spool, _ = make(tmp_path, interval_s=0.5, max_delay_s=0.2)
+    first = spool.store(PATIENT, "1.2.0", instance(0))
+    number = 1
+    while not first.exists() and number < 2000:  # never a pause of 0.5 s
+        spool.store(PATIENT, f"1.2.{number}", instance(number))
+        threading.Event().wait(0.005)
+        number += 1
+    assert first.read_bytes() == instance(0)
+    assert number < 2000
+    journal.close()
+
+
+def test_half_a_segment_waiting_starts_a_checkpoint(tmp_path: Path):
+    segment = DATA_START + 256 * 1024
+    journal, spool, _ = make(
+        tmp_path, segment_bytes=segment, max_instance_bytes=8 * 1024, max_delay_s=NEVER
+    )
+    paths = [spool.store(PATIENT, f"1.2.{n}", instance(n)) for n in range(50)]  # 150 kB
+    assert journal._generation == 1  # no wrap was needed
+    wait_for(lambda: paths[0].exists(), what="the checkpoint at half the segment")
+    journal.close()
+
+
+def test_a_segment_of_another_size_is_replayed_then_made_again(tmp_path: Path):
+    journal, spool, _ = make(tmp_path, segment_bytes=DATA_START + 64 * 1024)
+    spool.store(PATIENT, "1.2.1", instance(1))
+    crash(journal)
+    segment = tmp_path / "journal" / "segment.journal"
+
+    again, spool2, _ = make(tmp_path, segment_bytes=DATA_START + 128 * 1024)
+    assert spooled(spool2) == {"1.2.1": instance(1)}
+    assert segment.stat().st_size == DATA_START + 128 * 1024
+    spool2.store(PATIENT, "1.2.2", instance(2))
+    crash(again)
+
+    third, spool3, _ = make(tmp_path, segment_bytes=DATA_START + 128 * 1024)
+    assert spooled(spool3) == {"1.2.1": instance(1), "1.2.2": instance(2)}
+    third.close()
+
+
 def test_after_a_crash_every_instance_the_spool_lost_is_written_again(tmp_path: Path):
     journal, spool, _ = make(tmp_path)
     uids = [f"1.2.{n}" for n in range(20)]
@@ -97,7 +149,7 @@ def test_after_a_crash_every_instance_the_spool_lost_is_written_again(tmp_path: 
     spool.store(PATIENT, "1.2.99", instance(99))
     spool.store(PATIENT, "1.2.98", instance(98))
     journal.checkpoint = lambda **_: None  # type: ignore[method-assign]
-    journal._place(journal._queue[-1][1])  # placed, and the machine dies before its flush
+    journal._place(journal._queue[-1])  # placed, and the machine dies before its flush
     crash(journal)
     # The machine lost what was not flushed: files missing, cut short, zeroed.
     spool.path_for(PATIENT, "1.2.0").unlink()

@@ -9,13 +9,18 @@ then ``fdatasync`` is called. Overwriting blocks that are already allocated
 changes no metadata, so that flush writes the record and nothing else. Then
 the C-STORE success can go back.
 
-A checkpointer thread writes the journaled instances into their spools (ten
-times a second, in batches), flushes the files and their directories (a large
-batch with one ``syncfs``), and records in the segment's header how far the
-journal is covered. Anything that
+A checkpointer thread later copies the journaled instances from the segment into
+their spools, flushes the files and their directories (a large batch with one
+``syncfs``), and records in the segment's header how far the journal is covered.
+It waits while instances keep coming, so that a burst (a study sent in one
+association) is written once while it arrives and copied when the sender pauses:
+it runs when nothing was appended for ``interval_s``, when the oldest waiting
+instance is ``max_delay_s`` old, or when half the segment waits. Anything that
 reads or moves spool files first calls :meth:`Spool.settle`, which runs a
 checkpoint: a round takes only placed, flushed instances, and an instance moved
-out of the spool is never replayed into it.
+out of the spool is never replayed into it. Waiting instances are not held in
+memory: a checkpoint reads them back from the segment (from the page cache, as a
+rule).
 
 At start-up, every record after the checkpoint is compared with the spool and
 written again (durably, the slow way) where the file is missing or differs.
@@ -30,7 +35,8 @@ Segment layout::
 
 When the segment is full, a checkpoint covering every record is made and the
 journal starts again at 8192 with the next generation; records of an earlier
-generation are never read.
+generation are never read. A segment found with another size than asked for is
+replayed, then made again at the new size.
 """
 
 import ctypes
@@ -62,10 +68,9 @@ RECORD_MAGIC = b"DFJR"
 META_LENGTH = struct.Struct("<H")
 SLOT_SIZE = 4096
 DATA_START = 2 * SLOT_SIZE
-DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
-DEFAULT_INTERVAL_S = 0.1
-CHECKPOINT_BYTES = 8 * 1024 * 1024  # queued bytes that start a checkpoint early
-MAX_QUEUED_BYTES = 64 * 1024 * 1024  # receiving waits while more than this is unplaced
+DEFAULT_SEGMENT_BYTES = 256 * 1024 * 1024
+DEFAULT_INTERVAL_S = 0.1  # a pause in appending this long starts a checkpoint
+DEFAULT_MAX_DELAY_S = 1.0  # an instance waits at most about this long to be placed
 SYNCFS_FROM_FILES = 32  # batches this large are flushed with one syncfs
 ZEROS = bytes(1024 * 1024)
 
@@ -79,12 +84,27 @@ class Entry:
     data: bytes
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A durable record not yet written into its spools: where its data lies in the
+    segment, and the spool paths it becomes."""
+
+    lsn: int
+    uid: str
+    destinations: tuple[tuple[str, str], ...]
+    offset: int
+    size: int
+    paths: tuple[Path, ...]
+    appended: float  # time.monotonic()
+
+
 class Journal:
     """Appends received instances durably and writes them into their spools behind.
 
     ``spools`` maps the name used in records to the spool it writes (and replays)
     into. Instances over ``max_instance_bytes`` are stored the classic way (see
-    :meth:`takes`).
+    :meth:`takes`). ``segment_bytes`` bounds how much can wait for a checkpoint;
+    ``interval_s`` and ``max_delay_s`` say when the checkpointer runs (see above).
     """
 
     def __init__(
@@ -95,6 +115,7 @@ class Journal:
         max_instance_bytes: int,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         interval_s: float = DEFAULT_INTERVAL_S,
+        max_delay_s: float = DEFAULT_MAX_DELAY_S,
     ) -> None:
         if segment_bytes < DATA_START + 4 * RECORD.size:
             raise ValueError("segment_bytes is too small")
@@ -105,6 +126,7 @@ class Journal:
         self._max_requested = max_instance_bytes
         self.max_instance_bytes = min(max_instance_bytes, (segment_bytes - DATA_START) // 4)
         self.interval_s = interval_s
+        self.max_delay_s = max_delay_s
         self._fd = -1
         self._cond = threading.Condition()
         self._sync_lock = threading.Lock()
@@ -120,9 +142,9 @@ class Journal:
         self._synced_lsn = 0
         self._checkpoint_lsn = 0
         self._inflight: set[int] = set()  # lsn of records written, not yet flushed
-        # durable, not yet in the spools: (lsn, entry, the entry's spool paths)
-        self._queue: deque[tuple[int, Entry, list[Path]]] = deque()
+        self._queue: deque[Waiting] = deque()  # durable, not yet in the spools
         self._queued_bytes = 0
+        self._last_append = 0.0  # time.monotonic() of the last append
         self._queued_paths: Counter[Path] = Counter()
         self._broken: str | None = None  # why the last checkpoint could not write the spools
         self._failed: str | None = None  # a flush of the segment failed: no more appends
@@ -142,25 +164,35 @@ class Journal:
         if self.is_open:
             return 0
         self.directory.mkdir(parents=True, exist_ok=True)
+        wanted = self.segment_bytes
         if not self.path.exists():  # (made under another name and renamed: never half made)
-            _create_segment(self.path, self.segment_bytes)
+            _create_segment(self.path, wanted)
         self._fd = os.open(self.path, os.O_RDWR)
         try:
-            # A segment made with another size keeps it: its records must still be read.
+            # A segment made with another size is read at its own size first.
             self.segment_bytes = os.fstat(self._fd).st_size
             if self.segment_bytes < DATA_START + 4 * RECORD.size:
                 raise SpoolError(f"The spool journal {self.path} is too short.")
-            room = (self.segment_bytes - DATA_START) // 4
-            self.max_instance_bytes = min(self._max_requested, room)
             generation, sequence, offset = self._read_header()
             replayed = self._replay(generation, offset)
+            if self.segment_bytes != wanted:  # replayed: its records are all in the spools
+                os.close(self._fd)
+                self._fd = -1
+                _create_segment(self.path, wanted)
+                self._fd = os.open(self.path, os.O_RDWR)
+                self.segment_bytes = wanted
+                generation, sequence, _offset = self._read_header()
+            room = (self.segment_bytes - DATA_START) // 4
+            self.max_instance_bytes = min(self._max_requested, room)
             self._generation = generation + 1
             self._sequence = sequence
             self._offset = DATA_START
             self._write_header(self._generation, DATA_START)
         except BaseException:
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
             self._fd = -1
+            self.segment_bytes = wanted
             raise
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="spool-journal", daemon=True)
@@ -212,8 +244,8 @@ class Journal:
         payload_length = META_LENGTH.size + len(meta) + len(data)
         crc = zlib.crc32(data, zlib.crc32(meta, zlib.crc32(META_LENGTH.pack(len(meta)))))
         size = RECORD.size + payload_length
-        entry = Entry(uid, tuple(destinations), data)
-        paths = self._paths_of(entry)
+        destinations = tuple((name, key) for name, key in destinations)
+        paths = tuple(self.spools[name].path_for(key, uid) for name, key in destinations)
         with self._cond:
             self._admit(size)
             generation = self._generation
@@ -226,6 +258,7 @@ class Journal:
                 message = f"Cannot write instance {uid} to the spool journal: {exc}."
                 raise SpoolError(message) from exc
             lsn = self._lsn
+            data_offset = self._offset + size - len(data)
             self._offset += size
             self._lsn += size
             self._inflight.add(lsn)
@@ -245,14 +278,16 @@ class Journal:
                 self._failed,
             )
             raise SpoolError(f"Cannot flush the spool journal: {exc}.") from exc
+        waiting = Waiting(lsn, uid, destinations, data_offset, len(data), paths, time.monotonic())
         with self._cond:
             self._inflight.discard(lsn)
-            self._queue.append((lsn, entry, paths))
+            self._queue.append(waiting)
             self._queued_bytes += len(data)
+            self._last_append = waiting.appended
             metrics.JOURNAL_PENDING_BYTES.inc(len(data))
             self._queued_paths.update(paths)
-            early = self._queued_bytes >= CHECKPOINT_BYTES
-        if early:
+            half_full = self._queued_bytes >= (self.segment_bytes - DATA_START) // 2
+        if half_full:
             self._wake.set()
 
     def pending(self, paths: Iterable[Path]) -> bool:
@@ -270,10 +305,6 @@ class Journal:
                 raise SpoolError(f"The spool journal cannot be used: {self._failed}.")
             if self._broken is not None:
                 raise SpoolError(f"The spool cannot be written: {self._broken}.")
-            if self._queued_bytes > MAX_QUEUED_BYTES:
-                self._wake.set()
-                self._cond.wait(0.5)
-                continue
             if self._offset + size <= self.segment_bytes:
                 return
             if self._inflight:
@@ -312,7 +343,7 @@ class Journal:
                 if not batch and not wrap and horizon == self._checkpoint_lsn:
                     return
             try:
-                placed = [path for _lsn, entry, _paths in batch for path in self._place(entry)]
+                placed = [path for waiting in batch for path in self._place(waiting)]
                 self._flush(placed)
             except OSError as exc:
                 with self._cond:
@@ -329,10 +360,10 @@ class Journal:
                 raise SpoolError(f"The spool cannot be written: {exc}.") from exc
             with self._cond:
                 for _ in batch:
-                    _lsn, entry, paths = self._queue.popleft()
-                    self._queued_bytes -= len(entry.data)
-                    metrics.JOURNAL_PENDING_BYTES.dec(len(entry.data))
-                    self._queued_paths.subtract(paths)
+                    waiting = self._queue.popleft()
+                    self._queued_bytes -= waiting.size
+                    metrics.JOURNAL_PENDING_BYTES.dec(waiting.size)
+                    self._queued_paths.subtract(waiting.paths)
                 self._queued_paths += Counter()  # drop zero counts
                 if self._broken is not None:
                     logger.warning("spool journal: the spool can be written again")
@@ -342,7 +373,7 @@ class Journal:
                 if not self.is_open:
                     return
                 if self._queue:  # appended meanwhile: covered up to the first of them
-                    horizon = min(horizon, self._queue[0][0])
+                    horizon = min(horizon, self._queue[0].lsn)
                 if wrap and not self._inflight and not self._queue and horizon == self._lsn:
                     self._generation += 1
                     self._offset = DATA_START
@@ -356,12 +387,13 @@ class Journal:
             os.fdatasync(self._fd)
             metrics.JOURNAL_CHECKPOINT.observe(time.monotonic() - started)
 
-    def _place(self, entry: Entry) -> list[Path]:
-        """Write ``entry`` into its spools without flushing: a file in the first, hard
-        links in the others."""
-        (name, key), *others = entry.destinations
-        first = self.spools[name].place(key, entry.uid, entry.data)
-        links = [self.spools[other].place_link(k, entry.uid, first) for other, k in others]
+    def _place(self, waiting: Waiting) -> list[Path]:
+        """Write a waiting instance into its spools without flushing: a file in the
+        first, hard links in the others."""
+        data = _pread_exactly(self._fd, waiting.size, waiting.offset)
+        (name, key), *others = waiting.destinations
+        first = self.spools[name].place(key, waiting.uid, data)
+        links = [self.spools[other].place_link(k, waiting.uid, first) for other, k in others]
         return [first, *links]
 
     def _flush(self, files: list[Path]) -> None:
@@ -387,8 +419,20 @@ class Journal:
             finally:
                 os.close(descriptor)
 
-    def _paths_of(self, entry: Entry) -> list[Path]:
-        return [self.spools[name].path_for(key, entry.uid) for name, key in entry.destinations]
+    def _due(self) -> bool:
+        """Whether the checkpointer should run now: appending paused, the oldest
+        waiting instance old enough, half the segment waiting, or the last try failed
+        (retried every ``interval_s``)."""
+        now = time.monotonic()
+        with self._cond:
+            if not self._queue:
+                return self._checkpoint_lsn != self._lsn and not self._inflight
+            return (
+                self._broken is not None
+                or now - self._last_append >= self.interval_s
+                or now - self._queue[0].appended >= self.max_delay_s
+                or self._queued_bytes >= (self.segment_bytes - DATA_START) // 2
+            )
 
     def _run(self) -> None:
         while True:
@@ -396,6 +440,8 @@ class Journal:
             self._wake.clear()
             if self._stopping:
                 return  # close() makes the last checkpoint
+            if not self._due():
+                continue
             try:
                 self.checkpoint()
             except SpoolError:
@@ -547,6 +593,18 @@ def _fsync_if_there(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _pread_exactly(descriptor: int, size: int, offset: int) -> bytes:
+    parts: list[bytes] = []
+    while size:
+        part = os.pread(descriptor, size, offset)
+        if not part:
+            raise OSError(f"the spool journal ends {size} bytes early")
+        parts.append(part)
+        size -= len(part)
+        offset += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _pwritev(descriptor: int, parts: list[bytes], offset: int) -> None:

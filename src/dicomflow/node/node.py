@@ -155,7 +155,10 @@ class Node:
             if self.series is not None:
                 spools["series"] = self.series.spool
             self.journal = Journal(
-                root / "journal", spools, max_instance_bytes=settings.spool_journal_max_bytes
+                root / "journal",
+                spools,
+                max_instance_bytes=settings.spool_journal_max_bytes,
+                segment_bytes=settings.spool_journal_segment_bytes,
             )
 
     def _add_services(self, root: Path, consumer: SeriesConsumer) -> None:
