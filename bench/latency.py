@@ -1,12 +1,13 @@
 """Latency from association release to ``process()`` starting.
 
 Starts a node (embedded defaults, warm forkserver) with a pipeline that
-records when ``process()`` starts, then sends N one-patient series of 4 small
-instances, each over its own association, and measures release -> start. For
+records when ``process()`` starts, then sends N one-patient series (4 instances
+of 32x32 unless told otherwise), each over its own association, and measures
+release -> start. For
 comparison, in the same run, it measures how long a ``spawn`` child (the
 seed's isolation) takes to start and import pydicom and numpy.
 
-    .venv/bin/python bench/latency.py [--rounds 30]
+    .venv/bin/python bench/latency.py [--rounds 30] [--instances 4] [--pixels 32]
 """
 
 # ruff: noqa: E402
@@ -30,22 +31,25 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomflow.dicom.factory import make_ct_series
+from dicomflow.net import reactor
 from dicomflow.node.node import wait_until
 
+reactor.install()  # this sender's association as dicomflow's own SCU runs it
 
-def send_round(port: int, patient: str) -> float:
-    """Send one small series over one association; return the time of release."""
+
+def send_round(port: int, patient: str, instances: int, pixels: int) -> float:
+    """Send one series over one association; return the time of release."""
     ae = AE(ae_title="BENCH-SCU")
     ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", port, ae_title="BENCH")
-    for dataset in make_ct_series(4, rows=32, columns=32, patient_id=patient):
+    for dataset in make_ct_series(instances, rows=pixels, columns=pixels, patient_id=patient):
         assoc.send_c_store(dataset)
     released = time.time()
     assoc.release()
     return released
 
 
-def measure_node(rounds: int) -> list[float]:
+def measure_node(rounds: int, instances: int, pixels: int) -> list[float]:
     with tempfile.TemporaryDirectory() as directory:
         data = Path(directory)
         pipeline = StampPipeline(start=False, port=0, data_directory=data, log_level="WARNING")
@@ -54,7 +58,7 @@ def measure_node(rounds: int) -> list[float]:
         latencies = []
         try:
             for index in range(rounds):
-                released = send_round(node.port, f"LAT{index}")
+                released = send_round(node.port, f"LAT{index}", instances, pixels)
                 stamps = data / "stamps"
                 wait_until(lambda i=index, s=stamps: len(list(s.glob("*.txt"))) > i, 30, 0.001)
                 newest = max(stamps.glob("*.txt"), key=lambda p: p.stat().st_mtime_ns)
@@ -92,10 +96,13 @@ def describe(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--instances", type=int, default=4, help="instances per round")
+    parser.add_argument("--pixels", type=int, default=32, help="rows and columns")
     args = parser.parse_args()
-    node = measure_node(args.rounds)
+    node = measure_node(args.rounds, args.instances, args.pixels)
     spawn = measure_spawn(5)
-    print(f"release -> process() start, dicomflow node ({args.rounds} rounds): {describe(node)}")
+    rounds = f"{args.rounds} rounds of {args.instances} {args.pixels}x{args.pixels}"
+    print(f"release -> process() start, dicomflow node ({rounds}): {describe(node)}")
     print(f"spawn child start + import pydicom/numpy (5 runs):      {describe(spawn)}")
     print(
         f"ratio (spawn p50 / node p50): {statistics.median(spawn) / statistics.median(node):.1f}x"

@@ -12,6 +12,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicomflow.errors import PeerUnreachableError
+from dicomflow.net import reactor
 from dicomflow.net.address import Address
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,10 @@ def _sop_class_and_syntax(source: Source) -> tuple[UID, UID]:
 
 
 def _make_ae(calling_ae_title: str) -> AE:
+    # Stock pynetdicom's requestor waits on the peer's delayed ACKs (dcmtk storescp
+    # takes 11 instances/s from it, 460/s with the reactors) and can lose a response
+    # to its own reactor thread (then waits dimse_timeout and aborts).
+    reactor.install()
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = 30
     ae.dimse_timeout = 60
