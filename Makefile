@@ -22,6 +22,7 @@ pytest:
 
 bench: bootstrap
 	$(VENV)/python bench/ingest.py
+	$(VENV)/python bench/send.py
 
 clean:
 	rm -rf dicomflow-data .pytest_cache .mypy_cache .ruff_cache
