@@ -243,7 +243,7 @@ def test_echo_succeeds_against_storescp(tmp_path: Path, storescp: StoreSCPPeer):
 
 def test_echo_to_closed_port_is_unreachable(tmp_path: Path):
     result = dicomflow("echo", "127.0.0.1", free_port(), cwd=tmp_path)
-    assert_one_line_error(result, 1, "unreachable or rejected the association.")
+    assert_one_line_error(result, 1, "the peer is unreachable (Connection refused).")
 
 
 def bundled_files() -> list[Path]:
@@ -271,7 +271,7 @@ def test_send_delivers_every_file(tmp_path: Path, storescp: StoreSCPPeer, as_fol
 def test_send_to_closed_port_fails_in_one_line(tmp_path: Path):
     files = write_series(make_ct_series(2), tmp_path / "series")
     result = dicomflow("send", "127.0.0.1", free_port(), *files, cwd=tmp_path)
-    assert_one_line_error(result, 1, "unreachable or rejected the association.")
+    assert_one_line_error(result, 1, "the peer is unreachable (Connection refused).")
 
 
 def test_demo_delivers_bone_masks_and_says_where(tmp_path: Path):

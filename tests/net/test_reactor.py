@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -138,7 +137,7 @@ def test_parallel_storescu_associations_all_succeed(
     assert sorted(receiver.uids) == sorted(uids_of(instances))
 
 
-def test_pynetdicom_scu_echoes_and_stores(receiver: Receiver, instances: list[Path]) -> None:
+def test_dicomflow_scu_echoes_and_stores(receiver: Receiver, instances: list[Path]) -> None:
     echo(receiver.address)
     report = send(receiver.address, instances)
     assert report.ok, report.failed
@@ -146,7 +145,7 @@ def test_pynetdicom_scu_echoes_and_stores(receiver: Receiver, instances: list[Pa
     assert receiver.ended.wait(2.0)
 
 
-def test_pynetdicom_scu_stores_into_storescp(tmp_path: Path, instances: list[Path]) -> None:
+def test_dicomflow_scu_stores_into_storescp(tmp_path: Path, instances: list[Path]) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -161,26 +160,6 @@ def test_pynetdicom_scu_stores_into_storescp(tmp_path: Path, instances: list[Pat
         peer.wait(10)
     assert report.ok, report.failed
     assert len(list(output.iterdir())) == len(instances)
-
-
-def test_the_scu_installs_the_reactors_in_a_process_without_a_receiver(
-    receiver: Receiver,
-) -> None:
-    """Exports and ``dicomflow send`` run in processes that start no pynetdicom
-    receiver (the node's default is the lean one): the SCU must install them itself."""
-    script = (
-        "import sys\n"
-        "from dicomflow.net import reactor, scu\n"
-        "from dicomflow.net.address import Address\n"
-        "assert not reactor.installed()\n"
-        f"scu.echo(Address('127.0.0.1', {receiver.scp.port}, 'DICOMFLOW'))\n"
-        "print(reactor.installed())\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True"
 
 
 def test_pynetdicom_scu_abort_ends_the_association(receiver: Receiver) -> None:

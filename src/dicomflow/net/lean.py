@@ -40,12 +40,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.uid import UID
-from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from dicomflow import metrics
 from dicomflow.errors import PortInUseError
 from dicomflow.net.contexts import ACCEPTED_TRANSFER_SYNTAXES, UNCOMPRESSED, storage_contexts
+from dicomflow.net.pdu import (
+    ABORT,
+    ABSTRACT_SYNTAX_NOT_SUPPORTED,
+    ACCEPTED,
+    ASSOCIATE_AC,
+    ASSOCIATE_RJ,
+    ASSOCIATE_RQ,
+    C_ECHO_RQ,
+    C_ECHO_RSP,
+    C_STORE_RQ,
+    C_STORE_RSP,
+    NO_DATASET,
+    P_DATA_TF,
+    RELEASE_RP,
+    RELEASE_RQ,
+    TRANSFER_SYNTAXES_NOT_SUPPORTED,
+    VERIFICATION,
+    ProtocolError,
+    ae_text,
+    associate_ac,
+    context_item,
+    element,
+    pad_uid,
+    parse_command,
+    uid,
+    us,
+)
 from dicomflow.net.scp import (
     STATUS_SUCCESS,
     AccessPolicy,
@@ -59,9 +85,6 @@ from dicomflow.net.socket import receive_exactly, tune_accepted_socket
 
 logger = logging.getLogger(__name__)
 
-VERIFICATION = "1.2.840.10008.1.1"
-APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
-IMPLEMENTATION_VERSION_NAME = b"DICOMFLOW_010"
 MAX_ASSOCIATE_RQ = 1 << 20
 DEFAULT_MAXIMUM_PDU = 16 << 20  # advertised and enforced when none is given
 DEFAULT_MAXIMUM_INSTANCE = 4 << 30  # a larger dataset aborts its association
@@ -73,20 +96,6 @@ def default_held_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError, AttributeError):
         return 8 << 30
-
-
-# PDU types (PS3.8 9.3.1)
-ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
-P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = 0x04, 0x05, 0x06, 0x07
-# presentation context results (PS3.8 9.3.3.2)
-ACCEPTED, ABSTRACT_SYNTAX_NOT_SUPPORTED, TRANSFER_SYNTAXES_NOT_SUPPORTED = 0, 3, 4
-# command fields (PS3.7 E.1)
-C_STORE_RQ, C_STORE_RSP, C_ECHO_RQ, C_ECHO_RSP = 0x0001, 0x8001, 0x0030, 0x8030
-NO_DATASET = 0x0101
-
-
-class ProtocolError(Exception):
-    """The peer broke the protocol: the association is aborted."""
 
 
 @dataclass
@@ -290,7 +299,7 @@ class _Association:
             request.decode(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
         except Exception as exc:
             raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {exc}") from exc
-        self.calling_ae_title = _ae_text(request.calling_ae_title)
+        self.calling_ae_title = ae_text(request.calling_ae_title)
         if not self.scp.policy.allows_ae_title(self.calling_ae_title):
             logger.warning("rejected association from AE title %r", self.calling_ae_title)
             metrics.rejected(metrics.REASON_AE_TITLE)
@@ -308,10 +317,10 @@ class _Association:
             context_id = int(item.context_id or 0)
             if result == ACCEPTED:
                 self.contexts[context_id] = _Context(abstract, UID(syntax))
-            items.append(_context_item(context_id, result, syntax))
+            items.append(context_item(context_id, result, syntax))
         self._send(
             ASSOCIATE_AC,
-            _associate_ac(
+            associate_ac(
                 request.called_ae_title, request.calling_ae_title, items, self.scp.maximum_pdu_size
             ),
         )
@@ -369,9 +378,9 @@ class _Association:
                     raise ProtocolError("command fragment after dataset fragments")
                 message.fragments.append(fragment)
                 if header & 0x02:
-                    message.command = _parse_command(b"".join(message.fragments))
+                    message.command = parse_command(b"".join(message.fragments))
                     message.fragments = []
-                    if _us(message.command, 0x0800) == NO_DATASET:
+                    if us(message.command, 0x0800) == NO_DATASET:
                         self._dispatch(message)
                         message = None
             else:
@@ -403,8 +412,8 @@ class _Association:
 
     def _dispatch(self, message: _Message) -> None:
         command = message.command
-        field_ = _us(command, 0x0100)
-        message_id = _us(command, 0x0110)
+        field_ = us(command, 0x0100)
+        message_id = us(command, 0x0110)
         context = self.contexts[message.context_id]
         if field_ == C_ECHO_RQ:
             metrics.ECHOES.inc()
@@ -417,8 +426,8 @@ class _Association:
                 message.context_id,
                 C_STORE_RSP,
                 message_id,
-                _uid(command, 0x0002),
-                _uid(command, 0x1000),
+                uid(command, 0x0002),
+                uid(command, 0x1000),
                 status,
             )
         else:
@@ -430,8 +439,8 @@ class _Association:
             association_id=self.id,
             calling_ae_title=self.calling_ae_title,
             peer_ip=self.ip,
-            sop_class_uid=_uid(command, 0x0002),
-            sop_instance_uid=_uid(command, 0x1000),
+            sop_class_uid=uid(command, 0x0002),
+            sop_instance_uid=uid(command, 0x1000),
             transfer_syntax=context.transfer_syntax,
             raw=data,
         )
@@ -447,16 +456,16 @@ class _Association:
         status: int,
     ) -> None:
         elements = [
-            _element(0x0002, _pad_uid(sop_class_uid)),
-            _element(0x0100, struct.pack("<H", field_)),
-            _element(0x0120, struct.pack("<H", message_id)),
-            _element(0x0800, struct.pack("<H", NO_DATASET)),
-            _element(0x0900, struct.pack("<H", status)),
+            element(0x0002, pad_uid(sop_class_uid)),
+            element(0x0100, struct.pack("<H", field_)),
+            element(0x0120, struct.pack("<H", message_id)),
+            element(0x0800, struct.pack("<H", NO_DATASET)),
+            element(0x0900, struct.pack("<H", status)),
         ]
         if sop_instance_uid is not None:
-            elements.append(_element(0x1000, _pad_uid(sop_instance_uid)))
+            elements.append(element(0x1000, pad_uid(sop_instance_uid)))
         body = b"".join(elements)
-        command = _element(0x0000, struct.pack("<I", len(body))) + body
+        command = element(0x0000, struct.pack("<I", len(body))) + body
         pdv = struct.pack(">IBB", len(command) + 2, context_id, 0x03) + command
         self._send(P_DATA_TF, pdv)
 
@@ -478,87 +487,3 @@ class _Association:
 
     def _send(self, pdu_type: int, body: bytes) -> None:
         self.connection.sendall(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
-
-
-# -- encoding helpers ------------------------------------------------------------------
-
-
-def _ae_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    return str(value).strip()
-
-
-def _ae_field(value: Any) -> bytes:
-    text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-    return text.encode("ascii", "replace")[:16].ljust(16, b" ")
-
-
-def _uid_bytes(uid: str) -> bytes:
-    return uid.encode("ascii")
-
-
-def _item(item_type: int, value: bytes) -> bytes:
-    return struct.pack(">BBH", item_type, 0, len(value)) + value
-
-
-def _context_item(context_id: int, result: int, syntax: str) -> bytes:
-    sub_item = _item(0x40, _uid_bytes(syntax))
-    return _item(0x21, bytes((context_id, 0, result, 0)) + sub_item)
-
-
-def _associate_ac(called: Any, calling: Any, contexts: list[bytes], max_pdu: int) -> bytes:
-    user = b"".join(
-        (
-            _item(0x51, struct.pack(">I", max_pdu)),
-            _item(0x52, _uid_bytes(PYNETDICOM_IMPLEMENTATION_UID)),
-            _item(0x55, IMPLEMENTATION_VERSION_NAME),
-        )
-    )
-    return b"".join(
-        (
-            struct.pack(">HH", 1, 0),
-            _ae_field(called),
-            _ae_field(calling),
-            b"\x00" * 32,
-            _item(0x10, _uid_bytes(APPLICATION_CONTEXT)),
-            *contexts,
-            _item(0x50, user),
-        )
-    )
-
-
-def _parse_command(data: bytes) -> dict[int, bytes]:
-    """The elements of a command set (implicit VR little endian, group 0000)."""
-    elements: dict[int, bytes] = {}
-    offset, end = 0, len(data)
-    while offset < end:
-        if offset + 8 > end:
-            raise ProtocolError("truncated command set")
-        group, element, length = struct.unpack_from("<HHI", data, offset)
-        offset += 8
-        if group != 0x0000 or offset + length > end:
-            raise ProtocolError("malformed command set")
-        elements[element] = data[offset : offset + length]
-        offset += length
-    if 0x0100 not in elements:
-        raise ProtocolError("command set without CommandField")
-    return elements
-
-
-def _us(command: dict[int, bytes], element: int) -> int:
-    value = command.get(element, b"")
-    return int(struct.unpack("<H", value[:2])[0]) if len(value) >= 2 else 0
-
-
-def _uid(command: dict[int, bytes], element: int) -> str:
-    return command.get(element, b"").decode("ascii", "replace").rstrip("\x00 ")
-
-
-def _pad_uid(uid: str) -> bytes:
-    data = uid.encode("ascii")
-    return data + b"\x00" if len(data) % 2 else data
-
-
-def _element(element: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", 0x0000, element, len(value)) + value

@@ -1,24 +1,120 @@
-"""The SCU client: C-ECHO and C-STORE to a peer, over one association."""
+"""The SCU: C-ECHO and C-STORE to a peer over one association, in one thread.
 
+Exports to endpoints and ``dicomflow send`` use it. pynetdicom's requestor
+spends about 1.5 ms of Python on each instance (it decodes each file with
+pydicom to find its UIDs, encodes each command set with pydicom, and passes
+every PDU through a state machine and two threads), more than the peer needs
+to store it. Like the lean receiver (:mod:`dicomflow.net.lean`), this requestor
+packs its PDUs itself (:mod:`dicomflow.net.pdu`):
+
+1. Association: for each SOP class of the sources, one presentation context
+   per transfer syntax the sources have, and one each for explicit and
+   implicit VR little endian, so that an uncompressed instance can be
+   re-encoded for a peer that takes only one of them. A rejection, a closed
+   connection or no answer within ``ACSE_TIMEOUT_S`` raise
+   :class:`~dicomflow.errors.PeerUnreachableError` naming the peer.
+2. Each Part-10 file is read whole; its file meta gives the SOP class, the
+   SOP instance and the transfer syntax. The dataset goes out as it is in the
+   file when the peer accepted that syntax, re-encoded by pydicom when it
+   accepted only another uncompressed one, and not at all otherwise (that
+   instance is reported failed with the reason; the next one is sent). The
+   command and the dataset leave in one ``sendmsg``, in P-DATA-TF PDUs no
+   longer than the peer's maximum.
+3. Each C-STORE waits for its response (no asynchronous operations). Success
+   and warning statuses count as sent. An A-ABORT, a closed connection, a
+   protocol error or ``DIMSE_TIMEOUT_S`` without a response end the
+   association; that instance and the ones after it are reported failed (so
+   the outbox sends them again), never as sent.
+4. A-RELEASE-RQ; the A-RELEASE-RP is awaited for up to ``ACSE_TIMEOUT_S``.
+"""
+
+import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, dcmread
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom.dsutils import encode
 
 from dicomflow.errors import PeerUnreachableError
-from dicomflow.net import reactor
 from dicomflow.net.address import Address
+from dicomflow.net.pdu import (
+    ABORT,
+    ACCEPTED,
+    APPLICATION_CONTEXT,
+    ASSOCIATE_AC,
+    ASSOCIATE_RJ,
+    ASSOCIATE_RQ,
+    C_ECHO_RQ,
+    C_ECHO_RSP,
+    C_STORE_RQ,
+    C_STORE_RSP,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    NO_DATASET,
+    P_DATA_TF,
+    RELEASE_RP,
+    RELEASE_RQ,
+    VERIFICATION,
+    ProtocolError,
+    ae_field,
+    element,
+    item,
+    pad_uid,
+    parse_command,
+    uid_bytes,
+    us,
+)
+from dicomflow.net.socket import receive_exactly, tune_requesting_socket
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CALLING_AE_TITLE = "DICOMFLOW"
 MAX_CONTEXTS = 128
+CONNECT_TIMEOUT_S = 10.0
+ACSE_TIMEOUT_S = 30.0
+DIMSE_TIMEOUT_S = 60.0
+MAXIMUM_PDU = 16 << 20
+"""The longest P-DATA-TF PDU we take (advertised), and the longest we send to
+a peer that sets no limit."""
+MAX_RESPONSE_PDU = 1 << 20
+"""Responses and association PDUs are small: a longer one is a protocol error."""
+SUCCESS_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
+UNCOMPRESSED = (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
+)
+"""Syntaxes pydicom reads and writes without a codec: an instance in one of
+them can go out in the first two."""
+IOV_BATCH = 512
+HEAD_BYTES = 4096
+"""What is read of each file to find its SOP class and transfer syntax before associating."""
+LONG_VRS = frozenset(
+    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
+)
+REJECT_REASONS = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "calling AE title not recognized",
+    (1, 7): "called AE title not recognized",
+    (2, 1): "no reason given",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
+}
 Source = Path | Dataset
 
 
@@ -34,17 +130,37 @@ class SendReport:
         return not self.failed
 
 
+class AssociationLost(Exception):
+    """The association ended before the exchange did."""
+
+
+@dataclass
+class _Instance:
+    """One source, ready to go: its UIDs, its transfer syntax and its dataset bytes."""
+
+    sop_class: str
+    sop_instance: str
+    syntax: str
+    data: bytes | memoryview
+    dataset: Dataset | None = None
+
+
 def echo(address: Address, calling_ae_title: str = DEFAULT_CALLING_AE_TITLE) -> None:
     """Send a C-ECHO; raise :class:`PeerUnreachableError` unless it succeeds."""
-    ae = _make_ae(calling_ae_title)
-    ae.add_requested_context(Verification)
-    assoc = _associate(ae, address)
+    association = _Association.open(
+        address, calling_ae_title, [(VERIFICATION, str(ImplicitVRLittleEndian))]
+    )
     try:
-        status = assoc.send_c_echo()
-    finally:
-        assoc.release()
-    if not status or status.Status != 0:
-        raise PeerUnreachableError(f"C-ECHO to {address} failed (status {_status_text(status)}).")
+        status: int | None = association.echo()
+    except (AssociationLost, ProtocolError, OSError) as exc:
+        logger.warning("C-ECHO to %s: %s", address, exc)
+        association.abort()
+        status = None
+    else:
+        association.release()
+    if status != 0x0000:
+        text = "none (no response)" if status is None else f"0x{status:04X}"
+        raise PeerUnreachableError(f"C-ECHO to {address} failed (status {text}).")
 
 
 def send(
@@ -54,48 +170,78 @@ def send(
     on_progress: Callable[[int], None] | None = None,
 ) -> SendReport:
     """Send every source (Part-10 file or dataset) over one association."""
-    ae = _make_ae(calling_ae_title)
-    for context in _contexts_for(sources):
-        ae.add_requested_context(*context)
-    assoc = _associate(ae, address)
     report = SendReport()
+    if not sources:
+        return report
+    proposals = _contexts_for(sources)
+    # Without one readable source there is nothing to associate for: each fails in _store_one.
+    association = _Association.open(address, calling_ae_title, proposals) if proposals else None
+    lost: str | None = None
     try:
         for index, source in enumerate(sources):
-            _store_one(assoc, source, report)
+            name = _name(source)
+            if lost is not None:
+                report.failed[name] = lost
+            else:
+                lost = _store_one(association, source, name, report)
             if on_progress is not None:
                 on_progress(index + 1)
     finally:
-        if assoc.is_established:
-            assoc.release()
+        if association is None:
+            pass
+        elif lost is None:
+            association.release()
+        else:
+            association.abort()
     return report
 
 
-def _store_one(assoc: Any, source: Source, report: SendReport) -> None:
-    name = str(source) if isinstance(source, Path) else str(source.get("SOPInstanceUID", "?"))
-    if not assoc.is_established:
-        report.failed[name] = "association lost"
-        return
+def _store_one(
+    association: "_Association | None", source: Source, name: str, report: SendReport
+) -> str | None:
+    """Send one source; return why the association is lost, if it is."""
     try:
-        status = assoc.send_c_store(source)
-    except (OSError, ValueError, AttributeError, RuntimeError) as exc:
+        instance = _read(source)
+        if association is None:
+            raise ValueError("no presentation context for it")
+        context_id, instance = association.fit(instance)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
         report.failed[name] = f"cannot send: {exc}"
-        return
-    code = getattr(status, "Status", None)
-    if code in (0x0000, 0xB000, 0xB007, 0xB006):
+        return None
+    try:
+        status = association.store(context_id, instance)
+    except (AssociationLost, ProtocolError, OSError) as exc:
+        reason = f"association lost: {exc}" if str(exc) else "association lost"
+        logger.warning("sending %s to %s: %s", name, association.address, reason)
+        report.failed[name] = reason
+        return reason
+    if status in SUCCESS_STATUSES:
         report.sent.append(name)
     else:
-        report.failed[name] = f"status {_status_text(status)}"
+        report.failed[name] = f"status 0x{status:04X}"
+    return None
 
 
-def _contexts_for(sources: Iterable[Source]) -> list[tuple[UID, list[UID]]]:
-    wanted: dict[UID, set[UID]] = {}
+def _name(source: Source) -> str:
+    return str(source) if isinstance(source, Path) else str(source.get("SOPInstanceUID", "?"))
+
+
+# -- sources ---------------------------------------------------------------------------
+
+
+def _contexts_for(sources: Iterable[Source]) -> list[tuple[str, str]]:
+    wanted: dict[str, set[str]] = {}
     for source in sources:
-        sop_class, syntax = _sop_class_and_syntax(source)
-        wanted.setdefault(sop_class, {ExplicitVRLittleEndian, ImplicitVRLittleEndian}).add(syntax)
-    contexts: list[tuple[UID, list[UID]]] = []
-    for sop_class, syntaxes in wanted.items():
-        for syntax in sorted(syntaxes):
-            contexts.append((sop_class, [UID(syntax)]))
+        try:
+            sop_class, syntax = _sop_class_and_syntax(source)
+        except (OSError, ValueError, AttributeError, KeyError) as exc:
+            logger.debug("%s: %s (it will be reported failed)", _name(source), exc)
+            continue
+        defaults = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
+        wanted.setdefault(sop_class, defaults).add(syntax)
+    contexts = [
+        (sop_class, syntax) for sop_class, syntaxes in wanted.items() for syntax in sorted(syntaxes)
+    ]
     if len(contexts) > MAX_CONTEXTS:
         raise ValueError(
             f"Too many SOP class/transfer syntax pairs ({len(contexts)}) for one send."
@@ -103,39 +249,463 @@ def _contexts_for(sources: Iterable[Source]) -> list[tuple[UID, list[UID]]]:
     return contexts
 
 
-def _sop_class_and_syntax(source: Source) -> tuple[UID, UID]:
+def _sop_class_and_syntax(source: Source) -> tuple[str, str]:
     if isinstance(source, Path):
-        header = dcmread(source, stop_before_pixels=True, specific_tags=["SOPClassUID"])
-        syntax = header.file_meta.TransferSyntaxUID
-        return UID(header.file_meta.MediaStorageSOPClassUID), UID(syntax)
-    meta = getattr(source, "file_meta", None)
-    syntax = getattr(meta, "TransferSyntaxUID", None) or ExplicitVRLittleEndian
-    return UID(source.SOPClassUID), UID(syntax)
+        with source.open("rb") as file:
+            head = file.read(HEAD_BYTES)
+            try:
+                meta, end = _file_meta(head)
+                if end > len(head):
+                    head += file.read(end - len(head) + HEAD_BYTES)
+                    meta, end = _file_meta(head)
+            except ValueError:
+                return _sop_class_and_syntax(_read_with_pydicom(source))
+        uids = _dataset_uids(memoryview(head)[end:], meta[0x0010])
+        return uids.get(0x0016) or meta[0x0002], meta[0x0010]
+    file_meta = getattr(source, "file_meta", None)
+    syntax = getattr(file_meta, "TransferSyntaxUID", None) or ExplicitVRLittleEndian
+    sop_class = source.get("SOPClassUID") or getattr(file_meta, "MediaStorageSOPClassUID", None)
+    if not sop_class:
+        raise ValueError("the dataset has no SOPClassUID")
+    return str(sop_class), str(syntax)
 
 
-def _make_ae(calling_ae_title: str) -> AE:
-    # Stock pynetdicom's requestor waits on the peer's delayed ACKs (dcmtk storescp
-    # takes 11 instances/s from it, 460/s with the reactors) and can lose a response
-    # to its own reactor thread (then waits dimse_timeout and aborts).
-    reactor.install()
-    ae = AE(ae_title=calling_ae_title)
-    ae.acse_timeout = 30
-    ae.dimse_timeout = 60
-    ae.network_timeout = 60
-    ae.connection_timeout = 10
-    return ae
-
-
-def _associate(ae: AE, address: Address) -> Any:
-    address.validate()
-    assoc = ae.associate(address.ip, address.port, ae_title=address.ae_title)
-    if not assoc.is_established:
-        raise PeerUnreachableError(
-            f"Cannot associate with {address}: the peer is unreachable or rejected the association."
+def _read(source: Source) -> _Instance:
+    if isinstance(source, Dataset):
+        sop_class, syntax = _sop_class_and_syntax(source)
+        file_meta = getattr(source, "file_meta", None)
+        sop_instance = source.get("SOPInstanceUID") or getattr(
+            file_meta, "MediaStorageSOPInstanceUID", None
         )
-    return assoc
+        if not sop_instance:
+            raise ValueError("the dataset has no SOPInstanceUID")
+        return _Instance(sop_class, str(sop_instance), syntax, b"", source)
+    data = source.read_bytes()
+    try:
+        meta, end = _file_meta(data)
+    except ValueError:
+        return _read(_read_with_pydicom(source))
+    if end >= len(data):
+        raise ValueError("the file has no dataset after its file meta")
+    syntax = meta[0x0010]
+    dataset: bytes | memoryview = memoryview(data)[end:]
+    # The peer checks the command's UIDs against the dataset's, which the file meta
+    # does not always repeat faithfully.
+    uids = _dataset_uids(dataset, syntax)
+    sop_class = uids.get(0x0016) or meta[0x0002]
+    sop_instance = uids.get(0x0018) or meta.get(0x0003)
+    if not sop_instance:
+        raise ValueError("neither the dataset nor the file meta has a SOPInstanceUID")
+    if syntax == DeflatedExplicitVRLittleEndian and len(dataset) % 2:
+        dataset = bytes(dataset) + b"\x00"  # PS3.5 A.5: a deflated stream is padded to even
+    return _Instance(sop_class, sop_instance, syntax, dataset)
 
 
-def _status_text(status: Any) -> str:
-    code = getattr(status, "Status", None)
-    return "none (no response)" if code is None else f"0x{code:04X}"
+def _dataset_uids(data: bytes | memoryview, syntax: str) -> dict[int, str]:
+    """SOPClassUID (0008,0016) and SOPInstanceUID (0008,0018), read from the dataset's start.
+
+    Empty for a deflated dataset, and where an element of undefined length or
+    the end of ``data`` comes first.
+    """
+    if syntax == DeflatedExplicitVRLittleEndian:
+        return {}
+    implicit = syntax == ImplicitVRLittleEndian
+    order = ">" if syntax == ExplicitVRBigEndian else "<"
+    found: dict[int, str] = {}
+    offset = 0
+    try:
+        while offset + 8 <= len(data) and len(found) < 2:
+            group, number = struct.unpack_from(order + "HH", data, offset)
+            if (group, number) > (0x0008, 0x0018):
+                break
+            if implicit:
+                (size,) = struct.unpack_from(order + "I", data, offset + 4)
+                offset += 8
+            elif bytes(data[offset + 4 : offset + 6]) in LONG_VRS:
+                (size,) = struct.unpack_from(order + "I", data, offset + 8)
+                offset += 12
+            else:
+                (size,) = struct.unpack_from(order + "H", data, offset + 6)
+                offset += 8
+            if size == 0xFFFFFFFF:
+                break
+            if group == 0x0008 and number in (0x0016, 0x0018) and offset + size <= len(data):
+                value = bytes(data[offset : offset + size]).decode("ascii", "replace")
+                found[number] = value.rstrip("\x00 ")
+            offset += size
+    except struct.error:
+        pass
+    return {number: value for number, value in found.items() if value}
+
+
+def _read_with_pydicom(path: Path) -> Dataset:
+    """A file our parser does not take (no file meta group length, say), as pydicom reads it."""
+    try:
+        return dcmread(path)
+    except Exception as exc:  # pydicom raises many kinds on files it cannot read
+        raise ValueError(f"not a readable DICOM file: {exc}") from exc
+
+
+def _file_meta(data: bytes) -> tuple[dict[int, str], int]:
+    """The UIDs of a Part-10 file's meta group, and where its dataset starts.
+
+    The offset may lie beyond ``data`` when only the head was read.
+    """
+    try:
+        return _parse_file_meta(data)
+    except struct.error as exc:
+        raise ValueError("the file meta is cut short") from exc
+
+
+def _parse_file_meta(data: bytes) -> tuple[dict[int, str], int]:
+    if data[128:132] != b"DICM":
+        raise ValueError("not a DICOM Part-10 file (no DICM prefix)")
+    offset = 132
+    if data[offset : offset + 6] != b"\x02\x00\x00\x00UL":
+        raise ValueError("the file meta has no group length")
+    (length,) = struct.unpack_from("<I", data, offset + 8)
+    end = offset + 12 + length
+    offset += 12
+    meta: dict[int, str] = {}
+    limit = min(end, len(data))
+    while offset + 8 <= limit:
+        group, number = struct.unpack_from("<HH", data, offset)
+        vr = bytes(data[offset + 4 : offset + 6])
+        if group != 0x0002:
+            raise ValueError("the file meta group length is wrong")
+        if vr in LONG_VRS:
+            (size,) = struct.unpack_from("<I", data, offset + 8)
+            offset += 12
+        else:
+            (size,) = struct.unpack_from("<H", data, offset + 6)
+            offset += 8
+        if number in (0x0002, 0x0003, 0x0010) and offset + size <= len(data):
+            meta[number] = bytes(data[offset : offset + size]).decode("ascii").rstrip("\x00 ")
+        offset += size
+    if offset >= end and (0x0002 not in meta or 0x0010 not in meta):
+        raise ValueError("the file meta has no MediaStorageSOPClassUID or TransferSyntaxUID")
+    return meta, end
+
+
+def _reencode(instance: _Instance, syntax: str) -> _Instance:
+    """The instance's dataset in another uncompressed transfer syntax."""
+    dataset = instance.dataset
+    if dataset is None:
+        dataset = dcmread(_as_part10(instance), force=True)
+    implicit = syntax == ImplicitVRLittleEndian
+    little = syntax != ExplicitVRBigEndian
+    data = encode(dataset, implicit, little, syntax == DeflatedExplicitVRLittleEndian)
+    if data is None:
+        raise ValueError(f"the dataset cannot be encoded in {UID(syntax).name}")
+    return _Instance(instance.sop_class, instance.sop_instance, syntax, data)
+
+
+def _as_part10(instance: _Instance) -> Any:
+    from pydicom.filebase import DicomBytesIO
+
+    from dicomflow.dicom.filemeta import encode_file_meta
+
+    meta = encode_file_meta(instance.sop_class, instance.sop_instance, instance.syntax)
+    return DicomBytesIO(meta + bytes(instance.data))
+
+
+# -- the association -------------------------------------------------------------------
+
+
+class _Association:
+    def __init__(
+        self,
+        address: Address,
+        connection: socket.socket,
+        accepted: dict[int, tuple[str, str]],
+        peer_maximum_pdu: int,
+    ) -> None:
+        self.address = address
+        self.connection = connection
+        self.accepted = accepted
+        limit = peer_maximum_pdu if 0 < peer_maximum_pdu <= MAXIMUM_PDU else MAXIMUM_PDU
+        self.fragment_bytes = max(limit - 6, 1)
+        self._message_id = 0
+
+    @classmethod
+    def open(
+        cls, address: Address, calling_ae_title: str, proposals: list[tuple[str, str]]
+    ) -> "_Association":
+        address.validate()
+        connection = _connect(address)
+        try:
+            connection.settimeout(ACSE_TIMEOUT_S)
+            _send_pdu(connection, ASSOCIATE_RQ, _associate_rq(address, calling_ae_title, proposals))
+            pdu_type, body = _read_pdu(connection)
+        except (OSError, EOFError, ProtocolError) as exc:
+            connection.close()
+            raise PeerUnreachableError(
+                f"Cannot associate with {address}: no answer to the association request ({exc})."
+            ) from exc
+        if pdu_type == ASSOCIATE_RJ and len(body) >= 4:
+            connection.close()
+            result, source, reason = body[1], body[2], body[3]
+            why = REJECT_REASONS.get((source, reason), f"source {source}, reason {reason}")
+            kind = "permanently" if result == 1 else "for now"
+            raise PeerUnreachableError(
+                f"Cannot associate with {address}: the peer rejected the association"
+                f" {kind} ({why})."
+            )
+        if pdu_type != ASSOCIATE_AC:
+            connection.close()
+            raise PeerUnreachableError(
+                f"Cannot associate with {address}: the peer answered with PDU type"
+                f" 0x{pdu_type:02x} instead of accepting."
+            )
+        try:
+            results, peer_maximum_pdu = _parse_associate_ac(body)
+        except ProtocolError as exc:
+            connection.close()
+            raise PeerUnreachableError(f"Cannot associate with {address}: {exc}.") from exc
+        accepted = {
+            context_id: proposals[(context_id - 1) // 2]
+            for context_id, (result, syntax) in results.items()
+            if result == ACCEPTED
+            and context_id % 2 == 1
+            and (context_id - 1) // 2 < len(proposals)
+            and syntax == proposals[(context_id - 1) // 2][1]
+        }
+        connection.settimeout(DIMSE_TIMEOUT_S)
+        logger.debug(
+            "associated with %s: %d of %d contexts accepted, maximum PDU %d",
+            address,
+            len(accepted),
+            len(proposals),
+            peer_maximum_pdu,
+        )
+        return cls(address, connection, accepted, peer_maximum_pdu)
+
+    def fit(self, instance: _Instance) -> tuple[int, _Instance]:
+        """The accepted context for ``instance``, and the instance encoded for it."""
+        syntaxes: dict[str, int] = {}
+        for context_id, (abstract, syntax) in self.accepted.items():
+            if abstract == instance.sop_class:
+                syntaxes.setdefault(syntax, context_id)
+        if instance.syntax in syntaxes:
+            if instance.dataset is not None:
+                instance = _reencode(instance, instance.syntax)
+            return syntaxes[instance.syntax], instance
+        if instance.syntax in UNCOMPRESSED:
+            for syntax in UNCOMPRESSED[:2]:
+                if syntax in syntaxes:
+                    return syntaxes[syntax], _reencode(instance, syntax)
+        offered = ", ".join(UID(s).name for s in syntaxes) or "nothing"
+        raise ValueError(
+            f"the peer accepts {offered} for {UID(instance.sop_class).name},"
+            f" not {UID(instance.syntax).name}"
+        )
+
+    def store(self, context_id: int, instance: _Instance) -> int:
+        """Send one C-STORE-RQ with its dataset; return the response's status."""
+        message_id = self._next_message_id()
+        command = _command(
+            (0x0002, pad_uid(instance.sop_class)),
+            (0x0100, struct.pack("<H", C_STORE_RQ)),
+            (0x0110, struct.pack("<H", message_id)),
+            (0x0700, struct.pack("<H", 0)),  # medium priority
+            (0x0800, struct.pack("<H", 0)),  # a dataset follows
+            (0x1000, pad_uid(instance.sop_instance)),
+        )
+        buffers: list[bytes | memoryview] = [_pdv_header(len(command), context_id, 0x03), command]
+        data = memoryview(instance.data)
+        step = self.fragment_bytes
+        for start in range(0, len(data), step):
+            chunk = data[start : start + step]
+            last = start + step >= len(data)
+            buffers += [_pdv_header(len(chunk), context_id, 0x02 if last else 0x00), chunk]
+        _send_all(self.connection, buffers)
+        return self._response(C_STORE_RSP, message_id)
+
+    def echo(self) -> int:
+        context_id = next(iter(self.accepted), None)
+        if context_id is None:
+            raise AssociationLost("the peer did not accept the Verification SOP class")
+        message_id = self._next_message_id()
+        command = _command(
+            (0x0002, pad_uid(VERIFICATION)),
+            (0x0100, struct.pack("<H", C_ECHO_RQ)),
+            (0x0110, struct.pack("<H", message_id)),
+            (0x0800, struct.pack("<H", NO_DATASET)),
+        )
+        _send_all(self.connection, [_pdv_header(len(command), context_id, 0x03), command])
+        return self._response(C_ECHO_RSP, message_id)
+
+    def release(self) -> None:
+        try:
+            self.connection.settimeout(ACSE_TIMEOUT_S)
+            _send_pdu(self.connection, RELEASE_RQ, b"\x00" * 4)
+            while True:
+                pdu_type, _ = _read_pdu(self.connection)
+                if pdu_type in (RELEASE_RP, ABORT):
+                    break
+        except (OSError, EOFError, ProtocolError) as exc:
+            logger.debug("release of the association with %s: %s", self.address, exc)
+        finally:
+            self.connection.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            _send_pdu(self.connection, ABORT, bytes((0, 0, 0, 0)))  # source 0: service user
+        self.connection.close()
+
+    def _next_message_id(self) -> int:
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    def _response(self, command_field: int, message_id: int) -> int:
+        fragments: list[bytes] = []
+        while True:
+            try:
+                pdu_type, body = _read_pdu(self.connection)
+            except TimeoutError as exc:
+                raise AssociationLost(f"no response within {DIMSE_TIMEOUT_S:g} s") from exc
+            except EOFError as exc:
+                raise AssociationLost("the peer closed the connection") from exc
+            if pdu_type == ABORT:
+                raise AssociationLost("aborted by the peer")
+            if pdu_type != P_DATA_TF:
+                raise ProtocolError(f"PDU type 0x{pdu_type:02x} instead of a response")
+            offset = 0
+            while offset + 6 <= len(body):
+                length, _, header = struct.unpack_from(">IBB", body, offset)
+                if length < 2 or offset + 4 + length > len(body):
+                    raise ProtocolError("PDV item length out of bounds")
+                if header & 0x01:
+                    fragments.append(bytes(body[offset + 6 : offset + 4 + length]))
+                    if header & 0x02:
+                        command = parse_command(b"".join(fragments))
+                        if us(command, 0x0100) != command_field:
+                            raise ProtocolError(f"response 0x{us(command, 0x0100):04x} unexpected")
+                        if us(command, 0x0120) != message_id:
+                            raise ProtocolError("a response to another message")
+                        if 0x0900 not in command:
+                            raise ProtocolError("a response without a status")
+                        return us(command, 0x0900)
+                offset += 4 + length
+
+
+def _connect(address: Address) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(address.ip, address.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise PeerUnreachableError(f"Cannot associate with {address}: {exc}.") from exc
+    error: OSError | None = None
+    for family, kind, protocol, _, target in infos:
+        connection = socket.socket(family, kind, protocol)
+        tune_requesting_socket(connection)
+        connection.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            connection.connect(target)
+        except OSError as exc:
+            connection.close()
+            error = exc
+            continue
+        return connection
+    reason = error.strerror if error is not None and error.strerror else str(error)
+    raise PeerUnreachableError(
+        f"Cannot associate with {address}: the peer is unreachable ({reason})."
+    )
+
+
+def _associate_rq(address: Address, calling: str, proposals: list[tuple[str, str]]) -> bytes:
+    contexts = [
+        item(
+            0x20,
+            bytes((2 * index + 1, 0, 0, 0))
+            + item(0x30, uid_bytes(abstract))
+            + item(0x40, uid_bytes(syntax)),
+        )
+        for index, (abstract, syntax) in enumerate(proposals)
+    ]
+    user = item(
+        0x50,
+        item(0x51, struct.pack(">I", MAXIMUM_PDU))
+        + item(0x52, uid_bytes(IMPLEMENTATION_CLASS_UID))
+        + item(0x55, IMPLEMENTATION_VERSION_NAME),
+    )
+    return b"".join(
+        (
+            struct.pack(">HH", 1, 0),
+            ae_field(address.ae_title),
+            ae_field(calling),
+            b"\x00" * 32,
+            item(0x10, uid_bytes(APPLICATION_CONTEXT)),
+            *contexts,
+            user,
+        )
+    )
+
+
+def _parse_associate_ac(body: bytes | bytearray) -> tuple[dict[int, tuple[int, str]], int]:
+    """The result and transfer syntax of each presentation context, and the peer's maximum PDU."""
+    results: dict[int, tuple[int, str]] = {}
+    maximum_pdu = 0
+    offset = 68  # protocol version, reserved, called and calling AE titles, reserved
+    while offset + 4 <= len(body):
+        item_type, _, length = struct.unpack_from(">BBH", body, offset)
+        value = body[offset + 4 : offset + 4 + length]
+        if len(value) < length:
+            raise ProtocolError("truncated A-ASSOCIATE-AC")
+        if item_type == 0x21 and length >= 4:
+            syntax = ""
+            if length >= 8 and value[4] == 0x40:
+                (size,) = struct.unpack_from(">H", value, 6)
+                syntax = bytes(value[8 : 8 + size]).decode("ascii", "replace").rstrip("\x00 ")
+            results[value[0]] = (value[2], syntax)
+        elif item_type == 0x50:
+            sub = 0
+            while sub + 4 <= len(value):
+                sub_type, _, sub_length = struct.unpack_from(">BBH", value, sub)
+                if sub_type == 0x51 and sub_length == 4:
+                    (maximum_pdu,) = struct.unpack_from(">I", value, sub + 4)
+                sub += 4 + sub_length
+        offset += 4 + length
+    return results, maximum_pdu
+
+
+def _command(*elements: tuple[int, bytes]) -> bytes:
+    body = b"".join(element(number, value) for number, value in elements)
+    return element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def _pdv_header(length: int, context_id: int, control: int) -> bytes:
+    """The P-DATA-TF PDU header and the PDV item header of one fragment of ``length`` bytes."""
+    return struct.pack(">BBIIBB", P_DATA_TF, 0, length + 6, length + 2, context_id, control)
+
+
+def _send_pdu(connection: socket.socket, pdu_type: int, body: bytes) -> None:
+    connection.sendall(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
+
+
+def _send_all(connection: socket.socket, buffers: list[Any]) -> None:
+    """Send ``buffers`` in as few system calls as the kernel takes."""
+    views = [memoryview(buffer) for buffer in buffers if len(buffer)]
+    index = 0
+    while index < len(views):
+        sent = connection.sendmsg(views[index : index + IOV_BATCH])
+        while sent and index < len(views):
+            size = len(views[index])
+            if sent >= size:
+                sent -= size
+                index += 1
+            else:
+                views[index] = views[index][sent:]
+                sent = 0
+
+
+def _read_pdu(connection: socket.socket) -> tuple[int, bytearray]:
+    header = receive_exactly(connection, 6)
+    if len(header) < 6:
+        raise EOFError("the peer closed the connection")
+    pdu_type, _, length = struct.unpack(">BBI", header)
+    if length > MAX_RESPONSE_PDU:
+        raise ProtocolError(f"a PDU of {length} bytes from the peer")
+    body = receive_exactly(connection, length)
+    if len(body) < length:
+        raise EOFError("the peer closed the connection")
+    return pdu_type, body
