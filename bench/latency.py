@@ -26,27 +26,20 @@ import tempfile
 import time
 
 from latency_pipeline import StampPipeline
-from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from dicomflow.dicom.factory import make_ct_series
-from dicomflow.net import reactor
+from dicomflow.net.address import Address
+from dicomflow.net.scu import send
 from dicomflow.node.node import wait_until
-
-reactor.install()  # this sender's association as dicomflow's own SCU runs it
 
 
 def send_round(port: int, patient: str, instances: int, pixels: int) -> float:
-    """Send one series over one association; return the time of release."""
-    ae = AE(ae_title="BENCH-SCU")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", port, ae_title="BENCH")
-    for dataset in make_ct_series(instances, rows=pixels, columns=pixels, patient_id=patient):
-        assoc.send_c_store(dataset)
-    released = time.time()
-    assoc.release()
-    return released
+    """Send one series over one association (dicomflow's SCU); return the time of release."""
+    series = make_ct_series(instances, rows=pixels, columns=pixels, patient_id=patient)
+    report = send(Address("127.0.0.1", port, "BENCH"), series, calling_ae_title="BENCH-SCU")
+    if not report.ok:
+        raise SystemExit(f"the node refused instances: {report.failed}")
+    return time.time()
 
 
 def measure_node(rounds: int, instances: int, pixels: int) -> list[float]:

@@ -76,7 +76,7 @@ def send_as(kind: str, port: int, files: list[str]) -> None:
     for name in files:
         status = assoc.send_c_store(dcmread(name))
         if not status or status.Status != 0:
-            raise SystemExit(f"C-STORE of {name} failed: {status}")
+            raise SystemExit(f"C-STORE of {Path(name).name} failed: {status or 'no response'}")
     assoc.release()
     print(time.perf_counter() - started)
 
@@ -133,10 +133,17 @@ def timed_send(sender: str, port: int, files: list[Path]) -> float:
     else:
         command = [sys.executable, __file__, "--as-sender", sender, str(port), *names]
     started = time.perf_counter()
-    result = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        raise SendFailed(lines[-1][:200])
     if sender == "storescu":
         return time.perf_counter() - started
     return float(result.stdout.split()[-1])
+
+
+class SendFailed(Exception):
+    """A sender did not deliver every instance (stock pynetdicom loses responses at times)."""
 
 
 def run(label: str, files: list[Path], reference: int, workdir: Path) -> None:
@@ -150,11 +157,19 @@ def run(label: str, files: list[Path], reference: int, workdir: Path) -> None:
             slow = receiver_kind == "storescp" and sender != "dicomflow"
             chosen = files[:reference] if slow and reference else files
             with receiver(receiver_kind, workdir / f"{receiver_kind}-{sender}-{label[:5]}") as port:
-                seconds = timed_send(sender, port, chosen)
+                try:
+                    seconds = timed_send(sender, port, chosen)
+                except SendFailed as exc:
+                    print(
+                        f"| {SENDER_NAMES[sender]} | {RECEIVER_NAMES[receiver_kind]} "
+                        f"| {len(chosen)} | failed: {exc} | | | |",
+                        flush=True,
+                    )
+                    continue
             rate = len(chosen) / seconds
             rates[sender] = rate
             megabytes = rate * size / len(files) / 1e6
-            ratio = rate / rates["storescu"]
+            ratio = rate / rates["storescu"] if "storescu" in rates else float("nan")
             print(
                 f"| {SENDER_NAMES[sender]} | {RECEIVER_NAMES[receiver_kind]} | {len(chosen)} "
                 f"| {seconds:.2f} | {rate:.0f} | {megabytes:.1f} | {ratio:.1f} |",
