@@ -169,6 +169,41 @@ def test_large_instances_go_in_pdus_no_longer_than_the_peer_takes(
         assert received[str(original.SOPInstanceUID)].PixelData == original.PixelData
 
 
+def test_large_files_are_read_while_they_are_sent(
+    storescp_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scu, "STREAM_BYTES", 1000)
+    monkeypatch.setattr(scu, "STREAM_CHUNK", 10_000)  # pieces end inside PDUs of 4,096 bytes
+    peer = storescp_factory("+xa", "-pdu", "4096")
+    files = [*write_series(make_ct_series(2, rows=128, columns=128), tmp_path / "ct")]
+    files.append(bundled("rtplan.dcm"))  # the dataset's SOP UIDs, read from the head
+    assert scu._read(files[0]).path == files[0]
+    report = send(peer.address, files)
+    assert report.ok, report.failed
+    received = peer.received()
+    for path in files:
+        original = dcmread(path)
+        original.pop(0xFFFCFFFC, None)
+        assert received[str(original.SOPInstanceUID)] == original
+
+
+def test_a_file_cut_short_while_it_is_sent_loses_the_association(
+    lean_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scu, "STREAM_BYTES", 1000)
+    monkeypatch.setattr(scu, "STREAM_CHUNK", 1000)
+    [path] = write_series(make_ct_series(1, rows=64, columns=64), tmp_path / "ct")
+    instance = scu._read(path)
+    path.write_bytes(path.read_bytes()[:3000])
+    peer = lean_factory()
+    proposal = (instance.sop_class, instance.syntax)
+    association = scu._Association.open(peer.address, "SENDER", [proposal])
+    with pytest.raises(OSError, match="got shorter while it was being sent"):
+        association.store(1, instance)
+    association.abort()
+    assert not peer.stored
+
+
 def test_datasets_are_sent_as_their_transfer_syntax_says(lean_factory: Any) -> None:
     peer = lean_factory()
     datasets = make_ct_series(3, rows=8, columns=8)

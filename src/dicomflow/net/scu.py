@@ -13,8 +13,9 @@ packs its PDUs itself (:mod:`dicomflow.net.pdu`):
    re-encoded for a peer that takes only one of them. A rejection, a closed
    connection or no answer within ``ACSE_TIMEOUT_S`` raise
    :class:`~dicomflow.errors.PeerUnreachableError` naming the peer.
-2. Each Part-10 file is read whole; its file meta gives the SOP class, the
-   SOP instance and the transfer syntax. The dataset goes out as it is in the
+2. Each Part-10 file is read whole (one over ``STREAM_BYTES``: its head, then
+   its dataset while it is sent); its file meta gives the transfer syntax, its
+   dataset (else its file meta) the SOP UIDs. The dataset goes out as it is in the
    file when the peer accepted that syntax, re-encoded by pydicom when it
    accepted only another uncompressed one, and not at all otherwise (that
    instance is reported failed with the reason; the next one is sent). The
@@ -32,7 +33,7 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,9 @@ UNCOMPRESSED = (
 them can go out in the first two."""
 IOV_BATCH = 512
 HEAD_BYTES = 4096
+STREAM_BYTES = 64 << 20
+"""A file larger than this is not read whole: its dataset is read while it is sent."""
+STREAM_CHUNK = 4 << 20
 """What is read of each file to find its SOP class and transfer syntax before associating."""
 LONG_VRS = frozenset(
     (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
@@ -143,6 +147,30 @@ class _Instance:
     syntax: str
     data: bytes | memoryview
     dataset: Dataset | None = None
+    path: Path | None = None
+    """Set for a file too large to hold: its dataset is read while it is sent."""
+    offset: int = 0
+    length: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.path is None else self.length
+
+    def pieces(self) -> Iterator[memoryview]:
+        """The dataset's bytes: at once, or ``STREAM_CHUNK`` at a time from its file."""
+        if self.path is None:
+            yield memoryview(self.data)
+            return
+        buffer = memoryview(bytearray(STREAM_CHUNK))
+        with self.path.open("rb", buffering=0) as file:
+            file.seek(self.offset)
+            remaining = self.length
+            while remaining:
+                count = file.readinto(buffer[: min(remaining, STREAM_CHUNK)])
+                if not count:
+                    raise OSError(f"{self.path} got shorter while it was being sent")
+                remaining -= count
+                yield buffer[:count]
 
 
 def echo(address: Address, calling_ae_title: str = DEFAULT_CALLING_AE_TITLE) -> None:
@@ -280,6 +308,10 @@ def _read(source: Source) -> _Instance:
         if not sop_instance:
             raise ValueError("the dataset has no SOPInstanceUID")
         return _Instance(sop_class, str(sop_instance), syntax, b"", source)
+    size = source.stat().st_size
+    streamed = _streamed(source, size) if size > STREAM_BYTES else None
+    if streamed is not None:
+        return streamed
     data = source.read_bytes()
     try:
         meta, end = _file_meta(data)
@@ -289,16 +321,41 @@ def _read(source: Source) -> _Instance:
         raise ValueError("the file has no dataset after its file meta")
     syntax = meta[0x0010]
     dataset: bytes | memoryview = memoryview(data)[end:]
-    # The peer checks the command's UIDs against the dataset's, which the file meta
-    # does not always repeat faithfully.
-    uids = _dataset_uids(dataset, syntax)
-    sop_class = uids.get(0x0016) or meta[0x0002]
-    sop_instance = uids.get(0x0018) or meta.get(0x0003)
-    if not sop_instance:
-        raise ValueError("neither the dataset nor the file meta has a SOPInstanceUID")
+    sop_class, sop_instance = _sop_uids(meta, dataset)
     if syntax == DeflatedExplicitVRLittleEndian and len(dataset) % 2:
         dataset = bytes(dataset) + b"\x00"  # PS3.5 A.5: a deflated stream is padded to even
     return _Instance(sop_class, sop_instance, syntax, dataset)
+
+
+def _streamed(path: Path, size: int) -> _Instance | None:
+    """A large file, to be read while it is sent; None where it must be read whole."""
+    with path.open("rb") as file:
+        head = file.read(HEAD_BYTES)
+        try:
+            meta, end = _file_meta(head)
+            if end > len(head):
+                head += file.read(end - len(head) + HEAD_BYTES)
+                meta, end = _file_meta(head)
+        except ValueError:
+            return None
+    syntax = meta[0x0010]
+    if syntax == DeflatedExplicitVRLittleEndian or end >= size:
+        return None
+    sop_class, sop_instance = _sop_uids(meta, memoryview(head)[end:])
+    return _Instance(sop_class, sop_instance, syntax, b"", path=path, offset=end, length=size - end)
+
+
+def _sop_uids(meta: dict[int, str], dataset: bytes | memoryview) -> tuple[str, str]:
+    """The SOP class and instance UIDs for the command: the dataset's, else the file meta's.
+
+    The peer checks the command's UIDs against the dataset's, which the file
+    meta does not always repeat faithfully.
+    """
+    uids = _dataset_uids(dataset, meta[0x0010])
+    sop_instance = uids.get(0x0018) or meta.get(0x0003)
+    if not sop_instance:
+        raise ValueError("neither the dataset nor the file meta has a SOPInstanceUID")
+    return uids.get(0x0016) or meta[0x0002], sop_instance
 
 
 def _dataset_uids(data: bytes | memoryview, syntax: str) -> dict[int, str]:
@@ -512,13 +569,15 @@ class _Association:
             (0x1000, pad_uid(instance.sop_instance)),
         )
         buffers: list[bytes | memoryview] = [_pdv_header(len(command), context_id, 0x03), command]
-        data = memoryview(instance.data)
-        step = self.fragment_bytes
-        for start in range(0, len(data), step):
-            chunk = data[start : start + step]
-            last = start + step >= len(data)
-            buffers += [_pdv_header(len(chunk), context_id, 0x02 if last else 0x00), chunk]
-        _send_all(self.connection, buffers)
+        step, total, done = self.fragment_bytes, instance.size, 0
+        for piece in instance.pieces():
+            for start in range(0, len(piece), step):
+                chunk = piece[start : start + step]
+                done += len(chunk)
+                control = 0x02 if done == total else 0x00
+                buffers += [_pdv_header(len(chunk), context_id, control), chunk]
+            _send_all(self.connection, buffers)
+            buffers = []
         return self._response(C_STORE_RSP, message_id)
 
     def echo(self) -> int:
