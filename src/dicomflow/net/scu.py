@@ -233,7 +233,8 @@ def _store_one(
         if association is None:
             raise ValueError("no presentation context for it")
         context_id, instance = association.fit(instance)
-    except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
+    except Exception as exc:  # one unreadable instance (pydicom raises many kinds) fails alone
+        logger.warning("cannot send %s: %s", name, exc)
         report.failed[name] = f"cannot send: {exc}"
         return None
     try:
