@@ -32,16 +32,13 @@ import queue  # noqa: F401
 sys.path.insert(0, str(BENCH_DIR))
 
 import argparse
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
+from ingest import start
 from instances import write_ct_series
 
-RECEIVERS_SCRIPT = BENCH_DIR / "receivers.py"
 SENDERS = ["storescu", "dicomflow", "pynetdicom"]
 RECEIVER_NAMES = {"storescp": "dcmtk storescp", "lean-memory": "dicomflow lean SCP, nothing stored"}
 SENDER_NAMES = {
@@ -81,51 +78,6 @@ def send_as(kind: str, port: int, files: list[str]) -> None:
     print(time.perf_counter() - started)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port}")
-
-
-@contextmanager
-def receiver(kind: str, output: Path) -> Iterator[int]:
-    output.mkdir(parents=True, exist_ok=True)
-    if kind == "storescp":
-        port = free_port()
-        command = ["storescp", "-aet", "RECEIVER", "-od", str(output), "+xa", str(port)]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(port)
-            yield port
-        finally:
-            process.terminate()
-            process.wait(10)
-        return
-    process = subprocess.Popen(
-        [sys.executable, str(RECEIVERS_SCRIPT), kind, str(output)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None and process.stdin is not None
-    try:
-        yield int(process.stdout.readline().split()[1])
-    finally:
-        process.stdin.close()
-        process.wait(10)
-
-
 def timed_send(sender: str, port: int, files: list[Path]) -> float:
     names = [str(path) for path in files]
     if sender == "storescu":
@@ -156,7 +108,9 @@ def run(label: str, files: list[Path], reference: int, workdir: Path) -> None:
         for sender in SENDERS:
             slow = receiver_kind == "storescp" and sender != "dicomflow"
             chosen = files[:reference] if slow and reference else files
-            with receiver(receiver_kind, workdir / f"{receiver_kind}-{sender}-{label[:5]}") as port:
+            output = workdir / f"{receiver_kind}-{sender}-{label[:5]}"
+            output.mkdir(parents=True)
+            with start(receiver_kind, output, "full") as (port, _):
                 try:
                     seconds = timed_send(sender, port, chosen)
                 except SendFailed as exc:

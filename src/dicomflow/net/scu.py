@@ -215,11 +215,9 @@ def send(
             if on_progress is not None:
                 on_progress(index + 1)
     finally:
-        if association is None:
-            pass
-        elif lost is None:
+        if association is not None and lost is None:
             association.release()
-        else:
+        elif association is not None:
             association.abort()
     return report
 
@@ -280,35 +278,30 @@ def _contexts_for(sources: Iterable[Source]) -> list[tuple[str, str]]:
 
 def _sop_class_and_syntax(source: Source) -> tuple[str, str]:
     if isinstance(source, Path):
-        with source.open("rb") as file:
-            head = file.read(HEAD_BYTES)
-            try:
-                meta, end = _file_meta(head)
-                if end > len(head):
-                    head += file.read(end - len(head) + HEAD_BYTES)
-                    meta, end = _file_meta(head)
-            except ValueError:
-                return _sop_class_and_syntax(_read_with_pydicom(source))
+        try:
+            meta, end, head = _read_head(source)
+        except ValueError:
+            return _sop_class_and_syntax(_read_with_pydicom(source))
         uids = _dataset_uids(memoryview(head)[end:], meta[0x0010])
         return uids.get(0x0016) or meta[0x0002], meta[0x0010]
     file_meta = getattr(source, "file_meta", None)
     syntax = getattr(file_meta, "TransferSyntaxUID", None) or ExplicitVRLittleEndian
-    sop_class = source.get("SOPClassUID") or getattr(file_meta, "MediaStorageSOPClassUID", None)
-    if not sop_class:
-        raise ValueError("the dataset has no SOPClassUID")
-    return str(sop_class), str(syntax)
+    return _dataset_uid(source, "SOPClassUID"), str(syntax)
+
+
+def _dataset_uid(dataset: Dataset, keyword: str) -> str:
+    """``SOPClassUID`` or ``SOPInstanceUID`` of a dataset, else of its file meta."""
+    file_meta = getattr(dataset, "file_meta", None)
+    value = dataset.get(keyword) or getattr(file_meta, f"MediaStorage{keyword}", None)
+    if not value:
+        raise ValueError(f"the dataset has no {keyword}")
+    return str(value)
 
 
 def _read(source: Source) -> _Instance:
     if isinstance(source, Dataset):
         sop_class, syntax = _sop_class_and_syntax(source)
-        file_meta = getattr(source, "file_meta", None)
-        sop_instance = source.get("SOPInstanceUID") or getattr(
-            file_meta, "MediaStorageSOPInstanceUID", None
-        )
-        if not sop_instance:
-            raise ValueError("the dataset has no SOPInstanceUID")
-        return _Instance(sop_class, str(sop_instance), syntax, b"", source)
+        return _Instance(sop_class, _dataset_uid(source, "SOPInstanceUID"), syntax, b"", source)
     size = source.stat().st_size
     streamed = _streamed(source, size) if size > STREAM_BYTES else None
     if streamed is not None:
@@ -330,20 +323,30 @@ def _read(source: Source) -> _Instance:
 
 def _streamed(path: Path, size: int) -> _Instance | None:
     """A large file, to be read while it is sent; None where it must be read whole."""
-    with path.open("rb") as file:
-        head = file.read(HEAD_BYTES)
-        try:
-            meta, end = _file_meta(head)
-            if end > len(head):
-                head += file.read(end - len(head) + HEAD_BYTES)
-                meta, end = _file_meta(head)
-        except ValueError:
-            return None
+    try:
+        meta, end, head = _read_head(path)
+    except ValueError:
+        return None
     syntax = meta[0x0010]
     if syntax == DeflatedExplicitVRLittleEndian or end >= size:
         return None
     sop_class, sop_instance = _sop_uids(meta, memoryview(head)[end:])
     return _Instance(sop_class, sop_instance, syntax, b"", path=path, offset=end, length=size - end)
+
+
+def _read_head(path: Path) -> tuple[dict[int, str], int, bytes]:
+    """A Part-10 file's meta UIDs, where its dataset starts, and the bytes read (the
+    first ``HEAD_BYTES``, or a longer file meta and ``HEAD_BYTES`` more).
+
+    ValueError where the file has no file meta we can parse.
+    """
+    with path.open("rb") as file:
+        head = file.read(HEAD_BYTES)
+        meta, end = _file_meta(head)
+        if end > len(head):
+            head += file.read(end - len(head) + HEAD_BYTES)
+            meta, end = _file_meta(head)
+    return meta, end, head
 
 
 def _sop_uids(meta: dict[int, str], dataset: bytes | memoryview) -> tuple[str, str]:
@@ -520,14 +523,13 @@ class _Association:
         except ProtocolError as exc:
             connection.close()
             raise PeerUnreachableError(f"Cannot associate with {address}: {exc}.") from exc
-        accepted = {
-            context_id: proposals[(context_id - 1) // 2]
-            for context_id, (result, syntax) in results.items()
-            if result == ACCEPTED
-            and context_id % 2 == 1
-            and (context_id - 1) // 2 < len(proposals)
-            and syntax == proposals[(context_id - 1) // 2][1]
-        }
+        accepted: dict[int, tuple[str, str]] = {}
+        for context_id, (result, syntax) in results.items():
+            index = (context_id - 1) // 2  # ours are 1, 3, 5, ...: proposal 0, 1, 2, ...
+            if result != ACCEPTED or context_id % 2 == 0 or index >= len(proposals):
+                continue
+            if proposals[index][1] == syntax:
+                accepted[context_id] = proposals[index]
         connection.settimeout(DIMSE_TIMEOUT_S)
         logger.debug(
             "associated with %s: %d of %d contexts accepted, maximum PDU %d",

@@ -286,7 +286,7 @@ class Journal:
             self._last_append = waiting.appended
             metrics.JOURNAL_PENDING_BYTES.inc(len(data))
             self._queued_paths.update(paths)
-            half_full = self._queued_bytes >= (self.segment_bytes - DATA_START) // 2
+            half_full = self._half_full()
         if half_full:
             self._wake.set()
 
@@ -431,8 +431,12 @@ class Journal:
                 self._broken is not None
                 or now - self._last_append >= self.interval_s
                 or now - self._queue[0].appended >= self.max_delay_s
-                or self._queued_bytes >= (self.segment_bytes - DATA_START) // 2
+                or self._half_full()
             )
+
+    def _half_full(self) -> bool:
+        """Whether half the segment's room waits to be placed (with ``_cond`` held)."""
+        return self._queued_bytes >= (self.segment_bytes - DATA_START) // 2
 
     def _run(self) -> None:
         while True:
