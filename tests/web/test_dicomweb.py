@@ -14,9 +14,10 @@ from dicomweb_support import ArchiveWeb, archive_web, encoded, part10
 from pydicom import Dataset
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
-from requests import HTTPError
+from pydicom.uid import generate_uid
 
 from dicomflow.dicom.factory import make_ct_series
+from dicomflow.web import dicomweb_multipart as multipart
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +27,21 @@ def uploads() -> dict[str, list[Dataset]]:
     for ds in second:
         ds.StudyDate = "20240315"
     files = {name: pydicom.dcmread(get_testdata_file(f"{name}.dcm")) for name in TEST_FILES}
+    for name in SAME_IMAGE_FILES:  # the jp2k image in other syntaxes, as other series
+        files[name] = _in_new_series(pydicom.dcmread(get_testdata_file(f"{name}.dcm")))
     return {"first": first, "second": [part10(ds) for ds in second]} | {
         name: [ds] for name, ds in files.items()
     }
 
 
 TEST_FILES = ("CT_small", "rtdose", "SC_rgb_rle_2frame", "MR_small_jp2klossless")
+SAME_IMAGE_FILES = ("MR_small_bigendian", "MR_small_implicit")
+
+
+def _in_new_series(ds: Dataset) -> Dataset:
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    return ds
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +62,55 @@ def _uids(ds: Dataset) -> tuple[str, str, str]:
     return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
 
 
+def _instance_path(ds: Dataset) -> str:
+    study, series, instance = _uids(ds)
+    return f"/dicomweb/studies/{study}/series/{series}/instances/{instance}"
+
+
+def _parts(response: httpx.Response) -> list[bytes]:
+    assert response.status_code == 200, response.text
+    content_type = response.headers["content-type"]
+    boundary = multipart.boundary_of(content_type)
+    assert content_type.startswith("multipart/related") and boundary is not None
+    return [response.content[p.start : p.end] for p in multipart.split(response.content, boundary)]
+
+
+AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
 def test_round_trip_gives_the_uploaded_bytes(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
     client = archive.client()
-    for datasets in uploads.values():
-        for ds in datasets:
-            study, series, instance = _uids(ds)
-            url = f"{archive.url}/dicomweb/studies/{study}/series/{series}/instances/{instance}"
-            assert client.retrieve_bulkdata(url) == [encoded(ds)]
-            back = client.retrieve_instance(study, series, instance)
-            assert back.SOPInstanceUID == instance
-            assert back.PixelData == ds.PixelData
+    with archive.web.client() as http:
+        for datasets in uploads.values():
+            for ds in datasets:
+                as_stored = http.get(_instance_path(ds), headers={"Accept": AS_STORED})
+                assert _parts(as_stored) == [encoded(ds)]
+                back = client.retrieve_instance(
+                    *_uids(ds), media_types=(("application/dicom", "*"),)
+                )
+                assert back.SOPInstanceUID == ds.SOPInstanceUID
+                assert back.PixelData == ds.PixelData
+
+
+@pytest.mark.parametrize(
+    "accept", ["", "*/*", 'multipart/related; type="application/dicom"', "application/dicom"]
+)
+@pytest.mark.parametrize(
+    "name", ["MR_small_bigendian", "MR_small_implicit", "MR_small_jp2klossless"]
+)
+def test_instances_are_served_in_explicit_vr_little_endian_by_default(  # type: ignore[no-untyped-def]
+    archive: ArchiveWeb, uploads, name: str, accept: str
+) -> None:
+    original = uploads[name][0]
+    with archive.web.client() as http:
+        response = http.get(_instance_path(original), headers={"Accept": accept})
+    single = accept == "application/dicom"
+    data = response.content if single else _parts(response)[0]
+    served = pydicom.dcmread(io.BytesIO(data))
+    assert served.file_meta.TransferSyntaxUID == EXPLICIT
+    assert served.original_encoding == (False, True)  # explicit VR, little endian
+    assert served.SOPInstanceUID == original.SOPInstanceUID
+    assert (served.pixel_array == original.pixel_array).all()
 
 
 def test_series_and_study_retrieval(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
@@ -105,13 +154,52 @@ def test_frames_of_native_and_encapsulated_instances(archive: ArchiveWeb, upload
     rle = uploads["SC_rgb_rle_2frame"][0]
     expected = list(generate_frames(rle.PixelData, number_of_frames=2))
     assert client.retrieve_instance_frames(*_uids(rle), frame_numbers=[2, 1]) == expected[::-1]
-    with pytest.raises(HTTPError) as refused:
-        client.retrieve_instance_frames(
-            *_uids(rle), frame_numbers=[1], media_types=("application/octet-stream",)
-        )
-    assert refused.value.response.status_code == 406
+    decoded = client.retrieve_instance_frames(
+        *_uids(rle), frame_numbers=[2], media_types=("application/octet-stream",)
+    )
+    assert decoded == [rle.pixel_array[1].tobytes()]
     single = uploads["CT_small"][0]
     assert client.retrieve_instance_frames(*_uids(single), frame_numbers=[1]) == [single.PixelData]
+
+
+#: What cornerstone's WADO-RS image loader (OHIF v3) sends for every frame.
+CORNERSTONE_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+
+
+@pytest.mark.parametrize(
+    "name", ["MR_small_jp2klossless", "SC_rgb_rle_2frame", "CT_small", "MR_small_bigendian"]
+)
+def test_frames_as_a_viewer_asks_for_them(archive: ArchiveWeb, uploads, name: str) -> None:  # type: ignore[no-untyped-def]
+    ds = uploads[name][0]
+    syntax = ds.file_meta.TransferSyntaxUID
+    with archive.web.client() as http:
+        stored = http.get(f"{_instance_path(ds)}/frames/1", headers={"Accept": CORNERSTONE_FRAMES})
+        native = http.get(
+            f"{_instance_path(ds)}/frames/1",
+            headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+        )
+    assert stored.headers["content-type"].startswith(
+        'multipart/related; type="application/octet-stream"'
+    )
+    served_syntax = syntax if syntax.is_compressed else EXPLICIT
+    assert (
+        f"Content-Type: application/octet-stream; transfer-syntax={served_syntax}\r\n".encode()
+        in stored.content
+    )
+    count = int(ds.get("NumberOfFrames", 1))
+    first = (
+        next(generate_frames(ds.PixelData, number_of_frames=count))
+        if syntax.is_compressed
+        else None
+    )
+    assert _parts(stored) == [first if first is not None else _native_frame(ds)]
+    assert f"transfer-syntax={EXPLICIT}".encode() in native.content
+    assert _parts(native) == [_native_frame(ds)]
+
+
+def _native_frame(ds: Dataset) -> bytes:
+    pixels = ds.pixel_array if int(ds.get("NumberOfFrames", 1)) == 1 else ds.pixel_array[0]
+    return bytes(pixels.astype(pixels.dtype.newbyteorder("<")).tobytes())
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:

@@ -11,9 +11,27 @@ from fastapi import HTTPException, Request, status
 
 MULTIPART = "multipart/related"
 AS_STORED = "*"
+OCTET_STREAM = "application/octet-stream"
+#: The transfer syntax of instances and native frames when the request names none
+#: (PS3.18 8.7.3.5.2, Table 8.7.3-2).
+EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 #: What stored instances can be converted to when asked: the uncompressed syntaxes
 #: (compressed pixel data is decoded with pylibjpeg; big endian and deflate re-encoded).
 CONVERTIBLE = frozenset({"1.2.840.10008.1.2.1", "1.2.840.10008.1.2"})
+
+
+@dataclass(frozen=True)
+class FrameRepresentation:
+    """How frames are served: the media type and transfer syntax of each part, and
+    whether the stored frames are decoded to native pixels first."""
+
+    media_type: str
+    transfer_syntax: str
+    decoded: bool = False
+
+    @property
+    def part_type(self) -> str:
+        return f"{self.media_type}; transfer-syntax={self.transfer_syntax}"
 
 
 @dataclass(frozen=True)
@@ -113,24 +131,80 @@ def instance_syntax(request: Request, stored: set[str], single_type: str) -> tup
     (:data:`AS_STORED`, or one of :data:`CONVERTIBLE` to convert to) and whether as one
     ``single_type`` body instead of multipart.
 
+    A range without ``transfer-syntax`` (``*/*`` included) asks for Explicit VR Little
+    Endian; ``transfer-syntax=*`` for the stored bytes.
+
     Raises:
         HTTPException: 406 when no range of the Accept header can be served.
     """
     for media_range in parse_accept(request.headers.get("accept")):
         if media_range.media_type in ("*/*", "multipart/*"):
-            return AS_STORED, False
+            return _converted_unless_stored(EXPLICIT_LITTLE, stored), False
         single = media_range.media_type == single_type
         if not (single or _asks_parts(media_range, single_type, single_type)):
             continue
-        if _as_stored(media_range, stored):
+        syntax = media_range.parameters.get("transfer-syntax", EXPLICIT_LITTLE)
+        if syntax == AS_STORED or {syntax} >= stored:
             return AS_STORED, single
-        syntax = media_range.parameters.get("transfer-syntax", AS_STORED)
         if syntax in CONVERTIBLE:
             return syntax, single
     raise not_acceptable(
-        f'multipart/related; type="{single_type}" in the stored transfer syntax or in'
+        f'multipart/related; type="{single_type}" with transfer-syntax=* (as stored) or'
         f" {' or '.join(sorted(CONVERTIBLE))}"
     )
+
+
+def _converted_unless_stored(syntax: str, stored: set[str]) -> str:
+    return AS_STORED if {syntax} >= stored else syntax
+
+
+def frame_representation(
+    request: Request, stored_type: str, stored_syntax: str
+) -> FrameRepresentation:
+    """How to serve frames stored as ``stored_type`` content in ``stored_syntax`` (native
+    frames: ``application/octet-stream`` in Explicit VR Little Endian).
+
+    ``transfer-syntax=*`` gets the frames as stored, labelled with the asked part type
+    (cornerstone asks ``type=application/octet-stream; transfer-syntax=*`` and reads the
+    syntax from each part); ``application/octet-stream`` without a syntax gets native
+    pixels, compressed frames decoded.
+
+    Raises:
+        HTTPException: 406 when no range of the Accept header can be served.
+    """
+    as_stored = FrameRepresentation(stored_type, stored_syntax)
+    for media_range in parse_accept(request.headers.get("accept")):
+        if media_range.media_type in ("*/*", "multipart/*"):
+            return as_stored
+        if media_range.media_type != MULTIPART:
+            continue
+        chosen = _frame_choice(media_range, as_stored)
+        if chosen is not None:
+            return chosen
+    raise not_acceptable(
+        f'multipart/related; type="{stored_type}", or type="{OCTET_STREAM}" with'
+        f" transfer-syntax=* (as stored) or {EXPLICIT_LITTLE} (decoded)"
+    )
+
+
+def _frame_choice(
+    media_range: MediaRange, as_stored: FrameRepresentation
+) -> FrameRepresentation | None:
+    wanted = media_range.parameters.get("type", OCTET_STREAM).lower()
+    syntax = media_range.parameters.get("transfer-syntax")
+    if _covers(wanted, as_stored.media_type) and syntax in (
+        None,
+        AS_STORED,
+        as_stored.transfer_syntax,
+    ):
+        return as_stored
+    if wanted != OCTET_STREAM:
+        return None
+    if syntax == AS_STORED:
+        return FrameRepresentation(OCTET_STREAM, as_stored.transfer_syntax)
+    if syntax in (None, EXPLICIT_LITTLE):
+        return FrameRepresentation(OCTET_STREAM, EXPLICIT_LITTLE, decoded=True)
+    return None
 
 
 def _asks_parts(media_range: MediaRange, part_type: str, default_type: str) -> bool:

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 from fastapi import HTTPException, status
-from pydicom import Dataset, dcmread
+from pydicom import Dataset, dcmread, dcmwrite
 from pydicom.encaps import generate_frames
+from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID
 
 from dicomflow.cod.query import ArchiveReader, SeriesDocument
@@ -92,10 +93,38 @@ def _frames_of(ds: Dataset) -> list[bytes]:
         if count > 1:
             raise CODError(f"{count} frames of {bits}-bit pixels are not split")
         return [data]
-    if not syntax.is_little_endian and bits > 8:
-        data = np.frombuffer(data, dtype=f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
+    if not syntax.is_little_endian:
+        data = _swapped(data, bits)
     size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * bits // 8
     return [data[k * size : (k + 1) * size] for k in range(count)]
+
+
+def decoded_frames(data: bytes, uid: str, numbers: list[int]) -> list[bytes]:
+    """Frames ``numbers`` (from 1) of a Part-10 instance decoded to native little-endian
+    pixels (colour as RGB, interleaved); 406 when they cannot be decoded here."""
+    dataset = dcmread(io.BytesIO(data))
+    try:
+        if int(dataset.BitsAllocated) % 8:
+            raise CODError(f"BitsAllocated {dataset.BitsAllocated} is not whole bytes")
+        return [_native_bytes(pixel_array(dataset, index=n - 1)) for n in numbers]
+    except Exception as exc:  # any decoder failure: the frames cannot be served decoded
+        raise HTTPException(
+            status.HTTP_406_NOT_ACCEPTABLE,
+            f'Frames of instance "{uid}" cannot be decoded ({exc}); ask for them with'
+            " transfer-syntax=* to get them as stored.",
+        ) from None
+
+
+def _native_bytes(pixels: np.ndarray[Any, Any]) -> bytes:
+    return pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def _swapped(data: bytes, bits: int) -> bytes:
+    """Big-endian pixel data of ``bits``-bit samples in little-endian byte order."""
+    if bits <= 8 or bits % 8:
+        return data
+    dtype = np.dtype(f">u{bits // 8}")
+    return np.frombuffer(data, dtype=dtype).astype(dtype.newbyteorder("<")).tobytes()
 
 
 def convert_instance(data: bytes, syntax: str) -> bytes:
@@ -109,11 +138,20 @@ def convert_instance(data: bytes, syntax: str) -> bytes:
     if str(dataset.file_meta.TransferSyntaxUID) == syntax:
         return data
     try:
-        if dataset.file_meta.TransferSyntaxUID.is_compressed:
+        stored = dataset.file_meta.TransferSyntaxUID
+        if stored.is_compressed:
             dataset.decompress(generate_instance_uid=False)  # the same instance
+        elif not stored.is_little_endian and "PixelData" in dataset:
+            dataset.PixelData = _swapped(dataset.PixelData, int(dataset.BitsAllocated))
         dataset.file_meta.TransferSyntaxUID = UID(syntax)
         stream = io.BytesIO()
-        dataset.save_as(stream, enforce_file_format=True)
+        dcmwrite(
+            stream,
+            dataset,
+            implicit_vr=UID(syntax).is_implicit_VR,
+            little_endian=True,
+            enforce_file_format=True,
+        )
     except Exception as exc:
         raise HTTPException(
             status.HTTP_406_NOT_ACCEPTABLE,

@@ -1,13 +1,17 @@
 """WADO-RS: instances, metadata, frames and bulk data from the archive (PS3.18 10.4).
 
-Instances are served with their exact stored bytes (``multipart/related;
-type="application/dicom"``, or one ``application/dicom`` body for one instance
-when that is asked), or converted when the Accept header names explicit or
-implicit VR little endian (compressed pixel data decoded); any other transfer
-syntax gets 406. Metadata is the stored DICOM JSON without file meta,
-its ``BulkDataURI`` pointing at this server. Frames are the raw pixel bytes of
-native transfer syntaxes (``application/octet-stream``) or the stored fragments
-of encapsulated ones, with their media type (``image/jpeg``, ``image/jp2``…).
+Instances (``multipart/related; type="application/dicom"``, or one
+``application/dicom`` body for one instance when that is asked) are served in
+Explicit VR Little Endian unless the Accept header names another syntax:
+``transfer-syntax=*`` gets the exact stored bytes, implicit VR little endian a
+conversion (compressed pixel data decoded); any other transfer syntax gets 406.
+Metadata is the stored DICOM JSON without file meta, its ``BulkDataURI``
+pointing at this server. Frames are the raw pixel bytes of native transfer
+syntaxes (``application/octet-stream``) or the stored fragments of encapsulated
+ones, with their media type (``image/jpeg``, ``image/jp2``…), or, for
+``type=application/octet-stream; transfer-syntax=*`` (cornerstone, OHIF), the
+stored fragments labelled with their transfer syntax; ``application/octet-stream``
+without a syntax gets compressed frames decoded to native pixels.
 """
 
 import io
@@ -24,8 +28,10 @@ from dicomflow.dicom.keys import shorten
 from dicomflow.web import dicomweb_multipart as multipart
 from dicomflow.web.dicomweb_accept import (
     AS_STORED,
+    EXPLICIT_LITTLE,
     accepts_multipart,
     accepts_single,
+    frame_representation,
     instance_syntax,
     not_acceptable,
 )
@@ -39,6 +45,7 @@ from dicomflow.web.dicomweb_archive import (
 )
 from dicomflow.web.dicomweb_pixels import (
     convert_instance,
+    decoded_frames,
     frame_media_type,
     is_native,
     read_frames,
@@ -50,7 +57,6 @@ router = APIRouter()
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 OCTET_STREAM = "application/octet-stream"
-EXPLICIT_LITTLE = "1.2.840.10008.1.2.1"
 PREFIX = "/studies/{study}/series/{series}/instances/{instance}"
 FRAME_NUMBER = re.compile(r"0*[1-9][0-9]{0,8}")
 FRAME_LIST = re.compile(r"0*[1-9][0-9]{0,8}(,0*[1-9][0-9]{0,8})*")
@@ -99,13 +105,14 @@ def retrieve_frames(
     metadata = document.instances[uid].get("metadata", {})
     syntax = transfer_syntax_of(metadata)
     numbers = frame_numbers(frames, _frame_count(metadata), uid)
-    media_type = frame_media_type(syntax)
     served_syntax = EXPLICIT_LITTLE if is_native(syntax) else syntax
-    if not accepts_multipart(request, media_type, {served_syntax}, OCTET_STREAM):
-        raise not_acceptable(f'multipart/related; type="{media_type}"')
-    contents = read_frames(required_reader(request), document, uid, numbers)
-    part_type = f"{media_type}; transfer-syntax={served_syntax}"
-    return _multipart(((part_type, content) for content in contents), media_type)
+    chosen = frame_representation(request, frame_media_type(syntax), served_syntax)
+    reader = required_reader(request)
+    if chosen.decoded:
+        contents = decoded_frames(read_instance(reader, document, uid), uid, numbers)
+    else:
+        contents = read_frames(reader, document, uid, numbers)
+    return _multipart(((chosen.part_type, content) for content in contents), chosen.media_type)
 
 
 @router.get(PREFIX + "/bulkdata/{tag}")
