@@ -225,7 +225,8 @@ def test_rendered_links_of_the_dashboard(archive: ArchiveWeb, uploads) -> None: 
         windowed = http.get(
             f"{base}/instances/{instance}/rendered", params={"window": "40,400,LINEAR"}
         )
-        refused = http.get(f"{base}/thumbnail", headers={"Accept": "image/png"})
+        png = http.get(f"{base}/thumbnail", headers={"Accept": "image/png"})
+        refused = http.get(f"{base}/thumbnail", headers={"Accept": "image/gif"})
         rle = _uids(uploads["SC_rgb_rle_2frame"][0])
         rle_base = f"/dicomweb/studies/{rle[0]}/series/{rle[1]}/instances/{rle[2]}"
         second_frame = http.get(f"{rle_base}/frames/2/rendered")
@@ -234,9 +235,39 @@ def test_rendered_links_of_the_dashboard(archive: ArchiveWeb, uploads) -> None: 
     assert _jpeg_size(thumbnail.content) == (128, 128)
     assert _jpeg_size(rendered.content) == (32, 32)
     assert _jpeg_size(windowed.content) == (64, 64)
+    assert png.headers["content-type"] == "image/png"
+    assert _png_size(png.content) == (128, 128)
     assert refused.status_code == 406
     assert _jpeg_size(second_frame.content) == (100, 100)
     assert _jpeg_size(browser.content) == (128, 128)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with av.open(io.BytesIO(data), format="png_pipe") as container:
+        frame = next(container.decode(video=0))
+        return frame.width, frame.height
+
+
+def test_study_and_series_rendered(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    ct = uploads["CT_small"][0]
+    study, series, _ = _uids(ct)
+    with archive.web.client() as http:
+        whole = http.get(f"/dicomweb/studies/{study}/rendered", headers={"Accept": "image/jpeg"})
+        png = http.get(f"/dicomweb/studies/{study}/rendered", params={"accept": "image/png"})
+        fitted = http.get(
+            f"/dicomweb/studies/{study}/series/{series}/rendered",
+            params={"viewport": "32,32", "window": "40,400"},
+        )
+        thumbnail = http.get(f"/dicomweb/studies/{study}/thumbnail", params={"accept": "image/png"})
+        other = http.get(f"/dicomweb/studies/{study}/rendered", params={"accept": "image/gif"})
+    assert whole.headers["content-type"] == "image/jpeg"
+    assert _jpeg_size(whole.content) == (ct.Columns, ct.Rows)
+    assert png.headers["content-type"] == "image/png"
+    assert _png_size(png.content) == (ct.Columns, ct.Rows)
+    assert _jpeg_size(fitted.content) == (32, 32)
+    assert _png_size(thumbnail.content) == (128, 128)
+    assert other.status_code == 406
 
 
 BROWSER_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"

@@ -17,7 +17,9 @@ Anchor corners are inclusive pixel positions in the thumbnail.
 
 import importlib.util
 import io
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -31,7 +33,10 @@ from dicomflow.errors import CODError
 if TYPE_CHECKING:
     from av.video.stream import VideoStream
 
+logger = logging.getLogger(__name__)
+
 VERSION = "1.0"
+DECODERS_LOGGER = "pydicom.pixels.decoders.base"
 SIZE = 128
 FRAME_RATE = 10
 Image = npt.NDArray[np.uint8]
@@ -50,16 +55,24 @@ def make_thumbnail(
     images: list[Image] = []
     index: list[list[str | int]] = []
     instances: dict[str, Any] = {}
-    for ds in sorted(datasets, key=lambda d: int(d.get("InstanceNumber", 0) or 0)):
+    for ds in sorted(datasets, key=_instance_number):
         uid = str(ds.SOPInstanceUID)
-        for frame_index, rendered in enumerate(render_frames(ds)):
+        try:
+            rendered_frames = render_frames(ds)
+        except CODError as exc:
+            logger.warning("thumbnail leaves out an instance: %s", exc)
+            continue
+        for frame_index, rendered in enumerate(rendered_frames):
             image, anchors = fit(rendered, size)
             entry = {"thumbnail_index": len(images), "anchors": anchors}
             instances.setdefault(uid, {"frames": []})["frames"].append(entry)
             index.append([uid, frame_index])
             images.append(image)
     if not images:
-        raise CODError("A thumbnail needs at least one instance with pixel data; none given.")
+        raise CODError(
+            "A thumbnail needs at least one instance with pixel data that can be decoded;"
+            " none given."
+        )
     if importlib.util.find_spec("av") is None:
         raise CODError("Thumbnails need PyAV; install the dicomflow[archive] extra.")
     data, kind = (encode_jpeg(images[0]), "jpg") if len(images) == 1 else (_mp4(images), "mp4")
@@ -67,14 +80,54 @@ def make_thumbnail(
     return data, kind, info
 
 
+def _instance_number(ds: Dataset) -> int:
+    try:
+        return int(ds.get("InstanceNumber", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def render_frames(ds: Dataset) -> list[Image]:
-    """Return the frames of an instance as 8-bit RGB arrays (rows, columns, 3)."""
+    """Return the frames of an instance as 8-bit RGB arrays (rows, columns, 3).
+
+    Raises:
+        CODError: if the pixel data cannot be decoded or rendered, in one line (pydicom's
+            traceback for each decoder that failed is not logged).
+    """
     if "PixelData" not in ds:
         return []
-    pixels = ds.pixel_array
-    single = int(ds.get("NumberOfFrames", 1) or 1) == 1
-    frames = [pixels] if single else list(pixels)
-    return [_rgb(frame, ds) for frame in frames]
+    try:
+        with _decoder_failures_unlogged():
+            pixels = ds.pixel_array
+        single = int(ds.get("NumberOfFrames", 1) or 1) == 1
+        frames = [pixels] if single else list(pixels)
+        return [_rgb(frame, ds) for frame in frames]
+    except Exception as exc:  # any decoder or LUT failure: this instance cannot be rendered
+        uid = ds.get("SOPInstanceUID", "?")
+        raise CODError(f"Instance {uid} cannot be rendered: {one_line(exc)}.") from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (pydicom lists each decoder on its own line)."""
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+
+
+class _NoTracebacks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+@contextmanager
+def _decoder_failures_unlogged() -> Iterator[None]:
+    """pydicom logs a traceback for every decoder plugin that fails before raising one
+    error naming them all; while decoding here, those tracebacks are dropped."""
+    decoders = logging.getLogger(DECODERS_LOGGER)
+    dropped = _NoTracebacks()
+    decoders.addFilter(dropped)
+    try:
+        yield
+    finally:
+        decoders.removeFilter(dropped)
 
 
 def _rgb(frame: npt.NDArray[Any], ds: Dataset) -> Image:
@@ -146,6 +199,17 @@ def encode_jpeg(image: Image) -> bytes:
     frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuvj420p")
     packets = codec.encode(frame) + codec.encode(None)
     return b"".join(bytes(packet) for packet in packets)
+
+
+def encode_png(image: Image) -> bytes:
+    """Encode an 8-bit RGB image as PNG (PyAV)."""
+    import av
+
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height = image.shape[1], image.shape[0]
+    codec.pix_fmt = "rgb24"
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    return b"".join(bytes(packet) for packet in codec.encode(frame) + codec.encode(None))
 
 
 def _mp4(images: list[Image]) -> bytes:

@@ -100,7 +100,16 @@ def accepts_single(request: Request, *media_types: str) -> str:
     Raises:
         HTTPException: 406 naming what can be served.
     """
-    for media_range in parse_accept(request.headers.get("accept")):
+    return single_media_type(request.headers.get("accept"), *media_types)
+
+
+def single_media_type(accept: str | None, *media_types: str) -> str:
+    """Return the first of ``media_types`` the Accept value ``accept`` covers.
+
+    Raises:
+        HTTPException: 406 naming what can be served.
+    """
+    for media_range in parse_accept(accept):
         for media_type in media_types:
             if media_range.covers(media_type):
                 return media_type

@@ -2,7 +2,8 @@
 
 Path parameters are checked against the DICOM UID grammar before anything else
 (HTTP 400 naming the parameter); unknown UIDs give 404; a node without an archive
-answers searches with no results and retrievals with 404.
+answers searches with no results and retrievals with 404. A series whose metadata
+holds no instance (what a failed archive write leaves) is not archived for any route.
 """
 
 import logging
@@ -57,7 +58,7 @@ def series_document(request: Request, study: str, series: str) -> SeriesDocument
     checked_uid(study, "StudyInstanceUID")
     checked_uid(series, "SeriesInstanceUID")
     document = required_reader(request).document(study, series)
-    if document is None:
+    if document is None or not document.instances:  # none, or left empty by a failed write
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f'Study "{study}" has no archived series "{series}".'
         )
@@ -76,7 +77,7 @@ def instance_document(
 def study_documents(request: Request, study: str) -> list[SeriesDocument]:
     """The records of every series of a study; 404 when none is archived."""
     checked_uid(study, "StudyInstanceUID")
-    documents = required_reader(request).study_documents(study)
+    documents = [d for d in required_reader(request).study_documents(study) if d.instances]
     if not documents:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f'No archived study "{study}".')
     return documents

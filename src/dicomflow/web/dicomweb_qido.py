@@ -126,13 +126,17 @@ def _query(request: Request) -> Query:
 
 
 def _summaries(request: Request, study: str | None = None) -> list[SeriesSummary]:
+    """The series with at least one archived instance (a failed archive write can leave
+    a series' metadata without any)."""
     reader = archive_reader(request)
-    return reader.summaries(study) if reader is not None else []
+    summaries = reader.summaries(study) if reader is not None else []
+    return [summary for summary in summaries if summary.instance_count > 0]
 
 
 def _study_computed(request: Request, study: str, series: list[SeriesSummary]) -> DicomJson:
     modalities = sorted({s.modality for s in series if s.modality})
     computed: DicomJson = {
+        "0020000D": {"vr": "UI", "Value": [study]},
         "00080056": ONLINE,
         "00081190": {"vr": "UR", "Value": [study_url(request, study)]},
         "00201206": {"vr": "IS", "Value": [len(series)]},
@@ -145,6 +149,8 @@ def _study_computed(request: Request, study: str, series: list[SeriesSummary]) -
 def _series_computed(request: Request, summary: SeriesSummary) -> DicomJson:
     url = series_url(request, summary.study_uid, summary.series_uid)
     return {
+        "0020000D": {"vr": "UI", "Value": [summary.study_uid]},
+        "0020000E": {"vr": "UI", "Value": [summary.series_uid]},
         "00080056": ONLINE,
         "00081190": {"vr": "UR", "Value": [url]},
         "00201209": {"vr": "IS", "Value": [summary.instance_count]},
@@ -157,6 +163,9 @@ def _instance_candidate(
     syntax = metadata.get("00020010", {}).get("Value")
     url = instance_url(request, summary.study_uid, summary.series_uid, uid)
     candidate = {**summary.attributes, **plain_attributes(metadata)}
+    candidate["0020000D"] = {"vr": "UI", "Value": [summary.study_uid]}
+    candidate["0020000E"] = {"vr": "UI", "Value": [summary.series_uid]}
+    candidate["00080018"] = {"vr": "UI", "Value": [uid]}
     candidate["00080056"] = ONLINE
     candidate["00081190"] = {"vr": "UR", "Value": [url]}
     if syntax:

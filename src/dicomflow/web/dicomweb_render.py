@@ -1,15 +1,22 @@
-"""Rendered images and thumbnails (PS3.18 10.4.1.1.3, 10.7): ``image/jpeg``.
+"""Rendered images and thumbnails (PS3.18 10.4.1.1.3, 10.7): ``image/jpeg`` or ``image/png``.
 
 Monochrome images are windowed as the archive's thumbnails are (VOI LUT, the
 stored window, else min/max; ``window=center,width`` overrides it), colour
 images converted to RGB. ``viewport=width,height`` scales the image down to
-fit. Thumbnails are 128 x 128: a series' stored ``thumbnail.jpg`` when there is
-one, else its middle instance's first frame. JPEG encoding needs PyAV (the
-``archive`` extra).
+fit. The media type comes from the ``accept`` query parameter when there is
+one (OHIF sends ``?accept=image/jpeg``), else from the Accept header. A study or
+series is rendered as its representative instance: the middle instance with
+pixel data of the series (of the study's first series that has one).
+Thumbnails are 128 x 128: a series' stored ``thumbnail.jpg`` when there is one
+and JPEG is asked, else the representative instance's first frame.
+
+An instance whose pixel data cannot be decoded gets 406 and one log line.
+Encoding needs PyAV (the ``archive`` extra).
 """
 
 import importlib.util
 import io
+import logging
 import math
 
 import numpy as np
@@ -18,9 +25,10 @@ from fastapi.responses import Response
 from pydicom import Dataset, dcmread
 
 from dicomflow.cod import thumbnail
+from dicomflow.cod.metadata import Record
 from dicomflow.cod.query import SeriesDocument, instance_number
 from dicomflow.dicom.keys import shorten
-from dicomflow.web.dicomweb_accept import accepts_single
+from dicomflow.web.dicomweb_accept import single_media_type
 from dicomflow.web.dicomweb_archive import (
     instance_document,
     read_instance,
@@ -30,11 +38,15 @@ from dicomflow.web.dicomweb_archive import (
 )
 from dicomflow.web.dicomweb_wado import PREFIX, frame_numbers
 
+logger = logging.getLogger(__name__)
+
 router = APIRouter()
 
 JPEG = "image/jpeg"
+PNG = "image/png"
 CACHE_CONTROL = "private, max-age=60"
 Image = thumbnail.Image
+ENCODERS = {JPEG: thumbnail.encode_jpeg, PNG: thumbnail.encode_png}
 
 
 @router.get(PREFIX + "/rendered")
@@ -46,7 +58,8 @@ def instance_rendered(
     window: str | None = None,
     viewport: str | None = None,
 ) -> Response:
-    return _render_instance(request, study, series, instance, "1", window, viewport)
+    document, uid = instance_document(request, study, series, instance)
+    return _render(request, document, uid, "1", window, viewport)
 
 
 @router.get(PREFIX + "/frames/{frames}/rendered")
@@ -59,84 +72,124 @@ def frame_rendered(
     window: str | None = None,
     viewport: str | None = None,
 ) -> Response:
-    return _render_instance(request, study, series, instance, frames, window, viewport)
+    document, uid = instance_document(request, study, series, instance)
+    return _render(request, document, uid, frames, window, viewport)
 
 
 @router.get(PREFIX + "/thumbnail")
 def instance_thumbnail(request: Request, study: str, series: str, instance: str) -> Response:
-    accepts_single(request, JPEG)
+    media_type = _media_type(request)
     document, uid = instance_document(request, study, series, instance)
-    return _jpeg_response(_thumbnail(request, document, uid))
+    return _image_response(_thumbnail(request, document, uid), media_type)
 
 
 @router.get("/studies/{study}/series/{series}/rendered")
-def series_rendered(request: Request, study: str, series: str) -> Response:
-    return series_thumbnail(request, study, series)
+def series_rendered(
+    request: Request,
+    study: str,
+    series: str,
+    window: str | None = None,
+    viewport: str | None = None,
+) -> Response:
+    document = series_document(request, study, series)
+    return _render(request, document, _middle(document), "1", window, viewport)
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail")
 def series_thumbnail(request: Request, study: str, series: str) -> Response:
-    accepts_single(request, JPEG)
-    document = series_document(request, study, series)
-    stored = required_reader(request).thumbnail_jpeg(document)
-    if stored is not None:
-        return _jpeg_response(stored)
-    return _jpeg_response(_thumbnail(request, document, _middle(document)))
+    return _series_thumbnail(request, series_document(request, study, series))
+
+
+@router.get("/studies/{study}/rendered")
+def study_rendered(
+    request: Request, study: str, window: str | None = None, viewport: str | None = None
+) -> Response:
+    document = _representative(study_documents(request, study))
+    return _render(request, document, _middle(document), "1", window, viewport)
 
 
 @router.get("/studies/{study}/thumbnail")
 def study_thumbnail(request: Request, study: str) -> Response:
-    documents = study_documents(request, study)
-    return series_thumbnail(request, study, documents[0].series_uid)
+    return _series_thumbnail(request, _representative(study_documents(request, study)))
 
 
-def _render_instance(
+def _series_thumbnail(request: Request, document: SeriesDocument) -> Response:
+    media_type = _media_type(request)
+    if media_type == JPEG:
+        stored = required_reader(request).thumbnail_jpeg(document)
+        if stored is not None:
+            return _encoded_response(stored, JPEG)
+    return _image_response(_thumbnail(request, document, _middle(document)), media_type)
+
+
+def _render(
     request: Request,
-    study: str,
-    series: str,
-    instance: str,
+    document: SeriesDocument,
+    uid: str,
     frames: str,
     window: str | None,
     viewport: str | None,
 ) -> Response:
-    accepts_single(request, JPEG)
-    document, uid = instance_document(request, study, series, instance)
-    ds = dcmread(io.BytesIO(read_instance(required_reader(request), document, uid)))
-    if window is not None:
-        _set_window(ds, window)
-    images = _rendered(ds, uid)
-    number = frame_numbers(frames, len(images), uid)[0]
-    image = images[number - 1]
-    if viewport is not None:
-        image = _fit_within(image, *_pair("viewport", viewport))
-    return _jpeg_response(encode_jpeg(image))
+    media_type = _media_type(request)
+    center_width = None if window is None else _pair("window", window, allow_function=True)
+    fitted = None if viewport is None else _pair("viewport", viewport)
+    images = _rendered(request, document, uid, center_width)
+    image = images[frame_numbers(frames, len(images), uid)[0] - 1]
+    if fitted is not None:
+        image = _fit_within(image, *fitted)
+    return _image_response(image, media_type)
 
 
-def _thumbnail(request: Request, document: SeriesDocument, uid: str) -> bytes:
-    ds = dcmread(io.BytesIO(read_instance(required_reader(request), document, uid)))
-    image, _ = thumbnail.fit(_rendered(ds, uid)[0], thumbnail.SIZE)
-    return encode_jpeg(image)
+def _thumbnail(request: Request, document: SeriesDocument, uid: str) -> Image:
+    image, _ = thumbnail.fit(_rendered(request, document, uid, None)[0], thumbnail.SIZE)
+    return image
+
+
+def _media_type(request: Request) -> str:
+    """The rendered media type asked by the ``accept`` query parameter, else the header."""
+    asked = request.query_params.get("accept") or request.headers.get("accept")
+    return single_media_type(asked, JPEG, PNG)
 
 
 def _middle(document: SeriesDocument) -> str:
     ordered = sorted(document.instances.items(), key=lambda i: (instance_number(i[1]), i[0]))
-    with_pixels = [uid for uid, record in ordered if "7FE00010" in record.get("metadata", {})]
+    with_pixels = [uid for uid, record in ordered if _has_pixels(record)]
     chosen = with_pixels or [uid for uid, _ in ordered]
     return chosen[len(chosen) // 2]
 
 
-def _rendered(ds: Dataset, uid: str) -> list[Image]:
+def _representative(documents: list[SeriesDocument]) -> SeriesDocument:
+    """The first series with pixel data, else the first (``documents`` is not empty)."""
+    with_pixels = [d for d in documents if any(map(_has_pixels, d.instances.values()))]
+    return (with_pixels or documents)[0]
+
+
+def _has_pixels(record: Record) -> bool:
+    return "7FE00010" in record.get("metadata", {})
+
+
+def _rendered(
+    request: Request,
+    document: SeriesDocument,
+    uid: str,
+    window: tuple[float, float] | None,
+) -> list[Image]:
+    data = read_instance(required_reader(request), document, uid)
     try:
+        ds = dcmread(io.BytesIO(data))
+        if window is not None:
+            _set_window(ds, *window)
         images = thumbnail.render_frames(ds)
-    except Exception as exc:  # any decoder failure: the image cannot be rendered
-        raise _cannot_render(uid, f"its pixel data cannot be decoded ({exc})") from None
+    except Exception as exc:  # any parsing or decoding failure: it cannot be rendered
+        reason = thumbnail.one_line(exc)
+        logger.warning("instance %s cannot be rendered: %s", uid, reason)
+        raise _cannot_render(uid, reason) from None
     if not images:
         raise _cannot_render(uid, "it has no pixel data")
     return images
 
 
-def _set_window(ds: Dataset, text: str) -> None:
-    center, width = _pair("window", text, allow_function=True)
+def _set_window(ds: Dataset, center: float, width: float) -> None:
     ds.pop("VOILUTSequence", None)
     ds.WindowCenter, ds.WindowWidth = center, max(width, 1.0)
 
@@ -169,18 +222,18 @@ def _fit_within(image: Image, width: float, height: float) -> Image:
     return fitted
 
 
-def encode_jpeg(image: Image) -> bytes:
-    """Encode an 8-bit RGB image as JPEG (406 when PyAV is not installed)."""
+def _image_response(image: Image, media_type: str) -> Response:
+    """``image`` encoded as ``media_type`` (406 when PyAV is not installed)."""
     if importlib.util.find_spec("av") is None:
         raise HTTPException(
             status.HTTP_406_NOT_ACCEPTABLE,
-            "Rendering JPEG needs PyAV; install the dicomflow[archive] extra.",
+            "Rendering images needs PyAV; install the dicomflow[archive] extra.",
         )
-    return thumbnail.encode_jpeg(image)
+    return _encoded_response(ENCODERS[media_type](image), media_type)
 
 
-def _jpeg_response(data: bytes) -> Response:
-    return Response(data, media_type=JPEG, headers={"Cache-Control": CACHE_CONTROL})
+def _encoded_response(data: bytes, media_type: str) -> Response:
+    return Response(data, media_type=media_type, headers={"Cache-Control": CACHE_CONTROL})
 
 
 def _cannot_render(uid: str, reason: str) -> HTTPException:
