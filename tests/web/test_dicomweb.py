@@ -11,6 +11,7 @@ import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_support import ArchiveWeb, archive_web, encoded, part10
+from playwright.sync_api import Browser, sync_playwright
 from pydicom import Dataset
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
@@ -162,6 +163,9 @@ def test_frames_of_native_and_encapsulated_instances(archive: ArchiveWeb, upload
     assert client.retrieve_instance_frames(*_uids(single), frame_numbers=[1]) == [single.PixelData]
 
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+
 #: What cornerstone's WADO-RS image loader (OHIF v3) sends for every frame.
 CORNERSTONE_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
@@ -195,6 +199,64 @@ def test_frames_as_a_viewer_asks_for_them(archive: ArchiveWeb, uploads, name: st
     assert _parts(stored) == [first if first is not None else _native_frame(ds)]
     assert f"transfer-syntax={EXPLICIT}".encode() in native.content
     assert _parts(native) == [_native_frame(ds)]
+
+
+#: cornerstone's WADO-RS frame request and multipart parsing (getPixelData,
+#: getTransferSyntaxForContentType), as it runs in the browser.
+CORNERSTONE_XHR = """async ([url, token, accept]) => {
+  const xhr = await new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open('get', url, true);
+    request.responseType = 'arraybuffer';
+    request.setRequestHeader('Accept', accept);
+    request.setRequestHeader('Authorization', 'Bearer ' + token);
+    request.onload = () => resolve(request);
+    request.onerror = reject;
+    request.send();
+  });
+  if (xhr.status !== 200) return {status: xhr.status};
+  const text = new TextDecoder('latin1').decode(new Uint8Array(xhr.response));
+  const headerEnd = text.indexOf('\\r\\n\\r\\n');
+  const lines = text.slice(0, headerEnd).split('\\r\\n');
+  const boundary = lines.find((line) => line.substr(0, 2) === '--');
+  const typeLine = lines.find((line) => line.substr(0, 13) === 'Content-Type:');
+  const contentType = typeLine.substr(13).trim();
+  const parameters = {};
+  contentType.split(';').forEach((parameter) => {
+    const pair = parameter.split('=');
+    if (pair.length === 2) parameters[pair[0].trim()] = pair[1].trim().replace(/"/g, '');
+  });
+  const offset = headerEnd + 4;
+  return {status: xhr.status, transferSyntax: parameters['transfer-syntax'],
+          length: text.indexOf(boundary, offset) - offset - 2};
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def test_cornerstone_in_chromium_reads_frames_and_their_transfer_syntax(  # type: ignore[no-untyped-def]
+    archive: ArchiveWeb, uploads, browser: Browser
+) -> None:
+    page = browser.new_page()
+    page.goto(f"{archive.url}/health")
+    for name in ("MR_small_jp2klossless", "SC_rgb_rle_2frame", "CT_small"):
+        ds = uploads[name][0]
+        url = f"{archive.url}{_instance_path(ds)}/frames/1"
+        found = page.evaluate(CORNERSTONE_XHR, [url, archive.web.token, CORNERSTONE_FRAMES])
+        syntax = ds.file_meta.TransferSyntaxUID
+        if syntax.is_compressed:
+            count = int(ds.get("NumberOfFrames", 1))
+            expected = (syntax, len(next(generate_frames(ds.PixelData, number_of_frames=count))))
+        else:
+            expected = (EXPLICIT, len(_native_frame(ds)))
+        assert found["status"] == 200, name
+        assert (found["transferSyntax"], found["length"]) == expected, name
 
 
 def _native_frame(ds: Dataset) -> bytes:
