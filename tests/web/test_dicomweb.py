@@ -201,6 +201,26 @@ def test_frames_as_a_viewer_asks_for_them(archive: ArchiveWeb, uploads, name: st
     assert _parts(native) == [_native_frame(ds)]
 
 
+def test_the_searches_and_metadata_requests_of_ohif(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]
+    """OHIF v3's study list, study and series searches and metadata, as it builds them."""
+    ds = uploads["first"][0]
+    study, series, _ = _uids(ds)
+    fields = "includefield=00081030%2C00080060%2C00080090%2C00100030"
+    paging = "limit=101&offset=0&fuzzymatching=false"
+    with archive.web.client() as http:
+        http.headers["Accept"] = "application/dicom+json"
+        listed = http.get(f"/dicomweb/studies?{paging}&{fields}").json()
+        one = http.get(f"/dicomweb/studies?StudyInstanceUID={study}&{paging}&{fields}").json()
+        patient = http.get(f"/dicomweb/studies?00100020=*WEB001*&{paging}&{fields}").json()
+        in_study = http.get(f"/dicomweb/studies/{study}/series?includefield=0008103E%2C00080021")
+        metadata = http.get(f"/dicomweb/studies/{study}/series/{series}/metadata").json()
+    assert len(listed) == 6
+    assert [item["0020000D"]["Value"] for item in one] == [[study]]
+    assert [item["0020000D"]["Value"] for item in patient] == [[study]]
+    assert [item["0020000E"]["Value"] for item in in_study.json()] == [[series]]
+    assert sorted(item["00200013"]["Value"][0] for item in metadata) == [1, 2, 3]
+
+
 #: cornerstone's WADO-RS frame request and multipart parsing (getPixelData,
 #: getTransferSyntaxForContentType), as it runs in the browser.
 CORNERSTONE_XHR = """async ([url, token, accept]) => {
