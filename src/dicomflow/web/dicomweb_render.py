@@ -28,6 +28,7 @@ from dicomflow.cod import thumbnail
 from dicomflow.cod.metadata import Record
 from dicomflow.cod.query import SeriesDocument, instance_number
 from dicomflow.dicom.keys import shorten
+from dicomflow.errors import CODError
 from dicomflow.web.dicomweb_accept import single_media_type
 from dicomflow.web.dicomweb_archive import (
     instance_document,
@@ -180,12 +181,13 @@ def _rendered(
         if window is not None:
             _set_window(ds, *window)
         images = thumbnail.render_frames(ds)
-    except Exception as exc:  # any parsing or decoding failure: it cannot be rendered
+    except CODError as exc:  # the pixel data cannot be decoded
+        raise _cannot_render(str(exc)) from None
+    except Exception as exc:  # the dataset cannot be parsed
         reason = thumbnail.one_line(exc)
-        logger.warning("instance %s cannot be rendered: %s", uid, reason)
-        raise _cannot_render(uid, reason) from None
+        raise _cannot_render(f"Instance {uid} cannot be read: {reason}.") from None
     if not images:
-        raise _cannot_render(uid, "it has no pixel data")
+        raise _cannot_render(f"Instance {uid} has no pixel data to render.")
     return images
 
 
@@ -236,7 +238,7 @@ def _encoded_response(data: bytes, media_type: str) -> Response:
     return Response(data, media_type=media_type, headers={"Cache-Control": CACHE_CONTROL})
 
 
-def _cannot_render(uid: str, reason: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_406_NOT_ACCEPTABLE, f'Instance "{uid}" cannot be rendered: {reason}.'
-    )
+def _cannot_render(message: str) -> HTTPException:
+    """406 with ``message`` (a sentence naming the instance), logged in one line."""
+    logger.warning("%s", message)
+    return HTTPException(status.HTTP_406_NOT_ACCEPTABLE, message)
