@@ -1,6 +1,7 @@
 """DICOMweb over an archive with broken content: a series whose archiving failed (its
 metadata left without instances) and an instance whose pixel data cannot be decoded."""
 
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from dicomflow.node.node import wait_until
+from dicomflow.web import dicomweb_multipart as multipart
 
 #: What a failed archive write leaves for a series: metadata without any instance.
 EMPTY_METADATA = {"cod": {"instances": {}}, "other": {}}
@@ -111,3 +113,25 @@ def test_archiving_an_undecodable_instance_logs_no_traceback(broken) -> None:  #
     about_it = [text for text in logs if any(name in text for name in names)]
     assert about_it, "no job log names the series or the instance"
     assert not [text for text in about_it if "Traceback" in text], about_it
+
+
+def test_an_instance_that_cannot_be_converted_is_sent_as_stored_in_its_series(  # type: ignore[no-untyped-def]
+    broken, caplog: pytest.LogCaptureFixture
+) -> None:
+    running, _, ds = broken
+    caplog.set_level(logging.INFO)
+    series = f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    with running.web.client() as http:
+        whole = http.get(series, headers={"Accept": 'multipart/related; type="application/dicom"'})
+        alone = http.get(f"{series}/instances/{ds.SOPInstanceUID}")
+    assert whole.status_code == 200
+    assert f"transfer-syntax={JPEG2000Lossless}".encode() in whole.content
+    boundary = multipart.boundary_of(whole.headers["content-type"])
+    assert boundary is not None
+    parts = [whole.content[p.start : p.end] for p in multipart.split(whole.content, boundary)]
+    assert [pydicom.dcmread(io.BytesIO(part)).SOPInstanceUID for part in parts] == [
+        ds.SOPInstanceUID
+    ]
+    assert alone.status_code == 406
+    assert "transfer-syntax=*" in alone.json()["detail"]
+    assert not [r for r in caplog.records if r.exc_info], caplog.records

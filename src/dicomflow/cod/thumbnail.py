@@ -18,8 +18,7 @@ Anchor corners are inclusive pixel positions in the thumbnail.
 import importlib.util
 import io
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -28,6 +27,7 @@ from pydicom import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi_lut
 
+from dicomflow.dicom.decoding import decoder_failures_unlogged, one_line
 from dicomflow.errors import CODError
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 VERSION = "1.0"
-DECODERS_LOGGER = "pydicom.pixels.decoders.base"
 SIZE = 128
 FRAME_RATE = 10
 Image = npt.NDArray[np.uint8]
@@ -97,7 +96,7 @@ def render_frames(ds: Dataset) -> list[Image]:
     if "PixelData" not in ds:
         return []
     try:
-        with _decoder_failures_unlogged():
+        with decoder_failures_unlogged():
             pixels = ds.pixel_array
         single = int(ds.get("NumberOfFrames", 1) or 1) == 1
         frames = [pixels] if single else list(pixels)
@@ -105,29 +104,6 @@ def render_frames(ds: Dataset) -> list[Image]:
     except Exception as exc:  # any decoder or LUT failure: this instance cannot be rendered
         uid = ds.get("SOPInstanceUID", "?")
         raise CODError(f"Instance {uid} cannot be rendered: {one_line(exc)}.") from None
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (pydicom lists each decoder on its own line)."""
-    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
-
-
-class _NoTracebacks(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.exc_info is None
-
-
-@contextmanager
-def _decoder_failures_unlogged() -> Iterator[None]:
-    """pydicom logs a traceback for every decoder plugin that fails before raising one
-    error naming them all; while decoding here, those tracebacks are dropped."""
-    decoders = logging.getLogger(DECODERS_LOGGER)
-    dropped = _NoTracebacks()
-    decoders.addFilter(dropped)
-    try:
-        yield
-    finally:
-        decoders.removeFilter(dropped)
 
 
 def _rgb(frame: npt.NDArray[Any], ds: Dataset) -> Image:

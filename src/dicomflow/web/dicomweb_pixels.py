@@ -16,6 +16,7 @@ from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID
 
 from dicomflow.cod.query import ArchiveReader, SeriesDocument
+from dicomflow.dicom.decoding import decoder_failures_unlogged, one_line
 from dicomflow.errors import CODError, CODNotFoundError
 from dicomflow.web.dicomweb_archive import read_instance
 
@@ -106,12 +107,13 @@ def decoded_frames(data: bytes, uid: str, numbers: list[int]) -> list[bytes]:
     try:
         if int(dataset.BitsAllocated) % 8:
             raise CODError(f"BitsAllocated {dataset.BitsAllocated} is not whole bytes")
-        return [_native_bytes(pixel_array(dataset, index=n - 1)) for n in numbers]
+        with decoder_failures_unlogged():
+            return [_native_bytes(pixel_array(dataset, index=n - 1)) for n in numbers]
     except Exception as exc:  # any decoder failure: the frames cannot be served decoded
         raise HTTPException(
             status.HTTP_406_NOT_ACCEPTABLE,
-            f'Frames of instance "{uid}" cannot be decoded ({exc}); ask for them with'
-            " transfer-syntax=* to get them as stored.",
+            f'Frames of instance "{uid}" cannot be decoded ({one_line(exc)}); ask for them'
+            " with transfer-syntax=* to get them as stored.",
         ) from None
 
 
@@ -140,7 +142,8 @@ def convert_instance(data: bytes, syntax: str) -> bytes:
     try:
         stored = dataset.file_meta.TransferSyntaxUID
         if stored.is_compressed:
-            dataset.decompress(generate_instance_uid=False)  # the same instance
+            with decoder_failures_unlogged():
+                dataset.decompress(generate_instance_uid=False)  # the same instance
         elif not stored.is_little_endian and "PixelData" in dataset:
             dataset.PixelData = _swapped(dataset.PixelData, int(dataset.BitsAllocated))
         dataset.file_meta.TransferSyntaxUID = UID(syntax)
@@ -153,8 +156,10 @@ def convert_instance(data: bytes, syntax: str) -> bytes:
             enforce_file_format=True,
         )
     except Exception as exc:
+        uid = dataset.get("SOPInstanceUID", "?")
         raise HTTPException(
             status.HTTP_406_NOT_ACCEPTABLE,
-            f"Instance {dataset.get('SOPInstanceUID', '?')} cannot be converted to {syntax}: {exc}",
+            f"Instance {uid} cannot be converted to {syntax} ({one_line(exc)}); ask for it"
+            " with transfer-syntax=* to get it as stored.",
         ) from None
     return stream.getvalue()

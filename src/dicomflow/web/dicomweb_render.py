@@ -27,6 +27,7 @@ from pydicom import Dataset, dcmread
 from dicomflow.cod import thumbnail
 from dicomflow.cod.metadata import Record
 from dicomflow.cod.query import SeriesDocument, instance_number
+from dicomflow.dicom.decoding import one_line
 from dicomflow.dicom.keys import shorten
 from dicomflow.errors import CODError
 from dicomflow.web.dicomweb_accept import single_media_type
@@ -184,7 +185,7 @@ def _rendered(
     except CODError as exc:  # the pixel data cannot be decoded
         raise _cannot_render(str(exc)) from None
     except Exception as exc:  # the dataset cannot be parsed
-        reason = thumbnail.one_line(exc)
+        reason = one_line(exc)
         raise _cannot_render(f"Instance {uid} cannot be read: {reason}.") from None
     if not images:
         raise _cannot_render(f"Instance {uid} has no pixel data to render.")

@@ -5,6 +5,8 @@ Instances (``multipart/related; type="application/dicom"``, or one
 Explicit VR Little Endian unless the Accept header names another syntax:
 ``transfer-syntax=*`` gets the exact stored bytes, implicit VR little endian a
 conversion (compressed pixel data decoded); any other transfer syntax gets 406.
+Each part names its transfer syntax; in a study or series, an instance that
+cannot be converted is sent as stored (the response has begun) with a log line.
 Metadata is the stored DICOM JSON without file meta, its ``BulkDataURI``
 pointing at this server. Frames are the raw pixel bytes of native transfer
 syntaxes (``application/octet-stream``) or the stored fragments of encapsulated
@@ -15,6 +17,7 @@ without a syntax gets compressed frames decoded to native pixels.
 """
 
 import io
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +26,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydicom import dcmread
 
-from dicomflow.cod.query import SeriesDocument, instance_number
+from dicomflow.cod.query import ArchiveReader, SeriesDocument, instance_number
 from dicomflow.dicom.keys import shorten
 from dicomflow.web import dicomweb_multipart as multipart
 from dicomflow.web.dicomweb_accept import (
@@ -51,6 +54,8 @@ from dicomflow.web.dicomweb_pixels import (
     read_frames,
     transfer_syntax_of,
 )
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -188,20 +193,40 @@ def _instances_response(
         for uid, _ in _ordered(document)
         if only in (None, uid)
     ]
-    syntaxes = {transfer_syntax_of(d.instances[uid].get("metadata", {})) for d, uid in selected}
+    syntaxes = {_stored_syntax(d, uid) for d, uid in selected}
     syntax, single = instance_syntax(request, syntaxes, DICOM)
     reader = required_reader(request)
-
-    def read(document: SeriesDocument, uid: str) -> bytes:
-        data = read_instance(reader, document, uid)
-        return data if syntax == AS_STORED else convert_instance(data, syntax)
-
     if only is not None:  # read before answering: a failure still gets its status
-        data = read(*selected[0])
+        part_type, data = _instance_part(reader, *selected[0], syntax, fallback=False)
         if single:
             return Response(data, media_type=DICOM)
-        return _multipart(iter([(DICOM, data)]), DICOM)
-    return _multipart(((DICOM, read(d, uid)) for d, uid in selected), DICOM)
+        return _multipart(iter([(part_type, data)]), DICOM)
+    parts = (_instance_part(reader, d, uid, syntax, fallback=True) for d, uid in selected)
+    return _multipart(parts, DICOM)
+
+
+def _stored_syntax(document: SeriesDocument, uid: str) -> str:
+    return transfer_syntax_of(document.instances[uid].get("metadata", {}))
+
+
+def _instance_part(
+    reader: ArchiveReader, document: SeriesDocument, uid: str, syntax: str, fallback: bool
+) -> tuple[str, bytes]:
+    """The part type and bytes of an instance in ``syntax`` (or as stored). With
+    ``fallback`` (the response has begun, a 406 can no longer be sent) an instance that
+    cannot be converted is sent as stored, its part type naming its syntax, with a log
+    line."""
+    data = read_instance(reader, document, uid)
+    stored = _stored_syntax(document, uid)
+    if syntax in (AS_STORED, stored):
+        return f"{DICOM}; transfer-syntax={stored}", data
+    try:
+        return f"{DICOM}; transfer-syntax={syntax}", convert_instance(data, syntax)
+    except HTTPException as exc:
+        if not fallback:
+            raise
+        logger.warning("instance %s sent as stored: %s", uid, exc.detail)
+        return f"{DICOM}; transfer-syntax={stored}", data
 
 
 def _metadata_response(
