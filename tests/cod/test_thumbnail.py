@@ -1,12 +1,15 @@
 """Series thumbnails: JPEG for one frame, MP4 for several, and their anchor metadata."""
 
 import io
+import logging
 
 import av
 import numpy as np
 import pytest
 from cod_support import SeriesFactory
 from pydicom import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEG2000Lossless
 
 from dicomflow.cod import CODObject
 from dicomflow.cod.thumbnail import SIZE, make_thumbnail, render_frames
@@ -154,3 +157,28 @@ def test_write_thumbnail_beside_metadata(datastore: str, series: SeriesFactory) 
     with CODObject(datastore, s.study_uid, s.series_uid, lock=True) as cod:
         cod.sync()  # a later sync keeps the section
     assert CODObject(datastore, s.study_uid, s.series_uid, lock=False).thumbnail == info
+
+
+def _undecodable() -> Dataset:
+    """A JPEG 2000 instance whose codestream ends after its SIZ marker."""
+    ds = _gradient()
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(200)])
+    ds["PixelData"].VR = "OB"
+    return ds
+
+
+def test_an_undecodable_instance_is_left_out_in_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken, good = _undecodable(), _gradient()
+    caplog.set_level(logging.DEBUG)
+    _, kind, info = make_thumbnail([broken, good])
+    assert kind == "jpg"
+    assert [uid for uid, _ in info["thumbnail_index_to_instance_frame"]] == [good.SOPInstanceUID]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and str(broken.SOPInstanceUID) in warnings[0].getMessage()
+    assert "\n" not in warnings[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info]
+    with pytest.raises(CODError, match=str(broken.SOPInstanceUID)):
+        render_frames(broken)
