@@ -2,7 +2,9 @@
 
 Frames are read through the archive's offset tables (one ranged read per frame)
 when the instance has them; otherwise (one frame, big endian, deflated) the
-instance is read whole and its frames taken out with pydicom.
+instance is read whole and its frames taken out with pydicom. Frames asked as
+native pixels of a compressed instance are decoded with pydicom (pylibjpeg), and
+instances converted to an uncompressed syntax (big-endian pixel data swapped).
 """
 
 import io
