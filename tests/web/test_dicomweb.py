@@ -199,6 +199,10 @@ def test_frames_as_a_viewer_asks_for_them(archive: ArchiveWeb, uploads, name: st
     assert _parts(stored) == [first if first is not None else _native_frame(ds)]
     assert f"transfer-syntax={EXPLICIT}".encode() in native.content
     assert _parts(native) == [_native_frame(ds)]
+    named = 'multipart/related; type="application/octet-stream"; transfer-syntax=' + served_syntax
+    with archive.web.client() as http:
+        same = http.get(f"{_instance_path(ds)}/frames/1", headers={"Accept": named})
+    assert _parts(same) == _parts(stored)
 
 
 def test_the_searches_and_metadata_requests_of_ohif(archive: ArchiveWeb, uploads) -> None:  # type: ignore[no-untyped-def]

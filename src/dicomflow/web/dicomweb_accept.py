@@ -209,7 +209,7 @@ def _frame_choice(
         return as_stored
     if wanted != OCTET_STREAM:
         return None
-    if syntax == AS_STORED:
+    if syntax in (AS_STORED, as_stored.transfer_syntax):
         return FrameRepresentation(OCTET_STREAM, as_stored.transfer_syntax)
     if syntax in (None, EXPLICIT_LITTLE):
         return FrameRepresentation(OCTET_STREAM, EXPLICIT_LITTLE, decoded=True)
