@@ -7,11 +7,10 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import SecretStr
-from web_support import TOKEN
+from web_support import SESSION_COOKIE, TOKEN
 
 from dicomflow.settings import build_settings
 from dicomflow.web.auth import TOKEN_FILE, Credentials
-from dicomflow.web.sessions import SESSION_COOKIE
 
 PROTECTED = ["/", "/metrics", "/dicomweb/studies"]
 

@@ -10,6 +10,7 @@ from dicomflow.web import WebContext, WebServer, create_app
 from dicomflow.web.auth import Credentials
 
 TOKEN = "test-token"
+SESSION_COOKIE = "dicomflow_session"  # the cookie a browser holds after logging in
 
 
 @dataclass
