@@ -18,8 +18,9 @@ from fastapi import HTTPException, Request, status
 
 from dicomflow.settings import NodeSettings
 from dicomflow.web.csrf import check_origin, check_token
+from dicomflow.web.proxies import TrustedProxies
 from dicomflow.web.sessions import SESSION_COOKIE, Session, SessionStore
-from dicomflow.web.throttle import Throttle, TrustedProxies
+from dicomflow.web.throttle import Throttle
 
 logger = logging.getLogger(__name__)
 

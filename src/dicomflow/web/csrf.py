@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, status
 
+from dicomflow.web.proxies import TrustedProxies
 from dicomflow.web.sessions import Session
-from dicomflow.web.throttle import TrustedProxies
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_FIELD = "csrf_token"

@@ -49,6 +49,7 @@ def login(
         error = "Wrong user name or password."
         return login_page(request, next, error, status.HTTP_401_UNAUTHORIZED)
     identifier, _ = guard.sessions.start()
+    logger.info("dashboard login from %s", guard.proxies.client(request))
     response = RedirectResponse(local(next), status_code=status.HTTP_303_SEE_OTHER)
     response.set_cookie(
         SESSION_COOKIE,

@@ -32,7 +32,7 @@ class WebServer:
             log_config=None,
             access_log=False,
             lifespan="off",
-            proxy_headers=False,  # X-Forwarded-* only from web_trusted_proxies (web/throttle.py)
+            proxy_headers=False,  # X-Forwarded-* only from web_trusted_proxies (web/proxies.py)
         )
         self.app = app
         self._server = uvicorn.Server(config)

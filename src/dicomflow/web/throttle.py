@@ -1,52 +1,18 @@
-"""The login throttle: failed password attempts counted per client address.
-
-The client address is the peer of the connection; ``X-Forwarded-For`` is read only
-when that peer is one of ``web_trusted_proxies`` (then the address nearest the proxy
-that is not itself a trusted proxy). The web token is never throttled: it is checked
-before the throttle, so a flood of wrong attempts cannot lock its holder out.
+"""The login throttle: failed password attempts counted per client address (see
+:mod:`~dicomflow.web.proxies` for which address that is). The web token is never
+throttled: it is checked before the throttle, so a flood of wrong attempts cannot lock
+its holder out.
 """
 
-import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Iterable
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, status
 
 logger = logging.getLogger(__name__)
 
 MAX_ADDRESSES = 10_000  # bounded memory under a spray of addresses
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class TrustedProxies:
-    """The networks whose ``X-Forwarded-For`` is believed (none by default)."""
-
-    def __init__(self, networks: Iterable[str] = ()) -> None:
-        self.networks: tuple[Network, ...] = tuple(
-            ipaddress.ip_network(text, strict=False) for text in networks
-        )
-
-    def __contains__(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
-
-    def client(self, request: Request) -> str:
-        """The address of the client that sent ``request``."""
-        peer = request.client.host if request.client is not None else "unknown"
-        if peer not in self:
-            return peer
-        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
-        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-        for hop in reversed(hops):
-            if hop not in self:
-                return hop
-        return hops[0] if hops else peer
 
 
 class Throttle:
