@@ -151,3 +151,24 @@ def test_a_page_of_another_origin_cannot_post_for_a_logged_in_browser(  # type: 
     with web.client(authenticated=False) as replay:
         replay.cookies.set(SESSION_COOKIE, cookie["value"])
         assert replay.get("/api/jobs").status_code == 401
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_behind_a_trusted_proxy_the_forwarded_origin_is_the_servers(  # type: ignore[no-untyped-def]
+    tmp_path: Path, web_for, trusted: bool
+):
+    proxies = ["127.0.0.1"] if trusted else []
+    settings = build_settings(data_directory=tmp_path / "data", web_trusted_proxies=proxies)
+    web = web_for(settings=settings)
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "dicomflow.example"}
+    with web.client(authenticated=False) as client:
+        headers = {"Origin": "https://dicomflow.example", **forwarded}
+        response = client.post("/login", data={"password": TOKEN}, headers=headers)
+    assert response.status_code == (303 if trusted else 403)
+    if trusted:  # the browser reached the proxy by https: the cookie is for https only
+        assert "secure" in response.headers["set-cookie"].lower()
+
+
+def test_a_bad_trusted_proxy_is_a_settings_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="web_trusted_proxies"):
+        build_settings(data_directory=tmp_path, web_trusted_proxies=["proxy.example"])

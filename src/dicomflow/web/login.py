@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from dicomflow.web.auth import guard_of
-from dicomflow.web.csrf import check_origin, check_token
+from dicomflow.web.csrf import check_origin, check_token, own_origin
 from dicomflow.web.sessions import SESSION_COOKIE
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def login(
         max_age=math.ceil(guard.sessions.lifetime_s),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=own_origin(request, guard.proxies).startswith("https:"),
     )
     return response
 
