@@ -1,13 +1,12 @@
 """Authentication: everything but /health and the login form needs credentials."""
 
-import re
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import SecretStr
-from web_support import SESSION_COOKIE, TOKEN
+from web_support import SESSION_COOKIE, TOKEN, csrf_token_of
 
 from dicomflow.settings import build_settings
 from dicomflow.web.auth import TOKEN_FILE, Credentials
@@ -153,12 +152,6 @@ def test_a_session_expires(tmp_path: Path, web_for) -> None:  # type: ignore[no-
         assert client.get("/api/jobs").status_code == 200
         time.sleep(0.8)
         assert client.get("/api/jobs").status_code == 401
-
-
-def csrf_token_of(page: str) -> str:
-    found = re.search(r'name="csrf-token" content="([^"]+)"', page)
-    assert found is not None, "the page has no CSRF token"
-    return found.group(1)
 
 
 def test_missing_or_stale_tokens_and_cookies_do_not_count_as_failures(web) -> None:  # type: ignore[no-untyped-def]

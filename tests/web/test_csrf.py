@@ -1,7 +1,6 @@
 """Cross-site request forgery: a page of another origin cannot make a logged-in browser
 change anything; the dashboard's own forms and token-authenticated API clients can."""
 
-import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, expect
-from web_support import SESSION_COOKIE, TOKEN
+from web_support import SESSION_COOKIE, TOKEN, csrf_token_of
 
 from dicomflow.queue.backend import open_backend
 from dicomflow.queue.job import Job, JobStatus
@@ -46,12 +45,6 @@ def logged_in(web) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
     with web.client(authenticated=False) as client:
         assert client.post("/login", data={"password": TOKEN}).status_code == 303
         yield client
-
-
-def csrf_token_of(page: str) -> str:
-    found = re.search(r'name="csrf-token" content="([^"]+)"', page)
-    assert found is not None, "the page has no CSRF token"
-    return found.group(1)
 
 
 def test_a_cookie_authenticated_post_from_another_origin_is_refused(web) -> None:  # type: ignore[no-untyped-def]
