@@ -13,6 +13,7 @@ TIMEOUT_MS = 15_000
 VIEWPORTS = {"phone": (390, 844), "laptop": (1280, 800)}
 NAVIGATION = ["Overview", "Patients", "Jobs", "Services", "Outbox", "Archive"]
 
+IMAGES_SHOWN = "() => [...document.images].every((image) => image.complete)"
 # records what the Content-Security-Policy blocks, before any script of the page runs
 WATCH_CSP = """
 window.cspViolations = [];
@@ -62,7 +63,8 @@ def test_every_page_fits_the_screen_and_runs_under_the_csp(  # type: ignore[no-u
     page.click("#login")
     expect(page.locator("h1")).to_have_text("Overview")
     for path in populated.pages:
-        page.goto(f"{base}{path}", wait_until="networkidle")
+        page.goto(f"{base}{path}")
+        page.wait_for_function(IMAGES_SHOWN)
         problems += problems_of(page, path)
     problems += [text for text in console if "Content Security Policy" in text]
     context.close()
