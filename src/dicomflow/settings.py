@@ -66,6 +66,8 @@ class NodeSettings(BaseSettings):
     web_token: SecretStr | None = None
     web_user: str | None = None
     web_password: SecretStr | None = None
+    web_trusted_proxies: list[str] = Field(default_factory=list)
+    web_session_hours: float = Field(12.0, gt=0)
     show_patient_identifiers: bool = False
 
     def resolved_queue_url(self) -> str:
@@ -108,9 +110,9 @@ class NodeSettings(BaseSettings):
                 raise ValueError(f'"{title}" is not a valid AE title')
         return value
 
-    @field_validator("allowed_ips")
+    @field_validator("allowed_ips", "web_trusted_proxies")
     @classmethod
-    def _check_allowed_ips(cls, value: list[str]) -> list[str]:
+    def _check_networks(cls, value: list[str]) -> list[str]:
         for text in value:
             ipaddress.ip_network(text, strict=False)
         return value

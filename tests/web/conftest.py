@@ -1,8 +1,11 @@
-"""Fixtures for the web tests: ``web_for`` serves a dashboard for a node or settings."""
+"""Fixtures for the web tests: ``web_for`` serves a dashboard for a node or settings;
+``browser`` is Debian's headless Chromium driven by Playwright."""
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 from web_support import WebNode, serve_web
 
 from dicomflow.node.node import Node
@@ -26,3 +29,26 @@ def web_for() -> Iterator[WebFactory]:
     yield factory
     for web in started:
         web.server.stop()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"Chromium is missing at {CHROMIUM}; run `make test`, which installs it.")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -5,40 +5,17 @@ failed job and sees it run again, and takes a screenshot that must not be blank.
 """
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from web_pipelines import BrowserPipeline
 
 from dicomflow.dicom.factory import make_ct_series, write_series
 from support import storescu, wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 15_000
 MIN_SCREENSHOT_BYTES = 5_000
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"Chromium is missing at {CHROMIUM}; run `make test`, which installs it.")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def send(port: int, folder: Path, patient_id: str) -> None:

@@ -1,5 +1,6 @@
 """A dashboard served for a test node: its URL, token and an authenticated client."""
 
+import re
 from dataclasses import dataclass
 
 import httpx
@@ -10,6 +11,7 @@ from dicomflow.web import WebContext, WebServer, create_app
 from dicomflow.web.auth import Credentials
 
 TOKEN = "test-token"
+SESSION_COOKIE = "dicomflow_session"  # the cookie a browser holds after logging in
 
 
 @dataclass
@@ -36,3 +38,10 @@ def serve_web(settings: NodeSettings, node: Node | None = None) -> WebNode:
     server = WebServer(create_app(WebContext(settings, credentials, node)), "127.0.0.1", 0)
     server.start()
     return WebNode(server, settings, node)
+
+
+def csrf_token_of(page: str) -> str:
+    """The CSRF token a dashboard page gives its forms."""
+    found = re.search(r'name="csrf-token" content="([^"]+)"', page)
+    assert found is not None, "the page has no CSRF token"
+    return found.group(1)

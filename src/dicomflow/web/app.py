@@ -1,18 +1,18 @@
 """The FastAPI application: health, login, then the dashboard, DICOMweb and metrics,
-all behind authentication."""
+all behind authentication, every response with the security headers."""
 
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from dicomflow.web import dashboard, dicomweb, metrics
-from dicomflow.web.auth import SESSION_COOKIE, Throttle, require_auth
+from dicomflow.web import dashboard, dicomweb, login, metrics
+from dicomflow.web.auth import Guard, require_auth
 from dicomflow.web.context import WebContext
+from dicomflow.web.headers import SecurityHeaders, server_error
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -23,31 +23,28 @@ def create_app(context: WebContext) -> FastAPI:
     app = FastAPI(title="dicomflow", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.context = context
     app.state.templates = templates
-    app.state.throttle = Throttle()
+    app.state.guard = Guard.from_settings(context.settings)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_api_route("/health", _health, methods=["GET"])
-    app.add_api_route("/login", _login_form, methods=["GET"], response_class=HTMLResponse)
-    app.add_api_route("/login", _login, methods=["POST"])
-    app.add_api_route("/logout", _logout, methods=["POST", "GET"])
+    app.include_router(login.router)
     secured = [Depends(require_auth)]
     app.include_router(metrics.router, dependencies=secured)
     app.include_router(dicomweb.router, prefix="/dicomweb", dependencies=secured)
     app.include_router(dashboard.router, dependencies=secured)
     app.add_exception_handler(HTTPException, _unauthorized_page)
+    app.add_exception_handler(Exception, server_error)
+    app.add_middleware(SecurityHeaders)
     return app
 
 
 async def _unauthorized_page(request: Request, exc: Exception) -> Response:
     """A browser asking for a page without a session gets the login form (still 401)."""
-    assert isinstance(exc, HTTPException)
+    if not isinstance(exc, HTTPException):
+        raise exc
     if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
-        return templates.TemplateResponse(
-            request,
-            "login.html",
-            {"next": request.url.path, "error": None},
-            status_code=401,
-            headers=exc.headers,
-        )
+        response = login.login_page(request, request.url.path, status_code=401)
+        response.headers.update(exc.headers or {})
+        return response
     return await http_exception_handler(request, exc)
 
 
@@ -56,43 +53,3 @@ def _health(request: Request) -> JSONResponse:
     node = context.node
     listening = node is not None and node.scp is not None
     return JSONResponse({"status": "ok", "dicom_listening": listening})
-
-
-def _login_form(request: Request, next: str = "/") -> HTMLResponse:
-    return templates.TemplateResponse(request, "login.html", {"next": _local(next), "error": None})
-
-
-def _login(
-    request: Request,
-    username: Annotated[str, Form()] = "",
-    password: Annotated[str, Form()] = "",
-    next: Annotated[str, Form()] = "/",
-) -> Response:
-    context: WebContext = request.app.state.context
-    credentials = context.credentials
-    throttle: Throttle = request.app.state.throttle
-    throttle.check(request)
-    if not credentials.check_login(username, password):
-        throttle.failed(request)
-        return templates.TemplateResponse(
-            request,
-            "login.html",
-            {"next": _local(next), "error": "Wrong user name or password."},
-            status_code=401,
-        )
-    response = RedirectResponse(_local(next), status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE, credentials.session_value(), httponly=True, samesite="strict"
-    )
-    return response
-
-
-def _logout() -> Response:
-    response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE)
-    return response
-
-
-def _local(target: str) -> str:
-    """Only same-site paths are followed after login (no open redirect)."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"

@@ -1,28 +1,29 @@
 """Authentication: a bearer token, HTTP basic user/password, or the session cookie the
-login form sets. Everything but ``/health`` and the login form requires one of them.
+login form sets. Everything but ``/health`` and the login form requires one of them;
+state-changing requests also pass the CSRF checks of :mod:`~dicomflow.web.csrf`.
 
 With neither ``web_token`` nor ``web_user``/``web_password`` configured, a random token
 is made at start-up and written (mode 0600) to ``{data}/web-token``.
 """
 
 import base64
-import hashlib
 import hmac
 import logging
 import os
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import HTTPException, Request, status
 
 from dicomflow.settings import NodeSettings
+from dicomflow.web.csrf import check_origin, check_token
+from dicomflow.web.proxies import TrustedProxies
+from dicomflow.web.sessions import SESSION_COOKIE, Session, SessionStore
+from dicomflow.web.throttle import Throttle
 
 logger = logging.getLogger(__name__)
 
-SESSION_COOKIE = "dicomflow_session"
 TOKEN_FILE = "web-token"
 
 
@@ -47,10 +48,8 @@ class Credentials:
             raise ValueError("web_user and web_password must be set together")
         return cls(token, settings.web_user or None, password)
 
-    def session_value(self) -> str:
-        """The session cookie's value: a MAC of the token, so the token itself is never
-        stored in a browser."""
-        return hmac.new(self.token.encode(), b"dicomflow-session", hashlib.sha256).hexdigest()
+    def is_token(self, given: str) -> bool:
+        return _same(given, self.token)
 
     def check_login(self, user: str, password: str) -> bool:
         """Whether a login form's fields are valid: user/password, or the token as
@@ -59,82 +58,83 @@ class Credentials:
             return _same(user, self.user) and _same(password, self.password)
         return _same(password, self.token)
 
-    def allows(self, request: Request) -> bool:
-        """Whether ``request`` carries valid credentials."""
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie is not None and _same(cookie, self.session_value()):
+
+@dataclass
+class Guard:
+    """What a web application checks requests with: its sessions, the login throttle and
+    the proxies whose forwarded headers it believes."""
+
+    sessions: SessionStore
+    throttle: Throttle
+    proxies: TrustedProxies
+
+    @classmethod
+    def from_settings(cls, settings: NodeSettings) -> "Guard":
+        lifetime_s = settings.web_session_hours * 3600.0
+        return cls(
+            SessionStore(lifetime_s), Throttle(), TrustedProxies(settings.web_trusted_proxies)
+        )
+
+    def password_login(self, request: Request, user: str, password: str) -> bool:
+        """Whether a user/password (login form, HTTP basic) is valid. The token (as the
+        password when no user is configured) is always accepted; other attempts from an
+        address with too many recent failures get 429, and a wrong one counts as a
+        failure of that address."""
+        credentials: Credentials = request.app.state.context.credentials
+        if credentials.user is None and credentials.is_token(password):
             return True
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer":
-            return _same(value.strip(), self.token)
-        if scheme.lower() == "basic" and self.user is not None:
-            try:
-                user, _, password = base64.b64decode(value.strip()).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return False
-            return self.check_login(user, password)
+        address = self.proxies.client(request)
+        self.throttle.check(address)
+        if credentials.check_login(user, password):
+            return True
+        self.throttle.failed(address)
         return False
 
-
-class Throttle:
-    """Failed password logins (the form, HTTP basic) per client address: after ``limit``
-    failures within ``window_s`` seconds that address gets 429 for password logins until
-    the window has passed, so a password cannot be guessed at speed. Bearer tokens (too
-    long to guess) and session cookies are never throttled, so a stale browser tab or a
-    shared proxy address cannot lock out scripts that use the token."""
-
-    def __init__(self, limit: int = 10, window_s: float = 300.0) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, request: Request) -> None:
-        """Raise 429 if the request's address failed too often lately."""
-        with self._lock:
-            recent = self._recent(_client(request))
-        if len(recent) >= self.limit:
-            retry = max(1, int(recent[0] + self.window_s - time.monotonic()))
-            logger.warning("refused login attempts from %s for %d s", _client(request), retry)
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                "too many failed logins; try again later",
-                headers={"Retry-After": str(retry)},
-            )
-
-    def failed(self, request: Request) -> None:
-        address = _client(request)
-        with self._lock:
-            self._failures[address] = [*self._recent(address), time.monotonic()]
-            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
-                self._failures.pop(next(iter(self._failures)))
-
-    def _recent(self, address: str) -> list[float]:
-        oldest = time.monotonic() - self.window_s
-        return [when for when in self._failures.get(address, []) if when > oldest]
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client is not None else "unknown"
-
-
-def require_auth(request: Request) -> None:
-    """FastAPI dependency: 401 unless the request is authenticated (429 after too many
-    failures from its address)."""
-    credentials: Credentials = request.app.state.context.credentials
-    throttle: Throttle = request.app.state.throttle
-    basic = request.headers.get("authorization", "").lower().startswith("basic ")
-    if basic:
-        throttle.check(request)
-    if not credentials.allows(request):
-        if basic:
-            throttle.failed(request)
+    def authenticate(self, request: Request) -> Session | None:
+        """The session of a request authenticated by its cookie, None for one
+        authenticated by a bearer token or HTTP basic; 401 (429) otherwise."""
+        credentials: Credentials = request.app.state.context.credentials
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and credentials.is_token(value.strip()):
+            return None
+        if scheme.lower() == "basic":
+            user, password = _basic(value)
+            if password is not None and self.password_login(request, user, password):
+                return None
+        session = self.sessions.find(request.cookies.get(SESSION_COOKIE))
+        if session is not None:
+            return session
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "authentication required",
             headers={"WWW-Authenticate": 'Bearer realm="dicomflow"'},
         )
+
+
+def _basic(value: str) -> tuple[str, str | None]:
+    try:
+        user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return "", None
+    return user, password
+
+
+def guard_of(request: Request) -> Guard:
+    guard: Guard = request.app.state.guard
+    return guard
+
+
+async def require_auth(request: Request) -> None:
+    """FastAPI dependency: 403 for a state-changing request from another origin or, with
+    the session cookie, without the session's CSRF token; 401 unless the request is
+    authenticated (429 for password attempts after too many failures from its address).
+    The session, if any, is left in ``request.state.session`` for the pages' forms."""
+    guard = guard_of(request)
+    check_origin(request, guard.proxies)
+    session = guard.authenticate(request)
+    request.state.session = session
+    if session is not None:
+        await check_token(request, session)
 
 
 def _same(given: str, expected: str) -> bool:

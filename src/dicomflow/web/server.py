@@ -26,7 +26,13 @@ class WebServer:
 
     def __init__(self, app: FastAPI, ip: str = "127.0.0.1", port: int = 8080) -> None:
         config = uvicorn.Config(
-            app, host=ip, port=port, log_config=None, access_log=False, lifespan="off"
+            app,
+            host=ip,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            proxy_headers=False,  # X-Forwarded-* only from web_trusted_proxies (web/proxies.py)
         )
         self.app = app
         self._server = uvicorn.Server(config)

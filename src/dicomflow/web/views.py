@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from dicomflow.dicom.keys import is_valid_uid
 from dicomflow.queue.job import JOB_ID
 from dicomflow.web.context import WebContext
+from dicomflow.web.sessions import Session
 
 FLASH_COOKIE = "dicomflow_flash"
 MAX_FLASH = 300
@@ -39,6 +40,7 @@ def render(
     page = {
         "flash": flash,
         "show_identifiers": shows_identifiers(request),
+        "csrf_token": csrf_token(request),
     }
     response: HTMLResponse = templates.TemplateResponse(
         request, template, {**page, **values}, status_code=status_code
@@ -46,6 +48,12 @@ def render(
     if flash is not None:
         response.delete_cookie(FLASH_COOKIE)
     return response
+
+
+def csrf_token(request: Request) -> str:
+    """The CSRF token the page's forms carry: its session's (empty without a session)."""
+    session: Session | None = getattr(request.state, "session", None)
+    return session.csrf_token if session is not None else ""
 
 
 def wants_json(request: Request) -> bool:

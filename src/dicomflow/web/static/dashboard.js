@@ -62,12 +62,22 @@ function cell(field, extraClass) {
   return td;
 }
 
+function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.content : "";
+}
+
 function actionForm(jobId, action, label, confirmText) {
   const form = document.createElement("form");
   form.method = "post";
   form.action = "/jobs/" + encodeURIComponent(jobId) + "/" + action;
   form.className = "action " + action;
   if (confirmText) form.dataset.confirm = confirmText;
+  const token = document.createElement("input");
+  token.type = "hidden";
+  token.name = "csrf_token";
+  token.value = csrfToken();
+  form.appendChild(token);
   const button = document.createElement("button");
   button.type = "submit";
   button.textContent = label;
@@ -142,7 +152,7 @@ async function submitAction(event) {
   const response = await fetch(form.action, {
     method: "POST",
     body: new FormData(form),
-    headers: { Accept: "application/json" },
+    headers: { Accept: "application/json", "X-CSRF-Token": csrfToken() },
     credentials: "same-origin",
   });
   let answer = { ok: response.ok, message: response.statusText };
