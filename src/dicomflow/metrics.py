@@ -117,6 +117,13 @@ INSTANCES_EXPORTED = Counter(
     "Result instances acknowledged by an endpoint.",
     registry=REGISTRY,
 )
+INSTANCES_UNSENDABLE = Counter(
+    "dicomflow_instances_unsendable",
+    "Result instances set aside in outbox-unsendable/ because no retry would send them to"
+    " their endpoint (unreadable, or compressed for a peer that takes only uncompressed"
+    " syntaxes and not decodable).",
+    registry=REGISTRY,
+)
 STAGE_LATENCY = Histogram(
     "dicomflow_stage_latency_seconds",
     "Time each stage took, for pipeline rounds and registry-service series batches"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
@@ -137,23 +138,56 @@ def test_every_transfer_syntax_arrives_as_it_was_sent(
         assert arrived == original, path  # every element of the dataset, pixel data included
 
 
-def test_an_uncompressed_instance_is_reencoded_for_a_peer_taking_only_implicit_vr(
+def test_every_instance_is_reencoded_for_a_peer_taking_only_implicit_vr(
     storescp_factory: Any,
 ) -> None:
     peer = storescp_factory("+xi")
     names = ["CT_small.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "MR_small_implicit.dcm"]
     files = [bundled(name) for name in names]
     report = send(peer.address, files)
-    jpeg2000 = str(files[2])
-    assert set(report.failed) == {jpeg2000}
-    assert "JPEG 2000" in report.failed[jpeg2000]
+    assert report.ok, report.failed
     received = peer.received()
-    for path in (files[0], files[1], files[3]):
+    for path in files:
         original = dcmread(path)
         arrived = received[str(original.SOPInstanceUID)]
         assert arrived.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
         assert (arrived.pixel_array == original.pixel_array).all()
         assert arrived.PatientName == original.PatientName
+
+
+@pytest.mark.parametrize(
+    "name", ["JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_RLE.dcm", "SC_rgb_jpeg_gdcm.dcm"]
+)
+def test_a_compressed_instance_is_decoded_for_a_peer_taking_only_uncompressed(
+    storescp_factory: Any, name: str
+) -> None:
+    peer = storescp_factory()  # storescp's default: uncompressed syntaxes only
+    path = bundled(name)
+    report = send(peer.address, [path])
+    assert report.ok, report.failed
+    original = dcmread(path)
+    arrived = peer.received()[str(original.SOPInstanceUID)]
+    assert arrived.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert arrived.SOPClassUID == original.SOPClassUID
+    assert arrived.PatientName == original.PatientName
+    assert (arrived.pixel_array == original.pixel_array).all()
+
+
+def test_an_instance_that_cannot_be_decoded_fails_alone_and_for_good(
+    storescp_factory: Any, tmp_path: Path
+) -> None:
+    broken = dcmread(bundled("JPEG2000.dcm"))
+    broken.PixelData = encapsulate([b"\xff\x4f\xff\x51 not a codestream"])
+    broken_path = tmp_path / "broken.dcm"
+    broken.save_as(broken_path)
+    good = bundled("MR_small_RLE.dcm")
+    peer = storescp_factory()
+    report = send(peer.address, [broken_path, good])
+    assert report.sent == [str(good)]
+    reason = report.failed[str(broken_path)]
+    assert "only uncompressed" in reason and "JPEG 2000" in reason, reason
+    assert report.unsendable == {str(broken_path)}
+    assert list(peer.received()) == [str(dcmread(good).SOPInstanceUID)]
 
 
 def test_large_instances_go_in_pdus_no_longer_than_the_peer_takes(

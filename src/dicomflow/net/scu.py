@@ -17,8 +17,9 @@ packs its PDUs itself (:mod:`dicomflow.net.pdu`):
    its dataset while it is sent); its file meta gives the transfer syntax, its
    dataset (else its file meta) the SOP UIDs. The dataset goes out as it is in the
    file when the peer accepted that syntax, re-encoded by pydicom when it
-   accepted only another uncompressed one, and not at all otherwise (that
-   instance is reported failed with the reason; the next one is sent). The
+   accepted only another uncompressed one (a compressed instance's pixel data
+   decoded first, with pylibjpeg), and not at all otherwise (that instance is
+   reported failed and unsendable, with the reason; the next one is sent). The
    command and the dataset leave in one ``sendmsg``, in P-DATA-TF PDUs no
    longer than the peer's maximum.
 3. Each C-STORE waits for its response (no asynchronous operations). Success
@@ -128,6 +129,9 @@ class SendReport:
 
     sent: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    unsendable: set[str] = field(default_factory=set)
+    """The failed ones no retry to this peer would send: unreadable, or in no syntax
+    the peer accepts and not decodable into one it does."""
 
     @property
     def ok(self) -> bool:
@@ -234,6 +238,8 @@ def _store_one(
     except Exception as exc:  # one unreadable instance (pydicom raises many kinds) fails alone
         logger.warning("cannot send %s: %s", name, exc)
         report.failed[name] = f"cannot send: {exc}"
+        if not isinstance(exc, OSError):  # a file that cannot be read now may be later
+            report.unsendable.add(name)
         return None
     try:
         status = association.store(context_id, instance)
@@ -450,15 +456,41 @@ def _parse_file_meta(data: bytes) -> tuple[dict[int, str], int]:
 
 def _reencode(instance: _Instance, syntax: str) -> _Instance:
     """The instance's dataset in another uncompressed transfer syntax."""
-    dataset = instance.dataset
-    if dataset is None:
-        dataset = dcmread(_as_part10(instance), force=True)
+    dataset = _dataset_of(instance)
     implicit = syntax == ImplicitVRLittleEndian
     little = syntax != ExplicitVRBigEndian
     data = encode(dataset, implicit, little, syntax == DeflatedExplicitVRLittleEndian)
     if data is None:
         raise ValueError(f"the dataset cannot be encoded in {UID(syntax).name}")
     return _Instance(instance.sop_class, instance.sop_instance, syntax, data)
+
+
+def _decompressed(instance: _Instance) -> _Instance:
+    """The instance with its pixel data decoded (pydicom and pylibjpeg), in explicit VR
+    little endian, for a peer that accepts only uncompressed syntaxes.
+
+    ValueError where the pixel data cannot be decoded.
+    """
+    dataset = _dataset_of(instance)
+    try:
+        dataset.decompress(generate_instance_uid=False)
+    except Exception as exc:  # each decoder raises its own kinds
+        raise ValueError(
+            f"the peer accepts only uncompressed syntaxes and the pixel data in"
+            f" {UID(instance.syntax).name} cannot be decoded ({exc})"
+        ) from exc
+    logger.debug("instance %s decoded from %s", instance.sop_instance, UID(instance.syntax).name)
+    syntax = str(ExplicitVRLittleEndian)
+    return _Instance(instance.sop_class, instance.sop_instance, syntax, b"", dataset)
+
+
+def _dataset_of(instance: _Instance) -> Dataset:
+    """The instance's dataset as pydicom reads it."""
+    if instance.dataset is not None:
+        return instance.dataset
+    if instance.path is not None:
+        return dcmread(instance.path, force=True)
+    return dcmread(_as_part10(instance), force=True)
 
 
 def _as_part10(instance: _Instance) -> Any:
@@ -550,10 +582,11 @@ class _Association:
             if instance.dataset is not None:
                 instance = _reencode(instance, instance.syntax)
             return syntaxes[instance.syntax], instance
-        if instance.syntax in UNCOMPRESSED:
-            for syntax in UNCOMPRESSED[:2]:
-                if syntax in syntaxes:
-                    return syntaxes[syntax], _reencode(instance, syntax)
+        target = next((syntax for syntax in UNCOMPRESSED[:2] if syntax in syntaxes), None)
+        if target is not None:
+            if instance.syntax not in UNCOMPRESSED:
+                instance = _decompressed(instance)
+            return syntaxes[target], _reencode(instance, target)
         offered = ", ".join(UID(s).name for s in syntaxes) or "nothing"
         raise ValueError(
             f"the peer accepts {offered} for {UID(instance.sop_class).name},"

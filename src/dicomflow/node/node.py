@@ -7,6 +7,7 @@ Data directory layout (no raw DICOM value ever becomes a path)::
     rounds/{round_id}/                                    complete, being processed
     failed/{round_id}/                                    failed: inputs, error.json, process.log
     outbox/{round_id}-{n}/                                results waiting for a peer
+    outbox-unsendable/{round_id}-{n}/                     results no peer would take, with why
 """
 
 import contextlib
