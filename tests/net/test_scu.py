@@ -283,7 +283,7 @@ def test_an_unreadable_file_fails_alone(lean_factory: Any, tmp_path: Path) -> No
     assert list(only_junk.failed) == [str(junk)] and not only_junk.sent
 
 
-def test_an_aborted_association_fails_the_instance_and_the_rest(
+def test_an_aborted_association_fails_that_instance_alone(
     lean_factory: Any, tmp_path: Path
 ) -> None:
     small = write_series(make_ct_series(2, rows=8, columns=8), tmp_path / "small")
@@ -291,20 +291,44 @@ def test_an_aborted_association_fails_the_instance_and_the_rest(
     peer = lean_factory(maximum_instance_bytes=64 * 1024)  # the large one aborts
     files = [small[0], large[0], small[1]]
     report = send(peer.address, files)
-    assert report.sent == [str(small[0])]
-    assert set(report.failed) == {str(large[0]), str(small[1])}
-    assert all(reason.startswith("association lost") for reason in report.failed.values())
+    assert report.sent == [str(small[0]), str(small[1])], "the next one on a new association"
+    assert list(report.failed) == [str(large[0])]
+    assert report.failed[str(large[0])].startswith("association lost")
+    assert not report.unsendable, "sent again by the outbox"
 
 
-def test_no_response_in_time_fails_the_instance_and_the_rest(
+def test_after_losses_in_a_row_the_rest_are_not_tried(
     lean_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scu, "DIMSE_TIMEOUT_S", 0.5)
-    files = write_series(make_ct_series(2, rows=8, columns=8), tmp_path / "series")
-    peer = lean_factory(lambda instance: time.sleep(1.5) or 0)
+    monkeypatch.setattr(scu, "DIMSE_TIMEOUT_S", 0.3)
+    files = write_series(make_ct_series(5, rows=8, columns=8), tmp_path / "series")
+    peer = lean_factory(lambda instance: time.sleep(0.6) or 0)
     report = send(peer.address, files)
     assert not report.sent
-    assert report.failed[str(files[0])] == "association lost: no response within 0.5 s"
+    for path in files[:3]:
+        assert report.failed[str(path)] == "association lost: no response within 0.3 s"
+    for path in files[3:]:
+        assert report.failed[str(path)] == "not tried: 3 instances in a row lost the association"
+
+
+def test_a_peer_gone_after_a_loss_fails_the_rest_without_waiting(
+    lean_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = write_series(make_ct_series(3, rows=8, columns=8), tmp_path / "small")
+    large = write_series(make_ct_series(1, rows=256, columns=256), tmp_path / "large")
+    peer = lean_factory(maximum_instance_bytes=64 * 1024)
+    abort = scu._Association.abort
+
+    def abort_and_stop_the_peer(association: Any) -> None:  # the peer goes with the loss
+        abort(association)
+        peer.scp.close()
+
+    monkeypatch.setattr(scu._Association, "abort", abort_and_stop_the_peer)
+    report = send(peer.address, [small[0], large[0], small[1], small[2]])
+    assert report.sent == [str(small[0])]
+    for path in small[1:]:
+        reason = report.failed[str(path)]
+        assert reason.startswith("not tried: the association was lost and Cannot associate")
 
 
 def test_a_rejected_association_says_why(lean_factory: Any, tmp_path: Path) -> None:

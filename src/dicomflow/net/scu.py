@@ -25,8 +25,10 @@ packs its PDUs itself (:mod:`dicomflow.net.pdu`):
 3. Each C-STORE waits for its response (no asynchronous operations). Success
    and warning statuses count as sent. An A-ABORT, a closed connection, a
    protocol error or ``DIMSE_TIMEOUT_S`` without a response end the
-   association; that instance and the ones after it are reported failed (so
-   the outbox sends them again), never as sent.
+   association; that instance is reported failed (so the outbox sends it
+   again), never as sent, and the next one goes over a new association. After
+   ``MAX_LOSSES_IN_A_ROW`` losses in a row, or if the peer no longer accepts
+   an association, the rest are reported failed without being tried.
 4. A-RELEASE-RQ; the A-RELEASE-RP is awaited for up to ``ACSE_TIMEOUT_S``.
 """
 
@@ -36,6 +38,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,8 @@ from dicomflow.net.socket import receive_exactly, tune_requesting_socket
 logger = logging.getLogger(__name__)
 
 DEFAULT_CALLING_AE_TITLE = "DICOMFLOW"
+MAX_LOSSES_IN_A_ROW = 3
+"""After this many instances in a row lost their association, a send stops trying."""
 MAX_CONTEXTS = 128
 CONNECT_TIMEOUT_S = 10.0
 ACSE_TIMEOUT_S = 30.0
@@ -201,29 +206,72 @@ def send(
     calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
     on_progress: Callable[[int], None] | None = None,
 ) -> SendReport:
-    """Send every source (Part-10 file or dataset) over one association."""
+    """Send every source (Part-10 file or dataset) over one association, and over a new
+    one after an instance lost it (see :class:`_Associations`)."""
     report = SendReport()
     if not sources:
         return report
     proposals = _contexts_for(sources)
     # Without one readable source there is nothing to associate for: each fails in _store_one.
-    association = _Association.open(address, calling_ae_title, proposals) if proposals else None
-    lost: str | None = None
+    associations = _Associations(partial(_Association.open, address, calling_ae_title, proposals))
+    if proposals:
+        associations.open()
     try:
         for index, source in enumerate(sources):
             name = _name(source)
-            if lost is not None:
-                report.failed[name] = lost
+            association = associations.get() if proposals else None
+            if associations.given_up is not None:
+                report.failed[name] = associations.given_up
             else:
-                lost = _store_one(association, source, name, report)
+                associations.after(_store_one(association, source, name, report))
             if on_progress is not None:
                 on_progress(index + 1)
     finally:
-        if association is not None and lost is None:
-            association.release()
-        elif association is not None:
-            association.abort()
+        associations.close()
     return report
+
+
+class _Associations:
+    """The association the instances of one send go over, opened again for the next
+    instance after one lost it (a peer aborts on a file cut short, say), so that a bad
+    instance fails alone. After ``MAX_LOSSES_IN_A_ROW`` losses in a row, or when the
+    peer no longer accepts an association, the rest fail without being tried."""
+
+    def __init__(self, connect: Callable[[], "_Association"]) -> None:
+        self._connect = connect
+        self.current: _Association | None = None
+        self.losses = 0
+        self.given_up: str | None = None
+
+    def open(self) -> None:
+        """Associate; raise :class:`PeerUnreachableError` if the peer does not accept."""
+        self.current = self._connect()
+
+    def get(self) -> "_Association | None":
+        """The open association, opened again if the last one was lost."""
+        if self.current is None and self.given_up is None:
+            try:
+                self.open()
+            except PeerUnreachableError as exc:
+                self.given_up = f"not tried: the association was lost and {exc}"
+        return self.current
+
+    def after(self, lost: str | None) -> None:
+        """Count in one instance's outcome: ``lost`` says why it lost the association."""
+        if lost is None:
+            self.losses = 0
+            return
+        if self.current is not None:
+            self.current.abort()
+            self.current = None
+        self.losses += 1
+        if self.losses >= MAX_LOSSES_IN_A_ROW:
+            self.given_up = f"not tried: {self.losses} instances in a row lost the association"
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.release()
+            self.current = None
 
 
 def _store_one(
