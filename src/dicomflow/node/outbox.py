@@ -123,16 +123,16 @@ class Outbox:
             return
         with self._lock:
             lane = self._lanes.get(key)
-            if lane is None:
+            if lane is None:  # a new lane begins with a pass over its items
                 lane = self._lanes[key] = _Lane(partial(self._run_lane, key), key)
                 lane.thread.start()
+                return
         lane.wake.set()
 
     def _run_lane(self, key: str) -> None:
         """Deliver the items of one destination until none is left."""
         lane = self._lanes[key]
         while not self._stop.is_set():
-            lane.wake.clear()
             for item in self._items_for(key):
                 if self._stop.is_set():
                     return
@@ -142,6 +142,7 @@ class Outbox:
                     del self._lanes[key]
                     return
             lane.wake.wait(timeout=self.retry_interval_s)
+            lane.wake.clear()
 
     def _deliver_safely(self, item: Path) -> None:
         try:
