@@ -17,6 +17,7 @@ from pydicom.encaps import generate_frames
 from requests import HTTPError
 
 from dicomflow.dicom.factory import make_ct_series
+from support import storescu
 
 
 @pytest.fixture(scope="module")
@@ -340,3 +341,22 @@ def test_instances_are_converted_to_an_uncompressed_syntax_when_asked(  # type: 
     assert converted.SOPInstanceUID == original.SOPInstanceUID
     assert (converted.pixel_array == original.pixel_array).all()
     assert one.content in parts.content
+
+
+def test_an_instance_with_an_unparsable_value_is_searchable_and_has_metadata(
+    tmp_path: Path,
+) -> None:
+    """pydicom's badVR.dcm (NumberOfFrames "1A"), received by C-STORE: QIDO-RS finds it and
+    WADO-RS metadata gives that element as UN with its bytes, the others as usual."""
+    source = Path(str(get_testdata_file("badVR.dcm")))
+    original = pydicom.dcmread(source)
+    with archive_web(tmp_path) as running:
+        storescu(running.node.port, [source])
+        running.wait_archived(1)
+        client = running.client()
+        [metadata] = client.retrieve_series_metadata(
+            str(original.StudyInstanceUID), str(original.SeriesInstanceUID)
+        )
+    assert metadata["00280008"] == {"vr": "UN", "InlineBinary": "MUE="}
+    assert metadata["00080018"]["Value"] == [str(original.SOPInstanceUID)]
+    assert metadata["00100020"]["Value"] == [str(original.PatientID)]
