@@ -17,6 +17,7 @@ from sample_pipelines import MARK, CopyPipeline
 
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.net.address import Address
+from dicomflow.node import outbox as outbox_module
 from dicomflow.node.node import Node
 from dicomflow.node.outbox import DESTINATION, Delivery, Outbox, send_files
 from dicomflow.node.pipeline import AbstractPipeline
@@ -250,8 +251,9 @@ def blackhole() -> Iterator[int]:
 
 
 def test_a_dead_endpoint_never_delays_a_live_one(
-    tmp_path: Path, storescp: StoreSCPPeer, blackhole: int
+    tmp_path: Path, storescp: StoreSCPPeer, blackhole: int, monkeypatch: pytest.MonkeyPatch
 ):
+    monkeypatch.setattr(outbox_module, "STOP_WAIT_S", 0.2)  # the silent peer's lane is stuck
     outbox = Outbox(tmp_path / "outbox", calling_ae_title="NODE", retries=5, backoff_s=2.0)
     files = write_series(make_ct_series(3), tmp_path / "series")
     # Items are named so that the dead endpoints' come first.
@@ -276,6 +278,28 @@ def uncompressed_storescp(tmp_path: Path) -> Iterator[StoreSCPPeer]:
     peer = StoreSCPPeer(tmp_path / "pacs", options=())
     yield peer
     peer.stop()
+
+
+def test_a_nodes_results_reach_a_live_endpoint_while_the_others_are_dead(
+    make_node, storescp: StoreSCPPeer, blackhole: int, tmp_path: Path
+):
+    """Endpoints in the order closed port, silent peer, live storescp: the live one has the
+    results within seconds of the round's end, not after the others' retries (minutes)."""
+    dead = [f"PACS@127.0.0.1:{free_port()}", f"PACS@127.0.0.1:{blackhole}"]
+    node = make_node(
+        CopyPipeline,
+        endpoints=[*dead, storescp.endpoint()],
+        export_retries=5,
+        export_backoff_s=2.0,
+    )
+    files = write_series(make_ct_series(3), tmp_path / "series")
+    storescu(node.port, files)
+    wait_for(lambda: node.counters.rounds_succeeded == 1, 30, "the round")
+    ended = time.monotonic()
+    wait_for(lambda: len(storescp.files()) == len(files), 15, "results at the live endpoint")
+    assert time.monotonic() - ended < 5
+    assert uids(storescp.files()) == uids(files)
+    assert len(node.outbox.items()) == 2, "the dead endpoints' results wait"
 
 
 def test_an_instance_no_retry_would_send_is_set_aside_once_with_its_reason(
