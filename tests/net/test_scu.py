@@ -163,9 +163,13 @@ def test_a_compressed_instance_is_decoded_for_a_peer_taking_only_uncompressed(
 ) -> None:
     peer = storescp_factory()  # storescp's default: uncompressed syntaxes only
     path = bundled(name)
-    report = send(peer.address, [path])
+    dataset = dcmread(path)
+    report = send(peer.address, [path, dataset])  # a file, and a dataset
     assert report.ok, report.failed
     original = dcmread(path)
+    assert dataset.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+    assert dataset.PixelData == original.PixelData, "the caller's dataset is left as it was"
+    assert report.sent == [str(path), str(original.SOPInstanceUID)]
     arrived = peer.received()[str(original.SOPInstanceUID)]
     assert arrived.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert arrived.SOPClassUID == original.SOPClassUID
@@ -363,6 +367,7 @@ def test_a_peer_that_refuses_the_sop_class_fails_each_instance(
     peer.scp.negotiate = lambda abstract, proposed: (3, proposed[0])  # type: ignore[method-assign]
     report = send(peer.address, files)
     assert not report.sent
+    assert not report.unsendable, "the peer may come to accept it: retried"
     name = CTImageStorage.name
     assert (
         report.failed[str(files[0])]

@@ -33,6 +33,7 @@ packs its PDUs itself (:mod:`dicomflow.net.pdu`):
 """
 
 import contextlib
+import copy
 import logging
 import socket
 import struct
@@ -52,7 +53,7 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import encode
 
-from dicomflow.errors import PeerUnreachableError
+from dicomflow.errors import PeerUnreachableError, TranscodeError
 from dicomflow.net.address import Address
 from dicomflow.net.pdu import (
     ABORT,
@@ -135,8 +136,8 @@ class SendReport:
     sent: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     unsendable: set[str] = field(default_factory=set)
-    """The failed ones no retry to this peer would send: unreadable, or in no syntax
-    the peer accepts and not decodable into one it does."""
+    """The failed ones no retry would send: unparsable, or compressed for a peer that
+    takes only uncompressed syntaxes and not decodable."""
 
     @property
     def ok(self) -> bool:
@@ -280,14 +281,17 @@ def _store_one(
     """Send one source; return why the association is lost, if it is."""
     try:
         instance = _read(source)
+    except Exception as exc:  # one unreadable instance (pydicom raises many kinds) fails alone
+        # A file that cannot be read now (OSError) may be later; one that cannot be parsed not.
+        _cannot_send(report, name, exc, unsendable=not isinstance(exc, OSError))
+        return None
+    try:
         if association is None:
             raise ValueError("no presentation context for it")
         context_id, instance = association.fit(instance)
-    except Exception as exc:  # one unreadable instance (pydicom raises many kinds) fails alone
-        logger.warning("cannot send %s: %s", name, exc)
-        report.failed[name] = f"cannot send: {exc}"
-        if not isinstance(exc, OSError):  # a file that cannot be read now may be later
-            report.unsendable.add(name)
+    except Exception as exc:  # re-encoding raises many kinds too
+        # A peer may come to accept a SOP class or syntax; pixel data never to decode.
+        _cannot_send(report, name, exc, unsendable=isinstance(exc, TranscodeError))
         return None
     try:
         status = association.store(context_id, instance)
@@ -301,6 +305,13 @@ def _store_one(
     else:
         report.failed[name] = f"status 0x{status:04X}"
     return None
+
+
+def _cannot_send(report: SendReport, name: str, exc: Exception, *, unsendable: bool) -> None:
+    logger.warning("cannot send %s: %s", name, exc)
+    report.failed[name] = f"cannot send: {exc}"
+    if unsendable:
+        report.unsendable.add(name)
 
 
 def _name(source: Source) -> str:
@@ -517,13 +528,16 @@ def _decompressed(instance: _Instance) -> _Instance:
     """The instance with its pixel data decoded (pydicom and pylibjpeg), in explicit VR
     little endian, for a peer that accepts only uncompressed syntaxes.
 
-    ValueError where the pixel data cannot be decoded.
+    Raises:
+        TranscodeError: if the pixel data cannot be decoded.
     """
     dataset = _dataset_of(instance)
+    if dataset is instance.dataset:
+        dataset = copy.deepcopy(dataset)  # the caller's: left as it was
     try:
         dataset.decompress(generate_instance_uid=False)
     except Exception as exc:  # each decoder raises its own kinds
-        raise ValueError(
+        raise TranscodeError(
             f"the peer accepts only uncompressed syntaxes and the pixel data in"
             f" {UID(instance.syntax).name} cannot be decoded ({exc})"
         ) from exc
