@@ -360,3 +360,16 @@ def test_an_instance_with_an_unparsable_value_is_searchable_and_has_metadata(
     assert metadata["00280008"] == {"vr": "UN", "InlineBinary": "MUE="}
     assert metadata["00080018"]["Value"] == [str(original.SOPInstanceUID)]
     assert metadata["00100020"]["Value"] == [str(original.PatientID)]
+
+
+def test_stow_refuses_an_instance_the_archive_cannot_file(tmp_path: Path) -> None:
+    [good, bad] = [part10(ds) for ds in make_ct_series(2, patient_id="STOW")]
+    del bad.SeriesInstanceUID
+    with archive_web(tmp_path) as running:
+        response = running.client().store_instances([good, bad])
+        running.wait_archived(1)
+    [failed] = response.FailedSOPSequence
+    assert failed.ReferencedSOPInstanceUID == bad.SOPInstanceUID
+    assert failed.FailureReason == 0xA900
+    [stored] = response.ReferencedSOPSequence
+    assert stored.ReferencedSOPInstanceUID == good.SOPInstanceUID
