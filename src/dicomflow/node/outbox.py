@@ -56,7 +56,7 @@ def send_files(address: Address, files: list[Path], calling_ae_title: str) -> De
 
 
 class Outbox:
-    """The outbox folder and the thread that empties it."""
+    """The outbox folder and its lanes, one thread per destination, that empty it."""
 
     def __init__(
         self,
