@@ -47,15 +47,18 @@ def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
 
 
 class StoreSCPPeer:
-    """A dcmtk ``storescp`` storing what it receives in ``folder``."""
+    """A dcmtk ``storescp`` storing what it receives in ``folder``; with ``options``
+    (default ``+xa``: every transfer syntax it knows)."""
 
-    def __init__(self, folder: Path, ae_title: str = "PACS") -> None:
+    def __init__(
+        self, folder: Path, ae_title: str = "PACS", options: tuple[str, ...] = ("+xa",)
+    ) -> None:
         self.folder = folder
         self.ae_title = ae_title
         self.port = free_port()
         folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            ["storescp", "-aet", ae_title, "-od", str(folder), "+xa", str(self.port)],
+            ["storescp", "-aet", ae_title, "-od", str(folder), *options, str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -34,6 +34,11 @@ class ExportError(DicomflowError, ConnectionError):
     """Results could not be delivered to an endpoint."""
 
 
+class TranscodeError(DicomflowError, ValueError):
+    """An instance's pixel data cannot be decoded for a peer that takes only uncompressed
+    transfer syntaxes."""
+
+
 class PeerUnreachableError(DicomflowError, ConnectionError):
     """A DICOM peer refused or did not answer an association."""
 

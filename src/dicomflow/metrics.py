@@ -53,6 +53,7 @@ REASON_STORAGE_ERROR = "storage_error"  # the instance could not be stored durab
 REASON_HANDLER_ERROR = "handler_error"  # storing failed unexpectedly
 REASON_TOO_LARGE = "too_large"  # an instance over maximum_instance_bytes (association aborted)
 REASON_MEMORY = "memory"  # instances being received would pass maximum_held_bytes (aborted)
+REASON_NOT_ARCHIVABLE = "not_archivable"  # no valid Study/SeriesInstanceUID to archive it by
 REASONS = (
     REASON_AE_TITLE,
     REASON_IP,
@@ -62,6 +63,7 @@ REASONS = (
     REASON_HANDLER_ERROR,
     REASON_TOO_LARGE,
     REASON_MEMORY,
+    REASON_NOT_ARCHIVABLE,
 )
 
 INSTANCES_RECEIVED = Counter(
@@ -115,6 +117,13 @@ EXPORTS = Counter(
 INSTANCES_EXPORTED = Counter(
     "dicomflow_instances_exported",
     "Result instances acknowledged by an endpoint.",
+    registry=REGISTRY,
+)
+INSTANCES_UNSENDABLE = Counter(
+    "dicomflow_instances_unsendable",
+    "Result instances set aside in outbox-unsendable/ because no retry would send them to"
+    " their endpoint (unreadable, or compressed for a peer that takes only uncompressed"
+    " syntaxes and not decodable).",
     registry=REGISTRY,
 )
 STAGE_LATENCY = Histogram(

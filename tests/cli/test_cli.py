@@ -268,6 +268,27 @@ def test_send_delivers_every_file(tmp_path: Path, storescp: StoreSCPPeer, as_fol
     assert uids(storescp.files()) == uids(files)
 
 
+def test_send_fails_each_bad_file_alone_and_lists_every_failure(
+    tmp_path: Path, storescp: StoreSCPPeer
+):
+    """Files cut short make the peer abort: each fails alone, the others arrive over new
+    associations, and the summary names every one that failed (here more than 20)."""
+    files = write_series(make_ct_series(46, rows=32, columns=32), tmp_path / "to-send")
+    bad, good = files[1::2], files[0::2]
+    for path in bad:
+        path.write_bytes(path.read_bytes()[:-700])  # inside the pixel data
+    result = dicomflow(
+        "send", "127.0.0.1", storescp.port, tmp_path / "to-send", "--aec", "PACS", cwd=tmp_path
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    assert f"sent {len(good)} of {len(files)} instance(s)" in output
+    assert uids(storescp.files()) == uids(good)
+    failed = [line for line in output.splitlines() if line.startswith("failed ")]
+    assert [line.split()[1].rstrip(":") for line in failed] == [str(path) for path in bad]
+
+
 def test_send_to_closed_port_fails_in_one_line(tmp_path: Path):
     files = write_series(make_ct_series(2), tmp_path / "series")
     result = dicomflow("send", "127.0.0.1", free_port(), *files, cwd=tmp_path)

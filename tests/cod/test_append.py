@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from cod_support import SeriesFactory
 
-from dicomflow.cod import CODObject, Hints, Instance
+from dicomflow.cod import CODObject, Hints, Instance, list_series
 from dicomflow.cod.archive import BLOCK, padded
 from dicomflow.cod.checksum import checksum
 from dicomflow.cod.layout import SeriesLayout, open_datastore
@@ -111,6 +111,19 @@ def test_bad_instances_are_errors_not_exceptions(
     assert len(result.new) == 1
     assert CODObject(datastore, s.study_uid, s.series_uid, lock=False).list_instances() == s.uids()
     assert not list(tmp_path.parent.rglob("x.dcm"))
+
+
+def test_a_series_none_of_whose_instances_could_be_appended_is_not_written(
+    datastore: str, series: SeriesFactory, tmp_path: Path
+) -> None:
+    s = series(1)
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(b"not a DICOM file" * 20)
+    with CODObject(datastore, s.study_uid, s.series_uid, lock=True) as cod:
+        result = cod.append([Instance(str(garbage))])
+        cod.sync()
+    assert len(result.errors) == 1
+    assert list_series(datastore, s.study_uid) == [], "no series without instances"
 
 
 def test_hostile_series_uids_are_rejected(datastore: str) -> None:

@@ -1,9 +1,11 @@
 """The node archives every stable series into a cloud-optimized DICOM datastore."""
 
 import io
+import subprocess
 from pathlib import Path
 
 import pydicom
+import pytest
 
 from dicomflow.cod import CODObject, list_series, list_studies
 from dicomflow.dicom.factory import make_ct_series, write_series
@@ -194,3 +196,83 @@ def test_a_consumer_that_cannot_schedule_is_an_error_of_the_series(tmp_path: Pat
     assert not (tmp_path / "archive" / "staging").exists() or not any(
         (tmp_path / "archive" / "staging").iterdir()
     )
+
+
+def test_an_unparsable_header_value_does_not_block_its_series(tmp_path: Path) -> None:
+    """pydicom's badVR.dcm has NumberOfFrames "1A": it is archived as it came, and the
+    series metadata names the element it could not convert."""
+    from pydicom.data import get_testdata_file
+
+    source = Path(str(get_testdata_file("badVR.dcm")))
+    datastore = tmp_path / "archive"
+    node = start_node(tmp_path, datastore)
+    try:
+        storescu(node.port, [source])
+        batches = tmp_path / "data" / "series" / "rounds"
+        wait_for(lambda: archived(datastore) == 1, 30, "the archived instance")
+        wait_for(lambda: not any(batches.iterdir()), 30, "the series batch to finish")
+    finally:
+        node.stop()
+    assert not any((tmp_path / "data" / "series" / "failed").iterdir())
+    original = pydicom.dcmread(source)
+    cod = CODObject(
+        datastore_path=str(datastore),
+        study_uid=str(original.StudyInstanceUID),
+        series_uid=str(original.SeriesInstanceUID),
+        lock=False,
+    )
+    uid = str(original.SOPInstanceUID)
+    assert dataset_bytes(cod.get(uid)) == dataset_bytes(source.read_bytes()), "as it came"
+    record = cod.instance_metadata(uid)
+    assert list(record["unparsable"]) == ["00280008"]
+    assert "'1A'" in record["unparsable"]["00280008"]
+    assert record["metadata"]["00280008"] == {"vr": "UN", "InlineBinary": "MUE="}  # b"1A"
+    assert record["metadata"]["00100010"] == {
+        "vr": "PN",
+        "Value": [{"Alphabetic": "Lastname^Firstname"}],
+    }
+
+
+def dataset_bytes(part10: bytes) -> bytes:
+    """A Part-10 file's dataset, after its file meta (which C-STORE does not carry)."""
+    return part10[144 + int.from_bytes(part10[140:144], "little") :]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning:pydicom")
+@pytest.mark.parametrize(
+    ("keyword", "value", "reason"),
+    [
+        ("SeriesInstanceUID", None, "has no SeriesInstanceUID"),
+        ("StudyInstanceUID", None, "has no StudyInstanceUID"),
+        ("StudyInstanceUID", "", "has no StudyInstanceUID"),
+        ("SeriesInstanceUID", "1.2.03", 'SeriesInstanceUID "1.2.03", which is not a valid'),
+    ],
+)
+def test_an_instance_the_archive_cannot_file_is_refused_when_it_arrives(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, keyword: str, value: str | None, reason: str
+) -> None:
+    good = make_ct_series(2, patient_id="A")
+    [bad] = make_ct_series(1, patient_id="A")
+    if value is None:
+        delattr(bad, keyword)
+    else:
+        setattr(bad, keyword, value)
+    datastore = tmp_path / "archive"
+    node = start_node(tmp_path, datastore)
+    try:
+        files = write_series(good, tmp_path / "good") + write_series([bad], tmp_path / "bad")
+        command = ["storescu", "-v", "-aec", "DICOMFLOW", "127.0.0.1", str(node.port)]
+        result = subprocess.run([*command, *map(str, files)], capture_output=True, text=True)
+        wait_for(lambda: archived(datastore) == 2, 30, "the good series archived")
+        batches = tmp_path / "data" / "series" / "rounds"
+        wait_for(lambda: not any(batches.iterdir()), 30, "the series batch to finish")
+    finally:
+        node.stop()
+    assert result.returncode != 0
+    assert "Store Response (Error: DataSetDoesNotMatchSOPClass)" in result.stderr  # 0xA900
+    assert result.stderr.count("Store Response (Success)") == 2
+    assert node.counters.refused == 1
+    assert node.counters.received == 2
+    assert reason in caplog.text
+    assert not any((tmp_path / "data" / "series" / "failed").iterdir())
+    assert not list((tmp_path / "data" / "series" / "spool").rglob("*.dcm")), "nothing kept"

@@ -2,20 +2,26 @@
 
 import json
 import logging
+import shutil
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate
 from sample_pipelines import MARK, CopyPipeline
 
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.net.address import Address
+from dicomflow.node import outbox as outbox_module
 from dicomflow.node.node import Node
-from dicomflow.node.outbox import DESTINATION, Outbox
+from dicomflow.node.outbox import DESTINATION, Delivery, Outbox, send_files
 from dicomflow.node.pipeline import AbstractPipeline
-from support import PeerStarter, free_port, storescu, wait_for
+from support import PeerStarter, StoreSCPPeer, free_port, storescu, wait_for
 
 KEPT = "still unreachable; kept for later"
 
@@ -119,14 +125,14 @@ class FakeSender:
         self.plan = plan
         self.calls: list[tuple[Address, list[str], str]] = []
 
-    def __call__(self, address: Address, files: list[Path], calling: str) -> set[Path]:
+    def __call__(self, address: Address, files: list[Path], calling: str) -> Delivery:
         self.calls.append((address, [path.name for path in files], calling))
         step = self.plan[min(len(self.calls), len(self.plan)) - 1]
         if isinstance(step, Exception):
             raise step
         if step == "half":
-            return set(files[::2])
-        return set(files)
+            return Delivery(set(files[::2]))
+        return Delivery(set(files))
 
 
 def make_item(outbox: Outbox, tmp_path: Path, count: int) -> tuple[Path, list[str]]:
@@ -215,3 +221,121 @@ def test_file_outputs_are_written_durably_and_wait_while_the_folder_cannot_be(
     }
     assert all(pydicom.dcmread(p).ImageComments == MARK for p in written)
     assert not list(blocked.glob(".*.part"))
+
+
+# -- the Outbox class with the real sender and dcmtk storescp -------------------------------
+
+
+def bundled(name: str) -> Path:
+    path = get_testdata_file(name)
+    assert path is not None, name
+    return Path(str(path))
+
+
+def dicom_item(outbox: Outbox, tmp_path: Path, name: str, port: int, files: list[Path]) -> Path:
+    folder = tmp_path / f"result-{name}"
+    folder.mkdir()
+    for path in files:
+        shutil.copy(path, folder / path.name)
+    destination = {"kind": "dicom", "ip": "127.0.0.1", "port": port, "ae_title": "PACS"}
+    return outbox.add(name, folder, destination)
+
+
+@pytest.fixture
+def blackhole() -> Iterator[int]:
+    """A port that takes connections and never answers (its listener never accepts)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield int(listener.getsockname()[1])
+
+
+def test_a_dead_endpoint_never_delays_a_live_one(
+    tmp_path: Path, storescp: StoreSCPPeer, blackhole: int, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(outbox_module, "STOP_WAIT_S", 0.2)  # the silent peer's lane is stuck
+    outbox = Outbox(tmp_path / "outbox", calling_ae_title="NODE", retries=5, backoff_s=2.0)
+    files = write_series(make_ct_series(3), tmp_path / "series")
+    # Items are named so that the dead endpoints' come first.
+    dicom_item(outbox, tmp_path, "a-closed-port", free_port(), files)
+    dicom_item(outbox, tmp_path, "b-never-answers", blackhole, files)
+    live = dicom_item(outbox, tmp_path, "c-live", storescp.port, files)
+    started = time.monotonic()
+    outbox.start()
+    try:
+        wait_for(lambda: not live.exists(), 10, "delivery to the live endpoint")
+        elapsed = time.monotonic() - started
+    finally:
+        outbox.stop()
+    assert elapsed < 5, f"the live endpoint waited {elapsed:.1f}s"
+    assert uids(storescp.files()) == uids(files)
+    assert [item.name for item in outbox.items()] == ["a-closed-port", "b-never-answers"]
+
+
+@pytest.fixture
+def uncompressed_storescp(tmp_path: Path) -> Iterator[StoreSCPPeer]:
+    """storescp with its default options: uncompressed transfer syntaxes only."""
+    peer = StoreSCPPeer(tmp_path / "pacs", options=())
+    yield peer
+    peer.stop()
+
+
+def test_a_nodes_results_reach_a_live_endpoint_while_the_others_are_dead(
+    make_node, storescp: StoreSCPPeer, blackhole: int, tmp_path: Path
+):
+    """Endpoints in the order closed port, silent peer, live storescp: the live one has the
+    results within seconds of the round's end, not after the others' retries (minutes)."""
+    dead = [f"PACS@127.0.0.1:{free_port()}", f"PACS@127.0.0.1:{blackhole}"]
+    node = make_node(
+        CopyPipeline,
+        endpoints=[*dead, storescp.endpoint()],
+        export_retries=5,
+        export_backoff_s=2.0,
+    )
+    files = write_series(make_ct_series(3), tmp_path / "series")
+    storescu(node.port, files)
+    wait_for(lambda: node.counters.rounds_succeeded == 1, 30, "the round")
+    ended = time.monotonic()
+    wait_for(lambda: len(storescp.files()) == len(files), 15, "results at the live endpoint")
+    assert time.monotonic() - ended < 5
+    assert uids(storescp.files()) == uids(files)
+    assert len(node.outbox.items()) == 2, "the dead endpoints' results wait"
+
+
+def test_an_instance_no_retry_would_send_is_set_aside_once_with_its_reason(
+    tmp_path: Path, uncompressed_storescp: StoreSCPPeer
+):
+    """The peer takes only uncompressed syntaxes: a JPEG 2000 instance is decoded for it;
+    one whose pixel data cannot be decoded is set aside, not retried for ever."""
+    storescp = uncompressed_storescp
+    broken = pydicom.dcmread(bundled("JPEG2000.dcm"))
+    broken.SOPInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    broken.PixelData = encapsulate([b"\xff\x4f\xff\x51 not a codestream"])
+    broken_path = tmp_path / "broken.dcm"
+    broken.save_as(broken_path)
+    sender = CountingSender()
+    outbox = Outbox(
+        tmp_path / "outbox", calling_ae_title="NODE", retries=3, backoff_s=0.0, sender=sender
+    )
+    item = dicom_item(
+        outbox, tmp_path, "round-1", storescp.port, [broken_path, bundled("JPEG2000.dcm")]
+    )
+    assert outbox.deliver(item), "delivered: nothing left that a retry could send"
+    assert sender.calls == 1
+    assert not item.exists()
+    [arrived] = storescp.files()
+    original = pydicom.dcmread(bundled("JPEG2000.dcm"))
+    assert (pydicom.dcmread(arrived).pixel_array == original.pixel_array).all()
+    aside = tmp_path / "outbox-unsendable" / "round-1"
+    assert (aside / "broken.dcm").read_bytes() == broken_path.read_bytes()
+    reason = json.loads((aside / "reasons.json").read_text())["broken.dcm"]
+    assert "cannot be decoded" in reason and "JPEG 2000" in reason, reason
+
+
+class CountingSender:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, address: Address, files: list[Path], calling: str) -> Delivery:
+        self.calls += 1
+        return send_files(address, files, calling)

@@ -19,6 +19,7 @@ from pydicom.uid import generate_uid
 
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.web import dicomweb_multipart as multipart
+from support import storescu
 
 
 @pytest.fixture(scope="module")
@@ -545,3 +546,35 @@ def test_instances_are_converted_to_an_uncompressed_syntax_when_asked(  # type: 
     assert converted.SOPInstanceUID == original.SOPInstanceUID
     assert (converted.pixel_array == original.pixel_array).all()
     assert one.content in parts.content
+
+
+def test_an_instance_with_an_unparsable_value_is_searchable_and_has_metadata(
+    tmp_path: Path,
+) -> None:
+    """pydicom's badVR.dcm (NumberOfFrames "1A"), received by C-STORE: QIDO-RS finds it and
+    WADO-RS metadata gives that element as UN with its bytes, the others as usual."""
+    source = Path(str(get_testdata_file("badVR.dcm")))
+    original = pydicom.dcmread(source)
+    with archive_web(tmp_path) as running:
+        storescu(running.node.port, [source])
+        running.wait_archived(1)
+        client = running.client()
+        [metadata] = client.retrieve_series_metadata(
+            str(original.StudyInstanceUID), str(original.SeriesInstanceUID)
+        )
+    assert metadata["00280008"] == {"vr": "UN", "InlineBinary": "MUE="}
+    assert metadata["00080018"]["Value"] == [str(original.SOPInstanceUID)]
+    assert metadata["00100020"]["Value"] == [str(original.PatientID)]
+
+
+def test_stow_refuses_an_instance_the_archive_cannot_file(tmp_path: Path) -> None:
+    [good, bad] = [part10(ds) for ds in make_ct_series(2, patient_id="STOW")]
+    del bad.SeriesInstanceUID
+    with archive_web(tmp_path) as running:
+        response = running.client().store_instances([good, bad])
+        running.wait_archived(1)
+    [failed] = response.FailedSOPSequence
+    assert failed.ReferencedSOPInstanceUID == bad.SOPInstanceUID
+    assert failed.FailureReason == 0xA900
+    [stored] = response.ReferencedSOPSequence
+    assert stored.ReferencedSOPInstanceUID == good.SOPInstanceUID

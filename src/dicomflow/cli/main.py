@@ -244,7 +244,7 @@ def send(
     except (DicomflowError, ValueError) as exc:
         fail(str(exc))
     console.print(f"sent {len(report.sent)} of {len(paths)} instance(s) to {aec}@{host}:{port}")
-    for name, reason in list(report.failed.items())[:20]:
+    for name, reason in report.failed.items():
         console.print(f"[red]failed[/red] {name}: {reason}", highlight=False)
     if report.failed:
         raise typer.Exit(1)

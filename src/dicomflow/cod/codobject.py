@@ -174,6 +174,9 @@ class CODObject:
             return
         self._locker.verify()
         committed = dict(self._instances)
+        if not self._staged and not committed and self._metadata_generation is None:
+            logger.info("series %s: no instance; nothing written", self.layout.series_uid)
+            return  # no series without instances (all of them failed to append, say)
         if self._staged:
             start = metadata.committed_end(self._instances)
             members = [(member_name(uid), staged.data) for uid, staged in self._staged.items()]

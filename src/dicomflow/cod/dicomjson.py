@@ -39,18 +39,28 @@ _INT = re.compile(r" *[+-]?[0-9]{1,15} *\Z")  # exact as a float too: no ISfloat
 _FLOAT = re.compile(r" *[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)? *\Z")
 
 
-def to_json_dict(ds: Dataset, threshold: int, bulk_uri: BulkURI | None) -> Json:
+def to_json_dict(
+    ds: Dataset,
+    threshold: int,
+    bulk_uri: BulkURI | None,
+    unparsable: dict[str, str] | None = None,
+) -> Json:
     """Return ``ds`` as DICOM JSON, as ``ds.to_json_dict(threshold, handler)`` does.
 
     Binary values longer than ``(threshold // 4) * 3`` bytes are given as
     ``{"BulkDataURI": bulk_uri(tag)}`` when ``bulk_uri`` is set, else inline.
     A binary value that ``dcmread`` deferred is taken as bulk data without being
     read: read ``ds`` with ``defer_size`` of at least ``threshold`` (or None).
+
+    With ``unparsable`` given, an element whose value cannot be converted (an
+    InstanceNumber of "1A", say) does not fail the dataset: it is given as UN
+    with its raw bytes inline, and ``unparsable`` maps its path (``"00200013"``,
+    or ``"00081115.0.00081150"`` inside a sequence) to why.
     """
     handler = None if bulk_uri is None else _element_handler(bulk_uri)
-    if not _default_reading():
+    if not _default_reading():  # (then an unconvertible value fails the dataset)
         return ds.to_json_dict(threshold, handler)
-    return _dataset_json(ds, threshold, bulk_uri, handler)
+    return _dataset_json(ds, threshold, bulk_uri, handler, unparsable)
 
 
 def _element_handler(bulk_uri: BulkURI) -> Callable[[DataElement], str]:
@@ -69,23 +79,59 @@ def _default_reading() -> bool:
     )
 
 
-def _dataset_json(ds: Dataset, threshold: int, bulk_uri: BulkURI | None, handler: Handler) -> Json:
+def _dataset_json(
+    ds: Dataset,
+    threshold: int,
+    bulk_uri: BulkURI | None,
+    handler: Handler,
+    unparsable: dict[str, str] | None,
+    path: str = "",
+) -> Json:
     result: Json = {}
     for tag, element in list(ds.items()):  # raw as read: ds[tag] would convert them
-        value = None
-        if isinstance(element, RawDataElement):
-            value = _raw_json(element, threshold, bulk_uri)
-        if value is None:
-            converted = ds[tag]
-            if converted.VR == "SQ":
-                items = [
-                    _dataset_json(item, threshold, bulk_uri, handler) for item in converted.value
-                ]
-                value = {"vr": "SQ", "Value": items}
-            else:
-                value = converted.to_json_dict(handler, threshold)
-        result[f"{tag:08X}"] = value
+        key = f"{tag:08X}"
+        try:
+            value = _element_json(ds, tag, element, threshold, bulk_uri, handler, unparsable, path)
+        except Exception as exc:  # pydicom raises many kinds on values it cannot convert
+            if unparsable is None:
+                raise
+            unparsable[f"{path}{key}"] = f"{type(exc).__name__}: {exc}"
+            value = _unparsable_json(element)
+        result[key] = value
     return result
+
+
+def _element_json(
+    ds: Dataset,
+    tag: BaseTag,
+    element: DataElement | RawDataElement,
+    threshold: int,
+    bulk_uri: BulkURI | None,
+    handler: Handler,
+    unparsable: dict[str, str] | None,
+    path: str,
+) -> Json:
+    if isinstance(element, RawDataElement):
+        value = _raw_json(element, threshold, bulk_uri)
+        if value is not None:
+            return value
+    converted = ds[tag]
+    if converted.VR != "SQ":
+        return dict(converted.to_json_dict(handler, threshold))
+    prefix = f"{path}{tag:08X}."
+    items = [
+        _dataset_json(item, threshold, bulk_uri, handler, unparsable, f"{prefix}{index}.")
+        for index, item in enumerate(converted.value)
+    ]
+    return {"vr": "SQ", "Value": items}
+
+
+def _unparsable_json(element: DataElement | RawDataElement) -> Json:
+    """An element whose value cannot be converted: UN, with its bytes as they are."""
+    raw = element.value if isinstance(element, RawDataElement) else None
+    if isinstance(raw, bytes) and raw:
+        return {"vr": "UN", "InlineBinary": base64.b64encode(raw).decode("ascii")}
+    return {"vr": "UN"}
 
 
 def _raw_json(raw: RawDataElement, threshold: int, bulk_uri: BulkURI | None) -> Json | None:

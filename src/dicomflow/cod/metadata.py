@@ -7,8 +7,14 @@ Shape::
         "uri": "<datastore>/studies/<study>/series/<series>.tar://instances/<uid>.dcm",
         "headers": {"start_byte": int, "end_byte": int},
         "crc32c": str, "size": int, "original_path": str, "dependencies": [str],
-        "diff_hash_dupe_paths": [str], "version": "1.0", "modified_datetime": str}}},
+        "diff_hash_dupe_paths": [str], "version": "1.0", "modified_datetime": str,
+        "unparsable": {element path: why}  # only where a value could not be converted
+        }}},
      "other": {...}}
+
+An element whose value cannot be converted (an InstanceNumber of "1A") is given
+in ``metadata`` as UN with its bytes inline and named in ``unparsable``; the
+instance itself is stored as it came.
 
 ``headers.end_byte`` is EXCLUSIVE: the member's bytes are
 ``tar[start_byte:end_byte]`` and ``end_byte - start_byte == size``. User
@@ -17,6 +23,7 @@ own key, so they can never overwrite it.
 """
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,19 +35,23 @@ from dicomflow.cod.archive import padded
 from dicomflow.cod.store import Generation, Store
 from dicomflow.errors import CODError
 
+logger = logging.getLogger(__name__)
+
 VERSION = "1.0"
 BULK_DATA_THRESHOLD = 1024
 Record = dict[str, Any]
 
 
-def dicom_json(ds: Dataset, uri: str) -> dict[str, Any]:
-    """Return file meta + dataset as DICOM JSON, bulk data replaced by ``BulkDataURI``."""
+def dicom_json(ds: Dataset, uri: str, unparsable: dict[str, str] | None = None) -> dict[str, Any]:
+    """Return file meta + dataset as DICOM JSON, bulk data replaced by ``BulkDataURI``
+    (with ``unparsable``, values that cannot be converted are collected there: see
+    :func:`dicomflow.cod.dicomjson.to_json_dict`)."""
 
     def bulk_uri(tag: int) -> str:
         return f"{uri}#{tag:08X}"
 
     meta = dicomjson.to_json_dict(ds.file_meta, 0, None) if hasattr(ds, "file_meta") else {}
-    body = dicomjson.to_json_dict(ds, BULK_DATA_THRESHOLD, bulk_uri)
+    body = dicomjson.to_json_dict(ds, BULK_DATA_THRESHOLD, bulk_uri, unparsable)
     return {**meta, **body}
 
 
@@ -48,8 +59,9 @@ def new_record(
     ds: Dataset, uri: str, crc32c: str, size: int, original_path: str, dependencies: list[str]
 ) -> Record:
     """Return the metadata record of a staged instance (headers filled in at sync)."""
-    return {
-        "metadata": dicom_json(ds, uri),
+    unparsable: dict[str, str] = {}
+    record: Record = {
+        "metadata": dicom_json(ds, uri, unparsable),
         "uri": uri,
         "headers": {"start_byte": -1, "end_byte": -1},
         "crc32c": crc32c,
@@ -60,6 +72,12 @@ def new_record(
         "version": VERSION,
         "modified_datetime": now(),
     }
+    if unparsable:
+        record["unparsable"] = unparsable
+        uid = ds.get("SOPInstanceUID", "?")
+        for path, why in unparsable.items():
+            logger.warning("instance %s: element %s kept as UN: %s", uid, path, why)
+    return record
 
 
 def now() -> str:

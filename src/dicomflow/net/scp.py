@@ -35,6 +35,8 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC210
 STATUS_PROCESSING_FAILURE = 0x0110
 STATUS_FAILED = 0xC001
+STATUS_DATASET_MISMATCH = 0xA900
+"""The dataset does not match the SOP class (a Type 1 attribute is missing or invalid)."""
 
 
 @dataclass

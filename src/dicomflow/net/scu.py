@@ -17,24 +17,29 @@ packs its PDUs itself (:mod:`dicomflow.net.pdu`):
    its dataset while it is sent); its file meta gives the transfer syntax, its
    dataset (else its file meta) the SOP UIDs. The dataset goes out as it is in the
    file when the peer accepted that syntax, re-encoded by pydicom when it
-   accepted only another uncompressed one, and not at all otherwise (that
-   instance is reported failed with the reason; the next one is sent). The
+   accepted only another uncompressed one (a compressed instance's pixel data
+   decoded first, with pylibjpeg), and not at all otherwise (that instance is
+   reported failed and unsendable, with the reason; the next one is sent). The
    command and the dataset leave in one ``sendmsg``, in P-DATA-TF PDUs no
    longer than the peer's maximum.
 3. Each C-STORE waits for its response (no asynchronous operations). Success
    and warning statuses count as sent. An A-ABORT, a closed connection, a
    protocol error or ``DIMSE_TIMEOUT_S`` without a response end the
-   association; that instance and the ones after it are reported failed (so
-   the outbox sends them again), never as sent.
+   association; that instance is reported failed (so the outbox sends it
+   again), never as sent, and the next one goes over a new association. After
+   ``MAX_LOSSES_IN_A_ROW`` losses in a row, or if the peer no longer accepts
+   an association, the rest are reported failed without being tried.
 4. A-RELEASE-RQ; the A-RELEASE-RP is awaited for up to ``ACSE_TIMEOUT_S``.
 """
 
 import contextlib
+import copy
 import logging
 import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +53,7 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import encode
 
-from dicomflow.errors import PeerUnreachableError
+from dicomflow.errors import PeerUnreachableError, TranscodeError
 from dicomflow.net.address import Address
 from dicomflow.net.pdu import (
     ABORT,
@@ -82,6 +87,8 @@ from dicomflow.net.socket import receive_exactly, tune_requesting_socket
 logger = logging.getLogger(__name__)
 
 DEFAULT_CALLING_AE_TITLE = "DICOMFLOW"
+MAX_LOSSES_IN_A_ROW = 3
+"""After this many instances in a row lost their association, a send stops trying."""
 MAX_CONTEXTS = 128
 CONNECT_TIMEOUT_S = 10.0
 ACSE_TIMEOUT_S = 30.0
@@ -128,6 +135,9 @@ class SendReport:
 
     sent: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    unsendable: set[str] = field(default_factory=set)
+    """The failed ones no retry would send: unparsable, or compressed for a peer that
+    takes only uncompressed syntaxes and not decodable."""
 
     @property
     def ok(self) -> bool:
@@ -197,29 +207,72 @@ def send(
     calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
     on_progress: Callable[[int], None] | None = None,
 ) -> SendReport:
-    """Send every source (Part-10 file or dataset) over one association."""
+    """Send every source (Part-10 file or dataset) over one association, and over a new
+    one after an instance lost it (see :class:`_Associations`)."""
     report = SendReport()
     if not sources:
         return report
     proposals = _contexts_for(sources)
     # Without one readable source there is nothing to associate for: each fails in _store_one.
-    association = _Association.open(address, calling_ae_title, proposals) if proposals else None
-    lost: str | None = None
+    associations = _Associations(partial(_Association.open, address, calling_ae_title, proposals))
+    if proposals:
+        associations.open()
     try:
         for index, source in enumerate(sources):
             name = _name(source)
-            if lost is not None:
-                report.failed[name] = lost
+            association = associations.get() if proposals else None
+            if associations.given_up is not None:
+                report.failed[name] = associations.given_up
             else:
-                lost = _store_one(association, source, name, report)
+                associations.after(_store_one(association, source, name, report))
             if on_progress is not None:
                 on_progress(index + 1)
     finally:
-        if association is not None and lost is None:
-            association.release()
-        elif association is not None:
-            association.abort()
+        associations.close()
     return report
+
+
+class _Associations:
+    """The association the instances of one send go over, opened again for the next
+    instance after one lost it (a peer aborts on a file cut short, say), so that a bad
+    instance fails alone. After ``MAX_LOSSES_IN_A_ROW`` losses in a row, or when the
+    peer no longer accepts an association, the rest fail without being tried."""
+
+    def __init__(self, connect: Callable[[], "_Association"]) -> None:
+        self._connect = connect
+        self.current: _Association | None = None
+        self.losses = 0
+        self.given_up: str | None = None
+
+    def open(self) -> None:
+        """Associate; raise :class:`PeerUnreachableError` if the peer does not accept."""
+        self.current = self._connect()
+
+    def get(self) -> "_Association | None":
+        """The open association, opened again if the last one was lost."""
+        if self.current is None and self.given_up is None:
+            try:
+                self.open()
+            except PeerUnreachableError as exc:
+                self.given_up = f"not tried: the association was lost and {exc}"
+        return self.current
+
+    def after(self, lost: str | None) -> None:
+        """Count in one instance's outcome: ``lost`` says why it lost the association."""
+        if lost is None:
+            self.losses = 0
+            return
+        if self.current is not None:
+            self.current.abort()
+            self.current = None
+        self.losses += 1
+        if self.losses >= MAX_LOSSES_IN_A_ROW:
+            self.given_up = f"not tried: {self.losses} instances in a row lost the association"
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.release()
+            self.current = None
 
 
 def _store_one(
@@ -228,12 +281,17 @@ def _store_one(
     """Send one source; return why the association is lost, if it is."""
     try:
         instance = _read(source)
+    except Exception as exc:  # one unreadable instance (pydicom raises many kinds) fails alone
+        # A file that cannot be read now (OSError) may be later; one that cannot be parsed not.
+        _cannot_send(report, name, exc, unsendable=not isinstance(exc, OSError))
+        return None
+    try:
         if association is None:
             raise ValueError("no presentation context for it")
         context_id, instance = association.fit(instance)
-    except Exception as exc:  # one unreadable instance (pydicom raises many kinds) fails alone
-        logger.warning("cannot send %s: %s", name, exc)
-        report.failed[name] = f"cannot send: {exc}"
+    except Exception as exc:  # re-encoding raises many kinds too
+        # A peer may come to accept a SOP class or syntax; pixel data never to decode.
+        _cannot_send(report, name, exc, unsendable=isinstance(exc, TranscodeError))
         return None
     try:
         status = association.store(context_id, instance)
@@ -247,6 +305,13 @@ def _store_one(
     else:
         report.failed[name] = f"status 0x{status:04X}"
     return None
+
+
+def _cannot_send(report: SendReport, name: str, exc: Exception, *, unsendable: bool) -> None:
+    logger.warning("cannot send %s: %s", name, exc)
+    report.failed[name] = f"cannot send: {exc}"
+    if unsendable:
+        report.unsendable.add(name)
 
 
 def _name(source: Source) -> str:
@@ -450,15 +515,44 @@ def _parse_file_meta(data: bytes) -> tuple[dict[int, str], int]:
 
 def _reencode(instance: _Instance, syntax: str) -> _Instance:
     """The instance's dataset in another uncompressed transfer syntax."""
-    dataset = instance.dataset
-    if dataset is None:
-        dataset = dcmread(_as_part10(instance), force=True)
+    dataset = _dataset_of(instance)
     implicit = syntax == ImplicitVRLittleEndian
     little = syntax != ExplicitVRBigEndian
     data = encode(dataset, implicit, little, syntax == DeflatedExplicitVRLittleEndian)
     if data is None:
         raise ValueError(f"the dataset cannot be encoded in {UID(syntax).name}")
     return _Instance(instance.sop_class, instance.sop_instance, syntax, data)
+
+
+def _decompressed(instance: _Instance) -> _Instance:
+    """The instance with its pixel data decoded (pydicom and pylibjpeg), in explicit VR
+    little endian, for a peer that accepts only uncompressed syntaxes.
+
+    Raises:
+        TranscodeError: if the pixel data cannot be decoded.
+    """
+    dataset = _dataset_of(instance)
+    if dataset is instance.dataset:
+        dataset = copy.deepcopy(dataset)  # the caller's: left as it was
+    try:
+        dataset.decompress(generate_instance_uid=False)
+    except Exception as exc:  # each decoder raises its own kinds
+        raise TranscodeError(
+            f"the peer accepts only uncompressed syntaxes and the pixel data in"
+            f" {UID(instance.syntax).name} cannot be decoded ({exc})"
+        ) from exc
+    logger.debug("instance %s decoded from %s", instance.sop_instance, UID(instance.syntax).name)
+    syntax = str(ExplicitVRLittleEndian)
+    return _Instance(instance.sop_class, instance.sop_instance, syntax, b"", dataset)
+
+
+def _dataset_of(instance: _Instance) -> Dataset:
+    """The instance's dataset as pydicom reads it."""
+    if instance.dataset is not None:
+        return instance.dataset
+    if instance.path is not None:
+        return dcmread(instance.path, force=True)
+    return dcmread(_as_part10(instance), force=True)
 
 
 def _as_part10(instance: _Instance) -> Any:
@@ -550,10 +644,11 @@ class _Association:
             if instance.dataset is not None:
                 instance = _reencode(instance, instance.syntax)
             return syntaxes[instance.syntax], instance
-        if instance.syntax in UNCOMPRESSED:
-            for syntax in UNCOMPRESSED[:2]:
-                if syntax in syntaxes:
-                    return syntaxes[syntax], _reencode(instance, syntax)
+        target = next((syntax for syntax in UNCOMPRESSED[:2] if syntax in syntaxes), None)
+        if target is not None:
+            if instance.syntax not in UNCOMPRESSED:
+                instance = _decompressed(instance)
+            return syntaxes[target], _reencode(instance, target)
         offered = ", ".join(UID(s).name for s in syntaxes) or "nothing"
         raise ValueError(
             f"the peer accepts {offered} for {UID(instance.sop_class).name},"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import fsspec  # type: ignore[import-untyped]
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
 from dicomflow.cod import CODObject, Instance
 from dicomflow.cod.transfer import (
@@ -38,6 +38,7 @@ from dicomflow.cod.transfer import (
     staging_url,
     upload_folder,
 )
+from dicomflow.dicom.keys import is_valid_uid, shorten
 from dicomflow.errors import CODError, DicomflowError
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, Priority
@@ -110,6 +111,10 @@ class ArchiveScheduler:
                 remove_folder(source["input_url"])
             raise
 
+    def refusal(self, dataset: Dataset) -> str | None:
+        """See :func:`archive_refusal`."""
+        return archive_refusal(dataset)
+
     def archived(self, instances_dir: Path) -> ArchivedSeries | None:
         """The series of ``instances_dir`` as the archive will hold it (None if empty).
 
@@ -121,6 +126,22 @@ class ArchiveScheduler:
         study_uid, series_uid = next(iter(keys.values()))
         uids = tuple(uid for uid, key in keys.items() if key == (study_uid, series_uid))
         return ArchivedSeries(self.datastore, study_uid, series_uid, uids)
+
+
+def archive_refusal(dataset: Dataset) -> str | None:
+    """Why the archive could not file ``dataset`` by study and series (None if it can):
+    a missing, empty or invalid StudyInstanceUID or SeriesInstanceUID. An archiving node
+    refuses such an instance when it arrives instead of acknowledging it."""
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
+        value = dataset.get(keyword)
+        if value is None or str(value) == "":
+            return f"The instance has no {keyword}; the archive files instances by it."
+        if not is_valid_uid(str(value)):
+            return (
+                f'The instance has {keyword} "{shorten(value)}", which is not a valid DICOM'
+                " UID; the archive cannot file it."
+            )
+    return None
 
 
 def absolute_datastore(datastore: str) -> str:
@@ -187,8 +208,13 @@ def _renew_thumbnail(cod: CODObject) -> None:
         cod.write_thumbnail()
     except CODError as exc:
         logger.info("series %s: no thumbnail: %s", cod.layout.series_uid, exc)
-    except Exception:
-        logger.warning("series %s: the thumbnail failed", cod.layout.series_uid, exc_info=True)
+    except Exception as exc:  # pixel data pydicom cannot decode, say: one line, no traceback
+        logger.warning(
+            "series %s: the thumbnail failed: %s: %s",
+            cod.layout.series_uid,
+            type(exc).__name__,
+            exc,
+        )
 
 
 def collect_output(job: Job, job_name: str, output_dir: Path) -> int:
@@ -218,6 +244,10 @@ class Consumers:
         self.consumers = [consumer for consumer in consumers if consumer is not None]
         archives = [c for c in self.consumers if isinstance(c, ArchiveScheduler)]
         self.archive = archives[0] if archives else None
+
+    def refusal(self, dataset: Dataset) -> str | None:
+        """Why the archive among them could not file ``dataset`` (None without one)."""
+        return None if self.archive is None else self.archive.refusal(dataset)
 
     def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled:
         """Schedule every consumer's jobs. A consumer that raises is an error of the

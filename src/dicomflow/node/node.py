@@ -7,6 +7,7 @@ Data directory layout (no raw DICOM value ever becomes a path)::
     rounds/{round_id}/                                    complete, being processed
     failed/{round_id}/                                    failed: inputs, error.json, process.log
     outbox/{round_id}-{n}/                                results waiting for a peer
+    outbox-unsendable/{round_id}-{n}/                     results no peer would take, with why
 """
 
 import contextlib
@@ -37,6 +38,7 @@ from dicomflow.net.address import Address
 from dicomflow.net.lean import LeanStoreSCP
 from dicomflow.net.scp import (
     STATUS_CANNOT_UNDERSTAND,
+    STATUS_DATASET_MISMATCH,
     STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
     AccessPolicy,
@@ -302,6 +304,17 @@ class Node:
             self.counters.add("discarded")
             metrics.INSTANCES_DISCARDED.inc()
             return STATUS_SUCCESS
+        refusal = self._archive_refusal(dataset)
+        if refusal is not None:
+            logger.warning(
+                "association %s: refused instance %s: %s",
+                instance.association_id,
+                shorten(uid),
+                refusal,
+            )
+            self.counters.add("refused")
+            metrics.rejected(metrics.REASON_NOT_ARCHIVABLE)
+            return STATUS_DATASET_MISMATCH
         patient_key = value_key(self._patient_value(dataset))
         try:
             path = self._store(instance, dataset, uid, patient_key, names)
@@ -320,6 +333,12 @@ class Node:
         self.counters.add("received")
         metrics.INSTANCES_RECEIVED.inc()
         return STATUS_SUCCESS
+
+    def _archive_refusal(self, dataset: Dataset) -> str | None:
+        """Why the series stage's archive could not file ``dataset`` (None if it can, or
+        if nothing is archived)."""
+        refusal = getattr(self.series.consumer, "refusal", None) if self.series else None
+        return None if refusal is None else refusal(dataset)
 
     def _store(
         self,

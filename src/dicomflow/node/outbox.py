@@ -1,10 +1,14 @@
 """The outbox: results waiting to reach their DICOM peers.
 
 Each item is a folder ``outbox/{round_id}-{n}/`` with ``destination.json`` and
-the Part-10 files to send. The exporter sends them with retries and
-exponential backoff; a file is deleted only once the peer acknowledged it; an
-item whose peer stays down is retried every ``retry_interval_s`` and after a
-restart. Nothing is dropped.
+the Part-10 files to send. Each destination has its own lane (a thread), so a
+peer that is down or never answers delays only its own items. A lane sends its
+items with retries and exponential backoff; a file is deleted only once the
+peer acknowledged it; an item whose peer stays down is retried every
+``retry_interval_s`` and after a restart. A file no retry would send (unreadable,
+or compressed for a peer that takes only uncompressed syntaxes and not
+decodable) is moved once to ``outbox-unsendable/{item}/`` with the reason in
+``reasons.json``. Nothing is dropped.
 """
 
 import json
@@ -14,6 +18,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,17 +32,31 @@ logger = logging.getLogger(__name__)
 
 DESTINATION = "destination.json"
 LAST_ERROR = "last-error.json"
-Sender = Callable[[Address, list[Path], str], set[Path]]
+REASONS = "reasons.json"
+STOP_WAIT_S = 5.0
 
 
-def send_files(address: Address, files: list[Path], calling_ae_title: str) -> set[Path]:
-    """Send ``files`` over one association; return the ones the peer acknowledged."""
+@dataclass
+class Delivery:
+    """What one attempt did: the files the peer acknowledged, and the ones no retry to
+    it would send, with why."""
+
+    acknowledged: set[Path]
+    unsendable: dict[Path, str] = field(default_factory=dict)
+
+
+Sender = Callable[[Address, list[Path], str], Delivery]
+
+
+def send_files(address: Address, files: list[Path], calling_ae_title: str) -> Delivery:
+    """Send ``files`` over one association; say which the peer acknowledged."""
     report = send(address, files, calling_ae_title=calling_ae_title)
-    return {Path(name) for name in report.sent}
+    unsendable = {Path(name): report.failed[name] for name in report.unsendable}
+    return Delivery({Path(name) for name in report.sent}, unsendable)
 
 
 class Outbox:
-    """The outbox folder and the thread that empties it."""
+    """The outbox folder and its lanes, one thread per destination, that empty it."""
 
     def __init__(
         self,
@@ -56,19 +75,29 @@ class Outbox:
         self.retries = retries
         self.backoff_s = backoff_s
         self.retry_interval_s = retry_interval_s
+        self.unsendable_root = root.with_name(f"{root.name}-unsendable")
         self._sender = sender
         self._on_delivered = on_delivered
-        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dicomflow-outbox", daemon=True)
+        self._lanes: dict[str, _Lane] = {}
+        self._lock = threading.Lock()
+        self._started = False
 
     def start(self) -> None:
-        self._thread.start()
+        """Start a lane for each destination that has items waiting."""
+        self._started = True
+        self.retry_now()
 
     def stop(self) -> None:
+        """Stop every lane; one in the middle of an attempt is given ``STOP_WAIT_S``."""
         self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=30)
+        with self._lock:
+            lanes = list(self._lanes.values())
+        deadline = time.monotonic() + STOP_WAIT_S
+        for lane in lanes:
+            lane.wake.set()
+        for lane in lanes:
+            lane.thread.join(timeout=max(deadline - time.monotonic(), 0.0))
 
     def add(self, name: str, folder: Path, destination: dict[str, Any]) -> Path:
         """Move ``folder`` (files to send) into the outbox as item ``name``."""
@@ -76,7 +105,8 @@ class Outbox:
         (folder / DESTINATION).write_text(json.dumps(destination, indent=2))
         os.replace(folder, item)
         fsync_directory(self.root)
-        self._wake.set()
+        if self._started:
+            self._wake_lane(lane_key(destination))
         return item
 
     def items(self) -> list[Path]:
@@ -84,16 +114,46 @@ class Outbox:
 
     def retry_now(self) -> None:
         """Try every item again without waiting for the retry interval."""
-        self._wake.set()
+        for key in {_key_of(item) for item in self.items()}:
+            self._wake_lane(key)
 
-    def _run(self) -> None:
+    def _wake_lane(self, key: str) -> None:
+        """Wake the lane of destination ``key``, starting it if it has none."""
+        if self._stop.is_set():
+            return
+        with self._lock:
+            lane = self._lanes.get(key)
+            if lane is None:  # a new lane begins with a pass over its items
+                lane = self._lanes[key] = _Lane(partial(self._run_lane, key), key)
+                lane.thread.start()
+                return
+        lane.wake.set()
+
+    def _run_lane(self, key: str) -> None:
+        """Deliver the items of one destination until none is left."""
+        lane = self._lanes[key]
         while not self._stop.is_set():
-            for item in self.items():
+            for item in self._items_for(key):
                 if self._stop.is_set():
                     return
-                self.deliver(item)
-            self._wake.wait(timeout=self.retry_interval_s)
-            self._wake.clear()
+                self._deliver_safely(item)
+            with self._lock:
+                if not self._items_for(key):
+                    del self._lanes[key]
+                    return
+            lane.wake.wait(timeout=self.retry_interval_s)
+            lane.wake.clear()
+
+    def _deliver_safely(self, item: Path) -> None:
+        try:
+            self.deliver(item)
+        except FileNotFoundError:  # delivered or removed meanwhile
+            pass
+        except Exception:  # an unreadable destination.json, say: the lane carries on
+            logger.exception("outbox %s: cannot be delivered", item.name)
+
+    def _items_for(self, key: str) -> list[Path]:
+        return [item for item in self.items() if _key_of(item) == key]
 
     def deliver(self, item: Path) -> bool:
         """Send one item with retries; return whether it was delivered completely."""
@@ -124,12 +184,12 @@ class Outbox:
 
     def _sender_for(
         self, destination: dict[str, Any]
-    ) -> tuple[str, Callable[[list[Path]], set[Path]]]:
+    ) -> tuple[str, Callable[[list[Path]], Delivery]]:
         """How an item reaches its destination: C-STORE to a peer, or (``"kind":
         "file"``) durable copies into a folder. Returns its name and the sender."""
         if destination.get("kind") == "file":
             folder = Path(destination["path"])
-            return str(folder), partial(copy_files, folder)
+            return str(folder), lambda files: Delivery(copy_files(folder, files))
         address = Address(destination["ip"], destination["port"], destination["ae_title"])
         calling = destination.get("calling_ae_title") or self.calling_ae_title
         return str(address), lambda files: self._sender(address, files, calling)
@@ -138,13 +198,13 @@ class Outbox:
         self,
         item: Path,
         address: str,
-        send: Callable[[list[Path]], set[Path]],
+        send: Callable[[list[Path]], Delivery],
         files: list[Path],
         attempt: int,
     ) -> None:
         started = time.monotonic()
         try:
-            acknowledged = send(files)
+            delivery = send(files)
         except Exception as exc:
             logger.warning(
                 "outbox %s: attempt %d to %s failed: %s", item.name, attempt + 1, address, exc
@@ -152,9 +212,12 @@ class Outbox:
             metrics.EXPORT_FAILURES.inc()
             _record_error(item, f"{address}: {exc}")
             return
+        acknowledged = delivery.acknowledged
         for path in acknowledged:
             path.unlink(missing_ok=True)
         metrics.INSTANCES_EXPORTED.inc(len(acknowledged))
+        if delivery.unsendable:
+            self._set_aside(item, address, delivery.unsendable)
         if len(acknowledged) < len(files):
             metrics.EXPORT_FAILURES.inc()
             refused = len(files) - len(acknowledged)
@@ -168,6 +231,28 @@ class Outbox:
             time.monotonic() - started,
         )
 
+    def _set_aside(self, item: Path, address: str, unsendable: dict[Path, str]) -> None:
+        """Move files no retry would send to ``outbox-unsendable/{item}/``, with why."""
+        target = self.unsendable_root / item.name
+        target.mkdir(parents=True, exist_ok=True)
+        reasons_path = target / REASONS
+        reasons = json.loads(reasons_path.read_text()) if reasons_path.exists() else {}
+        for path, reason in unsendable.items():
+            reasons[path.name] = f"{address}: {reason}"
+            write_durably(target / f".{REASONS}.part", json.dumps(reasons, indent=2).encode())
+            os.replace(target / f".{REASONS}.part", reasons_path)
+            os.replace(path, target / path.name)
+            logger.error(
+                "outbox %s: %s cannot be sent to %s and is set aside in %s: %s",
+                item.name,
+                path.name,
+                address,
+                target,
+                reason,
+            )
+        fsync_directory(target)
+        metrics.INSTANCES_UNSENDABLE.inc(len(unsendable))
+
     def resend(self, name: str) -> Path:
         """Try item ``name`` again now, without waiting for the retry interval; return its
         folder. (The outbox thread sends it, so one item is never sent twice at once.)
@@ -178,8 +263,33 @@ class Outbox:
         item = next((path for path in self.items() if path.name == name), None)
         if item is None:
             raise KeyError(f'The outbox has no item "{name}".')
-        self._wake.set()
+        self._wake_lane(_key_of(item))
         return item
+
+
+class _Lane:
+    """The thread that delivers one destination's items, and the event that wakes it."""
+
+    def __init__(self, target: Callable[[], None], key: str) -> None:
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=target, name=f"dicomflow-outbox {key}", daemon=True)
+
+
+def lane_key(destination: dict[str, Any]) -> str:
+    """The destination an item goes to, as one string: items with the same one share a lane."""
+    if destination.get("kind") == "file":
+        return f"folder {destination.get('path')}"
+    calling = destination.get("calling_ae_title") or ""
+    return (
+        f"{destination.get('ae_title')}@{destination.get('ip')}:{destination.get('port')} {calling}"
+    )
+
+
+def _key_of(item: Path) -> str:
+    try:
+        return lane_key(json.loads((item / DESTINATION).read_text()))
+    except (OSError, ValueError, AttributeError):
+        return f"item {item.name}"  # unreadable: alone in its lane, where deliver() fails
 
 
 def copy_files(folder: Path, files: list[Path]) -> set[Path]:
