@@ -11,6 +11,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
 from pydicom.uid import UID
 
+from dicomflow.dicom.inflate import unlimited
 from dicomflow.dicom.integrity import TruncatedDatasetError, _scan_little_endian, decode_complete
 
 LITTLE_ENDIAN_FILES = []
@@ -60,7 +61,7 @@ def test_the_scan_yields_what_pydicom_reads(name: str):
     except Exception:
         pytest.skip("pydicom cannot read this dataset either")
     try:
-        elements, end = _scan_little_endian(data, syntax.is_implicit_VR)
+        elements, end = _scan_little_endian(memoryview(data), syntax.is_implicit_VR, unlimited)
     except TruncatedDatasetError:
         pytest.skip("the file itself is cut short (some pydicom test files are)")
     found = [

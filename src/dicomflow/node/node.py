@@ -32,7 +32,7 @@ from dicomflow.dicom.header import header_of
 from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import shorten, value_key
 from dicomflow.dicom.tags import parse_tag
-from dicomflow.errors import DicomflowError, InvalidKeyError, SpoolError
+from dicomflow.errors import DicomflowError, InstanceTooLargeError, InvalidKeyError, SpoolError
 from dicomflow.net.address import Address
 from dicomflow.net.lean import LeanStoreSCP
 from dicomflow.net.scp import (
@@ -253,9 +253,13 @@ class Node:
     # -- receiving -----------------------------------------------------------------
 
     def _on_store(self, instance: ReceivedInstance) -> int:
+        limit = self.settings.maximum_instance_bytes
+        instance.maximum_bytes = min(instance.maximum_bytes, limit)
         try:
             dataset = instance.dataset
             uid = str(dataset.SOPInstanceUID)
+        except InstanceTooLargeError as exc:
+            return self._refuse_large(f"association {instance.association_id}", exc)
         except Exception as exc:
             logger.warning(
                 "association %s: cannot decode instance: %s", instance.association_id, exc
@@ -286,14 +290,24 @@ class Node:
     def _receive(self, origin: str, association_id: int, encoded: bytes) -> int:
         metrics.BYTES_RECEIVED.inc(len(encoded))
         try:
-            dataset = decode_part10(encoded)
+            dataset = decode_part10(encoded, maximum_bytes=self.settings.maximum_instance_bytes)
             uid = str(dataset.SOPInstanceUID)
+        except InstanceTooLargeError as exc:
+            return self._refuse_large(origin, exc)
         except Exception as exc:
             logger.warning("%s: cannot decode instance: %s", origin, exc)
             self.counters.add("refused")
             metrics.rejected(metrics.REASON_MALFORMED)
             return STATUS_CANNOT_UNDERSTAND
         return self._keep(_Upload(association_id, encoded), dataset, uid)
+
+    def _refuse_large(self, origin: str, exc: InstanceTooLargeError) -> int:
+        """Refuse an instance over a memory limit: 0xA700 (out of resources), counted."""
+        logger.warning("%s: refused instance: %s", origin, exc)
+        self.counters.add("refused")
+        large = exc.setting == "maximum_instance_bytes"
+        metrics.rejected(metrics.REASON_TOO_LARGE if large else metrics.REASON_MEMORY)
+        return STATUS_OUT_OF_RESOURCES
 
     def _keep(self, instance: "ReceivedInstance | _Upload", dataset: Dataset, uid: str) -> int:
         names = self.collector.wanted_by(dataset)
@@ -332,12 +346,12 @@ class Node:
         """Store durably for the pipeline's inputs and/or the services' series."""
         series_uid = dataset.get("SeriesInstanceUID")
         if self.series is None:
-            return self.spool.store(patient_key, uid, instance.encoded())
+            return self.spool.store(patient_key, uid, instance.encoded_parts())
         if not names:
-            return self.series.store(series_uid, uid, instance.encoded())
+            return self.series.store(series_uid, uid, instance.encoded_parts())
         series_key = value_key(series_uid)
         also = [(self.series.spool, series_key)]
-        path = self.spool.store(patient_key, uid, instance.encoded(), links=also)
+        path = self.spool.store(patient_key, uid, instance.encoded_parts(), links=also)
         self.series.added(series_key, uid, self.series.spool.path_for(series_key, uid))
         return path
 
@@ -558,8 +572,8 @@ class _Upload:
     association_id: int
     data: bytes
 
-    def encoded(self) -> bytes:
-        return self.data
+    def encoded_parts(self) -> tuple[bytes]:
+        return (self.data,)
 
 
 def _preload(pipeline_class: Any) -> list[str]:
