@@ -165,7 +165,7 @@ def _scan_little_endian(
         if tag == PIXEL_DATA and length == UNDEFINED_LENGTH and (implicit or vr is not None):
             found = _encapsulated(view, value_at)
             if found is not None:
-                key = BaseTag(tag)
+                key = _tag(tag)
                 pixels = cast(bytes, view[value_at : found[0]])  # shared, not copied
                 elements[key] = RawDataElement(key, vr, length, pixels, value_at, implicit, True)
                 offset = found[1]
@@ -186,7 +186,7 @@ def _scan_little_endian(
         value = _value(view, value_at, end, tag, vr, reserve) if length else _empty_value(vr)
         if tag == SPECIFIC_CHARACTER_SET:
             encoding = convert_encodings(convert_string(bytes(value or b""), True))
-        key = BaseTag(tag)
+        key = _tag(tag)
         raw = cast(bytes | None, value)  # pydicom keeps a binary value as given
         elements[key] = RawDataElement(key, vr, length, raw, value_at, implicit, True)
         offset = end
@@ -250,6 +250,12 @@ def _reserve(reserve: Reserve, count: int, tag: int) -> None:
             " for instances being received (maximum_held_bytes).",
             "maximum_held_bytes",
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag(tag: int) -> BaseTag:
+    """One shared ``BaseTag`` per tag: the headers of waiting instances repeat them."""
+    return BaseTag(tag)
 
 
 @functools.lru_cache(maxsize=1024)
