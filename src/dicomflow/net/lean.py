@@ -13,9 +13,12 @@ fsyncing the instance. An SCP that only accepts storage needs little of it:
    A-ASSOCIATE-RJ (permanent, "calling AE title not recognized").
 2. Data: P-DATA-TF PDUs are read whole into one buffer; their PDVs are
    command or dataset fragments. The command set (implicit VR little endian,
-   group 0000) is parsed here; the dataset fragments are joined as received.
-   When a C-STORE's dataset is complete, ``on_store`` decides its status, and
-   the C-STORE-RSP goes back at once. C-ECHO is answered with success.
+   group 0000) is parsed here; the dataset fragments are appended to one
+   buffer as they arrive (never joined again), and what that buffer, the PDU
+   being read and the decoding really allocate counts against
+   ``maximum_held_bytes``. When a C-STORE's dataset is complete, ``on_store``
+   decides its status, and the C-STORE-RSP goes back at once. C-ECHO is
+   answered with success.
 3. End: A-RELEASE-RQ gets A-RELEASE-RP; an A-ABORT, a closed connection, a
    protocol error (A-ABORT sent) or ``network_timeout_s`` of silence end the
    association. ``on_release`` is called in every case.
