@@ -261,12 +261,7 @@ class Node:
         except InstanceTooLargeError as exc:
             return self._refuse_large(f"association {instance.association_id}", exc)
         except Exception as exc:
-            logger.warning(
-                "association %s: cannot decode instance: %s", instance.association_id, exc
-            )
-            self.counters.add("refused")
-            metrics.rejected(metrics.REASON_MALFORMED)
-            return STATUS_CANNOT_UNDERSTAND
+            return self._refuse_undecodable(f"association {instance.association_id}", exc)
         return self._keep(instance, dataset, uid)
 
     def receive(self, encoded: bytes, origin: str) -> int:
@@ -295,11 +290,15 @@ class Node:
         except InstanceTooLargeError as exc:
             return self._refuse_large(origin, exc)
         except Exception as exc:
-            logger.warning("%s: cannot decode instance: %s", origin, exc)
-            self.counters.add("refused")
-            metrics.rejected(metrics.REASON_MALFORMED)
-            return STATUS_CANNOT_UNDERSTAND
+            return self._refuse_undecodable(origin, exc)
         return self._keep(_Upload(association_id, encoded), dataset, uid)
+
+    def _refuse_undecodable(self, origin: str, exc: Exception) -> int:
+        """Refuse an instance that cannot be decoded: 0xC210, counted."""
+        logger.warning("%s: cannot decode instance: %s", origin, exc)
+        self.counters.add("refused")
+        metrics.rejected(metrics.REASON_MALFORMED)
+        return STATUS_CANNOT_UNDERSTAND
 
     def _refuse_large(self, origin: str, exc: InstanceTooLargeError) -> int:
         """Refuse an instance over a memory limit: 0xA700 (out of resources), counted."""
@@ -310,15 +309,20 @@ class Node:
         return STATUS_OUT_OF_RESOURCES
 
     def _keep(self, instance: "ReceivedInstance | _Upload", dataset: Dataset, uid: str) -> int:
-        names = self.collector.wanted_by(dataset)
+        try:  # values pydicom cannot convert (an unknown VR) raise when first read
+            names = self.collector.wanted_by(dataset)
+            patient_value = self._patient_value(dataset)
+            series_uid = dataset.get("SeriesInstanceUID") if self.series is not None else None
+        except Exception as exc:
+            return self._refuse_undecodable(f"association {instance.association_id}", exc)
         if not names and self.series is None:
             logger.info("instance %s matches no input of %s; not kept", shorten(uid), self.name)
             self.counters.add("discarded")
             metrics.INSTANCES_DISCARDED.inc()
             return STATUS_SUCCESS
-        patient_key = value_key(self._patient_value(dataset))
+        patient_key = value_key(patient_value)
         try:
-            path = self._store(instance, dataset, uid, patient_key, names)
+            path = self._store(instance, series_uid, uid, patient_key, names)
         except InvalidKeyError as exc:
             logger.warning("association %s: refused instance: %s", instance.association_id, exc)
             self.counters.add("refused")
@@ -338,13 +342,12 @@ class Node:
     def _store(
         self,
         instance: "ReceivedInstance | _Upload",
-        dataset: Dataset,
+        series_uid: object,
         uid: str,
         patient_key: str,
         names: list[str],
     ) -> Path:
         """Store durably for the pipeline's inputs and/or the services' series."""
-        series_uid = dataset.get("SeriesInstanceUID")
         if self.series is None:
             return self.spool.store(patient_key, uid, instance.encoded_parts())
         if not names:
