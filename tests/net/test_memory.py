@@ -148,3 +148,24 @@ def test_a_200_mib_instance_stays_within_maximum_held_bytes(
     assert grown < limit
     [stored] = node.stored()
     assert stored.name == f"{uid}.dcm" and stored.stat().st_size == large.stat().st_size
+
+
+def test_a_200_mib_instance_over_maximum_held_bytes_is_refused_within_it(
+    node_process: type[NodeProcess], tmp_path: Path
+) -> None:
+    """Under a 128 MiB maximum_held_bytes the same instance aborts its association before
+    the node holds more than the limit; nothing is stored and the node keeps serving."""
+    limit = 128 * MIB
+    node = node_process(maximum_held_bytes=limit)
+    large = tmp_path / "large.dcm"
+    write_large_ct(large, 200 * MIB)
+    before = node.memory("VmRSS")
+    report = scu.send(node.address, [large])
+    grown = node.memory("VmHWM") - before
+    print(
+        f"200 MiB instance ({limit // MIB} MiB maximum_held_bytes): peak RSS +{grown / MIB:.0f} MiB"
+    )
+    assert not report.sent and "association lost" in next(iter(report.failed.values()))
+    assert grown < limit + 16 * MIB  # allocator rounding: at most one PDU's worth
+    assert node.stored() == []
+    scu.echo(node.address)
