@@ -6,9 +6,11 @@ import logging
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -243,3 +245,48 @@ def s3_server(bucket: str) -> Iterator[str]:
             else:
                 os.environ[name] = value
         server.stop()
+
+
+def write_deflate_bomb(path: Path, inflated_bytes: int, patient_id: str = "BOMB") -> str:
+    """Write a Deflated Explicit VR Little Endian CT instance whose private OB element of
+    ``inflated_bytes`` zeros (even) deflates to about a thousandth; return its SOP Instance
+    UID. The zeros are deflated once per MiB-block and the block repeated: after a full
+    flush a block refers to nothing before it, so the stream stays valid."""
+    from pydicom import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    from dicomflow.dicom.filemeta import encode_file_meta
+
+    dataset = Dataset()
+    dataset.SOPClassUID = CTImageStorage
+    dataset.SOPInstanceUID = generate_uid()
+    dataset.Modality = "CT"
+    dataset.add_new(0x00090010, "LO", "DICOMFLOW BOMB")
+    dataset.PatientID = patient_id
+    dataset.StudyInstanceUID = generate_uid()
+    dataset.SeriesInstanceUID = generate_uid()
+
+    def encoded(subset: Dataset) -> bytes:
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, False
+        write_dataset(buffer, subset)
+        return buffer.getvalue()
+
+    before = encoded(Dataset({t: e for t, e in dataset.items() if t < 0x00091010}))
+    after = encoded(Dataset({t: e for t, e in dataset.items() if t > 0x00091010}))
+    bomb_header = struct.pack("<HH2sHI", 0x0009, 0x1010, b"OB", 0, inflated_bytes)
+    block = 1 << 20
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = compressor.compress(before + bomb_header) + compressor.flush(zlib.Z_FULL_FLUSH)
+    zeros = compressor.compress(bytes(block)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    whole, rest = divmod(inflated_bytes, block)
+    tail = compressor.compress(bytes(rest) + after) + compressor.flush()
+    meta = encode_file_meta(CTImageStorage, dataset.SOPInstanceUID, DeflatedExplicitVRLittleEndian)
+    with path.open("wb") as file:
+        file.write(meta + head)
+        for _ in range(whole):
+            file.write(zeros)
+        file.write(tail + (b"\x00" if (len(head) + len(zeros) * whole + len(tail)) % 2 else b""))
+    return str(dataset.SOPInstanceUID)

@@ -85,3 +85,14 @@ class CODIntegrityError(DicomflowError, OSError):
 
 class CODNotFoundError(DicomflowError, KeyError):
     """A COD series does not hold the requested instance."""
+
+
+class InstanceTooLargeError(DicomflowError, ValueError):
+    """An instance, as received or once decoded, is larger than a limit allows.
+
+    ``setting`` names the limit (``maximum_instance_bytes`` or ``maximum_held_bytes``).
+    """
+
+    def __init__(self, message: str, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting

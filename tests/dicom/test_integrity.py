@@ -11,6 +11,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
 from pydicom.uid import UID
 
+from dicomflow.dicom.inflate import unlimited
 from dicomflow.dicom.integrity import TruncatedDatasetError, _scan_little_endian, decode_complete
 
 LITTLE_ENDIAN_FILES = []
@@ -60,7 +61,7 @@ def test_the_scan_yields_what_pydicom_reads(name: str):
     except Exception:
         pytest.skip("pydicom cannot read this dataset either")
     try:
-        elements, end = _scan_little_endian(data, syntax.is_implicit_VR)
+        elements, end = _scan_little_endian(memoryview(data), syntax.is_implicit_VR, unlimited)
     except TruncatedDatasetError:
         pytest.skip("the file itself is cut short (some pydicom test files are)")
     found = [
@@ -86,3 +87,34 @@ def test_a_cut_inside_any_element_is_refused(name: str):
     for cut in inside[:: max(1, len(inside) // 6)]:
         with pytest.raises(TruncatedDatasetError):
             decode_complete(data[:cut], syntax)
+
+
+def test_long_binary_values_are_shared_and_long_texts_reserved() -> None:
+    """Pixel data and a long OB are views into the data; a long UT is copied once its
+    memory is reserved, and a refused reservation refuses the instance."""
+    from pydicom import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from dicomflow.errors import InstanceTooLargeError
+
+    dataset = Dataset()
+    dataset.add_new(0x00091010, "OB", b"\x01" * 100_000)
+    dataset.add_new(0x00204000, "LT", "x" * 10_000)
+    dataset.add_new(0x00409210, "UT", "y" * 100_000)
+    dataset.add_new(0x7FE00010, "OB", b"\x02" * 200_000)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, dataset)
+    data = bytearray(buffer.getvalue())
+    reserved: list[int] = []
+    decoded = decode_complete(
+        data, ExplicitVRLittleEndian, reserve=lambda n: reserved.append(n) is None
+    )
+    assert isinstance(decoded[0x7FE00010].value, memoryview)
+    assert isinstance(decoded[0x00091010].value, memoryview)
+    assert decoded[0x00409210].value == "y" * 100_000
+    assert reserved == [100_000]
+    with pytest.raises(InstanceTooLargeError, match="maximum_held_bytes"):
+        decode_complete(data, ExplicitVRLittleEndian, reserve=lambda n: False)

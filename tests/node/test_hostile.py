@@ -205,9 +205,16 @@ def patient_id_length(length: int):  # type: ignore[no-untyped-def]
     return corrupt
 
 
+def patient_id_unknown_vr(data: bytes) -> bytes:
+    """PatientID with the VR "QI", which pydicom reads but cannot convert (found by fuzzing:
+    it used to get 0xC001 and a traceback)."""
+    return data.replace(PATIENT_ID_TAG, PATIENT_ID_TAG[:4] + b"QI", 1)
+
+
 @pytest.mark.parametrize(
     "corrupt",
     [
+        pytest.param(patient_id_unknown_vr, id="patient-id-unknown-vr"),
         pytest.param(truncate_in_pixel_data, id="truncated-in-pixel-data"),
         pytest.param(truncate_in_element_header, id="truncated-in-element-header"),
         pytest.param(pixel_data_length_past_the_end, id="pixel-data-length-past-end"),
@@ -227,7 +234,7 @@ def test_a_malformed_dataset_is_refused_and_the_node_keeps_serving(
 
     [status] = c_store(node.port, [malformed])
 
-    assert is_failure(status), f"status 0x{status:04X}" if status is not None else "no status"
+    assert status == STATUS_CANNOT_UNDERSTAND, f"status {status}"
     assert any(
         record.name == "dicomflow.node.node" and "cannot decode" in record.getMessage()
         for record in caplog.records

@@ -1,5 +1,6 @@
 """STOW-RS: uploads are stored into the node part by part; bad parts fail alone."""
 
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from dicomweb_support import ArchiveWeb, archive_web, encoded, part10
 
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.web import dicomweb_stow
-from support import wait_for
+from support import wait_for, write_deflate_bomb
 
 BOUNDARY = "dicomflow-test-boundary"
 CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary="{BOUNDARY}"'
@@ -173,3 +174,29 @@ def test_one_upload_is_one_association_for_the_pipeline(make_node, web_for, stor
     assert node.counters.rounds_started == 1  # not one round per part
     uids = {pydicom.dcmread(p).SOPInstanceUID for p in storescp.files()}
     assert uids == {ds.SOPInstanceUID for ds in series}
+
+
+def test_a_deflate_bomb_fails_with_out_of_resources_and_is_not_inflated(
+    archive: ArchiveWeb, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """~1 MB inflating to 1 GiB: 409 with FailureReason 0xA700 past maximum_instance_bytes,
+    never more than a small multiple of that limit allocated, nothing stored."""
+    limit = 16 << 20
+    monkeypatch.setattr(archive.node.settings, "maximum_instance_bytes", limit)
+    bomb = tmp_path / "bomb.dcm"
+    uid = write_deflate_bomb(bomb, 1 << 30, patient_id="STOW-BOMB")
+    body = _body([("application/dicom", bomb.read_bytes())])
+    received = archive.node.counters.received
+    tracemalloc.start()
+    try:
+        response = _post(archive, body)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 409
+    answer = response.json()
+    assert _reasons(answer) == [0xA700]
+    assert answer[FAILED]["Value"][0]["00081155"]["Value"] == [uid]  # from its file meta
+    assert peak < 3 * limit
+    assert archive.node.counters.received == received
+    assert not list(Path(archive.node.settings.data_directory).rglob(f"{uid}.dcm"))

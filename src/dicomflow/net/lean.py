@@ -13,9 +13,12 @@ fsyncing the instance. An SCP that only accepts storage needs little of it:
    A-ASSOCIATE-RJ (permanent, "calling AE title not recognized").
 2. Data: P-DATA-TF PDUs are read whole into one buffer; their PDVs are
    command or dataset fragments. The command set (implicit VR little endian,
-   group 0000) is parsed here; the dataset fragments are joined as received.
-   When a C-STORE's dataset is complete, ``on_store`` decides its status, and
-   the C-STORE-RSP goes back at once. C-ECHO is answered with success.
+   group 0000) is parsed here; the dataset fragments are appended to one
+   buffer as they arrive (never joined again), and what that buffer, the PDU
+   being read and the decoding really allocate counts against
+   ``maximum_held_bytes``. When a C-STORE's dataset is complete, ``on_store``
+   decides its status, and the C-STORE-RSP goes back at once. C-ECHO is
+   answered with success.
 3. End: A-RELEASE-RQ gets A-RELEASE-RP; an A-ABORT, a closed connection, a
    protocol error (A-ABORT sent) or ``network_timeout_s`` of silence end the
    association. ``on_release`` is called in every case.
@@ -37,7 +40,7 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from pydicom.uid import UID
 from pynetdicom.pdu import A_ASSOCIATE_RQ
@@ -106,12 +109,13 @@ class _Context:
 
 @dataclass
 class _Message:
-    """A DIMSE message being received: its command, then its dataset fragments."""
+    """A DIMSE message being received: its command fragments, its command, then its
+    dataset, appended fragment by fragment to one buffer (never joined again)."""
 
     context_id: int
     command: dict[int, bytes] = field(default_factory=dict)
     fragments: list[bytes | memoryview] = field(default_factory=list)
-    size: int = 0
+    data: bytearray = field(default_factory=bytearray)
 
 
 class LeanStoreSCP:
@@ -357,6 +361,22 @@ class _Association:
                 raise ProtocolError(f"unexpected PDU type 0x{pdu_type:02x}")
 
     def _data(self, body: bytearray, message: _Message | None) -> _Message | None:
+        """Take the PDVs of one P-DATA-TF PDU; its body counts as held meanwhile."""
+        if not self.scp.hold(len(body)):
+            self._over_memory()
+        try:
+            return self._pdvs(body, message)
+        finally:
+            self.scp.let_go(len(body))
+
+    def _over_memory(self) -> NoReturn:
+        metrics.rejected(metrics.REASON_MEMORY)
+        raise ProtocolError(
+            "instances being received would hold more than"
+            f" {self.scp.maximum_held_bytes} bytes in memory (maximum_held_bytes)"
+        )
+
+    def _pdvs(self, body: bytearray, message: _Message | None) -> _Message | None:
         view = memoryview(body)
         offset, end = 0, len(body)
         while offset < end:
@@ -386,21 +406,7 @@ class _Association:
             else:
                 if not message.command:
                     raise ProtocolError("dataset fragment before its command")
-                if not self.scp.hold(len(fragment)):
-                    metrics.rejected(metrics.REASON_MEMORY)
-                    raise ProtocolError(
-                        "instances being received would hold more than"
-                        f" {self.scp.maximum_held_bytes} bytes in memory (maximum_held_bytes)"
-                    )
-                self.holding += len(fragment)
-                message.fragments.append(fragment)
-                message.size += len(fragment)
-                if message.size > self.scp.maximum_instance_bytes:
-                    metrics.rejected(metrics.REASON_TOO_LARGE)
-                    raise ProtocolError(
-                        f"an instance larger than {self.scp.maximum_instance_bytes} bytes"
-                        " (maximum_instance_bytes)"
-                    )
+                self._append(message, fragment)
                 if header & 0x02:
                     try:
                         self._dispatch(message)
@@ -409,6 +415,27 @@ class _Association:
                         self.holding = 0
                     message = None
         return message
+
+    def _append(self, message: _Message, fragment: memoryview) -> None:
+        """Add a dataset fragment to its instance, counting the memory it really takes
+        (the buffer's growth) against the limits; past one, abort."""
+        if len(message.data) + len(fragment) > self.scp.maximum_instance_bytes:
+            metrics.rejected(metrics.REASON_TOO_LARGE)
+            raise ProtocolError(
+                f"an instance larger than {self.scp.maximum_instance_bytes} bytes"
+                " (maximum_instance_bytes)"
+            )
+        allocated = message.data.__alloc__()
+        message.data += fragment
+        if not self._reserve(message.data.__alloc__() - allocated):
+            self._over_memory()
+
+    def _reserve(self, count: int) -> bool:
+        """Count ``count`` more bytes held for the instance being received, if there is room."""
+        if not self.scp.hold(count):
+            return False
+        self.holding += count
+        return True
 
     def _dispatch(self, message: _Message) -> None:
         command = message.command
@@ -434,7 +461,6 @@ class _Association:
             raise ProtocolError(f"DIMSE command 0x{field_:04x} is not supported")
 
     def _store(self, command: dict[int, bytes], context: _Context, message: _Message) -> int:
-        data = b"".join(message.fragments)
         instance = ReceivedInstance(
             association_id=self.id,
             calling_ae_title=self.calling_ae_title,
@@ -442,7 +468,9 @@ class _Association:
             sop_class_uid=uid(command, 0x0002),
             sop_instance_uid=uid(command, 0x1000),
             transfer_syntax=context.transfer_syntax,
-            raw=data,
+            raw=message.data,
+            maximum_bytes=self.scp.maximum_instance_bytes,
+            reserve=self._reserve,
         )
         return store_guarded(self.scp.on_store, instance)
 

@@ -21,7 +21,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomflow import metrics
 from dicomflow.dicom.filemeta import encode_file_meta
-from dicomflow.dicom.integrity import decode_complete
+from dicomflow.dicom.inflate import Reserve, unlimited
+from dicomflow.dicom.integrity import DEFAULT_MAXIMUM_BYTES, decode_complete
 from dicomflow.errors import PortInUseError
 from dicomflow.net import reactor
 from dicomflow.net.address import valid_ae_title
@@ -49,17 +50,26 @@ class ReceivedInstance:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax: UID
-    raw: bytes = field(repr=False)  # the dataset bytes exactly as the peer sent them
+    raw: bytes | bytearray = field(repr=False)  # the dataset bytes exactly as the peer sent them
+    maximum_bytes: int = DEFAULT_MAXIMUM_BYTES  # what a deflated dataset may inflate to
+    reserve: Reserve = field(default=unlimited, repr=False)  # the receiver's memory budget
 
     @cached_property
     def dataset(self) -> Dataset:
-        """The dataset, decoded in one pass (a truncated encoding raises here)."""
-        return decode_complete(self.raw, self.transfer_syntax)
+        """The dataset, decoded in one pass (a truncated encoding raises here; so does a
+        deflated one that inflates past ``maximum_bytes`` or ``reserve``)."""
+        return decode_complete(
+            self.raw, self.transfer_syntax, maximum_bytes=self.maximum_bytes, reserve=self.reserve
+        )
 
     def encoded(self) -> bytes:
         """The instance as Part-10 bytes: file meta, then the dataset as received."""
+        return b"".join(self.encoded_parts())
+
+    def encoded_parts(self) -> tuple[bytes, bytes | bytearray]:
+        """:meth:`encoded` in two parts (file meta, dataset), so the dataset is not copied."""
         meta = encode_file_meta(self.sop_class_uid, self.sop_instance_uid, self.transfer_syntax)
-        return meta + self.raw
+        return meta, self.raw
 
 
 StoreCallback = Callable[[ReceivedInstance], int]

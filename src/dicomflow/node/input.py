@@ -6,8 +6,9 @@ values of ``required_values``. When all inputs of a patient ``validate()``,
 each input's ``get_data()`` (by default its ``image_grinder``) prepares what
 ``process()`` receives under the input's name.
 
-In the node process an input holds the instances' headers (pixel data left on
-disk); in the processing worker it holds the full datasets.
+In the node process an input holds the instances' headers (pixel data and every
+element over 4 kB left on disk, see :mod:`dicomflow.dicom.header`); in the
+processing worker it holds the full datasets.
 """
 
 from collections.abc import Callable, Iterable, Iterator

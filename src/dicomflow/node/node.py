@@ -33,7 +33,7 @@ from dicomflow.dicom.header import header_of
 from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import shorten, value_key
 from dicomflow.dicom.tags import parse_tag
-from dicomflow.errors import DicomflowError, InvalidKeyError, SpoolError
+from dicomflow.errors import DicomflowError, InstanceTooLargeError, InvalidKeyError, SpoolError
 from dicomflow.net.address import Address
 from dicomflow.net.lean import LeanStoreSCP
 from dicomflow.net.scp import (
@@ -255,16 +255,15 @@ class Node:
     # -- receiving -----------------------------------------------------------------
 
     def _on_store(self, instance: ReceivedInstance) -> int:
+        limit = self.settings.maximum_instance_bytes
+        instance.maximum_bytes = min(instance.maximum_bytes, limit)
         try:
             dataset = instance.dataset
             uid = str(dataset.SOPInstanceUID)
+        except InstanceTooLargeError as exc:
+            return self._refuse_large(f"association {instance.association_id}", exc)
         except Exception as exc:
-            logger.warning(
-                "association %s: cannot decode instance: %s", instance.association_id, exc
-            )
-            self.counters.add("refused")
-            metrics.rejected(metrics.REASON_MALFORMED)
-            return STATUS_CANNOT_UNDERSTAND
+            return self._refuse_undecodable(f"association {instance.association_id}", exc)
         return self._keep(instance, dataset, uid)
 
     def receive(self, encoded: bytes, origin: str) -> int:
@@ -288,23 +287,42 @@ class Node:
     def _receive(self, origin: str, association_id: int, encoded: bytes) -> int:
         metrics.BYTES_RECEIVED.inc(len(encoded))
         try:
-            dataset = decode_part10(encoded)
+            dataset = decode_part10(encoded, maximum_bytes=self.settings.maximum_instance_bytes)
             uid = str(dataset.SOPInstanceUID)
+        except InstanceTooLargeError as exc:
+            return self._refuse_large(origin, exc)
         except Exception as exc:
-            logger.warning("%s: cannot decode instance: %s", origin, exc)
-            self.counters.add("refused")
-            metrics.rejected(metrics.REASON_MALFORMED)
-            return STATUS_CANNOT_UNDERSTAND
+            return self._refuse_undecodable(origin, exc)
         return self._keep(_Upload(association_id, encoded), dataset, uid)
 
+    def _refuse_undecodable(self, origin: str, exc: Exception) -> int:
+        """Refuse an instance that cannot be decoded: 0xC210, counted."""
+        logger.warning("%s: cannot decode instance: %s", origin, exc)
+        self.counters.add("refused")
+        metrics.rejected(metrics.REASON_MALFORMED)
+        return STATUS_CANNOT_UNDERSTAND
+
+    def _refuse_large(self, origin: str, exc: InstanceTooLargeError) -> int:
+        """Refuse an instance over a memory limit: 0xA700 (out of resources), counted."""
+        logger.warning("%s: refused instance: %s", origin, exc)
+        self.counters.add("refused")
+        large = exc.setting == "maximum_instance_bytes"
+        metrics.rejected(metrics.REASON_TOO_LARGE if large else metrics.REASON_MEMORY)
+        return STATUS_OUT_OF_RESOURCES
+
     def _keep(self, instance: "ReceivedInstance | _Upload", dataset: Dataset, uid: str) -> int:
-        names = self.collector.wanted_by(dataset)
+        try:  # values pydicom cannot convert (an unknown VR) raise when first read
+            names = self.collector.wanted_by(dataset)
+            patient_value = self._patient_value(dataset)
+            series_uid = dataset.get("SeriesInstanceUID") if self.series is not None else None
+            refusal = self._archive_refusal(dataset)
+        except Exception as exc:
+            return self._refuse_undecodable(f"association {instance.association_id}", exc)
         if not names and self.series is None:
             logger.info("instance %s matches no input of %s; not kept", shorten(uid), self.name)
             self.counters.add("discarded")
             metrics.INSTANCES_DISCARDED.inc()
             return STATUS_SUCCESS
-        refusal = self._archive_refusal(dataset)
         if refusal is not None:
             logger.warning(
                 "association %s: refused instance %s: %s",
@@ -315,9 +333,9 @@ class Node:
             self.counters.add("refused")
             metrics.rejected(metrics.REASON_NOT_ARCHIVABLE)
             return STATUS_DATASET_MISMATCH
-        patient_key = value_key(self._patient_value(dataset))
+        patient_key = value_key(patient_value)
         try:
-            path = self._store(instance, dataset, uid, patient_key, names)
+            path = self._store(instance, series_uid, uid, patient_key, names)
         except InvalidKeyError as exc:
             logger.warning("association %s: refused instance: %s", instance.association_id, exc)
             self.counters.add("refused")
@@ -343,20 +361,19 @@ class Node:
     def _store(
         self,
         instance: "ReceivedInstance | _Upload",
-        dataset: Dataset,
+        series_uid: object,
         uid: str,
         patient_key: str,
         names: list[str],
     ) -> Path:
         """Store durably for the pipeline's inputs and/or the services' series."""
-        series_uid = dataset.get("SeriesInstanceUID")
         if self.series is None:
-            return self.spool.store(patient_key, uid, instance.encoded())
+            return self.spool.store(patient_key, uid, instance.encoded_parts())
         if not names:
-            return self.series.store(series_uid, uid, instance.encoded())
+            return self.series.store(series_uid, uid, instance.encoded_parts())
         series_key = value_key(series_uid)
         also = [(self.series.spool, series_key)]
-        path = self.spool.store(patient_key, uid, instance.encoded(), links=also)
+        path = self.spool.store(patient_key, uid, instance.encoded_parts(), links=also)
         self.series.added(series_key, uid, self.series.spool.path_for(series_key, uid))
         return path
 
@@ -577,8 +594,8 @@ class _Upload:
     association_id: int
     data: bytes
 
-    def encoded(self) -> bytes:
-        return self.data
+    def encoded_parts(self) -> tuple[bytes]:
+        return (self.data,)
 
 
 def _preload(pipeline_class: Any) -> list[str]:

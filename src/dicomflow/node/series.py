@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from dicomflow import metrics
 from dicomflow.dicom.keys import value_key
 from dicomflow.node.round import Round, RoundStore
-from dicomflow.node.spool import Spool, write_durably
+from dicomflow.node.spool import Encoded, Spool, write_durably
 from dicomflow.node.trigger import Trigger
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.queue.job import Job, JobStatus
@@ -82,7 +82,7 @@ class SeriesStage:
     def stop(self) -> None:
         self.trigger.stop()
 
-    def store(self, series_instance_uid: object, sop_instance_uid: str, data: bytes) -> Path:
+    def store(self, series_instance_uid: object, sop_instance_uid: str, data: Encoded) -> Path:
         """Store an instance (Part-10 bytes) durably in its series; return its path."""
         series_key = value_key(series_instance_uid)
         path = self.spool.store(series_key, sop_instance_uid, data)

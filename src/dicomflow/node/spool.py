@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+Buffer = bytes | bytearray | memoryview
+Encoded = Buffer | tuple[Buffer, ...]  # an instance's bytes, whole or in parts (not joined)
+
 
 class Spool:
     """Instances received and not yet taken by a round, on disk."""
@@ -57,7 +60,7 @@ class Spool:
         self,
         patient_key: str,
         sop_instance_uid: str,
-        data: bytes,
+        data: Encoded,
         links: Sequence[tuple["Spool", str]] = (),
     ) -> Path:
         """Make ``data`` durable and return its final path; also hard-link it into each
@@ -68,10 +71,10 @@ class Spool:
         final = self.path_for(patient_key, sop_instance_uid)
         linked = [spool.path_for(key, sop_instance_uid) for spool, key in links]
         journal = self.journal
-        if journal is not None and journal.takes(len(data)):
+        if journal is not None and journal.takes(encoded_size(data)):
             destinations = [(self.journal_name, patient_key)]
             destinations += [(spool.journal_name, key) for spool, key in links]
-            journal.append(sop_instance_uid, destinations, data)
+            journal.append(sop_instance_uid, destinations, joined(data))
             return final
         if journal is not None and journal.pending([final, *linked]):
             journal.checkpoint()  # a journaled copy must not be written over this one
@@ -90,7 +93,7 @@ class Spool:
         make = partial(os.link, source)
         return self._place(patient_key, sop_instance_uid, make, "link", flush=False)
 
-    def store_durably(self, patient_key: str, sop_instance_uid: str, data: bytes) -> Path:
+    def store_durably(self, patient_key: str, sop_instance_uid: str, data: Encoded) -> Path:
         """Write ``data`` with its own flushes (not through the journal); return its path."""
 
         def write(temporary: Path) -> None:
@@ -174,14 +177,26 @@ def _write(data: bytes, path: Path) -> None:
     write_durably(path, data, fsync=False)
 
 
-def write_durably(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` and (optionally) fsync it."""
+def encoded_size(data: Encoded) -> int:
+    """The length of ``data``, whole or in parts."""
+    return sum(len(part) for part in data) if isinstance(data, tuple) else len(data)
+
+
+def joined(data: Encoded) -> bytes:
+    """``data`` as one ``bytes`` object (copied: for small instances only)."""
+    return b"".join(data) if isinstance(data, tuple) else bytes(data)
+
+
+def write_durably(path: Path, data: Encoded, *, fsync: bool = True) -> None:
+    """Write ``data`` (whole or in parts, never joined) to ``path`` and (optionally)
+    fsync it."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(descriptor, view)
-            view = view[written:]
+        for part in data if isinstance(data, tuple) else (data,):
+            view = memoryview(part)
+            while view:
+                written = os.write(descriptor, view)
+                view = view[written:]
         if fsync:
             os.fsync(descriptor)
     finally:

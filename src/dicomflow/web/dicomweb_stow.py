@@ -6,11 +6,11 @@ then each part goes to :meth:`Node.receive`. One bad part never stops the
 others: the response lists stored instances in ReferencedSOPSequence and the
 others in FailedSOPSequence with a FailureReason (the DICOM status a C-STORE
 would get; 0xA900 for an instance of another study than the URL's, 0xC000 for
-a part that is not ``application/dicom``). 200: all stored; 202: some failed;
-409: none stored.
+a part that is not ``application/dicom``; 0xA700 for a deflated instance that
+inflates past ``maximum_instance_bytes``, refused without inflating the rest).
+200: all stored; 202: some failed; 409: none stored.
 """
 
-import io
 import mmap
 import re
 import tempfile
@@ -19,9 +19,9 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from pydicom import dcmread
 from starlette.concurrency import run_in_threadpool
 
+from dicomflow.dicom.integrity import decode_file_meta, decode_part10
 from dicomflow.dicom.keys import is_valid_uid
 from dicomflow.web import dicomweb_multipart as multipart
 from dicomflow.web.context import WebContext
@@ -127,13 +127,14 @@ def _store_parts(
 ) -> JSONResponse:
     stored: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
+    limit = node.settings.maximum_instance_bytes  # what a deflated part may inflate to
     with (
         mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as body,
         node.upload(ORIGIN) as receive,  # one request, one "association"
     ):
         try:
             for part in multipart.split(body, boundary):
-                item, ok = _store_part(request, receive, part, body, study)
+                item, ok = _store_part(request, receive, part, body, study, limit)
                 (stored if ok else failed).append(item)
         except multipart.MultipartError as exc:
             if not stored and not failed:
@@ -148,9 +149,10 @@ def _store_part(
     part: multipart.Part,
     body: mmap.mmap,
     study: str | None,
+    maximum_bytes: int,
 ) -> tuple[dict[str, Any], bool]:
     data = body[part.start : part.end]
-    uids = _uids(data)
+    uids = _uids(data, maximum_bytes)
     declared = (part.content_type or DICOM).split(";")[0].strip().lower()
     if declared != DICOM:
         return _item(uids, CANNOT_UNDERSTAND), False
@@ -173,12 +175,22 @@ class _Uids(NamedTuple):
     series: str | None = None
 
 
-def _uids(data: bytes) -> _Uids:
-    """The UIDs of an encoded instance (none when it cannot be read)."""
+def _uids(data: bytes, maximum_bytes: int) -> _Uids:
+    """The UIDs of an encoded instance; those of its file meta only when the dataset
+    cannot be read (or is deflated and inflates past ``maximum_bytes``)."""
     try:
-        ds = dcmread(io.BytesIO(data), stop_before_pixels=True)
+        ds = decode_part10(data, maximum_bytes=maximum_bytes)
         values = [ds.get(keyword) for keyword in UID_KEYWORDS]
-    except Exception:  # any decoding failure: the part has no known UIDs
+    except Exception:  # any decoding failure: the part has no known dataset UIDs
+        return _meta_uids(data)
+    return _Uids(*(str(v) if v else None for v in values))
+
+
+def _meta_uids(data: bytes) -> _Uids:
+    try:
+        meta, _end = decode_file_meta(data)
+        values = [meta.get(k) for k in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID")]
+    except Exception:  # not even file meta: the part has no known UIDs
         return _Uids()
     return _Uids(*(str(v) if v else None for v in values))
 
