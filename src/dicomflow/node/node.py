@@ -143,7 +143,9 @@ class Node:
         self._archive_outbox = root / "archive-outbox"
         self._archive_schedulers: dict[str, ArchiveScheduler] = {}
         self.workers = LocalWorkers(
-            with_preload(url, _preload(pipeline_class)),
+            with_options(
+                url, {"preload": ",".join(_preload(pipeline_class)), **settings.job_options()}
+            ),
             settings.local_workers(),
             log_level=settings.log_level,
             log_file=root / "logs" / "workers.log",
@@ -573,12 +575,15 @@ def _preload(pipeline_class: Any) -> list[str]:
     return [*modules, f"{name}@{ref.path}" if ref.path else name]
 
 
-def with_preload(url: str, modules: list[str]) -> str:
-    """``url`` with the queue option ``preload`` added (unless it has one)."""
-    if "preload=" in url:
+def with_options(url: str, options: dict[str, object]) -> str:
+    """``url`` with the queue ``options`` added (each unless the URL has it already)."""
+    query = url.partition("?")[2]
+    present = {pair.partition("=")[0] for pair in query.split("&") if pair}
+    added = {key: value for key, value in options.items() if key not in present}
+    if not added:
         return url
     separator = "&" if "?" in url else "?"
-    return f"{url}{separator}{urlencode({'preload': ','.join(modules)})}"
+    return f"{url}{separator}{urlencode(added)}"
 
 
 def _name(pipeline_class: Any) -> str:
