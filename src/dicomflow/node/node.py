@@ -46,6 +46,7 @@ from dicomflow.net.scp import (
 from dicomflow.node.archive import ARCHIVE_JOB, ArchiveScheduler
 from dicomflow.node.collector import Collector
 from dicomflow.node.datalock import DataDirectoryLock
+from dicomflow.node.diskspace import SpaceWait, is_no_space
 from dicomflow.node.journal import Journal
 from dicomflow.node.outbox import Outbox
 from dicomflow.node.output import OUTPUT_MANIFEST
@@ -133,6 +134,9 @@ class Node:
         )
         self._patient_tag = parse_tag(getattr(pipeline_class, "patient_identifier_tag", PATIENT_ID))
         self._round_lock = threading.Lock()
+        self._accepting = threading.Event()  # set once the spools are recovered
+        self._space_wait: SpaceWait | None = None
+        self._space_problem = ""
         self._uploads = itertools.count(1)
         self.scp: StoreSCP | LeanStoreSCP | None = None
         self.runner: Runner | None = None
@@ -178,16 +182,20 @@ class Node:
         return self.scp.port if self.scp is not None else self.settings.port
 
     def start(self) -> None:
-        """Resume what a previous run left, then accept associations."""
+        """Resume what a previous run left, then accept associations.
+
+        While the disk is too full for the spool journal to be replayed or made, the
+        node answers associations and refuses instances (out of resources), and
+        resumes once there is space."""
         policy = AccessPolicy.build(self.settings.allowed_ae_titles, self.settings.allowed_ips)
         if not (policy.ae_titles or policy.networks):
             logger.warning("no allowed_ae_titles or allowed_ips: accepting every peer")
-        if self.journal is not None:
-            self.journal.open()  # before anything reads the spools
+        journal_open = self._open_journal()  # before anything reads the spools
         if self.pipeline_class is not None:
             self.runner = self._runner()
-        self._start_services()
-        recovered = self._recover()
+        self.workers.start()
+        self.watcher.start()
+        recovered = self._recover_spools() if journal_open else set()
         self.trigger.start()
         self.outbox.start()
         server_class: Callable[..., StoreSCP | LeanStoreSCP] = StoreSCP
@@ -206,8 +214,11 @@ class Node:
             policy=policy,
             on_refused=lambda reason, _value: self.counters.add("refused"),
         )
-        for patient_key in recovered:
-            self.trigger.request(patient_key)
+        if journal_open:
+            self._accept(recovered)
+        else:
+            self._space_wait = SpaceWait(self._resume_when_space)
+            self._space_wait.start()
         logger.info(
             "node %s listening on %s:%d as %s",
             self.name,
@@ -216,11 +227,38 @@ class Node:
             self.settings.ae_title,
         )
 
-    def _start_services(self) -> None:
-        self.workers.start()
-        self.watcher.start()
+    def _open_journal(self) -> bool:
+        """Open the spool journal; False if the disk is too full for it."""
+        if self.journal is None:
+            return True
+        try:
+            self.journal.open()
+        except (SpoolError, OSError) as exc:
+            if not is_no_space(exc):
+                raise
+            if self._space_problem != str(exc):
+                logger.error("%s Instances are refused until there is space.", exc)
+                self._space_problem = str(exc)
+            return False
+        return True
+
+    def _recover_spools(self) -> set[str]:
+        """Resume the series and the rounds; the patients whose inputs were recovered."""
         if self.series is not None:
             self.series.start()
+        return self._recover()
+
+    def _accept(self, recovered: set[str]) -> None:
+        for patient_key in recovered:
+            self.trigger.request(patient_key)
+        self._accepting.set()
+
+    def _resume_when_space(self) -> bool:
+        if not self._open_journal():
+            return False
+        self._accept(self._recover_spools())
+        logger.warning("node %s: there is disk space again; instances are accepted", self.name)
+        return True
 
     def _runner(self) -> Runner:
         return Runner(
@@ -241,6 +279,9 @@ class Node:
             return
         self.scp.close()
         self.scp = None
+        if self._space_wait is not None:
+            self._space_wait.stop()
+            self._space_wait = None
         self.trigger.stop()
         self.runner = None
         for part in (self.series, self.watcher, self.workers):
@@ -298,6 +339,14 @@ class Node:
         return self._keep(_Upload(association_id, encoded), dataset, uid)
 
     def _keep(self, instance: "ReceivedInstance | _Upload", dataset: Dataset, uid: str) -> int:
+        if not self._accepting.is_set():
+            logger.warning(
+                "association %s: instance %s refused: the node waits for disk space",
+                instance.association_id,
+                shorten(uid),
+            )
+            metrics.rejected(metrics.REASON_STORAGE_ERROR)
+            return STATUS_OUT_OF_RESOURCES
         names = self.collector.wanted_by(dataset)
         if not names and self.series is None:
             logger.info("instance %s matches no input of %s; not kept", shorten(uid), self.name)
