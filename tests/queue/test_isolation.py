@@ -4,6 +4,7 @@ import contextlib
 import os
 import re
 import signal
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def test_output_past_the_limit_keeps_its_head_and_tail(tmp_path: Path) -> None:
 
     assert outcome.status is JobStatus.FINISHED
     kept = next(logs.iterdir())
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o700
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
     assert kept.stat().st_size < 1024 * 1024 + 1024
     text = kept.read_text()
     assert text.startswith("       0 x")

@@ -64,7 +64,7 @@ from typing import Any
 from dicomflow import metrics
 from dicomflow.errors import SpoolError
 from dicomflow.node.diskspace import free_bytes, no_space
-from dicomflow.node.spool import Spool, fsync_directory
+from dicomflow.node.spool import Spool, fsync_directory, make_private_directory
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class Journal:
         the number of instances written again."""
         if self.is_open:
             return 0
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_directory(self.directory)
         wanted = self.segment_bytes
         if not self.path.exists():  # (made under another name and renamed: never half made)
             _create_segment(self.path, self._fitting(wanted))

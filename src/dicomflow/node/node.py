@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,7 +55,7 @@ from dicomflow.node.reference import PipelineRef
 from dicomflow.node.round import Round, RoundStore
 from dicomflow.node.runner import Outcome, Runner
 from dicomflow.node.series import SeriesConsumer, SeriesStage
-from dicomflow.node.spool import Spool, fsync_directory, write_durably
+from dicomflow.node.spool import Spool, fsync_directory, make_private_directory, write_durably
 from dicomflow.node.trigger import Trigger
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.node.workers import LocalWorkers
@@ -109,6 +110,7 @@ class Node:
         self.name = _name(pipeline_class)
         self.counters = NodeCounters()
         root = settings.data_directory.resolve()
+        _keep_private(root)
         self._data_lock = DataDirectoryLock(root)
         self._data_lock.acquire()  # before the spools clear their temporary files
         try:
@@ -594,6 +596,22 @@ def _archive_output_ended(staged: Path, ended: Job) -> None:
             ended.status.value,
             staged,
             ended.error,
+        )
+
+
+def _keep_private(root: Path) -> None:
+    """Make the data directory (0700), or close an existing one to other users."""
+    if not root.is_dir():
+        make_private_directory(root)
+        return
+    mode = stat.S_IMODE(root.stat().st_mode)
+    if mode & 0o007:
+        os.chmod(root, mode & ~0o007)
+        logger.warning(
+            "data directory %s was open to other users (mode %o); now %o: it holds patient data",
+            root,
+            mode,
+            mode & ~0o007,
         )
 
 

@@ -10,6 +10,7 @@ otherwise) and the node is told the outcome.
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -111,10 +112,13 @@ class Runner:
         """Copy the job's captured output, whatever its size, into the node's log and into
         the round's ``process.log`` (kept with a failed round)."""
         logs = sorted(self.log_dir.glob(f"{ended.id}.*.log")) if self.log_dir else []
-        if logs:
-            shutil.copyfile(logs[-1], job.log_file)
-        else:
-            job.log_file.write_text(ended.log_tail or "")
+        descriptor = os.open(job.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(descriptor, "wb") as log:  # readable by the node's user alone
+            if logs:
+                with logs[-1].open("rb") as kept:
+                    shutil.copyfileobj(kept, log)
+            else:
+                log.write((ended.log_tail or "").encode())
         with job.log_file.open("r", errors="replace") as stream:
             _relay(job.round_id, stream)
         for path in logs:  # the round keeps its copy; the queue's copies would pile up
