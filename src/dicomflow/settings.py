@@ -60,6 +60,7 @@ class NodeSettings(BaseSettings):
     queue_workers: int | None = Field(None, ge=0, le=64)
     job_memory_limit_bytes: int | None = Field(None, ge=0)
     job_output_limit_bytes: int = Field(JOB_OUTPUT_LIMIT_BYTES, ge=0)
+    job_write_protection: bool = True
     services_directory: Path | None = None
     series_quiet_period_s: float = Field(5.0, gt=0)
     archive_datastore: str | None = None

@@ -419,7 +419,7 @@ def test_a_restarted_node_processes_instances_only_its_journal_kept(make_node, t
     release = make_ct_series(1, rows=16, columns=16, patient_id="JOURNAL")
     release[0].ImageComments = RELEASE
     storescu(again.port, write_series(release, tmp_path / "release"))
-    seen = data / "rounds-seen"
+    seen = tmp_path / "records" / "rounds-seen"
     wait_for(lambda: seen.is_dir() and any(seen.iterdir()), what="the round")
     [record] = [json.loads(path.read_text()) for path in seen.iterdir()]
     assert record["uids"] == sorted(str(ds.SOPInstanceUID) for ds in series + release)
@@ -457,7 +457,7 @@ def test_a_node_whose_spool_cannot_be_written_refuses_until_it_can(make_node, tm
     assert c_store_status(node.port, held[2]) == 0x0000
     held[0].ImageComments = RELEASE  # sent again, now as the release
     assert c_store_status(node.port, held[0]) == 0x0000
-    seen = tmp_path / "data" / "rounds-seen"
+    seen = tmp_path / "records" / "rounds-seen"
     wait_for(lambda: seen.is_dir() and any(seen.iterdir()), what="the round")
     [record] = [json.loads(path.read_text()) for path in seen.iterdir()]
     assert record["uids"] == sorted(str(held[n].SOPInstanceUID) for n in (0, 2))

@@ -272,6 +272,9 @@ class Node:
             timeout_s=self.settings.processing_timeout_s,
             log_dir=self.settings.job_log_directory() if not self.settings.queue_url else None,
             on_done=self._round_done,
+            protected=(self.settings.data_directory.resolve(),)
+            if self.settings.job_write_protection
+            else (),
         )
 
     def stop(self) -> None:

@@ -59,6 +59,7 @@ class Runner:
         timeout_s: float,
         log_dir: Path | None,
         on_done: Callable[[Round, Outcome], None],
+        protected: tuple[Path, ...] = (),
     ) -> None:
         self.pipeline = pipeline
         self.url = url
@@ -67,6 +68,7 @@ class Runner:
         self.ae_title = ae_title
         self.timeout_s = timeout_s
         self.log_dir = log_dir
+        self.protected = tuple(str(path) for path in protected)
         self._on_done = on_done
         self._backend = PerThreadBackend(url)
 
@@ -86,6 +88,7 @@ class Runner:
             directory=str(job.directory),
             endpoints=self.endpoints,
             ae_title=self.ae_title,
+            protected=self.protected,
         )
         queued = self._backend.get().enqueue(
             Job(
