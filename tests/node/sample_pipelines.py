@@ -239,3 +239,13 @@ class VandalPipeline(CopyPipeline):
                 scratch.write(b"temporary files still work")
             Path("scratch.bin").write_bytes(b"so does the working directory")
             return mark(input_container["any"])
+
+
+class HungryPipeline(CopyPipeline):
+    """Holds 512 MiB (touched) before it copies."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            block = bytearray(512 * 1024 * 1024)
+            block[:: 1 << 12] = bytes(len(block) >> 12)
+            return mark(input_container["any"])
