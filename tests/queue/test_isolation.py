@@ -14,6 +14,7 @@ from queue_support import wait_gone
 from dicomflow.queue.isolation import Isolation
 from dicomflow.queue.job import Job, JobStatus
 from dicomflow.queue.options import QueueOptions
+from support import fill_filesystem, small_filesystem
 
 
 @pytest.fixture
@@ -111,3 +112,23 @@ def test_output_past_the_limit_keeps_its_head_and_tail(tmp_path: Path) -> None:
 def _shout_size(megabytes: int) -> int:
     lines = megabytes * 1024 * 1024 // 100
     return lines * 100 + len("the last line\n")
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, full."""
+    try:
+        with small_filesystem(tmp_path / "disk", "1m") as mount_point:
+            fill_filesystem(mount_point)
+            yield mount_point
+    except OSError as exc:
+        pytest.skip(str(exc))
+
+
+def test_a_log_that_cannot_be_written_loses_the_output_not_the_job(full_disk: Path) -> None:
+    with Isolation(QueueOptions(check_s=0.05, log_dir=str(full_disk))) as running:
+        outcome = running.run(Job("jobs:chatty", kwargs={"lines": 10_000}, timeout_s=60))
+        again = running.run(Job("jobs:chatty", kwargs={"lines": 10}, timeout_s=60))
+
+    assert outcome.status is JobStatus.FINISHED and outcome.result == 10_000
+    assert again.status is JobStatus.FINISHED

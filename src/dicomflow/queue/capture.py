@@ -4,7 +4,8 @@ The job's stdout and stderr are a pipe that the fork server reads while the job
 runs (so output of any size never blocks the job). The first half of the cap
 goes to the log file as it comes; the last half is kept in memory and written
 after a line counting the bytes left out between them, once the job has ended.
-A cap of 0 keeps everything.
+A cap of 0 keeps everything. A log file that cannot be made or written (a full
+disk) loses the output, never the job: nothing more is written to it.
 """
 
 import os
@@ -20,7 +21,11 @@ class Capture:
     """Writes one job's output to ``path``: head, a count of what was left out, tail."""
 
     def __init__(self, path: str, limit_bytes: int) -> None:
-        self._descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            self._descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError:
+            self._descriptor = os.open(os.devnull, os.O_WRONLY)
+        self._writable = True
         self.limit_bytes = limit_bytes
         self.head_bytes = limit_bytes - limit_bytes // 2
         self.tail_bytes = limit_bytes // 2
@@ -70,5 +75,8 @@ class Capture:
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._descriptor, view) :]
+        try:
+            while view and self._writable:
+                view = view[os.write(self._descriptor, view) :]
+        except OSError:
+            self._writable = False
