@@ -35,6 +35,7 @@ from dicomflow.queue.function import load_module_from_file
 
 HEADER = struct.Struct("!I")
 READ_BYTES = 256 * 1024
+EXIT_CHECK_MS = 20  # without a pidfd: how often to check whether the job has exited
 
 
 class Setup(NamedTuple):
@@ -123,27 +124,43 @@ def serve() -> None:
 def _supervise(pid: int, output: int, capture: Capture) -> int:
     """Capture the job's output until its process exits, kill what it left running,
     capture the rest; its wait status."""
-    process = os.pidfd_open(pid)
+    process = _pidfd(pid)
     poller = select.poll()
     poller.register(output, select.POLLIN)
-    poller.register(process, select.POLLIN)
+    if process is not None:
+        poller.register(process, select.POLLIN)
+    timeout_ms = None if process is not None else EXIT_CHECK_MS
     try:
         while True:
-            for descriptor, _ in sorted(poller.poll(), key=lambda event: event[0] == process):
-                if descriptor == process:
-                    _, status = os.waitpid(pid, 0)
-                    descendants.kill_all()
-                    _drain(output, capture)
-                    return status
-                data = os.read(output, READ_BYTES)
-                if data:
-                    capture.write(data)
-                else:
+            events = poller.poll(timeout_ms)
+            for descriptor, _ in events:
+                if descriptor == output and not _read(output, capture):
                     poller.unregister(output)  # the job closed its output; it still runs
+            ended, status = os.waitpid(pid, os.WNOHANG)
+            if ended:
+                descendants.kill_all()
+                _drain(output, capture)
+                return status
     finally:
-        os.close(process)
+        if process is not None:
+            os.close(process)
         os.close(output)
         capture.close()
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that polls readable when ``pid`` exits (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _read(output: int, capture: Capture) -> bool:
+    """Capture what the job wrote; False at the end of its output."""
+    data = os.read(output, READ_BYTES)
+    capture.write(data)
+    return bool(data)
 
 
 def _drain(output: int, capture: Capture) -> None:
