@@ -49,10 +49,10 @@ def test_a_job_cannot_damage_the_journal_spool_queue_or_other_rounds(
 def test_without_landlock_the_job_runs_unprotected_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    def no_landlock() -> int:
+    def no_landlock(kernel: object) -> int:
         raise landlock.LandlockUnavailable("this kernel has no Landlock")
 
-    monkeypatch.setattr(landlock, "_abi", no_landlock)
+    monkeypatch.setattr(landlock._Kernel, "abi", no_landlock)
     with caplog.at_level(logging.WARNING, logger="dicomflow.queue.landlock"):
         assert landlock.protect([tmp_path]) is False
 

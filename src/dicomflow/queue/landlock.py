@@ -70,17 +70,18 @@ class LandlockUnavailable(OSError):
 def protect(protected: Sequence[Path], writable: Sequence[Path] = ()) -> bool:
     """Forbid writing beneath ``protected`` except beneath ``writable``, for this process
     and its descendants, irrevocably; False (and a warning) where Landlock is missing."""
+    kernel = _Kernel()
     try:
-        handled = _handled_rights(_abi())
-        ruleset = _create_ruleset(handled)
+        handled = _handled_rights(kernel.abi())
+        ruleset = kernel.create_ruleset(handled)
     except LandlockUnavailable as exc:
         logger.warning("the job's files are not write-protected: %s", exc)
         return False
     try:
         walk = _Walk([_real(p) for p in protected], [_real(p) for p in writable])
         for path, is_directory in walk.grants(Path("/")):
-            _add_rule(ruleset, path, handled if is_directory else handled & FILE_RIGHTS)
-        _restrict_self(ruleset)
+            kernel.add_rule(ruleset, path, handled if is_directory else handled & FILE_RIGHTS)
+        kernel.restrict_self(ruleset)
     finally:
         os.close(ruleset)
     return True
@@ -133,30 +134,56 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+class _Kernel:
+    """The Landlock system calls, through the C library's ``syscall``."""
 
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._syscall = self._libc.syscall
+        self._syscall.restype = ctypes.c_long
 
-def _syscall(number: int, *arguments: object) -> int:
-    function = _libc().syscall
-    function.restype = ctypes.c_long
-    result = int(function(ctypes.c_long(number), *arguments))
-    if result < 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-    return result
+    def call(self, number: int, *arguments: object) -> int:
+        result = int(self._syscall(ctypes.c_long(number), *arguments))
+        if result < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        return result
 
+    def abi(self) -> int:
+        """The Landlock ABI version of the running kernel."""
+        try:
+            return self.call(SYS_CREATE_RULESET, None, ctypes.c_size_t(0), CREATE_RULESET_VERSION)
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS:
+                raise LandlockUnavailable("this kernel has no Landlock") from exc
+            if exc.errno == errno.EOPNOTSUPP:
+                raise LandlockUnavailable("Landlock is disabled at boot (lsm=)") from exc
+            raise LandlockUnavailable(f"Landlock cannot be used: {exc}") from exc
 
-def _abi() -> int:
-    """The Landlock ABI version of the running kernel."""
-    try:
-        return _syscall(SYS_CREATE_RULESET, None, ctypes.c_size_t(0), CREATE_RULESET_VERSION)
-    except OSError as exc:
-        if exc.errno == errno.ENOSYS:
-            raise LandlockUnavailable("this kernel has no Landlock") from exc
-        if exc.errno == errno.EOPNOTSUPP:
-            raise LandlockUnavailable("Landlock is disabled at boot (lsm=)") from exc
-        raise LandlockUnavailable(f"Landlock cannot be used: {exc}") from exc
+    def create_ruleset(self, handled: int) -> int:
+        attribute = ctypes.create_string_buffer(struct.pack("<Q", handled), 8)
+        try:
+            return self.call(SYS_CREATE_RULESET, attribute, ctypes.c_size_t(8), 0)
+        except OSError as exc:
+            raise LandlockUnavailable(f"Landlock cannot make a ruleset: {exc}") from exc
+
+    def add_rule(self, ruleset: int, path: Path, rights: int) -> None:
+        try:
+            descriptor = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return  # gone meanwhile: nothing to grant
+        try:
+            data = PATH_BENEATH.pack(rights, descriptor)
+            attribute = ctypes.create_string_buffer(data, len(data))
+            self.call(SYS_ADD_RULE, ruleset, RULE_PATH_BENEATH, attribute, 0)
+        finally:
+            os.close(descriptor)
+
+    def restrict_self(self, ruleset: int) -> None:
+        if self._libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(code)}")
+        self.call(SYS_RESTRICT_SELF, ruleset, 0)
 
 
 def _handled_rights(abi: int) -> int:
@@ -166,31 +193,3 @@ def _handled_rights(abi: int) -> int:
     if abi >= 3:
         rights |= TRUNCATE
     return rights
-
-
-def _create_ruleset(handled: int) -> int:
-    attribute = ctypes.create_string_buffer(struct.pack("<Q", handled), 8)
-    try:
-        return _syscall(SYS_CREATE_RULESET, attribute, ctypes.c_size_t(8), 0)
-    except OSError as exc:
-        raise LandlockUnavailable(f"Landlock cannot make a ruleset: {exc}") from exc
-
-
-def _add_rule(ruleset: int, path: Path, rights: int) -> None:
-    try:
-        descriptor = os.open(path, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return  # gone meanwhile: nothing to grant
-    try:
-        data = PATH_BENEATH.pack(rights, descriptor)
-        attribute = ctypes.create_string_buffer(data, len(data))
-        _syscall(SYS_ADD_RULE, ruleset, RULE_PATH_BENEATH, attribute, 0)
-    finally:
-        os.close(descriptor)
-
-
-def _restrict_self(ruleset: int) -> None:
-    if _libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(code)}")
-    _syscall(SYS_RESTRICT_SELF, ruleset, 0)
