@@ -109,3 +109,9 @@ def shout(megabytes: int) -> int:
         print(f"{number:8d} {line}")
     print("the last line")
     return megabytes
+
+
+def escape_and_hang(pid_file: str) -> None:
+    """Start a daemon that left the process group (see ``escape``), then hang."""
+    escape(pid_file)
+    time.sleep(300)

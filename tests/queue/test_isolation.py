@@ -89,6 +89,22 @@ def test_a_daemon_that_left_the_process_group_dies_with_the_job(
             os.kill(daemon, signal.SIGKILL)
 
 
+def test_a_daemon_of_a_job_that_timed_out_is_killed_too(
+    isolation: Isolation, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "daemon.pid"
+    job = Job("jobs:escape_and_hang", kwargs={"pid_file": str(pid_file)}, timeout_s=2)
+    outcome = isolation.run(job)
+
+    assert outcome.status is JobStatus.TIMED_OUT
+    daemon = int(pid_file.read_text())
+    try:
+        assert wait_gone(daemon, timeout_s=0.5), "the job's daemon is still running"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
+
+
 def test_output_past_the_limit_keeps_its_head_and_tail(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     options = QueueOptions(check_s=0.05, log_dir=str(logs), output_limit_bytes=1024 * 1024)
