@@ -56,6 +56,7 @@ def storescp_on(tmp_path: Path) -> Iterator[PeerStarter]:
 def make_node(tmp_path: Path) -> Iterator[NodeFactory]:
     """Start in-process nodes for pipeline classes; all are stopped afterwards."""
     started: list[Any] = []
+    (tmp_path / "records").mkdir()  # see sample_pipelines.records_directory
 
     def factory(pipeline_class: type, **overrides: Any) -> Node:
         overrides.setdefault("port", 0)

@@ -290,3 +290,32 @@ def write_deflate_bomb(path: Path, inflated_bytes: int, patient_id: str = "BOMB"
             file.write(zeros)
         file.write(tail + (b"\x00" if (len(head) + len(zeros) * whole + len(tail)) % 2 else b""))
     return str(dataset.SOPInstanceUID)
+
+
+@contextlib.contextmanager
+def small_filesystem(mount_point: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``"24m"``) mounted at ``mount_point`` (the tests run as root);
+    raises ``OSError`` where mounting is impossible."""
+    mount_point.mkdir(parents=True, exist_ok=True)
+    command = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount_point)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise OSError(f"cannot mount a tmpfs at {mount_point}: {result.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def fill_filesystem(directory: Path) -> Path:
+    """Fill the filesystem of ``directory`` with one file; its path."""
+    filler = directory / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (1024 * 1024, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(descriptor, bytes(size))
+    finally:
+        os.close(descriptor)
+    return filler

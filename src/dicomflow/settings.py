@@ -23,6 +23,7 @@ from dicomflow.net.address import Address, valid_ae_title
 
 SPOOL_JOURNAL_MAX_BYTES = 1024 * 1024  # instances up to this size go through the journal
 SPOOL_JOURNAL_SEGMENT_BYTES = 256 * 1024 * 1024  # what can wait there for a checkpoint
+JOB_OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024  # head and tail of a job's output kept in its log
 
 
 class NodeSettings(BaseSettings):
@@ -57,6 +58,9 @@ class NodeSettings(BaseSettings):
     queue_url: str | None = None
     job_retention_days: float = Field(7.0, gt=0)
     queue_workers: int | None = Field(None, ge=0, le=64)
+    job_memory_limit_bytes: int | None = Field(None, ge=0)
+    job_output_limit_bytes: int = Field(JOB_OUTPUT_LIMIT_BYTES, ge=0)
+    job_write_protection: bool = True
     services_directory: Path | None = None
     series_quiet_period_s: float = Field(5.0, gt=0)
     archive_datastore: str | None = None
@@ -83,6 +87,13 @@ class NodeSettings(BaseSettings):
             }
         )
         return f"sqlite:///{data / 'queue.db'}?{options}"
+
+    def job_options(self) -> dict[str, int]:
+        """The queue options of the node's own workers that come from these settings."""
+        options = {"output_limit_bytes": self.job_output_limit_bytes}
+        if self.job_memory_limit_bytes is not None:
+            options["memory_limit_bytes"] = self.job_memory_limit_bytes
+        return options
 
     def job_log_directory(self) -> Path:
         """Where the default embedded queue keeps every job's full output."""

@@ -37,6 +37,13 @@ def data_directory(processor: AbstractProcessor) -> Path:
     return processor.working_directory.parents[2]
 
 
+def records_directory(processor: AbstractProcessor) -> Path:
+    """Where test pipelines leave records for their tests: ``records/`` beside the data
+    directory, made by the test before the node starts (a round may write nothing in
+    the data directory but its own folders, nor make new entries beside it)."""
+    return data_directory(processor).parent / "records"
+
+
 def mark(datasets: list[Dataset]) -> list[Dataset]:
     for dataset in datasets:
         dataset.ImageComments = MARK
@@ -131,12 +138,12 @@ class ChattyPipeline(CopyPipeline):
 
 
 class WorkdirPipeline(CopyPipeline):
-    """Records its working directory and pid in ``workdir.txt`` of the data directory."""
+    """Records its working directory and pid in ``workdir.txt`` of the records directory."""
 
     class Processor(AbstractProcessor):
         def process(self, input_container: Any) -> Any:
             Path("scratch.bin").write_bytes(b"intermediate")
-            (data_directory(self) / "workdir.txt").write_text(f"{os.getcwd()}\n{os.getpid()}")
+            (records_directory(self) / "workdir.txt").write_text(f"{os.getcwd()}\n{os.getpid()}")
             return []
 
 
@@ -151,14 +158,14 @@ class SlowPipeline(CopyPipeline):
 
 class PidSleepingPipeline(SleepingPipeline):
     """Starts a ``sleep`` child, writes its own and the child's pid to ``sleeper.pids`` of
-    the data directory, then sleeps past its 1 s timeout."""
+    the records directory, then sleeps past its 1 s timeout."""
 
     class Processor(AbstractProcessor):
         def process(self, input_container: Any) -> Any:
             import subprocess
 
             child = subprocess.Popen(["sleep", "60"])
-            (data_directory(self) / "sleeper.pids").write_text(f"{os.getpid()} {child.pid}")
+            (records_directory(self) / "sleeper.pids").write_text(f"{os.getpid()} {child.pid}")
             time.sleep(60)
 
 
@@ -174,8 +181,8 @@ class ReleaseInput(AnyInstance):
 
 class HoldingPipeline(CopyPipeline):
     """Keeps a patient's instances in the spool until a ``RELEASE`` instance arrives; records
-    each round as ``rounds-seen/{round_id}.json`` (patient key, instance UIDs) in the data
-    directory."""
+    each round as ``rounds-seen/{round_id}.json`` (patient key, instance UIDs) in the
+    records directory."""
 
     input = {"any": ReleaseInput}
 
@@ -183,7 +190,7 @@ class HoldingPipeline(CopyPipeline):
         def process(self, input_container: Any) -> Any:
             import json
 
-            folder = data_directory(self) / "rounds-seen"
+            folder = records_directory(self) / "rounds-seen"
             folder.mkdir(exist_ok=True)
             uids = sorted(str(ds.SOPInstanceUID) for ds in input_container["any"])
             record = {"patient_key": self.patient_key, "uids": uids}
@@ -198,3 +205,47 @@ class ArchivePipeline(CopyPipeline):
         def process(self, input_container: Any) -> Any:
             datastore = str(data_directory(self) / "archive")
             return ArchiveOutput(datastore, mark(input_container["any"]))
+
+
+class VandalPipeline(CopyPipeline):
+    """Fails for patient ``FIRST``; for any other, tries to damage the node's files (the
+    journal, the spool, the queue, the first patient's failed round, its own inputs),
+    printing ``refused: <what>`` or ``DAMAGED: <what>`` for each, then copies."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            import shutil
+            import tempfile
+
+            [first, *_] = input_container["any"]
+            if first.PatientID == "FIRST":
+                raise ValueError("the first patient fails on purpose")
+            data = data_directory(self)
+            attempts = {
+                "journal": (data / "journal" / "segment.journal").unlink,
+                "spool": lambda: (data / "spool" / "incoming" / "planted.dcm").write_bytes(b"x"),
+                "queue": lambda: (data / "queue.db").open("r+b").truncate(0),
+                "failed round": lambda: shutil.rmtree(next((data / "failed").iterdir())),
+                "own inputs": lambda: input_container.paths["any"][0].unlink(),
+                "data directory": lambda: (data / "planted").mkdir(),
+            }
+            for what, attempt in attempts.items():
+                try:
+                    attempt()
+                    print(f"DAMAGED: {what}")
+                except PermissionError:
+                    print(f"refused: {what}")
+            with tempfile.NamedTemporaryFile() as scratch:
+                scratch.write(b"temporary files still work")
+            Path("scratch.bin").write_bytes(b"so does the working directory")
+            return mark(input_container["any"])
+
+
+class HungryPipeline(CopyPipeline):
+    """Holds 512 MiB (touched) before it copies."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            block = bytearray(512 * 1024 * 1024)
+            block[:: 1 << 12] = bytes(len(block) >> 12)
+            return mark(input_container["any"])

@@ -100,7 +100,7 @@ def test_a_timed_out_round_is_killed_with_the_processes_it_started(make_node, tm
     send_series(node.port, tmp_path / "sleepy", count=1)
     wait_for(lambda: node.counters.rounds_failed == 1, timeout_s=30, what="the timeout")
 
-    worker, child = map(int, (data / "sleeper.pids").read_text().split())
+    worker, child = map(int, (tmp_path / "records" / "sleeper.pids").read_text().split())
     assert worker != os.getpid()
     wait_for(
         lambda: not is_running(worker) and not is_running(child),
@@ -140,7 +140,7 @@ def test_process_runs_in_another_process_in_a_fresh_working_directory(make_node,
     for number in (1, 2):
         send_series(node.port, tmp_path / f"series{number}", count=1)
         wait_for(lambda n=number: node.counters.rounds_succeeded == n, what=f"round {number}")
-        workdir, pid = (data / "workdir.txt").read_text().splitlines()
+        workdir, pid = (tmp_path / "records" / "workdir.txt").read_text().splitlines()
         seen.append((Path(workdir), int(pid)))
 
     (first, first_pid), (second, second_pid) = seen

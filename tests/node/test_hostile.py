@@ -74,7 +74,13 @@ def is_failure(status: int | None) -> bool:
 
 
 def tree(root: Path, skip: Path | None = None) -> set[Path]:
-    return {path for path in root.rglob("*") if skip is None or not path.is_relative_to(skip)}
+    """Below ``root``, but for ``skip`` and the test pipelines' records."""
+    records = root / "records"
+    return {
+        path
+        for path in root.rglob("*")
+        if (skip is None or not path.is_relative_to(skip)) and not path.is_relative_to(records)
+    }
 
 
 def names_under(root: Path) -> Iterator[str]:
@@ -130,7 +136,7 @@ def test_a_hostile_patient_id_stays_inside_the_data_root_as_its_own_patient(
         assert new != {path.parent for path in other}
         storescu(node.port, release_file)
         wait_for(lambda: node.counters.rounds_succeeded == 1, what="the hostile patient's round")
-        [seen] = (data / "rounds-seen").iterdir()
+        [seen] = (tmp_path / "records" / "rounds-seen").iterdir()
         record = json.loads(seen.read_text())
         assert record["uids"] == sorted(str(ds.SOPInstanceUID) for ds in [*hostile, release])
         assert record["patient_key"] == next(iter(new)).name
@@ -145,7 +151,6 @@ def test_a_hostile_patient_id_stays_inside_the_data_root_as_its_own_patient(
 
 
 def test_an_empty_and_a_missing_patient_id_are_two_patients(make_node, tmp_path: Path):
-    data = tmp_path / "data"
     node = make_node(HoldingPipeline)
     empty = [make_dataset(PatientID=""), make_dataset(PatientID="", ImageComments=RELEASE)]
     missing = [make_dataset(PatientID=None), make_dataset(PatientID=None, ImageComments=RELEASE)]
@@ -153,7 +158,9 @@ def test_an_empty_and_a_missing_patient_id_are_two_patients(make_node, tmp_path:
     storescu(node.port, write_series([*empty, *missing], tmp_path / "series"))
 
     wait_for(lambda: node.counters.rounds_succeeded == 2, timeout_s=15, what="two rounds")
-    records = [json.loads(path.read_text()) for path in (data / "rounds-seen").iterdir()]
+    records = [
+        json.loads(path.read_text()) for path in (tmp_path / "records" / "rounds-seen").iterdir()
+    ]
     assert sorted(record["uids"] for record in records) == sorted(
         sorted(str(ds.SOPInstanceUID) for ds in patient) for patient in (empty, missing)
     )

@@ -2,9 +2,11 @@
 behind, and written again after a crash wherever the spool lost it."""
 
 import json
+import logging
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from dicomflow.net.scp import STATUS_OUT_OF_RESOURCES
 from dicomflow.node import journal as journal_module
 from dicomflow.node.journal import DATA_START, SLOT_SIZE, Journal
 from dicomflow.node.spool import Spool
-from support import storescu, wait_for
+from support import fill_filesystem, small_filesystem, storescu, wait_for
 
 PATIENT = value_key("PAT-1")
 SERIES = value_key("1.2.3.4")
@@ -417,7 +419,7 @@ def test_a_restarted_node_processes_instances_only_its_journal_kept(make_node, t
     release = make_ct_series(1, rows=16, columns=16, patient_id="JOURNAL")
     release[0].ImageComments = RELEASE
     storescu(again.port, write_series(release, tmp_path / "release"))
-    seen = data / "rounds-seen"
+    seen = tmp_path / "records" / "rounds-seen"
     wait_for(lambda: seen.is_dir() and any(seen.iterdir()), what="the round")
     [record] = [json.loads(path.read_text()) for path in seen.iterdir()]
     assert record["uids"] == sorted(str(ds.SOPInstanceUID) for ds in series + release)
@@ -455,7 +457,7 @@ def test_a_node_whose_spool_cannot_be_written_refuses_until_it_can(make_node, tm
     assert c_store_status(node.port, held[2]) == 0x0000
     held[0].ImageComments = RELEASE  # sent again, now as the release
     assert c_store_status(node.port, held[0]) == 0x0000
-    seen = tmp_path / "data" / "rounds-seen"
+    seen = tmp_path / "records" / "rounds-seen"
     wait_for(lambda: seen.is_dir() and any(seen.iterdir()), what="the round")
     [record] = [json.loads(path.read_text()) for path in seen.iterdir()]
     assert record["uids"] == sorted(str(held[n].SOPInstanceUID) for n in (0, 2))
@@ -481,3 +483,45 @@ def test_a_failed_journal_flush_refuses_every_later_instance(
     assert spool.path_for(PATIENT, "1.2.1").read_bytes() == instance(1)
     journal.close()
     metrics.SPOOL_WRITABLE.set(1)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB tmpfs mounted for the test."""
+    try:
+        with small_filesystem(tmp_path / "disk", "24m") as mount_point:
+            yield mount_point
+    except OSError as exc:
+        pytest.skip(str(exc))
+
+
+def test_a_segment_larger_than_the_free_space_is_made_to_fit(small_disk: Path, caplog):
+    with caplog.at_level(logging.WARNING, logger="dicomflow.node.journal"):
+        journal, _spool, _series = make(small_disk, segment_bytes=64 * 1024 * 1024)
+    try:
+        assert journal.segment_bytes == journal.path.stat().st_size <= 12 * 1024 * 1024
+        assert journal.segment_bytes >= 8 * 1024 * 1024
+        assert "spool_journal_segment_bytes" in caplog.text
+    finally:
+        journal.close()
+
+
+def test_no_room_for_a_segment_is_one_line_naming_the_setting(small_disk: Path):
+    filler = fill_filesystem(small_disk)
+    os.truncate(filler, filler.stat().st_size - 6 * 1024 * 1024)  # 6 MiB left
+
+    with pytest.raises(SpoolError) as raised:
+        make(small_disk)
+
+    message = str(raised.value)
+    assert "spool_journal_segment_bytes" in message and "\n" not in message
+    assert not list((small_disk / "journal").iterdir())
+
+
+def test_a_segment_the_disk_cannot_hold_is_not_left_half_made(small_disk: Path, monkeypatch):
+    monkeypatch.setattr(journal_module, "free_bytes", lambda _directory: 1 << 40, raising=False)
+
+    with pytest.raises(SpoolError, match="No space left"):
+        make(small_disk, segment_bytes=64 * 1024 * 1024)
+
+    assert not list((small_disk / "journal").iterdir())

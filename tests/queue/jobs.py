@@ -76,3 +76,42 @@ def where() -> dict[str, str]:
     """Write a file in the working directory; say where that was."""
     Path("scratch.txt").write_text("scratch")
     return {"cwd": os.getcwd()}
+
+
+def allocate(megabytes: int) -> int:
+    """Hold ``megabytes`` MiB of memory (touched, so that it is really there)."""
+    block = bytearray(megabytes * 1024 * 1024)
+    block[::4096] = b"\1" * len(block[::4096])
+    return len(block)
+
+
+def escape(pid_file: str) -> None:
+    """Start a daemon that leaves the process group (``setsid``) and whose parent exits
+    (a double fork), write its pid, and return at once."""
+    script = (
+        "import os, sys, time\n"
+        "if os.fork(): os._exit(0)\n"
+        "os.setsid()\n"
+        "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()))\n"
+        "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+        "time.sleep(300)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, pid_file], check=True)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(pid_file) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def shout(megabytes: int) -> int:
+    """Print ``megabytes`` MiB of numbered lines, then one last line."""
+    line = "x" * 90
+    for number in range(megabytes * 1024 * 1024 // 100):
+        print(f"{number:8d} {line}")
+    print("the last line")
+    return megabytes
+
+
+def escape_and_hang(pid_file: str) -> None:
+    """Start a daemon that left the process group (see ``escape``), then hang."""
+    escape(pid_file)
+    time.sleep(300)

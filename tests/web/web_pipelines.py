@@ -25,9 +25,10 @@ class MRInput(AbstractInput):
     required_values = {"Modality": "MR"}
 
 
-def data_directory(processor: AbstractProcessor) -> Path:
-    """The node's data directory, from the round's working directory."""
-    return processor.working_directory.parents[2]
+def records_directory(processor: AbstractProcessor) -> Path:
+    """``records/`` beside the node's data directory (made by the ``make_node`` fixture): a
+    round may write nothing in the data directory but its own folders."""
+    return processor.working_directory.parents[3] / "records"
 
 
 class NapPipeline(AbstractPipeline):
@@ -42,13 +43,13 @@ class NapPipeline(AbstractPipeline):
 
 
 class FlakyPipeline(AbstractPipeline):
-    """Fails its first round ever (of this data directory), then succeeds."""
+    """Fails its first round ever (of this test), then succeeds."""
 
     input = {"any": AnyInstance}
 
     class Processor(AbstractProcessor):
         def process(self, input_container: Any) -> Any:
-            marker = data_directory(self) / FIRST_FAILURE
+            marker = records_directory(self) / FIRST_FAILURE
             if not marker.exists():
                 marker.touch()
                 raise ValueError("the first attempt fails <on purpose>")
@@ -94,7 +95,7 @@ class BrowserPipeline(AbstractPipeline):
         def process(self, input_container: Any) -> Any:
             time.sleep(2)
             [first, *_] = input_container["any"]
-            marker = data_directory(self) / FIRST_FAILURE
+            marker = records_directory(self) / FIRST_FAILURE
             if str(first.PatientID).startswith("FLAKY") and not marker.exists():
                 marker.touch()
                 raise ValueError("the first attempt fails on purpose")

@@ -36,7 +36,14 @@ Segment layout::
 When the segment is full, a checkpoint covering every record is made and the
 journal starts again at 8192 with the next generation; records of an earlier
 generation are never read. A segment found with another size than asked for is
-replayed, then made again at the new size.
+replayed, then made again at the new size (if that fits: see below).
+
+A new segment takes at most half the free space of its filesystem (the other
+half is for the spool its instances are copied into): a smaller one is made,
+with a warning, when ``segment_bytes`` does not fit, and none when even
+``MINIMUM_SEGMENT_BYTES`` does not (a :class:`SpoolError` naming the setting,
+raised from an ``ENOSPC`` error). A segment being made is never left behind
+half written.
 """
 
 import ctypes
@@ -56,7 +63,8 @@ from typing import Any
 
 from dicomflow import metrics
 from dicomflow.errors import SpoolError
-from dicomflow.node.spool import Spool, fsync_directory
+from dicomflow.node.diskspace import free_bytes, no_space
+from dicomflow.node.spool import Spool, fsync_directory, make_private_directory
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +77,8 @@ META_LENGTH = struct.Struct("<H")
 SLOT_SIZE = 4096
 DATA_START = 2 * SLOT_SIZE
 DEFAULT_SEGMENT_BYTES = 256 * 1024 * 1024
+MINIMUM_SEGMENT_BYTES = 4 * 1024 * 1024
+SEGMENT_SETTING = "spool_journal_segment_bytes"
 DEFAULT_INTERVAL_S = 0.1  # a pause in appending this long starts a checkpoint
 DEFAULT_MAX_DELAY_S = 1.0  # an instance waits at most about this long to be placed
 SYNCFS_FROM_FILES = 32  # batches this large are flushed with one syncfs
@@ -163,10 +173,10 @@ class Journal:
         the number of instances written again."""
         if self.is_open:
             return 0
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private_directory(self.directory)
         wanted = self.segment_bytes
         if not self.path.exists():  # (made under another name and renamed: never half made)
-            _create_segment(self.path, wanted)
+            _create_segment(self.path, self._fitting(wanted))
         self._fd = os.open(self.path, os.O_RDWR)
         try:
             # A segment made with another size is read at its own size first.
@@ -175,7 +185,8 @@ class Journal:
                 raise SpoolError(f"The spool journal {self.path} is too short.")
             generation, sequence, offset = self._read_header()
             replayed = self._replay(generation, offset)
-            if self.segment_bytes != wanted:  # replayed: its records are all in the spools
+            if self.segment_bytes != wanted and self._fits(wanted):
+                # Replayed: its records are all in the spools.
                 os.close(self._fd)
                 self._fd = -1
                 _create_segment(self.path, wanted)
@@ -200,6 +211,34 @@ class Journal:
         if replayed:
             logger.info("spool journal: %d instance(s) written again after a crash", replayed)
         return replayed
+
+    def _fits(self, size: int) -> bool:
+        """Whether a new segment of ``size`` bytes leaves half the free space to the spool."""
+        return size <= free_bytes(self.directory) // 2
+
+    def _fitting(self, wanted: int) -> int:
+        """The size of a new segment: ``wanted``, or less when that does not fit."""
+        if self._fits(wanted):
+            return wanted
+        free = free_bytes(self.directory)
+        size = max(free // 2 // (1 << 20) << 20, 0)
+        if size < MINIMUM_SEGMENT_BYTES:
+            message = (
+                f"The spool journal needs {MINIMUM_SEGMENT_BYTES} bytes at least (setting"
+                f" {SEGMENT_SETTING} is {wanted}) and twice that free; {self.directory} has"
+                f" {free} bytes free."
+            )
+            raise SpoolError(message) from no_space(message)
+        logger.warning(
+            "spool journal: a segment of %d bytes instead of %d (setting %s): %s has %d bytes"
+            " free, and half of it is left to the spool",
+            size,
+            wanted,
+            SEGMENT_SETTING,
+            self.directory,
+            free,
+        )
+        return size
 
     def close(self) -> None:
         """Write everything into the spools, checkpoint and stop (idempotent). If the
@@ -628,14 +667,23 @@ def _create_segment(path: Path, size: int) -> None:
     temporary = path.with_suffix(".creating")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        remaining = size
-        while remaining:
-            chunk = min(remaining, len(ZEROS))
-            os.write(descriptor, ZEROS[:chunk])
-            remaining -= chunk
-        os.pwrite(descriptor, _header(0, 0, DATA_START), 0)
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    os.replace(temporary, path)
+        try:
+            _fill(descriptor, size)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)  # never a half-made segment left behind
+        message = f"Cannot make the spool journal {path} of {size} bytes: {exc}."
+        raise SpoolError(message) from exc
     fsync_directory(path.parent)
+
+
+def _fill(descriptor: int, size: int) -> None:
+    """Write ``size`` zero bytes and a first header; flush them."""
+    remaining = size
+    while remaining:
+        chunk = min(remaining, len(ZEROS))
+        remaining -= os.write(descriptor, ZEROS[:chunk])
+    os.pwrite(descriptor, _header(0, 0, DATA_START), 0)
+    os.fsync(descriptor)

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +49,7 @@ from dicomflow.net.scp import (
 from dicomflow.node.archive import ARCHIVE_JOB, ArchiveScheduler
 from dicomflow.node.collector import Collector
 from dicomflow.node.datalock import DataDirectoryLock
+from dicomflow.node.diskspace import SpaceWait, is_no_space
 from dicomflow.node.journal import Journal
 from dicomflow.node.outbox import Outbox
 from dicomflow.node.output import OUTPUT_MANIFEST
@@ -55,7 +57,7 @@ from dicomflow.node.reference import PipelineRef
 from dicomflow.node.round import Round, RoundStore
 from dicomflow.node.runner import Outcome, Runner
 from dicomflow.node.series import SeriesConsumer, SeriesStage
-from dicomflow.node.spool import Spool, fsync_directory, write_durably
+from dicomflow.node.spool import Spool, fsync_directory, make_private_directory, write_durably
 from dicomflow.node.trigger import Trigger
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.node.workers import LocalWorkers
@@ -110,6 +112,7 @@ class Node:
         self.name = _name(pipeline_class)
         self.counters = NodeCounters()
         root = settings.data_directory.resolve()
+        _keep_private(root)
         self._data_lock = DataDirectoryLock(root)
         self._data_lock.acquire()  # before the spools clear their temporary files
         try:
@@ -135,6 +138,9 @@ class Node:
         )
         self._patient_tag = parse_tag(getattr(pipeline_class, "patient_identifier_tag", PATIENT_ID))
         self._round_lock = threading.Lock()
+        self._accepting = threading.Event()  # set once the spools are recovered
+        self._space_wait: SpaceWait | None = None
+        self._space_problem = ""
         self._uploads = itertools.count(1)
         self.scp: StoreSCP | LeanStoreSCP | None = None
         self.runner: Runner | None = None
@@ -145,7 +151,9 @@ class Node:
         self._archive_outbox = root / "archive-outbox"
         self._archive_schedulers: dict[str, ArchiveScheduler] = {}
         self.workers = LocalWorkers(
-            with_preload(url, _preload(pipeline_class)),
+            with_options(
+                url, {"preload": ",".join(_preload(pipeline_class)), **settings.job_options()}
+            ),
             settings.local_workers(),
             log_level=settings.log_level,
             log_file=root / "logs" / "workers.log",
@@ -178,16 +186,20 @@ class Node:
         return self.scp.port if self.scp is not None else self.settings.port
 
     def start(self) -> None:
-        """Resume what a previous run left, then accept associations."""
+        """Resume what a previous run left, then accept associations.
+
+        While the disk is too full for the spool journal to be replayed or made, the
+        node answers associations and refuses instances (out of resources), and
+        resumes once there is space."""
         policy = AccessPolicy.build(self.settings.allowed_ae_titles, self.settings.allowed_ips)
         if not (policy.ae_titles or policy.networks):
             logger.warning("no allowed_ae_titles or allowed_ips: accepting every peer")
-        if self.journal is not None:
-            self.journal.open()  # before anything reads the spools
+        journal_open = self._open_journal()  # before anything reads the spools
         if self.pipeline_class is not None:
             self.runner = self._runner()
-        self._start_services()
-        recovered = self._recover()
+        self.workers.start()
+        self.watcher.start()
+        recovered = self._recover_spools() if journal_open else set()
         self.trigger.start()
         self.outbox.start()
         server_class: Callable[..., StoreSCP | LeanStoreSCP] = StoreSCP
@@ -206,8 +218,11 @@ class Node:
             policy=policy,
             on_refused=lambda reason, _value: self.counters.add("refused"),
         )
-        for patient_key in recovered:
-            self.trigger.request(patient_key)
+        if journal_open:
+            self._accept(recovered)
+        else:
+            self._space_wait = SpaceWait(self._resume_when_space)
+            self._space_wait.start()
         logger.info(
             "node %s listening on %s:%d as %s",
             self.name,
@@ -216,11 +231,38 @@ class Node:
             self.settings.ae_title,
         )
 
-    def _start_services(self) -> None:
-        self.workers.start()
-        self.watcher.start()
+    def _open_journal(self) -> bool:
+        """Open the spool journal; False if the disk is too full for it."""
+        if self.journal is None:
+            return True
+        try:
+            self.journal.open()
+        except (SpoolError, OSError) as exc:
+            if not is_no_space(exc):
+                raise
+            if self._space_problem != str(exc):
+                logger.error("%s Instances are refused until there is space.", exc)
+                self._space_problem = str(exc)
+            return False
+        return True
+
+    def _recover_spools(self) -> set[str]:
+        """Resume the series and the rounds; the patients whose inputs were recovered."""
         if self.series is not None:
             self.series.start()
+        return self._recover()
+
+    def _accept(self, recovered: set[str]) -> None:
+        for patient_key in recovered:
+            self.trigger.request(patient_key)
+        self._accepting.set()
+
+    def _resume_when_space(self) -> bool:
+        if not self._open_journal():
+            return False
+        self._accept(self._recover_spools())
+        logger.warning("node %s: there is disk space again; instances are accepted", self.name)
+        return True
 
     def _runner(self) -> Runner:
         return Runner(
@@ -232,6 +274,9 @@ class Node:
             timeout_s=self.settings.processing_timeout_s,
             log_dir=self.settings.job_log_directory() if not self.settings.queue_url else None,
             on_done=self._round_done,
+            protected=(self.settings.data_directory.resolve(),)
+            if self.settings.job_write_protection
+            else (),
         )
 
     def stop(self) -> None:
@@ -241,6 +286,9 @@ class Node:
             return
         self.scp.close()
         self.scp = None
+        if self._space_wait is not None:
+            self._space_wait.stop()
+            self._space_wait = None
         self.trigger.stop()
         self.runner = None
         for part in (self.series, self.watcher, self.workers):
@@ -311,6 +359,14 @@ class Node:
         return STATUS_OUT_OF_RESOURCES
 
     def _keep(self, instance: "ReceivedInstance | _Upload", dataset: Dataset, uid: str) -> int:
+        if not self._accepting.is_set():
+            logger.warning(
+                "association %s: instance %s refused: the node waits for disk space",
+                instance.association_id,
+                shorten(uid),
+            )
+            metrics.rejected(metrics.REASON_STORAGE_ERROR)
+            return STATUS_OUT_OF_RESOURCES
         try:  # values pydicom cannot convert (an unknown VR) raise when first read
             names = self.collector.wanted_by(dataset)
             patient_value = self._patient_value(dataset)
@@ -582,6 +638,22 @@ def _archive_output_ended(staged: Path, ended: Job) -> None:
         )
 
 
+def _keep_private(root: Path) -> None:
+    """Make the data directory (0700), or close an existing one to other users."""
+    if not root.is_dir():
+        make_private_directory(root)
+        return
+    mode = stat.S_IMODE(root.stat().st_mode)
+    if mode & 0o007:
+        os.chmod(root, mode & ~0o007)
+        logger.warning(
+            "data directory %s was open to other users (mode %o); now %o: it holds patient data",
+            root,
+            mode,
+            mode & ~0o007,
+        )
+
+
 def _write_marker(staged: Path, values: dict[str, Any]) -> None:
     """Record, beside an archive output's folder, its datastore and (once known) its job."""
     write_durably(staged.parent / f".{staged.name}.json", json.dumps(values).encode())
@@ -609,12 +681,15 @@ def _preload(pipeline_class: Any) -> list[str]:
     return [*modules, f"{name}@{ref.path}" if ref.path else name]
 
 
-def with_preload(url: str, modules: list[str]) -> str:
-    """``url`` with the queue option ``preload`` added (unless it has one)."""
-    if "preload=" in url:
+def with_options(url: str, options: dict[str, object]) -> str:
+    """``url`` with the queue ``options`` added (each unless the URL has it already)."""
+    query = url.partition("?")[2]
+    present = {pair.partition("=")[0] for pair in query.split("&") if pair}
+    added = {key: value for key, value in options.items() if key not in present}
+    if not added:
         return url
     separator = "&" if "?" in url else "?"
-    return f"{url}{separator}{urlencode({'preload': ','.join(modules)})}"
+    return f"{url}{separator}{urlencode(added)}"
 
 
 def _name(pipeline_class: Any) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow.dicom.keys import instance_file_name
-from dicomflow.node.spool import Spool, fsync_directory, write_durably
+from dicomflow.node.spool import Spool, fsync_directory, make_private_directory, write_durably
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class RoundStore:
         self.failed = root / "failed"
         self.spool = spool
         for directory in (self.rounds, self.failed):
-            directory.mkdir(parents=True, exist_ok=True)
+            make_private_directory(directory)
 
     def create(self, pipeline: str, patient_key: str, members: dict[str, dict[str, Path]]) -> Round:
         """Move the instances of ``members`` (input -> uid -> spool path) into a new round."""
@@ -101,7 +101,7 @@ class RoundStore:
         final = self.rounds / round_id
         partial = self.rounds / f"{round_id}{PARTIAL}"
         job = Round(round_id, pipeline, patient_key, inputs, final)
-        (partial / "instances").mkdir(parents=True, exist_ok=True)
+        make_private_directory(partial / "instances")
         _write_manifest(partial, job)
         missing = self._move_members(members, partial / "instances")
         if missing:
@@ -152,7 +152,7 @@ class RoundStore:
         for partial in self.rounds.glob(f"*{PARTIAL}"):
             job = self.load(partial)
             target = self.spool.incoming / job.patient_key
-            target.mkdir(parents=True, exist_ok=True)
+            make_private_directory(target)
             for path in (partial / "instances").glob("*.dcm"):
                 os.replace(path, target / path.name)
                 moved += 1

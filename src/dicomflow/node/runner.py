@@ -10,6 +10,7 @@ otherwise) and the node is told the outcome.
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class Runner:
         timeout_s: float,
         log_dir: Path | None,
         on_done: Callable[[Round, Outcome], None],
+        protected: tuple[Path, ...] = (),
     ) -> None:
         self.pipeline = pipeline
         self.url = url
@@ -66,6 +68,7 @@ class Runner:
         self.ae_title = ae_title
         self.timeout_s = timeout_s
         self.log_dir = log_dir
+        self.protected = tuple(str(path) for path in protected)
         self._on_done = on_done
         self._backend = PerThreadBackend(url)
 
@@ -85,6 +88,7 @@ class Runner:
             directory=str(job.directory),
             endpoints=self.endpoints,
             ae_title=self.ae_title,
+            protected=self.protected,
         )
         queued = self._backend.get().enqueue(
             Job(
@@ -111,10 +115,13 @@ class Runner:
         """Copy the job's captured output, whatever its size, into the node's log and into
         the round's ``process.log`` (kept with a failed round)."""
         logs = sorted(self.log_dir.glob(f"{ended.id}.*.log")) if self.log_dir else []
-        if logs:
-            shutil.copyfile(logs[-1], job.log_file)
-        else:
-            job.log_file.write_text(ended.log_tail or "")
+        descriptor = os.open(job.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(descriptor, "wb") as log:  # readable by the node's user alone
+            if logs:
+                with logs[-1].open("rb") as kept:
+                    shutil.copyfileobj(kept, log)
+            else:
+                log.write((ended.log_tail or "").encode())
         with job.log_file.open("r", errors="replace") as stream:
             _relay(job.round_id, stream)
         for path in logs:  # the round keeps its copy; the queue's copies would pile up

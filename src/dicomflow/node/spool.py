@@ -2,7 +2,8 @@
 
 An instance is written to a temporary file, flushed and fsynced, then renamed
 into ``incoming/{patient_key}/{sop_instance_uid}.dcm`` and the directory is
-fsynced, all before the C-STORE success status is sent. ``patient_key`` is a
+fsynced, all before the C-STORE success status is sent. Files are made readable
+by the node's user alone (0600, directories 0700): they hold patient data. ``patient_key`` is a
 hash of the patient identifier (:func:`dicomflow.dicom.keys.value_key`) and the
 file name is a validated UID, so no raw DICOM value ever becomes a path.
 
@@ -47,7 +48,7 @@ class Spool:
         self.journal: Journal | None = None  # set by the journal this spool is attached to
         self.journal_name = ""
         for directory in (self.incoming, self.tmp):
-            directory.mkdir(parents=True, exist_ok=True)
+            make_private_directory(directory)
         self._clear_tmp()
 
     def path_for(self, patient_key: str, sop_instance_uid: str) -> Path:
@@ -163,7 +164,7 @@ class Spool:
         with self._lock:
             if directory in self._known_dirs and directory.is_dir():
                 return
-            directory.mkdir(parents=True, exist_ok=True)
+            make_private_directory(directory)
             if flush:
                 fsync_directory(directory.parent)
             self._known_dirs.add(directory)
@@ -190,7 +191,7 @@ def joined(data: Encoded) -> bytes:
 def write_durably(path: Path, data: Encoded, *, fsync: bool = True) -> None:
     """Write ``data`` (whole or in parts, never joined) to ``path`` and (optionally)
     fsync it."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         for part in data if isinstance(data, tuple) else (data,):
             view = memoryview(part)
@@ -201,6 +202,18 @@ def write_durably(path: Path, data: Encoded, *, fsync: bool = True) -> None:
             os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def make_private_directory(directory: Path) -> None:
+    """Make ``directory`` and any missing parent with mode 0700 (whatever the umask)."""
+    if directory.is_dir():
+        return
+    make_private_directory(directory.parent)
+    try:
+        directory.mkdir(mode=0o700)  # (the umask can only narrow it)
+    except FileExistsError:
+        if not directory.is_dir():  # made meanwhile by another thread: fine
+            raise
 
 
 def fsync_directory(directory: Path) -> None:

@@ -5,10 +5,17 @@ works in the round's ``work/`` folder, reads the inputs from the round's
 instance files (by reference: the round folder must be reachable at the same
 path by the worker) and writes its results to the round's ``output/`` folder,
 with a manifest; the node exports them once the job has finished.
+
+With ``protected`` directories (the node's data directory, by default), the
+job cannot write, move or delete anything beneath them but its round's
+``work/`` and ``output/`` folders (:mod:`dicomflow.queue.landlock`): not the
+journal, the spool, the queue, the logs, nor other rounds, nor its own inputs.
+Its temporary files go to ``work/``.
 """
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +23,7 @@ from typing import Any
 from dicomflow.net.address import Address
 from dicomflow.node.output import normalise, write_outputs
 from dicomflow.node.reference import PipelineRef
+from dicomflow.queue.landlock import protect
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +41,7 @@ class WorkerTask:
     directory: str
     endpoints: tuple[Address, ...] = field(default_factory=tuple)
     ae_title: str = "DICOMFLOW"
+    protected: tuple[str, ...] = ()
 
     def to_kwargs(self) -> dict[str, Any]:
         return {
@@ -43,6 +52,7 @@ class WorkerTask:
             "directory": self.directory,
             "endpoints": [[a.ip, a.port, a.ae_title] for a in self.endpoints],
             "ae_title": self.ae_title,
+            "protected": list(self.protected),
         }
 
     @classmethod
@@ -56,6 +66,7 @@ class WorkerTask:
             directory=kwargs["directory"],
             endpoints=tuple(Address(ip, port, ae) for ip, port, ae in kwargs["endpoints"]),
             ae_title=kwargs["ae_title"],
+            protected=tuple(kwargs.get("protected", ())),
         )
 
 
@@ -80,6 +91,8 @@ def process_round(**kwargs: Any) -> int:
     work = directory / "work"
     work.mkdir(exist_ok=True)
     os.chdir(work)
+    if task.protected:
+        _protect(task, work, directory / "output")
     pipeline_class = task.pipeline.resolve()
     container = _build_container(pipeline_class, task)
     processor = pipeline_class.Processor()
@@ -91,6 +104,15 @@ def process_round(**kwargs: Any) -> int:
     count = sum(len(entry["files"]) for entry in manifest["outputs"])
     logger.info("round %s: process() returned %d dataset(s)", task.round_id, count)
     return count
+
+
+def _protect(task: WorkerTask, work: Path, output: Path) -> None:
+    """From here on, write only to ``work`` and ``output`` beneath the protected places."""
+    output.mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = str(work)
+    tempfile.tempdir = None  # found again, from TMPDIR
+    if protect([Path(path) for path in task.protected], [work, output]):
+        logger.debug("round %s: writes beneath %s refused", task.round_id, task.protected)
 
 
 def _build_container(pipeline_class: Any, task: WorkerTask) -> InputContainer:

@@ -2,10 +2,13 @@
 
 The process leads its own session and process group (so a timeout or a
 cancellation kills everything it started), dies with the fork server that
-forked it, writes stdout, stderr and logging into the attempt's log file (a
-file, so output of any size never blocks it), and works in the attempt's own
-temporary directory. It writes its return value (JSON) or the traceback to the
-attempt's outcome file, then exits 0 or 1.
+forked it, writes stdout, stderr and logging into a pipe that the fork server
+reads into the attempt's log file (see :mod:`dicomflow.queue.capture`), works
+in the attempt's own temporary directory, and has at most
+``memory_limit_bytes`` of private writable memory (``RLIMIT_DATA``: heap and
+anonymous mappings, not reserved address space nor mapped files; past it an
+allocation fails, in Python with MemoryError). It writes its return value
+(JSON) or the traceback to the attempt's outcome file, then exits 0 or 1.
 
 The fork server imports this module before forking, and sets up once what all
 children share (:func:`prepare_output`): every module imported here and every
@@ -18,6 +21,7 @@ import io
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -46,6 +50,10 @@ class Task(NamedTuple):
     log_file: str
     outcome_file: str
     job_id: str
+    memory_limit_bytes: int = 0
+    """0: no limit."""
+    output_limit_bytes: int = 0
+    """What of the output is kept in the log file (head and tail); 0: all of it."""
 
 
 def prepare_output(level: str) -> None:
@@ -78,16 +86,19 @@ def die_with_parent(sig: signal.Signals, prctl: Prctl | None = None) -> None:
         prctl(PR_SET_PDEATHSIG, int(sig))
 
 
-def run_task(task: Task, prctl: Prctl | None) -> NoReturn:
-    """Child entry point: isolate, call the function, record its outcome, exit."""
-    _isolate(task, prctl)
+def run_task(task: Task, prctl: Prctl | None, output: int) -> NoReturn:
+    """Child entry point: isolate (stdout and stderr to the descriptor ``output``), call
+    the function, record its outcome, exit."""
+    _isolate(task, prctl, output)
     try:
         value = resolve_function(task.function)(**task.kwargs)
         _write_outcome(task, RESULT, _to_json(task, value))
-    except BaseException:
+    except BaseException as exc:
         import traceback
 
         text = traceback.format_exc()
+        if isinstance(exc, MemoryError) and task.memory_limit_bytes:
+            text = f"{memory_limit_exceeded(task.memory_limit_bytes)}\n{text}"
         logger.error("job %s: %s raised an exception\n%s", task.job_id, task.function, text)
         _write_outcome(task, ERROR, text)
         _exit(1)
@@ -104,7 +115,15 @@ def read_outcome(task: Task) -> tuple[str, str] | None:
     return (kind, payload) if token == task.token else None
 
 
-def _isolate(task: Task, prctl: Prctl | None) -> None:
+def memory_limit_exceeded(limit_bytes: int) -> str:
+    """The error of a job that ran out of its memory limit."""
+    return (
+        f"The job exceeded its memory limit of {limit_bytes} bytes"
+        f" ({limit_bytes / 2**20:.0f} MiB; setting job_memory_limit_bytes)."
+    )
+
+
+def _isolate(task: Task, prctl: Prctl | None, output: int) -> None:
     os.setsid()
     die_with_parent(signal.SIGKILL, prctl)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -112,12 +131,16 @@ def _isolate(task: Task, prctl: Prctl | None) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    log = os.open(task.log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o640)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
     os.environ["DICOMFLOW_JOB_ID"] = task.job_id
     os.chdir(task.work_dir)
+    if task.memory_limit_bytes:
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        limit = task.memory_limit_bytes
+        limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
 def _to_json(task: Task, value: Any) -> str:
@@ -135,7 +158,7 @@ def _to_json(task: Task, value: Any) -> str:
 
 def _write_outcome(task: Task, kind: str, payload: str) -> None:
     data = f"{task.token}\n{kind}\n{payload}".encode()
-    descriptor = os.open(task.outcome_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    descriptor = os.open(task.outcome_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         while data:
             data = data[os.write(descriptor, data) :]

@@ -8,6 +8,7 @@ of a process, uses its own connection.
 """
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,8 +84,10 @@ COLUMNS = (
 
 
 def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
-    """Open (creating if needed) the queue database at ``path``."""
+    """Open (creating if needed) the queue database at ``path``, readable by this user
+    alone (its jobs name patients' files; SQLite gives its WAL the same mode)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     connection = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
     )

@@ -1,8 +1,11 @@
 """Runs one attempt of a job in its own process and says how it ended.
 
 Each attempt runs in an empty working directory (whatever an attempt leaves
-there is removed afterwards), in its own process group, with its output captured to a log file
-of any size, and with a timeout after which the whole group is SIGKILLed. A
+there is removed afterwards), in its own process group, with a memory limit,
+with its output captured to a log file (its head and tail past
+``output_limit_bytes``), and with a timeout after which the whole group is
+SIGKILLed; when it ends, every process it started is killed, also those that
+left its process group. A
 ``poll`` callback, called every ``check_s`` while the job runs, lets the
 worker send heartbeats and ask for cancellation.
 
@@ -40,6 +43,7 @@ logger = logging.getLogger(__name__)
 KILL_WAIT_S = 30.0
 SCRATCH_PREFIX = "dicomflow-worker-"
 SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}(\d+)-")
+MEMORY_SIGNALS = (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS)
 
 
 @dataclass
@@ -103,7 +107,7 @@ class Isolation:
         log_file = self._scratch / "job.log"
         if self.options.log_dir is not None:
             log_dir = Path(self.options.log_dir)
-            log_dir.mkdir(parents=True, exist_ok=True)
+            log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             log_file = log_dir / f"{job.id}.{job.attempts}.log"
         return Task(
             token=f"{job.id}.{job.attempts}.{time.time_ns()}",
@@ -113,6 +117,8 @@ class Isolation:
             log_file=str(log_file),
             outcome_file=str(self._scratch / "outcome"),
             job_id=job.id,
+            memory_limit_bytes=self.options.job_memory_limit(),
+            output_limit_bytes=self.options.output_limit_bytes,
         )
 
     def _wait(self, pid: int, timeout_s: float, poll: Callable[[], bool] | None) -> _Ending:
@@ -198,15 +204,19 @@ def _diagnose(job: Job, task: Task, ending: _Ending) -> Outcome:
         return Outcome(JobStatus.FINISHED, None, tail, json.loads(outcome[1]))
     if outcome is not None and outcome[0] == ERROR:
         return Outcome(JobStatus.FAILED, f"{job.function} raised an exception:\n{outcome[1]}", tail)
-    return Outcome(JobStatus.FAILED, _crash(job, ending.wait_status), tail)
+    return Outcome(JobStatus.FAILED, _crash(job, task, ending.wait_status), tail)
 
 
-def _crash(job: Job, wait_status: int | None) -> str:
+def _crash(job: Job, task: Task, wait_status: int | None) -> str:
     if wait_status is None:
         return f"The process of {job.function} could not be waited for."
     if os.WIFSIGNALED(wait_status):
         number = os.WTERMSIG(wait_status)
         name = signal.Signals(number).name if number in signal.valid_signals() else str(number)
-        return f"The process of {job.function} was killed by {name} before the function returned."
+        text = f"The process of {job.function} was killed by {name} before the function returned."
+        if task.memory_limit_bytes and number in MEMORY_SIGNALS:
+            limit = task.memory_limit_bytes
+            text += f" Its memory limit is {limit} bytes (setting job_memory_limit_bytes)."
+        return text
     code = os.WEXITSTATUS(wait_status)
     return f"The process of {job.function} exited with code {code} before the function returned."

@@ -8,6 +8,7 @@ Parameters the queue does not know are an error for ``sqlite://``; for
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -15,6 +16,9 @@ from urllib.parse import parse_qsl, urlencode
 from dicomflow.errors import QueueError
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024
+MINIMUM_OUTPUT_LIMIT_BYTES = 4096
+INTEGER_OPTIONS = ("memory_limit_bytes", "output_limit_bytes")
 
 
 @dataclass(frozen=True)
@@ -38,12 +42,28 @@ class QueueOptions:
     """Modules imported once by the worker's fork server, so that jobs start warm."""
     synchronous: str = "NORMAL"
     """SQLite only: ``PRAGMA synchronous`` (NORMAL survives any process crash; FULL, power loss)."""
+    memory_limit_bytes: int | None = None
+    """Private writable memory of each job process (``RLIMIT_DATA``); None: half the
+    machine's physical memory; 0: no limit."""
+    output_limit_bytes: int = OUTPUT_LIMIT_BYTES
+    """Output of a job kept in its log: the first and the last half of this, with a count
+    of the bytes left out between them; 0: all of it."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_s", "stale_after_s", "poll_s", "check_s", "result_ttl_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise QueueError(f"Queue option {name} is {value!r}; expected a number > 0.")
+        if self.memory_limit_bytes is not None and self.memory_limit_bytes < 0:
+            raise QueueError(
+                f"Queue option memory_limit_bytes is {self.memory_limit_bytes!r};"
+                " expected 0 (no limit) or a number of bytes."
+            )
+        if 0 < self.output_limit_bytes < MINIMUM_OUTPUT_LIMIT_BYTES or self.output_limit_bytes < 0:
+            raise QueueError(
+                f"Queue option output_limit_bytes is {self.output_limit_bytes!r}; expected 0"
+                f" (keep everything) or at least {MINIMUM_OUTPUT_LIMIT_BYTES}."
+            )
         if self.synchronous.upper() not in SYNCHRONOUS_MODES:
             raise QueueError(
                 f'Queue option synchronous is "{self.synchronous}"; '
@@ -52,6 +72,12 @@ class QueueOptions:
 
     def replace(self, **changes: Any) -> "QueueOptions":
         return dataclasses.replace(self, **changes)
+
+    def job_memory_limit(self) -> int:
+        """The memory limit of each job process in bytes; 0 for none."""
+        if self.memory_limit_bytes is not None:
+            return self.memory_limit_bytes
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
 def split_url(url: str, *, keep_unknown: bool) -> tuple[str, QueueOptions]:
@@ -79,7 +105,8 @@ def _parse(url: str, key: str, text: str) -> Any:
     if key == "synchronous":
         return text
     try:
-        return float(text)
+        return int(text) if key in INTEGER_OPTIONS else float(text)
     except ValueError:
-        message = f'Queue URL "{url}": option {key} is "{text}"; expected a number.'
+        kind = "a whole number" if key in INTEGER_OPTIONS else "a number"
+        message = f'Queue URL "{url}": option {key} is "{text}"; expected {kind}.'
         raise QueueError(message) from None
