@@ -90,7 +90,7 @@ def serve_dicomflow(
     from dicomflow.net.scp import StoreSCP
 
     server = LeanStoreSCP if lean else StoreSCP
-    scp = server(ae_title="DICOMFLOW", ip="127.0.0.1", port=0, on_store=store)
+    scp = server(ae_title="RECEIVER", ip="127.0.0.1", port=0, on_store=store)
     print(f"PORT {scp.port}", flush=True)
     return scp.close
 

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 import urllib.request
@@ -24,6 +25,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from dicomflow.net.pdu import APPLICATION_CONTEXT, VERIFICATION, item
 from dicomflow.node.node import Node, wait_until
 
 DCMTK_TOOLS = ("storescu", "storescp", "echoscu")
@@ -240,3 +242,22 @@ def s3_server(bucket: str) -> Iterator[str]:
             else:
                 os.environ[name] = value
         server.stop()
+
+
+def association_request(called: bytes = b"DICOMFLOW", calling: bytes = b"REQUESTOR") -> bytes:
+    """An A-ASSOCIATE-RQ PDU proposing Verification, its AE titles given as raw bytes (a
+    peer may send any)."""
+    syntaxes = item(0x30, VERIFICATION.encode()) + item(0x40, b"1.2.840.10008.1.2")
+    context = item(0x20, b"\x01\x00\x00\x00" + syntaxes)
+    body = b"".join(
+        (
+            struct.pack(">HH", 1, 0),
+            called[:16].ljust(16, b" "),
+            calling[:16].ljust(16, b" "),
+            b"\x00" * 32,
+            item(0x10, APPLICATION_CONTEXT.encode()),
+            context,
+            item(0x50, item(0x51, struct.pack(">I", 16384))),
+        )
+    )
+    return struct.pack(">BBI", 0x01, 0, len(body)) + body

@@ -46,6 +46,7 @@ LATENCY_BUCKETS = (
 
 #: Values of the ``reason`` label of :data:`REJECTIONS`.
 REASON_AE_TITLE = "ae_title"  # association from a calling AE title not allowed
+REASON_CALLED_AE_TITLE = "called_ae_title"  # association asking for another AE title
 REASON_IP = "ip"  # connection from an IP address not allowed
 REASON_MALFORMED = "malformed"  # an instance that cannot be decoded
 REASON_INVALID_VALUE = "invalid_value"  # a value (the patient identifier) unusable as a key
@@ -55,6 +56,7 @@ REASON_TOO_LARGE = "too_large"  # an instance over maximum_instance_bytes (assoc
 REASON_MEMORY = "memory"  # instances being received would pass maximum_held_bytes (aborted)
 REASONS = (
     REASON_AE_TITLE,
+    REASON_CALLED_AE_TITLE,
     REASON_IP,
     REASON_MALFORMED,
     REASON_INVALID_VALUE,

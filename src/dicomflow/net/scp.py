@@ -23,6 +23,7 @@ from dicomflow import metrics
 from dicomflow.dicom.filemeta import encode_file_meta
 from dicomflow.dicom.integrity import decode_complete
 from dicomflow.errors import PortInUseError
+from dicomflow.logs import escaped
 from dicomflow.net import reactor
 from dicomflow.net.address import valid_ae_title
 from dicomflow.net.contexts import storage_contexts
@@ -153,6 +154,10 @@ class StoreSCP:
         policy: AccessPolicy | None = None,
         on_refused: Callable[[str, str], None] | None = None,
         maximum_pdu_size: int = 0,
+        require_called_ae_title: bool = True,
+        idle_timeout_s: float = 60.0,
+        request_timeout_s: float = 10.0,
+        maximum_associations: int = 64,
     ) -> None:
         reactor.install()
         self._on_store = on_store
@@ -161,9 +166,11 @@ class StoreSCP:
         self.policy = policy or AccessPolicy()
         self._ae = AE(ae_title=ae_title)
         self._ae.maximum_pdu_size = maximum_pdu_size
-        self._ae.network_timeout = 60
-        self._ae.dimse_timeout = 60
-        self._ae.maximum_associations = 64
+        self._ae.network_timeout = idle_timeout_s
+        self._ae.dimse_timeout = idle_timeout_s
+        self._ae.acse_timeout = request_timeout_s
+        self._ae.maximum_associations = maximum_associations
+        self._ae.require_called_aet = require_called_ae_title
         if self.policy.ae_titles:
             self._ae.require_calling_aet = sorted(self.policy.ae_titles)
         self._server = self._start(ip, port)
@@ -229,7 +236,7 @@ class StoreSCP:
 
     def _handle_rejected(self, event: Any) -> None:
         title = str(event.assoc.requestor.ae_title).strip()
-        logger.warning("rejected association from AE title %r", title)
+        logger.warning("rejected association from AE title %s", escaped(repr(title)))
         metrics.rejected(metrics.REASON_AE_TITLE)
         if self._on_refused is not None:
             self._on_refused("ae_title", title)

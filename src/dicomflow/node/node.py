@@ -203,6 +203,10 @@ class Node:
             on_release=self.trigger.released,
             policy=policy,
             on_refused=lambda reason, _value: self.counters.add("refused"),
+            require_called_ae_title=self.settings.require_called_ae_title,
+            maximum_associations=self.settings.maximum_associations,
+            request_timeout_s=self.settings.association_request_timeout_s,
+            idle_timeout_s=self.settings.association_idle_timeout_s,
         )
         for patient_key in recovered:
             self.trigger.request(patient_key)
