@@ -244,11 +244,22 @@ def s3_server(bucket: str) -> Iterator[str]:
         server.stop()
 
 
-def association_request(called: bytes = b"DICOMFLOW", calling: bytes = b"REQUESTOR") -> bytes:
-    """An A-ASSOCIATE-RQ PDU proposing Verification, its AE titles given as raw bytes (a
-    peer may send any)."""
-    syntaxes = item(0x30, VERIFICATION.encode()) + item(0x40, b"1.2.840.10008.1.2")
-    context = item(0x20, b"\x01\x00\x00\x00" + syntaxes)
+def association_request(
+    called: bytes = b"DICOMFLOW",
+    calling: bytes = b"REQUESTOR",
+    contexts: tuple[tuple[str, str], ...] = ((VERIFICATION, "1.2.840.10008.1.2"),),
+) -> bytes:
+    """An A-ASSOCIATE-RQ PDU proposing ``contexts`` (abstract syntax, transfer syntax) as
+    presentation contexts 1, 3, 5...; its AE titles given as raw bytes (a peer may send any)."""
+    items = [
+        item(
+            0x20,
+            bytes((2 * index + 1, 0, 0, 0))
+            + item(0x30, abstract.encode())
+            + item(0x40, syntax.encode()),
+        )
+        for index, (abstract, syntax) in enumerate(contexts)
+    ]
     body = b"".join(
         (
             struct.pack(">HH", 1, 0),
@@ -256,7 +267,7 @@ def association_request(called: bytes = b"DICOMFLOW", calling: bytes = b"REQUEST
             calling[:16].ljust(16, b" "),
             b"\x00" * 32,
             item(0x10, APPLICATION_CONTEXT.encode()),
-            context,
+            *items,
             item(0x50, item(0x51, struct.pack(">I", 16384))),
         )
     )

@@ -80,3 +80,19 @@ class CODIntegrityError(DicomflowError, OSError):
 
 class CODNotFoundError(DicomflowError, KeyError):
     """A COD series does not hold the requested instance."""
+
+
+class InstanceRefusedError(DicomflowError, ValueError):
+    """A received instance is refused: it is not stored, and its C-STORE fails."""
+
+
+class SOPClassNotSupportedError(InstanceRefusedError):
+    """A C-STORE names a SOP class that its presentation context was not negotiated for."""
+
+
+class DatasetMismatchError(InstanceRefusedError):
+    """A C-STORE's dataset contradicts its command set, or its own attributes."""
+
+
+class UnreadableInstanceError(InstanceRefusedError):
+    """A C-STORE's command set or dataset cannot be decoded."""

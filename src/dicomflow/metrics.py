@@ -49,6 +49,8 @@ REASON_AE_TITLE = "ae_title"  # association from a calling AE title not allowed
 REASON_CALLED_AE_TITLE = "called_ae_title"  # association asking for another AE title
 REASON_IP = "ip"  # connection from an IP address not allowed
 REASON_MALFORMED = "malformed"  # an instance that cannot be decoded
+REASON_SOP_CLASS = "sop_class"  # a C-STORE on a context negotiated for another SOP class
+REASON_MISMATCH = "dataset_mismatch"  # a dataset contradicting its command or itself
 REASON_INVALID_VALUE = "invalid_value"  # a value (the patient identifier) unusable as a key
 REASON_STORAGE_ERROR = "storage_error"  # the instance could not be stored durably
 REASON_HANDLER_ERROR = "handler_error"  # storing failed unexpectedly
@@ -59,6 +61,8 @@ REASONS = (
     REASON_CALLED_AE_TITLE,
     REASON_IP,
     REASON_MALFORMED,
+    REASON_SOP_CLASS,
+    REASON_MISMATCH,
     REASON_INVALID_VALUE,
     REASON_STORAGE_ERROR,
     REASON_HANDLER_ERROR,

@@ -53,6 +53,7 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 from dicomflow import metrics
 from dicomflow.errors import PortInUseError
 from dicomflow.logs import escaped
+from dicomflow.net.agreement import readable_uid
 from dicomflow.net.contexts import ACCEPTED_TRANSFER_SYNTAXES, UNCOMPRESSED, storage_contexts
 from dicomflow.net.pdu import (
     ABORT,
@@ -285,6 +286,9 @@ class _Association:
             logger.info(
                 "association %d from %s: connection lost: %s", self.id, self.ip, escaped(exc)
             )
+        except Exception:
+            logger.exception("association %d from %s: unexpected error; aborted", self.id, self.ip)
+            self._abort()
         finally:
             self.scp.let_go(self.holding)  # an instance cut off by an abort
             self.holding = 0
@@ -479,12 +483,13 @@ class _Association:
             )
         elif field_ == C_STORE_RQ:
             status = self._store(command, context, message)
+            sop_class_uid, sop_instance_uid = uid(command, 0x0002), uid(command, 0x1000)
             self._respond(
                 message.context_id,
                 C_STORE_RSP,
                 message_id,
-                uid(command, 0x0002),
-                uid(command, 0x1000),
+                sop_class_uid if readable_uid(sop_class_uid) else context.abstract_syntax,
+                sop_instance_uid if readable_uid(sop_instance_uid) else None,  # optional
                 status,
             )
         else:
@@ -500,8 +505,9 @@ class _Association:
             sop_instance_uid=uid(command, 0x1000),
             transfer_syntax=context.transfer_syntax,
             raw=data,
+            abstract_syntax=context.abstract_syntax,
         )
-        return store_guarded(self.scp.on_store, instance)
+        return store_guarded(self.scp.on_store, instance, self.scp.on_refused)
 
     def _respond(
         self,

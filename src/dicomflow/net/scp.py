@@ -24,18 +24,19 @@ from dicomflow.dicom.filemeta import encode_file_meta
 from dicomflow.dicom.integrity import decode_complete
 from dicomflow.errors import PortInUseError
 from dicomflow.logs import escaped
-from dicomflow.net import reactor
+from dicomflow.net import reactor, status
 from dicomflow.net.address import valid_ae_title
+from dicomflow.net.agreement import check_agreement
 from dicomflow.net.contexts import storage_contexts
 from dicomflow.net.socket import tune_accepted_socket
 
 logger = logging.getLogger(__name__)
 
-STATUS_SUCCESS = 0x0000
-STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_CANNOT_UNDERSTAND = 0xC210
+STATUS_SUCCESS = status.SUCCESS
+STATUS_OUT_OF_RESOURCES = status.OUT_OF_RESOURCES
+STATUS_CANNOT_UNDERSTAND = status.CANNOT_UNDERSTAND
 STATUS_PROCESSING_FAILURE = 0x0110
-STATUS_FAILED = 0xC001
+STATUS_FAILED = status.FAILED
 
 
 @dataclass
@@ -49,6 +50,7 @@ class ReceivedInstance:
     sop_instance_uid: str
     transfer_syntax: UID
     raw: bytes = field(repr=False)  # the dataset bytes exactly as the peer sent them
+    abstract_syntax: str = ""  # of the presentation context it came on, when known
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -123,21 +125,22 @@ def admit_ip(policy: AccessPolicy, ip: str, on_refused: Callable[[str, str], Non
     return False
 
 
-def store_guarded(on_store: StoreCallback, instance: ReceivedInstance) -> int:
-    """``on_store(instance)``, its exceptions turned into a failure status and a log line."""
+def store_guarded(
+    on_store: StoreCallback,
+    instance: ReceivedInstance,
+    on_refused: Callable[[str, str], None] | None = None,
+) -> int:
+    """``on_store(instance)`` once the C-STORE's command and dataset agree; a refusal or
+    any exception becomes a failure status and a log line (:mod:`dicomflow.net.status`),
+    and is reported to ``on_refused``."""
     try:
         metrics.BYTES_RECEIVED.inc(len(instance.raw))
+        check_agreement(instance)
         return on_store(instance)
-    except MemoryError:
-        logger.exception(
-            "association %s: out of memory storing an instance", instance.association_id
-        )
-        metrics.rejected(metrics.REASON_STORAGE_ERROR)
-        return STATUS_OUT_OF_RESOURCES
-    except Exception:
-        logger.exception("association %s: storing an instance failed", instance.association_id)
-        metrics.rejected(metrics.REASON_HANDLER_ERROR)
-        return STATUS_FAILED
+    except (Exception, MemoryError) as exc:
+        if on_refused is not None:
+            on_refused("instance", instance.sop_instance_uid)
+        return status.refused(f"association {instance.association_id}", exc)
 
 
 class StoreSCP:
@@ -223,8 +226,9 @@ class StoreSCP:
             sop_instance_uid=str(request.AffectedSOPInstanceUID),
             transfer_syntax=UID(event.context.transfer_syntax),
             raw=bytes(request.DataSet.getvalue()),
+            abstract_syntax=str(event.context.abstract_syntax),
         )
-        return store_guarded(self._on_store, instance)
+        return store_guarded(self._on_store, instance, self._on_refused)
 
     def _handle_release(self, event: Any) -> None:
         if self._on_release is None:

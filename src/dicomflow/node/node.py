@@ -32,12 +32,11 @@ from dicomflow.dicom.header import header_of
 from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import shorten, value_key
 from dicomflow.dicom.tags import parse_tag
-from dicomflow.errors import DicomflowError, InvalidKeyError, SpoolError
+from dicomflow.errors import DicomflowError, UnreadableInstanceError
+from dicomflow.net import status
 from dicomflow.net.address import Address
 from dicomflow.net.lean import LeanStoreSCP
 from dicomflow.net.scp import (
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
     AccessPolicy,
     ReceivedInstance,
@@ -257,17 +256,12 @@ class Node:
     # -- receiving -----------------------------------------------------------------
 
     def _on_store(self, instance: ReceivedInstance) -> int:
-        try:
-            dataset = instance.dataset
-            uid = str(dataset.SOPInstanceUID)
-        except Exception as exc:
-            logger.warning(
-                "association %s: cannot decode instance: %s", instance.association_id, exc
-            )
-            self.counters.add("refused")
-            metrics.rejected(metrics.REASON_MALFORMED)
-            return STATUS_CANNOT_UNDERSTAND
-        return self._keep(instance, dataset, uid)
+        """Keep a C-STORE's instance (decoded and checked at the network edge, which
+        also turns the errors raised here into statuses)."""
+        dataset = instance.dataset
+        if "SOPInstanceUID" not in dataset:
+            raise UnreadableInstanceError("The dataset has no SOPInstanceUID.")
+        return self._keep(instance, dataset, str(dataset.SOPInstanceUID))
 
     def receive(self, encoded: bytes, origin: str) -> int:
         """Store one Part-10 instance that arrived other than by C-STORE, exactly as a
@@ -290,14 +284,12 @@ class Node:
     def _receive(self, origin: str, association_id: int, encoded: bytes) -> int:
         metrics.BYTES_RECEIVED.inc(len(encoded))
         try:
-            dataset = decode_part10(encoded)
+            dataset = _decoded_upload(encoded)
             uid = str(dataset.SOPInstanceUID)
-        except Exception as exc:
-            logger.warning("%s: cannot decode instance: %s", origin, exc)
+            return self._keep(_Upload(association_id, encoded), dataset, uid)
+        except (Exception, MemoryError) as exc:
             self.counters.add("refused")
-            metrics.rejected(metrics.REASON_MALFORMED)
-            return STATUS_CANNOT_UNDERSTAND
-        return self._keep(_Upload(association_id, encoded), dataset, uid)
+            return status.refused(origin, exc)
 
     def _keep(self, instance: "ReceivedInstance | _Upload", dataset: Dataset, uid: str) -> int:
         names = self.collector.wanted_by(dataset)
@@ -307,17 +299,7 @@ class Node:
             metrics.INSTANCES_DISCARDED.inc()
             return STATUS_SUCCESS
         patient_key = value_key(self._patient_value(dataset))
-        try:
-            path = self._store(instance, dataset, uid, patient_key, names)
-        except InvalidKeyError as exc:
-            logger.warning("association %s: refused instance: %s", instance.association_id, exc)
-            self.counters.add("refused")
-            metrics.rejected(metrics.REASON_INVALID_VALUE)
-            return STATUS_CANNOT_UNDERSTAND
-        except SpoolError:
-            logger.exception("instance %s: cannot store it durably", shorten(uid))
-            metrics.rejected(metrics.REASON_STORAGE_ERROR)
-            return STATUS_OUT_OF_RESOURCES
+        path = self._store(instance, dataset, uid, patient_key, names)  # raises to the edge
         if names:
             self.collector.add(patient_key, names, uid, header_of(dataset), path)
             self.trigger.arrived(instance.association_id, patient_key)
@@ -553,6 +535,16 @@ def _archive_output_ended(staged: Path, ended: Job) -> None:
 def _write_marker(staged: Path, values: dict[str, Any]) -> None:
     """Record, beside an archive output's folder, its datastore and (once known) its job."""
     write_durably(staged.parent / f".{staged.name}.json", json.dumps(values).encode())
+
+
+def _decoded_upload(encoded: bytes) -> Dataset:
+    """An uploaded Part-10 instance, decoded; :class:`UnreadableInstanceError` if it cannot be."""
+    try:
+        dataset = decode_part10(encoded)
+        dataset.SOPInstanceUID  # noqa: B018 - present, or the instance cannot be kept
+    except Exception as exc:
+        raise UnreadableInstanceError(f"The instance cannot be decoded: {exc}") from exc
+    return dataset
 
 
 @dataclass
