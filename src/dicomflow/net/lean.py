@@ -278,7 +278,8 @@ class _Association:
         except TimeoutError:
             self._timed_out(established)
         except ProtocolError as exc:
-            logger.warning("association %d from %s: %s; aborted", self.id, self.ip, escaped(exc))
+            what = "association" if established else "connection"
+            logger.warning("%s %d from %s: %s; aborted", what, self.id, self.ip, escaped(exc))
             self._abort(reason=2)
         except EOFError:
             logger.debug("connection %d from %s closed before an association", self.id, self.ip)
