@@ -8,6 +8,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from pydicom.uid import UID
@@ -15,6 +16,7 @@ from pynetdicom import AE
 
 from dicomflow.net.lean import LeanStoreSCP
 from dicomflow.net.scp import ReceivedInstance
+from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor
 from support import association_request
 
 VERIFICATION = UID("1.2.840.10008.1.1")
@@ -157,3 +159,38 @@ def test_an_association_that_crawls_is_aborted_after_the_idle_timeout() -> None:
         assert time.monotonic() - started < 2.5
     finally:
         scp.close()
+
+
+class HeldInstance(AbstractInput):
+    def validate(self) -> bool:
+        return False
+
+
+class KeepingPipeline(AbstractPipeline):
+    input = {"any": HeldInstance}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: object) -> None:
+            return None
+
+
+def test_the_node_takes_its_association_limits_from_its_settings(make_node: Any) -> None:
+    node = make_node(
+        KeepingPipeline,
+        maximum_associations=1,
+        association_request_timeout_s=0.5,
+        association_idle_timeout_s=1.0,
+    )
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as connection:
+        assert closed_by_peer(connection, within_s=3.0) is not None
+    ae = AE(ae_title="HOLDER")
+    ae.add_requested_context(VERIFICATION)
+    holder = ae.associate("127.0.0.1", node.port, ae_title="DICOMFLOW")
+    assert holder.is_established
+
+    refused, _ = echoscu(node.port)  # the one slot is taken
+    assert "Local Limit Exceeded" in refused.stdout + refused.stderr
+
+    holder.join(4.0)  # idle for longer than association_idle_timeout_s
+    assert holder.is_aborted
+    assert echoscu(node.port)[0].returncode == 0

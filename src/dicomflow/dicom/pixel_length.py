@@ -13,9 +13,12 @@ from pydicom import Dataset
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.uid import UID
 
+from dicomflow.dicom.element_values import text_value, us_value
 from dicomflow.errors import DatasetMismatchError
 
 PIXEL_DATA = 0x7FE00010
+SAMPLES_PER_PIXEL, PHOTOMETRIC_INTERPRETATION = 0x00280002, 0x00280004
+NUMBER_OF_FRAMES, ROWS, COLUMNS, BITS_ALLOCATED = 0x00280008, 0x00280010, 0x00280011, 0x00280100
 UNDEFINED_LENGTH = 0xFFFFFFFF
 SUBSAMPLED = frozenset({"YBR_FULL_422", "YBR_PARTIAL_422"})
 
@@ -26,37 +29,34 @@ def check_pixel_data_length(dataset: Dataset, transfer_syntax: UID) -> None:
     if transfer_syntax.is_compressed or PIXEL_DATA not in dataset:
         return
     length = _value_length(dataset.get_item(PIXEL_DATA))
-    frame, frames = _frame_bits(dataset), _frames(dataset)
-    if length is None or frame is None or frames is None:
+    module = _module(dataset)
+    if length is None or module is None:
         return
+    rows, columns, samples, frames, bits = module
+    frame = rows * columns * samples * bits
     expected = (frame * frames + 7) // 8
     if expected <= length < expected + max((frame + 7) // 8, 2):
         return
     raise DatasetMismatchError(
-        f"Pixel Data is {length} bytes long; Rows {dataset.Rows} x Columns"
-        f" {dataset.Columns} x SamplesPerPixel {dataset.get('SamplesPerPixel', 1)} x"
-        f" NumberOfFrames {dataset.get('NumberOfFrames', 1)} x BitsAllocated"
-        f" {dataset.BitsAllocated} bits make {expected}."
+        f"Pixel Data is {length} bytes long; Rows {rows} x Columns {columns} x"
+        f" {samples} values per pixel x NumberOfFrames {frames} x BitsAllocated {bits}"
+        f" bits make {expected}."
     )
 
 
-def _frame_bits(dataset: Dataset) -> int | None:
-    """The bits of one frame, or None if not all is known."""
-    try:
-        rows, columns = int(dataset.Rows), int(dataset.Columns)
-        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
-        bits = int(dataset.BitsAllocated)
-        subsampled = str(dataset.get("PhotometricInterpretation", "")) in SUBSAMPLED
-    except (AttributeError, TypeError, ValueError):
+def _module(dataset: Dataset) -> tuple[int, int, int, int, int] | None:
+    """Rows, Columns, values per pixel, frames and Bits Allocated, or None if not all
+    are known."""
+    rows, columns, bits = (us_value(dataset, tag) for tag in (ROWS, COLUMNS, BITS_ALLOCATED))
+    if rows is None or columns is None or bits is None:
         return None
-    return rows * columns * (2 if subsampled and samples == 3 else samples) * bits
-
-
-def _frames(dataset: Dataset) -> int | None:
-    try:
-        return int(dataset.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
+    samples = us_value(dataset, SAMPLES_PER_PIXEL) or 1
+    if samples == 3 and text_value(dataset, PHOTOMETRIC_INTERPRETATION) in SUBSAMPLED:
+        samples = 2
+    frames = text_value(dataset, NUMBER_OF_FRAMES) or "1"
+    if not frames.isdigit():
         return None
+    return rows, columns, samples, max(int(frames), 1), bits
 
 
 def _value_length(element: DataElement | RawDataElement | None) -> int | None:

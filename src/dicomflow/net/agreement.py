@@ -17,6 +17,7 @@ from typing import Protocol
 from pydicom import Dataset
 from pydicom.uid import UID
 
+from dicomflow.dicom.element_values import text_value
 from dicomflow.dicom.pixel_length import check_pixel_data_length
 from dicomflow.errors import (
     DatasetMismatchError,
@@ -25,6 +26,7 @@ from dicomflow.errors import (
 )
 from dicomflow.logs import escaped
 
+TAGS = {"SOPClassUID": 0x00080016, "SOPInstanceUID": 0x00080018}
 UID_TEXT = re.compile(r"[!-\[\]-~]{1,64}")  # lenient: any printable ASCII but backslash
 
 
@@ -74,11 +76,8 @@ def _decoded(request: StoreRequest) -> Dataset:
 
 
 def _check_uid(dataset: Dataset, keyword: str, expected: str) -> None:
-    try:
-        value = dataset.get(keyword)
-    except Exception as exc:
-        raise UnreadableInstanceError(f"The dataset's {keyword} cannot be read: {exc}") from exc
-    if value is not None and str(value).rstrip("\x00 ") != expected:
+    value = text_value(dataset, TAGS[keyword])
+    if value is not None and value != expected:
         raise DatasetMismatchError(
             f'The dataset\'s {keyword} "{escaped(value)}" differs from the command\'s "{expected}".'
         )
