@@ -21,8 +21,10 @@ fsyncing the instance. An SCP that only accepts storage needs little of it:
    never sized from the declared length alone); their PDVs are
    command or dataset fragments. The command set (implicit VR little endian,
    group 0000) is parsed here; the dataset fragments are joined as received.
-   When a C-STORE's dataset is complete, ``on_store`` decides its status, and
-   the C-STORE-RSP goes back at once. C-ECHO is answered with success.
+   When a C-STORE's dataset is complete, it is checked against its command and
+   context (:mod:`dicomflow.net.agreement`), ``on_store`` decides its status
+   (errors become statuses in :mod:`dicomflow.net.status`), and the
+   C-STORE-RSP goes back at once. C-ECHO is answered with success.
 3. End: A-RELEASE-RQ gets A-RELEASE-RP; an A-ABORT, a closed connection, a
    protocol error (A-ABORT sent) or ``idle_timeout_s`` without a whole PDU end
    the association. ``on_release`` is called in every case.
