@@ -145,9 +145,9 @@ def too_many_frames(dataset: Dataset) -> tuple[int, bytes, bytes, bytes]:
     return CT_CONTEXT, *uids(dataset), encoded(dataset)
 
 
-@pytest.fixture
-def node(make_node: Any) -> Iterator[Node]:
-    yield make_node(KeepingPipeline)
+@pytest.fixture(params=["lean", "pynetdicom"])
+def node(make_node: Any, request: pytest.FixtureRequest) -> Iterator[Node]:
+    yield make_node(KeepingPipeline, receiver=request.param)
 
 
 @pytest.mark.parametrize(
