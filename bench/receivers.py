@@ -90,7 +90,7 @@ def serve_dicomflow(
     from dicomflow.net.scp import StoreSCP
 
     server = LeanStoreSCP if lean else StoreSCP
-    scp = server(ae_title="DICOMFLOW", ip="127.0.0.1", port=0, on_store=store)
+    scp = server(ae_title="RECEIVER", ip="127.0.0.1", port=0, on_store=store)
     print(f"PORT {scp.port}", flush=True)
     return scp.close
 
@@ -134,7 +134,12 @@ def serve_node(output: Path) -> Callable[[], None]:
     from spool_pipeline import SpoolOnlyPipeline
 
     pipeline = SpoolOnlyPipeline(
-        start=False, port=0, data_directory=output, log_level="WARNING", web_enabled=False
+        start=False,
+        port=0,
+        ae_title="RECEIVER",  # as the benchmarks' storescu calls it
+        data_directory=output,
+        log_level="WARNING",
+        web_enabled=False,
     )
     pipeline.open(blocking=False, configure_logs=False)
     print(f"PORT {pipeline.node.port}", flush=True)

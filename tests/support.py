@@ -26,6 +26,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from dicomflow.net.pdu import APPLICATION_CONTEXT, VERIFICATION, item
 from dicomflow.node.node import Node, wait_until
 
 DCMTK_TOOLS = ("storescu", "storescp", "echoscu")
@@ -319,3 +320,33 @@ def fill_filesystem(directory: Path) -> Path:
     finally:
         os.close(descriptor)
     return filler
+
+
+def association_request(
+    called: bytes = b"DICOMFLOW",
+    calling: bytes = b"REQUESTOR",
+    contexts: tuple[tuple[str, str], ...] = ((VERIFICATION, "1.2.840.10008.1.2"),),
+) -> bytes:
+    """An A-ASSOCIATE-RQ PDU proposing ``contexts`` (abstract syntax, transfer syntax) as
+    presentation contexts 1, 3, 5...; its AE titles given as raw bytes (a peer may send any)."""
+    items = [
+        item(
+            0x20,
+            bytes((2 * index + 1, 0, 0, 0))
+            + item(0x30, abstract.encode())
+            + item(0x40, syntax.encode()),
+        )
+        for index, (abstract, syntax) in enumerate(contexts)
+    ]
+    body = b"".join(
+        (
+            struct.pack(">HH", 1, 0),
+            called[:16].ljust(16, b" "),
+            calling[:16].ljust(16, b" "),
+            b"\x00" * 32,
+            item(0x10, APPLICATION_CONTEXT.encode()),
+            *items,
+            item(0x50, item(0x51, struct.pack(">I", 16384))),
+        )
+    )
+    return struct.pack(">BBI", 0x01, 0, len(body)) + body

@@ -96,3 +96,23 @@ class InstanceTooLargeError(DicomflowError, ValueError):
     def __init__(self, message: str, setting: str) -> None:
         super().__init__(message)
         self.setting = setting
+
+
+class InstanceRefusedError(DicomflowError, ValueError):
+    """A received instance is refused: it is not stored, and its C-STORE fails."""
+
+
+class SOPClassNotSupportedError(InstanceRefusedError):
+    """A C-STORE names a SOP class that its presentation context was not negotiated for."""
+
+
+class DatasetMismatchError(InstanceRefusedError):
+    """A C-STORE's dataset contradicts its command set, or its own attributes."""
+
+
+class NotArchivableError(DatasetMismatchError):
+    """An archiving node cannot file the instance (no valid Study or Series Instance UID)."""
+
+
+class UnreadableInstanceError(InstanceRefusedError):
+    """A C-STORE's command set or dataset cannot be decoded."""

@@ -2,14 +2,50 @@
 
 Only entry points configure handlers. The log file, when set, rotates every
 Monday at midnight and keeps 8 backups (about two months).
+
+Log messages carry values that peers chose (AE titles, UIDs, the text of errors
+about what they sent). A record's first line is its only unindented one:
+control characters in a message are escaped (``\\n``, ``\\x1b``) and every line
+of a traceback is indented, so no peer can forge a record of its own.
 """
 
 import logging
 import logging.handlers
+import re
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 BACKUPS = 8
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escaped(value: object) -> str:
+    """``value`` as text with its control characters escaped (fit for one log line)."""
+    return CONTROL_CHARACTERS.sub(_escape, str(value))
+
+
+def _escape(match: re.Match[str]) -> str:
+    character = match.group()
+    if character in ESCAPES:
+        return ESCAPES[character]
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+class OneLineFormatter(logging.Formatter):
+    """A formatter whose records each start one line: messages are escaped, tracebacks
+    indented."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escaped(record.message)
+        return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        first, _, rest = super().format(record).partition("\n")
+        if not rest:
+            return first
+        return "\n".join([first, *(f"  {line}" for line in rest.splitlines())])
 
 
 def configure_logging(
@@ -31,7 +67,7 @@ def configure_logging(
             )
         )
     for handler in handlers:
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(OneLineFormatter(FORMAT))
         handler._dicomflow = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level.upper())

@@ -46,8 +46,11 @@ LATENCY_BUCKETS = (
 
 #: Values of the ``reason`` label of :data:`REJECTIONS`.
 REASON_AE_TITLE = "ae_title"  # association from a calling AE title not allowed
+REASON_CALLED_AE_TITLE = "called_ae_title"  # association asking for another AE title
 REASON_IP = "ip"  # connection from an IP address not allowed
 REASON_MALFORMED = "malformed"  # an instance that cannot be decoded
+REASON_SOP_CLASS = "sop_class"  # a C-STORE on a context negotiated for another SOP class
+REASON_MISMATCH = "dataset_mismatch"  # a dataset contradicting its command or itself
 REASON_INVALID_VALUE = "invalid_value"  # a value (the patient identifier) unusable as a key
 REASON_STORAGE_ERROR = "storage_error"  # the instance could not be stored durably
 REASON_HANDLER_ERROR = "handler_error"  # storing failed unexpectedly
@@ -56,8 +59,11 @@ REASON_MEMORY = "memory"  # instances being received would pass maximum_held_byt
 REASON_NOT_ARCHIVABLE = "not_archivable"  # no valid Study/SeriesInstanceUID to archive it by
 REASONS = (
     REASON_AE_TITLE,
+    REASON_CALLED_AE_TITLE,
     REASON_IP,
     REASON_MALFORMED,
+    REASON_SOP_CLASS,
+    REASON_MISMATCH,
     REASON_INVALID_VALUE,
     REASON_STORAGE_ERROR,
     REASON_HANDLER_ERROR,

@@ -52,6 +52,10 @@ class NodeSettings(BaseSettings):
         SPOOL_JOURNAL_SEGMENT_BYTES, ge=4 * 1024 * 1024, le=64 * 1024 * 1024 * 1024
     )
     receiver: Literal["lean", "pynetdicom"] = "lean"
+    require_called_ae_title: bool = True
+    maximum_associations: int = Field(64, ge=1, le=4096)
+    association_request_timeout_s: float = Field(10.0, gt=0)
+    association_idle_timeout_s: float = Field(60.0, gt=0)
     maximum_instance_bytes: int = Field(4 << 30, ge=1 << 20)
     maximum_held_bytes: int | None = Field(None, ge=1 << 20)
     keep_inputs: bool = False

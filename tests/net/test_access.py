@@ -30,8 +30,10 @@ class KeepingPipeline(AbstractPipeline):
             return None
 
 
-def echoscu(port: int, aet: str = "ECHOSCU") -> subprocess.CompletedProcess[str]:
-    command = ["echoscu", "-aet", aet, "-aec", "DICOMFLOW", "127.0.0.1", str(port)]
+def echoscu(
+    port: int, aet: str = "ECHOSCU", aec: str = "DICOMFLOW"
+) -> subprocess.CompletedProcess[str]:
+    command = ["echoscu", "-aet", aet, "-aec", aec, "127.0.0.1", str(port)]
     return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
 
@@ -69,6 +71,31 @@ def test_only_allowed_ae_titles_may_associate(make_node, tmp_path: Path, series:
     assert node.counters.received == len(series)
     assert len(spooled(node)) == len(series)
     assert node.counters.refused == 2
+
+
+def test_an_association_for_another_called_ae_title_is_rejected(
+    make_node, series: list[Path], caplog: pytest.LogCaptureFixture
+):
+    node = make_node(KeepingPipeline)
+
+    refused = echoscu(node.port, aec="OTHERNODE")
+    assert refused.returncode != 0
+    assert "Called AE Title Not Recognized" in refused.stdout + refused.stderr
+    assert storescu(node.port, series, aec="ANY-SCP", check=False).returncode != 0
+    assert node.counters.received == 0 and spooled(node) == []
+    wait_for(lambda: node.counters.refused == 2, timeout_s=5, what="two refusals counted")
+    lines = [r.getMessage() for r in caplog.records if "called AE title" in r.getMessage()]
+    assert len(lines) == 2 and "'OTHERNODE' is not DICOMFLOW" in lines[0]
+
+    assert echoscu(node.port).returncode == 0
+
+
+def test_any_called_ae_title_is_accepted_when_not_required(make_node, series: list[Path]):
+    node = make_node(KeepingPipeline, require_called_ae_title=False)
+
+    assert echoscu(node.port, aec="OTHERNODE").returncode == 0
+    storescu(node.port, series, aec="ANY-SCP")
+    assert node.counters.received == len(series) and node.counters.refused == 0
 
 
 @pytest.mark.parametrize(

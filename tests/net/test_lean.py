@@ -125,7 +125,7 @@ def test_a_pdv_on_a_context_that_was_not_accepted_aborts(peer: Peer) -> None:
 
 
 def test_a_silent_association_is_aborted_after_the_network_timeout() -> None:
-    quiet = Peer(network_timeout_s=0.3)
+    quiet = Peer(idle_timeout_s=0.3)
     try:
         assoc = requestor().associate("127.0.0.1", quiet.scp.port, ae_title="DICOMFLOW")
         assert assoc.is_established

@@ -14,7 +14,7 @@ from pynetdicom.sop_class import Verification
 from sample_pipelines import RELEASE, CopyPipeline, HoldingPipeline
 
 from dicomflow.dicom.factory import make_ct_series, make_dataset, write_series
-from dicomflow.net.scp import STATUS_CANNOT_UNDERSTAND
+from dicomflow.net.status import CANNOT_UNDERSTAND, DATASET_MISMATCH
 from dicomflow.node.node import Node
 from support import storescu, wait_for
 
@@ -180,7 +180,8 @@ def test_a_hostile_sop_instance_uid_is_refused(
     dataset.save_as(path, enforce_file_format=False)  # True would copy the hostile UID to meta
     assert pydicom.dcmread(path).SOPInstanceUID == uid
 
-    assert c_store(node.port, [path]) == [STATUS_CANNOT_UNDERSTAND]
+    # the command's UID (from the file meta) is not the dataset's: refused at the edge
+    assert c_store(node.port, [path]) == [DATASET_MISMATCH]
 
     assert node.counters.refused == 1
     assert node.counters.received == 0
@@ -241,9 +242,9 @@ def test_a_malformed_dataset_is_refused_and_the_node_keeps_serving(
 
     [status] = c_store(node.port, [malformed])
 
-    assert status == STATUS_CANNOT_UNDERSTAND, f"status {status}"
+    assert status == CANNOT_UNDERSTAND, f"status {status}"
     assert any(
-        record.name == "dicomflow.node.node" and "cannot decode" in record.getMessage()
+        record.name == "dicomflow.net.status" and "cannot be decoded" in record.getMessage()
         for record in caplog.records
     )
     assert node.counters.received == 0

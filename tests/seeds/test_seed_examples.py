@@ -83,7 +83,9 @@ if __name__ == '__main__':
 """
 
 
-def run_example(source: str, tmp_path: Path, storescp: StoreSCPPeer, count: int) -> list[Path]:
+def run_example(
+    source: str, tmp_path: Path, storescp: StoreSCPPeer, count: int, ae_title: str = "DICOMFLOW"
+) -> list[Path]:
     port, data = free_port(), tmp_path / "data"
     code = source.replace("ENDPOINT_PORT", str(storescp.port)).replace("PORT", str(port))
     script = tmp_path / "my_pipeline.py"
@@ -91,7 +93,7 @@ def run_example(source: str, tmp_path: Path, storescp: StoreSCPPeer, count: int)
     node = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
     try:
         wait_for_port(port)
-        storescu(port, write_series(make_ct_series(count), tmp_path / "series"), aec="ANY")
+        storescu(port, write_series(make_ct_series(count), tmp_path / "series"), aec=ae_title)
         wait_for(lambda: len(storescp.files()) == count, 60, "the example's results")
     finally:
         node.send_signal(signal.SIGINT)
@@ -100,7 +102,7 @@ def run_example(source: str, tmp_path: Path, storescp: StoreSCPPeer, count: int)
 
 
 def test_create_a_pipeline_tutorial_runs(tmp_path: Path, storescp: StoreSCPPeer):
-    results = run_example(TUTORIAL, tmp_path, storescp, 3)
+    results = run_example(TUTORIAL, tmp_path, storescp, 3, "YourFancyAEtitle")
     assert {pydicom.dcmread(p).SeriesDescription for p in results} == {"from the tutorial"}
     assert (tmp_path / "data" / "log.txt").stat().st_size > 0
 

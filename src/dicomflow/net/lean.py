@@ -5,23 +5,32 @@ threads per association, and decodes each command set with pydicom. That is
 ~1.5 ms of Python per instance on a small machine, more than writing and
 fsyncing the instance. An SCP that only accepts storage needs little of it:
 
-1. Association: the A-ASSOCIATE-RQ is decoded with pynetdicom's PDU classes;
-   each presentation context is accepted when its abstract syntax is a storage
-   SOP class (or Verification) and one of its transfer syntaxes is one we
-   store as received (:mod:`dicomflow.net.contexts`); the A-ASSOCIATE-AC is
-   packed here (PS3.8 9.3.3). A calling AE title outside the allow-list gets an
-   A-ASSOCIATE-RJ (permanent, "calling AE title not recognized").
-2. Data: P-DATA-TF PDUs are read whole into one buffer; their PDVs are
+1. Association: the whole A-ASSOCIATE-RQ (at most 128 KiB, and no other PDU)
+   must arrive within ``request_timeout_s`` of the connection, however its
+   bytes are paced; it is decoded with pynetdicom's PDU classes. A called AE
+   title other than ours (unless ``require_called_ae_title`` is off) or a
+   calling AE title outside the allow-list gets an A-ASSOCIATE-RJ (permanent,
+   "called/calling AE title not recognized"); only then does the association
+   take one of the ``maximum_associations`` slots (transient rejection when
+   none is free), so connections that never associate block nobody. Each
+   presentation context is accepted when its abstract syntax is a storage SOP
+   class (or Verification) and one of its transfer syntaxes is one we store as
+   received (:mod:`dicomflow.net.contexts`); the A-ASSOCIATE-AC is packed here
+   (PS3.8 9.3.3).
+2. Data: P-DATA-TF PDUs are read whole into one buffer (grown as bytes arrive,
+   never sized from the declared length alone); their PDVs are
    command or dataset fragments. The command set (implicit VR little endian,
    group 0000) is parsed here; the dataset fragments are appended to one
    buffer as they arrive (never joined again), and what that buffer, the PDU
    being read and the decoding really allocate counts against
-   ``maximum_held_bytes``. When a C-STORE's dataset is complete, ``on_store``
-   decides its status, and the C-STORE-RSP goes back at once. C-ECHO is
-   answered with success.
+   ``maximum_held_bytes``. When a C-STORE's dataset is complete, it is checked
+   against its command and context (:mod:`dicomflow.net.agreement`),
+   ``on_store`` decides its status (errors become statuses in
+   :mod:`dicomflow.net.status`), and the C-STORE-RSP goes back at once. C-ECHO
+   is answered with success.
 3. End: A-RELEASE-RQ gets A-RELEASE-RP; an A-ABORT, a closed connection, a
-   protocol error (A-ABORT sent) or ``network_timeout_s`` of silence end the
-   association. ``on_release`` is called in every case.
+   protocol error (A-ABORT sent) or ``idle_timeout_s`` without a whole PDU end
+   the association. ``on_release`` is called in every case.
 
 Anything else (other DIMSE services, a PDU out of order, a PDV on a context
 that was not accepted) aborts the association with a log line; nothing is
@@ -38,6 +47,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -47,6 +57,8 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from dicomflow import metrics
 from dicomflow.errors import PortInUseError
+from dicomflow.logs import escaped
+from dicomflow.net.agreement import readable_uid
 from dicomflow.net.contexts import ACCEPTED_TRANSFER_SYNTAXES, UNCOMPRESSED, storage_contexts
 from dicomflow.net.pdu import (
     ABORT,
@@ -88,7 +100,9 @@ from dicomflow.net.socket import receive_exactly, tune_accepted_socket
 
 logger = logging.getLogger(__name__)
 
-MAX_ASSOCIATE_RQ = 1 << 20
+MAX_ASSOCIATE_RQ = 128 << 10  # any PDU but P-DATA; 128 contexts of 10 syntaxes need < 100 kB
+DEFAULT_REQUEST_TIMEOUT_S = 10.0
+DEFAULT_IDLE_TIMEOUT_S = 60.0
 DEFAULT_MAXIMUM_PDU = 16 << 20  # advertised and enforced when none is given
 DEFAULT_MAXIMUM_INSTANCE = 4 << 30  # a larger dataset aborts its association
 
@@ -132,20 +146,26 @@ class LeanStoreSCP:
         policy: AccessPolicy | None = None,
         on_refused: Callable[[str, str], None] | None = None,
         maximum_pdu_size: int = 0,
-        network_timeout_s: float = 60.0,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         maximum_associations: int = 64,
         maximum_instance_bytes: int = DEFAULT_MAXIMUM_INSTANCE,
         maximum_held_bytes: int | None = None,
+        require_called_ae_title: bool = True,
     ) -> None:
-        self.ae_title = ae_title
+        self.ae_title = ae_title.strip()
         self.policy = policy or AccessPolicy()
         self.on_store = on_store
         self.on_release = on_release
         self.on_refused = on_refused
+        self.require_called_ae_title = require_called_ae_title
         # A peer may only send P-DATA PDUs this long (we never accept "unlimited": the
         # buffer for a PDU is allocated when its header arrives).
         self.maximum_pdu_size = maximum_pdu_size or DEFAULT_MAXIMUM_PDU
-        self.network_timeout_s = network_timeout_s
+        # A peer has request_timeout_s from its connection to send its whole A-ASSOCIATE-RQ,
+        # then idle_timeout_s for each whole PDU (a byte now and then does not count).
+        self.idle_timeout_s = idle_timeout_s
+        self.request_timeout_s = request_timeout_s
         self.maximum_associations = maximum_associations
         # Instances are held whole in memory until stored: a peer may not send more, and
         # all associations together may not hold more than maximum_held_bytes.
@@ -236,19 +256,8 @@ class _Handler(socketserver.BaseRequestHandler):
     request: socket.socket
 
     def handle(self) -> None:
-        scp = self.server.scp
-        connection = self.request
-        tune_accepted_socket(connection)
-        connection.settimeout(scp.network_timeout_s)
-        association = _Association(scp, connection, str(self.client_address[0]))
-        if not scp.enter():
-            logger.warning("refused association from %s: too many associations", association.ip)
-            association.reject(result=2, source=3, reason=2)  # transient, local limit
-            return
-        try:
-            association.run()
-        finally:
-            scp.leave()
+        tune_accepted_socket(self.request)
+        _Association(self.server.scp, self.request, str(self.client_address[0])).run()
 
 
 class _Association:
@@ -257,6 +266,8 @@ class _Association:
         self.connection = connection
         self.ip = ip
         self.id = scp.next_association_id()
+        self.deadline = time.monotonic() + scp.request_timeout_s  # for the A-ASSOCIATE-RQ
+        self.slot = False  # counted among the SCP's associations
         self.calling_ae_title = ""
         self.contexts: dict[int, _Context] = {}
         self.peer_max_pdu = 0
@@ -271,45 +282,51 @@ class _Association:
             if established:
                 self._serve()
         except TimeoutError:
-            logger.warning(
-                "association %d from %s: no data for %.0fs; aborted",
-                self.id,
-                self.ip,
-                self.scp.network_timeout_s,
-            )
-            self._abort()
+            self._timed_out(established)
         except ProtocolError as exc:
-            logger.warning("association %d from %s: %s; aborted", self.id, self.ip, exc)
+            what = "association" if established else "connection"
+            logger.warning("%s %d from %s: %s; aborted", what, self.id, self.ip, escaped(exc))
             self._abort(reason=2)
         except EOFError:
             logger.debug("connection %d from %s closed before an association", self.id, self.ip)
         except (ConnectionError, OSError) as exc:
-            logger.info("association %d from %s: connection lost: %s", self.id, self.ip, exc)
+            logger.info(
+                "association %d from %s: connection lost: %s", self.id, self.ip, escaped(exc)
+            )
+        except Exception:
+            logger.exception("association %d from %s: unexpected error; aborted", self.id, self.ip)
+            self._abort()
         finally:
             self.scp.let_go(self.holding)  # an instance cut off by an abort
             self.holding = 0
+            if self.slot:
+                self.scp.leave()
             if established and self.scp.on_release is not None:
                 try:
                     self.scp.on_release(self.id)
                 except Exception:
                     logger.exception("association %d: release handler failed", self.id)
 
+    def _timed_out(self, established: bool) -> None:
+        if established:
+            logger.warning(
+                "association %d from %s: no whole PDU for %.0fs; aborted",
+                self.id,
+                self.ip,
+                self.scp.idle_timeout_s,
+            )
+        else:
+            logger.warning(
+                "connection %d from %s: no whole A-ASSOCIATE-RQ within %.0fs; aborted",
+                self.id,
+                self.ip,
+                self.scp.request_timeout_s,
+            )
+        self._abort()
+
     def _associate(self) -> bool:
-        pdu_type, body = self._read_pdu(limit=MAX_ASSOCIATE_RQ)
-        if pdu_type != ASSOCIATE_RQ:
-            raise ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02x}")
-        request = A_ASSOCIATE_RQ()
-        try:
-            request.decode(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
-        except Exception as exc:
-            raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {exc}") from exc
-        self.calling_ae_title = ae_text(request.calling_ae_title)
-        if not self.scp.policy.allows_ae_title(self.calling_ae_title):
-            logger.warning("rejected association from AE title %r", self.calling_ae_title)
-            metrics.rejected(metrics.REASON_AE_TITLE)
-            if self.scp.on_refused is not None:
-                self.scp.on_refused("ae_title", self.calling_ae_title)
-            self.reject(result=1, source=1, reason=3)
+        request = self._request()
+        if not self._admitted(request):
             return False
         user = request.user_information
         self.peer_max_pdu = int(getattr(user, "maximum_length", 0) or 0) if user else 0
@@ -331,6 +348,53 @@ class _Association:
         metrics.ASSOCIATIONS.inc()
         return True
 
+    def _request(self) -> A_ASSOCIATE_RQ:
+        """The peer's A-ASSOCIATE-RQ, whole within the SCP's request timeout."""
+        pdu_type, body = self._read_pdu(self.deadline, expected=ASSOCIATE_RQ)
+        request = A_ASSOCIATE_RQ()
+        try:
+            request.decode(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
+        except Exception as exc:
+            raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {exc}") from exc
+        self.calling_ae_title = ae_text(request.calling_ae_title)
+        return request
+
+    def _admitted(self, request: A_ASSOCIATE_RQ) -> bool:
+        """Whether the association may go on: AE titles, then a free slot; else rejected."""
+        called = ae_text(request.called_ae_title)
+        if self.scp.require_called_ae_title and called != self.scp.ae_title:
+            logger.warning(
+                "rejected association %d from %s: called AE title %s is not %s",
+                self.id,
+                self.ip,
+                escaped(repr(called)),
+                self.scp.ae_title,
+            )
+            self._refuse("called_ae_title", called, metrics.REASON_CALLED_AE_TITLE)
+            self.reject(result=1, source=1, reason=7)  # permanent, called AE not recognized
+            return False
+        if not self.scp.policy.allows_ae_title(self.calling_ae_title):
+            logger.warning(
+                "rejected association %d from %s: calling AE title %s is not allowed",
+                self.id,
+                self.ip,
+                escaped(repr(self.calling_ae_title)),
+            )
+            self._refuse("ae_title", self.calling_ae_title, metrics.REASON_AE_TITLE)
+            self.reject(result=1, source=1, reason=3)  # permanent, calling AE not recognized
+            return False
+        if not self.scp.enter():
+            logger.warning("refused association from %s: too many associations", self.ip)
+            self.reject(result=2, source=3, reason=2)  # transient, local limit
+            return False
+        self.slot = True
+        return True
+
+    def _refuse(self, kind: str, value: str, reason: str) -> None:
+        metrics.rejected(reason)
+        if self.scp.on_refused is not None:
+            self.scp.on_refused(kind, value)
+
     def reject(self, *, result: int, source: int, reason: int) -> None:
         with contextlib.suppress(OSError):
             self._send(ASSOCIATE_RJ, bytes((0, result, source, reason)))
@@ -345,7 +409,7 @@ class _Association:
         message: _Message | None = None
         while True:
             try:
-                pdu_type, body = self._read_pdu()
+                pdu_type, body = self._read_pdu(time.monotonic() + self.scp.idle_timeout_s)
             except EOFError:
                 logger.info("association %d from %s: closed by the peer", self.id, self.ip)
                 return
@@ -449,12 +513,13 @@ class _Association:
             )
         elif field_ == C_STORE_RQ:
             status = self._store(command, context, message)
+            sop_class_uid, sop_instance_uid = uid(command, 0x0002), uid(command, 0x1000)
             self._respond(
                 message.context_id,
                 C_STORE_RSP,
                 message_id,
-                uid(command, 0x0002),
-                uid(command, 0x1000),
+                sop_class_uid if readable_uid(sop_class_uid) else context.abstract_syntax,
+                sop_instance_uid if readable_uid(sop_instance_uid) else None,  # optional
                 status,
             )
         else:
@@ -471,8 +536,9 @@ class _Association:
             raw=message.data,
             maximum_bytes=self.scp.maximum_instance_bytes,
             reserve=self._reserve,
+            abstract_syntax=context.abstract_syntax,
         )
-        return store_guarded(self.scp.on_store, instance)
+        return store_guarded(self.scp.on_store, instance, self.scp.on_refused)
 
     def _respond(
         self,
@@ -499,19 +565,22 @@ class _Association:
 
     # -- PDUs ----------------------------------------------------------------------
 
-    def _read_pdu(self, limit: int = MAX_ASSOCIATE_RQ) -> tuple[int, bytearray]:
-        header = receive_exactly(self.connection, 6)
+    def _read_pdu(self, deadline: float, expected: int | None = None) -> tuple[int, bytearray]:
+        """The next whole PDU, by ``deadline``; only an ``expected`` type, if one is given."""
+        header = receive_exactly(self.connection, 6, deadline)
         if len(header) < 6:
             raise EOFError
         pdu_type, _, length = struct.unpack(">BBI", header)
-        if pdu_type == P_DATA_TF:
-            limit = self.scp.maximum_pdu_size
+        if expected is not None and pdu_type != expected:
+            raise ProtocolError(f"expected PDU type 0x{expected:02x}, got 0x{pdu_type:02x}")
+        limit = self.scp.maximum_pdu_size if pdu_type == P_DATA_TF else MAX_ASSOCIATE_RQ
         if length > limit:
             raise ProtocolError(f"PDU of {length} bytes is longer than the {limit} allowed")
-        body = receive_exactly(self.connection, length)
+        body = receive_exactly(self.connection, length, deadline)
         if len(body) < length:
             raise EOFError
         return pdu_type, body
 
     def _send(self, pdu_type: int, body: bytes) -> None:
+        self.connection.settimeout(self.scp.idle_timeout_s)
         self.connection.sendall(struct.pack(">BBI", pdu_type, 0, len(body)) + body)

@@ -24,18 +24,20 @@ from dicomflow.dicom.filemeta import encode_file_meta
 from dicomflow.dicom.inflate import Reserve, unlimited
 from dicomflow.dicom.integrity import DEFAULT_MAXIMUM_BYTES, decode_complete
 from dicomflow.errors import PortInUseError
-from dicomflow.net import reactor
+from dicomflow.logs import escaped
+from dicomflow.net import reactor, status
 from dicomflow.net.address import valid_ae_title
+from dicomflow.net.agreement import check_agreement
 from dicomflow.net.contexts import storage_contexts
 from dicomflow.net.socket import tune_accepted_socket
 
 logger = logging.getLogger(__name__)
 
-STATUS_SUCCESS = 0x0000
-STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_CANNOT_UNDERSTAND = 0xC210
+STATUS_SUCCESS = status.SUCCESS
+STATUS_OUT_OF_RESOURCES = status.OUT_OF_RESOURCES
+STATUS_CANNOT_UNDERSTAND = status.CANNOT_UNDERSTAND
 STATUS_PROCESSING_FAILURE = 0x0110
-STATUS_FAILED = 0xC001
+STATUS_FAILED = status.FAILED
 STATUS_DATASET_MISMATCH = 0xA900
 """The dataset does not match the SOP class (a Type 1 attribute is missing or invalid)."""
 
@@ -53,6 +55,7 @@ class ReceivedInstance:
     raw: bytes | bytearray = field(repr=False)  # the dataset bytes exactly as the peer sent them
     maximum_bytes: int = DEFAULT_MAXIMUM_BYTES  # what a deflated dataset may inflate to
     reserve: Reserve = field(default=unlimited, repr=False)  # the receiver's memory budget
+    abstract_syntax: str = ""  # of the presentation context it came on, when known
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -134,21 +137,22 @@ def admit_ip(policy: AccessPolicy, ip: str, on_refused: Callable[[str, str], Non
     return False
 
 
-def store_guarded(on_store: StoreCallback, instance: ReceivedInstance) -> int:
-    """``on_store(instance)``, its exceptions turned into a failure status and a log line."""
+def store_guarded(
+    on_store: StoreCallback,
+    instance: ReceivedInstance,
+    on_refused: Callable[[str, str], None] | None = None,
+) -> int:
+    """``on_store(instance)`` once the C-STORE's command and dataset agree; a refusal or
+    any exception becomes a failure status and a log line (:mod:`dicomflow.net.status`),
+    and is reported to ``on_refused``."""
     try:
         metrics.BYTES_RECEIVED.inc(len(instance.raw))
+        check_agreement(instance)
         return on_store(instance)
-    except MemoryError:
-        logger.exception(
-            "association %s: out of memory storing an instance", instance.association_id
-        )
-        metrics.rejected(metrics.REASON_STORAGE_ERROR)
-        return STATUS_OUT_OF_RESOURCES
-    except Exception:
-        logger.exception("association %s: storing an instance failed", instance.association_id)
-        metrics.rejected(metrics.REASON_HANDLER_ERROR)
-        return STATUS_FAILED
+    except (Exception, MemoryError) as exc:
+        if on_refused is not None:
+            on_refused("instance", instance.sop_instance_uid)
+        return status.refused(f"association {instance.association_id}", exc)
 
 
 class StoreSCP:
@@ -165,6 +169,10 @@ class StoreSCP:
         policy: AccessPolicy | None = None,
         on_refused: Callable[[str, str], None] | None = None,
         maximum_pdu_size: int = 0,
+        require_called_ae_title: bool = True,
+        idle_timeout_s: float = 60.0,
+        request_timeout_s: float = 10.0,
+        maximum_associations: int = 64,
     ) -> None:
         reactor.install()
         self._on_store = on_store
@@ -173,9 +181,11 @@ class StoreSCP:
         self.policy = policy or AccessPolicy()
         self._ae = AE(ae_title=ae_title)
         self._ae.maximum_pdu_size = maximum_pdu_size
-        self._ae.network_timeout = 60
-        self._ae.dimse_timeout = 60
-        self._ae.maximum_associations = 64
+        self._ae.network_timeout = idle_timeout_s
+        self._ae.dimse_timeout = idle_timeout_s
+        self._ae.acse_timeout = request_timeout_s
+        self._ae.maximum_associations = maximum_associations
+        self._ae.require_called_aet = require_called_ae_title
         if self.policy.ae_titles:
             self._ae.require_calling_aet = sorted(self.policy.ae_titles)
         self._server = self._start(ip, port)
@@ -228,8 +238,9 @@ class StoreSCP:
             sop_instance_uid=str(request.AffectedSOPInstanceUID),
             transfer_syntax=UID(event.context.transfer_syntax),
             raw=bytes(request.DataSet.getvalue()),
+            abstract_syntax=str(event.context.abstract_syntax),
         )
-        return store_guarded(self._on_store, instance)
+        return store_guarded(self._on_store, instance, self._on_refused)
 
     def _handle_release(self, event: Any) -> None:
         if self._on_release is None:
@@ -241,7 +252,7 @@ class StoreSCP:
 
     def _handle_rejected(self, event: Any) -> None:
         title = str(event.assoc.requestor.ae_title).strip()
-        logger.warning("rejected association from AE title %r", title)
+        logger.warning("rejected association from AE title %s", escaped(repr(title)))
         metrics.rejected(metrics.REASON_AE_TITLE)
         if self._on_refused is not None:
             self._on_refused("ae_title", title)

@@ -34,13 +34,17 @@ from dicomflow.dicom.header import header_of
 from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import shorten, value_key
 from dicomflow.dicom.tags import parse_tag
-from dicomflow.errors import DicomflowError, InstanceTooLargeError, InvalidKeyError, SpoolError
+from dicomflow.errors import (
+    DicomflowError,
+    InstanceTooLargeError,
+    NotArchivableError,
+    SpoolError,
+    UnreadableInstanceError,
+)
+from dicomflow.net import status
 from dicomflow.net.address import Address
 from dicomflow.net.lean import LeanStoreSCP
 from dicomflow.net.scp import (
-    STATUS_CANNOT_UNDERSTAND,
-    STATUS_DATASET_MISMATCH,
-    STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
     AccessPolicy,
     ReceivedInstance,
@@ -217,6 +221,10 @@ class Node:
             on_release=self.trigger.released,
             policy=policy,
             on_refused=lambda reason, _value: self.counters.add("refused"),
+            require_called_ae_title=self.settings.require_called_ae_title,
+            maximum_associations=self.settings.maximum_associations,
+            request_timeout_s=self.settings.association_request_timeout_s,
+            idle_timeout_s=self.settings.association_idle_timeout_s,
         )
         if journal_open:
             self._accept(recovered)
@@ -303,16 +311,13 @@ class Node:
     # -- receiving -----------------------------------------------------------------
 
     def _on_store(self, instance: ReceivedInstance) -> int:
-        limit = self.settings.maximum_instance_bytes
-        instance.maximum_bytes = min(instance.maximum_bytes, limit)
-        try:
-            dataset = instance.dataset
-            uid = str(dataset.SOPInstanceUID)
-        except InstanceTooLargeError as exc:
-            return self._refuse_large(f"association {instance.association_id}", exc)
-        except Exception as exc:
-            return self._refuse_undecodable(f"association {instance.association_id}", exc)
-        return self._keep(instance, dataset, uid)
+        """Keep a C-STORE's instance (decoded and checked at the network edge, which
+        also turns the errors raised here into statuses)."""
+        instance.maximum_bytes = min(instance.maximum_bytes, self.settings.maximum_instance_bytes)
+        dataset = instance.dataset
+        if "SOPInstanceUID" not in dataset:
+            raise UnreadableInstanceError("The dataset has no SOPInstanceUID.")
+        return self._keep(instance, dataset, str(dataset.SOPInstanceUID))
 
     def receive(self, encoded: bytes, origin: str) -> int:
         """Store one Part-10 instance that arrived other than by C-STORE, exactly as a
@@ -335,72 +340,32 @@ class Node:
     def _receive(self, origin: str, association_id: int, encoded: bytes) -> int:
         metrics.BYTES_RECEIVED.inc(len(encoded))
         try:
-            dataset = decode_part10(encoded, maximum_bytes=self.settings.maximum_instance_bytes)
+            dataset = _decoded_upload(encoded, self.settings.maximum_instance_bytes)
             uid = str(dataset.SOPInstanceUID)
-        except InstanceTooLargeError as exc:
-            return self._refuse_large(origin, exc)
-        except Exception as exc:
-            return self._refuse_undecodable(origin, exc)
-        return self._keep(_Upload(association_id, encoded), dataset, uid)
-
-    def _refuse_undecodable(self, origin: str, exc: Exception) -> int:
-        """Refuse an instance that cannot be decoded: 0xC210, counted."""
-        logger.warning("%s: cannot decode instance: %s", origin, exc)
-        self.counters.add("refused")
-        metrics.rejected(metrics.REASON_MALFORMED)
-        return STATUS_CANNOT_UNDERSTAND
-
-    def _refuse_large(self, origin: str, exc: InstanceTooLargeError) -> int:
-        """Refuse an instance over a memory limit: 0xA700 (out of resources), counted."""
-        logger.warning("%s: refused instance: %s", origin, exc)
-        self.counters.add("refused")
-        large = exc.setting == "maximum_instance_bytes"
-        metrics.rejected(metrics.REASON_TOO_LARGE if large else metrics.REASON_MEMORY)
-        return STATUS_OUT_OF_RESOURCES
+            return self._keep(_Upload(association_id, encoded), dataset, uid)
+        except (Exception, MemoryError) as exc:
+            self.counters.add("refused")
+            return status.refused(origin, exc)
 
     def _keep(self, instance: "ReceivedInstance | _Upload", dataset: Dataset, uid: str) -> int:
         if not self._accepting.is_set():
-            logger.warning(
-                "association %s: instance %s refused: the node waits for disk space",
-                instance.association_id,
-                shorten(uid),
-            )
-            metrics.rejected(metrics.REASON_STORAGE_ERROR)
-            return STATUS_OUT_OF_RESOURCES
+            raise SpoolError(f"Instance {shorten(uid)} refused: the node waits for disk space.")
         try:  # values pydicom cannot convert (an unknown VR) raise when first read
             names = self.collector.wanted_by(dataset)
             patient_value = self._patient_value(dataset)
             series_uid = dataset.get("SeriesInstanceUID") if self.series is not None else None
             refusal = self._archive_refusal(dataset)
         except Exception as exc:
-            return self._refuse_undecodable(f"association {instance.association_id}", exc)
+            raise UnreadableInstanceError(f"The dataset cannot be decoded: {exc}") from exc
         if not names and self.series is None:
             logger.info("instance %s matches no input of %s; not kept", shorten(uid), self.name)
             self.counters.add("discarded")
             metrics.INSTANCES_DISCARDED.inc()
             return STATUS_SUCCESS
         if refusal is not None:
-            logger.warning(
-                "association %s: refused instance %s: %s",
-                instance.association_id,
-                shorten(uid),
-                refusal,
-            )
-            self.counters.add("refused")
-            metrics.rejected(metrics.REASON_NOT_ARCHIVABLE)
-            return STATUS_DATASET_MISMATCH
+            raise NotArchivableError(f"Instance {shorten(uid)} cannot be archived: {refusal}")
         patient_key = value_key(patient_value)
-        try:
-            path = self._store(instance, series_uid, uid, patient_key, names)
-        except InvalidKeyError as exc:
-            logger.warning("association %s: refused instance: %s", instance.association_id, exc)
-            self.counters.add("refused")
-            metrics.rejected(metrics.REASON_INVALID_VALUE)
-            return STATUS_CANNOT_UNDERSTAND
-        except SpoolError:
-            logger.exception("instance %s: cannot store it durably", shorten(uid))
-            metrics.rejected(metrics.REASON_STORAGE_ERROR)
-            return STATUS_OUT_OF_RESOURCES
+        path = self._store(instance, series_uid, uid, patient_key, names)  # raises to the edge
         if names:
             self.collector.add(patient_key, names, uid, header_of(dataset), path)
             self.trigger.arrived(instance.association_id, patient_key)
@@ -657,6 +622,19 @@ def _keep_private(root: Path) -> None:
 def _write_marker(staged: Path, values: dict[str, Any]) -> None:
     """Record, beside an archive output's folder, its datastore and (once known) its job."""
     write_durably(staged.parent / f".{staged.name}.json", json.dumps(values).encode())
+
+
+def _decoded_upload(encoded: bytes, maximum_bytes: int) -> Dataset:
+    """An uploaded Part-10 instance, decoded; :class:`UnreadableInstanceError` if it cannot
+    be, :class:`InstanceTooLargeError` if it inflates past ``maximum_bytes``."""
+    try:
+        dataset = decode_part10(encoded, maximum_bytes=maximum_bytes)
+        dataset.SOPInstanceUID  # noqa: B018 - present, or the instance cannot be kept
+    except InstanceTooLargeError:
+        raise
+    except Exception as exc:
+        raise UnreadableInstanceError(f"The instance cannot be decoded: {exc}") from exc
+    return dataset
 
 
 @dataclass
