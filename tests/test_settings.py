@@ -93,7 +93,6 @@ def test_a_bad_environment_value_names_the_field(monkeypatch: pytest.MonkeyPatch
     [
         ("PACS@127.0.0.1:104", Address("127.0.0.1", 104, "PACS")),
         ("ORTHANC@pacs.example.org:4242", Address("pacs.example.org", 4242, "ORTHANC")),
-        ("127.0.0.1:11112", Address("127.0.0.1", 11112, "ANY-SCP")),
         ("MY AE@10.1.2.3:1", Address("10.1.2.3", 1, "MY AE")),
     ],
 )
@@ -102,13 +101,27 @@ def test_endpoint_strings_are_parsed(text: str, address: Address):
     assert parse_endpoint(format_endpoint(address)) == address
 
 
-MALFORMED = ["", "PACS", "PACS@host", "PACS@host:", "PACS@:104", "PACS@host:port", "PACS@h:-1"]
+MALFORMED = [
+    "",
+    "PACS",
+    "PACS@host",
+    "PACS@host:",
+    "PACS@:104",
+    "PACS@host:port",
+    "PACS@h:-1",
+    "host:104",
+    "@host:104",
+    "127.0.0.1:11112",
+]
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        *[(text, f'endpoint "{text}" must look like AE_TITLE@host:port') for text in MALFORMED],
+        *[
+            (text, f'endpoint "{text}" must look like AE_TITLE@host:port (e.g. PACS@10.0.0.5:104)')
+            for text in MALFORMED
+        ],
         ("PACS@host:70000", 'port "70000" is not a port number'),
         ("SEVENTEEN-CHARS-AE@host:104", 'AE title "SEVENTEEN-CHARS-AE" must be 1-16'),
     ],
@@ -119,7 +132,7 @@ def test_bad_endpoint_strings_are_refused(text: str, message: str):
 
 
 def test_endpoints_from_settings_become_addresses():
-    settings = build_settings(endpoints=["PACS@127.0.0.1:104", "10.0.0.2:11112"])
+    settings = build_settings(endpoints=["PACS@127.0.0.1:104", "ANY-SCP@10.0.0.2:11112"])
     assert settings.endpoint_addresses() == [
         Address("127.0.0.1", 104, "PACS"),
         Address("10.0.0.2", 11112, "ANY-SCP"),

@@ -80,3 +80,7 @@ class CODIntegrityError(DicomflowError, OSError):
 
 class CODNotFoundError(DicomflowError, KeyError):
     """A COD series does not hold the requested instance."""
+
+
+class SettingsFileError(DicomflowError, ValueError):
+    """The TOML settings file named by ``DICOMFLOW_CONFIG`` is missing or unreadable."""
