@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from dicomflow.errors import SettingsFileError
 from dicomflow.net.address import Address
 from dicomflow.node import AbstractPipeline
 from dicomflow.node.pipeline import pipeline_settings
@@ -137,3 +138,62 @@ def test_endpoints_from_settings_become_addresses():
         Address("127.0.0.1", 104, "PACS"),
         Address("10.0.0.2", 11112, "ANY-SCP"),
     ]
+
+
+def test_relative_paths_are_taken_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    settings = build_settings(
+        services_directory="services",
+        log_path="logs/node.log",
+        archive_datastore="archive",
+        queue_url="sqlite://queue/jobs.db?poll_s=0.1",
+    )
+    assert settings.data_directory == tmp_path / "dicomflow-data"
+    assert settings.services_directory == tmp_path / "services"
+    assert settings.log_path == tmp_path / "logs" / "node.log"
+    assert settings.archive_datastore == str(tmp_path / "archive")
+    assert settings.queue_url == f"sqlite://{tmp_path}/queue/jobs.db?poll_s=0.1"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("archive_datastore", "s3://bucket/archive"),
+        ("archive_datastore", "simplecache::s3://bucket"),
+        ("queue_url", "sqlite:////srv/jobs.db"),
+        ("queue_url", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_urls_are_kept_as_given(field: str, value: str):
+    assert getattr(build_settings(**{field: value}), field) == value
+
+
+def test_a_list_from_the_environment_must_be_json(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DICOMFLOW_ENDPOINTS", '["PACS@10.0.0.1:104"]')
+    assert build_settings().endpoint_addresses() == [Address("10.0.0.1", 104, "PACS")]
+    monkeypatch.setenv("DICOMFLOW_ENDPOINTS", "PACS@10.0.0.1:104")
+    with pytest.raises(ValidationError, match=re.escape('like ["PACS@10.0.0.5:104"]')):
+        build_settings()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, 'Settings file "{path}" (DICOMFLOW_CONFIG) does not exist.'),
+        ("port = \n", 'Settings file "{path}" cannot be read as TOML: Invalid value (at line 1'),
+        (b"port = '\xff'\n", 'Settings file "{path}" cannot be read as TOML'),
+    ],
+)
+def test_a_missing_or_broken_settings_file_is_named(
+    content: str | bytes | None, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = tmp_path / "dicomflow.toml"
+    if isinstance(content, str):
+        path.write_text(content)
+    elif content is not None:
+        path.write_bytes(content)
+    monkeypatch.setenv("DICOMFLOW_CONFIG", str(path))
+    with pytest.raises(SettingsFileError, match=re.escape(message.format(path=path))):
+        build_settings()
