@@ -123,7 +123,7 @@ def _open(spec: str | None, overrides: dict[str, Any], no_web: bool = False) -> 
             node = pipeline.node
         try:
             web = start_web(settings, node)
-        except DicomflowError:
+        except (DicomflowError, OSError):
             node.stop()
             raise
     except (DicomflowError, OSError) as exc:

@@ -6,6 +6,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
@@ -68,9 +69,9 @@ def origin(field: str, given: Mapping[str, str]) -> str:
     return "the default"
 
 
-def _file_keys(path: Any) -> set[str]:
+def _file_keys(path: Path) -> set[str]:
     try:
-        with open(path, "rb") as stream:
+        with path.open("rb") as stream:
             return set(tomllib.load(stream))
     except (OSError, tomllib.TOMLDecodeError):
         return set()
