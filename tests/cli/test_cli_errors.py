@@ -44,6 +44,13 @@ def test_version_is_the_only_output(tmp_path: Path):
     assert result.stderr == ""
 
 
+@pytest.mark.parametrize("args", [[], ["cod"], ["service"]], ids=["main", "cod", "service"])
+def test_no_arguments_show_the_help(args: list[str], tmp_path: Path):
+    result = dicomflow(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Usage: dicomflow" in result.stdout and result.stderr == ""
+
+
 @pytest.mark.parametrize(
     ("args", "code", "text"),
     [

@@ -67,9 +67,7 @@ def main() -> None:
 
 def _usage_error(exc: typer.TyperException) -> int:
     context = getattr(exc, "ctx", None)
-    if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments: the help, as typer shows it
-        console.print(exc.format_message(), highlight=False, markup=False)
-    else:
+    if type(exc).__name__ != "NoArgsIsHelpError":  # without arguments typer showed the help
         hint = f" (see: {context.command_path} --help)" if context is not None else ""
         console.print(f"[red]error:[/red] {escape(exc.format_message())}{hint}", highlight=False)
     return int(getattr(exc, "exit_code", 2))
