@@ -63,10 +63,11 @@ def test_no_arguments_show_the_help(args: list[str], tmp_path: Path):
         (("nosuch",), 2, "No such command 'nosuch'"),
         (("service", "list", "-r", "missing"), 1, 'Services folder "missing" does not exist.'),
         (("run", "missing.py"), 2, 'Pipeline file "missing.py" does not exist.'),
+        (("serve", "--services", "missing"), 2, 'Services folder "{tmp}/missing" does not exist'),
     ],
 )
 def test_usage_errors_are_one_line(args: tuple[str, ...], code: int, text: str, tmp_path: Path):
-    assert_one_line_error(dicomflow(*args, cwd=tmp_path), code, text)
+    assert_one_line_error(dicomflow(*args, cwd=tmp_path), code, text.format(tmp=tmp_path))
 
 
 @pytest.mark.parametrize("endpoint", ["host:104", "PACS@host", "@host:104"])

@@ -168,6 +168,12 @@ def _consumer(settings: NodeSettings) -> Consumers | None:
     """What stable series go to: registry services and/or the archive."""
     url = settings.resolved_queue_url()
     services = settings.services_directory
+    if services is not None and not services.is_dir():
+        fail(
+            f'Services folder "{services}" does not exist; install a service into it first '
+            f"(dicomflow service install NAME -p PATH -r {services}).",
+            2,
+        )
     consumers = Consumers(
         ServiceScheduler(services, url) if services is not None else None,
         ArchiveScheduler(settings.archive_datastore, url) if settings.archive_datastore else None,
