@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from dicomflow.errors import SettingsFileError
 from dicomflow.net.address import Address
 from dicomflow.node import AbstractPipeline
 from dicomflow.node.pipeline import pipeline_settings
@@ -93,7 +94,6 @@ def test_a_bad_environment_value_names_the_field(monkeypatch: pytest.MonkeyPatch
     [
         ("PACS@127.0.0.1:104", Address("127.0.0.1", 104, "PACS")),
         ("ORTHANC@pacs.example.org:4242", Address("pacs.example.org", 4242, "ORTHANC")),
-        ("127.0.0.1:11112", Address("127.0.0.1", 11112, "ANY-SCP")),
         ("MY AE@10.1.2.3:1", Address("10.1.2.3", 1, "MY AE")),
     ],
 )
@@ -102,13 +102,27 @@ def test_endpoint_strings_are_parsed(text: str, address: Address):
     assert parse_endpoint(format_endpoint(address)) == address
 
 
-MALFORMED = ["", "PACS", "PACS@host", "PACS@host:", "PACS@:104", "PACS@host:port", "PACS@h:-1"]
+MALFORMED = [
+    "",
+    "PACS",
+    "PACS@host",
+    "PACS@host:",
+    "PACS@:104",
+    "PACS@host:port",
+    "PACS@h:-1",
+    "host:104",
+    "@host:104",
+    "127.0.0.1:11112",
+]
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        *[(text, f'endpoint "{text}" must look like AE_TITLE@host:port') for text in MALFORMED],
+        *[
+            (text, f'endpoint "{text}" must look like AE_TITLE@host:port (e.g. PACS@10.0.0.5:104)')
+            for text in MALFORMED
+        ],
         ("PACS@host:70000", 'port "70000" is not a port number'),
         ("SEVENTEEN-CHARS-AE@host:104", 'AE title "SEVENTEEN-CHARS-AE" must be 1-16'),
     ],
@@ -119,8 +133,67 @@ def test_bad_endpoint_strings_are_refused(text: str, message: str):
 
 
 def test_endpoints_from_settings_become_addresses():
-    settings = build_settings(endpoints=["PACS@127.0.0.1:104", "10.0.0.2:11112"])
+    settings = build_settings(endpoints=["PACS@127.0.0.1:104", "ANY-SCP@10.0.0.2:11112"])
     assert settings.endpoint_addresses() == [
         Address("127.0.0.1", 104, "PACS"),
         Address("10.0.0.2", 11112, "ANY-SCP"),
     ]
+
+
+def test_relative_paths_are_taken_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    settings = build_settings(
+        services_directory="services",
+        log_path="logs/node.log",
+        archive_datastore="archive",
+        queue_url="sqlite://queue/jobs.db?poll_s=0.1",
+    )
+    assert settings.data_directory == tmp_path / "dicomflow-data"
+    assert settings.services_directory == tmp_path / "services"
+    assert settings.log_path == tmp_path / "logs" / "node.log"
+    assert settings.archive_datastore == str(tmp_path / "archive")
+    assert settings.queue_url == f"sqlite://{tmp_path}/queue/jobs.db?poll_s=0.1"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("archive_datastore", "s3://bucket/archive"),
+        ("archive_datastore", "simplecache::s3://bucket"),
+        ("queue_url", "sqlite:////srv/jobs.db"),
+        ("queue_url", "redis://127.0.0.1:6379/0"),
+    ],
+)
+def test_urls_are_kept_as_given(field: str, value: str):
+    assert getattr(build_settings(**{field: value}), field) == value
+
+
+def test_a_list_from_the_environment_must_be_json(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DICOMFLOW_ENDPOINTS", '["PACS@10.0.0.1:104"]')
+    assert build_settings().endpoint_addresses() == [Address("10.0.0.1", 104, "PACS")]
+    monkeypatch.setenv("DICOMFLOW_ENDPOINTS", "PACS@10.0.0.1:104")
+    with pytest.raises(ValidationError, match=re.escape('like ["PACS@10.0.0.5:104"]')):
+        build_settings()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, 'Settings file "{path}" (DICOMFLOW_CONFIG) does not exist.'),
+        ("port = \n", 'Settings file "{path}" cannot be read as TOML: Invalid value (at line 1'),
+        (b"port = '\xff'\n", 'Settings file "{path}" cannot be read as TOML'),
+    ],
+)
+def test_a_missing_or_broken_settings_file_is_named(
+    content: str | bytes | None, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    path = tmp_path / "dicomflow.toml"
+    if isinstance(content, str):
+        path.write_text(content)
+    elif content is not None:
+        path.write_bytes(content)
+    monkeypatch.setenv("DICOMFLOW_CONFIG", str(path))
+    with pytest.raises(SettingsFileError, match=re.escape(message.format(path=path))):
+        build_settings()

@@ -116,3 +116,7 @@ class NotArchivableError(DatasetMismatchError):
 
 class UnreadableInstanceError(InstanceRefusedError):
     """A C-STORE's command set or dataset cannot be decoded."""
+
+
+class SettingsFileError(DicomflowError, ValueError):
+    """The TOML settings file named by ``DICOMFLOW_CONFIG`` is missing or unreadable."""

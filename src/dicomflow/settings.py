@@ -3,23 +3,41 @@
 Values come, in order of priority, from explicit arguments (the pipeline's
 class attributes and the command line), then ``DICOMFLOW_*`` environment
 variables, then an optional TOML file named by ``DICOMFLOW_CONFIG``.
+
+Relative paths (data directory, log file, services folder, a local archive or
+SQLite queue) are made absolute against the working directory when the settings
+are built: jobs run in working directories of their own.
 """
 
 import ipaddress
+import json
 import os
+import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
+from dicomflow.errors import SettingsFileError
 from dicomflow.net.address import Address, valid_ae_title
+
+ENV_PREFIX = "DICOMFLOW_"
+CONFIG_VARIABLE = "DICOMFLOW_CONFIG"  # names the optional TOML settings file
+ENDPOINT_FORM = "AE_TITLE@host:port (e.g. PACS@10.0.0.5:104)"
+SQLITE_SCHEME = "sqlite://"
+LIST_EXAMPLES = {
+    "endpoints": '["PACS@10.0.0.5:104"]',
+    "allowed_ae_titles": '["CT1", "PACS"]',
+    "allowed_ips": '["10.0.0.0/8"]',
+}
 
 SPOOL_JOURNAL_MAX_BYTES = 1024 * 1024  # instances up to this size go through the journal
 SPOOL_JOURNAL_SEGMENT_BYTES = 256 * 1024 * 1024  # what can wait there for a checkpoint
@@ -29,7 +47,7 @@ JOB_OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024  # head and tail of a job's output kep
 class NodeSettings(BaseSettings):
     """How a node listens, stores, processes and exports."""
 
-    model_config = SettingsConfigDict(env_prefix="DICOMFLOW_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     ip: str = "127.0.0.1"
     port: int = Field(104, ge=0, le=65535)
@@ -37,9 +55,9 @@ class NodeSettings(BaseSettings):
     data_directory: Path = Path("dicomflow-data")
     log_path: Path | None = None
     log_level: str = "INFO"
-    endpoints: list[str] = Field(default_factory=list)
-    allowed_ae_titles: list[str] = Field(default_factory=list)
-    allowed_ips: list[str] = Field(default_factory=list)
+    endpoints: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_ae_titles: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
     quiet_period_s: float | None = Field(None, ge=0)
     processing_timeout_s: float = Field(3600.0, gt=0)
     workers: int = Field(1, ge=1, le=64)
@@ -110,6 +128,33 @@ class NodeSettings(BaseSettings):
             return self.queue_workers
         return self.workers if self.resolved_queue_url().startswith("sqlite") else 0
 
+    @field_validator("data_directory", "log_path", "services_directory")
+    @classmethod
+    def _absolute_path(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().absolute()
+
+    @field_validator("archive_datastore")
+    @classmethod
+    def _absolute_datastore(cls, value: str | None) -> str | None:
+        return None if value is None else absolute_datastore(value)
+
+    @field_validator("queue_url")
+    @classmethod
+    def _absolute_queue_url(cls, value: str | None) -> str | None:
+        return None if value is None else absolute_queue_url(value)
+
+    @field_validator(*LIST_EXAMPLES, mode="before")
+    @classmethod
+    def _json_list(cls, value: Any, info: ValidationInfo) -> Any:
+        """An environment variable gives a list as JSON text."""
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            example = LIST_EXAMPLES[str(info.field_name)]
+            raise ValueError(f"a list must be given as JSON, like {example}") from None
+
     @field_validator("ae_title")
     @classmethod
     def _check_ae_title(cls, value: str) -> str:
@@ -153,10 +198,42 @@ class NodeSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("DICOMFLOW_CONFIG")
+        config_file = os.environ.get(CONFIG_VARIABLE)
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+            sources.append(_toml_source(settings_cls, Path(config_file)))
         return tuple(sources)
+
+
+def _toml_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
+    """The settings file, or an error naming it if it is missing or not TOML."""
+    if not path.is_file():
+        raise SettingsFileError(f'Settings file "{path}" ({CONFIG_VARIABLE}) does not exist.')
+    try:
+        return TomlConfigSettingsSource(settings_cls, toml_file=path)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise SettingsFileError(f'Settings file "{path}" cannot be read as TOML: {exc}.') from None
+
+
+def settings_file() -> Path | None:
+    """The TOML settings file named by ``DICOMFLOW_CONFIG``, if any."""
+    name = os.environ.get(CONFIG_VARIABLE)
+    return Path(name) if name else None
+
+
+def absolute_datastore(datastore: str) -> str:
+    """A local archive folder as an absolute path; URLs (``s3://``, ``a::b``) unchanged."""
+    if "://" in datastore or "::" in datastore:
+        return datastore
+    return str(Path(datastore).expanduser().absolute())
+
+
+def absolute_queue_url(url: str) -> str:
+    """``sqlite://relative/jobs.db`` as ``sqlite:///abs/relative/jobs.db``; others unchanged."""
+    rest = url.removeprefix(SQLITE_SCHEME)
+    if rest == url or rest.startswith("/") or not rest:
+        return url
+    path, separator, query = rest.partition("?")
+    return f"{SQLITE_SCHEME}{Path(path).expanduser().absolute()}{separator}{query}"
 
 
 def build_settings(**values: Any) -> NodeSettings:
@@ -165,12 +242,13 @@ def build_settings(**values: Any) -> NodeSettings:
 
 
 def parse_endpoint(text: str) -> Address:
-    """Parse ``AE@host:port`` (or ``host:port``) into an :class:`Address`."""
+    """Parse ``AE@host:port`` into an :class:`Address`: the AE title, the host and the port
+    are all required (a peer's AE title is never guessed)."""
     title, _, location = text.rpartition("@")
     host, _, port = location.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f'endpoint "{text}" must look like AE_TITLE@host:port')
-    address = Address(host, int(port), title or "ANY-SCP")
+    if not title or not host or not port.isdigit():
+        raise ValueError(f'endpoint "{text}" must look like {ENDPOINT_FORM}')
+    address = Address(host, int(port), title)
     address.validate()
     return address
 

@@ -32,7 +32,8 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def summary(result: subprocess.CompletedProcess[str]) -> str:
-    return result.stderr.strip().splitlines()[-1]
+    """The report line, on stdout (errors and progress go to stderr)."""
+    return result.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture
@@ -113,11 +114,14 @@ def test_hanging_lock_fails_that_series_only_and_unlock_force_removes_it(
         (("get", "1.2.3", "-o", "x.dcm", "--datastore", "ds", "--study", "1.2"), 2, "both"),
         (("ls", "--datastore", "ds", "../x"), 1, "not a valid DICOM UID"),
         (("ingest", "nothing-here", "--datastore", "ds"), 2, "no DICOM files"),
+        (("ls", "--datastore", "missing"), 2, 'Datastore "missing" does not exist'),
+        (("verify", "--datastore", "missing"), 2, 'Datastore "missing" does not exist'),
     ],
 )
 def test_bad_requests_give_one_line_error(
     tmp_path: Path, args: tuple[str, ...], code: int, text: str
 ):
+    (tmp_path / "ds").mkdir()
     result = dicomflow(*args, cwd=tmp_path)
     assert result.returncode == code, result.stderr
     errors = error_lines(result)

@@ -4,7 +4,7 @@ from collections import defaultdict
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import pydicom
 import typer
@@ -19,7 +19,8 @@ from dicomflow.cod.layout import SeriesLayout, open_datastore
 from dicomflow.errors import DicomflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True, soft_wrap=True)
+console = Console(stderr=True, soft_wrap=True)  # errors and progress
+results = Console(soft_wrap=True, highlight=False)  # what a command reports back, on stdout
 
 Datastore = Annotated[
     str, typer.Option("--datastore", "-d", help="Datastore URL (a local folder by default).")
@@ -27,9 +28,17 @@ Datastore = Annotated[
 SeriesKey = tuple[str, str]
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
+
+
+def _existing(datastore: str) -> str:
+    """``datastore``, or a one-line error if it is a local folder that does not exist."""
+    local = "://" not in datastore and "::" not in datastore
+    if local and not Path(datastore).expanduser().is_dir():
+        _fail(f'Datastore "{datastore}" does not exist: no such folder.', 2)
+    return datastore
 
 
 def _error(message: str) -> None:
@@ -115,7 +124,7 @@ def ingest_command(
     total.errors = errors + total.errors
     for message in total.errors:
         _error(message)
-    console.print(
+    results.print(
         f"{len(groups)} series: {total.new} new, {total.duplicates} duplicate(s), "
         f"{total.conflicts} conflict(s), {len(total.errors)} error(s)",
         highlight=False,
@@ -137,6 +146,7 @@ def ls_command(
     series: Annotated[str | None, typer.Argument(help="SeriesInstanceUID.")] = None,
 ) -> None:
     """List studies, the series of a study, or the instances (uid, size) of a series."""
+    datastore = _existing(datastore)
     try:
         if study is None:
             names = list_studies(datastore)
@@ -174,6 +184,7 @@ def get_command(
     """Write an instance's stored bytes to a file."""
     if (study is None) != (series is None):
         _fail("give both --study and --series, or neither.", 2)
+    datastore = _existing(datastore)
     try:
         if study is not None and series is not None:
             cod = CODObject(datastore, study, series, lock=False)
@@ -182,7 +193,7 @@ def get_command(
         output.write_bytes(cod.get(sop_instance_uid))
     except (DicomflowError, OSError) as exc:
         _fail(str(exc))
-    console.print(f"wrote {sop_instance_uid} to {output}", highlight=False)
+    results.print(f"wrote {sop_instance_uid} to {output}")
 
 
 def _verify_series(datastore: str, study: str, series: str) -> tuple[int, list[str]]:
@@ -201,6 +212,7 @@ def _verify_series(datastore: str, study: str, series: str) -> tuple[int, list[s
 def verify_command(datastore: Datastore) -> None:
     """Check every instance's crc32c by a ranged read."""
     checked, problems = 0, list[str]()
+    datastore = _existing(datastore)
     try:
         for study, series in _all_series(datastore):
             count, found = _verify_series(datastore, study, series)
@@ -209,7 +221,7 @@ def verify_command(datastore: Datastore) -> None:
         _fail(str(exc))
     for problem in problems:
         _error(problem)
-    console.print(f"checked {checked} instance(s): {len(problems)} problem(s)", highlight=False)
+    results.print(f"checked {checked} instance(s): {len(problems)} problem(s)")
     if problems:
         raise typer.Exit(1)
 
@@ -232,4 +244,4 @@ def unlock_command(
         fs.rm(lock)
     except (DicomflowError, OSError) as exc:
         _fail(str(exc))
-    console.print(f"removed lock {lock}", highlight=False)
+    results.print(f"removed lock {lock}")

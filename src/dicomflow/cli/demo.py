@@ -122,7 +122,8 @@ def _exercise(
     console.print(f"node [bold]{settings.ae_title}[/bold] listening on 127.0.0.1:{port}")
     console.print(f"result endpoint [bold]{DEMO_PACS}[/bold] on 127.0.0.1:{endpoint.scp.port}")
     files = write_series(make_ct_series(count, rows=128, columns=128), data_dir / "demo-input")
-    send_with_progress(Address("127.0.0.1", port, settings.ae_title), files, "DEMO-CT", console)
+    progress = Console(stderr=True, soft_wrap=True)
+    send_with_progress(Address("127.0.0.1", port, settings.ae_title), files, "DEMO-CT", progress)
     counters = node.counters
     done = wait_until(lambda: counters.delivered or counters.rounds_failed, WAIT_S)
     if not done or counters.rounds_failed:

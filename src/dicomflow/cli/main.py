@@ -1,8 +1,9 @@
 """The ``dicomflow`` command: a thin layer that builds settings and calls the node."""
 
 import logging
+from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -13,13 +14,14 @@ from dicomflow.cli.cod import app as cod_app
 from dicomflow.cli.loader import load_pipeline
 from dicomflow.cli.sending import collect_files, send_with_progress
 from dicomflow.cli.service import app as service_app
+from dicomflow.cli.setting_error import class_origins, option_name, setting_error
 from dicomflow.errors import DicomflowError
 from dicomflow.logs import configure_logging
 from dicomflow.net.address import Address
 from dicomflow.net.scu import echo as dicom_echo
 from dicomflow.node.archive import ArchiveScheduler, Consumers
 from dicomflow.node.node import Node
-from dicomflow.node.pipeline import wait_for_signal
+from dicomflow.node.pipeline import AbstractPipeline, wait_for_signal
 from dicomflow.queue.worker import run_worker
 from dicomflow.services.consumer import ServiceScheduler
 from dicomflow.settings import NodeSettings, build_settings
@@ -29,7 +31,8 @@ from dicomflow.web.server import WebServer, start_web
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(service_app, name="service")
 app.add_typer(cod_app, name="cod")
-console = Console(stderr=True, soft_wrap=True)
+console = Console(stderr=True, soft_wrap=True)  # errors, progress, what a server is doing
+results = Console(soft_wrap=True, highlight=False)  # what a command reports back, on stdout
 logger = logging.getLogger(__name__)
 
 PipelineArg = Annotated[str, typer.Argument(help="file.py, file.py:Class or module:Class")]
@@ -45,35 +48,71 @@ Archive = Annotated[str | None, typer.Option(help="Archive datastore (dir or URL
 Services = Annotated[Path | None, typer.Option(help="Registry services folder.")]
 WebPort = Annotated[int | None, typer.Option(help="Dashboard port (0: any free).")]
 WebIp = Annotated[str | None, typer.Option(help="Dashboard address.")]
+PeerPort = Annotated[int, typer.Argument(help="The peer's port.", min=1, max=65535)]
 Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
 Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
 
 
-def fail(message: str, code: int = 1) -> None:
+def main() -> None:
+    """The console script: a usage error (unknown option, bad value, missing file) is one
+    line on stderr with exit code 2, like every other error."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # typer's (vendored click's) usage errors
+        code = _usage_error(exc)
+    except typer.Abort:
+        code = 130
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    context = getattr(exc, "ctx", None)
+    if type(exc).__name__ != "NoArgsIsHelpError":  # without arguments typer showed the help
+        hint = f" (see: {context.command_path} --help)" if context is not None else ""
+        console.print(f"[red]error:[/red] {escape(exc.format_message())}{hint}", highlight=False)
+    return int(getattr(exc, "exit_code", 2))
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dicomflow {installed_version('dicomflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """A DICOM processing node: receive, collect, process in isolation, export, archive."""
+
+
+def _message(exc: Exception) -> str:
+    """An error as one sentence; an OS error names the file it is about."""
+    if isinstance(exc, OSError) and not isinstance(exc, DicomflowError) and exc.filename:
+        return f'Cannot use "{exc.filename}": {exc.strerror}.'
+    return str(exc)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
 def _open(spec: str | None, overrides: dict[str, Any], no_web: bool = False) -> None:
-    given = {key: value for key, value in overrides.items() if value is not None}
-    if no_web:
-        given["web_enabled"] = False
+    given = {**overrides, "web_enabled": False} if no_web else overrides
+    settings, pipeline = _settings_for(spec, given)
     try:
-        if spec is None:
-            settings = build_settings(**given)
-        else:
-            pipeline = load_pipeline(spec)(start=False, **given)
-            settings = pipeline.settings
         consumer = _consumer(settings)
-    except ValidationError as exc:
-        fail(_setting_error(exc), 2)
     except DicomflowError as exc:
         fail(str(exc), 2)
     if spec is None and consumer is None:
         fail("give a PIPELINE file, or --services DIR / --archive URL for a node without one.", 2)
     web: WebServer | None = None
     try:
-        if spec is None:
+        if pipeline is None:
             configure_logging(settings.log_level, settings.log_path)
             node = Node(None, settings, consumer)
             node.start()
@@ -82,19 +121,32 @@ def _open(spec: str | None, overrides: dict[str, Any], no_web: bool = False) -> 
             node = pipeline.node
         try:
             web = start_web(settings, node)
-        except DicomflowError:
+        except (DicomflowError, OSError):
             node.stop()
             raise
-    except DicomflowError as exc:
-        fail(str(exc))
+    except (DicomflowError, OSError) as exc:
+        fail(_message(exc))
     _serve_until_signal(settings, web)
     node.stop()
 
 
-def _setting_error(exc: ValidationError) -> str:
-    """One line naming the first invalid setting."""
-    first = exc.errors()[0]
-    return f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}"
+def _settings_for(
+    spec: str | None, given: dict[str, Any]
+) -> tuple[NodeSettings, AbstractPipeline | None]:
+    """The settings (and the pipeline, if ``spec`` names one), or a one-line error."""
+    given = {key: value for key, value in given.items() if value is not None}
+    origins = {field: f"option {option_name(field)}" for field in given}
+    try:
+        if spec is None:
+            return build_settings(**given), None
+        pipeline_class = load_pipeline(spec)
+        origins = {**class_origins(pipeline_class), **origins}
+        pipeline = pipeline_class(start=False, **given)
+        return pipeline.settings, pipeline
+    except ValidationError as exc:
+        fail(setting_error(exc, origins), 2)
+    except DicomflowError as exc:
+        fail(str(exc), 2)
 
 
 def _serve_until_signal(settings: NodeSettings, web: WebServer | None) -> None:
@@ -116,6 +168,12 @@ def _consumer(settings: NodeSettings) -> Consumers | None:
     """What stable series go to: registry services and/or the archive."""
     url = settings.resolved_queue_url()
     services = settings.services_directory
+    if services is not None and not services.is_dir():
+        fail(
+            f'Services folder "{services}" does not exist; install a service into it first '
+            f"(dicomflow service install NAME -p PATH -r {services}).",
+            2,
+        )
     consumers = Consumers(
         ServiceScheduler(services, url) if services is not None else None,
         ArchiveScheduler(settings.archive_datastore, url) if settings.archive_datastore else None,
@@ -190,22 +248,22 @@ def dashboard(
 ) -> None:
     """Serve the dashboard, DICOMweb and /metrics without a node (e.g. beside Redis workers,
     or to browse an archive), until Ctrl-C."""
-    try:
-        settings = build_settings(
-            data_directory=data_dir,
-            queue_url=queue,
-            archive_datastore=archive,
-            services_directory=services,
-            web_port=web_port,
-            web_ip=web_ip,
-        )
-    except ValidationError as exc:
-        fail(_setting_error(exc), 2)
+    settings, _ = _settings_for(
+        None,
+        {
+            "data_directory": data_dir,
+            "queue_url": queue,
+            "archive_datastore": archive,
+            "services_directory": services,
+            "web_port": web_port,
+            "web_ip": web_ip,
+        },
+    )
     configure_logging(settings.log_level, settings.log_path)
     try:
         web = start_web(settings, None)
-    except DicomflowError as exc:
-        fail(str(exc))
+    except (DicomflowError, OSError) as exc:
+        fail(_message(exc))
     if web is None:
         fail("web_enabled is off: nothing to serve.", 2)
     _serve_until_signal(settings, web)
@@ -221,8 +279,8 @@ def worker(
     configure_logging("INFO")
     try:
         run_worker(queue, name=name, burst=burst)
-    except DicomflowError as exc:
-        fail(str(exc))
+    except (DicomflowError, OSError) as exc:
+        fail(_message(exc))
     except KeyboardInterrupt:
         pass
 
@@ -230,8 +288,8 @@ def worker(
 @app.command()
 def send(
     host: str,
-    port: int,
-    files: Annotated[list[Path], typer.Argument(help="Files or folders (recursive).")],
+    port: PeerPort,
+    files: Annotated[list[Path], typer.Argument(help="Files or folders (recursive).", exists=True)],
     aet: Aet = "DICOMFLOW",
     aec: Aec = "ANY-SCP",
 ) -> None:
@@ -243,21 +301,21 @@ def send(
         report = send_with_progress(Address(host, port, aec), paths, aet, console)
     except (DicomflowError, ValueError) as exc:
         fail(str(exc))
-    console.print(f"sent {len(report.sent)} of {len(paths)} instance(s) to {aec}@{host}:{port}")
+    results.print(f"sent {len(report.sent)} of {len(paths)} instance(s) to {aec}@{host}:{port}")
     for name, reason in report.failed.items():
-        console.print(f"[red]failed[/red] {name}: {reason}", highlight=False)
+        results.print(f"[red]failed[/red] {name}: {reason}", highlight=False)
     if report.failed:
         raise typer.Exit(1)
 
 
 @app.command()
-def echo(host: str, port: int, aet: Aet = "DICOMFLOW", aec: Aec = "ANY-SCP") -> None:
+def echo(host: str, port: PeerPort, aet: Aet = "DICOMFLOW", aec: Aec = "ANY-SCP") -> None:
     """Check that a peer answers C-ECHO."""
     try:
         dicom_echo(Address(host, port, aec), aet)
     except (DicomflowError, ValueError) as exc:
         fail(str(exc))
-    console.print(f"C-ECHO to {aec}@{host}:{port}: success")
+    results.print(f"C-ECHO to {aec}@{host}:{port}: success")
 
 
 @app.command()
@@ -275,10 +333,10 @@ def demo(
     from dicomflow.cli.demo import run_demo
 
     try:
-        run_demo(pipeline, count, data_dir or Path("dicomflow-data"), console, keep)
+        run_demo(pipeline, count, data_dir or Path("dicomflow-data"), results, keep)
     except DicomflowError as exc:
         fail(str(exc))
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -1,7 +1,7 @@
 """``dicomflow service install|remove|backup|list``: manage registry services."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -13,7 +13,8 @@ from dicomflow.services.install import backup, install, remove
 from dicomflow.services.registry import Registry
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True, soft_wrap=True)
+console = Console(stderr=True, soft_wrap=True)  # errors
+results = Console(soft_wrap=True, highlight=False)  # what a command reports back, on stdout
 
 Root = Annotated[
     Path,
@@ -22,7 +23,7 @@ Root = Annotated[
 DEFAULT_ROOT = Path("dicomflow-data/services")
 
 
-def _fail(error: Exception) -> None:
+def _fail(error: Exception) -> NoReturn:
     console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
     raise typer.Exit(1)
 
@@ -39,7 +40,7 @@ def install_command(
     except (DicomflowError, OSError) as exc:
         _fail(exc)
     jobs = ", ".join(spec.job_name for spec in specs)
-    console.print(f"installed {name} ({jobs}) in {root}", highlight=False)
+    results.print(f"installed {name} ({jobs}) in {root}")
 
 
 @app.command("remove")
@@ -54,7 +55,7 @@ def remove_command(
     except (DicomflowError, OSError) as exc:
         _fail(exc)
     suffix = f" (backup: {archive})" if archive else ""
-    console.print(f"removed {name}{suffix}", highlight=False)
+    results.print(f"removed {name}{suffix}")
 
 
 @app.command("backup")
@@ -68,12 +69,14 @@ def backup_command(
         archive = backup(name, root, to)
     except (DicomflowError, OSError) as exc:
         _fail(exc)
-    console.print(f"backed up {name} to {archive}", highlight=False)
+    results.print(f"backed up {name} to {archive}")
 
 
 @app.command("list")
 def list_command(root: Root = DEFAULT_ROOT) -> None:
     """List installed services and their jobs."""
+    if not root.is_dir():
+        _fail(NotADirectoryError(f'Services folder "{root}" does not exist.'))
     report = Registry(root).load()
     table = Table(title=f"services in {root}")
     for column in ("service", "job", "worker", "depends on", "priority", "timeout"):
@@ -88,6 +91,6 @@ def list_command(root: Root = DEFAULT_ROOT) -> None:
             spec.priority.value,
             f"{spec.timeout_s:g} s",
         )
-    Console(soft_wrap=True).print(table)
+    results.print(table)
     for service, error in report.errors.items():
         console.print(f"[red]broken:[/red] {service}: {escape(str(error))}", highlight=False)
