@@ -117,6 +117,12 @@ INSTANCES_EXPORTED = Counter(
     "Result instances acknowledged by an endpoint.",
     registry=REGISTRY,
 )
+WORKER_RESTARTS = Counter(
+    "dicomflow_worker_restarts",
+    "Local queue workers started again after they ended while the node ran (killed,"
+    " crashed).",
+    registry=REGISTRY,
+)
 STAGE_LATENCY = Histogram(
     "dicomflow_stage_latency_seconds",
     "Time each stage took, for pipeline rounds and registry-service series batches"

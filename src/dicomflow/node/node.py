@@ -80,6 +80,7 @@ class NodeCounters:
     rounds_succeeded: int = 0
     rounds_failed: int = 0
     delivered: int = 0
+    worker_restarts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, amount: int = 1) -> None:
@@ -147,6 +148,7 @@ class Node:
             settings.local_workers(),
             log_level=settings.log_level,
             log_file=root / "logs" / "workers.log",
+            on_restart=lambda: self.counters.add("worker_restarts"),
         )
         if consumer is not None:
             self._add_services(root, consumer)

@@ -38,12 +38,24 @@ class QueueOptions:
     """Modules imported once by the worker's fork server, so that jobs start warm."""
     synchronous: str = "NORMAL"
     """SQLite only: ``PRAGMA synchronous`` (NORMAL survives any process crash; FULL, power loss)."""
+    max_interruptions: int = 3
+    """A job whose worker died under it (killed, lost its heartbeat) is queued again, without
+    using up its retries, this many times; the next such death fails it (a job that kills
+    its worker every time)."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_s", "stale_after_s", "poll_s", "check_s", "result_ttl_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise QueueError(f"Queue option {name} is {value!r}; expected a number > 0.")
+        if isinstance(self.max_interruptions, bool) or not isinstance(self.max_interruptions, int):
+            raise QueueError(
+                f"Queue option max_interruptions is {self.max_interruptions!r}; expected an int."
+            )
+        if self.max_interruptions < 0:
+            raise QueueError(
+                f"Queue option max_interruptions is {self.max_interruptions}; expected >= 0."
+            )
         if self.synchronous.upper() not in SYNCHRONOUS_MODES:
             raise QueueError(
                 f'Queue option synchronous is "{self.synchronous}"; '
@@ -79,7 +91,7 @@ def _parse(url: str, key: str, text: str) -> Any:
     if key == "synchronous":
         return text
     try:
-        return float(text)
+        return int(text) if key == "max_interruptions" else float(text)
     except ValueError:
         message = f'Queue URL "{url}": option {key} is "{text}"; expected a number.'
         raise QueueError(message) from None

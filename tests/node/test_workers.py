@@ -1,0 +1,54 @@
+"""Local workers: one that dies is started again, and the round it ran is run again."""
+
+import signal
+from pathlib import Path
+
+from sample_pipelines import CopyPipeline, SlowPipeline
+
+from dicomflow import metrics
+from dicomflow.dicom.factory import make_ct_series, write_series
+from support import StoreSCPPeer, storescu, wait_for
+
+
+def restarts() -> float:
+    return metrics.REGISTRY.get_sample_value("dicomflow_worker_restarts_total") or 0.0
+
+
+def send_patient(port: int, folder: Path, count: int = 2) -> None:
+    series = make_ct_series(count, rows=16, columns=16, patient_id=folder.name)
+    storescu(port, write_series(series, folder))
+
+
+def test_a_killed_idle_worker_is_started_again_and_counted(
+    make_node, storescp: StoreSCPPeer, tmp_path: Path
+):
+    node = make_node(CopyPipeline, endpoints=[storescp.endpoint()])
+    before = restarts()
+    victim = node.workers.processes[0]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+
+    send_patient(node.port, tmp_path / "after-the-kill")
+
+    wait_for(lambda: len(storescp.files()) == 2, 30, "the round after the worker was killed")
+    assert node.workers.processes[0].pid != victim.pid
+    assert node.workers.processes[0].poll() is None
+    assert node.counters.worker_restarts == 1
+    assert restarts() == before + 1
+
+
+def test_a_round_whose_worker_was_killed_is_run_again_not_failed(
+    make_node, storescp: StoreSCPPeer, tmp_path: Path
+):
+    data = tmp_path / "data"
+    node = make_node(SlowPipeline, endpoints=[storescp.endpoint()])
+    send_patient(node.port, tmp_path / "interrupted")
+    wait_for(lambda: any((data / "rounds").glob("*/work")), 30, "processing to start")
+
+    node.workers.processes[0].send_signal(signal.SIGKILL)
+
+    wait_for(lambda: len(storescp.files()) == 2, 40, "the results of the round run again")
+    assert not list((data / "failed").iterdir())
+    assert node.counters.rounds_succeeded == 1 and node.counters.rounds_failed == 0
+    (job,) = node._queue.get().jobs()
+    assert (job.attempts, job.interruptions) == (2, 1)
