@@ -27,7 +27,13 @@ from dicomflow.queue.isolation import Isolation, Outcome
 from dicomflow.queue.job import JobStatus
 from dicomflow.queue.options import QueueOptions
 from dicomflow.queue.rq_dependants import settle_dependants
-from dicomflow.queue.rq_mapping import CANCEL_FIELD, attempt_ending, dump_meta, to_job
+from dicomflow.queue.rq_mapping import (
+    CANCEL_FIELD,
+    MAX_INTERRUPTIONS,
+    attempt_ending,
+    dump_meta,
+    to_job,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,13 +132,32 @@ def on_failure(
 
 
 def _abandoned(rq_job: RQJob, connection: Redis) -> None:
-    """A worker died during the attempt (RQ found its execution expired)."""
+    """A worker died during the attempt (RQ found its execution expired): not the job's
+    failure, so RQ queues it again without using up a retry, up to ``max_interruptions``
+    times (recorded in its meta by the backend that queued it)."""
     attempt = rq_job.meta.get("attempts", 0)
+    interruptions = int(rq_job.meta.get("interruptions", 0)) + 1
+    limit = int(rq_job.meta.get(MAX_INTERRUPTIONS, QueueOptions.max_interruptions))
     error = f'Worker "{rq_job.worker_name}" stopped responding while running attempt {attempt}.'
     outcome = JobStatus.FAILED.value
     if connection.hexists(rq_job.key, CANCEL_FIELD):
         rq_job.retries_left = 0
         outcome = JobStatus.CANCELED.value
-    rq_job.meta.update(outcome=outcome, error=error)
+    elif interruptions <= limit:
+        rq_job.retries_left = (rq_job.retries_left or 0) + 1  # RQ's retry takes it back
+        logger.warning(
+            "job %s: %s Queued again (interruption %d of at most %d).",
+            rq_job.id,
+            error,
+            interruptions,
+            limit,
+        )
+    else:
+        rq_job.retries_left = 0
+        error += (
+            f" Its workers died under it {interruptions} times, more than max_interruptions"
+            f" ({limit}) allows: it is not queued again."
+        )
+    rq_job.meta.update(outcome=outcome, error=error, interruptions=interruptions)
     rq_job.save_meta()  # type: ignore[no-untyped-call]
     logger.warning("job %s: %s", rq_job.id, error)
