@@ -119,8 +119,7 @@ INSTANCES_EXPORTED = Counter(
 )
 WORKER_RESTARTS = Counter(
     "dicomflow_worker_restarts",
-    "Local queue workers started again after they ended while the node ran (killed,"
-    " crashed).",
+    "Local queue workers started again after they ended while the node ran (killed, crashed).",
     registry=REGISTRY,
 )
 STAGE_LATENCY = Histogram(

@@ -12,7 +12,7 @@ from support import wait_for
 def test_a_worker_stops_listening_at_once_after_the_listener_saw_the_unsubscription(
     redis: str,
 ) -> None:
-    worker = RQWorker(Redis.from_url(redis), QueueOptions(), name="listener").rq_worker
+    worker = RQWorker(Redis.from_url(redis), QueueOptions(), name="listener").new_rq_worker()
     worker.subscribe()
     assert worker.pubsub is not None
     try:

@@ -242,6 +242,8 @@ class Node:
         self.scp.close()
         self.scp = None
         self.trigger.stop()
+        if self.runner is not None:
+            self.runner.close()
         self.runner = None
         for part in (self.series, self.watcher, self.workers):
             if part is not None:

@@ -18,6 +18,8 @@ from types import TracebackType
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.exceptions import AbandonedJobError
 from rq.job import Job as RQJob
 from rq.job import get_current_job
@@ -105,12 +107,24 @@ class _Poll:
         self.interval_s = options.heartbeat_s
         self.keepalive = keepalive
         self.next_beat = time.monotonic() + self.interval_s
+        self.lost = False
 
     def __call__(self) -> bool:
-        if self.keepalive is not None and time.monotonic() >= self.next_beat:
-            self.next_beat = time.monotonic() + self.interval_s
-            self.keepalive()
-        return bool(self.rq_job.connection.hexists(self.rq_job.key, CANCEL_FIELD))
+        """Whether the job was canceled; while Redis does not answer, the job runs on."""
+        try:
+            if self.keepalive is not None and time.monotonic() >= self.next_beat:
+                self.next_beat = time.monotonic() + self.interval_s
+                self.keepalive()
+            canceled = bool(self.rq_job.connection.hexists(self.rq_job.key, CANCEL_FIELD))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if not self.lost:
+                logger.warning(
+                    "job %s: Redis does not answer (%r); the job runs on", self.rq_job.id, exc
+                )
+            self.lost = True
+            return False
+        self.lost = False
+        return canceled
 
 
 def on_failure(
