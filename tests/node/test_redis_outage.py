@@ -57,7 +57,8 @@ class RestartableRedis:
 def missed_redis(worker_log: Path) -> bool:
     """Whether the worker noticed that Redis is gone (idle, between jobs or in one)."""
     text = worker_log.read_text()
-    return any(sign in text for sign in ("lost Redis", "could not connect", "does not answer"))
+    signs = ("starting again in", "could not connect", "does not answer")
+    return any(sign in text for sign in signs)
 
 
 def received(storescp: StoreSCPPeer) -> set[str]:

@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.command import send_shutdown_command
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import StopRequested
 from rq.job import Job as RQJob
 from rq.queue import Queue
 from rq.scheduler import RQScheduler
@@ -225,16 +226,16 @@ class RQWorker:
             started = time.monotonic()
             try:
                 self._work_once(burst)
-                reason = "its loop ended"
+                reason = "RQ's loop ended unasked (its log says why)"
             except LOST as exc:
                 if burst:
                     raise
-                reason = repr(exc)
+                reason = f"lost Redis ({exc!r})"
             if burst or self._stop_wanted():
                 return
             if time.monotonic() - started >= STEADY_S:
                 wait_s = RECONNECT_FIRST_S
-            logger.warning("worker %s: lost Redis (%s); again in %g s", self.name, reason, wait_s)
+            logger.warning("worker %s: %s; starting again in %g s", self.name, reason, wait_s)
             if self._wait(wait_s):
                 return
             wait_s = min(wait_s * 2, RECONNECT_MAX_S)
@@ -273,6 +274,9 @@ class RQWorker:
         """Sleep ``wait_s``; whether a stop was asked for meanwhile (RQ's signal handlers
         of the ended loop stay installed and record it)."""
         deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and not self._stop_wanted():
-            time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
+        try:
+            while time.monotonic() < deadline and not self._stop_wanted():
+                time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
+        except (StopRequested, *LOST):  # how RQ's handler stops an idle loop, or fails to
+            pass
         return self._stop_wanted()
