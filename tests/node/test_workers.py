@@ -1,13 +1,19 @@
 """Local workers: one that dies is started again, and the round it ran is run again."""
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from sample_pipelines import CopyPipeline, SlowPipeline
 
 from dicomflow import metrics
 from dicomflow.dicom.factory import make_ct_series, write_series
-from support import StoreSCPPeer, storescu, wait_for
+from support import StoreSCPPeer, free_port, storescu, wait_for, wait_for_port
+
+HERE = Path(__file__).parent
+DICOMFLOW = str(Path(sys.executable).parent / "dicomflow")
 
 
 def restarts() -> float:
@@ -52,3 +58,34 @@ def test_a_round_whose_worker_was_killed_is_run_again_not_failed(
     assert node.counters.rounds_succeeded == 1 and node.counters.rounds_failed == 0
     (job,) = node._queue.get().jobs()
     assert (job.attempts, job.interruptions) == (2, 1)
+
+
+def test_a_node_killed_with_its_workers_runs_the_round_again_at_once_when_restarted(
+    storescp: StoreSCPPeer, tmp_path: Path
+):
+    data, port = tmp_path / "data", free_port()
+    node = serve(port, data, storescp)
+    send_patient(port, tmp_path / "interrupted")
+    wait_for(lambda: any((data / "rounds").glob("*/work")), 30, "processing to start")
+    os.killpg(node.pid, signal.SIGKILL)  # the node, its workers and the round's process
+    node.wait(timeout=10)
+
+    node = serve(port, data, storescp)
+    try:
+        # well before the queue's stale_after_s (30 s) would find the job abandoned
+        wait_for(lambda: len(storescp.files()) == 2, 15, "the results of the round run again")
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=30)
+    assert not list((data / "failed").iterdir())
+
+
+def serve(port: int, data: Path, storescp: StoreSCPPeer) -> subprocess.Popen[bytes]:
+    """``dicomflow serve`` of the slow pipeline, in a process group of its own."""
+    command = [DICOMFLOW, "serve", f"{HERE / 'sample_pipelines.py'}:SlowPipeline", "--no-web"]
+    command += ["--port", str(port), "--data-dir", str(data), "--endpoint", storescp.endpoint()]
+    data.mkdir(parents=True, exist_ok=True)
+    with (data.parent / "node.log").open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
+    wait_for_port(port, 30)
+    return process

@@ -8,7 +8,9 @@ is started again under the same name after a wait that doubles from 1 s up to
 60 s while it keeps dying, and is back to 1 s once a worker ran a minute. Each
 restart is logged and counted (``dicomflow_worker_restarts_total``); on the
 embedded queue the dead worker's job is queued again at once instead of after
-``stale_after_s``.
+``stale_after_s``, and so are, when the node starts, the jobs of the local
+workers of its previous run that were killed with it (``kill -9`` of its
+process group).
 """
 
 import ctypes
@@ -30,6 +32,8 @@ from dicomflow.queue.embedded import EmbeddedBackend
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+PREFIX = "node-"
+"""Local workers are named ``node-{the node's pid}-{n}``."""
 STOP_TIMEOUT_S = 10.0
 CHECK_S = 0.25
 """How often the node looks whether its workers are alive."""
@@ -76,7 +80,7 @@ class LocalWorkers:
         self.log_level = log_level
         self.log_file = log_file
         self.on_restart = on_restart
-        self._slots = [_Slot(f"node-{os.getpid()}-{index}", index) for index in range(count)]
+        self._slots = [_Slot(f"{PREFIX}{os.getpid()}-{index}", index) for index in range(count)]
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -86,6 +90,8 @@ class LocalWorkers:
         return [slot.process for slot in self._slots if slot.process is not None]
 
     def start(self) -> None:
+        if self._slots and self.url.startswith("sqlite:"):
+            _settle_jobs_of_gone(self.url)
         self._stopping.clear()
         for slot in self._slots:
             self._spawn(slot)
@@ -193,6 +199,19 @@ def _settle_jobs_of(url: str, name: str) -> None:
         backend.close()
     if settled:
         logger.info("local worker %s: its %d started job(s) settled", name, settled)
+
+
+def _settle_jobs_of_gone(url: str) -> None:
+    """Before the workers start: queue again at once the jobs that local workers of an
+    earlier run of the node were running when they were killed with it (``kill -9`` of its
+    process group), instead of after ``stale_after_s``."""
+    backend = EmbeddedBackend(url)
+    try:
+        settled = backend.settle_gone_workers(PREFIX)
+    finally:
+        backend.close()
+    if settled:
+        logger.info("%d job(s) of local workers of an earlier run queued again", settled)
 
 
 def _ending(returncode: int) -> str:

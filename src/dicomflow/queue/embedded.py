@@ -35,7 +35,7 @@ from dicomflow.queue.database import (
 )
 from dicomflow.queue.embedded_worker import EmbeddedWorker
 from dicomflow.queue.job import TERMINAL, UNSUCCESSFUL, Job, JobStatus
-from dicomflow.queue.liveness import recover_abandoned, settle_dead_worker
+from dicomflow.queue.liveness import gone_workers, recover_abandoned, settle_dead_worker
 from dicomflow.queue.options import QueueOptions, split_url
 
 logger = logging.getLogger(__name__)
@@ -195,6 +195,13 @@ class EmbeddedBackend:
         ``name``, whose process is known to have ended; how many there were."""
         with self._lock:
             return settle_dead_worker(self._connection, name, self.options.max_interruptions)
+
+    def settle_gone_workers(self, prefix: str) -> int:
+        """Settle at once the jobs of the workers of this host named ``prefix…`` whose
+        process no longer exists; how many jobs there were."""
+        with self._lock:
+            names = gone_workers(self._connection, prefix)
+        return sum(self.settle_dead_worker(name) for name in names)
 
     def purge(self, *, now: float | None = None) -> int:
         """Remove finished and canceled jobs that ended ``result_ttl_s`` before ``now``

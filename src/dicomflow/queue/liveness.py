@@ -17,6 +17,7 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from dicomflow.queue.database import next_seq, transaction
 from dicomflow.queue.graph import release_dependants
@@ -100,6 +101,28 @@ def settle_dead_worker(connection: sqlite3.Connection, name: str, max_interrupti
             _settle(connection, row, "ended", max_interruptions)
         connection.execute("DELETE FROM workers WHERE name = ?", (name,))
     return len(rows)
+
+
+def gone_workers(connection: sqlite3.Connection, prefix: str) -> list[str]:
+    """The names starting with ``prefix`` of workers registered from this host whose
+    process no longer exists (a node's local workers, after the node was killed with them)."""
+    rows = connection.execute(
+        "SELECT DISTINCT name, pid FROM workers WHERE hostname = ? AND substr(name, 1, ?) = ?",
+        (socket.gethostname(), len(prefix), prefix),
+    ).fetchall()
+    return sorted({str(name) for name, pid in rows if not _running(int(pid))})
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie, killed and not yet reaped by
+    whoever inherited it, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:
+        return True  # not readable: assume it runs, and wait for its heartbeat to go stale
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def _settle(
