@@ -121,3 +121,31 @@ def test_20_rounds_survive_kill_9_of_redis(
         f"\n{persistence}: {ROUNDS}/{ROUNDS} rounds in {elapsed:.1f} s;"
         f" {retried} submission(s) retried, {resubmitted} vanished job(s) submitted again"
     )
+
+
+def test_a_round_whose_job_vanished_with_redis_is_submitted_again(
+    make_node, storescp: StoreSCPPeer, tmp_path: Path
+):
+    redis = RestartableRedis(tmp_path / "redis", "none")
+    url = f"redis://127.0.0.1:{redis.port}/0?{OPTIONS}"
+    worker = None
+    try:
+        node = make_node(
+            CopyPipeline, endpoints=[storescp.endpoint()], queue_url=url, queue_workers=0
+        )
+        storescu(node.port, write_series(make_ct_series(1), tmp_path / "p"))
+        wait_for(lambda: list((tmp_path / "data" / "rounds").glob("*/job.json")), 30, "a job")
+        redis.kill9()  # no worker yet: the job is only in Redis's memory, and is lost
+        redis.start()
+        with (tmp_path / "worker.log").open("ab") as log:
+            worker = subprocess.Popen(
+                [DICOMFLOW, "worker", "--queue", url + PRELOAD], stdout=log, stderr=log
+            )
+
+        wait_for(lambda: len(received(storescp)) == 1, 60, "the round's results")
+        assert node.counters.rounds_failed == 0
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        redis.stop()

@@ -87,15 +87,14 @@ class JobWatcher:
             except Exception as exc:
                 self._lost(exc)
                 return
-            self._found()
             watched = [(i, w) for i, w in watched if i not in known or _ended(known[i])]
+        failure: Exception | None = None
         for job_id, watch in watched:
             try:
                 job = backend.fetch(job_id)
-            except Exception as exc:
-                self._lost(exc)
-                return
-            self._found()
+            except Exception as exc:  # the others are read all the same
+                failure = failure or exc
+                continue
             if job is None and watch.vanished is None:
                 continue
             if job is not None and not job.status.is_terminal:
@@ -103,6 +102,10 @@ class JobWatcher:
             with self._lock:
                 self._watched.pop(job_id, None)
             self._call(job_id, job, watch)
+        if failure is None:
+            self._found()
+        else:
+            self._lost(failure)
 
     def _lost(self, exc: Exception) -> None:
         """The queue did not answer: said once, then asked again every second."""
