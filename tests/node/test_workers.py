@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sample_pipelines import CopyPipeline, SlowPipeline
 
 from dicomflow import metrics
@@ -25,10 +26,17 @@ def send_patient(port: int, folder: Path, count: int = 2) -> None:
     storescu(port, write_series(series, folder))
 
 
+@pytest.mark.parametrize("queue", ["sqlite", "redis"])
 def test_a_killed_idle_worker_is_started_again_and_counted(
-    make_node, storescp: StoreSCPPeer, tmp_path: Path
+    make_node, storescp: StoreSCPPeer, tmp_path: Path, queue: str, request: pytest.FixtureRequest
 ):
-    node = make_node(CopyPipeline, endpoints=[storescp.endpoint()])
+    on_redis = {}
+    if queue == "redis":
+        url = request.getfixturevalue("redis_server").url()
+        on_redis = {"queue_url": f"{url}?heartbeat_s=0.5&stale_after_s=2", "queue_workers": 1}
+    node = make_node(CopyPipeline, endpoints=[storescp.endpoint()], **on_redis)
+    log = tmp_path / "data" / "logs" / "workers-0.log"
+    wait_for(lambda: log.exists() and "started" in log.read_text(), 30, "the worker to start")
     before = restarts()
     victim = node.workers.processes[0]
     victim.send_signal(signal.SIGKILL)

@@ -4,8 +4,10 @@ Each is ``python -m dicomflow.queue URL``; it dies with the node
 (``PR_SET_PDEATHSIG``), and the node stops it with SIGTERM (the worker finishes
 or abandons its job, which the queue then retries). A worker that ends while
 the node runs (``kill -9``, the kernel's OOM killer, a crash of the interpreter)
-is started again under the same name after a wait that doubles from 1 s up to
-60 s while it keeps dying, and is back to 1 s once a worker ran a minute. Each
+is started again after a wait that doubles from 1 s up to 60 s while it keeps
+dying, and is back to 1 s once a worker ran a minute; it is named
+``node-{pid}-{n}.{restart}`` (on Redis a dead worker's name stays registered
+until its heartbeat expires). Each
 restart is logged and counted (``dicomflow_worker_restarts_total``); on the
 embedded queue the dead worker's job is queued again at once instead of after
 ``stale_after_s``, and so are, when the node starts, the jobs of the local
@@ -52,12 +54,17 @@ def _die_with_parent() -> None:
 class _Slot:
     """One of the ``count`` workers: its process now, and when to start the next one."""
 
-    name: str
+    base: str
     index: int
+    restarts: int = 0
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     backoff_s: float = FIRST_BACKOFF_S
     restart_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.base if not self.restarts else f"{self.base}.{self.restarts}"
 
 
 class LocalWorkers:
@@ -133,6 +140,7 @@ class LocalWorkers:
         if slot.restart_at is not None:
             if now >= slot.restart_at and not self._stopping.is_set():
                 slot.restart_at = None
+                slot.restarts += 1
                 self._spawn(slot)
                 metrics.WORKER_RESTARTS.inc()
                 if self.on_restart is not None:

@@ -22,7 +22,9 @@ RQ installs signal handlers, so the worker must run in a process's main thread.
 
 import logging
 import math
+import os
 import signal
+import stat
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -76,12 +78,34 @@ class DyingScheduler(RQScheduler):
 
     It gets SIGTERM when its worker dies, on which RQ's scheduler releases its
     locks within a second, so that another worker's scheduler takes over at
-    once instead of after the locks expire (a minute).
+    once instead of after the locks expire (a minute). It lets go of the sockets
+    it inherited from its worker (their Redis connections): a worker killed
+    while it waits for a job must be gone for Redis at once, or Redis hands the
+    next job to that dead connection, and the job is lost.
     """
 
     def work(self) -> None:
         die_with_parent(signal.SIGTERM)
+        _release_inherited_sockets()
         super().work()  # type: ignore[no-untyped-call]
+
+
+def _release_inherited_sockets() -> None:
+    """Point every socket descriptor of this (forked) process at ``/dev/null``: the
+    sockets close for good once the worker's copies close too, and the descriptor
+    numbers stay taken, so the worker's stale socket objects in this process touch
+    nothing of the scheduler's own connections."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            descriptor = int(name)
+            try:
+                if descriptor != null and stat.S_ISSOCK(os.fstat(descriptor).st_mode):
+                    os.dup2(null, descriptor)
+            except OSError:  # the listing's own descriptor, closed meanwhile
+                continue
+    finally:
+        os.close(null)
 
 
 class IsolatingWorker(SimpleWorker):
