@@ -159,13 +159,7 @@ def _abandoned(rq_job: RQJob, connection: Redis) -> None:
         outcome = JobStatus.CANCELED.value
     elif interruptions <= limit:
         rq_job.retries_left = (rq_job.retries_left or 0) + 1  # RQ's retry takes it back
-        logger.warning(
-            "job %s: %s Queued again (interruption %d of at most %d).",
-            rq_job.id,
-            error,
-            interruptions,
-            limit,
-        )
+        error += f" Queued again (interruption {interruptions} of at most {limit})."
     else:
         rq_job.retries_left = 0
         error += (
