@@ -132,6 +132,11 @@ INSTANCES_UNSENDABLE = Counter(
     " syntaxes and not decodable).",
     registry=REGISTRY,
 )
+WORKER_RESTARTS = Counter(
+    "dicomflow_worker_restarts",
+    "Local queue workers started again after they ended while the node ran (killed, crashed).",
+    registry=REGISTRY,
+)
 STAGE_LATENCY = Histogram(
     "dicomflow_stage_latency_seconds",
     "Time each stage took, for pipeline rounds and registry-service series batches"

@@ -63,6 +63,16 @@ def hang_once(marker: str) -> str:
     return "too late"
 
 
+def kill_worker(path: str) -> None:
+    """Record the attempt, then kill the worker running it (the parent of the fork server
+    that forked this process) and wait to be killed with it: a job that takes its worker
+    down every time."""
+    record(path, str(os.getpid()))
+    stat = Path(f"/proc/{os.getppid()}/stat").read_text()
+    os.kill(int(stat.rsplit(")", 1)[1].split()[1]), signal.SIGKILL)
+    time.sleep(300)
+
+
 def chatty(lines: int) -> int:
     """Print ``lines`` lines, then log a warning and write to stderr."""
     for number in range(lines):

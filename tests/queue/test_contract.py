@@ -7,10 +7,10 @@ are in ``jobs.py``.
 from pathlib import Path
 
 import pytest
-from queue_support import job, wait_for, wait_for_file, wait_gone
+from queue_support import WorkerProcess, job, wait_for, wait_for_file, wait_gone
 
 from dicomflow.errors import QueueError, UnknownDependencyError
-from dicomflow.queue import Backend, Job, JobStatus, Priority
+from dicomflow.queue import Backend, Job, JobStatus, Priority, open_backend
 
 
 def lines(path: Path) -> list[str]:
@@ -149,7 +149,7 @@ def test_cancel_queued_and_started_jobs(backend: Backend, start_worker, tmp_path
 
 def test_job_of_a_killed_worker_is_retried(backend: Backend, start_worker, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    stuck = backend.enqueue(job("hang_once", kwargs={"marker": str(marker)}, retries=1))
+    stuck = backend.enqueue(job("hang_once", kwargs={"marker": str(marker)}))  # no retries
     first = start_worker("doomed")
     child_pid = int(wait_for_file(marker))
 
@@ -160,8 +160,32 @@ def test_job_of_a_killed_worker_is_retried(backend: Backend, start_worker, tmp_p
 
     assert ended.status is JobStatus.FINISHED
     assert ended.result == "done"
-    assert ended.attempts == 2
+    assert (ended.attempts, ended.interruptions) == (2, 1)
     assert ended.worker == "rescuer"
+
+
+def test_a_job_that_kills_its_worker_fails_past_max_interruptions(
+    queue_url: str, tmp_path: Path
+) -> None:
+    url = f"{queue_url}&max_interruptions=1"
+    backend = open_backend(url)
+    runs = tmp_path / "runs.txt"
+    workers: list[WorkerProcess] = []
+    try:
+        poison = backend.enqueue(job("kill_worker", kwargs={"path": str(runs)}, retries=2))
+        for name in ("first", "second", "survivor"):
+            workers.append(WorkerProcess(url, name, tmp_path / f"{name}.log", burst=False))
+            if name != "survivor":
+                workers[-1].wait(timeout_s=30)  # killed by its job
+        ended = wait_for(backend, poison.id, timeout_s=45)
+    finally:
+        for worker in workers:
+            worker.stop()
+        backend.close()
+
+    assert ended.status is JobStatus.FAILED
+    assert ended.interruptions == 2 and len(lines(runs)) == 2
+    assert "more than max_interruptions (1) allows" in (ended.error or "")
 
 
 def test_output_exceptions_and_crashes_are_recorded(backend: Backend, start_worker) -> None:

@@ -1,5 +1,7 @@
 """What only the embedded (SQLite) backend promises: any backend call settles abandoned jobs."""
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import pytest
 from queue_support import TEST_OPTIONS, WorkerProcess, job, wait_for, wait_for_file
 
 from dicomflow.queue import JobStatus
+from dicomflow.queue.database import SCHEMA
 from dicomflow.queue.embedded import EmbeddedBackend
 
 
@@ -18,10 +21,10 @@ def embedded(tmp_path: Path) -> Iterator[tuple[EmbeddedBackend, str]]:
     backend.close()
 
 
-def test_a_fetch_settles_the_job_of_a_killed_worker(embedded, tmp_path: Path) -> None:
+def test_a_fetch_queues_the_job_of_a_killed_worker_again(embedded, tmp_path: Path) -> None:
     backend, url = embedded
     marker = tmp_path / "marker"
-    hung = backend.enqueue(job("hang_once", kwargs={"marker": str(marker)}))
+    hung = backend.enqueue(job("hang_once", kwargs={"marker": str(marker)}))  # no retries
     queued_behind = backend.enqueue(job("hang_once", kwargs={"marker": str(marker)}))
     worker = WorkerProcess(url, "doomed", tmp_path / "doomed.log", burst=False)
     try:
@@ -31,13 +34,30 @@ def test_a_fetch_settles_the_job_of_a_killed_worker(embedded, tmp_path: Path) ->
     finally:
         worker.stop()
 
-    ended = wait_for(backend, hung.id, timeout_s=15)
+    deadline = time.monotonic() + 15
+    while backend.fetch(hung.id).interruptions == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again = backend.fetch(hung.id)
 
-    assert ended.status is JobStatus.FAILED
-    assert ended.error == (
-        'Worker "doomed" stopped responding while running attempt 1 (no heartbeat for 2 s).'
+    assert (again.status, again.attempts, again.interruptions) == (JobStatus.QUEUED, 1, 1)
+    assert again.error == (
+        'Worker "doomed" stopped responding (no heartbeat for 2 s) while running attempt 1.'
     )
     assert backend.fetch(queued_behind.id).status is JobStatus.CANCELED
+
+
+def test_a_database_from_before_interruptions_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path)
+    connection.executescript(SCHEMA.replace("    interruptions INTEGER NOT NULL DEFAULT 0,\n", ""))
+    connection.close()
+
+    backend = EmbeddedBackend(f"sqlite:///{path}")
+    try:
+        queued = backend.enqueue(job("record", kwargs={"path": "x", "label": "y"}))
+        assert backend.fetch(queued.id).interruptions == 0
+    finally:
+        backend.close()
 
 
 def test_every_process_can_die_and_the_queue_goes_on(embedded, tmp_path: Path) -> None:

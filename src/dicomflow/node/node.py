@@ -88,6 +88,7 @@ class NodeCounters:
     rounds_succeeded: int = 0
     rounds_failed: int = 0
     delivered: int = 0
+    worker_restarts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, amount: int = 1) -> None:
@@ -161,6 +162,7 @@ class Node:
             settings.local_workers(),
             log_level=settings.log_level,
             log_file=root / "logs" / "workers.log",
+            on_restart=lambda: self.counters.add("worker_restarts"),
         )
         if consumer is not None:
             self._add_services(root, consumer)
@@ -298,6 +300,8 @@ class Node:
             self._space_wait.stop()
             self._space_wait = None
         self.trigger.stop()
+        if self.runner is not None:
+            self.runner.close()
         self.runner = None
         for part in (self.series, self.watcher, self.workers):
             if part is not None:

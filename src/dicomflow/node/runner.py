@@ -3,9 +3,12 @@
 A round becomes one job (:data:`~dicomflow.node.worker.PROCESS_ROUND`) whose
 arguments carry the round by reference (its folder). The job's id is kept in
 the round folder, so after a restart the node follows the same job instead of
-starting a second one. When the job ends, its captured output is copied into
-the node's log (the whole of it when the queue keeps full logs, its tail
-otherwise) and the node is told the outcome.
+starting a second one. A round the queue did not take (its server down) is
+submitted again until it is taken; a round whose job the queue no longer knows
+(a Redis server restarted without persistence) is submitted again as a new job.
+When the job ends, its captured output is copied into the node's log (the whole
+of it when the queue keeps full logs, its tail otherwise) and the node is told
+the outcome.
 """
 
 import json
@@ -21,6 +24,7 @@ from dicomflow import metrics
 from dicomflow.net.address import Address
 from dicomflow.node.output import OUTPUT_MANIFEST
 from dicomflow.node.reference import PipelineRef
+from dicomflow.node.resubmit import Resubmitter
 from dicomflow.node.round import Round
 from dicomflow.node.spool import write_durably
 from dicomflow.node.watcher import JobWatcher
@@ -71,13 +75,38 @@ class Runner:
         self.protected = tuple(str(path) for path in protected)
         self._on_done = on_done
         self._backend = PerThreadBackend(url)
+        self._resubmitter: Resubmitter[Round] = Resubmitter(self.submit)
 
     def submit(self, job: Round) -> None:
-        """Enqueue the round (or, after a restart, follow the job already enqueued)."""
-        job_id = _known_job(job, self._backend.get())
-        if job_id is None:
-            job_id = self._enqueue(job)
-        self.watcher.watch(job_id, partial(self._ended, job))
+        """Enqueue the round (or, after a restart, follow the job already enqueued); while
+        the queue does not answer, try again later."""
+        try:
+            job_id = _known_job(job, self._backend.get()) or self._enqueue(job)
+        except Exception as exc:  # the queue's server is down or unreachable
+            wait_s = self._resubmitter.later(job.round_id, job)
+            logger.warning(
+                "round %s: the queue did not take it (%r); trying again in %g s",
+                job.round_id,
+                exc,
+                wait_s,
+            )
+            return
+        self._resubmitter.done(job.round_id)
+        self.watcher.watch(job_id, partial(self._ended, job), partial(self._vanished, job))
+
+    def close(self) -> None:
+        """Stop trying again the rounds the queue did not take (they stay in ``rounds/``,
+        submitted again at the next start)."""
+        self._resubmitter.stop()
+
+    def _vanished(self, job: Round, job_id: str) -> None:
+        logger.warning(
+            "round %s: its job %s is no longer in the queue (a queue server restarted"
+            " without its data?); submitting it again",
+            job.round_id,
+            job_id,
+        )
+        self.submit(job)
 
     def _enqueue(self, job: Round) -> str:
         task = WorkerTask(

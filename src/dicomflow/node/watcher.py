@@ -1,8 +1,10 @@
-"""The job watcher: tells the node when the queue's jobs it waits for have ended."""
+"""The job watcher: tells the node when the queue's jobs it waits for have ended, or
+are gone from the queue (a Redis server restarted without its data)."""
 
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from dicomflow.queue.backend import Backend, open_backend
 from dicomflow.queue.job import Job, JobStatus
@@ -10,6 +12,15 @@ from dicomflow.queue.job import Job, JobStatus
 logger = logging.getLogger(__name__)
 
 JobCallback = Callable[[Job], None]
+UNREACHABLE_S = 1.0
+"""How often a queue that did not answer is asked again."""
+VanishedCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class _Watch:
+    ended: JobCallback
+    vanished: VanishedCallback | None
 
 
 def _ended(status: JobStatus | None) -> bool:
@@ -25,10 +36,11 @@ class JobWatcher:
     def __init__(self, url: str, interval_s: float = 0.05) -> None:
         self.url = url
         self.interval_s = interval_s
-        self._watched: dict[str, JobCallback] = {}
+        self._watched: dict[str, _Watch] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._unreachable = False
         self._thread = threading.Thread(target=self._run, name="dicomflow-watcher", daemon=True)
 
     def start(self) -> None:
@@ -39,11 +51,14 @@ class JobWatcher:
         self._wake.set()
         self._thread.join(timeout=30)
 
-    def watch(self, job_id: str, callback: JobCallback) -> None:
+    def watch(
+        self, job_id: str, callback: JobCallback, vanished: VanishedCallback | None = None
+    ) -> None:
         """Call ``callback(job)`` once job ``job_id`` has finished, failed, timed out or
-        was canceled."""
+        was canceled; or ``vanished(job_id)``, if given, once the queue answers that it does
+        not know the job (without it, an unknown job is waited for)."""
         with self._lock:
-            self._watched[job_id] = callback
+            self._watched[job_id] = _Watch(callback, vanished)
         self._wake.set()
 
     def pending(self) -> int:
@@ -55,7 +70,7 @@ class JobWatcher:
         try:
             while not self._stop.is_set():
                 self._poll(backend)
-                self._wake.wait(self.interval_s)
+                self._wake.wait(UNREACHABLE_S if self._unreachable else self.interval_s)
                 self._wake.clear()
         finally:
             backend.close()
@@ -69,23 +84,45 @@ class JobWatcher:
         if statuses is not None:
             try:
                 known = statuses([job_id for job_id, _ in watched])
-            except Exception:
-                logger.exception(
-                    "cannot read the state of %d job(s) from %s", len(watched), self.url
-                )
+            except Exception as exc:
+                self._lost(exc)
                 return
-            watched = [(i, callback) for i, callback in watched if _ended(known.get(i))]
-        for job_id, callback in watched:
+            watched = [(i, w) for i, w in watched if i not in known or _ended(known[i])]
+        failure: Exception | None = None
+        for job_id, watch in watched:
             try:
                 job = backend.fetch(job_id)
-            except Exception:
-                logger.exception("job %s: cannot read its state from %s", job_id, self.url)
+            except Exception as exc:  # the others are read all the same
+                failure = failure or exc
                 continue
-            if job is None or not job.status.is_terminal:
+            if job is None and watch.vanished is None:
+                continue
+            if job is not None and not job.status.is_terminal:
                 continue
             with self._lock:
                 self._watched.pop(job_id, None)
-            try:
-                callback(job)
-            except Exception:
-                logger.exception("job %s: handling its end failed", job_id)
+            self._call(job_id, job, watch)
+        if failure is None:
+            self._found()
+        else:
+            self._lost(failure)
+
+    def _lost(self, exc: Exception) -> None:
+        """The queue did not answer: said once, then asked again every second."""
+        if not self._unreachable:
+            logger.warning("cannot read job states from the queue (%r); trying again", exc)
+        self._unreachable = True
+
+    def _found(self) -> None:
+        if self._unreachable:
+            logger.info("the queue answers again")
+        self._unreachable = False
+
+    def _call(self, job_id: str, job: Job | None, watch: _Watch) -> None:
+        try:
+            if job is not None:
+                watch.ended(job)
+            elif watch.vanished is not None:
+                watch.vanished(job_id)
+        except Exception:
+            logger.exception("job %s: handling its end failed", job_id)

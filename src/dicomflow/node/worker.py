@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicomflow.errors import ProcessingError
 from dicomflow.net.address import Address
 from dicomflow.node.output import normalise, write_outputs
 from dicomflow.node.reference import PipelineRef
@@ -88,6 +89,12 @@ def process_round(**kwargs: Any) -> int:
     """The queue job of a round: run the pipeline's processor; return the dataset count."""
     task = WorkerTask.from_kwargs(kwargs)
     directory = Path(task.directory)
+    if not directory.is_dir():
+        raise ProcessingError(
+            f'Round {task.round_id}: its folder "{directory}" does not exist on this worker'
+            " (the round has ended, e.g. a queue restored from an older snapshot ran it"
+            " again; or the data directory is not shared with this worker at that path)."
+        )
     work = directory / "work"
     work.mkdir(exist_ok=True)
     os.chdir(work)

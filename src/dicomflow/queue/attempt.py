@@ -89,7 +89,8 @@ def _record(
     if row is None or row["status"] != "started" or row["worker_session"] != session.id:
         logger.warning("job %s: taken over by another worker; this attempt is ignored", job.id)
         return None
-    if outcome.status in RETRYABLE and job.attempts <= job.retries and not row["cancel_requested"]:
+    failures = job.attempts - job.interruptions  # a worker's death is not the job's failure
+    if outcome.status in RETRYABLE and failures <= job.retries and not row["cancel_requested"]:
         _retry(connection, job, outcome)
         return JobStatus.QUEUED
     _end(connection, job.id, outcome)

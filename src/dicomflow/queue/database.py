@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     retries INTEGER NOT NULL,
     retry_backoff_s REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    interruptions INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
     not_before REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
@@ -78,8 +79,8 @@ CREATE TABLE IF NOT EXISTS workers (
 
 COLUMNS = (
     "id, seq, name, function, kwargs, priority, timeout_s, depends_on, allow_dependency_failure,"
-    " retries, retry_backoff_s, attempts, status, not_before, created_at, started_at, ended_at,"
-    " worker, worker_session, cancel_requested, error, log_tail, result, meta"
+    " retries, retry_backoff_s, attempts, interruptions, status, not_before, created_at,"
+    " started_at, ended_at, worker, worker_session, cancel_requested, error, log_tail, result, meta"
 )
 
 
@@ -98,7 +99,19 @@ def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 connection.execute(statement)
+        _add_missing_columns(connection)
     return connection
+
+
+ADDED_COLUMNS = {"interruptions": "INTEGER NOT NULL DEFAULT 0"}
+"""Columns added since the first schema: added to a database made before them."""
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    present = {row["name"] for row in connection.execute("PRAGMA table_info(jobs)")}
+    for name, declaration in ADDED_COLUMNS.items():
+        if name not in present:
+            connection.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
 
 
 @contextmanager
@@ -153,6 +166,7 @@ def row_to_job(row: sqlite3.Row) -> Job:
         retries=row["retries"],
         retry_backoff_s=row["retry_backoff_s"],
         attempts=row["attempts"],
+        interruptions=row["interruptions"],
         status=JobStatus(row["status"]),
         created_at=row["created_at"],
         started_at=row["started_at"],

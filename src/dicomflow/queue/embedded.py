@@ -35,7 +35,7 @@ from dicomflow.queue.database import (
 )
 from dicomflow.queue.embedded_worker import EmbeddedWorker
 from dicomflow.queue.job import TERMINAL, UNSUCCESSFUL, Job, JobStatus
-from dicomflow.queue.liveness import recover_abandoned
+from dicomflow.queue.liveness import gone_workers, recover_abandoned, settle_dead_worker
 from dicomflow.queue.options import QueueOptions, split_url
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,8 @@ class EmbeddedBackend:
                 reason = reason or "its dependencies have not all ended."
                 raise QueueError(f"Job {job.label} cannot be requeued: {reason}")
             connection.execute(
-                "UPDATE jobs SET status = 'queued', attempts = 0, seq = ?, not_before = 0,"
+                "UPDATE jobs SET status = 'queued', attempts = 0, interruptions = 0, seq = ?,"
+                " not_before = 0,"
                 " started_at = NULL, ended_at = NULL, worker = NULL, worker_session = NULL,"
                 " cancel_requested = 0, error = NULL, log_tail = NULL, result = NULL"
                 " WHERE id = ?",
@@ -185,7 +186,22 @@ class EmbeddedBackend:
             except (sqlite3.Error, OSError):
                 logger.exception("queue: purging expired jobs failed; retried in an hour")
         with self._lock:
-            return recover_abandoned(self._connection, self.options.stale_after_s)
+            return recover_abandoned(
+                self._connection, self.options.stale_after_s, self.options.max_interruptions
+            )
+
+    def settle_dead_worker(self, name: str) -> int:
+        """Queue again (or fail, past ``max_interruptions``) at once the jobs of the worker
+        ``name``, whose process is known to have ended; how many there were."""
+        with self._lock:
+            return settle_dead_worker(self._connection, name, self.options.max_interruptions)
+
+    def settle_gone_workers(self, prefix: str) -> int:
+        """Settle at once the jobs of the workers of this host named ``prefix…`` whose
+        process no longer exists; how many jobs there were."""
+        with self._lock:
+            names = gone_workers(self._connection, prefix)
+        return sum(self.settle_dead_worker(name) for name in names)
 
     def purge(self, *, now: float | None = None) -> int:
         """Remove finished and canceled jobs that ended ``result_ttl_s`` before ``now``

@@ -88,7 +88,7 @@ class EmbeddedWorker:
             return
         self._next_beat = time.monotonic() + self.options.heartbeat_s
         beat(connection, session)
-        recover_abandoned(connection, self.options.stale_after_s)
+        recover_abandoned(connection, self.options.stale_after_s, self.options.max_interruptions)
 
     def _run(
         self, connection: sqlite3.Connection, session: Session, isolation: Isolation, job: Job

@@ -90,6 +90,7 @@ class Job:
     retries: int = 0
     retry_backoff_s: float = 1.0
     attempts: int = 0
+    interruptions: int = 0  # attempts whose worker died under them (not failures)
     status: JobStatus = JobStatus.QUEUED
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None

@@ -18,7 +18,7 @@ from dicomflow.errors import QueueError
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024
 MINIMUM_OUTPUT_LIMIT_BYTES = 4096
-INTEGER_OPTIONS = ("memory_limit_bytes", "output_limit_bytes")
+INTEGER_OPTIONS = ("memory_limit_bytes", "output_limit_bytes", "max_interruptions")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,10 @@ class QueueOptions:
     output_limit_bytes: int = OUTPUT_LIMIT_BYTES
     """Output of a job kept in its log: the first and the last half of this, with a count
     of the bytes left out between them; 0: all of it."""
+    max_interruptions: int = 3
+    """A job whose worker died under it (killed, lost its heartbeat) is queued again, without
+    using up its retries, this many times; the next such death fails it (a job that kills
+    its worker every time)."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_s", "stale_after_s", "poll_s", "check_s", "result_ttl_s"):
@@ -63,6 +67,14 @@ class QueueOptions:
             raise QueueError(
                 f"Queue option output_limit_bytes is {self.output_limit_bytes!r}; expected 0"
                 f" (keep everything) or at least {MINIMUM_OUTPUT_LIMIT_BYTES}."
+            )
+        if isinstance(self.max_interruptions, bool) or not isinstance(self.max_interruptions, int):
+            raise QueueError(
+                f"Queue option max_interruptions is {self.max_interruptions!r}; expected an int."
+            )
+        if self.max_interruptions < 0:
+            raise QueueError(
+                f"Queue option max_interruptions is {self.max_interruptions}; expected >= 0."
             )
         if self.synchronous.upper() not in SYNCHRONOUS_MODES:
             raise QueueError(

@@ -34,6 +34,7 @@ from dicomflow.queue.rq_dependants import settle_dependants, settle_new
 from dicomflow.queue.rq_mapping import (
     CANCEL_FIELD,
     FAILURE_CALLBACK,
+    MAX_INTERRUPTIONS,
     QUEUE_NAMES,
     SERIALIZER,
     TASK_FUNCTION,
@@ -128,7 +129,7 @@ class RQBackend:
             raise QueueError(f"Job {job.label} is {job.status.value}; it cannot be requeued.")
         self._check_requeue_dependencies(job)
         self.connection.hdel(rq_job.key, CANCEL_FIELD)
-        rq_job.meta.update(attempts=0, outcome=None, error=None, log_tail=None)
+        rq_job.meta.update(attempts=0, interruptions=0, outcome=None, error=None, log_tail=None)
         rq_job.retries_left = job.retries or None
         for registry_class in (FailedJobRegistry, CanceledJobRegistry):
             registry: BaseRegistry = registry_class(
@@ -158,7 +159,7 @@ class RQBackend:
             "description": job.name or job.function,
             "depends_on": depends_on,
             "job_id": job.id,
-            "meta": initial_meta(job),
+            "meta": {**initial_meta(job), MAX_INTERRUPTIONS: self.options.max_interruptions},
             "retry": _retry(job),
             "on_failure": Callback(FAILURE_CALLBACK),
         }

@@ -6,7 +6,8 @@
   with ``(function, kwargs)``, so RQ's tools show what it runs.
 - The rest of the job (name, timeout, dependencies, retries, user meta) is in
   the RQ job's ``meta["dicomflow"]``; ``meta`` also holds what each attempt
-  left: ``attempts``, ``outcome``, ``error`` and ``log_tail``.
+  left: ``attempts``, ``outcome``, ``error`` and ``log_tail``; ``interruptions``
+  counts the attempts whose worker died, up to ``max_interruptions``.
 - A request to cancel a started job is the field ``dicomflow_cancel`` of the
   RQ job's hash, apart from ``meta``, which the running attempt rewrites.
 - Everything is JSON (RQ's JSONSerializer): nothing in Redis is unpickled.
@@ -32,6 +33,7 @@ TASK_FUNCTION = "dicomflow.queue.rq_task.perform"
 FAILURE_CALLBACK = "dicomflow.queue.rq_task.on_failure"
 SPEC = "dicomflow"
 CANCEL_FIELD = "dicomflow_cancel"
+MAX_INTERRUPTIONS = "max_interruptions"
 SERIALIZER = JSONSerializer
 
 OUTCOMES = {status.value: status for status in (JobStatus.TIMED_OUT, JobStatus.CANCELED)}
@@ -82,6 +84,7 @@ def to_job(rq_job: RQJob, *, with_result: bool = True) -> Job:
         kwargs=kwargs,
         id=rq_job.id,
         attempts=int(rq_job.meta.get("attempts", 0)),
+        interruptions=int(rq_job.meta.get("interruptions", 0)),
         status=status,
         started_at=_timestamp(rq_job.started_at),
         ended_at=_timestamp(rq_job.ended_at),

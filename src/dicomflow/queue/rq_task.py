@@ -18,6 +18,8 @@ from types import TracebackType
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.exceptions import AbandonedJobError
 from rq.job import Job as RQJob
 from rq.job import get_current_job
@@ -27,7 +29,13 @@ from dicomflow.queue.isolation import Isolation, Outcome
 from dicomflow.queue.job import JobStatus
 from dicomflow.queue.options import QueueOptions
 from dicomflow.queue.rq_dependants import settle_dependants
-from dicomflow.queue.rq_mapping import CANCEL_FIELD, attempt_ending, dump_meta, to_job
+from dicomflow.queue.rq_mapping import (
+    CANCEL_FIELD,
+    MAX_INTERRUPTIONS,
+    attempt_ending,
+    dump_meta,
+    to_job,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +107,24 @@ class _Poll:
         self.interval_s = options.heartbeat_s
         self.keepalive = keepalive
         self.next_beat = time.monotonic() + self.interval_s
+        self.lost = False
 
     def __call__(self) -> bool:
-        if self.keepalive is not None and time.monotonic() >= self.next_beat:
-            self.next_beat = time.monotonic() + self.interval_s
-            self.keepalive()
-        return bool(self.rq_job.connection.hexists(self.rq_job.key, CANCEL_FIELD))
+        """Whether the job was canceled; while Redis does not answer, the job runs on."""
+        try:
+            if self.keepalive is not None and time.monotonic() >= self.next_beat:
+                self.next_beat = time.monotonic() + self.interval_s
+                self.keepalive()
+            canceled = bool(self.rq_job.connection.hexists(self.rq_job.key, CANCEL_FIELD))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            if not self.lost:
+                logger.warning(
+                    "job %s: Redis does not answer (%r); the job runs on", self.rq_job.id, exc
+                )
+            self.lost = True
+            return False
+        self.lost = False
+        return canceled
 
 
 def on_failure(
@@ -126,13 +146,26 @@ def on_failure(
 
 
 def _abandoned(rq_job: RQJob, connection: Redis) -> None:
-    """A worker died during the attempt (RQ found its execution expired)."""
+    """A worker died during the attempt (RQ found its execution expired): not the job's
+    failure, so RQ queues it again without using up a retry, up to ``max_interruptions``
+    times (recorded in its meta by the backend that queued it)."""
     attempt = rq_job.meta.get("attempts", 0)
+    interruptions = int(rq_job.meta.get("interruptions", 0)) + 1
+    limit = int(rq_job.meta.get(MAX_INTERRUPTIONS, QueueOptions.max_interruptions))
     error = f'Worker "{rq_job.worker_name}" stopped responding while running attempt {attempt}.'
     outcome = JobStatus.FAILED.value
     if connection.hexists(rq_job.key, CANCEL_FIELD):
         rq_job.retries_left = 0
         outcome = JobStatus.CANCELED.value
-    rq_job.meta.update(outcome=outcome, error=error)
+    elif interruptions <= limit:
+        rq_job.retries_left = (rq_job.retries_left or 0) + 1  # RQ's retry takes it back
+        error += f" Queued again (interruption {interruptions} of at most {limit})."
+    else:
+        rq_job.retries_left = 0
+        error += (
+            f" Its workers died under it {interruptions} times, more than max_interruptions"
+            f" ({limit}) allows: it is not queued again."
+        )
+    rq_job.meta.update(outcome=outcome, error=error, interruptions=interruptions)
     rq_job.save_meta()  # type: ignore[no-untyped-call]
     logger.warning("job %s: %s", rq_job.id, error)

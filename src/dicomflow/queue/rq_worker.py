@@ -11,19 +11,31 @@ a worker is ``kill -9``-ed, another worker's maintenance (every
 (``Retry``) or fails it. RQ's scheduler (retries with backoff) runs in a
 process that stops with its worker too.
 
+When Redis does not answer, the worker does not exit: RQ waits for it while
+idle (doubling waits up to ``RECONNECT_MAX_S``), and when RQ's loop ends on a
+lost connection anyway (a job ending while Redis is down), :meth:`RQWorker.work`
+starts it again after a wait that doubles from 1 s up to ``RECONNECT_MAX_S``.
+A job interrupted so is found abandoned once Redis is back, and queued again.
+
 RQ installs signal handlers, so the worker must run in a process's main thread.
 """
 
 import logging
 import math
+import os
 import signal
+import stat
+import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.command import send_shutdown_command
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import StopRequested
 from rq.job import Job as RQJob
 from rq.queue import Queue
 from rq.scheduler import RQScheduler
@@ -43,6 +55,12 @@ logger = logging.getLogger(__name__)
 BACKSTOP_S = 60
 LISTEN_S = 1.0
 """How long the thread listening for RQ's commands (shutdown, kill-horse) waits per poll."""
+RECONNECT_FIRST_S = 1.0
+RECONNECT_MAX_S = 16.0
+"""The longest wait between two attempts to reach a Redis server that does not answer."""
+STEADY_S = 60.0
+"""A worker loop that ran this long starts again after the first wait, not a longer one."""
+LOST = (RedisConnectionError, RedisTimeoutError)
 
 
 class BackstopDeathPenalty(UnixSignalDeathPenalty):
@@ -60,12 +78,34 @@ class DyingScheduler(RQScheduler):
 
     It gets SIGTERM when its worker dies, on which RQ's scheduler releases its
     locks within a second, so that another worker's scheduler takes over at
-    once instead of after the locks expire (a minute).
+    once instead of after the locks expire (a minute). It lets go of the sockets
+    it inherited from its worker (their Redis connections): a worker killed
+    while it waits for a job must be gone for Redis at once, or Redis hands the
+    next job to that dead connection, and the job is lost.
     """
 
     def work(self) -> None:
         die_with_parent(signal.SIGTERM)
+        _release_inherited_sockets()
         super().work()  # type: ignore[no-untyped-call]
+
+
+def _release_inherited_sockets() -> None:
+    """Point every socket descriptor of this (forked) process at ``/dev/null``: the
+    sockets close for good once the worker's copies close too, and the descriptor
+    numbers stay taken, so the worker's stale socket objects in this process touch
+    nothing of the scheduler's own connections."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            descriptor = int(name)
+            try:
+                if descriptor != null and stat.S_ISSOCK(os.fstat(descriptor).st_mode):
+                    os.dup2(null, descriptor)
+            except OSError:  # the listing's own descriptor, closed meanwhile
+                continue
+    finally:
+        os.close(null)
 
 
 class IsolatingWorker(SimpleWorker):
@@ -73,6 +113,8 @@ class IsolatingWorker(SimpleWorker):
 
     job_class = IsolatedJob
     death_penalty_class = BackstopDeathPenalty
+    max_connection_wait_time = RECONNECT_MAX_S
+    stop_wanted = False
 
     def __init__(
         self, queues: Sequence[Queue], *, options: QueueOptions, log_level: str, **kwargs: Any
@@ -99,10 +141,17 @@ class IsolatingWorker(SimpleWorker):
         self.perform_job(job, queue, execution)
         self.set_state(WorkerStatus.IDLE)
 
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stop_wanted = True  # RQ's own flag is set only when a job runs
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[RQJob, Queue] | None:
-        self._enqueue_ready_jobs()
+        try:
+            self._enqueue_ready_jobs()
+        except LOST as exc:  # RQ's dequeueing below waits for Redis
+            self.log.debug("Worker %s: cannot look for ready jobs: %r", self.name, exc)
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def _enqueue_ready_jobs(self) -> None:
@@ -188,19 +237,70 @@ class RQWorker:
         log_level: str = "INFO",
     ) -> None:
         self.name = name or default_worker_name()
-        queues = [
-            Queue(QUEUE_NAMES[priority], connection=connection, serializer=SERIALIZER)
-            for priority in PRIORITY_ORDER
-        ]
-        self.rq_worker = IsolatingWorker(
-            queues, options=options, log_level=log_level, name=self.name, connection=connection
-        )
+        self.options = options
+        self.log_level = log_level
+        self.connection = connection
+        self.rq_worker: IsolatingWorker | None = None
 
     def work(self, *, burst: bool = False) -> None:
-        """Run jobs, high priority first, until stopped (or, with ``burst``, idle)."""
-        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        self.rq_worker.work(burst=burst, with_scheduler=True, logging_level=level)
+        """Run jobs, high priority first, until stopped (or, with ``burst``, idle); while
+        Redis does not answer, wait for it."""
+        wait_s = RECONNECT_FIRST_S
+        while True:
+            started = time.monotonic()
+            try:
+                self._work_once(burst)
+                reason = "RQ's loop ended unasked (its log says why)"
+            except LOST as exc:
+                if burst:
+                    raise
+                reason = f"lost Redis ({exc!r})"
+            if burst or self._stop_wanted():
+                return
+            if time.monotonic() - started >= STEADY_S:
+                wait_s = RECONNECT_FIRST_S
+            logger.warning("worker %s: %s; starting again in %g s", self.name, reason, wait_s)
+            if self._wait(wait_s):
+                return
+            wait_s = min(wait_s * 2, RECONNECT_MAX_S)
 
     def stop(self) -> None:
         """Ask the worker, wherever it runs, to stop after its current job."""
-        send_shutdown_command(self.rq_worker.connection, self.name)
+        send_shutdown_command(self.connection, self.name)
+
+    def _work_once(self, burst: bool) -> None:
+        """One run of RQ's loop, by a new RQ worker (one that lost Redis cannot start again:
+        its registration under this name may have been left behind, and is removed)."""
+        if self.rq_worker is not None:
+            self.connection.delete(self.rq_worker.key)
+        self.rq_worker = self.new_rq_worker()
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        self.rq_worker.work(burst=burst, with_scheduler=True, logging_level=level)
+
+    def new_rq_worker(self) -> IsolatingWorker:
+        """An RQ worker of this name for the three queues."""
+        queues = [
+            Queue(QUEUE_NAMES[priority], connection=self.connection, serializer=SERIALIZER)
+            for priority in PRIORITY_ORDER
+        ]
+        return IsolatingWorker(
+            queues,
+            options=self.options,
+            log_level=self.log_level,
+            name=self.name,
+            connection=self.connection,
+        )
+
+    def _stop_wanted(self) -> bool:
+        return self.rq_worker is not None and self.rq_worker.stop_wanted
+
+    def _wait(self, wait_s: float) -> bool:
+        """Sleep ``wait_s``; whether a stop was asked for meanwhile (RQ's signal handlers
+        of the ended loop stay installed and record it)."""
+        deadline = time.monotonic() + wait_s
+        try:
+            while time.monotonic() < deadline and not self._stop_wanted():
+                time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
+        except (StopRequested, *LOST):  # how RQ's handler stops an idle loop, or fails to
+            pass
+        return self._stop_wanted()

@@ -140,6 +140,7 @@ def job_detail(
         "priority": job.priority.value,
         "timeout_s": job.timeout_s,
         "retries": job.retries,
+        "interruptions": job.interruptions,
         "depends_on": list(job.depends_on),
         "worker": job.worker or "",
         "full_error": _hide(job.error or "", hidden),
