@@ -44,6 +44,11 @@ def remote_worker(
     process.wait(timeout=30)
 
 
+def reads_and_writes(kwargs: dict[str, object]) -> dict[str, object]:
+    """A job's kwargs but ``protected``, the node's folders it may not write."""
+    return {key: value for key, value in kwargs.items() if key != "protected"}
+
+
 def test_services_read_the_archive_on_a_remote_worker(
     tmp_path: Path,
     s3_bucket: str,
@@ -88,9 +93,11 @@ def test_services_read_the_archive_on_a_remote_worker(
         kwargs = jobs[name].kwargs
         assert jobs["archive"].id in jobs[name].depends_on
         assert "input_dir" not in kwargs and "output_root" not in kwargs
-        assert str(data) not in repr(kwargs)  # no path of the node's disk
+        assert str(data) not in repr(reads_and_writes(kwargs))  # no path of the node's disk
         assert kwargs["archive_input"]["datastore"] == datastore
-    assert "input_url" in jobs["archive"].kwargs and str(data) not in repr(jobs["archive"].kwargs)
+        assert kwargs["protected"] == [str(data.resolve())]  # only as a place not to write
+    archive_kwargs = jobs["archive"].kwargs
+    assert "input_url" in archive_kwargs and str(data) not in repr(reads_and_writes(archive_kwargs))
 
     archived = CODObject(
         datastore, str(series[0].StudyInstanceUID), str(series[0].SeriesInstanceUID), lock=False

@@ -4,6 +4,7 @@ A queue job that runs on another machine needs nothing but the datastore URL:
 
 - :func:`fetch_series` writes the instances of an archived series (all of them, or
   the listed ones) into a local folder, each verified against its crc32c;
+- :func:`local_folder` tells a local datastore (a folder) from an object store;
 - :func:`upload_folder` copies the DICOM files a job wrote to a *staging* prefix of
   the datastore (``{datastore}/staging/{token}/{job}``), :func:`download_folder`
   brings them back on the node, and :func:`remove_folder` deletes the prefix.
@@ -78,6 +79,13 @@ def fetch_series(series: ArchivedSeries, folder: Path) -> list[Path]:
         paths.append(path)
     logger.info("series %s: %d instance(s) fetched from the archive", series.series_uid, len(paths))
     return paths
+
+
+def local_folder(url: str) -> Path | None:
+    """The folder a datastore URL names on this machine (None for an object store)."""
+    if url.startswith("file://"):
+        return Path(url.removeprefix("file://"))
+    return None if "://" in url else Path(url)
 
 
 def staging_url(datastore: str) -> str:

@@ -17,12 +17,20 @@ datastore, so a worker on another machine needs only the datastore URL.
 A pipeline's :class:`~dicomflow.node.output.ArchiveOutput` becomes the same kind
 of job (:meth:`ArchiveScheduler.schedule` with ``remove_input``): its folder
 waits in ``archive-outbox/`` until the job has archived it, with retries, and a
-job that failed for good can be retried from the dashboard.
+job that failed for good can be retried from the dashboard. The job empties the
+folder once everything in it is archived; the node removes the empty folder.
+
+Archive jobs are the node's own code, but they parse and decode received data
+(thumbnails), so with ``protected`` directories (the node's data directory) they too
+may write nothing beneath them but what they need: a local datastore and, with
+``remove_input``, the contents of the folder they archive. A local datastore that
+contains the data directory leaves the job unprotected (with a warning in its log).
 """
 
 import logging
 import shutil
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +42,7 @@ from dicomflow.cod.transfer import (
     ArchivedSeries,
     download_folder,
     list_files,
+    local_folder,
     remove_folder,
     staging_url,
     upload_folder,
@@ -42,6 +51,7 @@ from dicomflow.dicom.keys import is_valid_uid, shorten
 from dicomflow.errors import CODError, DicomflowError
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, Priority
+from dicomflow.queue.landlock import protect_job
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +94,11 @@ class ArchiveScheduler:
         series_key: str,
         *,
         remove_input: bool = False,
+        protected: Sequence[Path] = (),
     ) -> Scheduled:
         """Enqueue the archive job of ``instances_dir``; with ``remove_input`` the job
-        removes that folder once everything in it is archived."""
+        empties that folder once everything in it is archived. Beneath ``protected``
+        the job may write only what it needs (see above)."""
         source: dict[str, Any]
         if self.stage_inputs:
             source = {"input_url": f"{staging_url(self.datastore)}/input"}
@@ -95,6 +107,8 @@ class ArchiveScheduler:
                 shutil.rmtree(instances_dir, ignore_errors=True)  # staged in the datastore
         else:
             source = {"input_dir": str(instances_dir), "remove_input": remove_input}
+        if protected:
+            source["protected"] = [str(path) for path in protected]
         job = Job(
             function=ARCHIVE_FUNCTION,
             kwargs={"input_dir": None, **source, "datastore": self.datastore},
@@ -163,17 +177,21 @@ def archive_series(
     input_url: str | None = None,
     remove_input: bool = False,
     thumbnail: bool = True,
+    protected: list[str] | None = None,
     **_: Any,
 ) -> dict[str, int]:
-    """Queue job: append every instance of ``input_dir`` (a folder; removed once archived
+    """Queue job: append every instance of ``input_dir`` (a folder; emptied once archived
     with ``remove_input``) or ``input_url`` (a staging prefix, removed once archived) to
     its series in ``datastore``, then (``thumbnail``) renew the series' thumbnail when
-    anything was added.
+    anything was added. Beneath ``protected`` it writes only a local datastore and the
+    folder it empties.
 
     Raises:
         ArchiveError: if an instance could not be stored (the others are kept).
         LockAcquisitionError: if another writer holds the series lock.
     """
+    if protected:
+        _protect(datastore, [Path(path) for path in protected], input_dir if remove_input else None)
     source = input_url or input_dir or ""
     groups: dict[tuple[str, str], list[Instance]] = defaultdict(list)
     for uri in list_files(source):
@@ -196,9 +214,31 @@ def archive_series(
     if input_url:
         remove_folder(input_url)
     if remove_input and input_dir:
-        shutil.rmtree(input_dir, ignore_errors=True)
+        _empty(Path(input_dir))
     logger.info("archived %s into %s: %s", source, datastore, totals)
     return totals
+
+
+def _empty(folder: Path) -> None:
+    """Remove what ``folder`` holds (a protected job may not remove the folder itself: that
+    is a write to its parent)."""
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _protect(datastore: str, protected: list[Path], removed: str | None) -> None:
+    """From here on, write beneath ``protected`` only to a local ``datastore`` and the
+    folder ``removed``."""
+    writable = [Path(removed)] if removed else []
+    folder = local_folder(datastore)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)  # cannot be made once protected
+        writable.append(folder)
+    if protect_job(protected, writable):
+        logger.debug("archive job: writes beneath %s refused", [str(p) for p in protected])
 
 
 def _renew_thumbnail(cod: CODObject) -> None:
@@ -249,21 +289,29 @@ class Consumers:
         """Why the archive among them could not file ``dataset`` (None without one)."""
         return None if self.archive is None else self.archive.refusal(dataset)
 
-    def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled:
-        """Schedule every consumer's jobs. A consumer that raises is an error of the
-        series (its batch is then kept as failed); if the archive cannot be scheduled,
-        nothing else is."""
+    def schedule(
+        self,
+        instances_dir: Path,
+        output_root: Path,
+        series_key: str,
+        *,
+        protected: Sequence[Path] = (),
+    ) -> Scheduled:
+        """Schedule every consumer's jobs (``protected`` passed on). A consumer that raises
+        is an error of the series (its batch is then kept as failed); if the archive
+        cannot be scheduled, nothing else is."""
         combined = Scheduled({}, {})
-        reading: dict[str, Any] = {}
+        reading: dict[str, Any] = {"protected": protected}
         if self.archive is not None:
             try:
-                combined = self.archive.schedule(instances_dir, output_root, series_key)
+                where = (instances_dir, output_root, series_key)
+                combined = self.archive.schedule(*where, protected=protected)
                 archived = self.archive.archived(instances_dir)
             except Exception as exc:  # e.g. the datastore is unreachable: keep the batch
                 logger.exception("series %s: the archive job was not scheduled", series_key[:12])
                 return Scheduled({}, {ARCHIVE_JOB: f"Not scheduled: {exc}"})
             if archived is not None:
-                reading = {"archived": archived, "after": list(combined.job_ids.values())}
+                reading |= {"archived": archived, "after": list(combined.job_ids.values())}
         for consumer in self.consumers:
             if consumer is not self.archive:
                 where = (instances_dir, output_root, series_key)

@@ -185,6 +185,7 @@ class Node:
             self._export_folder,
             quiet_period_s=self.settings.series_quiet_period_s,
             fsync=self.settings.fsync,
+            protected=self._protected(),
         )
 
     @property
@@ -284,10 +285,15 @@ class Node:
             timeout_s=self.settings.processing_timeout_s,
             log_dir=self.settings.job_log_directory() if not self.settings.queue_url else None,
             on_done=self._round_done,
-            protected=(self.settings.data_directory.resolve(),)
-            if self.settings.job_write_protection
-            else (),
+            protected=self._protected(),
         )
+
+    def _protected(self) -> tuple[Path, ...]:
+        """What jobs may not write (but their own folders): the data directory, unless
+        ``job_write_protection`` is off."""
+        if not self.settings.job_write_protection:
+            return ()
+        return (self.settings.data_directory.resolve(),)
 
     def stop(self) -> None:
         """Stop serving (idempotent); unfinished work stays on disk for the next start."""
@@ -482,7 +488,7 @@ class Node:
 
     def _archive_output(self, name: str, folder: Path, entry: dict[str, Any]) -> None:
         """Move a round's archive output to ``archive-outbox/{name}`` and enqueue the job
-        that archives it (with retries) and then removes it."""
+        that archives it (with retries) and then empties it."""
         staged = self._archive_outbox / name
         staged.parent.mkdir(parents=True, exist_ok=True)
         datastore = str(entry["datastore"])
@@ -497,7 +503,9 @@ class Node:
         if scheduler is None:  # one per datastore: it holds the queue connections
             scheduler = ArchiveScheduler(datastore, self.watcher.url)
             self._archive_schedulers[datastore] = scheduler
-        scheduled = scheduler.schedule(staged, staged, f"output {staged.name}", remove_input=True)
+        scheduled = scheduler.schedule(
+            staged, staged, f"output {staged.name}", remove_input=True, protected=self._protected()
+        )
         _write_marker(staged, {"datastore": datastore, **scheduled.job_ids})
         job_id = scheduled.job_ids[ARCHIVE_JOB]
         logger.info("archive output %s: job %s", staged.name, job_id)
@@ -511,10 +519,10 @@ class Node:
         backend = self._queue.get()
         for marker in self._archive_outbox.glob(".*.json"):
             staged = self._archive_outbox / marker.name[1:-5]
-            if not staged.is_dir():
-                # Archived and removed by its job, or never moved (its round, still
+            if not staged.is_dir() or not any(staged.iterdir()):
+                # Archived and emptied by its job, or never moved (its round, still
                 # pending, exports it again).
-                marker.unlink(missing_ok=True)
+                _remove_archived(staged)
                 continue
             recorded = json.loads(marker.read_text())
             job_id = recorded.get(ARCHIVE_JOB)
@@ -595,7 +603,7 @@ class Node:
 
 def _archive_output_ended(staged: Path, ended: Job) -> None:
     if ended.status is JobStatus.FINISHED:
-        (staged.parent / f".{staged.name}.json").unlink(missing_ok=True)
+        _remove_archived(staged)
     else:
         logger.error(
             "archive output %s: job %s %s; kept in %s (retry the job from the dashboard): %s",
@@ -605,6 +613,12 @@ def _archive_output_ended(staged: Path, ended: Job) -> None:
             staged,
             ended.error,
         )
+
+
+def _remove_archived(staged: Path) -> None:
+    """Remove an archive output's folder, emptied by its job, and its marker."""
+    shutil.rmtree(staged, ignore_errors=True)
+    (staged.parent / f".{staged.name}.json").unlink(missing_ok=True)
 
 
 def _keep_private(root: Path) -> None:

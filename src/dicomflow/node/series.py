@@ -8,6 +8,8 @@ scheduler) enqueues the jobs that want it, which read ``input_dir`` and write
 ``output_dir``. When a job finishes, the DICOM files of its output folder go
 to the node's endpoints through the outbox; when every job of the batch has
 ended, the batch is removed, or moved to ``series/failed/`` if one failed.
+With ``protected`` directories (the node's data directory, by default), the jobs may
+write nothing beneath them but their own output.
 """
 
 import json
@@ -15,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,7 +45,17 @@ class Scheduled(Protocol):
 class SeriesConsumer(Protocol):
     """Schedules work for a stable series (see ``dicomflow.services.consumer``)."""
 
-    def schedule(self, instances_dir: Path, output_root: Path, series_key: str) -> Scheduled: ...
+    def schedule(
+        self,
+        instances_dir: Path,
+        output_root: Path,
+        series_key: str,
+        *,
+        protected: Sequence[Path] = (),
+    ) -> Scheduled:
+        """Enqueue the series' jobs; beneath ``protected`` they may write only their own
+        output."""
+        ...
 
 
 class SeriesStage:
@@ -58,7 +70,9 @@ class SeriesStage:
         *,
         quiet_period_s: float,
         fsync: bool = True,
+        protected: tuple[Path, ...] = (),
     ) -> None:
+        self.protected = protected
         self.spool = Spool(root / "spool", fsync=fsync)
         self.batches = RoundStore(root, self.spool)
         self.consumer = consumer
@@ -107,7 +121,9 @@ class SeriesStage:
         stable = metrics.INPUTS_COMPLETE
         metrics.observe_stage(stable, last_arrival, batch.created, kind=metrics.KIND_SERVICE)
         batch.output_dir.mkdir(exist_ok=True)
-        scheduled = self.consumer.schedule(batch.instances_dir, batch.output_dir, series_key)
+        scheduled = self.consumer.schedule(
+            batch.instances_dir, batch.output_dir, series_key, protected=self.protected
+        )
         jobs = {"job_ids": scheduled.job_ids, "errors": scheduled.errors, "ended": {}}
         _write_jobs(batch, jobs)
         for job_name, error in scheduled.errors.items():

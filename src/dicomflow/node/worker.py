@@ -15,7 +15,6 @@ Its temporary files go to ``work/``.
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from dicomflow.errors import ProcessingError
 from dicomflow.net.address import Address
 from dicomflow.node.output import normalise, write_outputs
 from dicomflow.node.reference import PipelineRef
-from dicomflow.queue.landlock import protect
+from dicomflow.queue.landlock import protect_job
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +113,10 @@ def process_round(**kwargs: Any) -> int:
 
 
 def _protect(task: WorkerTask, work: Path, output: Path) -> None:
-    """From here on, write only to ``work`` and ``output`` beneath the protected places."""
+    """From here on, write only to ``work`` (the working directory, where temporary files
+    go) and ``output`` beneath the protected places."""
     output.mkdir(exist_ok=True)
-    os.environ["TMPDIR"] = str(work)
-    tempfile.tempdir = None  # found again, from TMPDIR
-    if protect([Path(path) for path in task.protected], [work, output]):
+    if protect_job([Path(path) for path in task.protected], [work, output]):
         logger.debug("round %s: writes beneath %s refused", task.round_id, task.protected)
 
 

@@ -15,7 +15,13 @@ be written by the job, and symbolic links on the way are not followed (their
 targets are reached by their own paths).
 
 Where the kernel has no Landlock (or it is disabled), :func:`protect` logs a
-warning and returns False: the job runs unprotected.
+warning and returns False: the job runs unprotected. So does a ``writable``
+directory that contains a ``protected`` one (granting it would lift the
+protection).
+
+:func:`protect_job` is what a queue job calls first: its temporary files go to
+its working directory (which the queue empties after each attempt), then
+:func:`protect`.
 """
 
 import ctypes
@@ -23,6 +29,7 @@ import errno
 import logging
 import os
 import struct
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,7 +76,12 @@ class LandlockUnavailable(OSError):
 
 def protect(protected: Sequence[Path], writable: Sequence[Path] = ()) -> bool:
     """Forbid writing beneath ``protected`` except beneath ``writable``, for this process
-    and its descendants, irrevocably; False (and a warning) where Landlock is missing."""
+    and its descendants, irrevocably; False (and a warning) where Landlock is missing.
+    ``writable`` places outside ``protected`` are writable anyway."""
+    enclosing = _enclosing(protected, writable)
+    if enclosing:
+        logger.warning("the job's files are not write-protected: %s", enclosing)
+        return False
     kernel = _Kernel()
     try:
         handled = _handled_rights(kernel.abi())
@@ -78,13 +90,40 @@ def protect(protected: Sequence[Path], writable: Sequence[Path] = ()) -> bool:
         logger.warning("the job's files are not write-protected: %s", exc)
         return False
     try:
-        walk = _Walk([_real(p) for p in protected], [_real(p) for p in writable])
+        walk = _Walk(
+            [_real(p) for p in protected], _inside([_real(p) for p in writable], protected)
+        )
         for path, is_directory in walk.grants(Path("/")):
             kernel.add_rule(ruleset, path, handled if is_directory else handled & FILE_RIGHTS)
         kernel.restrict_self(ruleset)
     finally:
         os.close(ruleset)
     return True
+
+
+def protect_job(protected: Sequence[Path], writable: Sequence[Path] = ()) -> bool:
+    """:func:`protect` for a queue job: its temporary files (``TMPDIR``) go to its working
+    directory first, since new entries on the way to ``protected`` (``/tmp`` when the data
+    directory is below it) cannot be made once protected."""
+    os.environ["TMPDIR"] = os.getcwd()
+    tempfile.tempdir = None  # found again, from TMPDIR
+    return protect(protected, writable)
+
+
+def _inside(writable: list[Path], protected: Sequence[Path]) -> list[Path]:
+    """The ``writable`` places beneath a protected one (the others need no grant, and would
+    only make their parent directories "on the way")."""
+    guarded = [str(_real(place)) for place in protected]
+    return [place for place in writable if any(_beneath(str(place), g) for g in guarded)]
+
+
+def _enclosing(protected: Sequence[Path], writable: Sequence[Path]) -> str:
+    """Why ``writable`` would lift the protection ("" if it would not)."""
+    for place in writable:
+        for guarded in protected:
+            if _beneath(str(_real(guarded)), str(_real(place))):
+                return f"the writable directory {place} contains the protected directory {guarded}"
+    return ""
 
 
 class _Walk:

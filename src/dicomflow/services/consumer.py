@@ -78,12 +78,15 @@ class ServiceScheduler:
         series_key: str,
         archived: ArchivedSeries | None = None,
         after: Sequence[str] = (),
+        *,
+        protected: Sequence[Path] = (),
     ) -> Scheduled:
         """Run the callbacks for the series in ``instances_dir`` and enqueue the chosen jobs.
 
         With ``archived``, the jobs read the series from the archive instead of
         ``instances_dir`` and leave their results in the datastore (see above); every
-        job depends on the jobs of ``after``.
+        job depends on the jobs of ``after``. Beneath ``protected`` the jobs may write
+        only their own output (see :mod:`dicomflow.services.protection`).
         """
         report = self.registry.load()
         for service, error in report.errors.items():
@@ -95,7 +98,7 @@ class ServiceScheduler:
             headers,
             self.backend,
             series_key=series_key,
-            base_kwargs=_job_inputs(instances_dir, output_root, archived),
+            base_kwargs=_job_inputs(instances_dir, output_root, archived, protected),
             after=after,
         )
         scheduled = Scheduled()
@@ -119,11 +122,16 @@ class ServiceScheduler:
 
 
 def _job_inputs(
-    instances_dir: Path, output_root: Path, archived: ArchivedSeries | None
+    instances_dir: Path,
+    output_root: Path,
+    archived: ArchivedSeries | None,
+    protected: Sequence[Path],
 ) -> dict[str, Any]:
+    inputs: dict[str, Any] = {"protected": [str(path) for path in protected]} if protected else {}
     if archived is None:
-        return {"input_dir": str(instances_dir), "output_root": str(output_root)}
-    return {"archive_input": archived.to_kwargs(), "output_url": staging_url(archived.datastore)}
+        return {**inputs, "input_dir": str(instances_dir), "output_root": str(output_root)}
+    url = staging_url(archived.datastore)
+    return {**inputs, "archive_input": archived.to_kwargs(), "output_url": url}
 
 
 def _plain(value: Any) -> Any:

@@ -25,10 +25,16 @@ the series' instances from the archive into a temporary ``input_dir``, gives the
 worker an empty temporary ``output_dir``, and, once the worker has returned,
 uploads that folder's DICOM files to ``{output_url}/{jobName}``. Both folders are
 removed afterwards.
+
+A job that carries ``protected`` (the node's data directory, when the node protects
+its files) may write nothing beneath it but its own output folder; see
+:mod:`dicomflow.services.protection`. The protection is in place before the worker's
+module is imported.
 """
 
 import importlib
 import logging
+import os
 import site
 import sys
 import tempfile
@@ -41,6 +47,7 @@ from typing import Any
 from dicomflow.cod.transfer import ArchivedSeries, fetch_series, upload_folder
 from dicomflow.errors import ServiceDefinitionError
 from dicomflow.services.environment import site_dirs, system_site_dirs
+from dicomflow.services.protection import protect_service_job, protected_places
 from dicomflow.services.settings import worker_parts
 from dicomflow.services.signature import call_with_keywords
 
@@ -105,33 +112,56 @@ def run_service_job(**kwargs: Any) -> None:
         Exception: whatever the worker raises.
     """
     service = ServiceRef.from_kwargs(kwargs.pop("service", None))
+    protected = protected_places(kwargs.pop("protected", None))
     archive_input, output_url = kwargs.pop("archive_input", None), kwargs.pop("output_url", None)
     if archive_input is None and output_url is None:
-        _call_worker(service, _with_output_dir(kwargs))
+        kwargs = _with_output_dir(kwargs)
+        _protect(kwargs, protected, [Path(kwargs["output_dir"])] if "output_dir" in kwargs else [])
+        _call_worker(service, kwargs)
         return
-    with tempfile.TemporaryDirectory(prefix="dicomflow-service-") as scratch:
-        _run_in_scratch(service, kwargs, Path(scratch), archive_input, output_url)
+    # A protected job could not remove a folder made directly in /tmp (a directory on the
+    # way to the data directory, say): its scratch folder is in its working directory.
+    where = os.getcwd() if protected else None
+    with tempfile.TemporaryDirectory(prefix="dicomflow-service-", dir=where) as scratch:
+        _run_in_scratch(service, kwargs, Path(scratch), (archive_input, output_url), protected)
 
 
 def _run_in_scratch(
     service: ServiceRef,
     kwargs: dict[str, Any],
     scratch: Path,
-    archive_input: object,
-    output_url: object,
+    archive: tuple[object, object],
+    protected: list[Path],
 ) -> None:
-    """Fetch the inputs into ``scratch``, run the worker, upload its results."""
-    if archive_input is not None:
-        fetch_series(ArchivedSeries.from_kwargs(archive_input), scratch / "input")
-        kwargs["input_dir"] = str(scratch / "input")
+    """Fetch the inputs (``archive_input``) into ``scratch``, run the worker, upload its
+    results (to ``output_url``)."""
+    archive_input, output_url = archive
+    archived = None if archive_input is None else ArchivedSeries.from_kwargs(archive_input)
     if output_url is not None:
         (scratch / "output").mkdir()
         kwargs["output_dir"] = str(scratch / "output")
+    _protect(kwargs, protected, [scratch], archived, output_url)
+    if archived is not None:
+        fetch_series(archived, scratch / "input")
+        kwargs["input_dir"] = str(scratch / "input")
     _call_worker(service, kwargs)
     if output_url is not None:
         job_name = kwargs.get("jobName", "job")
         count = upload_folder(scratch / "output", f"{output_url}/{job_name}")
         logger.info("job %s: %d result file(s) uploaded to %s", job_name, count, output_url)
+
+
+def _protect(
+    kwargs: dict[str, Any],
+    protected: list[Path],
+    writable: list[Path],
+    archived: ArchivedSeries | None = None,
+    output_url: object = None,
+) -> None:
+    """With ``protected`` places, let the job write only ``writable`` beneath them."""
+    if protected:
+        url = None if output_url is None else str(output_url)
+        protect_service_job(str(kwargs.get("jobName", "job")), protected, writable, archived, url)
 
 
 def _with_output_dir(kwargs: dict[str, Any]) -> dict[str, Any]:
