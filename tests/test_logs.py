@@ -76,3 +76,22 @@ def test_an_error_text_with_a_newline_stays_in_its_record(log_file: Path) -> Non
 def test_escaped_keeps_printable_text_and_escapes_the_rest() -> None:
     assert escaped("CT^Head 1.2.3 é") == "CT^Head 1.2.3 é"
     assert escaped("A\nB\r\tC\x00\x1b\x85\u2028") == "A\\nB\\r\\tC\\x00\\x1b\\x85\\u2028"
+
+
+def test_the_log_file_and_the_folders_made_for_it_are_private(tmp_path: Path) -> None:
+    log_path = tmp_path / "data" / "logs" / "node.log"
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        configure_logging("INFO", log_path, stderr=False)
+        logging.getLogger("dicomflow.test").warning("study 1.2.3 from PEER")
+        for handler in root.handlers:
+            handler.flush()
+        assert log_path.stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+        assert (tmp_path / "data" / "logs").stat().st_mode & 0o777 == 0o700
+    finally:
+        for handler in list(root.handlers):
+            if handler not in before:
+                root.removeHandler(handler)
+                handler.close()

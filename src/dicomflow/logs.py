@@ -11,8 +11,10 @@ of a traceback is indented, so no peer can forge a record of its own.
 
 import logging
 import logging.handlers
+import os
 import re
 from pathlib import Path
+from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 BACKUPS = 8
@@ -48,6 +50,26 @@ class OneLineFormatter(logging.Formatter):
         return "\n".join([first, *(f"  {line}" for line in rest.splitlines())])
 
 
+class _PrivateRotatingFileHandler(logging.handlers.TimedRotatingFileHandler):
+    """A weekly rotated log whose every file is readable by this user only (0600): it names
+    studies and peers."""
+
+    def _open(self) -> Any:
+        stream = super()._open()
+        os.chmod(self.baseFilename, 0o600)
+        return stream
+
+
+def make_private_folders(directory: Path) -> None:
+    """Make ``directory`` and its missing parents, each readable by this user only (0700)."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+
+
 def configure_logging(
     level: str = "INFO", log_path: Path | None = None, *, stderr: bool = True
 ) -> None:
@@ -60,11 +82,9 @@ def configure_logging(
             handler.close()
     handlers: list[logging.Handler] = [logging.StreamHandler()] if stderr else []
     if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folders(log_path.parent)
         handlers.append(
-            logging.handlers.TimedRotatingFileHandler(
-                log_path, when="W0", backupCount=BACKUPS, encoding="utf-8"
-            )
+            _PrivateRotatingFileHandler(log_path, when="W0", backupCount=BACKUPS, encoding="utf-8")
         )
     for handler in handlers:
         handler.setFormatter(OneLineFormatter(FORMAT))

@@ -20,7 +20,7 @@ from dicomflow.net.scp import STATUS_SUCCESS, ReceivedInstance, StoreSCP
 from dicomflow.node.archive import ArchiveScheduler
 from dicomflow.node.node import Node, wait_until
 from dicomflow.node.pipeline import wait_for_signal
-from dicomflow.node.spool import write_durably
+from dicomflow.node.spool import make_private_directory, write_durably
 from dicomflow.web.auth import TOKEN_FILE
 from dicomflow.web.server import WebServer, start_web
 
@@ -34,7 +34,7 @@ class _Endpoint:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_private_directory(folder)  # inside the node's data directory: patient data
         self.files: list[Path] = []
         self._lock = threading.Lock()
         self.scp = StoreSCP(ae_title=DEMO_PACS, ip="127.0.0.1", port=0, on_store=self._store)

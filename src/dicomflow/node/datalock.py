@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from dicomflow.errors import DataDirectoryInUseError
+from dicomflow.logs import make_private_folders
 
 LOCK_FILE = "node.lock"
 
@@ -36,7 +37,7 @@ class DataDirectoryLock:
         """
         if self.held:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_folders(self.path.parent)
         descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fastapi import HTTPException, Request, status
 
+from dicomflow.logs import make_private_folders
 from dicomflow.settings import NodeSettings
 from dicomflow.web.csrf import check_origin, check_token
 from dicomflow.web.proxies import TrustedProxies
@@ -149,7 +150,7 @@ def _stored_token(path: Path) -> str:
     except FileNotFoundError:
         pass
     token = secrets.token_urlsafe(24)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_folders(path.parent)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as stream:
         stream.write(token + "\n")
