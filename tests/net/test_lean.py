@@ -15,6 +15,7 @@ from dicomflow import metrics
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.net.lean import LeanStoreSCP
 from dicomflow.net.scp import AccessPolicy, ReceivedInstance
+from support import wait_for
 
 VERIFICATION = UID("1.2.840.10008.1.1")
 PATIENT_ROOT_FIND = UID("1.2.840.10008.5.1.4.1.2.1.1")
@@ -207,12 +208,13 @@ def test_instances_past_the_memory_limit_abort_and_the_memory_is_given_back() ->
         [small, big, after] = make_ct_series(3, rows=64, columns=64)
         assoc = ae.associate("127.0.0.1", tight.scp.port, ae_title="DICOMFLOW")
         assert assoc.send_c_store(small).Status == 0x0000
-        assert tight.scp._held == 0  # given back once stored
+        # given back once stored (just after the response goes out: the PDU is read on)
+        wait_for(lambda: tight.scp._held == 0, timeout_s=5, what="memory given back")
         assoc.send_c_store(enlarged(big))
         assoc.join(5)
         assert assoc.is_aborted
         assert tight.released.wait(2)
-        assert tight.scp._held == 0  # given back by the aborted association too
+        wait_for(lambda: tight.scp._held == 0, timeout_s=5, what="memory given back after abort")
         again = ae.associate("127.0.0.1", tight.scp.port, ae_title="DICOMFLOW")
         assert again.send_c_store(after).Status == 0x0000
         again.release()
