@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+import redis
 
 from dicomflow.cod import CODObject, list_series, list_studies
 from dicomflow.dicom.factory import make_ct_series, write_series
@@ -180,18 +181,35 @@ class Unreachable:
         raise ConnectionError("queue down")
 
 
-def test_a_consumer_that_cannot_schedule_is_an_error_of_the_series(tmp_path: Path) -> None:
+class Refusing:
+    """A consumer that refuses the series."""
+
+    def schedule(self, *args: object, **kwargs: object) -> None:
+        raise ValueError("no such thing")
+
+
+def test_a_consumer_that_refuses_is_an_error_of_the_series(tmp_path: Path) -> None:
     folder = tmp_path / "batch"
     write_series(make_ct_series(2), folder)
     archive = ArchiveScheduler(str(tmp_path / "archive"), f"sqlite:///{tmp_path / 'q.db'}")
-    scheduled = Consumers(Unreachable(), archive).schedule(folder, tmp_path / "out", "key")
+    scheduled = Consumers(Refusing(), archive).schedule(folder, tmp_path / "out", "key")
     assert list(scheduled.job_ids) == ["archive"]
-    assert scheduled.errors == {"Unreachable": "Not scheduled: queue down"}
+    assert scheduled.errors == {"Refusing": "Not scheduled: no such thing"}
+
+
+def test_an_unreachable_queue_raises_for_the_series_to_be_scheduled_again(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "batch"
+    write_series(make_ct_series(2), folder)
+    archive = ArchiveScheduler(str(tmp_path / "archive"), f"sqlite:///{tmp_path / 'q.db'}")
+    with pytest.raises(ConnectionError, match="queue down"):
+        Consumers(Unreachable(), archive).schedule(folder, tmp_path / "out", "key")
 
     Unreachable.calls = 0
     down = ArchiveScheduler(str(tmp_path / "archive"), "redis://127.0.0.1:1/0")
-    scheduled = Consumers(Unreachable(), down).schedule(folder, tmp_path / "out", "key")
-    assert scheduled.job_ids == {} and list(scheduled.errors) == ["archive"]
+    with pytest.raises(redis.exceptions.ConnectionError):
+        Consumers(Unreachable(), down).schedule(folder, tmp_path / "out", "key")
     assert Unreachable.calls == 0  # nothing reads an archive that will not be written
     assert not (tmp_path / "archive" / "staging").exists() or not any(
         (tmp_path / "archive" / "staging").iterdir()

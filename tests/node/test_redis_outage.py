@@ -9,15 +9,24 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from sample_pipelines import CopyPipeline
+from sample_pipelines import ArchivePipeline, CopyPipeline
+from test_archive import archived
 
+from dicomflow.cod import CODObject
 from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.node.archive import ArchiveScheduler, Consumers
+from dicomflow.node.node import Node
+from dicomflow.services.consumer import ServiceScheduler
+from dicomflow.services.install import install
+from dicomflow.settings import build_settings
 from support import StoreSCPPeer, free_port, storescu, wait_for, wait_for_port
 
 DICOMFLOW = str(Path(sys.executable).parent / "dicomflow")
+EXAMPLES = Path(__file__).parents[2] / "examples" / "services"
 OPTIONS = "heartbeat_s=0.5&stale_after_s=2"
 PRELOAD = "&preload=dicomflow.node.worker,pydicom,numpy"  # the worker's jobs start warm
 ROUNDS = 20
+SERIES = 8
 PERSISTENCE = {
     "none": ["--save", "", "--appendonly", "no"],
     "appendonly": ["--save", "", "--appendonly", "yes", "--appendfsync", "always"],
@@ -61,14 +70,38 @@ def missed_redis(worker_log: Path) -> bool:
     return any(sign in text for sign in signs)
 
 
-def received(storescp: StoreSCPPeer) -> set[str]:
+def received(storescp: StoreSCPPeer, keyword: str = "SOPInstanceUID") -> set[str]:
     uids = set()
     for path in storescp.files():
         try:
-            uids.add(str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID))
-        except (OSError, ValueError, EOFError):  # being written
+            uids.add(str(pydicom.dcmread(path, stop_before_pixels=True)[keyword].value))
+        except (OSError, ValueError, EOFError, KeyError):  # being written
             continue
     return uids
+
+
+def start_service_node(tmp_path: Path, url: str, endpoint: str, archive: str | None) -> Node:
+    """A node running the example services "measure" and "mask" (which writes a bone-mask
+    series), its jobs on ``url``, reading the series from ``archive`` if given."""
+    root = tmp_path / "services"
+    install("measure", EXAMPLES / "measure", root)
+    install("mask", EXAMPLES / "mask", root)
+    settings = build_settings(
+        port=0,
+        data_directory=tmp_path / "data",
+        endpoints=[endpoint],
+        services_directory=root,
+        queue_url=url,
+        queue_workers=0,
+        series_quiet_period_s=0.5,
+        export_backoff_s=0.1,
+        **({"archive_datastore": archive} if archive else {}),
+    )
+    services = ServiceScheduler(root, url)
+    consumer = Consumers(services, ArchiveScheduler(archive, url)) if archive else services
+    node = Node(None, settings, consumer)
+    node.start()
+    return node
 
 
 @pytest.mark.parametrize("persistence", list(PERSISTENCE))
@@ -148,4 +181,90 @@ def test_a_round_whose_job_vanished_with_redis_is_submitted_again(
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=30)
+        redis.stop()
+
+
+@pytest.mark.parametrize("archived", [False, True], ids=["services", "archived-services"])
+def test_service_series_survive_kill_9_of_redis(
+    storescp: StoreSCPPeer, tmp_path: Path, archived: bool, caplog
+):
+    redis = RestartableRedis(tmp_path / "redis", "none")
+    url = f"redis://127.0.0.1:{redis.port}/0?{OPTIONS}"
+    series = [
+        write_series(make_ct_series(2, patient_id=f"P{n}"), tmp_path / f"s{n}")
+        for n in range(SERIES)
+    ]
+    worker_log = tmp_path / "worker.log"
+    with worker_log.open("ab") as log:
+        worker = subprocess.Popen(
+            [DICOMFLOW, "worker", "--queue", url, "--name", "survivor"], stdout=log, stderr=log
+        )
+    archive = str(tmp_path / "archive") if archived else None
+    node = start_service_node(tmp_path, url, storescp.endpoint(), archive)
+    batches = tmp_path / "data" / "series" / "rounds"
+    try:
+        for files in series[:3]:
+            storescu(node.port, files)
+        wait_for(lambda: received(storescp), 120, "the worker to run the services")
+        for files in series[3:5]:  # scheduled, or running, when Redis dies
+            storescu(node.port, files)
+        time.sleep(0.8)
+        redis.kill9()
+        for files in series[5:7]:  # stable while Redis is down: the queue does not take them
+            storescu(node.port, files)
+        wait_for(lambda: missed_redis(worker_log), 30, "the worker to miss Redis")
+        refused = "the queue did not take its jobs"
+        wait_for(lambda: any(refused in r.getMessage() for r in caplog.records), 30, refused)
+        redis.start()
+        for files in series[7:]:
+            storescu(node.port, files)
+        wait_for(lambda: len(received(storescp)) >= 2 * SERIES, 180, "every series' mask")
+        wait_for(lambda: not any(batches.iterdir()), 60, "every batch to end")
+
+        assert worker.poll() is None, "the worker exited"
+        assert len(received(storescp)) == 2 * SERIES  # each mask sent once
+        assert len(received(storescp, "SeriesInstanceUID")) == SERIES
+        assert not any((tmp_path / "data" / "series" / "failed").iterdir())
+    finally:
+        node.stop()
+        worker.terminate()
+        worker.wait(timeout=30)
+        redis.stop()
+    vanished = sum("no longer in the queue" in r.getMessage() for r in caplog.records)
+    retried = sum(refused in r.getMessage() for r in caplog.records)
+    print(f"\n{SERIES}/{SERIES} series: {retried} retried, {vanished} vanished job(s) again")
+
+
+def test_an_archive_output_whose_job_vanished_with_redis_is_archived(make_node, tmp_path: Path):
+    redis = RestartableRedis(tmp_path / "redis", "none")
+    url = f"redis://127.0.0.1:{redis.port}/0?{OPTIONS}"
+    series = make_ct_series(2)
+    datastore = tmp_path / "data" / "archive"
+    outbox = tmp_path / "data" / "archive-outbox"
+    holder = CODObject(
+        datastore_path=str(datastore),
+        study_uid=str(series[0].StudyInstanceUID),
+        series_uid=str(series[0].SeriesInstanceUID),
+        lock=True,
+    )
+    with (tmp_path / "worker.log").open("ab") as log:
+        worker = subprocess.Popen(
+            [DICOMFLOW, "worker", "--queue", url + PRELOAD], stdout=log, stderr=log
+        )
+    try:
+        node = make_node(ArchivePipeline, queue_url=url, queue_workers=0)
+        storescu(node.port, write_series(series, tmp_path / "s"))
+        markers = lambda: [m.read_text() for m in outbox.glob(".*.json")]  # noqa: E731
+        wait_for(lambda: any('"archive"' in m for m in markers()), 60, "the archive job")
+        time.sleep(1)  # the lock is held: the job fails and waits for its retry
+        redis.kill9()  # the job, waiting in Redis's memory, is lost
+        redis.start()
+        holder.release()
+
+        wait_for(lambda: archived(datastore) == 2, 60, "the output archived by a new job")
+        wait_for(lambda: not any(outbox.iterdir()), 30, "the archive outbox to empty")
+        assert worker.poll() is None, "the worker exited"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
         redis.stop()

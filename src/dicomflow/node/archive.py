@@ -49,6 +49,7 @@ from dicomflow.cod.transfer import (
 )
 from dicomflow.dicom.keys import is_valid_uid, shorten
 from dicomflow.errors import CODError, DicomflowError
+from dicomflow.node.resubmit import retryable
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, Priority
 from dicomflow.queue.landlock import protect_job
@@ -78,7 +79,9 @@ class ArchiveScheduler:
     On the embedded queue the job reads the series' folder in the node. On Redis,
     whose workers may run on other machines, the node first copies the instances to
     a staging prefix of the datastore (``{datastore}/staging/{token}/input``), which
-    the job reads and removes once they are archived.
+    the job reads and removes once they are archived. The folder itself is kept (even
+    with ``remove_input``) until its job has finished, so that a job lost with its queue
+    can be scheduled again from it.
     """
 
     def __init__(self, datastore: str, queue_url: str) -> None:
@@ -102,9 +105,7 @@ class ArchiveScheduler:
         source: dict[str, Any]
         if self.stage_inputs:
             source = {"input_url": f"{staging_url(self.datastore)}/input"}
-            upload_folder(instances_dir, source["input_url"])
-            if remove_input:
-                shutil.rmtree(instances_dir, ignore_errors=True)  # staged in the datastore
+            upload_folder(instances_dir, source["input_url"])  # the folder stays: see above
         else:
             source = {"input_dir": str(instances_dir), "remove_input": remove_input}
         if protected:
@@ -297,9 +298,10 @@ class Consumers:
         *,
         protected: Sequence[Path] = (),
     ) -> Scheduled:
-        """Schedule every consumer's jobs (``protected`` passed on). A consumer that raises
-        is an error of the series (its batch is then kept as failed); if the archive
-        cannot be scheduled, nothing else is."""
+        """Schedule every consumer's jobs (``protected`` passed on). A server that did not
+        answer (the queue's, the datastore's) raises, and the series is scheduled again
+        later; any other failure of a consumer is an error of the series (its batch is then
+        kept as failed). If the archive cannot be scheduled, nothing else is."""
         combined = Scheduled({}, {})
         reading: dict[str, Any] = {"protected": protected}
         if self.archive is not None:
@@ -307,7 +309,9 @@ class Consumers:
                 where = (instances_dir, output_root, series_key)
                 combined = self.archive.schedule(*where, protected=protected)
                 archived = self.archive.archived(instances_dir)
-            except Exception as exc:  # e.g. the datastore is unreachable: keep the batch
+            except Exception as exc:
+                if retryable(exc):  # the queue or datastore did not answer: try again
+                    raise
                 logger.exception("series %s: the archive job was not scheduled", series_key[:12])
                 return Scheduled({}, {ARCHIVE_JOB: f"Not scheduled: {exc}"})
             if archived is not None:
@@ -324,7 +328,9 @@ class Consumers:
     ) -> None:
         try:
             scheduled = consumer.schedule(*where, **reading)
-        except Exception as exc:  # the queue is unreachable, say: keep the batch
+        except Exception as exc:
+            if retryable(exc):  # the queue did not answer: the whole series is tried again
+                raise
             logger.exception("series %s: jobs not scheduled", where[2][:12])
             combined.errors[type(consumer).__name__] = f"Not scheduled: {exc}"
             return

@@ -50,7 +50,7 @@ from dicomflow.net.scp import (
     ReceivedInstance,
     StoreSCP,
 )
-from dicomflow.node.archive import ARCHIVE_JOB, ArchiveScheduler
+from dicomflow.node.archive_outbox import ArchiveOutbox
 from dicomflow.node.collector import Collector
 from dicomflow.node.datalock import DataDirectoryLock
 from dicomflow.node.diskspace import SpaceWait, is_no_space
@@ -61,12 +61,11 @@ from dicomflow.node.reference import PipelineRef
 from dicomflow.node.round import Round, RoundStore
 from dicomflow.node.runner import Outcome, Runner
 from dicomflow.node.series import SeriesConsumer, SeriesStage
-from dicomflow.node.spool import Spool, fsync_directory, make_private_directory, write_durably
+from dicomflow.node.spool import Spool, make_private_directory
 from dicomflow.node.trigger import Trigger
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.node.workers import LocalWorkers
 from dicomflow.queue.backend import PerThreadBackend
-from dicomflow.queue.job import Job, JobStatus
 from dicomflow.settings import NodeSettings
 
 logger = logging.getLogger(__name__)
@@ -153,8 +152,9 @@ class Node:
         url = settings.resolved_queue_url()
         self.watcher = JobWatcher(url)
         self._queue = PerThreadBackend(url)
-        self._archive_outbox = root / "archive-outbox"
-        self._archive_schedulers: dict[str, ArchiveScheduler] = {}
+        self.archive_outbox = ArchiveOutbox(
+            root / "archive-outbox", self.watcher, self._protected()
+        )
         self.workers = LocalWorkers(
             with_options(
                 url, {"preload": ",".join(_preload(pipeline_class)), **settings.job_options()}
@@ -309,6 +309,7 @@ class Node:
         if self.runner is not None:
             self.runner.close()
         self.runner = None
+        self.archive_outbox.stop()
         for part in (self.series, self.watcher, self.workers):
             if part is not None:
                 part.stop()
@@ -487,47 +488,8 @@ class Node:
         self.rounds.finish(job)
 
     def _archive_output(self, name: str, folder: Path, entry: dict[str, Any]) -> None:
-        """Move a round's archive output to ``archive-outbox/{name}`` and enqueue the job
-        that archives it (with retries) and then empties it."""
-        staged = self._archive_outbox / name
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        datastore = str(entry["datastore"])
-        if not staged.exists():
-            _write_marker(staged, {"datastore": datastore})  # before the move: see recovery
-            os.replace(folder, staged)
-            fsync_directory(staged.parent)
-        self._schedule_archive(staged, datastore)
-
-    def _schedule_archive(self, staged: Path, datastore: str) -> None:
-        scheduler = self._archive_schedulers.get(datastore)
-        if scheduler is None:  # one per datastore: it holds the queue connections
-            scheduler = ArchiveScheduler(datastore, self.watcher.url)
-            self._archive_schedulers[datastore] = scheduler
-        scheduled = scheduler.schedule(
-            staged, staged, f"output {staged.name}", remove_input=True, protected=self._protected()
-        )
-        _write_marker(staged, {"datastore": datastore, **scheduled.job_ids})
-        job_id = scheduled.job_ids[ARCHIVE_JOB]
-        logger.info("archive output %s: job %s", staged.name, job_id)
-        self.watcher.watch(job_id, lambda ended: _archive_output_ended(staged, ended))
-
-    def _recover_archive_outputs(self) -> None:
-        """Enqueue again the archive outputs whose job was lost (a crash between moving
-        the folder and enqueueing, or a queue that was reset)."""
-        if not self._archive_outbox.is_dir():
-            return
-        backend = self._queue.get()
-        for marker in self._archive_outbox.glob(".*.json"):
-            staged = self._archive_outbox / marker.name[1:-5]
-            if not staged.is_dir() or not any(staged.iterdir()):
-                # Archived and emptied by its job, or never moved (its round, still
-                # pending, exports it again).
-                _remove_archived(staged)
-                continue
-            recorded = json.loads(marker.read_text())
-            job_id = recorded.get(ARCHIVE_JOB)
-            if job_id is None or backend.fetch(job_id) is None:
-                self._schedule_archive(staged, recorded["datastore"])
+        """Hand a round's archive output to the archive outbox (see there)."""
+        self.archive_outbox.add(name, folder, str(entry["datastore"]))
 
     def _keep_processed(self, job: Round) -> None:
         target = self.settings.data_directory.resolve() / "processed" / job.round_id
@@ -537,7 +499,7 @@ class Node:
     # -- recovery ------------------------------------------------------------------
 
     def _recover(self) -> set[str]:
-        self._recover_archive_outputs()
+        self.archive_outbox.recover()
         moved = self.rounds.recover_partial()
         patients: set[str] = set()
         for patient_key, path in self.spool.instances():
@@ -601,26 +563,6 @@ class Node:
         logger.info("round %s: retried as job %s", round_id, job_id)
 
 
-def _archive_output_ended(staged: Path, ended: Job) -> None:
-    if ended.status is JobStatus.FINISHED:
-        _remove_archived(staged)
-    else:
-        logger.error(
-            "archive output %s: job %s %s; kept in %s (retry the job from the dashboard): %s",
-            staged.name,
-            ended.id,
-            ended.status.value,
-            staged,
-            ended.error,
-        )
-
-
-def _remove_archived(staged: Path) -> None:
-    """Remove an archive output's folder, emptied by its job, and its marker."""
-    shutil.rmtree(staged, ignore_errors=True)
-    (staged.parent / f".{staged.name}.json").unlink(missing_ok=True)
-
-
 def _keep_private(root: Path) -> None:
     """Make the data directory (0700), or close an existing one to other users."""
     if not root.is_dir():
@@ -635,11 +577,6 @@ def _keep_private(root: Path) -> None:
             mode,
             mode & ~0o007,
         )
-
-
-def _write_marker(staged: Path, values: dict[str, Any]) -> None:
-    """Record, beside an archive output's folder, its datastore and (once known) its job."""
-    write_durably(staged.parent / f".{staged.name}.json", json.dumps(values).encode())
 
 
 def _decoded_upload(encoded: bytes, maximum_bytes: int) -> Dataset:

@@ -1,5 +1,6 @@
-"""Submissions to try again: rounds the queue could not take (it did not answer), each
-submitted again after a wait that doubles from 1 s up to 30 s, on a thread of its own."""
+"""Submissions to try again: rounds, series batches and archive outputs the queue could
+not take (it did not answer), each submitted again after a wait that doubles from 1 s up
+to 30 s, on a thread of its own."""
 
 import heapq
 import itertools
@@ -9,12 +10,21 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from dicomflow.errors import DicomflowError
+
 logger = logging.getLogger(__name__)
 
 FIRST_WAIT_S = 1.0
 MAX_WAIT_S = 30.0
 
 T = TypeVar("T")
+
+
+def retryable(exc: BaseException) -> bool:
+    """Whether submitting again may cure ``exc``: a server (the queue's, a datastore's)
+    that did not answer, not a refusal of what was submitted (a bad value, an unknown
+    dependency)."""
+    return not isinstance(exc, DicomflowError | ValueError | TypeError | LookupError)
 
 
 class Resubmitter(Generic[T]):
