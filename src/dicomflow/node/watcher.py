@@ -1,8 +1,14 @@
 """The job watcher: tells the node when the queue's jobs it waits for have ended, or
-are gone from the queue (a Redis server restarted without its data)."""
+are gone from the queue (a Redis server restarted without its data).
+
+On a queue that can tell (RQ: ``lost`` and ``requeue_lost``), it also puts back in
+their queue the jobs it waits for that stayed queued in name only for
+``lost_after_s``: popped by a worker that died before marking them started.
+"""
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +21,10 @@ JobCallback = Callable[[Job], None]
 UNREACHABLE_S = 1.0
 """How often a queue that did not answer is asked again."""
 VanishedCallback = Callable[[str], None]
+LOST_AFTER_S = 10.0
+"""How long a job may stay queued in name only (in no queue) before it is queued again."""
+SWEEP_S = 1.0
+"""How often the queue is asked for such jobs."""
 
 
 @dataclass(frozen=True)
@@ -33,9 +43,14 @@ class JobWatcher:
     The watcher opens its own connection to the queue (``url``) on its own thread.
     """
 
-    def __init__(self, url: str, interval_s: float = 0.05) -> None:
+    def __init__(
+        self, url: str, interval_s: float = 0.05, lost_after_s: float = LOST_AFTER_S
+    ) -> None:
         self.url = url
         self.interval_s = interval_s
+        self.lost_after_s = lost_after_s
+        self._lost_since: dict[str, float] = {}
+        self._next_sweep = 0.0
         self._watched: dict[str, _Watch] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -89,6 +104,7 @@ class JobWatcher:
                 return
             watched = [(i, w) for i, w in watched if i not in known or _ended(known[i])]
         failure: Exception | None = None
+        queued: list[str] = []
         for job_id, watch in watched:
             try:
                 job = backend.fetch(job_id)
@@ -98,14 +114,39 @@ class JobWatcher:
             if job is None and watch.vanished is None:
                 continue
             if job is not None and not job.status.is_terminal:
+                if job.status is JobStatus.QUEUED:
+                    queued.append(job_id)
                 continue
             with self._lock:
                 self._watched.pop(job_id, None)
             self._call(job_id, job, watch)
         if failure is None:
             self._found()
+            self._sweep(backend, queued)
         else:
             self._lost(failure)
+
+    def _sweep(self, backend: Backend, queued: list[str]) -> None:
+        """Queue again the ``queued`` jobs that have been in no queue for ``lost_after_s``."""
+        lost, requeue = getattr(backend, "lost", None), getattr(backend, "requeue_lost", None)
+        now = time.monotonic()
+        if lost is None or requeue is None or now < self._next_sweep:
+            return
+        self._next_sweep = now + SWEEP_S
+        try:
+            found = set(lost(queued)) if queued else set()
+            self._lost_since = {i: self._lost_since.get(i, now) for i in found}
+            for job_id, since in list(self._lost_since.items()):
+                if now - since >= self.lost_after_s and requeue(job_id):
+                    del self._lost_since[job_id]
+                    logger.warning(
+                        "job %s: queued, but in no queue for %.0f s (its worker died taking"
+                        " it?); queued again",
+                        job_id,
+                        now - since,
+                    )
+        except Exception as exc:
+            self._lost(exc)
 
     def _lost(self, exc: Exception) -> None:
         """The queue did not answer: said once, then asked again every second."""

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis import Redis
@@ -24,6 +24,7 @@ from rq.callbacks import Callback
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Dependency, Retry
 from rq.job import Job as RQJob
+from rq.job import JobStatus as RQStatus
 from rq.queue import Queue
 from rq.registry import BaseRegistry, CanceledJobRegistry, FailedJobRegistry
 
@@ -143,6 +144,25 @@ class RQBackend:
         else:
             self.queues[job.priority].enqueue_job(rq_job)
         return self._fetched(job_id)
+
+    def lost(self, job_ids: Sequence[str]) -> list[str]:
+        """Of ``job_ids``, the jobs RQ holds as queued that no queue lists and no registry
+        holds: a worker popped them and died before it marked them started. (A worker
+        between the two for a moment looks the same: see the watcher's grace period.)"""
+        fetched = RQJob.fetch_many(list(job_ids), self.connection, SERIALIZER)
+        queued = [j for j in fetched if j and j.get_status(refresh=False) == RQStatus.QUEUED]
+        if not queued:
+            return []
+        listed = {job_id for queue in self.queues.values() for job_id in _job_ids(queue)}
+        return [rq_job.id for rq_job in queued if rq_job.id not in listed]
+
+    def requeue_lost(self, job_id: str) -> bool:
+        """Put job ``job_id`` back in its queue if it is still :meth:`lost`; whether it was."""
+        if job_id not in self.lost([job_id]):
+            return False
+        rq_job = self._known(job_id)
+        Queue(rq_job.origin, connection=self.connection, serializer=SERIALIZER).enqueue_job(rq_job)
+        return True
 
     def worker(self, *, name: str | None = None) -> RQWorker:
         return RQWorker(Redis.from_url(self.redis_url), self.options, name=name)
