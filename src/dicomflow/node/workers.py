@@ -19,6 +19,7 @@ import ctypes
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -200,11 +201,15 @@ def _settle_jobs_of(url: str, name: str) -> None:
     (elsewhere the queue finds it abandoned once its heartbeat is stale)."""
     if not url.startswith("sqlite:"):
         return
-    backend = EmbeddedBackend(url)
     try:
-        settled = backend.settle_dead_worker(name)
-    finally:
-        backend.close()
+        backend = EmbeddedBackend(url)
+        try:
+            settled = backend.settle_dead_worker(name)
+        finally:
+            backend.close()
+    except (sqlite3.Error, OSError) as exc:  # a full disk: the heartbeat check settles it later
+        logger.warning("local worker %s: its started jobs cannot be settled now: %s", name, exc)
+        return
     if settled:
         logger.info("local worker %s: its %d started job(s) settled", name, settled)
 
@@ -213,11 +218,15 @@ def _settle_jobs_of_gone(url: str) -> None:
     """Before the workers start: queue again at once the jobs that local workers of an
     earlier run of the node were running when they were killed with it (``kill -9`` of its
     process group), instead of after ``stale_after_s``."""
-    backend = EmbeddedBackend(url)
     try:
-        settled = backend.settle_gone_workers(PREFIX)
-    finally:
-        backend.close()
+        backend = EmbeddedBackend(url)
+        try:
+            settled = backend.settle_gone_workers(PREFIX)
+        finally:
+            backend.close()
+    except (sqlite3.Error, OSError) as exc:  # a full disk: the heartbeat check settles them later
+        logger.warning("jobs of local workers of an earlier run cannot be settled now: %s", exc)
+        return
     if settled:
         logger.info("%d job(s) of local workers of an earlier run queued again", settled)
 
