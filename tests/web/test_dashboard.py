@@ -1,11 +1,20 @@
 """The dashboard's pages, JSON and actions over HTTP, with a real node and queue."""
 
+import html
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from web_pipelines import CTAndMRPipeline, LeakyPipeline, RaisingPipeline, TalkativePipeline
+from web_pipelines import (
+    UNDECODABLE_UID,
+    CTAndMRPipeline,
+    LeakyPipeline,
+    RaisingPipeline,
+    TalkativePipeline,
+    UndecodablePipeline,
+)
 
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import value_key
@@ -13,7 +22,7 @@ from dicomflow.queue.backend import open_backend
 from dicomflow.queue.job import Job, JobStatus
 from dicomflow.settings import build_settings
 from dicomflow.web.pages_jobs import LOG_WITHHELD
-from support import storescu, wait_for
+from support import StoreSCPPeer, storescu, wait_for
 
 HOSTILE = "<script>alert(1)</script>"
 PAGES = ["/", "/patients", "/jobs", "/services", "/outbox", "/archive"]
@@ -282,3 +291,52 @@ def test_the_log_of_a_round_whose_instances_are_gone_is_withheld_by_default(  # 
         assert "processing Curie^Marie" in log
     else:
         assert log == LOG_WITHHELD
+
+
+@pytest.fixture
+def uncompressed_storescp(tmp_path: Path) -> Iterator[StoreSCPPeer]:
+    """storescp with its default options: uncompressed transfer syntaxes only."""
+    peer = StoreSCPPeer(tmp_path / "pacs", options=())
+    yield peer
+    peer.stop()
+
+
+def test_a_result_no_retry_would_send_is_shown_set_aside_with_its_reason(  # type: ignore[no-untyped-def]
+    make_node, web_for, tmp_path: Path, uncompressed_storescp: StoreSCPPeer
+) -> None:
+    node = make_node(UndecodablePipeline, endpoints=[uncompressed_storescp.endpoint()])
+    web = web_for(node)
+    send_ct(node.port, tmp_path / "ct", patient_id="SETASIDE42")
+    aside = tmp_path / "data" / "outbox-unsendable"
+    wait_for(lambda: any(aside.glob("*/reasons.json")), 60, "the result to be set aside")
+    [folder] = aside.iterdir()
+    with web.client() as client:
+        listed = client.get("/api/outbox").json()
+        page = client.get("/outbox").text
+    [item] = listed["set_aside"]
+    assert item["name"] == folder.name and item["files"] == 1
+    [entry] = item["reasons"]
+    assert UNDECODABLE_UID in entry["file"]
+    assert "cannot be decoded" in entry["reason"] and "JPEG 2000" in entry["reason"]
+    assert listed["items"] == [], "nothing is left to retry"
+    assert "Set aside (will not be retried)" in page
+    assert folder.name in page and UNDECODABLE_UID in page
+    assert html.escape(entry["reason"], quote=False) in page
+
+
+@pytest.mark.parametrize("show", [False, True])
+def test_set_aside_reasons_hide_their_patients_identifiers_by_default(  # type: ignore[no-untyped-def]
+    web_for, tmp_path: Path, show: bool
+) -> None:
+    data = tmp_path / "data"
+    folder = data / "outbox-unsendable" / "round-1"
+    [path] = write_series(make_ct_series(1, rows=8, columns=8, patient_id="SECRET42"), folder)
+    reasons = {path.name: f"PACS@127.0.0.1:104: patient SECRET42 {HOSTILE}"}
+    (folder / "reasons.json").write_text(json.dumps(reasons))
+    web = web_for(settings=build_settings(data_directory=data, show_patient_identifiers=show))
+    with web.client() as client:
+        [item] = client.get("/api/outbox").json()["set_aside"]
+        page = client.get("/outbox").text
+    assert ("SECRET42" in item["reasons"][0]["reason"]) is show
+    assert ("SECRET42" in page) is show
+    assert HOSTILE not in page and "alert(1)" in page

@@ -4,10 +4,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate
+
 from dicomflow.dicom.grinders import list_grinder
 from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor
 
 FIRST_FAILURE = "first-attempt-failed"
+UNDECODABLE_UID = "1.2.826.0.1.3680043.8.498.77"
 
 
 class AnyInstance(AbstractInput):
@@ -121,3 +126,17 @@ class TalkativePipeline(FlakyPipeline):
             [first, *_] = input_container["any"]
             print(f"processing {first.PatientName}")
             return []
+
+
+class UndecodablePipeline(FlakyPipeline):
+    """Returns a JPEG 2000 instance of its patient whose pixel data cannot be decoded."""
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            [first, *_] = input_container["any"]
+            result = pydicom.dcmread(str(get_testdata_file("JPEG2000.dcm")))
+            result.PatientID = first.PatientID
+            result.PatientName = first.PatientName
+            result.SOPInstanceUID = UNDECODABLE_UID
+            result.PixelData = encapsulate([b"\xff\x4f\xff\x51 not a codestream"])
+            return [result]

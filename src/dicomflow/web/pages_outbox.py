@@ -1,4 +1,5 @@
-"""The endpoints and the outbox: results waiting for their peer, and re-sending one now."""
+"""The endpoints and the outbox: results waiting for their peer, re-sending one now, and the
+results set aside because no retry would send them."""
 
 import json
 import logging
@@ -9,9 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from dicomflow.node.outbox import DESTINATION, last_error
+from dicomflow.node.outbox import DESTINATION, REASONS, last_error
 from dicomflow.settings import format_endpoint
 from dicomflow.web.context import WebContext
+from dicomflow.web.privacy import file_identifiers, redact_text
 from dicomflow.web.views import ago, answer, bad_request, context_of, not_found, render, when
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,53 @@ def _item(folder: Path) -> dict[str, Any]:
     }
 
 
+def unsendable_root(context: WebContext) -> Path:
+    node = context.node
+    return (
+        node.outbox.unsendable_root if node is not None else context.data_root / "outbox-unsendable"
+    )
+
+
+def set_aside(context: WebContext) -> list[dict[str, Any]]:
+    """Each item set aside in ``outbox-unsendable/``: its files, the reason for each and when;
+    the patient's identifying values hidden from the reasons unless
+    ``show_patient_identifiers``."""
+    root = unsendable_root(context)
+    if not root.is_dir():
+        return []
+    show = context.settings.show_patient_identifiers
+    found = []
+    for folder in sorted(p for p in root.iterdir() if (p / REASONS).is_file()):
+        try:
+            found.append(_set_aside_item(folder, show))
+        except FileNotFoundError:  # removed while being listed
+            continue
+    return found
+
+
+def _set_aside_item(folder: Path, show: bool) -> dict[str, Any]:
+    reasons_path = folder / REASONS
+    try:
+        reasons = {
+            str(name): str(text) for name, text in json.loads(reasons_path.read_text()).items()
+        }
+    except (ValueError, AttributeError):
+        reasons = {"": f"(unreadable {REASONS})"}
+    if not show:
+        hidden = file_identifiers(folder.glob("*.dcm"))
+        reasons = {
+            redact_text(name, hidden): redact_text(text, hidden) for name, text in reasons.items()
+        }
+    since = reasons_path.stat().st_mtime
+    return {
+        "name": folder.name,
+        "files": len(list(folder.glob("*.dcm"))),
+        "reasons": [{"file": name, "reason": text} for name, text in sorted(reasons.items())],
+        "since": when(since),
+        "ago": ago(since),
+    }
+
+
 def endpoints(context: WebContext) -> list[str]:
     return [format_endpoint(address) for address in context.settings.endpoint_addresses()]
 
@@ -80,6 +129,7 @@ def outbox_page(request: Request) -> HTMLResponse:
     values = {
         "endpoints": endpoints(context),
         "items": items(context),
+        "set_aside": set_aside(context),
         "has_node": context.node is not None,
     }
     return render(request, "outbox.html", values)
@@ -87,9 +137,11 @@ def outbox_page(request: Request) -> HTMLResponse:
 
 @router.get("/api/outbox")
 def outbox_json(request: Request) -> JSONResponse:
-    """``{"endpoints": ["AE@host:port"], "items": [{"name", "destination", "files", ...}]}``."""
+    """``{"endpoints": ["AE@host:port"], "items": [{"name", "destination", "files", ...}],
+    "set_aside": [{"name", "files", "reasons": [{"file", "reason"}], "since", "ago"}]}``."""
     context = context_of(request)
-    return JSONResponse({"endpoints": endpoints(context), "items": items(context)})
+    values = {"endpoints": endpoints(context), "items": items(context)}
+    return JSONResponse({**values, "set_aside": set_aside(context)})
 
 
 @router.post("/outbox/{name}/resend")

@@ -148,14 +148,24 @@ def _read_round_identifiers(data_root: Path, round_id: str) -> frozenset[str]:
     for area in ROUND_AREAS:
         found = next((data_root / area / round_id).rglob("*.dcm"), None)
         if found is not None:
-            try:
-                dataset = dcmread(found, stop_before_pixels=True)
-            except Exception:
-                continue
-            return frozenset(
-                text for keyword in REDACTED for text in _texts(dataset.get(keyword, ""))
-            )
+            values = _instance_identifiers(found)
+            if values is not None:
+                return values
     return frozenset()
+
+
+def file_identifiers(paths: Iterable[Path]) -> frozenset[str]:
+    """The identifying values of every instance in ``paths`` that can be read."""
+    return frozenset(text for path in paths for text in _instance_identifiers(path) or ())
+
+
+def _instance_identifiers(path: Path) -> frozenset[str] | None:
+    """The identifying values of the instance at ``path``; None if it cannot be read."""
+    try:
+        dataset = dcmread(path, stop_before_pixels=True)
+    except Exception:
+        return None
+    return frozenset(text for keyword in REDACTED for text in _texts(dataset.get(keyword, "")))
 
 
 def _texts(value: Any) -> set[str]:
