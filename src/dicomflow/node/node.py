@@ -212,9 +212,7 @@ class Node:
         server_class: Callable[..., StoreSCP | LeanStoreSCP] = StoreSCP
         if self.settings.receiver == "lean":
             server_class = partial(
-                LeanStoreSCP,
-                maximum_instance_bytes=self.settings.maximum_instance_bytes,
-                maximum_held_bytes=self.settings.maximum_held_bytes,
+                LeanStoreSCP, maximum_held_bytes=self.settings.maximum_held_bytes
             )
         self.scp = server_class(
             ae_title=self.settings.ae_title,
@@ -228,6 +226,7 @@ class Node:
             maximum_associations=self.settings.maximum_associations,
             request_timeout_s=self.settings.association_request_timeout_s,
             idle_timeout_s=self.settings.association_idle_timeout_s,
+            maximum_instance_bytes=self.settings.maximum_instance_bytes,
         )
         if journal_open:
             self._accept(recovered)
