@@ -31,7 +31,7 @@ DICOMFLOW = str(Path(sys.executable).parent / "dicomflow")
 class NodeProcess:
     """``dicomflow serve`` of a pipeline that holds every instance, in its own process."""
 
-    def __init__(self, data: Path, **settings: int) -> None:
+    def __init__(self, data: Path, **settings: int | str) -> None:
         self.data = data
         self.port = free_port()
         environment = dict(os.environ)
@@ -71,7 +71,7 @@ class NodeProcess:
 def node_process(tmp_path: Path) -> Iterator[type[NodeProcess]]:
     started: list[NodeProcess] = []
 
-    def start(**settings: int) -> NodeProcess:
+    def start(**settings: int | str) -> NodeProcess:
         node = NodeProcess(tmp_path / "data", **settings)
         started.append(node)
         return node
@@ -107,13 +107,17 @@ def write_large_ct(path: Path, pixel_bytes: int) -> str:
     return str(dataset.SOPInstanceUID)
 
 
+@pytest.mark.parametrize("receiver", ["lean", "pynetdicom"])
 def test_a_deflate_bomb_is_refused_without_inflating_it(
-    node_process: type[NodeProcess], tmp_path: Path
+    node_process: type[NodeProcess], tmp_path: Path, receiver: str
 ) -> None:
     """~1 MB on the wire inflating to 1 GiB: refused with 0xA700 past maximum_instance_bytes
-    (64 MiB), the node's peak memory a small multiple of that limit, nothing stored."""
+    (64 MiB), the node's peak memory a small multiple of that limit, nothing stored; by
+    either receiver."""
     limit = 64 * MIB
-    node = node_process(maximum_instance_bytes=limit, maximum_held_bytes=256 * MIB)
+    node = node_process(
+        maximum_instance_bytes=limit, maximum_held_bytes=256 * MIB, receiver=receiver
+    )
     bomb = tmp_path / "bomb.dcm"
     write_deflate_bomb(bomb, 1 << 30)
     assert bomb.stat().st_size < 2 * MIB
@@ -121,7 +125,8 @@ def test_a_deflate_bomb_is_refused_without_inflating_it(
     report = scu.send(node.address, [bomb])
     grown = node.memory("VmHWM") - before
     print(
-        f"deflate bomb (1 GiB inflated, {limit // MIB} MiB limit): peak RSS +{grown / MIB:.0f} MiB"
+        f"deflate bomb ({receiver}, 1 GiB inflated, {limit // MIB} MiB limit):"
+        f" peak RSS +{grown / MIB:.0f} MiB"
     )
     assert list(report.failed.values()) == ["status 0xA700"]
     assert grown < 3 * limit

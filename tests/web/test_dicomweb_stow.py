@@ -200,3 +200,20 @@ def test_a_deflate_bomb_fails_with_out_of_resources_and_is_not_inflated(
     assert peak < 3 * limit
     assert archive.node.counters.received == received
     assert not list(Path(archive.node.settings.data_directory).rglob(f"{uid}.dcm"))
+
+
+def test_a_part_whose_pixel_data_contradicts_its_module_fails_alone(archive: ArchiveWeb) -> None:
+    """Native Pixel Data one row short of Rows x Columns x 16 bits: that part fails with
+    FailureReason 0xA900 and is not stored; the valid parts of the same request are."""
+    series = [part10(ds) for ds in make_ct_series(3, patient_id="STOW-PIXELS")]
+    short = series[1]
+    short.PixelData = short.PixelData[: -short.Columns * 2]
+    response = _post(archive, _body([("application/dicom", encoded(ds)) for ds in series]))
+    assert response.status_code == 202
+    answer = response.json()
+    assert _reasons(answer) == [0xA900]
+    assert answer[FAILED]["Value"][0]["00081155"]["Value"] == [str(short.SOPInstanceUID)]
+    assert _stored(answer) == [str(series[0].SOPInstanceUID), str(series[2].SOPInstanceUID)]
+    archive.wait_archived(2, PatientID="STOW-PIXELS")
+    data = Path(archive.node.settings.data_directory)
+    assert not list(data.rglob(f"{short.SOPInstanceUID}.dcm"))

@@ -173,9 +173,11 @@ class StoreSCP:
         idle_timeout_s: float = 60.0,
         request_timeout_s: float = 10.0,
         maximum_associations: int = 64,
+        maximum_instance_bytes: int = DEFAULT_MAXIMUM_BYTES,
     ) -> None:
         reactor.install()
         self._on_store = on_store
+        self.maximum_instance_bytes = maximum_instance_bytes  # what a deflated one may inflate to
         self._on_release = on_release
         self._on_refused = on_refused
         self.policy = policy or AccessPolicy()
@@ -238,6 +240,7 @@ class StoreSCP:
             sop_instance_uid=str(request.AffectedSOPInstanceUID),
             transfer_syntax=UID(event.context.transfer_syntax),
             raw=bytes(request.DataSet.getvalue()),
+            maximum_bytes=self.maximum_instance_bytes,
             abstract_syntax=str(event.context.abstract_syntax),
         )
         return store_guarded(self._on_store, instance, self._on_refused)

@@ -28,11 +28,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from pydicom import Dataset, dcmread
+from pydicom.uid import UID
 
 from dicomflow import metrics
 from dicomflow.dicom.header import header_of
 from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import shorten, value_key
+from dicomflow.dicom.pixel_length import check_pixel_data_length
 from dicomflow.dicom.tags import parse_tag
 from dicomflow.errors import (
     DicomflowError,
@@ -212,9 +214,7 @@ class Node:
         server_class: Callable[..., StoreSCP | LeanStoreSCP] = StoreSCP
         if self.settings.receiver == "lean":
             server_class = partial(
-                LeanStoreSCP,
-                maximum_instance_bytes=self.settings.maximum_instance_bytes,
-                maximum_held_bytes=self.settings.maximum_held_bytes,
+                LeanStoreSCP, maximum_held_bytes=self.settings.maximum_held_bytes
             )
         self.scp = server_class(
             ae_title=self.settings.ae_title,
@@ -228,6 +228,7 @@ class Node:
             maximum_associations=self.settings.maximum_associations,
             request_timeout_s=self.settings.association_request_timeout_s,
             idle_timeout_s=self.settings.association_idle_timeout_s,
+            maximum_instance_bytes=self.settings.maximum_instance_bytes,
         )
         if journal_open:
             self._accept(recovered)
@@ -581,7 +582,9 @@ def _keep_private(root: Path) -> None:
 
 def _decoded_upload(encoded: bytes, maximum_bytes: int) -> Dataset:
     """An uploaded Part-10 instance, decoded; :class:`UnreadableInstanceError` if it cannot
-    be, :class:`InstanceTooLargeError` if it inflates past ``maximum_bytes``."""
+    be, :class:`InstanceTooLargeError` if it inflates past ``maximum_bytes``,
+    :class:`DatasetMismatchError` if its native Pixel Data contradicts its Image Pixel module
+    (an upload has no command, so this is the one check of the network edge that applies)."""
     try:
         dataset = decode_part10(encoded, maximum_bytes=maximum_bytes)
         dataset.SOPInstanceUID  # noqa: B018 - present, or the instance cannot be kept
@@ -589,6 +592,7 @@ def _decoded_upload(encoded: bytes, maximum_bytes: int) -> Dataset:
         raise
     except Exception as exc:
         raise UnreadableInstanceError(f"The instance cannot be decoded: {exc}") from exc
+    check_pixel_data_length(dataset, UID(dataset.file_meta.TransferSyntaxUID))
     return dataset
 
 
