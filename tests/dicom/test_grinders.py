@@ -146,7 +146,7 @@ def test_numpy_grinder_sorts_and_applies_rescale() -> None:
     expected[4] = series[4].pixel_array * 2.0 - 100
     volume = numpy_grinder(iter(shuffled(series)))
     assert volume.shape == (10, 32, 24)
-    assert volume.dtype == np.float32
+    assert volume.dtype == np.float64
     np.testing.assert_array_equal(volume, expected)
 
 
@@ -237,3 +237,19 @@ def test_dataset_list_grinder_tells_apart_long_hostile_series_uids() -> None:
     second = make_dataset(SeriesInstanceUID="1" * 100 + "2")
     with pytest.raises(GrinderError, match=r"2 SeriesInstanceUIDs: 1{64}\.\.\.\(101 chars\)"):
         dataset_list_grinder(iter([first, second]))
+
+
+def test_numpy_grinder_keeps_the_stored_type_without_rescale() -> None:
+    mr = read_testdata("MR_small.dcm")  # int16, no rescale
+    volume = numpy_grinder(iter([mr]))
+    assert volume.dtype == np.int16
+    np.testing.assert_array_equal(volume[0], mr.pixel_array)
+
+
+def test_numpy_grinder_keeps_uint16_with_identity_rescale() -> None:
+    series = make_ct_series(3, rows=8, columns=8)
+    for ds in series:
+        ds.RescaleIntercept = 0
+    volume = numpy_grinder(iter(shuffled(series)))
+    assert volume.dtype == np.uint16
+    np.testing.assert_array_equal(volume, np.stack([ds.pixel_array for ds in series]))

@@ -9,8 +9,10 @@ input, in arrival order) and returning the value handed to the pipeline.
   of tag values per instance.
 - :func:`dataset_list_grinder` -- a ``list[Dataset]`` of one series, sorted along
   the slice normal (then by InstanceNumber, then SOPInstanceUID).
-- :func:`numpy_grinder` -- a 3-D ``float32`` array (slices, rows, columns) in
-  modality units (RescaleSlope and RescaleIntercept applied), sorted as above.
+- :func:`numpy_grinder` -- a 3-D array (slices, rows, columns) sorted as above,
+  in the stored type (``uint16``, ``int16``, ...) or, when a rescale changes
+  values, in ``float64`` modality units (RescaleSlope and RescaleIntercept
+  applied). Never narrowed to ``float32``.
 """
 
 from collections.abc import Callable, Iterable, Iterator
@@ -22,11 +24,12 @@ from pydicom import Dataset
 
 from dicomflow.dicom.keys import UID_MAX_LENGTH, shorten
 from dicomflow.dicom.tags import TagLike, parse_tags
-from dicomflow.errors import DicomflowError, PipelineDefinitionError
+from dicomflow.dicom.volume import GrinderError, changes_values, stack_frames
+from dicomflow.errors import PipelineDefinitionError
 
 Grinder = Callable[[Iterator[Dataset]], Any]
 GrindType = Any
-Volume = npt.NDArray[np.float32]
+Volume = npt.NDArray[Any]
 
 __all__ = [
     "GrindType",
@@ -40,18 +43,6 @@ __all__ = [
 ]
 
 _SHOWN_SERIES = 5
-_DECODE_ERRORS = (
-    AttributeError,
-    KeyError,
-    NotImplementedError,
-    RuntimeError,
-    TypeError,
-    ValueError,
-)
-
-
-class GrinderError(DicomflowError, ValueError):
-    """The instances of an input cannot be ground into the requested form."""
 
 
 def identity_grinder(datasets: Iterator[Dataset]) -> Iterator[Dataset]:
@@ -152,12 +143,14 @@ def _instance_number(instance: Dataset) -> float | None:
 
 
 def numpy_grinder(datasets: Iterable[Dataset]) -> Volume:
-    """Return the instances of one series as a ``float32`` volume (slices, rows, columns).
+    """Return the instances of one series as a volume (slices, rows, columns).
 
-    Instances are sorted as by :func:`dataset_list_grinder`; each instance's
-    RescaleSlope and RescaleIntercept (defaults 1 and 0) are applied, so CT
-    values are in Hounsfield units. A multi-frame instance contributes all its
-    frames, in frame order.
+    Instances are sorted as by :func:`dataset_list_grinder`. The stored data
+    type is kept (``uint16``, ``int16``, ``float32`` Float Pixel Data, ...)
+    unless an instance has a RescaleSlope other than 1 or a RescaleIntercept
+    other than 0: then every instance's rescale is applied and the volume is
+    ``float64`` (CT values in Hounsfield units). A multi-frame instance
+    contributes all its frames, in frame order.
 
     Raises:
         GrinderError: if there are no instances, more than one series, missing or
@@ -166,60 +159,4 @@ def numpy_grinder(datasets: Iterable[Dataset]) -> Volume:
     instances = dataset_list_grinder(datasets)
     if not instances:
         raise GrinderError("numpy_grinder received no instances; a volume needs at least one.")
-    stacks = [_frames(instance) for instance in instances]
-    _check_shapes(instances, stacks)
-    volume = np.empty((sum(len(stack) for stack in stacks), *stacks[0].shape[1:]), np.float32)
-    start = 0
-    for instance, stack in zip(instances, stacks, strict=True):
-        frames = volume[start : start + len(stack)]
-        frames[...] = stack
-        frames *= _number(instance, "RescaleSlope", 1.0)
-        frames += _number(instance, "RescaleIntercept", 0.0)
-        start += len(stack)
-    return volume
-
-
-def _frames(instance: Dataset) -> npt.NDArray[Any]:
-    """Return the stored pixel values of ``instance`` as (frames, rows, columns)."""
-    uid = _uid(instance)
-    if not any(key in instance for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise GrinderError(f"Instance {uid} has no pixel data.")
-    samples = instance.get("SamplesPerPixel", 1)
-    if samples != 1:
-        raise GrinderError(
-            f"Instance {uid} has SamplesPerPixel {samples}; numpy_grinder needs monochrome images."
-        )
-    try:
-        pixels = instance.pixel_array
-    except _DECODE_ERRORS as exc:
-        raise GrinderError(f"Instance {uid}: pixel data cannot be decoded: {exc}") from exc
-    if pixels.ndim not in (2, 3):
-        raise GrinderError(f"Instance {uid} has pixel data of shape {pixels.shape}; expected 2-D.")
-    return pixels if pixels.ndim == 3 else pixels[np.newaxis]
-
-
-def _check_shapes(instances: list[Dataset], stacks: list[npt.NDArray[Any]]) -> None:
-    expected = stacks[0].shape[1:]
-    for instance, stack in zip(instances, stacks, strict=True):
-        if stack.shape[1:] != expected:
-            uid = _uid(instance)
-            raise GrinderError(
-                f"Instance {uid} has frames of {stack.shape[1]}x{stack.shape[2]} pixels; "
-                f"expected {expected[0]}x{expected[1]} like the first instance of the series."
-            )
-
-
-def _number(instance: Dataset, keyword: str, default: float) -> float:
-    value: Any = "<unreadable>"
-    try:
-        value = instance.get(keyword)
-        return default if value is None or value == "" else float(value)
-    except (TypeError, ValueError) as exc:
-        raise GrinderError(
-            f'Instance {_uid(instance)} has {keyword} "{shorten(value)}"; expected a number.'
-        ) from exc
-
-
-def _uid(instance: Dataset, keyword: str = "SOPInstanceUID") -> str:
-    """Return a UID of ``instance`` in a form safe for error messages."""
-    return shorten(instance.get(keyword, "<missing>"), limit=UID_MAX_LENGTH)
+    return stack_frames(instances, rescale=any(changes_values(ds) for ds in instances))
