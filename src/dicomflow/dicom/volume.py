@@ -52,7 +52,7 @@ def stored_dtype(instance: Dataset) -> np.dtype[Any] | None:
     if "DoubleFloatPixelData" in instance:
         return np.dtype(np.float64)
     table = _SIGNED if instance.get("PixelRepresentation", 0) == 1 else _UNSIGNED
-    found = table.get(instance.get("BitsAllocated"))  # type: ignore[call-overload]
+    found = table.get(instance.get("BitsAllocated"))
     return None if found is None else np.dtype(found)
 
 

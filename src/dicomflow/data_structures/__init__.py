@@ -1,0 +1,1 @@
+"""The pipeline library's ``data_structures`` import path (``dicomnode.data_structures``)."""
