@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from nibabel.nifti1 import Nifti1Image
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian
@@ -18,6 +19,7 @@ import dicomflow.server.grinders as server_grinders
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.dicom.grinders import numpy_grinder
 from dicomflow.dicom.image_tree import DicomTree
+from dicomflow.dicom.nifti import convert_to_nifti
 from dicomflow.dicom.series import DicomSeries
 from dicomflow.lib.exceptions import (
     IncorrectlyConfigured,
@@ -278,6 +280,14 @@ def test_nifti_grinder_saves_under_a_hashed_name_and_reorients(tmp_path: Path) -
     assert len(saved) == 1 and saved[0].name.endswith(".nii.gz")
     assert len(saved[0].name) == 32 + len(".nii.gz")
     assert image.affine[0, 0] > 0 and image.affine[1, 1] > 0  # RAS+
+
+
+def test_convert_to_nifti_sorts_the_list_and_saves_the_file(tmp_path: Path) -> None:
+    series = positioned_series(3, rows=4, columns=4)
+    given = shuffled(series)
+    image = convert_to_nifti(given, tmp_path / "ct.nii.gz", False)
+    assert [ds.SOPInstanceUID for ds in given] == [ds.SOPInstanceUID for ds in series]
+    assert Nifti1Image.from_filename(tmp_path / "ct.nii.gz").shape == image.shape == (4, 4, 3)
 
 
 def test_nifti_grinder_reorienting_needs_an_output_directory() -> None:

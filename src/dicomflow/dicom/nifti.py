@@ -1,5 +1,9 @@
 """Convert the instances of one series to a NIfTI-1 image (needs the ``nifti`` extra).
 
+- :func:`series_to_nifti` -- the image, not saved.
+- :func:`convert_to_nifti` -- the pipeline library's name: sorts the list given,
+  and saves the image to ``output_file`` when one is given.
+
 The data array is indexed (column, row, slice) and the affine maps it to RAS+
 millimetres, from ImagePositionPatient, ImageOrientationPatient and
 PixelSpacing; slices are sorted along the slice normal. Pixel values keep their
@@ -8,6 +12,7 @@ stored type, or are ``float64`` when a rescale changes them.
 
 from importlib import import_module
 from importlib.util import find_spec
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +59,16 @@ def series_to_nifti(datasets: list[Dataset], *, reorient: bool = False) -> Any:
     image.header.set_xyzt_units("mm", "sec")
     if reorient:
         image = import_module("nibabel.funcs").as_closest_canonical(image)
+    return image
+
+
+def convert_to_nifti(dicom_array: list[Dataset], output_file: Path | None, reorient: bool) -> Any:
+    """Return the NIfTI-1 image of ``dicom_array`` (sorted in place along the slice normal),
+    also saved to ``output_file`` when given (see :func:`series_to_nifti`)."""
+    image = series_to_nifti(dicom_array, reorient=reorient)
+    dicom_array[:] = dataset_list_grinder(dicom_array)
+    if output_file is not None:
+        image.to_filename(output_file)
     return image
 
 
