@@ -1,9 +1,12 @@
 """The pipeline library's grinder classes on dicomflow: dtypes, order, results and errors."""
 
+import copy
 import logging
 import random
 import sys
+import types
 from collections.abc import Iterator
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,7 @@ from dicomflow.server.grinders import (
 def read_testdata(name: str) -> Dataset:
     path = get_testdata_file(name)
     assert path is not None, f"pydicom test file {name} is not installed"
-    return dcmread(path)
+    return dcmread(path, force=name == "rtstruct.dcm")  # that file has no preamble
 
 
 def shuffled(datasets: list[Dataset], seed: int = 3) -> list[Dataset]:
@@ -314,6 +317,31 @@ def test_rt_struct_grinder_without_rt_utils_names_the_extra(
     monkeypatch.setitem(sys.modules, "rt_utils", None)
     with pytest.raises(MissingOptionalDependency, match=r"dicomflow\[rtstruct\]"):
         RTStructGrinder()
+
+
+@pytest.fixture
+def recording_rt_utils(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand in for the optional rt-utils package: ``RTStruct`` records its arguments."""
+    module = types.ModuleType("rt_utils")
+    module.__spec__ = ModuleSpec("rt_utils", None)
+
+    class RTStruct:
+        def __init__(self, series_data: list[Dataset], ds: Dataset) -> None:
+            self.series_data, self.ds = series_data, ds
+
+    module.RTStruct = RTStruct  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "rt_utils", module)
+
+
+@pytest.mark.usefixtures("recording_rt_utils")
+def test_rt_struct_grinder_pairs_the_structure_set_with_the_images() -> None:
+    rt_struct, ct = read_testdata("rtstruct.dcm"), read_testdata("CT_small.dcm")
+    result = RTStructGrinder()([ct, rt_struct])
+    assert result.ds is rt_struct and result.series_data == [ct]
+    with pytest.raises(InvalidDataset, match="second"):
+        RTStructGrinder()([rt_struct, ct, copy.deepcopy(rt_struct)])
+    with pytest.raises(MissingPivotDataset):
+        RTStructGrinder()([ct])
 
 
 def test_an_input_hands_its_instances_to_a_grinder_class() -> None:
