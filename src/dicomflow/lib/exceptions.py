@@ -7,6 +7,9 @@ them all. Where dicomflow already had an error for the same meaning, the name
 here is that error's subclass, so code catching either name works.
 """
 
+from dicomflow.dicom.factory_errors import BlueprintError as BlueprintConstructionFailure
+from dicomflow.dicom.factory_errors import ConstructionError as ConstructionFailure
+from dicomflow.dicom.factory_errors import InvalidDatasetError as InvalidDataset
 from dicomflow.errors import DicomflowError, ExportError, PipelineDefinitionError
 
 
@@ -20,18 +23,6 @@ class CouldNotCompleteDIMSEMessage(ExportError):
 
 class InvalidRootDataDirectory(DicomflowError, ValueError):
     """The root data directory is not a usable directory."""
-
-
-class BlueprintConstructionFailure(DicomflowError, ValueError):
-    """A blueprint contains a tag the factory reserves for itself."""
-
-
-class ConstructionFailure(DicomflowError, ValueError):
-    """A factory cannot build a series from its blueprint and inputs."""
-
-
-class InvalidDataset(DicomflowError, ValueError):
-    """A dataset does not fulfil the requirements of where it was added."""
 
 
 class InvalidTagType(DicomflowError, TypeError):
