@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import PIL.Image
 import pydicom
 import pytest
 from pydicom import Dataset
@@ -25,6 +26,7 @@ from dicomflow.dicom import gen_uid, make_meta
 from dicomflow.dicom.blueprints import (
     SOP_common_blueprint,
     ct_image_blueprint,
+    default_report_blueprint,
     frame_of_reference_blueprint,
     general_equipment_blueprint,
     general_image_blueprint,
@@ -32,6 +34,9 @@ from dicomflow.dicom.blueprints import (
     general_study_blueprint,
     image_plane_blueprint,
     patient_blueprint,
+)
+from dicomflow.dicom.blueprints.secondary_image_report_blueprint import (
+    SECONDARY_IMAGE_REPORT_BLUEPRINT,
 )
 from dicomflow.dicom.dicom_factory import (
     Blueprint,
@@ -401,3 +406,62 @@ def test_importing_a_dicom_submodule_loads_no_factory_code() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
     assert result.returncode == 0, result.stderr
+
+
+MINIMAL_PDF = (
+    b"%PDF-1.1\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]"
+    b"/Count 1>>endobj 3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 72 72]>>endobj\n"
+    b"trailer<</Root 1 0 R>>\n%%EOF"
+)
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in checked.stderr.splitlines() if line.startswith("Error")]
+
+
+def test_pdf_report_is_encapsulated_in_the_parents_study(
+    parents: list[Dataset], tmp_path: Path
+) -> None:
+    (tmp_path / "report.pdf").write_bytes(MINIMAL_PDF)
+    for dataset in parents:
+        dataset.StudyDescription = "Thorax"
+
+    (report,) = DicomFactory().encode_pdf(
+        tmp_path / "report.pdf", parents, default_report_blueprint
+    )
+    report.save_as(tmp_path / "report.dcm", enforce_file_format=True)
+    read = pydicom.dcmread(tmp_path / "report.dcm")
+
+    assert read.SOPClassUID == pydicom.uid.EncapsulatedPDFStorage
+    assert read.EncapsulatedDocument[: len(MINIMAL_PDF)] == MINIMAL_PDF
+    assert read.EncapsulatedDocumentLength == len(MINIMAL_PDF)
+    assert (read.PatientID, read.StudyInstanceUID) == (
+        parents[0].PatientID,
+        parents[0].StudyInstanceUID,
+    )
+    assert [item.ReferencedSOPInstanceUID for item in read.SourceInstanceSequence] == [
+        dataset.SOPInstanceUID for dataset in parents
+    ]
+    assert dciodvfy_errors(tmp_path / "report.dcm") == []
+
+
+def test_a_file_that_is_not_a_pdf_is_refused(parents: list[Dataset], tmp_path: Path) -> None:
+    (tmp_path / "report.pdf").write_bytes(b"<html>not a pdf</html>")
+
+    with pytest.raises(ConstructionFailure, match="is not a PDF"):
+        DicomFactory().encode_pdf(tmp_path / "report.pdf", parents, default_report_blueprint)
+
+
+def test_report_pages_as_secondary_capture_images(parents: list[Dataset], tmp_path: Path) -> None:
+    pages = [PIL.Image.new("RGB", (31, 20), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+
+    series = DicomFactory().build_series_without_image_encoding(
+        pages, SECONDARY_IMAGE_REPORT_BLUEPRINT, parents
+    )
+    paths = write(series, tmp_path)
+    read = [pydicom.dcmread(path) for path in paths]
+
+    assert [ds.pixel_array[0, 0].tolist() for ds in read] == [[255, 0, 0], [0, 0, 255]]
+    assert {ds.PatientID for ds in read} == {parents[0].PatientID}
+    assert [e for e in dciodvfy_errors(paths[1]) if "<Laterality>" not in e] == []

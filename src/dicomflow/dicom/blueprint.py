@@ -58,6 +58,10 @@ class Blueprint:
         if key.is_private and not _is_block_metadata(key):
             self._refresh_block(key)
 
+    def get(self, tag: TagType, default: VirtualElement | None = None) -> VirtualElement | None:
+        """The element at ``tag``, or ``default``."""
+        return self._elements.get(Tag(tag), default)
+
     def __contains__(self, tag: object) -> bool:
         try:
             return Tag(tag) in self._elements  # type: ignore[arg-type]

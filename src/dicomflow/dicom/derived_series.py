@@ -22,6 +22,7 @@ from dicomflow.dicom.blueprint import Blueprint
 from dicomflow.dicom.dicom_series import DicomSeries
 from dicomflow.dicom.factory_errors import ConstructionError
 from dicomflow.dicom.filemeta import make_meta
+from dicomflow.dicom.pdf_report import encode_pdf
 from dicomflow.dicom.pixel_encoding import store_image
 from dicomflow.dicom.virtual_element import (
     InstanceCopyElement,
@@ -158,6 +159,16 @@ class DicomFactory:
             raise ConstructionError("The blueprint gives no SOPClassUID; cannot build an instance.")
         make_meta(dataset)
         return dataset
+
+    def encode_pdf(
+        self,
+        report: Any,
+        datasets: Sequence[Dataset],
+        report_blueprint: Blueprint,
+        kwargs: dict[Any, Any] | None = None,
+    ) -> list[Dataset]:
+        """Return the instances carrying a PDF report; see :func:`pdf_report.encode_pdf`."""
+        return encode_pdf(self, report, datasets, report_blueprint, kwargs)
 
     def _apply(
         self,
