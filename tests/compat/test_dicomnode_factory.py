@@ -21,8 +21,16 @@ import pytest
 from pydicom import Dataset
 from pydicom.data import get_testdata_file
 from pydicom.uid import CTImageStorage, SecondaryCaptureImageStorage
+from pydicom.valuerep import PersonName
 
-from dicomflow.dicom import gen_uid, make_meta
+from dicomflow.dicom import (
+    extrapolate_image_position_patient_dataset,
+    format_from_patient_name,
+    format_from_patient_name_str,
+    gen_uid,
+    get_tag,
+    make_meta,
+)
 from dicomflow.dicom.blueprints import (
     SOP_common_blueprint,
     ct_image_blueprint,
@@ -465,3 +473,23 @@ def test_report_pages_as_secondary_capture_images(parents: list[Dataset], tmp_pa
     assert [ds.pixel_array[0, 0].tolist() for ds in read] == [[255, 0, 0], [0, 0, 255]]
     assert {ds.PatientID for ds in read} == {parents[0].PatientID}
     assert [e for e in dciodvfy_errors(paths[1]) if "<Laterality>" not in e] == []
+
+
+def test_extrapolated_positions_match_a_real_feet_first_series(parents: list[Dataset]) -> None:
+    first = parents[0]
+    first.PatientPosition = "FFS"
+
+    positions = extrapolate_image_position_patient_dataset(first, SLICES)
+
+    assert positions == [[float(v) for v in ds.ImagePositionPatient] for ds in parents]
+    del first.InstanceNumber
+    with pytest.raises(InvalidDataset, match="InstanceNumber"):
+        extrapolate_image_position_patient_dataset(first, SLICES)
+
+
+def test_get_tag_and_display_names(parents: list[Dataset]) -> None:
+    assert get_tag(0x00100020)(parents[0]).value == "DEMO001"  # type: ignore[union-attr]
+    assert get_tag("PatientWeight")(parents[0]) is None
+    assert format_from_patient_name_str("DOE^JOHN^Q^Dr.") == "Dr. John Q Doe"
+    name = PersonName.from_named_components(family_name="DOE", given_name="JANE")
+    assert format_from_patient_name(name) == "Jane Doe"

@@ -7,7 +7,26 @@ importable from here; each is loaded on first use, so importing any
 """
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dicomflow.dicom import blueprints as blueprints
+    from dicomflow.dicom import dicom_factory as dicom_factory
+    from dicomflow.dicom import sop_mapping as sop_mapping
+    from dicomflow.dicom.filemeta import make_meta as make_meta
+    from dicomflow.dicom.image_position import (
+        extrapolate_image_position_patient as extrapolate_image_position_patient,
+    )
+    from dicomflow.dicom.image_position import (
+        extrapolate_image_position_patient_dataset as extrapolate_image_position_patient_dataset,
+    )
+    from dicomflow.dicom.image_position import sort_datasets as sort_datasets
+    from dicomflow.dicom.person_name import format_from_patient_name as format_from_patient_name
+    from dicomflow.dicom.person_name import (
+        format_from_patient_name_str as format_from_patient_name_str,
+    )
+    from dicomflow.dicom.tags import get_tag as get_tag
+    from dicomflow.dicom.uid import gen_uid as gen_uid
 
 _HELPERS = {
     "gen_uid": "dicomflow.dicom.uid",
