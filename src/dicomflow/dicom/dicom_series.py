@@ -53,5 +53,12 @@ class DicomSeries:
 
 def _element(tag: TagType, value: Any) -> DataElement:
     if isinstance(value, DataElement):
-        return copy.deepcopy(value)
+        return _detached(value)
     return DataElement(Tag(tag), dictionary_VR(Tag(tag)), value)
+
+
+def _detached(element: DataElement) -> DataElement:
+    """A copy of ``element`` sharing no mutable value (each dataset gets its own)."""
+    if isinstance(element.value, str | int | float | bytes) or element.value is None:
+        return copy.copy(element)
+    return copy.deepcopy(element)
