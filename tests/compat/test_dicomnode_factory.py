@@ -493,3 +493,15 @@ def test_get_tag_and_display_names(parents: list[Dataset]) -> None:
     assert format_from_patient_name_str("DOE^JOHN^Q^Dr.") == "Dr. John Q Doe"
     name = PersonName.from_named_components(family_name="DOE", given_name="JANE")
     assert format_from_patient_name(name) == "Jane Doe"
+
+
+def test_built_datasets_share_no_mutable_value_with_each_other_or_the_parent(
+    parents: list[Dataset],
+) -> None:
+    series = _build(np.zeros((SLICES, ROWS, COLUMNS), np.int16), parents)
+
+    series.datasets[0].ImageType[0] = "DERIVED"
+    series.datasets[0].PixelSpacing[0] = 9
+
+    assert series.datasets[1].ImageType[0] == parents[0].ImageType[0] == "ORIGINAL"
+    assert series.datasets[1].PixelSpacing[0] == parents[0].PixelSpacing[0] == 0.5
