@@ -63,6 +63,7 @@ from dicomflow.lib.exceptions import (
     ConstructionFailure,
     InvalidDataset,
 )
+from dicomflow.node.output import FileOutput, write_outputs
 from support import StoreSCPPeer, storescu
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -505,3 +506,15 @@ def test_built_datasets_share_no_mutable_value_with_each_other_or_the_parent(
 
     assert series.datasets[1].ImageType[0] == parents[0].ImageType[0] == "ORIGINAL"
     assert series.datasets[1].PixelSpacing[0] == parents[0].PixelSpacing[0] == 0.5
+
+
+def test_a_built_series_goes_through_the_pipelines_output_writer(
+    parents: list[Dataset], tmp_path: Path
+) -> None:
+    series = _build(numpy_grinder(parents) + 1, parents)
+
+    manifest = write_outputs([FileOutput([(tmp_path / "dest", series)])], tmp_path / "output")
+
+    (entry,) = manifest["outputs"]
+    written = [pydicom.dcmread(tmp_path / "output" / entry["folder"] / f) for f in entry["files"]]
+    assert sorted(ds.SOPInstanceUID for ds in written) == sorted(ds.SOPInstanceUID for ds in series)
