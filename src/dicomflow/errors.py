@@ -120,3 +120,94 @@ class UnreadableInstanceError(InstanceRefusedError):
 
 class SettingsFileError(DicomflowError, ValueError):
     """The TOML settings file named by ``DICOMFLOW_CONFIG`` is missing or unreadable."""
+
+
+# The pipeline library's exception names (re-exported by dicomflow.lib.exceptions).
+
+
+class IncorrectlyConfigured(PipelineDefinitionError):
+    """A pipeline attempted to start while configured incorrectly."""
+
+
+class CouldNotCompleteDIMSEMessage(ExportError):
+    """A DIMSE message was unsuccessful."""
+
+
+class InvalidRootDataDirectory(DicomflowError, ValueError):
+    """The root data directory is not a usable directory."""
+
+
+class InvalidTagType(DicomflowError, TypeError):
+    """A tag of an unsupported type was given."""
+
+
+class MissingModule(DicomflowError, ImportError):
+    """A module is missing."""
+
+
+class MissingPivotDataset(DicomflowError, ValueError):
+    """An iterable assumed to hold at least one dataset holds none."""
+
+
+class InvalidEncoding(DicomflowError, ValueError):
+    """A data structure has an unexpected encoding."""
+
+
+class InvalidTreeNode(DicomflowError, TypeError):
+    """An image tree holds a value of an unexpected type."""
+
+
+class InvalidLatexCompiler(DicomflowError, RuntimeError):
+    """A LaTeX compiler that should be available is not."""
+
+
+class InvalidFont(DicomflowError, ValueError):
+    """A font is neither an OTF nor a TTF font."""
+
+
+class InvalidPynetdicomEvent(DicomflowError, TypeError):
+    """A network event is of an unexpected type."""
+
+
+class MissingNiftiImage(DicomflowError, ValueError):
+    """A NIfTI image holds no image."""
+
+
+class MissingOptionalDependency(DicomflowError, ImportError):
+    """An optional dependency is not installed."""
+
+
+class MissingDatasets(DicomflowError, ValueError):
+    """A container expected to hold datasets holds none."""
+
+
+class NonReducedBasis(DicomflowError, ValueError):
+    """A basis has no dominant vector per axis."""
+
+
+class DimensionalityError(DicomflowError, ValueError):
+    """An object does not have the expected number of dimensions."""
+
+
+class ContractViolation(DicomflowError, RuntimeError):
+    """Something that cannot happen happened."""
+
+
+class GPUError(DicomflowError, RuntimeError):
+    """The GPU reported an error."""
+
+
+class BlueprintConstructionFailure(DicomflowError, ValueError):
+    """A blueprint was given an element it cannot hold (a reserved private tag, a non-element)."""
+
+
+class ConstructionFailure(DicomflowError, ValueError):
+    """A factory cannot build a dataset or series from its blueprint and inputs."""
+
+
+class InvalidDataset(DicomflowError, ValueError):
+    """A dataset lacks what an operation on it requires, or does not fit where it was added."""
+
+
+class InvalidQueryDataset(InvalidDataset):
+    """A query dataset is not valid for the DIMSE message it is sent with."""

@@ -9,10 +9,16 @@ endian, as PS3.10 requires).
 
 import struct
 
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from pydicom import Dataset
+from pydicom.dataset import validate_file_meta
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+from dicomflow.dicom.uid import gen_uid
+from dicomflow.errors import InvalidDataset
 
 PREAMBLE = b"\x00" * 128 + b"DICM"
 IMPLEMENTATION_VERSION_NAME = "DICOMFLOW_010"
+_EXPLICIT_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 
 def encode_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
@@ -43,3 +49,42 @@ def _uid(value: str) -> bytes:
 def _text(value: str) -> bytes:
     data = value.encode("ascii")
     return data + b" " if len(data) % 2 else data
+
+
+def make_meta(dataset: Dataset) -> None:
+    """Complete ``dataset.file_meta`` so the dataset can be written as a Part-10 file.
+
+    A missing SOPInstanceUID is generated. File meta elements already present
+    are kept; missing ones are filled from the dataset, with Explicit VR Little
+    Endian as the transfer syntax.
+
+    Raises:
+        InvalidDataset: if the dataset has no SOPClassUID, its transfer syntax
+            is the retired Explicit VR Big Endian, or the file meta is invalid.
+    """
+    if "SOPClassUID" not in dataset:
+        raise InvalidDataset("Cannot make file meta: the dataset has no SOPClassUID.")
+    if "SOPInstanceUID" not in dataset:
+        dataset.SOPInstanceUID = gen_uid()
+    dataset.ensure_file_meta()
+    meta = dataset.file_meta
+    defaults = (
+        ("FileMetaInformationVersion", b"\x00\x01"),
+        ("MediaStorageSOPClassUID", dataset.SOPClassUID),
+        ("MediaStorageSOPInstanceUID", dataset.SOPInstanceUID),
+        ("TransferSyntaxUID", ExplicitVRLittleEndian),
+        ("ImplementationClassUID", PYDICOM_IMPLEMENTATION_UID),
+        ("ImplementationVersionName", IMPLEMENTATION_VERSION_NAME),
+    )
+    for keyword, value in defaults:
+        if keyword not in meta:
+            setattr(meta, keyword, value)
+    if meta.TransferSyntaxUID == _EXPLICIT_BIG_ENDIAN:
+        raise InvalidDataset(
+            f"Cannot make file meta: transfer syntax {_EXPLICIT_BIG_ENDIAN} "
+            "(Explicit VR Big Endian, retired) is not supported."
+        )
+    try:
+        validate_file_meta(meta)
+    except (ValueError, AttributeError) as exc:
+        raise InvalidDataset(f"Cannot make file meta: {exc}") from exc

@@ -25,7 +25,7 @@ from pydicom.errors import InvalidDicomError
 
 from dicomflow.dicom.identity_mapping import IdentityMapping
 from dicomflow.dicom.keys import instance_file_name, uid_key, value_key
-from dicomflow.lib.exceptions import InvalidTreeNode
+from dicomflow.errors import InvalidTreeNode
 
 logger = logging.getLogger(__name__)
 

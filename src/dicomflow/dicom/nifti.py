@@ -21,7 +21,7 @@ from pydicom import Dataset
 
 from dicomflow.dicom.grinders import dataset_list_grinder
 from dicomflow.dicom.volume import GrinderError, changes_values, safe_uid, stack_frames
-from dicomflow.lib.exceptions import InvalidDataset, MissingOptionalDependency
+from dicomflow.errors import InvalidDataset, MissingOptionalDependency
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")

@@ -12,7 +12,8 @@ per instance). ``series.image.raw`` is the pixel volume (slices, rows,
 columns) in the stored type, or ``float64`` when the instances carry a rescale.
 """
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -24,7 +25,7 @@ from pydicom.tag import Tag
 
 from dicomflow.dicom.keys import UID_MAX_LENGTH, shorten
 from dicomflow.dicom.volume import has_rescale, stack_frames
-from dicomflow.lib.exceptions import InvalidDataset, MissingPivotDataset
+from dicomflow.errors import InvalidDataset, MissingPivotDataset
 
 SERIES_VARYING_TAGS = frozenset(
     {
@@ -68,7 +69,8 @@ class SeriesImage:
 class DicomSeries:
     """The instances of one series (see the module documentation)."""
 
-    def __init__(self, datasets: list[Dataset]) -> None:
+    def __init__(self, datasets: Sequence[Dataset]) -> None:
+        datasets = list(datasets)
         if not datasets:
             raise MissingPivotDataset("Cannot construct a DICOM series from no datasets.")
         self.series_instance_UID = _single_series(datasets)
@@ -140,7 +142,16 @@ class DicomSeries:
 
 
 def _element(tag: int, value: Any) -> DataElement:
-    return value if isinstance(value, DataElement) else DataElement(tag, dictionary_VR(tag), value)
+    if isinstance(value, DataElement):
+        return _detached(value)
+    return DataElement(tag, dictionary_VR(tag), value)
+
+
+def _detached(element: DataElement) -> DataElement:
+    """A copy of ``element`` sharing no mutable value (each instance gets its own)."""
+    if isinstance(element.value, str | int | float | bytes) or element.value is None:
+        return copy.copy(element)
+    return copy.deepcopy(element)
 
 
 def _position(dataset: Dataset) -> float:

@@ -2,8 +2,9 @@
 pydicom ``BaseTag``, and give back a pydicom ``BaseTag``."""
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from pydicom import DataElement, Dataset
 from pydicom.datadict import tag_for_keyword
 from pydicom.tag import BaseTag, Tag
 
@@ -35,3 +36,13 @@ def parse_tag(value: TagLike) -> BaseTag:
 def parse_tags(values: Iterable[TagLike]) -> list[BaseTag]:
     """Return every value of ``values`` as a tag."""
     return [parse_tag(value) for value in values]
+
+
+def get_tag(tag: TagLike) -> Callable[[Dataset], DataElement | None]:
+    """Return a function giving the element at ``tag`` of a dataset, or ``None``."""
+    key = parse_tag(tag)
+
+    def element(dataset: Dataset) -> DataElement | None:
+        return dataset.get(key)
+
+    return element

@@ -39,7 +39,7 @@ from dicomflow.dicom.nifti import require_nibabel, series_to_nifti
 from dicomflow.dicom.series import DicomSeries
 from dicomflow.dicom.tags import TagLike, parse_tags
 from dicomflow.dicom.volume import GrinderError, has_rescale, safe_uid, stack_frames, stored_dtype
-from dicomflow.lib.exceptions import (
+from dicomflow.errors import (
     IncorrectlyConfigured,
     InvalidDataset,
     MissingOptionalDependency,
