@@ -8,6 +8,14 @@ instances; ``sync`` appends their bytes to the series tar (how: see
 generation before each write; on a store with preconditions each write is also
 conditional on the generation of the tar and of the metadata this writer last
 saw. Readers therefore never see metadata pointing at bytes that are not there.
+
+The original library's interface is here too: ``client=`` (``None``: fsspec finds
+the filesystem from the URL; an fsspec filesystem: used as given; any other client
+object, such as a ``google.cloud.storage.Client``, is kept as ``client`` and fsspec
+reaches the datastore), ``tar_uri``/``metadata_uri``/``index_uri``/``error_log_uri``,
+``get_metadata(dirty=)``, ``upload_error_log()``, an ``error.log`` that stops new
+objects on the series until ``override_errors=True``, and ``append()`` results that
+unpack as ``new, same, conflict, errors``.
 """
 
 import io
@@ -17,18 +25,35 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
+import fsspec  # type: ignore[import-untyped]
+from fsspec import AbstractFileSystem
 from pydicom import dcmread
 
 from dicomflow.cod import frames, metadata, thumbnail
 from dicomflow.cod.archive import tar_parts
 from dicomflow.cod.checksum import checksum
-from dicomflow.cod.ingest import AppendResult, Fetched, Outcome, fetch, hinted_duplicate
-from dicomflow.cod.instance import Instance
+from dicomflow.cod.errors import (
+    CleanOpOnUnlockedCODObjectError,
+    CODError,
+    CODIntegrityError,
+    CODNotFoundError,
+    CODObjectNotFoundError,
+    ErrorLogExistsError,
+    LockUnspecifiedError,
+)
+from dicomflow.cod.ingest import (
+    AppendResult,
+    Fetched,
+    Outcome,
+    check_sizes,
+    fetch,
+    hinted_duplicate,
+)
+from dicomflow.cod.instance import Instance, is_remote
 from dicomflow.cod.layout import SeriesLayout, member_name, open_datastore
 from dicomflow.cod.locker import Locker
 from dicomflow.cod.store import open_store
 from dicomflow.dicom.keys import uid_key
-from dicomflow.errors import CODError, CODIntegrityError, CODNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +63,7 @@ class _Staged:
     instance: Instance
     data: bytes
     record: metadata.Record
+    delete_local_origin: bool = False
 
 
 class CODObject:
@@ -50,27 +76,135 @@ class CODObject:
         series_uid: str,
         lock: bool | None = None,
         lock_token: str | None = None,
+        *,
+        client: Any = None,
+        create_if_missing: bool = True,
+        override_errors: bool = False,
+        lock_generation: str | None = None,
     ) -> None:
+        """Raises:
+        LockUnspecifiedError: (a ``TypeError``) if ``lock`` is not chosen.
+        ErrorLogExistsError: if the series has an ``error.log`` (unless ``override_errors``).
+        CODObjectNotFoundError: if the series has no metadata and not ``create_if_missing``.
+        LockAcquisitionError: if ``lock=True`` and another writer holds the lock.
+        """
         if lock is None:
-            raise CODError(
+            raise LockUnspecifiedError(
                 f'Series "{series_uid}": lock is None; pass lock=True to write or lock=False '
                 "to read."
             )
-        self.datastore_path = datastore_path
-        self.fs, root = open_datastore(datastore_path)
+        self.datastore_path, self.client = datastore_path, client
+        self.fs, root = _filesystem(datastore_path, client)
         self.layout = SeriesLayout(root, study_uid, series_uid)
         self.store = open_store(self.fs)
-        self.lock = lock
+        self._lock = bool(lock)
+        self._clear_error_log(override_errors)
+        if not create_if_missing and self.store.generation(self.layout.metadata) is None:
+            raise CODObjectNotFoundError(
+                f'Series "{series_uid}" has no metadata at "{self.metadata_uri}" '
+                "(create_if_missing=False)."
+            )
         self._locker = Locker(self.store, self.layout.lock)
-        if lock and lock_token is not None:
-            self._locker.reacquire(lock_token)
+        token = lock_token or lock_generation
+        if lock and token is not None:
+            self._locker.reacquire(token)
         elif lock:
             self._locker.acquire()
         document = metadata.load(self.store, self.layout.metadata)
         self._instances, self.other = document.instances, document.other
         self.thumbnail, self._metadata_generation = document.thumbnail, document.generation
+        self._deid = (document.deid_study_uid, document.deid_series_uid)
         self._tar_generation = self.store.generation(self.layout.tar) if lock else None
         self._staged: dict[str, _Staged] = {}
+
+    @property
+    def lock(self) -> bool:
+        """Whether this object holds the series lock (fixed at construction)."""
+        return self._lock
+
+    @property
+    def lock_generation(self) -> str | None:
+        """The generation (token) of the lock this object holds, None if none."""
+        return self._locker.token
+
+    @property
+    def study_uid(self) -> str:
+        return self.layout.study_uid
+
+    @property
+    def series_uid(self) -> str:
+        return self.layout.series_uid
+
+    @property
+    def datastore_series_uri(self) -> str:
+        """``{datastore_path}/studies/{study_uid}/series/{series_uid}``."""
+        base = self.datastore_path.rstrip("/")
+        return f"{base}/studies/{self.study_uid}/series/{self.series_uid}"
+
+    @property
+    def tar_uri(self) -> str:
+        return f"{self.datastore_series_uri}.tar"
+
+    @property
+    def metadata_uri(self) -> str:
+        return f"{self.datastore_series_uri}/metadata.json"
+
+    @property
+    def index_uri(self) -> str:
+        """Where the original library kept a tar index; dicomflow writes none (the
+        metadata's byte ranges are the index)."""
+        return f"{self.datastore_series_uri}/index.sqlite"
+
+    @property
+    def error_log_uri(self) -> str:
+        return f"{self.datastore_series_uri}/error.log"
+
+    def __str__(self) -> str:
+        return f"CODObject({self.datastore_series_uri})"
+
+    def _clear_error_log(self, override_errors: bool) -> None:
+        if self.store.generation(self.layout.error_log) is None:
+            return
+        if not override_errors:
+            raise ErrorLogExistsError(
+                f'Series "{self.series_uid}" has an error log at "{self.error_log_uri}"; '
+                "read it, then pass override_errors=True to delete it."
+            )
+        self.fs.rm(self.layout.error_log)
+        logger.warning("series %s: error log deleted (override_errors)", self.series_uid)
+
+    def upload_error_log(self, message: str, dirty: bool = False) -> None:
+        """Write ``error.log`` (say what is wrong with the series); new objects on the series
+        then fail until one is made with ``override_errors=True``.
+
+        Raises:
+            ErrorLogExistsError: if the series already has one (it is never overwritten).
+        """
+        self._check_writable("upload_error_log", dirty)
+        try:
+            self.store.create(self.layout.error_log, message.encode("utf-8"))
+        except FileExistsError as exc:
+            raise ErrorLogExistsError(
+                f'Series "{self.series_uid}" already has an error log at "{self.error_log_uri}".'
+            ) from exc
+        logger.warning("series %s: error log written", self.series_uid)
+
+    def get_metadata(
+        self, create_if_missing: bool = True, dirty: bool = False
+    ) -> metadata.Document:
+        """The series metadata (synced and staged instances), as the JSON document holds it.
+
+        Raises:
+            CleanOpOnUnlockedCODObjectError: on an unlocked object unless ``dirty=True``.
+            CODObjectNotFoundError: if the series has no metadata and not ``create_if_missing``.
+        """
+        self._check_writable("get_metadata", dirty)
+        if not create_if_missing and self._metadata_generation is None:
+            raise CODObjectNotFoundError(
+                f'Series "{self.series_uid}" has no metadata at "{self.metadata_uri}".'
+            )
+        instances = {**self._instances, **{u: s.record for u, s in self._staged.items()}}
+        return self._document(instances)
 
     def __enter__(self) -> Self:
         return self
@@ -112,17 +246,32 @@ class CODObject:
         }
 
     @classmethod
-    def deserialize(cls, **data: Any) -> "CODObject":
-        """Rebuild a serialized object; its lock must still hold the same generation."""
-        return cls(**data)
+    def deserialize(
+        cls, serialized_obj: dict[str, Any] | None = None, client: Any = None, **data: Any
+    ) -> "CODObject":
+        """Rebuild a serialized object (``deserialize(serialized, client)`` or
+        ``deserialize(**serialized, client=...)``); its lock must still hold the same
+        generation."""
+        return cls(**{**(serialized_obj or {}), **data}, client=client)
 
-    def append(self, instances: list[Instance], dirty: bool = False) -> AppendResult:
-        """Stage instances for the next sync; one bad instance never stops the others."""
+    def append(
+        self,
+        instances: list[Instance],
+        max_instance_size: float = 10,
+        max_series_size: float = 100,
+        delete_local_origin: bool = False,
+        dirty: bool = False,
+    ) -> AppendResult:
+        """Stage instances for the next sync; one bad instance never stops the others.
+
+        Sizes are in GiB; an instance over a limit is an error. ``delete_local_origin``
+        deletes each new instance's local file once it is synced (never before).
+        """
         self._check_writable("append", dirty)
         result = AppendResult()
         for instance in instances:
             try:
-                outcome = self._append_one(instance)
+                outcome = self._append_one(instance, max_instance_size, max_series_size)
             except Exception as exc:  # any failure is this instance's, recorded as data
                 logger.warning(
                     "series %s: %r not appended: %s", self.layout.series_uid, instance, exc
@@ -130,15 +279,18 @@ class CODObject:
                 result.errors.append((instance, exc))
                 continue
             result.add(outcome, instance)
+            if outcome is Outcome.NEW and delete_local_origin:
+                self._staged[instance.instance_uid()].delete_local_origin = True
         return result
 
-    def _append_one(self, instance: Instance) -> Outcome:
+    def _append_one(self, instance: Instance, max_instance: float, max_series: float) -> Outcome:
         if hinted_duplicate(instance, self._known_crc32c):
             return Outcome.DUPLICATE
         fetched = fetch(instance, self.layout.study_uid, self.layout.series_uid)
         uid = fetched.sop_instance_uid
         existing = self._record(uid)
         if existing is None:
+            check_sizes(instance, len(fetched.data), self._series_bytes(), max_instance, max_series)
             self._stage(instance, fetched)
             return Outcome.NEW
         if existing["crc32c"] == fetched.crc32c:
@@ -193,6 +345,8 @@ class CODObject:
         self._instances = committed
         for staged in self._staged.values():
             staged.instance.dicom_uri = staged.instance._verified_in = staged.record["uri"]
+            if staged.delete_local_origin:
+                _delete_local(staged.instance._original_path)
         self._staged.clear()
 
     def get(self, sop_instance_uid: str) -> bytes:
@@ -267,11 +421,24 @@ class CODObject:
         self._save(self._instances)
         return self.thumbnail
 
-    def _save(self, instances: dict[str, metadata.Record]) -> None:
-        document = metadata.Document(
-            instances, self.other, self.thumbnail, self._metadata_generation
+    def _document(self, instances: dict[str, metadata.Record]) -> metadata.Document:
+        return metadata.Document(
+            instances,
+            self.other,
+            self.thumbnail,
+            self._metadata_generation,
+            self.study_uid,
+            self.series_uid,
+            *self._deid,
         )
+
+    def _save(self, instances: dict[str, metadata.Record]) -> None:
+        document = self._document(instances)
         self._metadata_generation = metadata.save(self.store, self.layout.metadata, document)
+
+    def _series_bytes(self) -> int:
+        records = [*self._instances.values(), *(s.record for s in self._staged.values())]
+        return sum(int(record["size"]) for record in records)
 
     def list_instances(self) -> list[str]:
         """Return the SOPInstanceUIDs of the series (synced and staged), sorted."""
@@ -296,7 +463,24 @@ class CODObject:
 
     def _check_writable(self, operation: str, dirty: bool) -> None:
         if not self.lock and not dirty:
-            raise CODError(
+            raise CleanOpOnUnlockedCODObjectError(
                 f'Series "{self.layout.series_uid}": {operation} needs lock=True, or '
                 "dirty=True to change only this local object."
             )
+        if self.lock and dirty:
+            logger.warning("Performing dirty operation on locked CODObject: %s", self)
+
+
+def _filesystem(datastore_path: str, client: Any) -> tuple[AbstractFileSystem, str]:
+    """The datastore's filesystem and root: ``client`` itself if it is an fsspec filesystem."""
+    if isinstance(client, AbstractFileSystem):
+        return client, str(client._strip_protocol(datastore_path)).rstrip("/")
+    return open_datastore(datastore_path)
+
+
+def _delete_local(path: str) -> None:
+    """Delete a synced instance's local origin file (a remote origin is never deleted)."""
+    if not is_remote(path):
+        fs, local = fsspec.core.url_to_fs(path)
+        fs.rm(local)
+        logger.info("deleted local origin %s", path)

@@ -2,7 +2,8 @@
 
 Per series: ``{root}/studies/{study_uid}/series/{series_uid}.tar`` holds the
 members ``instances/{sop_instance_uid}.dcm``; ``{root}/studies/{study_uid}/
-series/{series_uid}/`` holds ``metadata.json`` and the ``.cod.lock`` file.
+series/{series_uid}/`` holds ``metadata.json``, the ``.cod.lock`` file and, once
+a writer reports a problem, ``error.log``.
 Every UID is checked against the DICOM UID grammar before a path or a member
 name is built from it, so ``../../x``, ``/abs``, ``""`` and over-long values
 never reach the filesystem.
@@ -17,6 +18,7 @@ from dicomflow.dicom.keys import uid_key
 
 LOCK_NAME = ".cod.lock"
 METADATA_NAME = "metadata.json"
+ERROR_LOG_NAME = "error.log"
 
 
 def open_datastore(datastore_path: str) -> tuple[AbstractFileSystem, str]:
@@ -61,3 +63,7 @@ class SeriesLayout:
     @property
     def lock(self) -> str:
         return f"{self.folder}/{LOCK_NAME}"
+
+    @property
+    def error_log(self) -> str:
+        return f"{self.folder}/{ERROR_LOG_NAME}"
