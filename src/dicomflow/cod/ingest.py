@@ -98,11 +98,6 @@ def fetch(instance: Instance, study_uid: str, series_uid: str) -> Fetched:
     except (InvalidDicomError, ValueError, EOFError) as exc:
         raise CODInstanceError(f"Instance {instance!r} is not readable DICOM: {exc}.") from exc
     uid = uid_key(_attribute(ds, "SOPInstanceUID"), "SOPInstanceUID")
-    hinted = instance.hints.instance_uid
-    if hinted is not None and hinted != uid:
-        raise CODInstanceError(
-            f'Instance {instance!r} has SOPInstanceUID "{uid}"; its hint says "{shorten(hinted)}".'
-        )
     found = [str(_attribute(ds, keyword)) for keyword in ("StudyInstanceUID", "SeriesInstanceUID")]
     crc32c = checksum(data)
     instance._remember([*found, uid], len(data), crc32c)

@@ -17,7 +17,7 @@ import fsspec  # type: ignore[import-untyped]
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from dicomflow.cod import metadata
+from dicomflow.cod import frames, metadata
 from dicomflow.cod.checksum import checksum
 from dicomflow.cod.errors import CODError, CODInstanceError, HintMismatchError
 from dicomflow.cod.hints import Hints
@@ -52,6 +52,7 @@ class Instance:
         self._data: bytes | None = None
         self._verified_in: str | None = None
         self._metadata: dict[str, Any] | None = None
+        self._custom_offset_tables: dict[str, Any] | None = None
         self._instance_uid: str | None = None
         self._series_uid: str | None = None
         self._study_uid: str | None = None
@@ -88,9 +89,8 @@ class Instance:
             with fsspec.open(self.dicom_uri, "rb", **self.transport_params) as file:
                 data: bytes = file.read()
         except OSError as exc:
-            raise CODInstanceError(
-                f'Instance "{self._original_path}" cannot be read: {exc}.'
-            ) from exc
+            why = "not found" if isinstance(exc, FileNotFoundError) else "cannot be read"
+            raise CODInstanceError(f'Instance "{self._original_path}" {why}: {exc}.') from exc
         self._check_hints(data)
         return data
 
@@ -178,6 +178,7 @@ class Instance:
         except (InvalidDicomError, ValueError, EOFError) as exc:
             raise CODInstanceError(f"Instance {self!r} is not readable DICOM: {exc}.") from exc
         self._metadata = metadata.dicom_json(ds, output_uri)
+        self._custom_offset_tables = frames.offset_tables(self.open().getvalue()) or {}
         return self._metadata
 
     def delete_dependencies(self, dryrun: bool = False) -> list[str]:

@@ -27,6 +27,15 @@ def open_datastore(datastore_path: str) -> tuple[AbstractFileSystem, str]:
     return fs, str(root).rstrip("/")
 
 
+def delete_folders(client: object, uris: list[str]) -> None:
+    """Delete everything under each folder URI (a test datastore's reset); ``client``
+    is accepted for the original signature and not used."""
+    for uri in uris:
+        fs, path = fsspec.core.url_to_fs(uri)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+
 def member_name(sop_instance_uid: str) -> str:
     """Return the tar member name of an instance, after validating its UID."""
     return f"instances/{uid_key(sop_instance_uid)}.dcm"

@@ -118,6 +118,15 @@ class Document:
             "other": self.other,
         }
 
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> "Document":
+        """The document of a parsed ``metadata.json`` (missing sections are empty)."""
+        instances = document.get("cod", {}).get("instances", {})
+        section = document.get("thumbnail")
+        thumbnail = dict(section) if isinstance(section, dict) else None
+        identity = {key: _text(document.get(key)) for key in IDENTITY_KEYS}
+        return cls(dict(instances), dict(document.get("other", {})), thumbnail, **identity)
+
 
 def load(store: Store, path: str) -> Document:
     """Return the metadata at ``path`` (an empty document if there is none yet)."""
@@ -129,13 +138,9 @@ def load(store: Store, path: str) -> Document:
         document = json.loads(data)
     except ValueError as exc:
         raise CODError(f'Metadata "{path}" is not valid JSON: {exc}.') from exc
-    instances = document.get("cod", {}).get("instances", {})
-    section = document.get("thumbnail")
-    thumbnail = dict(section) if isinstance(section, dict) else None
-    identity = {key: _text(document.get(key)) for key in IDENTITY_KEYS}
-    return Document(
-        dict(instances), dict(document.get("other", {})), thumbnail, generation, **identity
-    )
+    loaded = Document.from_dict(document)
+    loaded.generation = generation
+    return loaded
 
 
 IDENTITY_KEYS = ("study_uid", "series_uid", "deid_study_uid", "deid_series_uid")
