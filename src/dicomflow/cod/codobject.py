@@ -25,20 +25,18 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
-import fsspec  # type: ignore[import-untyped]
-from fsspec import AbstractFileSystem
 from pydicom import dcmread
 
 from dicomflow.cod import frames, metadata, thumbnail
 from dicomflow.cod.archive import tar_parts
 from dicomflow.cod.checksum import checksum
+from dicomflow.cod.errorlog import ErrorLog
 from dicomflow.cod.errors import (
     CleanOpOnUnlockedCODObjectError,
     CODError,
     CODIntegrityError,
     CODNotFoundError,
     CODObjectNotFoundError,
-    ErrorLogExistsError,
     LockUnspecifiedError,
 )
 from dicomflow.cod.ingest import (
@@ -49,8 +47,8 @@ from dicomflow.cod.ingest import (
     fetch,
     hinted_duplicate,
 )
-from dicomflow.cod.instance import Instance, is_remote
-from dicomflow.cod.layout import SeriesLayout, member_name, open_datastore
+from dicomflow.cod.instance import Instance, delete_local_file
+from dicomflow.cod.layout import SeriesLayout, SeriesURIs, member_name, open_datastore
 from dicomflow.cod.locker import Locker
 from dicomflow.cod.store import open_store
 from dicomflow.dicom.keys import uid_key
@@ -66,7 +64,7 @@ class _Staged:
     delete_local_origin: bool = False
 
 
-class CODObject:
+class CODObject(SeriesURIs):
     """A series in a datastore (an fsspec URL: local directory or ``memory://``)."""
 
     def __init__(
@@ -94,11 +92,12 @@ class CODObject:
                 "to read."
             )
         self.datastore_path, self.client = datastore_path, client
-        self.fs, root = _filesystem(datastore_path, client)
+        self.fs, root = open_datastore(datastore_path, client)
         self.layout = SeriesLayout(root, study_uid, series_uid)
         self.store = open_store(self.fs)
         self._lock = bool(lock)
-        self._clear_error_log(override_errors)
+        self._error_log = ErrorLog(self.store, self.layout.error_log, self.error_log_uri)
+        self._error_log.check(override_errors)
         if not create_if_missing and self.store.generation(self.layout.metadata) is None:
             raise CODObjectNotFoundError(
                 f'Series "{series_uid}" has no metadata at "{self.metadata_uri}" '
@@ -135,44 +134,6 @@ class CODObject:
     def series_uid(self) -> str:
         return self.layout.series_uid
 
-    @property
-    def datastore_series_uri(self) -> str:
-        """``{datastore_path}/studies/{study_uid}/series/{series_uid}``."""
-        base = self.datastore_path.rstrip("/")
-        return f"{base}/studies/{self.study_uid}/series/{self.series_uid}"
-
-    @property
-    def tar_uri(self) -> str:
-        return f"{self.datastore_series_uri}.tar"
-
-    @property
-    def metadata_uri(self) -> str:
-        return f"{self.datastore_series_uri}/metadata.json"
-
-    @property
-    def index_uri(self) -> str:
-        """Where the original library kept a tar index; dicomflow writes none (the
-        metadata's byte ranges are the index)."""
-        return f"{self.datastore_series_uri}/index.sqlite"
-
-    @property
-    def error_log_uri(self) -> str:
-        return f"{self.datastore_series_uri}/error.log"
-
-    def __str__(self) -> str:
-        return f"CODObject({self.datastore_series_uri})"
-
-    def _clear_error_log(self, override_errors: bool) -> None:
-        if self.store.generation(self.layout.error_log) is None:
-            return
-        if not override_errors:
-            raise ErrorLogExistsError(
-                f'Series "{self.series_uid}" has an error log at "{self.error_log_uri}"; '
-                "read it, then pass override_errors=True to delete it."
-            )
-        self.fs.rm(self.layout.error_log)
-        logger.warning("series %s: error log deleted (override_errors)", self.series_uid)
-
     def upload_error_log(self, message: str, dirty: bool = False) -> None:
         """Write ``error.log`` (say what is wrong with the series); new objects on the series
         then fail until one is made with ``override_errors=True``.
@@ -181,13 +142,7 @@ class CODObject:
             ErrorLogExistsError: if the series already has one (it is never overwritten).
         """
         self._check_writable("upload_error_log", dirty)
-        try:
-            self.store.create(self.layout.error_log, message.encode("utf-8"))
-        except FileExistsError as exc:
-            raise ErrorLogExistsError(
-                f'Series "{self.series_uid}" already has an error log at "{self.error_log_uri}".'
-            ) from exc
-        logger.warning("series %s: error log written", self.series_uid)
+        self._error_log.write(message)
 
     def get_metadata(
         self, create_if_missing: bool = True, dirty: bool = False
@@ -346,7 +301,7 @@ class CODObject:
         for staged in self._staged.values():
             staged.instance.dicom_uri = staged.instance._verified_in = staged.record["uri"]
             if staged.delete_local_origin:
-                _delete_local(staged.instance._original_path)
+                delete_local_file(staged.instance._original_path)
         self._staged.clear()
 
     def get(self, sop_instance_uid: str) -> bytes:
@@ -469,18 +424,3 @@ class CODObject:
             )
         if self.lock and dirty:
             logger.warning("Performing dirty operation on locked CODObject: %s", self)
-
-
-def _filesystem(datastore_path: str, client: Any) -> tuple[AbstractFileSystem, str]:
-    """The datastore's filesystem and root: ``client`` itself if it is an fsspec filesystem."""
-    if isinstance(client, AbstractFileSystem):
-        return client, str(client._strip_protocol(datastore_path)).rstrip("/")
-    return open_datastore(datastore_path)
-
-
-def _delete_local(path: str) -> None:
-    """Delete a synced instance's local origin file (a remote origin is never deleted)."""
-    if not is_remote(path):
-        fs, local = fsspec.core.url_to_fs(path)
-        fs.rm(local)
-        logger.info("deleted local origin %s", path)

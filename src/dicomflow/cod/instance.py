@@ -34,6 +34,14 @@ def is_remote(uri: str) -> bool:
     return protocol not in LOCAL_PROTOCOLS
 
 
+def delete_local_file(uri: str) -> None:
+    """Delete ``uri`` if it is a local file (a remote one is never deleted)."""
+    if not is_remote(uri):
+        fs, path = fsspec.core.url_to_fs(uri)
+        fs.rm(path)
+        logger.info("deleted local origin %s", uri)
+
+
 class Instance:
     """A DICOM instance given by URI, with optional hints and dependencies."""
 
