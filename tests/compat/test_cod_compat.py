@@ -424,9 +424,12 @@ def test_error_log_stops_the_series_until_overridden(example: Example) -> None:
     assert cod._locker.get_lock_blob().exists()
     with pytest.raises(ErrorLogExistsError):
         cod.upload_error_log("again")
-    with pytest.raises(ErrorLogExistsError):
-        CODObject(example.datastore, example.study_uid, example.series_uid, lock=False)
     cod.release()
+    with pytest.raises(ErrorLogExistsError):
+        CODObject(example.datastore, example.study_uid, example.series_uid, lock=True)
+    assert not cod._locker.get_lock_blob().exists()
+    reader = CODObject(example.datastore, example.study_uid, example.series_uid, lock=False)
+    assert reader.list_instances() == []  # a reader still reads a series with an error log
     again = CODObject(
         example.datastore, example.study_uid, example.series_uid, lock=True, override_errors=True
     )

@@ -82,7 +82,8 @@ class CODObject(SeriesURIs):
     ) -> None:
         """Raises:
         LockUnspecifiedError: (a ``TypeError``) if ``lock`` is not chosen.
-        ErrorLogExistsError: if the series has an ``error.log`` (unless ``override_errors``).
+        ErrorLogExistsError: if ``lock=True`` and the series has an ``error.log`` (unless
+            ``override_errors``); a reader (``lock=False``) is only warned.
         CODObjectNotFoundError: if the series has no metadata and not ``create_if_missing``.
         LockAcquisitionError: if ``lock=True`` and another writer holds the lock.
         """
@@ -97,24 +98,28 @@ class CODObject(SeriesURIs):
         self.store = open_store(self.fs)
         self._lock = bool(lock)
         self._error_log = ErrorLog(self.store, self.layout.error_log, self.error_log_uri)
-        self._error_log.check(override_errors)
+        self._error_log.check(override_errors, reader=not lock)
         if not create_if_missing and self.store.generation(self.layout.metadata) is None:
             raise CODObjectNotFoundError(
                 f'Series "{series_uid}" has no metadata at "{self.metadata_uri}" '
                 "(create_if_missing=False)."
             )
         self._locker = Locker(self.store, self.layout.lock)
-        token = lock_token or lock_generation
-        if lock and token is not None:
-            self._locker.reacquire(token)
-        elif lock:
-            self._locker.acquire()
+        if lock:
+            self._take_lock(lock_token or lock_generation)
         document = metadata.load(self.store, self.layout.metadata)
         self._instances, self.other = document.instances, document.other
         self.thumbnail, self._metadata_generation = document.thumbnail, document.generation
         self._deid = (document.deid_study_uid, document.deid_series_uid)
         self._tar_generation = self.store.generation(self.layout.tar) if lock else None
         self._staged: dict[str, _Staged] = {}
+
+    def _take_lock(self, token: str | None) -> None:
+        """Acquire the lock, or re-acquire the one ``token`` names (after deserializing)."""
+        if token is not None:
+            self._locker.reacquire(token)
+        else:
+            self._locker.acquire()
 
     @property
     def lock(self) -> bool:

@@ -1,8 +1,9 @@
 """The series error log: ``error.log`` beside ``metadata.json``.
 
 A writer that finds a series in a bad state says so in the error log. While it
-exists no CODObject is made on the series, unless ``override_errors=True``
-deletes it first. It is created exclusively and never overwritten.
+exists no CODObject with ``lock=True`` is made on the series, unless
+``override_errors=True`` deletes it first; readers are warned. It is created
+exclusively and never overwritten.
 """
 
 import logging
@@ -19,9 +20,15 @@ class ErrorLog:
     def __init__(self, store: Store, path: str, uri: str) -> None:
         self.store, self.path, self.uri = store, path, uri
 
-    def check(self, override_errors: bool) -> None:
-        """Raise ErrorLogExistsError if the log exists; with ``override_errors``, delete it."""
+    def check(self, override_errors: bool, reader: bool = False) -> None:
+        """Raise ErrorLogExistsError if the log exists; with ``override_errors``, delete it.
+
+        A ``reader`` (an object that never writes) is only warned, and never deletes it.
+        """
         if self.store.generation(self.path) is None:
+            return
+        if reader:
+            logger.warning("%s: the series has an error log; reading it anyway", self.uri)
             return
         if not override_errors:
             raise ErrorLogExistsError(
