@@ -453,6 +453,8 @@ def test_instance_accessors(example: Example) -> None:
     hinted = Instance(str(path), hints=Hints(size=7, instance_uid="1.2.3"))
     assert hinted.size(trust_hints_if_available=True) == 7
     assert hinted.instance_uid(trust_hints_if_available=True) == "1.2.3"
+    params = {"client": FakeStorageClient(), "anon": True}  # smart_open's client is dropped
+    assert Instance(str(path), transport_params=params)._storage_options() == {"anon": True}
     fetched = Instance(str(path))
     fetched.fetch()
     path.unlink()  # the bytes were fetched once and kept

@@ -94,13 +94,18 @@ class Instance:
 
     def _fetch(self) -> bytes:
         try:
-            with fsspec.open(self.dicom_uri, "rb", **self.transport_params) as file:
+            with fsspec.open(self.dicom_uri, "rb", **self._storage_options()) as file:
                 data: bytes = file.read()
         except OSError as exc:
             why = "not found" if isinstance(exc, FileNotFoundError) else "cannot be read"
             raise CODInstanceError(f'Instance "{self._original_path}" {why}: {exc}.') from exc
         self._check_hints(data)
         return data
+
+    def _storage_options(self) -> dict[str, Any]:
+        """``transport_params`` as fsspec storage options: a ``client`` (the original
+        library's smart_open client) is not one, and is left out."""
+        return {key: value for key, value in self.transport_params.items() if key != "client"}
 
     def _check_hints(self, data: bytes) -> None:
         size, crc = self.hints.size, self.hints.crc32c
