@@ -35,7 +35,9 @@ class Series:
             hints = None
             if hinted:
                 data = path.read_bytes()
-                hints = Hints(str(ds.SOPInstanceUID), checksum(data), len(data))
+                hints = Hints(
+                    instance_uid=str(ds.SOPInstanceUID), crc32c=checksum(data), size=len(data)
+                )
             result.append(Instance(str(path), hints=hints))
         return result
 

@@ -8,6 +8,14 @@ instances; ``sync`` appends their bytes to the series tar (how: see
 generation before each write; on a store with preconditions each write is also
 conditional on the generation of the tar and of the metadata this writer last
 saw. Readers therefore never see metadata pointing at bytes that are not there.
+
+The original library's interface is here too: ``client=`` (``None``: fsspec finds
+the filesystem from the URL; an fsspec filesystem: used as given; any other client
+object, such as a ``google.cloud.storage.Client``, is kept as ``client`` and fsspec
+reaches the datastore), ``tar_uri``/``metadata_uri``/``index_uri``/``error_log_uri``,
+``get_metadata(dirty=)``, ``upload_error_log()``, an ``error.log`` that stops new
+objects on the series until ``override_errors=True``, and ``append()`` results that
+unpack as ``new, same, conflict, errors``.
 """
 
 import io
@@ -22,13 +30,28 @@ from pydicom import dcmread
 from dicomflow.cod import frames, metadata, thumbnail
 from dicomflow.cod.archive import tar_parts
 from dicomflow.cod.checksum import checksum
-from dicomflow.cod.ingest import AppendResult, Fetched, Outcome, fetch, hinted_duplicate
-from dicomflow.cod.instance import Instance
-from dicomflow.cod.layout import SeriesLayout, member_name, open_datastore
+from dicomflow.cod.errorlog import ErrorLog
+from dicomflow.cod.errors import (
+    CleanOpOnUnlockedCODObjectError,
+    CODError,
+    CODIntegrityError,
+    CODNotFoundError,
+    CODObjectNotFoundError,
+    LockUnspecifiedError,
+)
+from dicomflow.cod.ingest import (
+    AppendResult,
+    Fetched,
+    Outcome,
+    check_sizes,
+    fetch,
+    hinted_duplicate,
+)
+from dicomflow.cod.instance import Instance, delete_local_file
+from dicomflow.cod.layout import SeriesLayout, SeriesURIs, member_name, open_datastore
 from dicomflow.cod.locker import Locker
 from dicomflow.cod.store import open_store
 from dicomflow.dicom.keys import uid_key
-from dicomflow.errors import CODError, CODIntegrityError, CODNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +61,10 @@ class _Staged:
     instance: Instance
     data: bytes
     record: metadata.Record
+    delete_local_origin: bool = False
 
 
-class CODObject:
+class CODObject(SeriesURIs):
     """A series in a datastore (an fsspec URL: local directory or ``memory://``)."""
 
     def __init__(
@@ -50,27 +74,97 @@ class CODObject:
         series_uid: str,
         lock: bool | None = None,
         lock_token: str | None = None,
+        *,
+        client: Any = None,
+        create_if_missing: bool = True,
+        override_errors: bool = False,
+        lock_generation: str | None = None,
     ) -> None:
+        """Raises:
+        LockUnspecifiedError: (a ``TypeError``) if ``lock`` is not chosen.
+        ErrorLogExistsError: if ``lock=True`` and the series has an ``error.log`` (unless
+            ``override_errors``); a reader (``lock=False``) is only warned.
+        CODObjectNotFoundError: if the series has no metadata and not ``create_if_missing``.
+        LockAcquisitionError: if ``lock=True`` and another writer holds the lock.
+        """
         if lock is None:
-            raise CODError(
+            raise LockUnspecifiedError(
                 f'Series "{series_uid}": lock is None; pass lock=True to write or lock=False '
                 "to read."
             )
-        self.datastore_path = datastore_path
-        self.fs, root = open_datastore(datastore_path)
+        self.datastore_path, self.client = datastore_path, client
+        self.fs, root = open_datastore(datastore_path, client)
         self.layout = SeriesLayout(root, study_uid, series_uid)
         self.store = open_store(self.fs)
-        self.lock = lock
+        self._lock = bool(lock)
+        self._error_log = ErrorLog(self.store, self.layout.error_log, self.error_log_uri)
+        self._error_log.check(override_errors, reader=not lock)
+        if not create_if_missing and self.store.generation(self.layout.metadata) is None:
+            raise CODObjectNotFoundError(
+                f'Series "{series_uid}" has no metadata at "{self.metadata_uri}" '
+                "(create_if_missing=False)."
+            )
         self._locker = Locker(self.store, self.layout.lock)
-        if lock and lock_token is not None:
-            self._locker.reacquire(lock_token)
-        elif lock:
-            self._locker.acquire()
+        if lock:
+            self._take_lock(lock_token or lock_generation)
         document = metadata.load(self.store, self.layout.metadata)
         self._instances, self.other = document.instances, document.other
         self.thumbnail, self._metadata_generation = document.thumbnail, document.generation
+        self._deid = (document.deid_study_uid, document.deid_series_uid)
         self._tar_generation = self.store.generation(self.layout.tar) if lock else None
         self._staged: dict[str, _Staged] = {}
+
+    def _take_lock(self, token: str | None) -> None:
+        """Acquire the lock, or re-acquire the one ``token`` names (after deserializing)."""
+        if token is not None:
+            self._locker.reacquire(token)
+        else:
+            self._locker.acquire()
+
+    @property
+    def lock(self) -> bool:
+        """Whether this object holds the series lock (fixed at construction)."""
+        return self._lock
+
+    @property
+    def lock_generation(self) -> str | None:
+        """The generation (token) of the lock this object holds, None if none."""
+        return self._locker.token
+
+    @property
+    def study_uid(self) -> str:
+        return self.layout.study_uid
+
+    @property
+    def series_uid(self) -> str:
+        return self.layout.series_uid
+
+    def upload_error_log(self, message: str, dirty: bool = False) -> None:
+        """Write ``error.log`` (say what is wrong with the series); new objects on the series
+        then fail until one is made with ``override_errors=True``.
+
+        Raises:
+            ErrorLogExistsError: if the series already has one (it is never overwritten).
+        """
+        self._check_writable("upload_error_log", dirty)
+        self._error_log.write(message)
+
+    def get_metadata(
+        self, create_if_missing: bool = True, dirty: bool = False
+    ) -> metadata.Document:
+        """The series metadata (synced and staged instances), as the JSON document holds it.
+
+        Raises:
+            CleanOpOnUnlockedCODObjectError: on an unlocked object unless ``dirty=True``.
+            CODObjectNotFoundError: if the series has no metadata and not ``create_if_missing``.
+        """
+        self._check_writable("get_metadata", dirty)
+        if not create_if_missing and self._metadata_generation is None:
+            raise CODObjectNotFoundError(
+                f'Series "{self.series_uid}" has no metadata at "{self.metadata_uri}".'
+            )
+        instances = {**self._instances, **{u: s.record for u, s in self._staged.items()}}
+        return self._document(instances)
 
     def __enter__(self) -> Self:
         return self
@@ -112,17 +206,32 @@ class CODObject:
         }
 
     @classmethod
-    def deserialize(cls, **data: Any) -> "CODObject":
-        """Rebuild a serialized object; its lock must still hold the same generation."""
-        return cls(**data)
+    def deserialize(
+        cls, serialized_obj: dict[str, Any] | None = None, client: Any = None, **data: Any
+    ) -> "CODObject":
+        """Rebuild a serialized object (``deserialize(serialized, client)`` or
+        ``deserialize(**serialized, client=...)``); its lock must still hold the same
+        generation."""
+        return cls(**{**(serialized_obj or {}), **data}, client=client)
 
-    def append(self, instances: list[Instance], dirty: bool = False) -> AppendResult:
-        """Stage instances for the next sync; one bad instance never stops the others."""
+    def append(
+        self,
+        instances: list[Instance],
+        max_instance_size: float = 10,
+        max_series_size: float = 100,
+        delete_local_origin: bool = False,
+        dirty: bool = False,
+    ) -> AppendResult:
+        """Stage instances for the next sync; one bad instance never stops the others.
+
+        Sizes are in GiB; an instance over a limit is an error. ``delete_local_origin``
+        deletes each new instance's local file once it is synced (never before).
+        """
         self._check_writable("append", dirty)
         result = AppendResult()
         for instance in instances:
             try:
-                outcome = self._append_one(instance)
+                outcome = self._append_one(instance, max_instance_size, max_series_size)
             except Exception as exc:  # any failure is this instance's, recorded as data
                 logger.warning(
                     "series %s: %r not appended: %s", self.layout.series_uid, instance, exc
@@ -130,15 +239,18 @@ class CODObject:
                 result.errors.append((instance, exc))
                 continue
             result.add(outcome, instance)
+            if outcome is Outcome.NEW and delete_local_origin:
+                self._staged[instance.instance_uid()].delete_local_origin = True
         return result
 
-    def _append_one(self, instance: Instance) -> Outcome:
+    def _append_one(self, instance: Instance, max_instance: float, max_series: float) -> Outcome:
         if hinted_duplicate(instance, self._known_crc32c):
             return Outcome.DUPLICATE
         fetched = fetch(instance, self.layout.study_uid, self.layout.series_uid)
         uid = fetched.sop_instance_uid
         existing = self._record(uid)
         if existing is None:
+            check_sizes(instance, len(fetched.data), self._series_bytes(), max_instance, max_series)
             self._stage(instance, fetched)
             return Outcome.NEW
         if existing["crc32c"] == fetched.crc32c:
@@ -193,6 +305,8 @@ class CODObject:
         self._instances = committed
         for staged in self._staged.values():
             staged.instance.dicom_uri = staged.instance._verified_in = staged.record["uri"]
+            if staged.delete_local_origin:
+                delete_local_file(staged.instance._original_path)
         self._staged.clear()
 
     def get(self, sop_instance_uid: str) -> bytes:
@@ -267,11 +381,24 @@ class CODObject:
         self._save(self._instances)
         return self.thumbnail
 
-    def _save(self, instances: dict[str, metadata.Record]) -> None:
-        document = metadata.Document(
-            instances, self.other, self.thumbnail, self._metadata_generation
+    def _document(self, instances: dict[str, metadata.Record]) -> metadata.Document:
+        return metadata.Document(
+            instances,
+            self.other,
+            self.thumbnail,
+            self._metadata_generation,
+            self.study_uid,
+            self.series_uid,
+            *self._deid,
         )
+
+    def _save(self, instances: dict[str, metadata.Record]) -> None:
+        document = self._document(instances)
         self._metadata_generation = metadata.save(self.store, self.layout.metadata, document)
+
+    def _series_bytes(self) -> int:
+        records = [*self._instances.values(), *(s.record for s in self._staged.values())]
+        return sum(int(record["size"]) for record in records)
 
     def list_instances(self) -> list[str]:
         """Return the SOPInstanceUIDs of the series (synced and staged), sorted."""
@@ -296,7 +423,9 @@ class CODObject:
 
     def _check_writable(self, operation: str, dirty: bool) -> None:
         if not self.lock and not dirty:
-            raise CODError(
+            raise CleanOpOnUnlockedCODObjectError(
                 f'Series "{self.layout.series_uid}": {operation} needs lock=True, or '
                 "dirty=True to change only this local object."
             )
+        if self.lock and dirty:
+            logger.warning("Performing dirty operation on locked CODObject: %s", self)

@@ -156,7 +156,7 @@ def read_frame(
     Raises:
         CODNotFoundError: if the instance has no offset tables or no such frame.
     """
-    if tables is None:
+    if not tables:  # None, or {} (one frame)
         raise CODNotFoundError(f'Instance "{uid}" has no frame offset tables (one frame?).')
     count = len(tables["CustomOffsetTable"])
     if not 0 <= index < count:

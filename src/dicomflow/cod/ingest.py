@@ -8,7 +8,7 @@ the hints alone when they give both, so nothing is fetched), a *conflict*
 
 import enum
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,12 +32,29 @@ class Outcome(enum.StrEnum):
 
 @dataclass
 class AppendResult:
-    """What ``CODObject.append`` did with each instance."""
+    """What ``CODObject.append`` did with each instance.
+
+    It unpacks as ``new, same, conflict, errors`` (the original library's tuple);
+    ``same`` and ``conflict`` are also names of ``duplicates`` and ``conflicts``.
+    """
 
     new: list[Instance] = field(default_factory=list)
     duplicates: list[Instance] = field(default_factory=list)
     conflicts: list[Instance] = field(default_factory=list)
     errors: list[tuple[Instance, Exception]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        return iter((self.new, self.duplicates, self.conflicts, self.errors))
+
+    @property
+    def same(self) -> list[Instance]:
+        """The duplicates (same SOPInstanceUID, same crc32c)."""
+        return self.duplicates
+
+    @property
+    def conflict(self) -> list[Instance]:
+        """The conflicts (same SOPInstanceUID, different crc32c)."""
+        return self.conflicts
 
     def add(self, outcome: Outcome, instance: Instance) -> None:
         """Record ``instance`` under ``outcome``."""
@@ -81,18 +98,37 @@ def fetch(instance: Instance, study_uid: str, series_uid: str) -> Fetched:
     except (InvalidDicomError, ValueError, EOFError) as exc:
         raise CODInstanceError(f"Instance {instance!r} is not readable DICOM: {exc}.") from exc
     uid = uid_key(_attribute(ds, "SOPInstanceUID"), "SOPInstanceUID")
-    hinted = instance.hints.instance_uid
-    if hinted is not None and hinted != uid:
-        raise CODInstanceError(
-            f'Instance {instance!r} has SOPInstanceUID "{uid}"; its hint says "{shorten(hinted)}".'
-        )
-    for keyword, expected in (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid)):
-        value = _attribute(ds, keyword)
+    found = [str(_attribute(ds, keyword)) for keyword in ("StudyInstanceUID", "SeriesInstanceUID")]
+    crc32c = checksum(data)
+    instance._remember([*found, uid], len(data), crc32c)
+    instance.hints.validate(len(data), crc32c, uid, found[1], found[0])
+    for keyword, value, expected in zip(
+        ("StudyInstanceUID", "SeriesInstanceUID"), found, (study_uid, series_uid), strict=True
+    ):
         if value != expected:
             raise CODInstanceError(
-                f'Instance {instance!r} has {keyword} "{shorten(value)}"; expected "{expected}".'
+                f'Instance {instance!r} has {keyword} "{shorten(value)}"; expected "{expected}" '
+                "(it does not belong to this series)."
             )
-    return Fetched(data, ds, uid, checksum(data))
+    return Fetched(data, ds, uid, crc32c)
+
+
+BYTES_PER_GB = 2**30
+
+
+def check_sizes(
+    instance: Instance, size: int, series_bytes: int, max_instance_gb: float, max_series_gb: float
+) -> None:
+    """Raise CODInstanceError if the instance, or the series with it, is over its limit (GiB)."""
+    if size > max_instance_gb * BYTES_PER_GB:
+        raise CODInstanceError(
+            f"Instance {instance!r} has {size} bytes; max_instance_size is {max_instance_gb} GiB."
+        )
+    if series_bytes + size > max_series_gb * BYTES_PER_GB:
+        raise CODInstanceError(
+            f"Instance {instance!r} would make the series {series_bytes + size} bytes; "
+            f"max_series_size is {max_series_gb} GiB."
+        )
 
 
 def _attribute(ds: Dataset, keyword: str) -> Any:

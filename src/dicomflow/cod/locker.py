@@ -17,8 +17,42 @@ import secrets
 
 from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
 
+from dicomflow.cod.errors import LockAcquisitionError, LockVerificationError
 from dicomflow.cod.store import Generation, Store, open_store
-from dicomflow.errors import LockAcquisitionError
+
+
+class LockBlob:
+    """The lock object as a blob: what a caller inspects (``exists()``) or, to simulate
+    another writer, breaks (``delete()``, ``upload_from_string()``)."""
+
+    def __init__(self, store: Store, path: str) -> None:
+        self.store = store
+        self.name = path
+
+    def exists(self) -> bool:
+        """True if the lock object is in the datastore."""
+        return self.store.generation(self.name) is not None
+
+    def download_as_bytes(self) -> bytes:
+        """The lock object's content (the holder's generation). Raises FileNotFoundError."""
+        return self.store.read(self.name)[0]
+
+    def upload_from_string(
+        self,
+        data: str | bytes,
+        content_type: str | None = None,
+        if_generation_match: int | None = None,
+    ) -> None:
+        """Write the lock object (``if_generation_match=0``: only if it does not exist)."""
+        content = data.encode("utf-8") if isinstance(data, str) else data
+        if if_generation_match == 0:
+            self.store.create(self.name, content)
+        else:
+            self.store.fs.pipe_file(self.name, content)
+
+    def delete(self) -> None:
+        """Delete the lock object, whoever holds it."""
+        self.store.fs.rm(self.name)
 
 
 class Locker:
@@ -54,10 +88,10 @@ class Locker:
         return data.decode("ascii", "replace")
 
     def verify(self) -> None:
-        """Raise unless the lock object exists and still holds our token."""
+        """Raise LockVerificationError unless the lock object exists and holds our token."""
         held = self.holder()
         if self.token is None or held != self.token:
-            raise LockAcquisitionError(
+            raise LockVerificationError(
                 f'Lock "{self.path}" holds generation "{held}"; expected "{self.token}".'
             )
 
@@ -66,3 +100,7 @@ class Locker:
         self.verify()
         self.store.delete(self.path, self._generation)
         self.token = None
+
+    def get_lock_blob(self) -> LockBlob:
+        """The lock object, to ask whether it exists."""
+        return LockBlob(self.store, self.path)

@@ -2,15 +2,22 @@
 
 Shape::
 
-    {"cod": {"instances": {sop_instance_uid: {
+    {"study_uid": str, "series_uid": str,
+     "deid_study_uid": str | None, "deid_series_uid": str | None,
+     "cod": {"instances": {sop_instance_uid: {
         "metadata": DICOM JSON (file meta + dataset; bulk data as "BulkDataURI"),
         "uri": "<datastore>/studies/<study>/series/<series>.tar://instances/<uid>.dcm",
         "headers": {"start_byte": int, "end_byte": int},
+        "offset_tables": {} | {"CustomOffsetTable": [...], "CustomOffsetTableLengths": [...]},
         "crc32c": str, "size": int, "original_path": str, "dependencies": [str],
         "diff_hash_dupe_paths": [str], "version": "1.0", "modified_datetime": str,
         "unparsable": {element path: why}  # only where a value could not be converted
         }}},
+     "thumbnail": {...} | None,
      "other": {...}}
+
+The top level is the original library's (``deid_*`` stay None until the series is
+de-identified), so a reader built for it loads our series.
 
 An element whose value cannot be converted (an InstanceNumber of "1A") is given
 in ``metadata`` as UN with its bytes inline and named in ``unparsable``; the
@@ -64,6 +71,7 @@ def new_record(
         "metadata": dicom_json(ds, uri, unparsable),
         "uri": uri,
         "headers": {"start_byte": -1, "end_byte": -1},
+        "offset_tables": {},
         "crc32c": crc32c,
         "size": size,
         "original_path": original_path,
@@ -93,6 +101,31 @@ class Document:
     other: dict[str, Any] = field(default_factory=dict)
     thumbnail: dict[str, Any] | None = None
     generation: Generation = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    deid_study_uid: str | None = None
+    deid_series_uid: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document: the original library's top level, ``cod``, ``other``."""
+        return {
+            "study_uid": self.study_uid,
+            "series_uid": self.series_uid,
+            "deid_study_uid": self.deid_study_uid,
+            "deid_series_uid": self.deid_series_uid,
+            "cod": {"instances": self.instances},
+            "thumbnail": self.thumbnail,
+            "other": self.other,
+        }
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> "Document":
+        """The document of a parsed ``metadata.json`` (missing sections are empty)."""
+        instances = document.get("cod", {}).get("instances", {})
+        section = document.get("thumbnail")
+        thumbnail = dict(section) if isinstance(section, dict) else None
+        identity = {key: _text(document.get(key)) for key in IDENTITY_KEYS}
+        return cls(dict(instances), dict(document.get("other", {})), thumbnail, **identity)
 
 
 def load(store: Store, path: str) -> Document:
@@ -105,10 +138,16 @@ def load(store: Store, path: str) -> Document:
         document = json.loads(data)
     except ValueError as exc:
         raise CODError(f'Metadata "{path}" is not valid JSON: {exc}.') from exc
-    instances = document.get("cod", {}).get("instances", {})
-    section = document.get("thumbnail")
-    thumbnail = dict(section) if isinstance(section, dict) else None
-    return Document(dict(instances), dict(document.get("other", {})), thumbnail, generation)
+    loaded = Document.from_dict(document)
+    loaded.generation = generation
+    return loaded
+
+
+IDENTITY_KEYS = ("study_uid", "series_uid", "deid_study_uid", "deid_series_uid")
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def save(store: Store, path: str, document: Document) -> Generation:
@@ -118,10 +157,7 @@ def save(store: Store, path: str, document: Document) -> Generation:
         LockAcquisitionError: if the store has preconditions and another writer
             replaced the metadata since.
     """
-    content: dict[str, Any] = {"cod": {"instances": document.instances}, "other": document.other}
-    if document.thumbnail is not None:
-        content["thumbnail"] = document.thumbnail
-    text = json.dumps(content, sort_keys=True).encode("utf-8")
+    text = json.dumps(document.to_dict(), sort_keys=True).encode("utf-8")
     document.generation = store.replace(path, text, document.generation)
     return document.generation
 
