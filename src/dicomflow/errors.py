@@ -211,3 +211,30 @@ class InvalidDataset(DicomflowError, ValueError):
 
 class InvalidQueryDataset(InvalidDataset):
     """A query dataset is not valid for the DIMSE message it is sent with."""
+
+
+# The archive library's exception names (re-exported by dicomflow.cod.errors).
+
+
+class LockVerificationError(LockAcquisitionError):
+    """The series lock is missing or holds another writer's generation."""
+
+
+class LockUnspecifiedError(CODError, TypeError):
+    """A CODObject was created without choosing ``lock=True`` or ``lock=False``."""
+
+
+class CleanOpOnUnlockedCODObjectError(CODError):
+    """An operation that writes to the datastore was asked of an unlocked CODObject."""
+
+
+class CODObjectNotFoundError(CODError):
+    """The series has no metadata in the datastore and ``create_if_missing=False``."""
+
+
+class ErrorLogExistsError(CODError):
+    """The series has an ``error.log``: it needs attention before anyone writes to it."""
+
+
+class HintMismatchError(CODInstanceError, AssertionError):
+    """A hint (size, crc32c or a UID) contradicts the instance's file."""

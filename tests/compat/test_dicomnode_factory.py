@@ -321,8 +321,8 @@ def test_private_elements_get_their_block_reserved_and_survive_a_file(tmp_path: 
     )
 
     dataset = DicomFactory().build_instance(Dataset(), blueprint)
-    dataset.save_as(tmp_path / "x.dcm", enforce_file_format=True)
-    read = pydicom.dcmread(tmp_path / "x.dcm")
+    dataset.save_as(tmp_path / "private_elements.dcm", enforce_file_format=True)
+    read = pydicom.dcmread(tmp_path / "private_elements.dcm")
 
     assert read[0x00110010].value == "Dicomnode - Private tags version: 1"
     assert read[0x00111001].value == "model v2"

@@ -31,14 +31,6 @@ from dicomflow.cod import frames, metadata, thumbnail
 from dicomflow.cod.archive import tar_parts
 from dicomflow.cod.checksum import checksum
 from dicomflow.cod.errorlog import ErrorLog
-from dicomflow.cod.errors import (
-    CleanOpOnUnlockedCODObjectError,
-    CODError,
-    CODIntegrityError,
-    CODNotFoundError,
-    CODObjectNotFoundError,
-    LockUnspecifiedError,
-)
 from dicomflow.cod.ingest import (
     AppendResult,
     Fetched,
@@ -52,6 +44,14 @@ from dicomflow.cod.layout import SeriesLayout, SeriesURIs, member_name, open_dat
 from dicomflow.cod.locker import Locker
 from dicomflow.cod.store import open_store
 from dicomflow.dicom.keys import uid_key
+from dicomflow.errors import (
+    CleanOpOnUnlockedCODObjectError,
+    CODError,
+    CODIntegrityError,
+    CODNotFoundError,
+    CODObjectNotFoundError,
+    LockUnspecifiedError,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ exclusively and never overwritten.
 
 import logging
 
-from dicomflow.cod.errors import ErrorLogExistsError
 from dicomflow.cod.store import Store
+from dicomflow.errors import ErrorLogExistsError
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from dicomflow.cod.errors import HintMismatchError
+from dicomflow.errors import HintMismatchError
 
 
 @dataclass(frozen=True)

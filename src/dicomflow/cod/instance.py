@@ -19,8 +19,8 @@ from pydicom.errors import InvalidDicomError
 
 from dicomflow.cod import frames, metadata
 from dicomflow.cod.checksum import checksum
-from dicomflow.cod.errors import CODError, CODInstanceError, HintMismatchError
 from dicomflow.cod.hints import Hints
+from dicomflow.errors import CODError, CODInstanceError, HintMismatchError
 
 logger = logging.getLogger(__name__)
 

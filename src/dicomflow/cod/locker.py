@@ -17,8 +17,8 @@ import secrets
 
 from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
 
-from dicomflow.cod.errors import LockAcquisitionError, LockVerificationError
 from dicomflow.cod.store import Generation, Store, open_store
+from dicomflow.errors import LockAcquisitionError, LockVerificationError
 
 
 class LockBlob:
