@@ -180,11 +180,12 @@ def test_true_with_none_is_plain_true() -> None:
 
 
 def test_added_params_never_leak_from_one_series_into_the_next() -> None:
+    """Changed in place, added_params reach the later callbacks of the same series only."""
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def mutate(jobName: str, added_params: dict[str, Any], **kwargs: Any) -> tuple[bool, Any]:
         seen.append((jobName, dict(added_params)))
-        added_params["leaked"] = kwargs["series_uid"]  # the seed's mutable-default trap
+        added_params["shared"] = kwargs["series_uid"]  # the seed's mutable-default trap
         return True, {"series": kwargs["series_uid"]}
 
     jobs = [registered("first", mutate), registered("second", mutate, "first")]
@@ -192,12 +193,13 @@ def test_added_params_never_leak_from_one_series_into_the_next() -> None:
     two = schedule(jobs, series_key="two", base_kwargs={"series_uid": "2"})
     assert seen == [
         ("first", {}),
-        ("second", {"first": {"series": "1"}}),
+        ("second", {"shared": "1", "first": {"series": "1"}}),
         ("first", {}),
-        ("second", {"first": {"series": "2"}}),
+        ("second", {"shared": "2", "first": {"series": "2"}}),
     ]
-    assert one.added_params == {"first": {"series": "1"}, "second": {"series": "1"}}
-    assert two.added_params == {"first": {"series": "2"}, "second": {"series": "2"}}
+    expected = {"shared": "1", "first": {"series": "1"}, "second": {"series": "1"}}
+    assert one.added_params == expected
+    assert two.added_params == {"shared": "2", "first": {"series": "2"}, "second": {"series": "2"}}
 
 
 def test_schedule_series_has_no_mutable_defaults() -> None:
@@ -241,7 +243,7 @@ def test_the_graph_is_enqueued_once_with_dependency_ids() -> None:
     assert report.jobs == batch
     send = batch[2]
     assert (send.function, send.priority, send.timeout_s) == (RUNNER, Priority.LOW, 90)
-    assert send.meta == {"service": "svc", "series": "1.2.3"}
+    assert send.meta == {"service": "svc", "series": "1.2.3", "channel": "default"}
     assert json.loads(json.dumps(send.kwargs)) == send.kwargs
     assert send.kwargs == {
         "service": {
