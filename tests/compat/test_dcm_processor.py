@@ -30,8 +30,10 @@ from dicomflow.node.node import Node
 from dicomflow.queue.backend import open_backend
 from dicomflow.queue.job import JobStatus
 from dicomflow.services.consumer import ServiceScheduler
+from dicomflow.services.headers import series_headers
 from dicomflow.services.install import install
 from dicomflow.services.registry import Registry
+from dicomflow.services.settings import read_settings, worker_parts
 from dicomflow.settings import build_settings
 from support import storescu, wait_for
 
@@ -391,3 +393,28 @@ def test_a_broken_scheduler_settings_names_the_file_and_field(tmp_path: Path) ->
     assert f'{root / "scheduler.json"}: field "headerFields" is "PatientID"' in error
     with pytest.raises(ServiceDefinitionError, match=re.escape("scheduler.json")):
         report.raise_errors()
+
+
+def test_seed_job_fields_are_read_with_their_meaning(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    fields = {"dependsOn": None, "params": None, "priority": "medium", "channel": "gpu"}
+    entries = [job("ms-sub", "ms-sub.worker", "ms-sub.callback", **fields)]
+    entries.append(job("off", "temp.worker", "temp.callback", disabled=True))
+    path.write_text(json.dumps(entries))
+    seg, off = read_settings(path, "ms-sub")
+    assert (seg.depends_on, seg.params, seg.priority, seg.channel) == ((), {}, "default", "gpu")
+    assert worker_parts(seg.worker) == ("ms-sub", "worker")
+    assert (seg.disabled, off.disabled) == (False, True)
+
+
+def test_headers_never_put_a_raw_dicom_value_in_dcmpath(tmp_path: Path) -> None:
+    series = make_ct_series(2, patient_id="../../escape")
+    files = write_series(series, tmp_path / "in")
+    data = tmp_path / "data"
+    headers = series_headers(files, data, None)
+    series_id = value_key(series[0].SeriesInstanceUID)
+    assert headers["PatientID"] == "../../escape"
+    assert headers["patientId"] == value_key("../../escape")
+    assert headers["dcmpath"] == f"dicom/{series_id}"
+    assert sorted(p.name for p in (data / "dicom" / series_id).iterdir()) == [p.name for p in files]
+    assert [p.name for p in data.iterdir()] == ["dicom"]
