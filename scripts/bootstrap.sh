@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(dcmtk dicom3tools redis-server orthanc chromium)
+DEBIAN_PACKAGES=(dcmtk dicom3tools redis-server orthanc chromium dcm2niix)
 PYTHON=${PYTHON:-python3}
 
 missing=()

@@ -329,7 +329,9 @@ def test_service_commands_install_list_backup_remove(tmp_path: Path) -> None:
     listing = dicomflow("list", "-r", str(root))
     assert "measure" in listing.stdout and "mask" in listing.stdout
     again = dicomflow("install", "mask", "-p", str(examples / "mask"), "-r", str(root))
-    assert again.returncode == 1 and "error:" in again.stderr and "Traceback" not in again.stderr
+    assert again.returncode == 0 and "backed up to" in again.stdout  # replaced, as service.sh
+    broken = dicomflow("install", "mask", "-p", str(tmp_path / "nothing"), "-r", str(root))
+    assert broken.returncode == 1 and "error:" in broken.stderr and "Traceback" not in broken.stderr
     backup = tmp_path / "mask.tar.gz"
     assert dicomflow("backup", "mask", "-b", str(backup), "-r", str(root)).returncode == 0
     assert backup.stat().st_size > 0

@@ -47,11 +47,28 @@ def test_list_services_is_sorted(root: Path, service_folder: ServiceFolder) -> N
     assert list_services(root) == ["alpha", "mid", "zeta"]
 
 
-def test_a_second_install_is_refused(root: Path, service_folder: ServiceFolder) -> None:
+def test_a_second_install_replaces_the_first_after_a_backup(
+    root: Path, service_folder: ServiceFolder
+) -> None:
     install("brain", service_folder("brain", job()), root)
-    message = f'Service "brain" cannot be installed: {root / "registry" / "brain"} exists.'
-    with pytest.raises(ServiceDefinitionError, match=re.escape(message)):
-        install("brain", service_folder("brain2", job(jobName="other")), root)
+    install("brain", service_folder("brain2", job(jobName="other")), root)
+    assert [j.name for j in Registry(root).load().jobs] == ["other"]
+    [archive] = (root / "backups").iterdir()
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("brain/registry/settings.json")
+        assert member is not None and b'"seg"' in member.read()
+    assert not [path for path in root.iterdir() if path.name.startswith(".")]
+
+
+def test_a_failed_replacement_keeps_the_installed_service(
+    root: Path, service_folder: ServiceFolder
+) -> None:
+    install("brain", service_folder("brain", job()), root)
+    broken = service_folder("brain2", job(jobName="other", worker="missing.run"))
+    with pytest.raises(ServiceDefinitionError, match='no module "missing"'):
+        install("brain", broken, root)
+    assert [j.name for j in Registry(root).load().jobs] == ["seg"]
+    assert not [path for path in root.iterdir() if path.name.startswith(".")]
 
 
 @pytest.mark.parametrize("name", ["", "../evil", ".hidden", "a/b"])

@@ -111,8 +111,8 @@ BROKEN = [
         'job "seg": field "worker" is "a..b"; expected "module.function" or "module:function".',
     ),
     (
-        job(callback="mod.fn"),
-        'job "seg": field "callback" is "mod.fn"; expected the name of a function',
+        job(callback="mod..fn"),
+        'job "seg": field "callback" is "mod..fn"; expected the name of a function',
     ),
     (job(dependsOn=5), 'job "seg": field "dependsOn" is 5; expected a job name or a list'),
     (job(dependsOn=["a", 1]), 'job "seg": field "dependsOn" is ["a", 1]; expected a job name'),

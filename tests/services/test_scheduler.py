@@ -16,7 +16,7 @@ from service_files import WORKER, write_files
 from dicomflow.queue.job import JobStatus, Priority
 from dicomflow.services.registry import RegisteredJob
 from dicomflow.services.scheduler import RUNNER, Decision, schedule_series
-from dicomflow.services.settings import JobSpec
+from dicomflow.services.settings import JobSpec, Stage
 
 MODULES = Path("/srv/dicomflow/modules/svc")
 HEADERS = {"Modality": "CT", "SeriesInstanceUID": "1.2.3"}
@@ -180,11 +180,12 @@ def test_true_with_none_is_plain_true() -> None:
 
 
 def test_added_params_never_leak_from_one_series_into_the_next() -> None:
+    """Changed in place, added_params reach the later callbacks of the same series only."""
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def mutate(jobName: str, added_params: dict[str, Any], **kwargs: Any) -> tuple[bool, Any]:
         seen.append((jobName, dict(added_params)))
-        added_params["leaked"] = kwargs["series_uid"]  # the seed's mutable-default trap
+        added_params["shared"] = kwargs["series_uid"]  # the seed's mutable-default trap
         return True, {"series": kwargs["series_uid"]}
 
     jobs = [registered("first", mutate), registered("second", mutate, "first")]
@@ -192,12 +193,13 @@ def test_added_params_never_leak_from_one_series_into_the_next() -> None:
     two = schedule(jobs, series_key="two", base_kwargs={"series_uid": "2"})
     assert seen == [
         ("first", {}),
-        ("second", {"first": {"series": "1"}}),
+        ("second", {"shared": "1", "first": {"series": "1"}}),
         ("first", {}),
-        ("second", {"first": {"series": "2"}}),
+        ("second", {"shared": "2", "first": {"series": "2"}}),
     ]
-    assert one.added_params == {"first": {"series": "1"}, "second": {"series": "1"}}
-    assert two.added_params == {"first": {"series": "2"}, "second": {"series": "2"}}
+    expected = {"shared": "1", "first": {"series": "1"}, "second": {"series": "1"}}
+    assert one.added_params == expected
+    assert two.added_params == {"shared": "2", "first": {"series": "2"}, "second": {"series": "2"}}
 
 
 def test_schedule_series_has_no_mutable_defaults() -> None:
@@ -241,7 +243,7 @@ def test_the_graph_is_enqueued_once_with_dependency_ids() -> None:
     assert report.jobs == batch
     send = batch[2]
     assert (send.function, send.priority, send.timeout_s) == (RUNNER, Priority.LOW, 90)
-    assert send.meta == {"service": "svc", "series": "1.2.3"}
+    assert send.meta == {"service": "svc", "series": "1.2.3", "channel": "default"}
     assert json.loads(json.dumps(send.kwargs)) == send.kwargs
     assert send.kwargs == {
         "service": {
@@ -355,3 +357,46 @@ def test_scheduled_workers_run_with_the_injected_params(tmp_path: Path) -> None:
     }
     written = json.loads((tmp_path / "seg.json").read_text())
     assert written == {"params": {"level": 1}, "added_params": {"seg": {"mask": "m.nii"}}}
+
+
+def staged(name: str, stage: Stage, *depends_on: str, disabled: bool = False) -> RegisteredJob:
+    spec = JobSpec(
+        name, "work.run", "always", depends_on=depends_on, stage=stage, disabled=disabled
+    )
+    return RegisteredJob(spec, always, MODULES)
+
+
+def test_later_stages_depend_on_the_scheduled_jobs_of_earlier_ones() -> None:
+    backend = FakeBackend()
+    jobs = [
+        staged("clean", Stage.POST, "store"),
+        staged("store", Stage.POST),
+        staged("seg", Stage.MAIN),
+        staged("anon", Stage.PRE),
+    ]
+    report = schedule(jobs, backend)
+    [batch] = backend.batches
+    ids = {job.name: job.id for job in batch}
+    assert report.scheduled == ["anon", "seg", "store", "clean"]
+    assert {job.name: set(job.depends_on) for job in batch} == {
+        "anon": set(),
+        "seg": {ids["anon"]},
+        "store": {ids["anon"], ids["seg"]},
+        "clean": {ids["anon"], ids["seg"], ids["store"]},
+    }
+
+
+def test_a_disabled_job_is_not_asked_and_its_dependants_are_refused() -> None:
+    asked: list[str] = []
+
+    def ask(jobName: str, **kwargs: Any) -> bool:
+        asked.append(jobName)
+        return True
+
+    off = RegisteredJob(JobSpec("off", "work.run", "ask", disabled=True), ask, MODULES)
+    after = RegisteredJob(JobSpec("after", "work.run", "ask", depends_on=("off",)), ask, MODULES)
+    report = schedule([off, after])
+    assert asked == ["after"]
+    assert report.outcome("off").decision is Decision.DISABLED
+    assert report.outcome("after").decision is Decision.FAILED
+    assert '"off" (it is disabled)' in report.errors["after"]

@@ -1,5 +1,6 @@
 """``dicomflow service install|remove|backup|list``: manage registry services."""
 
+import time
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -32,15 +33,26 @@ def _fail(error: Exception) -> NoReturn:
 def install_command(
     name: str,
     path: Annotated[Path, typer.Option("--path", "-p", help="Folder with registry/ and module/.")],
+    to: Annotated[
+        Path | None,
+        typer.Option("--backup", "-b", help="Where the replaced service's backup goes."),
+    ] = None,
     root: Root = DEFAULT_ROOT,
 ) -> None:
-    """Install a service (all or nothing)."""
+    """Install a service (all or nothing); an installed one of that name is replaced,
+    after a backup (default: ROOT/backups/)."""
+    registry = Registry(root)
+    archive = None
     try:
-        specs = install(name, path, root)
+        if registry.registry_dir(name).exists() or registry.module_dir(name).exists():
+            folder = to if to is not None else registry.root / "backups"
+            archive = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.tar.gz"
+        specs = install(name, path, root, backup_to=archive)
     except (DicomflowError, OSError) as exc:
         _fail(exc)
-    jobs = ", ".join(spec.job_name for spec in specs)
-    results.print(f"installed {name} ({jobs}) in {root}")
+    jobs = ", ".join(spec.job_name for spec in specs) or "no jobs of its own"
+    replaced = f"; the one it replaced is backed up to {archive}" if archive else ""
+    results.print(f"installed {name} ({jobs}) in {root}{replaced}")
 
 
 @app.command("remove")

@@ -3,7 +3,10 @@ series by callbacks, run by workers on the queue.
 
 - :mod:`~dicomflow.services.settings` reads and validates a service's ``settings.json``;
 - :mod:`~dicomflow.services.graph` checks the job graph and orders it;
+- :mod:`~dicomflow.services.stages` reads ``scheduler.json`` (the seed scheduler's
+  settings: ``headerFields``, ``preServices``, ``postServices``);
 - :mod:`~dicomflow.services.registry` loads the installed services with their callbacks;
+- :mod:`~dicomflow.services.headers` builds a series' headers as the seed does;
 - :mod:`~dicomflow.services.scheduler` asks the callbacks and enqueues one job graph a series;
 - :mod:`~dicomflow.services.runner` runs a job's worker in the worker process;
 - :mod:`~dicomflow.services.install` installs, removes, backs up and lists services.

@@ -20,28 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
-
 from dicomflow.cod.transfer import ArchivedSeries, staging_url
 from dicomflow.queue.backend import Backend, PerThreadBackend
+from dicomflow.services.headers import HEADER_FIELDS, series_headers
 from dicomflow.services.registry import Registry
 from dicomflow.services.scheduler import schedule_series
+from dicomflow.services.stages import SchedulerSettings
 
 logger = logging.getLogger(__name__)
-
-HEADER_FIELDS = (
-    "PatientID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "Modality",
-    "StudyDescription",
-    "SeriesDescription",
-    "BodyPartExamined",
-    "Manufacturer",
-    "ManufacturerModelName",
-    "SeriesNumber",
-    "SliceThickness",
-)
 
 
 @dataclass
@@ -92,7 +78,7 @@ class ServiceScheduler:
         for service, error in report.errors.items():
             logger.error("service %s is broken and was skipped: %s", service, error)
         files = sorted(instances_dir.glob("*.dcm"))
-        headers = self.headers(files)
+        headers = self.headers(files, report.settings)
         outcome = schedule_series(
             report.jobs,
             headers,
@@ -109,16 +95,18 @@ class ServiceScheduler:
                 scheduled.errors[item.job_name] = item.error
         return scheduled
 
-    def headers(self, files: Sequence[Path]) -> dict[str, Any]:
-        """The configured header fields of the series (from its first instance)."""
-        headers: dict[str, Any] = {"InstanceCount": len(files)}
-        if not files:
-            return headers
-        first = dcmread(files[0], stop_before_pixels=True)
-        for keyword in self.header_fields:
-            value = first.get(keyword)
-            headers[keyword] = None if value is None else _plain(value)
-        return headers
+    def headers(
+        self, files: Sequence[Path], settings: SchedulerSettings | None = None
+    ) -> dict[str, Any]:
+        """The series' headers (see :mod:`dicomflow.services.headers`): the fields of
+        ``scheduler.json`` (all with ``fullTags``), else this scheduler's ``header_fields``.
+        ``dcmpath`` among them copies the series to the registry's ``data/`` folder."""
+        settings = settings or SchedulerSettings()
+        fields = None if settings.full_tags else settings.header_fields
+        if fields is None and not settings.full_tags:
+            fields = self.header_fields
+        share = fields is None or "dcmpath" in fields
+        return series_headers(files, self.registry.data_dir if share else None, fields)
 
 
 def _job_inputs(
@@ -132,11 +120,3 @@ def _job_inputs(
         return {**inputs, "input_dir": str(instances_dir), "output_root": str(output_root)}
     url = staging_url(archived.datastore)
     return {**inputs, "archive_input": archived.to_kwargs(), "output_url": url}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, str | int | float):
-        return value
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return [_plain(item) for item in value]
-    return str(value)

@@ -1,6 +1,7 @@
 """The dependency graph of service jobs: the checks that need every job, and scheduling order.
 
-Scheduling order is by depth first (a job with no dependencies has depth 0, any
+Scheduling order is by stage first (``scheduler.json``'s pre jobs, the registry's
+jobs, its post jobs), then by depth (a job with no dependencies has depth 0, any
 other job one more than its deepest dependency), then ``sortPosition``, then
 name. So every independent job comes before every dependent one, as the seed
 promises, and a job always comes after the jobs it depends on.
@@ -17,6 +18,9 @@ from dicomflow.errors import ServiceDefinitionError
 
 if TYPE_CHECKING:  # settings imports this module to check what it reads
     from dicomflow.services.settings import JobSpec
+
+
+_STAGE_RANK = {"pre": 0, "main": 1, "post": 2}  # the scheduler.json stages, in order
 
 
 @dataclass(frozen=True)
@@ -131,5 +135,11 @@ def dependency_order(specs: Sequence[JobSpec]) -> list[JobSpec]:
         return depths[name]
 
     return sorted(
-        specs, key=lambda spec: (depth(spec.job_name, ()), spec.sort_position, spec.job_name)
+        specs,
+        key=lambda spec: (
+            _STAGE_RANK.get(str(spec.stage), 1),
+            depth(spec.job_name, ()),
+            spec.sort_position,
+            spec.job_name,
+        ),
     )

@@ -4,8 +4,10 @@ An installable service is a folder with ``registry/`` (``settings.json`` and
 the callback ``.py`` files) and ``module/`` (the worker code, optionally a
 ``requirements.txt``).
 
-Installing is all or nothing. The settings, the callbacks, the job names
-against the installed services and the dependencies are checked first (so
+Installing is all or nothing. Installing over an installed service replaces it,
+as the seed's ``service.sh install`` does, after backing it up to
+``root/backups/`` (the old one stays if the new one fails). The settings, the
+callbacks, the job names against the installed services and the dependencies are checked first (so
 errors name the files you edit); both halves are then copied into a staging
 folder under ``root``. When ``module/requirements.txt`` exists, the service's
 virtual environment is built at ``venvs/{service}`` (in place: a virtual
@@ -22,7 +24,9 @@ up; installing rebuilds it from ``requirements.txt``.
 
 import importlib.machinery
 import logging
+import os
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -48,8 +52,14 @@ def list_services(root: str | Path) -> list[str]:
     return Registry(root).services()
 
 
-def install(name: str, parent_path: str | Path, root: str | Path) -> list[JobSpec]:
+def install(
+    name: str, parent_path: str | Path, root: str | Path, *, backup_to: str | Path | None = None
+) -> list[JobSpec]:
     """Install the service folder ``parent_path`` as ``name`` under ``root``; return its jobs.
+
+    A service already installed as ``name`` is replaced, as the seed's ``service.sh
+    install`` does, after a backup (see :func:`backup`) to ``backup_to`` (default
+    ``root/backups/``). If the new one cannot be installed, the old one stays.
 
     Raises:
         ServiceDefinitionError: if the service is invalid, clashes with an installed one,
@@ -58,9 +68,9 @@ def install(name: str, parent_path: str | Path, root: str | Path) -> list[JobSpe
     registry = Registry(root)
     source = Path(parent_path)
     _check_source(check_service_name(name), source)
-    _check_free(registry, name)
     for folder in ("registry", "modules", "venvs"):
         (registry.root / folder).mkdir(parents=True, exist_ok=True)
+    old = _set_aside(registry, name, backup_to)
     staging = Path(tempfile.mkdtemp(prefix=f".install-{name}-", dir=registry.root))
     placed: list[Path] = []
     try:
@@ -70,11 +80,37 @@ def install(name: str, parent_path: str | Path, root: str | Path) -> list[JobSpe
     except BaseException:
         for path in reversed(placed):
             shutil.rmtree(path, ignore_errors=True)
+        for aside, path in old:
+            aside.rename(path)
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for aside, _ in old:
+        shutil.rmtree(aside, ignore_errors=True)
     logger.info('service "%s" installed with job(s) %s', name, [s.job_name for s in specs])
     return specs
+
+
+def _set_aside(
+    registry: Registry, name: str, backup_to: str | Path | None
+) -> list[tuple[Path, Path]]:
+    """Back up the installed service ``name``, if there is one, and move its folders aside;
+    return (aside, original) pairs, the registry folder first."""
+    paths = [registry.registry_dir(name), registry.module_dir(name), registry.venv_dir(name)]
+    present = [path for path in paths if path.exists()]
+    if not present:
+        return []
+    dest = Path(backup_to) if backup_to is not None else registry.root / "backups"
+    archive = (
+        _write_backup(registry, name, dest) if paths[0].exists() or paths[1].exists() else None
+    )
+    logger.info('service "%s" is replaced; the old one is backed up to %s', name, archive)
+    moved = []
+    for path in present:
+        aside = path.with_name(f".replacing-{path.name}-{uuid.uuid4().hex[:8]}")
+        path.rename(aside)
+        moved.append((aside, path))
+    return moved
 
 
 def _check_source(name: str, source: Path) -> None:
@@ -84,16 +120,12 @@ def _check_source(name: str, source: Path) -> None:
                 f'Service "{name}": {source} has no {part}/ folder; an installable service '
                 "holds registry/ and module/."
             )
-    if not (source / "registry" / SETTINGS_FILE).is_file():
-        raise ServiceDefinitionError(f'Service "{name}": {source}/registry has no {SETTINGS_FILE}.')
-
-
-def _check_free(registry: Registry, name: str) -> None:
-    for path in (registry.registry_dir(name), registry.module_dir(name), registry.venv_dir(name)):
-        if path.exists():
-            raise ServiceDefinitionError(
-                f'Service "{name}" cannot be installed: {path} exists. Remove the service first.'
-            )
+    registry = source / "registry"
+    if not (registry / SETTINGS_FILE).is_file() and not (registry / "__init__.py").is_file():
+        raise ServiceDefinitionError(
+            f'Service "{name}": {source}/registry has no {SETTINGS_FILE} (nor, for a service '
+            "whose functions scheduler.json runs, an __init__.py)."
+        )
 
 
 def _stage(
@@ -101,11 +133,13 @@ def _stage(
 ) -> list[JobSpec]:
     """Check the service (errors name the source's files), copy it to ``staging``, and
     build its environment if it has one."""
-    specs = read_settings(source / "registry" / SETTINGS_FILE, name)
-    load_callbacks(name, source / "registry", specs)
+    settings = source / "registry" / SETTINGS_FILE
+    specs = read_settings(settings, name) if settings.is_file() else []
+    load_callbacks(name, source / "registry", specs, registry.root / "registry")
     check_graph(specs, installed=registry.read_specs())
     for half in ("registry", "module"):
         shutil.copytree(source / half, staging / half, ignore=_CACHES)
+    _mark_executables(staging / "module")
     folders = [staging / "module"]
     requirements = staging / "module" / "requirements.txt"
     if requirements.is_file():
@@ -113,16 +147,30 @@ def _stage(
         placed.append(venv)
         create_environment(venv, requirements)
         folders += site_dirs(venv) + system_site_dirs(venv)
-    _check_workers(specs, folders)
+    _check_workers(name, specs, [*folders, registry.root / "modules"])
     return specs
 
 
-def _check_workers(specs: list[JobSpec], folders: list[Path]) -> None:
-    """Each worker's top-level module must be in the module folder, its environment
-    or the running interpreter's path."""
+def _mark_executables(folder: Path) -> None:
+    """Make programs (ELF files, ``#!`` scripts) in ``folder`` executable: the seed's
+    services ship binaries (``dcm2niix``, niftyreg) that git stores without the bit."""
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink() and not os.access(path, os.X_OK):
+            with path.open("rb") as file:
+                magic = file.read(4)
+            if magic == b"\x7fELF" or magic.startswith(b"#!"):
+                path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def _check_workers(name: str, specs: list[JobSpec], folders: list[Path]) -> None:
+    """Each worker's top-level module must be in the module folder (or be the folder,
+    named after the service, as in the seed), its environment, the installed services'
+    module folders or the running interpreter's path."""
     path = [str(folder) for folder in folders] + sys.path
     for spec in specs:
         top = worker_parts(spec.worker)[0].split(".")[0]
+        if top == name and (folders[0] / "__init__.py").is_file():
+            continue
         if importlib.machinery.PathFinder.find_spec(top, path) is None:
             raise ServiceDefinitionError(
                 f'{spec.where}: field "worker" is "{spec.worker}", but no module "{top}" is '

@@ -6,6 +6,12 @@ Layout under ``root``::
     registry/{service}/*.py            their callback functions
     modules/{service}/                 worker code (optional requirements.txt)
     venvs/{service}/                   the service's virtual environment, if it has one
+    scheduler.json                     the seed scheduler's settings (dicomflow.services.stages)
+    data/                              the seed's DATA folder, shared by the workers
+    logs/                              the seed's LOGS folder
+
+A service without ``settings.json`` has no jobs of its own; ``scheduler.json``
+may run its functions as pre or post jobs (the seed's ``base`` service).
 
 A service is installed when its ``registry/{service}`` folder exists; the
 installer puts that folder in place last. Loading reports each broken service
@@ -24,6 +30,7 @@ from dicomflow.errors import ServiceDefinitionError
 from dicomflow.services.callbacks import load_callbacks
 from dicomflow.services.graph import dependency_order, graph_problems
 from dicomflow.services.settings import JobSpec, read_settings
+from dicomflow.services.stages import SCHEDULER_FILE, SchedulerSettings, read_scheduler_settings
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +77,7 @@ class LoadReport:
 
     jobs: list[RegisteredJob] = field(default_factory=list)
     errors: dict[str, ServiceDefinitionError] = field(default_factory=dict)
+    settings: SchedulerSettings = field(default_factory=SchedulerSettings)
 
     @property
     def ok(self) -> bool:
@@ -99,6 +107,24 @@ class Registry:
     def venv_dir(self, service: str) -> Path:
         return self.root / "venvs" / check_service_name(service)
 
+    @property
+    def data_dir(self) -> Path:
+        """The seed's ``DATA`` folder."""
+        return self.root / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        """The seed's ``LOGS`` folder."""
+        return self.root / "logs"
+
+    def scheduler_settings(self) -> SchedulerSettings:
+        """``scheduler.json`` (defaults when there is none).
+
+        Raises:
+            ServiceDefinitionError: naming the file and the field at fault.
+        """
+        return read_scheduler_settings(self.root)
+
     def services(self) -> list[str]:
         """Names of the installed services, sorted."""
         folder = self.root / "registry"
@@ -111,10 +137,18 @@ class Registry:
         specs: list[JobSpec] = []
         for service in self.services():
             try:
-                specs += read_settings(self.registry_dir(service) / SETTINGS_FILE, service)
+                specs += self._read(service)
             except ServiceDefinitionError as exc:
                 logger.warning('service "%s" has unreadable settings: %s', service, exc)
+        try:
+            specs += self.scheduler_settings().jobs
+        except ServiceDefinitionError as exc:
+            logger.warning("%s is unreadable: %s", SCHEDULER_FILE, exc)
         return specs
+
+    def _read(self, service: str) -> list[JobSpec]:
+        path = self.registry_dir(service) / SETTINGS_FILE
+        return read_settings(path, service) if path.exists() else []
 
     def load_service(self, service: str) -> list[RegisteredJob]:
         """One service's jobs with their callbacks, checked on their own (not as a graph).
@@ -122,9 +156,11 @@ class Registry:
         Raises:
             ServiceDefinitionError: naming the file, job and field at fault.
         """
+        return self._registered(service, self._read(service))
+
+    def _registered(self, service: str, specs: list[JobSpec]) -> list[RegisteredJob]:
         folder = self.registry_dir(service)
-        specs = read_settings(folder / SETTINGS_FILE, service)
-        callbacks = load_callbacks(service, folder, specs)
+        callbacks = load_callbacks(service, folder, specs, self.root / "registry")
         venv = self.venv_dir(service)
         module_dir = self.module_dir(service)
         return [
@@ -135,7 +171,8 @@ class Registry:
         ]
 
     def load(self) -> LoadReport:
-        """Every service's jobs, in scheduling order; broken services reported by name."""
+        """Every service's jobs, in scheduling order; broken services reported by name
+        (``scheduler.json`` under that name)."""
         loaded: dict[str, list[RegisteredJob]] = {}
         problems: dict[str, list[str]] = {}
         for service in self.services():
@@ -143,6 +180,7 @@ class Registry:
                 loaded[service] = self.load_service(service)
             except ServiceDefinitionError as exc:
                 problems[service] = [str(exc)]
+        settings = self._load_stages(loaded, problems)
         _drop_broken_graph(loaded, problems)
         by_spec = {id(job.spec): job for jobs in loaded.values() for job in jobs}
         order = dependency_order([job.spec for jobs in loaded.values() for job in jobs])
@@ -151,7 +189,21 @@ class Registry:
         }
         for name, error in errors.items():
             logger.error('service "%s" cannot be loaded: %s', name, error)
-        return LoadReport([by_spec[id(spec)] for spec in order], errors)
+        return LoadReport([by_spec[id(spec)] for spec in order], errors, settings)
+
+    def _load_stages(
+        self, loaded: dict[str, list[RegisteredJob]], problems: dict[str, list[str]]
+    ) -> SchedulerSettings:
+        """Read ``scheduler.json``; its pre and post jobs join ``loaded`` under its name."""
+        try:
+            settings = self.scheduler_settings()
+            jobs = [job for spec in settings.jobs for job in self._registered(spec.service, [spec])]
+        except ServiceDefinitionError as exc:
+            problems[SCHEDULER_FILE] = [str(exc)]
+            return SchedulerSettings()
+        if jobs:
+            loaded[SCHEDULER_FILE] = jobs
+        return settings
 
 
 def _drop_broken_graph(
@@ -160,13 +212,15 @@ def _drop_broken_graph(
     """Move services with graph problems from ``loaded`` to ``problems`` until none are left
     (dropping a service can leave another one's dependency unknown)."""
     while True:
+        owner = {id(job.spec): key for key, jobs in loaded.items() for job in jobs}
         specs = [job.spec for service in sorted(loaded) for job in loaded[service]]
         found = graph_problems(specs, broken=sorted(problems))
         if not found:
             return
         for problem in found:
             for spec in problem.jobs:
-                lines = problems.setdefault(spec.service, [])
+                key = owner.get(id(spec), spec.service)
+                lines = problems.setdefault(key, [])
                 if problem.message not in lines:
                     lines.append(problem.message)
-                loaded.pop(spec.service, None)
+                loaded.pop(key, None)

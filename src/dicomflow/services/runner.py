@@ -26,6 +26,14 @@ worker an empty temporary ``output_dir``, and, once the worker has returned,
 uploads that folder's DICOM files to ``{output_url}/{jobName}``. Both folders are
 removed afterwards.
 
+As the seed's workers, the worker sees ``DATA``, ``LOGS`` and ``MODULES`` (also
+``MODULE``, which the seed's template service reads) in its environment: the
+registry root's ``data/`` and ``logs/`` folders (created) and its ``modules/``
+folder, which is also on ``sys.path`` after the service's own folders, so a
+seed worker named ``"service.function"`` imports its ``module/`` folder as the
+package ``service``. The variables are set before the worker's module is
+imported (the seed's modules read them at import) and restored afterwards.
+
 A job that carries ``protected`` (the node's data directory, when the node protects
 its files) may write nothing beneath it but its own output folder; see
 :mod:`dicomflow.services.protection`. The protection is in place before the worker's
@@ -48,6 +56,7 @@ from dicomflow.cod.transfer import ArchivedSeries, fetch_series, upload_folder
 from dicomflow.errors import ServiceDefinitionError
 from dicomflow.services.environment import site_dirs, system_site_dirs
 from dicomflow.services.protection import protect_service_job, protected_places
+from dicomflow.services.registry import Registry
 from dicomflow.services.settings import worker_parts
 from dicomflow.services.signature import call_with_keywords
 
@@ -87,9 +96,20 @@ class ServiceRef:
 
     @property
     def first_folders(self) -> list[Path]:
-        """Searched before the worker process's own path: module folder, environment."""
+        """Searched before the worker process's own path: module folder, environment,
+        the folder of every service's module folder (the seed's ``MODULES``)."""
         venv = site_dirs(self.venv_dir) if self.venv_dir is not None else []
-        return [self.module_dir, *venv]
+        return [self.module_dir, *venv, self.module_dir.parent]
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The seed's variables for this service's worker (folders created)."""
+        registry = Registry(self.module_dir.parent.parent)
+        for folder in (registry.data_dir, registry.logs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        modules = str(self.module_dir.parent)
+        data, logs = str(registry.data_dir), str(registry.logs_dir)
+        return {"DATA": data, "LOGS": logs, "MODULES": modules, "MODULE": modules}
 
     @property
     def last_folders(self) -> list[Path]:
@@ -116,7 +136,8 @@ def run_service_job(**kwargs: Any) -> None:
     archive_input, output_url = kwargs.pop("archive_input", None), kwargs.pop("output_url", None)
     if archive_input is None and output_url is None:
         kwargs = _with_output_dir(kwargs)
-        _protect(kwargs, protected, [Path(kwargs["output_dir"])] if "output_dir" in kwargs else [])
+        outputs = [Path(kwargs["output_dir"])] if "output_dir" in kwargs else []
+        _protect(kwargs, protected, [*outputs, *_shared(service)])
         _call_worker(service, kwargs)
         return
     # A protected job could not remove a folder made directly in /tmp (a directory on the
@@ -140,7 +161,7 @@ def _run_in_scratch(
     if output_url is not None:
         (scratch / "output").mkdir()
         kwargs["output_dir"] = str(scratch / "output")
-    _protect(kwargs, protected, [scratch], archived, output_url)
+    _protect(kwargs, protected, [scratch, *_shared(service)], archived, output_url)
     if archived is not None:
         fetch_series(archived, scratch / "input")
         kwargs["input_dir"] = str(scratch / "input")
@@ -164,6 +185,11 @@ def _protect(
         protect_service_job(str(kwargs.get("jobName", "job")), protected, writable, archived, url)
 
 
+def _shared(service: ServiceRef) -> list[Path]:
+    """The seed's shared folders (``DATA``, ``LOGS``): a seed worker writes there."""
+    return [Path(service.environment[name]) for name in ("DATA", "LOGS")]
+
+
 def _with_output_dir(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Add ``output_dir`` (``output_root/{jobName}``, created) when there is an output_root."""
     if kwargs.get("output_root") and "output_dir" not in kwargs:
@@ -174,7 +200,7 @@ def _with_output_dir(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _call_worker(service: ServiceRef, kwargs: dict[str, Any]) -> None:
-    with service_imports(service):
+    with service_environment(service), service_imports(service):
         worker = load_worker(service)
         logger.info(
             "job %s: service %s runs %s", kwargs.get("jobName"), service.name, service.worker
@@ -208,6 +234,22 @@ def load_worker(service: ServiceRef) -> Callable[..., Any]:
 
 
 @contextmanager
+def service_environment(service: ServiceRef) -> Iterator[None]:
+    """Set the seed's variables (see :attr:`ServiceRef.environment`); restore them on exit."""
+    values = service.environment
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
 def service_imports(service: ServiceRef) -> Iterator[None]:
     """Put the service's folders on ``sys.path`` (its own first); undo it, and forget the
     modules loaded from them, on exit."""
@@ -216,7 +258,7 @@ def service_imports(service: ServiceRef) -> Iterator[None]:
     first, last = service.first_folders, service.last_folders
     sys.path[:0] = [str(folder) for folder in first]
     sys.path += [str(folder) for folder in last if str(folder) not in saved_path]
-    for folder in first[1:]:
+    for folder in first[1:-1]:  # the environment (not the module folders)
         site.addsitedir(str(folder))  # runs the environment's .pth files
         _warn_shadowed(service, folder)
     try:

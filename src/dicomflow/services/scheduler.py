@@ -4,14 +4,15 @@ For each call of :func:`schedule_series`:
 
 1. Jobs are visited in scheduling order (dependency depth, ``sortPosition``, name).
 2. Each callback is called by keyword with ``jobName``, ``headers`` (a copy),
-   ``params`` (a deep copy), ``added_params`` (a copy of what the earlier
-   callbacks of *this* series injected) and the caller's ``base_kwargs``. The
-   series' ``added_params`` is created inside the call, never a default
-   argument, so nothing leaks from one series into the next; and a callback
-   that mutates its copy changes nothing for the others.
+   ``params`` (a deep copy), ``added_params`` (what the earlier callbacks of
+   *this* series injected) and the caller's ``base_kwargs``. As in the seed,
+   ``added_params`` is one dict shared by the series' callbacks: one that changes
+   it in place is seen by the later ones and by the workers. It is created inside
+   the call, never a default argument, so nothing leaks from one series into the
+   next (the seed's mutable default did leak).
 3. A callback returns ``True``/``False`` or ``(bool, dict)``; the dict becomes
    ``added_params[jobName]`` for later callbacks and for every worker of the
-   series (even when the bool is ``False``, as in the seed).
+   series (even when the bool is ``False``). A ``disabled`` job is not asked.
 4. A callback that raises, or returns anything else, fails its job in the
    report (with the traceback); the job is not enqueued.
 5. A wanted job whose dependency is not scheduled for this series (its
@@ -23,7 +24,9 @@ For each call of :func:`schedule_series`:
    arguments carry everything the worker needs. If the backend raises, the
    error propagates: nothing of the series is assumed queued. Every job also
    depends on the jobs of ``after`` (say the job archiving the series it reads),
-   so it fails, never waits forever, when one of them fails.
+   so it fails, never waits forever, when one of them fails. A job of a later
+   stage (``scheduler.json``'s pre jobs, the registry's jobs, its post jobs)
+   depends on every scheduled job of the earlier stages, as in the seed.
 """
 
 import copy
@@ -43,11 +46,13 @@ from dicomflow.queue.backend import Backend
 from dicomflow.queue.job import Job
 from dicomflow.services.graph import dependency_order
 from dicomflow.services.registry import RegisteredJob
+from dicomflow.services.settings import Stage
 from dicomflow.services.signature import call_with_keywords
 
 logger = logging.getLogger(__name__)
 
 RUNNER = "dicomflow.services.runner:run_service_job"
+STAGES = (Stage.PRE, Stage.MAIN, Stage.POST)
 RESERVED = frozenset({"jobName", "headers", "params", "added_params", "service"})
 
 
@@ -56,6 +61,7 @@ class Decision(StrEnum):
 
     SCHEDULED = "scheduled"
     SKIPPED = "skipped"  # its callback returned False
+    DISABLED = "disabled"  # "disabled": true in its settings
     FAILED = "failed"  # its callback failed, or a dependency is not scheduled
 
 
@@ -147,6 +153,8 @@ def _base_kwargs(base_kwargs: Mapping[str, Any] | None, series_key: str) -> dict
 def _decide(
     job: RegisteredJob, headers: dict[str, Any], extras: dict[str, Any], report: ScheduleReport
 ) -> JobOutcome:
+    if job.spec.disabled:
+        return JobOutcome(job.name, job.service, Decision.DISABLED)
     try:
         result = _ask_callback(job, headers, extras, report.added_params)
     except Exception:
@@ -184,7 +192,7 @@ def _ask_callback(
         "jobName": job.name,
         "headers": copy.deepcopy(headers),
         "params": copy.deepcopy(job.spec.params),
-        "added_params": copy.deepcopy(added),
+        "added_params": added,
     }
     return call_with_keywords(job.callback, arguments)
 
@@ -224,6 +232,8 @@ def _why_not(decision: Decision | None) -> str:
         return "its callback returned False"
     if decision is Decision.FAILED:
         return "it failed"
+    if decision is Decision.DISABLED:
+        return "it is disabled"
     return "not among the jobs given to the scheduler"
 
 
@@ -237,17 +247,21 @@ def _enqueue(
 ) -> list[Job]:
     if not wanted:
         return []
+    added = _json_copy(report.added_params, f'Series "{report.series_key}": added_params')
     ids: dict[str, str] = {}
     graph: list[Job] = []
     for job in wanted:
+        earlier = [ids[other.name] for other in wanted if _earlier(other, job)]
         queued = Job(
             function=RUNNER,
-            kwargs=_worker_kwargs(job, headers, extras, report.added_params),
+            kwargs=_worker_kwargs(job, headers, extras, added),
             name=job.name,
             priority=job.spec.priority,
             timeout_s=job.spec.timeout_s,
-            depends_on=[*after, *(ids[name] for name in job.spec.depends_on)],
-            meta={"service": job.service, "series": report.series_key},
+            depends_on=list(
+                dict.fromkeys([*after, *earlier, *(ids[name] for name in job.spec.depends_on)])
+            ),
+            meta={"service": job.service, "series": report.series_key, "channel": job.spec.channel},
         )
         ids[job.name] = queued.id
         graph.append(queued)
@@ -255,6 +269,10 @@ def _enqueue(
     for outcome in report.outcomes:
         outcome.job_id = ids.get(outcome.job_name)
     return enqueued
+
+
+def _earlier(job: RegisteredJob, than: RegisteredJob) -> bool:
+    return STAGES.index(job.spec.stage) < STAGES.index(than.spec.stage)
 
 
 def _worker_kwargs(

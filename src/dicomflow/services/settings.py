@@ -9,15 +9,26 @@ field              value                                                      de
 ``worker``         ``"module.function"`` or ``"module:qualname"``, found in  required
                    the service's ``module/`` folder
 ``callback``       name of a function in the service's registry ``.py`` file  required
-``dependsOn``      a job name or a list of them                               ``[]``
-``priority``       ``"high"``, ``"default"``, ``"low"``, or a number: above   ``"default"``
-                   0 is high, 0 is default, below 0 is low
+``dependsOn``      a job name, a list of them, or ``null``                    ``[]``
+``priority``       ``"high"``, ``"default"``, ``"low"`` (``"medium"``, an     ``"default"``
+                   RQ queue name of the seed, is ``"default"``), or a number:
+                   above 0 is high, 0 is default, below 0 is low
 ``timeout``        seconds as a number, or ``"90s"``, ``"10m"``, ``"1h"``,    ``"1h"``
                    ``"1d"`` (a bare ``"90"`` is seconds)
-``params``         an object, handed to the callback and the worker           ``{}``
+``params``         an object (or ``null``), handed to the callback and the    ``{}``
+                   worker
 ``sortPosition``   a number; lower is scheduled first among ready jobs        ``0``
 ``description``    a string, for people only                                  ``""``
+``channel``        the seed's worker channel (a queue name); recorded on the  ``"default"``
+                   job, every dicomflow worker serves every channel
+``disabled``       ``true``: the job is never scheduled (its dependants are   ``false``
+                   refused, as they would wait for it forever)
 =================  =========================================================  ============
+
+``worker`` and ``callback`` may also be written as in the seed,
+``"service.function"``: the first part is a service's folder (``module/`` for
+the worker, ``registry/`` for the callback) imported as a package under the
+service's name, so ``"ms-sub.worker"`` works too.
 
 Unknown fields are errors, not warnings: a misspelt ``dependson`` would
 otherwise silently drop a dependency and let a job run on missing input.
@@ -32,6 +43,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +63,26 @@ FIELDS = (
     "params",
     "sortPosition",
     "description",
+    "channel",
+    "disabled",
 )
+PRIORITY_ALIASES = {"medium": Priority.DEFAULT}
 _TIMEOUT_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
-_WORKER = re.compile(rf"^(?:{_DOTTED}:{_DOTTED}|{_DOTTED}\.[A-Za-z_]\w*)$")
+_TOP = r"[A-Za-z0-9_][\w-]*"  # a service's folder name may hold "-" ("ms-sub.worker")
+_MODULE = rf"{_TOP}(?:\.[A-Za-z_]\w*)*"
+_WORKER = re.compile(rf"^(?:{_MODULE}:{_DOTTED}|{_MODULE}\.[A-Za-z_]\w*)$")
+_CALLBACK = re.compile(rf"^(?:[A-Za-z_]\w*|{_TOP}(?:\.[A-Za-z_]\w*)+)$")
+
+
+class Stage(StrEnum):
+    """When a job runs for a series: the seed scheduler's ``preServices``, the registry's
+    jobs, its ``postServices``. Every job of a later stage depends on the scheduled jobs
+    of the earlier ones."""
+
+    PRE = "pre"
+    MAIN = "main"
+    POST = "post"
 
 
 @dataclass(frozen=True)
@@ -70,6 +98,9 @@ class JobSpec:
     params: dict[str, Any] = field(default_factory=dict, hash=False)
     sort_position: float = 0.0
     description: str = ""
+    channel: str = "default"
+    disabled: bool = False
+    stage: Stage = Stage.MAIN
     service: str = ""
     source: Path | None = None
 
@@ -113,8 +144,21 @@ def read_settings(path: str | Path, service: str = "") -> list[JobSpec]:
         ServiceDefinitionError: naming the file, the job and the field, for any problem.
     """
     path = Path(path)
-    entries = _entries(path)
-    specs = [_job_spec(_Entry(path, index, entry), service) for index, entry in enumerate(entries)]
+    return job_specs(path, _entries(path), service)
+
+
+def job_specs(
+    path: Path, entries: list[dict[str, Any]], service: str = "", stage: Stage = Stage.MAIN
+) -> list[JobSpec]:
+    """The jobs of ``entries`` (job objects read from ``path``); ``service`` empty means each
+    job's service is the first part of its worker (``"base.storageManager.worker"``).
+
+    Raises:
+        ServiceDefinitionError: naming the file, the job and the field, for any problem.
+    """
+    specs = [
+        _job_spec(_Entry(path, index, entry), service, stage) for index, entry in enumerate(entries)
+    ]
     seen: set[str] = set()
     for spec in specs:
         if spec.job_name in seen:
@@ -171,11 +215,12 @@ class _Entry:
         return ServiceDefinitionError(f'{self.path}: {self.name}: field "{name}" is missing.')
 
 
-def _job_spec(entry: _Entry, service: str) -> JobSpec:
+def _job_spec(entry: _Entry, service: str, stage: Stage = Stage.MAIN) -> JobSpec:
     _check_field_names(entry)
+    worker = _worker(entry)
     return JobSpec(
         job_name=_job_name(entry),
-        worker=_worker(entry),
+        worker=worker,
         callback=_callback(entry),
         depends_on=_depends_on(entry),
         priority=_priority(entry),
@@ -183,7 +228,10 @@ def _job_spec(entry: _Entry, service: str) -> JobSpec:
         params=_params(entry),
         sort_position=_sort_position(entry),
         description=_description(entry),
-        service=service,
+        channel=_channel(entry),
+        disabled=_disabled(entry),
+        stage=stage,
+        service=service or re.split(r"[.:]", worker)[0],
         source=entry.path,
     )
 
@@ -224,13 +272,18 @@ def _worker(entry: _Entry) -> str:
 
 def _callback(entry: _Entry) -> str:
     callback = _required_text(entry, "callback")
-    if not callback.isidentifier():
-        raise entry.error("callback", "the name of a function in the registry's Python file")
+    if not _CALLBACK.match(callback):
+        raise entry.error(
+            "callback",
+            'the name of a function in the registry\'s Python file, or "service.function"',
+        )
     return callback
 
 
 def _depends_on(entry: _Entry) -> tuple[str, ...]:
-    value = entry.values.get("dependsOn", [])
+    value = entry.values.get("dependsOn")
+    if value is None:
+        return ()
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not all(_is_text(name) for name in names):
         raise entry.error("dependsOn", "a job name or a list of job names")
@@ -254,7 +307,9 @@ def _timeout(entry: _Entry) -> float:
 
 
 def _params(entry: _Entry) -> dict[str, Any]:
-    value = entry.values.get("params", {})
+    value = entry.values.get("params")
+    if value is None:
+        return {}
     if not isinstance(value, dict):
         raise entry.error("params", "an object")
     return value
@@ -271,6 +326,24 @@ def _description(entry: _Entry) -> str:
     value = entry.values.get("description", "")
     if not isinstance(value, str):
         raise entry.error("description", "a string")
+    return value
+
+
+def _channel(entry: _Entry) -> str:
+    value = entry.values.get("channel")
+    if value is None:
+        return "default"
+    if not _is_text(value):
+        raise entry.error("channel", "a non-blank string")
+    return str(value).strip()
+
+
+def _disabled(entry: _Entry) -> bool:
+    value = entry.values.get("disabled", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise entry.error("disabled", "true or false")
     return value
 
 
@@ -293,8 +366,11 @@ def parse_priority(value: object) -> Priority | None:
     high, 0 is default, below 0 is low.
     """
     if isinstance(value, str):
+        name = value.strip().lower()
+        if name in PRIORITY_ALIASES:
+            return PRIORITY_ALIASES[name]
         try:
-            return Priority(value.strip().lower())
+            return Priority(name)
         except ValueError:
             return None
     if _is_number(value):
