@@ -1,5 +1,5 @@
-"""Alias for seed-style imports of :class:`~dicomflow.net.address.Address`."""
+"""Alias for seed-style imports of :mod:`dicomflow.dicom.dimse`."""
 
-from dicomflow.net.address import Address
+from dicomflow.dicom.dimse import Address, send_image, send_images, send_images_thread
 
-__all__ = ["Address"]
+__all__ = ["Address", "send_image", "send_images", "send_images_thread"]
