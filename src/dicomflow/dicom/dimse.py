@@ -1,10 +1,26 @@
 """The import path ``dicomnode.dicom.dimse`` of the pipeline library: names only.
 
 ``send_images`` is dicomflow's SCU (:mod:`dicomflow.net.images`); ``Address``
-is :class:`dicomflow.net.address.Address`.
+is :class:`dicomflow.net.address.Address`; the query helpers are in
+:mod:`dicomflow.net.retrieve`.
 """
 
 from dicomflow.net.address import Address
 from dicomflow.net.images import send_image, send_images, send_images_thread
+from dicomflow.net.retrieve import (
+    DIMSE_StatusCodes,
+    QueryLevels,
+    create_query_dataset,
+    validate_query_dataset,
+)
 
-__all__ = ["Address", "send_image", "send_images", "send_images_thread"]
+__all__ = [
+    "Address",
+    "DIMSE_StatusCodes",
+    "QueryLevels",
+    "create_query_dataset",
+    "send_image",
+    "send_images",
+    "send_images_thread",
+    "validate_query_dataset",
+]
