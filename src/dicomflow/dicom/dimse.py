@@ -1,7 +1,7 @@
 """The import path ``dicomnode.dicom.dimse`` of the pipeline library: names only.
 
 ``send_images`` is dicomflow's SCU (:mod:`dicomflow.net.images`); ``Address``
-is :class:`dicomflow.net.address.Address`; the query helpers are in
+is :class:`dicomflow.net.address.Address`; C-MOVE and the query helpers are in
 :mod:`dicomflow.net.retrieve`.
 """
 
@@ -11,6 +11,8 @@ from dicomflow.net.retrieve import (
     DIMSE_StatusCodes,
     QueryLevels,
     create_query_dataset,
+    send_move,
+    send_move_thread,
     validate_query_dataset,
 )
 
@@ -22,5 +24,7 @@ __all__ = [
     "send_image",
     "send_images",
     "send_images_thread",
+    "send_move",
+    "send_move_thread",
     "validate_query_dataset",
 ]

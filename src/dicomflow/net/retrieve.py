@@ -1,7 +1,9 @@
-"""Identifiers for C-FIND and C-MOVE requests: their query levels and the keys each
-level needs (patient root information model)."""
+"""C-MOVE from pipeline code: ``send_move(ae_title, address, identifier)``, and the
+identifiers of C-FIND and C-MOVE requests: their query levels and the keys each level
+needs (patient root information model)."""
 
 import logging
+import threading
 from enum import Enum
 from typing import Any
 
@@ -9,7 +11,10 @@ from pydicom import DataElement, Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.uid import UID
 
-from dicomflow.lib.exceptions import InvalidQueryDataset
+from dicomflow.errors import PeerUnreachableError
+from dicomflow.lib.exceptions import CouldNotCompleteDIMSEMessage, InvalidQueryDataset
+from dicomflow.net.address import Address
+from dicomflow.net.scu import SUCCESS_STATUSES, move
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +101,53 @@ def create_query_dataset(query_level: QueryLevels = QueryLevels.STUDY, **kwargs:
             " QueryRetrieveLevel and that level's unique key."
         )
     return dataset
+
+
+def send_move(
+    SCU_AE: str,
+    address: Address,
+    dataset: Dataset,
+    query_level: QueryLevels = QueryLevels.PATIENT,
+) -> None:
+    """Ask the peer at ``address`` to C-MOVE what ``dataset`` matches to ``SCU_AE`` (the
+    peer must know where that AE title listens). ``dataset`` gets ``query_level`` if it
+    has no QueryRetrieveLevel.
+
+    Raises:
+        InvalidQueryDataset: if ``dataset`` lacks its level's unique key.
+        CouldNotCompleteDIMSEMessage: if the peer cannot be reached or the move failed.
+    """
+    if "QueryRetrieveLevel" not in dataset:
+        dataset.QueryRetrieveLevel = query_level.value
+    if not validate_query_dataset(dataset):
+        raise InvalidQueryDataset(f"The C-MOVE identifier for {address} is not valid.")
+    try:
+        statuses = move(address, dataset, SCU_AE, PATIENT_ROOT_MOVE, calling_ae_title=SCU_AE)
+    except PeerUnreachableError as exc:
+        logger.error("C-MOVE as %s to %s: %s", SCU_AE, address, exc)
+        raise CouldNotCompleteDIMSEMessage(str(exc)) from exc
+    logger.debug("C-MOVE to %s: statuses %s", address, [f"0x{s:04X}" for s in statuses])
+    if statuses[-1] not in SUCCESS_STATUSES:
+        logger.error("C-MOVE to %s ended with status 0x%04X", address, statuses[-1])
+        raise CouldNotCompleteDIMSEMessage(
+            f"The C-MOVE to {address} ended with status 0x{statuses[-1]:04X}."
+        )
+
+
+def send_move_thread(
+    SCU_AE: str,
+    address: Address,
+    dataset: Dataset,
+    query_level: QueryLevels = QueryLevels.PATIENT,
+    daemon: bool = True,
+) -> threading.Thread:
+    """Run :func:`send_move` in a thread of its own, started; return the thread."""
+    thread = threading.Thread(
+        target=send_move,
+        args=(SCU_AE, address, dataset),
+        kwargs={"query_level": query_level},
+        daemon=daemon,
+        name=f"dicomflow-move {address}",
+    )
+    thread.start()
+    return thread
