@@ -23,18 +23,25 @@ from dicomnode_output_pipelines import (
 )
 from pydicom import Dataset
 
-from dicomflow.dicom.dimse import Address, send_images
+from dicomflow.dicom.dimse import (
+    Address,
+    QueryLevels,
+    create_query_dataset,
+    send_images,
+    send_move,
+)
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import InvalidKeyError
 from dicomflow.lib.exceptions import CouldNotCompleteDIMSEMessage
 from dicomflow.lib.io import load_dicom, load_dicoms, save_dicom
+from dicomflow.node.outbox import copy_files
 from dicomflow.server.output import (
     DicomOutput,
     FileOutput,
     MultiOutput,
     NoOutput,
 )
-from support import StoreSCPPeer, free_port, storescu, wait_for
+from support import OrthancPeer, StoreSCPPeer, free_port, storescu, wait_for
 
 # -- fixtures -----------------------------------------------------------------------------
 
@@ -149,6 +156,25 @@ def test_send_images_delivers_and_raises_on_a_closed_port(
         send_images("SENDER", Address("127.0.0.1", pacs.port, "PACS"), series[0])  # type: ignore[arg-type]
 
 
+def test_send_move_has_the_pacs_store_a_patient_to_the_caller(
+    pacs: StoreSCPPeer, tmp_path: Path
+) -> None:
+    orthanc = OrthancPeer(tmp_path / "orthanc", modalities={"sink": f"SINK@127.0.0.1:{pacs.port}"})
+    try:
+        address = Address("127.0.0.1", orthanc.dicom_port, orthanc.ae_title)
+        series = make_ct_series(2, rows=8, columns=8, patient_id="MOVE-ME")
+        send_images("SINK", address, series)
+        identifier = create_query_dataset(QueryLevels.PATIENT, PatientID="MOVE-ME")
+        send_move("SINK", address, identifier)
+        assert uids([pydicom.dcmread(p) for p in pacs.files()]) == uids(series)
+        with pytest.raises(CouldNotCompleteDIMSEMessage, match="aborted by the peer"):
+            send_move("NOBODY", address, identifier)  # an AE title Orthanc does not know
+    finally:
+        orthanc.stop()
+    with pytest.raises(CouldNotCompleteDIMSEMessage):
+        send_move("SINK", Address("127.0.0.1", free_port(), "PACS"), identifier)
+
+
 def test_direct_send_of_the_original_outputs(pacs: StoreSCPPeer, tmp_path: Path) -> None:
     series = make_ct_series(2, rows=8, columns=8)
     address = Address("127.0.0.1", pacs.port, "PACS")
@@ -187,3 +213,21 @@ def test_save_and_load_dicom(tmp_path: Path) -> None:
         str(dataset.SOPInstanceUID)
     ]
     assert os.path.isfile(in_folder)
+
+
+def test_save_dicom_as_saving_function_files_into_the_uid_layout(tmp_path: Path) -> None:
+    """storeNode.py's ``FileOutput([(folder, datasets)], saving_function=save_dicom)``."""
+    series = make_ct_series(2, rows=8, columns=8)
+    assert FileOutput([(tmp_path, series)], saving_function=save_dicom).send() is True
+    assert set(tmp_path.glob("*/*/*.dcm")) == uid_tree(tmp_path, series)
+
+
+def test_the_outbox_refuses_a_file_layout_that_is_not_made_of_uids(tmp_path: Path) -> None:
+    source = tmp_path / "1.2.3.dcm"
+    source.write_bytes(b"result")
+    for layout in ("../../1.2.3.dcm", "1.2/../1.2.3.dcm", "/etc/1.2.3.dcm", "1.2/1.3/x.dcm"):
+        with pytest.raises(InvalidKeyError):
+            copy_files(tmp_path / "out", [source], {"1.2.3.dcm": layout})
+    assert not (tmp_path / "out").exists()
+    copy_files(tmp_path / "out", [source], {"1.2.3.dcm": "1.2/1.2.4/1.2.3.dcm"})
+    assert (tmp_path / "out" / "1.2" / "1.2.4" / "1.2.3.dcm").read_bytes() == b"result"
