@@ -82,6 +82,14 @@ class DefaultFilePipeline(OutputPipeline):
             return FileOutput([(beside_data(self) / "out", datasets)])
 
 
+class StoreNodePipeline(OutputPipeline):
+    """As the original's storeNode.py: ``saving_function=save_dicom`` with a folder."""
+
+    class Processor(OutputPipeline.Processor):
+        def output(self, datasets: list[Dataset]) -> PipelineOutput:
+            return FileOutput([(beside_data(self) / "out", datasets)], saving_function=save_dicom)
+
+
 class CustomSavePipeline(OutputPipeline):
     class Processor(OutputPipeline.Processor):
         def output(self, datasets: list[Dataset]) -> PipelineOutput:

@@ -20,6 +20,7 @@ from dicomnode_output_pipelines import (
     OutputPipeline,
     RaisingPipeline,
     RefusingPipeline,
+    StoreNodePipeline,
 )
 from pydicom import Dataset
 
@@ -90,8 +91,11 @@ def test_dicom_output_with_the_original_signature_delivers_as_its_ae_title(
     assert set(pacs.calling_aes.read_text().split()) == {"PLUSONE"}  # type: ignore[attr-defined]
 
 
-def test_file_output_writes_study_series_instance_files(make_node: Any, tmp_path: Path) -> None:
-    _, series = run_round(make_node, DefaultFilePipeline, tmp_path)
+@pytest.mark.parametrize("pipeline", [DefaultFilePipeline, StoreNodePipeline])
+def test_file_output_writes_study_series_instance_files(
+    make_node: Any, tmp_path: Path, pipeline: type
+) -> None:
+    _, series = run_round(make_node, pipeline, tmp_path)
     out = tmp_path / "out"
     wait_for(lambda: len(list(out.glob("*/*/*.dcm"))) == 3, 30, "the files")
     assert set(out.glob("*/*/*.dcm")) == uid_tree(out, series)

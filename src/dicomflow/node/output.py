@@ -18,9 +18,10 @@ with retries) and archive outputs to the archive outbox. Nothing leaves the
 node unless processing succeeded.
 
 A user subclass of :class:`PipelineOutput` overriding :meth:`PipelineOutput.send`
-(and a :class:`FileOutput` with a saving function of its own) is sent by the
-worker itself, after ``process()`` returned: ``send()`` returning false or
-raising fails the round, which keeps its inputs (:func:`send_custom`).
+(and a :class:`FileOutput` with a saving function of its own, other than
+``save_dicom``) is sent by the worker itself, after ``process()`` returned:
+``send()`` returning false or raising fails the round, which keeps its inputs
+(:func:`send_custom`).
 Calling ``send()`` directly sends at once, without the outbox.
 """
 
@@ -37,7 +38,7 @@ from dicomflow.dicom.files import save_dicom, uid_layout
 from dicomflow.dicom.keys import instance_file_name, value_key
 from dicomflow.errors import ProcessingError
 from dicomflow.lib.exceptions import CouldNotCompleteDIMSEMessage
-from dicomflow.net.address import Address
+from dicomflow.net.address import Address, valid_ae_title
 from dicomflow.net.images import send_images
 from dicomflow.node.spool import write_durably
 
@@ -94,6 +95,13 @@ class DicomOutput(PipelineOutput):
         return success
 
     def destinations(self) -> list[tuple[Destination, Iterable[Dataset]]]:
+        for address, _ in self:
+            address.validate()  # a bad address fails the round, naming the field
+        if self.ae_title is not None and not valid_ae_title(self.ae_title):
+            raise ValueError(
+                f'DicomOutput AE title "{self.ae_title}" must be 1-16 printable ASCII'
+                " characters without backslash."
+            )
         return [(_dicom_destination(address, self.ae_title), data) for address, data in self]
 
 
@@ -180,6 +188,10 @@ class NoOutput(PipelineOutput):
 
 
 BUILT_IN = (DicomOutput, FileOutput, ArchiveOutput, MultiOutput, NoOutput)
+DEFAULT_SAVING = (save_dataset, save_dicom)
+"""Saving functions that give the default layout for the folders of a FileOutput
+(``save_dicom`` into a folder saves there as :func:`save_dataset` does): the node
+writes those outputs through the outbox."""
 
 
 def normalise(result: Any, endpoints: Sequence[Address], ae: str) -> list[PipelineOutput]:
@@ -221,7 +233,7 @@ def is_durable(output: PipelineOutput) -> bool:
     and, for files, the default saving function), rather than its ``send()``."""
     if _send_of(output) not in BUILT_IN:
         return False
-    return not isinstance(output, FileOutput) or output.saving_function is save_dataset
+    return not isinstance(output, FileOutput) or output.saving_function in DEFAULT_SAVING
 
 
 def send_custom(outputs: Iterable[PipelineOutput], round_id: str) -> None:
