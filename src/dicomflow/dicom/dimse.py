@@ -5,6 +5,7 @@ is :class:`dicomflow.net.address.Address`; C-MOVE and the query helpers are in
 :mod:`dicomflow.net.retrieve`.
 """
 
+from dicomflow.lib.exceptions import CouldNotCompleteDIMSEMessage, InvalidQueryDataset
 from dicomflow.net.address import Address
 from dicomflow.net.images import send_image, send_images, send_images_thread
 from dicomflow.net.retrieve import (
@@ -18,7 +19,9 @@ from dicomflow.net.retrieve import (
 
 __all__ = [
     "Address",
+    "CouldNotCompleteDIMSEMessage",
     "DIMSE_StatusCodes",
+    "InvalidQueryDataset",
     "QueryLevels",
     "create_query_dataset",
     "send_image",

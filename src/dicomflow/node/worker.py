@@ -4,7 +4,9 @@ The queue runs it isolated (own process group, captured output, timeout). It
 works in the round's ``work/`` folder, reads the inputs from the round's
 instance files (by reference: the round folder must be reachable at the same
 path by the worker) and writes its results to the round's ``output/`` folder,
-with a manifest; the node exports them once the job has finished.
+with a manifest; the node exports them once the job has finished. Outputs the
+node does not export (a user's ``PipelineOutput.send()``) are sent by the job
+after that; one returning false or raising fails the round.
 
 With ``protected`` directories (the node's data directory, by default), the
 job cannot write, move or delete anything beneath them but its round's
