@@ -160,6 +160,21 @@ def test_send_images_delivers_and_raises_on_a_closed_port(
         send_images("SENDER", Address("127.0.0.1", pacs.port, "PACS"), series[0])  # type: ignore[arg-type]
 
 
+def test_send_images_calls_the_error_callback_for_an_instance_the_peer_refuses(
+    pacs: StoreSCPPeer,
+) -> None:
+    good, odd = make_ct_series(2, rows=8, columns=8)
+    odd.SOPClassUID = odd.file_meta.MediaStorageSOPClassUID = "1.2.3.4.5"  # no storage class
+    address = Address("127.0.0.1", pacs.port, "PACS")
+    with pytest.raises(CouldNotCompleteDIMSEMessage, match="did not store 1 of 2"):
+        send_images("SENDER", address, [good, odd])
+    refused: list[tuple[Address, Dataset, Dataset]] = []
+    send_images("SENDER", address, [good, odd], lambda *args: refused.append(args))
+    assert [(a, str(ds.SOPInstanceUID)) for a, _, ds in refused] == [(address, odd.SOPInstanceUID)]
+    assert "the peer accepts nothing for 1.2.3.4.5" in refused[0][1].ErrorComment
+    assert uids([pydicom.dcmread(p) for p in pacs.files()]) == {str(good.SOPInstanceUID)}
+
+
 def test_send_move_has_the_pacs_store_a_patient_to_the_caller(
     pacs: StoreSCPPeer, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ node sends through its outbox, with retries.
 """
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable
 
@@ -35,7 +36,8 @@ def send_images(
 
     Without ``error_callback_func`` an instance the peer did not take raises; with it,
     ``error_callback_func(address, response, dataset)`` is called for each such instance
-    (``response`` holds the reason in ErrorComment) and the rest are sent.
+    (``response`` holds the reason in ErrorComment, and the peer's Status if it gave
+    one) and the rest are sent.
 
     Raises:
         TypeError: if ``dicom_images`` yields something other than datasets.
@@ -58,9 +60,7 @@ def send_images(
                 f"{address} did not store {len(failed)} of {len(datasets)} instance(s);"
                 f" {dataset.SOPInstanceUID}: {reason}"
             )
-        response = Dataset()
-        response.ErrorComment = reason[:64]
-        error_callback_func(address, response, dataset)
+        error_callback_func(address, _response(reason), dataset)
     log.info("Sent %d instance(s) to %s", len(report.sent), address)
     return 0x0000
 
@@ -86,6 +86,16 @@ def send_images_thread(
     )
     thread.start()
     return thread
+
+
+def _response(reason: str) -> Dataset:
+    """A response for an error callback: the reason, and the status if the peer gave one."""
+    response = Dataset()
+    response.ErrorComment = reason[:64]
+    status = re.fullmatch(r"status 0x([0-9A-F]{4})", reason)
+    if status is not None:
+        response.Status = int(status.group(1), 16)
+    return response
 
 
 def _datasets(dicom_images: Iterable[Dataset]) -> list[Dataset]:
