@@ -215,12 +215,12 @@ def test_file_outputs_are_written_durably_and_wait_while_the_folder_cannot_be(
     assert _item(item)["destination"] == f"folder {blocked}"
     blocked.unlink()  # the share is back
     wait_for(lambda: not node.outbox.items(), 30, "the outbox to empty")
-    written = sorted(blocked.glob("*.dcm"))
-    assert {pydicom.dcmread(p).SOPInstanceUID for p in written} == {
-        ds.SOPInstanceUID for ds in series
+    written = sorted(blocked.glob("*/*/*.dcm"))  # study/series/instance.dcm
+    assert {p.relative_to(blocked) for p in written} == {
+        Path(ds.StudyInstanceUID, ds.SeriesInstanceUID, f"{ds.SOPInstanceUID}.dcm") for ds in series
     }
     assert all(pydicom.dcmread(p).ImageComments == MARK for p in written)
-    assert not list(blocked.glob(".*.part"))
+    assert not list(blocked.rglob(".*.part"))
 
 
 # -- the Outbox class with the real sender and dcmtk storescp -------------------------------

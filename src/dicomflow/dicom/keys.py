@@ -58,9 +58,19 @@ def instance_file_name(uid: object) -> str:
     Leading zeros, which some devices emit, are tolerated; anything else that is
     not a UID (empty, ``../x``, over 64 characters, NUL bytes) raises.
     """
+    return f"{uid_name(uid)}.dcm"
+
+
+def uid_name(uid: object, name: str = "SOPInstanceUID") -> str:
+    """Return ``uid`` for use as a file or folder name: digits and dots only, at most 64
+    characters (leading zeros tolerated, as in :func:`instance_file_name`).
+
+    Raises:
+        InvalidKeyError: naming the attribute ``name`` and (a shortened form of) the value.
+    """
     if not (isinstance(uid, str) and 0 < len(uid) <= UID_MAX_LENGTH and _LENIENT_UID.match(uid)):
-        raise InvalidKeyError(f'SOPInstanceUID "{shorten(uid)}" is not a valid DICOM UID.')
-    return f"{uid}.dcm"
+        raise InvalidKeyError(f'{name} "{shorten(uid)}" is not a valid DICOM UID.')
+    return uid
 
 
 def shorten(value: object, limit: int = 40) -> str:

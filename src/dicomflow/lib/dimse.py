@@ -1,5 +1,4 @@
-"""Alias for seed-style imports of :class:`~dicomflow.net.address.Address`."""
+"""Alias for seed-style imports of :mod:`dicomflow.dicom.dimse`."""
 
-from dicomflow.net.address import Address
-
-__all__ = ["Address"]
+from dicomflow.dicom.dimse import *  # noqa: F403
+from dicomflow.dicom.dimse import __all__ as __all__

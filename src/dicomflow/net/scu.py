@@ -64,6 +64,8 @@ from dicomflow.net.pdu import (
     ASSOCIATE_RQ,
     C_ECHO_RQ,
     C_ECHO_RSP,
+    C_MOVE_RQ,
+    C_MOVE_RSP,
     C_STORE_RQ,
     C_STORE_RSP,
     IMPLEMENTATION_CLASS_UID,
@@ -99,6 +101,7 @@ a peer that sets no limit."""
 MAX_RESPONSE_PDU = 1 << 20
 """Responses and association PDUs are small: a longer one is a protocol error."""
 SUCCESS_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
+PENDING_STATUSES = frozenset({0xFF00, 0xFF01})
 UNCOMPRESSED = (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -230,6 +233,31 @@ def send(
     finally:
         associations.close()
     return report
+
+
+def move(
+    address: Address,
+    identifier: Dataset,
+    destination_ae_title: str,
+    information_model: str,
+    calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
+) -> list[int]:
+    """Send a C-MOVE-RQ asking the peer to C-STORE what ``identifier`` matches to
+    ``destination_ae_title``; return the statuses of its responses, the final one last.
+
+    Raises:
+        PeerUnreachableError: if the peer cannot be associated with, or the association
+            ends before the final response.
+    """
+    proposals = [(information_model, str(ImplicitVRLittleEndian))]
+    association = _Association.open(address, calling_ae_title, proposals)
+    try:
+        statuses = association.move(identifier, destination_ae_title)
+    except (AssociationLost, ProtocolError, OSError) as exc:
+        association.abort()
+        raise PeerUnreachableError(f"C-MOVE to {address} did not complete: {exc}.") from exc
+    association.release()
+    return statuses
 
 
 class _Associations:
@@ -691,6 +719,35 @@ class _Association:
         )
         _send_all(self.connection, [_pdv_header(len(command), context_id, 0x03), command])
         return self._response(C_ECHO_RSP, message_id)
+
+    def move(self, identifier: Dataset, destination_ae_title: str) -> list[int]:
+        """Send one C-MOVE-RQ with its identifier; return every response's status."""
+        context_id = next(iter(self.accepted), None)
+        if context_id is None:
+            raise AssociationLost("the peer did not accept the C-MOVE information model")
+        message_id = self._next_message_id()
+        command = _command(
+            (0x0002, pad_uid(self.accepted[context_id][0])),
+            (0x0100, struct.pack("<H", C_MOVE_RQ)),
+            (0x0110, struct.pack("<H", message_id)),
+            (0x0600, ae_field(destination_ae_title)),
+            (0x0700, struct.pack("<H", 0)),  # medium priority
+            (0x0800, struct.pack("<H", 0)),  # an identifier follows
+        )
+        data = encode(identifier, True, True)
+        if data is None:
+            raise ValueError("the identifier cannot be encoded")
+        buffers: list[bytes | memoryview] = [_pdv_header(len(command), context_id, 0x03), command]
+        step = self.fragment_bytes
+        for start in range(0, len(data), step):
+            last = start + step >= len(data)
+            chunk = data[start : start + step]
+            buffers += [_pdv_header(len(chunk), context_id, 0x02 if last else 0x00), chunk]
+        _send_all(self.connection, buffers)
+        statuses = [self._response(C_MOVE_RSP, message_id)]
+        while statuses[-1] in PENDING_STATUSES:
+            statuses.append(self._response(C_MOVE_RSP, message_id))
+        return statuses
 
     def release(self) -> None:
         try:

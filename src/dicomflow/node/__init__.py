@@ -6,6 +6,7 @@ from dicomflow.node.output import (
     ArchiveOutput,
     DicomOutput,
     FileOutput,
+    MultiOutput,
     NoOutput,
     PipelineOutput,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "DicomOutput",
     "FileOutput",
     "InputContainer",
+    "MultiOutput",
     "NoOutput",
     "PipelineOutput",
     "is_picklable",

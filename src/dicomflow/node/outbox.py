@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow import metrics
+from dicomflow.dicom.keys import instance_file_name, uid_name
 from dicomflow.net.address import Address
 from dicomflow.net.scu import send
 from dicomflow.node.spool import fsync_directory, write_durably
@@ -189,7 +190,8 @@ class Outbox:
         "file"``) durable copies into a folder. Returns its name and the sender."""
         if destination.get("kind") == "file":
             folder = Path(destination["path"])
-            return str(folder), lambda files: Delivery(copy_files(folder, files))
+            layout = destination.get("layout") or {}
+            return str(folder), lambda files: Delivery(copy_files(folder, files, layout))
         address = Address(destination["ip"], destination["port"], destination["ae_title"])
         calling = destination.get("calling_ae_title") or self.calling_ae_title
         return str(address), lambda files: self._sender(address, files, calling)
@@ -292,21 +294,42 @@ def _key_of(item: Path) -> str:
         return f"item {item.name}"  # unreadable: alone in its lane, where deliver() fails
 
 
-def copy_files(folder: Path, files: list[Path]) -> set[Path]:
+def copy_files(folder: Path, files: list[Path], layout: dict[str, str] | None = None) -> set[Path]:
     """Copy ``files`` durably into ``folder`` (temporary name, fsync, rename, directory
-    fsync); return the ones copied.
+    fsync); return the ones copied. ``layout`` maps a file's name to its path beneath
+    ``folder`` (``study/series/instance.dcm``, checked by :func:`layout_path`).
 
     Raises:
         OSError: if the folder cannot be made or written (the item is retried later).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        temporary = folder / f".{path.name}.part"
+    targets = {
+        path: layout_path(folder, (layout or {}).get(path.name), path.name) for path in files
+    }
+    for path, target in targets.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.parent / f".{path.name}.part"
         write_durably(temporary, path.read_bytes())
-        os.replace(temporary, folder / path.name)
-    fsync_directory(folder)
+        os.replace(temporary, target)
+    for parent in {target.parent for target in targets.values()}:
+        fsync_directory(parent)
+        while parent != folder and parent.parent != parent:  # the new folders' entries too
+            parent = parent.parent
+            fsync_directory(parent)
     logger.info("%d result file(s) written to %s", len(files), folder)
     return set(files)
+
+
+def layout_path(folder: Path, relative: str | None, name: str) -> Path:
+    """``folder/relative`` where ``relative`` is made of UIDs only (``folder/name`` without).
+
+    Raises:
+        InvalidKeyError: if a part of ``relative`` is not a UID (``..``, ``/etc``, ...).
+    """
+    if relative is None:
+        return folder / name
+    *folders, file_name = relative.split("/")
+    parts = [uid_name(part, "a folder of the file layout") for part in folders]
+    return folder.joinpath(*parts, instance_file_name(file_name.removesuffix(".dcm")))
 
 
 def last_error(item: Path) -> dict[str, Any] | None:

@@ -4,7 +4,9 @@ The queue runs it isolated (own process group, captured output, timeout). It
 works in the round's ``work/`` folder, reads the inputs from the round's
 instance files (by reference: the round folder must be reachable at the same
 path by the worker) and writes its results to the round's ``output/`` folder,
-with a manifest; the node exports them once the job has finished.
+with a manifest; the node exports them once the job has finished. Outputs the
+node does not export (a user's ``PipelineOutput.send()``) are sent by the job
+after that; one returning false or raising fails the round.
 
 With ``protected`` directories (the node's data directory, by default), the
 job cannot write, move or delete anything beneath them but its round's
@@ -21,7 +23,7 @@ from typing import Any
 
 from dicomflow.errors import ProcessingError
 from dicomflow.net.address import Address
-from dicomflow.node.output import normalise, write_outputs
+from dicomflow.node.output import normalise, send_custom, write_outputs
 from dicomflow.node.reference import PipelineRef
 from dicomflow.queue.landlock import protect_job
 
@@ -107,6 +109,7 @@ def process_round(**kwargs: Any) -> int:
     result = processor.process(container)
     outputs = normalise(result, task.endpoints, task.ae_title)
     manifest = write_outputs(outputs, directory / "output")
+    send_custom(outputs, task.round_id)  # a false or raising send() fails the round
     count = sum(len(entry["files"]) for entry in manifest["outputs"])
     logger.info("round %s: process() returned %d dataset(s)", task.round_id, count)
     return count

@@ -1,5 +1,22 @@
-"""Alias of :mod:`dicomflow.node.output` for seed-style imports."""
+"""The import path ``dicomnode.server.output`` of the pipeline library: names only
+(see :mod:`dicomflow.node.output`)."""
 
-from dicomflow.node.output import DicomOutput, FileOutput, NoOutput, PipelineOutput
+from dicomflow.node.output import (
+    ArchiveOutput,
+    DicomOutput,
+    FileOutput,
+    MultiOutput,
+    NoOutput,
+    PipelineOutput,
+    save_dataset,
+)
 
-__all__ = ["DicomOutput", "FileOutput", "NoOutput", "PipelineOutput"]
+__all__ = [
+    "ArchiveOutput",
+    "DicomOutput",
+    "FileOutput",
+    "MultiOutput",
+    "NoOutput",
+    "PipelineOutput",
+    "save_dataset",
+]
