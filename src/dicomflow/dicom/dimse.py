@@ -5,7 +5,7 @@ is :class:`dicomflow.net.address.Address`; C-MOVE and the query helpers are in
 :mod:`dicomflow.net.retrieve`.
 """
 
-from dicomflow.lib.exceptions import CouldNotCompleteDIMSEMessage, InvalidQueryDataset
+from dicomflow.errors import CouldNotCompleteDIMSEMessage, InvalidQueryDataset
 from dicomflow.net.address import Address
 from dicomflow.net.images import send_image, send_images, send_images_thread
 from dicomflow.net.retrieve import (

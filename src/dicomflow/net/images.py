@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterable
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
 
-from dicomflow.errors import PeerUnreachableError
-from dicomflow.lib.exceptions import CouldNotCompleteDIMSEMessage
+from dicomflow.errors import CouldNotCompleteDIMSEMessage, PeerUnreachableError
 from dicomflow.net.address import Address
 from dicomflow.net.scu import send
 

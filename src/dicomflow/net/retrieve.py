@@ -11,8 +11,7 @@ from pydicom import DataElement, Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.uid import UID
 
-from dicomflow.errors import PeerUnreachableError
-from dicomflow.lib.exceptions import CouldNotCompleteDIMSEMessage, InvalidQueryDataset
+from dicomflow.errors import CouldNotCompleteDIMSEMessage, InvalidQueryDataset, PeerUnreachableError
 from dicomflow.net.address import Address
 from dicomflow.net.scu import SUCCESS_STATUSES, move
 
