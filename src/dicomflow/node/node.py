@@ -112,9 +112,11 @@ class Node:
         pipeline_class: Any,
         settings: NodeSettings,
         consumer: SeriesConsumer | None = None,
+        screen: "Screen | None" = None,
     ) -> None:
         self.pipeline_class = pipeline_class
         self.settings = settings
+        self.screen = screen
         self.name = _name(pipeline_class)
         self.counters = NodeCounters()
         root = settings.data_directory.resolve()
@@ -148,6 +150,7 @@ class Node:
         self._space_wait: SpaceWait | None = None
         self._space_problem = ""
         self._uploads = itertools.count(1)
+        self._callers: dict[str, tuple[str, str]] = {}  # patient key -> last (AE title, IP)
         self.scp: StoreSCP | LeanStoreSCP | None = None
         self.runner: Runner | None = None
         self.series: SeriesStage | None = None
@@ -369,6 +372,10 @@ class Node:
             refusal = self._archive_refusal(dataset)
         except Exception as exc:
             raise UnreadableInstanceError(f"The dataset cannot be decoded: {exc}") from exc
+        if self.screen is not None and not self.screen.admits(dataset, uid):
+            self.counters.add("discarded")
+            metrics.INSTANCES_DISCARDED.inc()
+            return self.screen.discarded_status
         if not names and self.series is None:
             logger.info("instance %s matches no input of %s; not kept", shorten(uid), self.name)
             self.counters.add("discarded")
@@ -379,6 +386,8 @@ class Node:
         patient_key = value_key(patient_value)
         path = self._store(instance, series_uid, uid, patient_key, names)  # raises to the edge
         if names:
+            if isinstance(instance, ReceivedInstance):
+                self._callers[patient_key] = (instance.calling_ae_title, instance.peer_ip)
             self.collector.add(patient_key, names, uid, header_of(dataset), path)
             self.trigger.arrived(instance.association_id, patient_key)
         self.counters.add("received")
@@ -439,7 +448,8 @@ class Node:
             members = self.collector.take_if_complete(patient_key)
             if members is None:
                 return
-            job = self.rounds.create(self.name, patient_key, members)
+            caller = self._callers.pop(patient_key, None)
+            job = self.rounds.create(self.name, patient_key, members, caller)
         last_arrival = arrivals[1] if arrivals else None
         metrics.observe_stage(metrics.INPUTS_COMPLETE, last_arrival, job.created)
         count = sum(len(paths) for paths in members.values())
@@ -596,6 +606,25 @@ def _decoded_upload(encoded: bytes, maximum_bytes: int) -> Dataset:
     return dataset
 
 
+@dataclass(frozen=True)
+class Screen:
+    """A pipeline's ``filter(dataset) -> bool``, asked before an instance is kept: an
+    instance it does not admit is discarded and answered with ``discarded_status``; one
+    it raises on is refused (never kept without the filter's consent)."""
+
+    admit: Callable[[Dataset], bool]
+    discarded_status: int = STATUS_SUCCESS
+
+    def admits(self, dataset: Dataset, uid: str) -> bool:
+        try:
+            admitted = bool(self.admit(dataset))
+        except Exception as exc:
+            raise DicomflowError(f"Instance {shorten(uid)}: filter() raised {exc!r}.") from exc
+        if not admitted:
+            logger.info("instance %s did not pass the pipeline's filter(); not kept", shorten(uid))
+        return admitted
+
+
 @dataclass
 class _Upload:
     """An instance that arrived by upload: what :meth:`Node._keep` needs of it."""
@@ -645,4 +674,4 @@ def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> bo
     return bool(predicate())
 
 
-__all__ = ["Address", "Node"]
+__all__ = ["Address", "Node", "Screen"]
