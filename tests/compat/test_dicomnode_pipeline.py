@@ -21,6 +21,7 @@ from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.grinders import list_grinder
 from dicomflow.lib.exceptions import IncorrectlyConfigured
 from dicomflow.lib.logging import get_logger
+from dicomflow.lib.parallelism import ProcessLikeThread
 from dicomflow.lib.utils import human_readable_byte_count, is_picklable, str2bool
 from dicomflow.logs import configure_logging
 from dicomflow.net.address import Address
@@ -133,6 +134,9 @@ def test_input_container_keeps_the_original_constructor(tmp_path: Path) -> None:
     assert "key" in bare and "not key" not in bare and bare["key"] is None
     assert bare.responding_address is None and dict(bare.datasets) == {}
 
+    folder = InputContainer({}, {}, tmp_path)  # the original passed a folder here
+    assert folder.paths == tmp_path and dict(folder.datasets) == {}
+
     given = [Dataset()]
     assert InputContainer({"CT": 1}, {"CT": given}).datasets["CT"] is given
 
@@ -199,9 +203,10 @@ def test_the_bare_abstract_processor_is_refused() -> None:
 def test_open_and_close_log_misuse_on_the_pipeline_logger(
     tmp_path: Path, pipelines: list[AbstractPipeline], caplog: pytest.LogCaptureFixture
 ) -> None:
+    BareNode(data_directory=tmp_path / "data")
     node = BareNode(data_directory=tmp_path / "data")
     assert node.logger is get_logger() and node.logger.name == DICOMNODE_LOGGER_NAME
-    assert isinstance(node.logger.handlers[-1], logging.NullHandler)  # log_output = None
+    assert [type(h) for h in node.logger.handlers] == [logging.NullHandler]  # log_output None
     with caplog.at_level(logging.INFO, logger=DICOMNODE_LOGGER_NAME):
         node.close()
         opened(pipelines, node)
@@ -214,6 +219,15 @@ def test_open_and_close_log_misuse_on_the_pipeline_logger(
     with node.open_cm():
         assert node.is_open
     assert not node.is_open
+
+
+def test_a_thread_like_a_process_returns_its_result() -> None:
+    thread = ProcessLikeThread(target=lambda value: value * 2, args=(21,))
+    thread.start()
+    assert thread.join() == 42 and thread.exception is None
+    failing = ProcessLikeThread(target=lambda: 1 / 0)
+    failing.start()
+    assert failing.join() is None and isinstance(failing.exception, ZeroDivisionError)
 
 
 def test_unpicklable_on_load_is_not_picklable() -> None:

@@ -26,16 +26,17 @@ class InputContainer(dict[str, Any]):
         self,
         data: Mapping[str, Any],
         datasets: Mapping[str, list[Dataset]] | None = None,
-        paths: Mapping[str, list[Path]] | None = None,
+        paths: Mapping[str, list[Path]] | Any = None,
         *,
         round_id: str = "",
         patient_key: str = "",
         responding_address: Address | None = None,
     ) -> None:
         super().__init__(data)
-        self.paths: dict[str, list[Path]] = dict(paths or {})
+        files = dict(paths) if isinstance(paths, Mapping) else {}
+        self.paths: Any = files if paths is None or files else paths  # as given, if not a map
         self.datasets: Mapping[str, list[Dataset]] = (
-            dict(datasets) if datasets is not None else FileDatasets(self.paths)
+            dict(datasets) if datasets is not None else FileDatasets(files)
         )
         self.round_id = round_id
         self.patient_key = patient_key

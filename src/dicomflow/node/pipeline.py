@@ -87,7 +87,7 @@ class AbstractPipeline:
         self.settings = pipeline_settings(type(self), **overrides)
         self.logger = logging.getLogger(PIPELINE_LOGGER)
         if attributes.declared(type(self), "log_output") and type(self).log_output is None:  # type: ignore[attr-defined]
-            self.logger.addHandler(logging.NullHandler())
+            _add_null_handler(self.logger)
         self.node: Any = None
         self.is_open = False
         self._served = False  # a blocking open() has ended: the node does not reopen
@@ -166,6 +166,13 @@ class AbstractPipeline:
         level = attributes.pynetdicom_level(type(self))
         if level is not None:
             logging.getLogger("pynetdicom").setLevel(level)
+
+
+def _add_null_handler(pipeline_logger: logging.Logger) -> None:
+    """``log_output = None``: the pipeline's logger has a handler that drops its records
+    (they still reach the node's handlers, if any)."""
+    if not any(isinstance(h, logging.NullHandler) for h in pipeline_logger.handlers):
+        pipeline_logger.addHandler(logging.NullHandler())
 
 
 def pipeline_settings(pipeline_class: type[AbstractPipeline], **overrides: Any) -> NodeSettings:
