@@ -20,7 +20,7 @@ from dicomflow.constants import DICOMNODE_LOGGER_NAME
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.grinders import list_grinder
 from dicomflow.lib.exceptions import IncorrectlyConfigured
-from dicomflow.lib.logging import get_logger
+from dicomflow.lib.logging import LoggerConfig, get_logger, set_logger
 from dicomflow.lib.parallelism import ProcessLikeThread
 from dicomflow.lib.utils import human_readable_byte_count, is_picklable, str2bool
 from dicomflow.logs import configure_logging
@@ -219,6 +219,18 @@ def test_open_and_close_log_misuse_on_the_pipeline_logger(
     with node.open_cm():
         assert node.is_open
     assert not node.is_open
+
+
+def test_set_logger_sets_up_a_users_own_logger(tmp_path: Path) -> None:
+    own = logging.getLogger("test_dicomnode_pipeline.own")
+    set_logger(own, LoggerConfig(log_level=logging.INFO, log_output=tmp_path / "own.log"))
+    own.debug("not at INFO")
+    own.info("written to the file")
+    own.handlers[0].flush()
+    text = (tmp_path / "own.log").read_text()
+    assert "written to the file" in text and "not at INFO" not in text
+    set_logger(own, LoggerConfig(log_output=None))
+    assert [type(h) for h in own.handlers] == [logging.NullHandler] and not own.propagate
 
 
 def test_a_thread_like_a_process_returns_its_result() -> None:
