@@ -308,3 +308,50 @@ def test_without_known_endpoints_the_caller_answers_on_the_default_port(
     assert wait_until(lambda: len(storescp.files()) == 2, 60), "the processed instances"
     results = [pydicom.dcmread(path) for path in storescp.files()]
     assert {d.ImageComments for d in results} == {"MODALITY 4242"}
+
+
+SCRIPT = """
+from dicomflow.server.nodes import AbstractPipeline
+from dicomflow.server.processor import AbstractProcessor
+
+class Pipeline(AbstractPipeline):
+    port = PORT
+    data_directory = "DATA"
+    log_output = None
+
+    class Processor(AbstractProcessor):
+        pass
+
+    def post_init(self):
+        print("post_init", flush=True)
+
+if __name__ == "__main__":
+    node = Pipeline()
+    print("constructed", flush=True)
+    node.open()
+    print("served", flush=True)
+"""
+
+
+def test_a_script_keeping_its_pipeline_serves_from_open(tmp_path: Path) -> None:
+    import signal
+    import sys
+
+    from support import free_port, wait_for_port
+
+    port = free_port()
+    script = tmp_path / "node.py"
+    script.write_text(
+        SCRIPT.replace("PORT", str(port)).replace('"DATA"', repr(str(tmp_path / "data")))
+    )
+    node = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for_port(port)
+    finally:
+        node.send_signal(signal.SIGINT)
+        stdout, stderr = node.communicate(timeout=30)
+    assert node.returncode == 0, stderr
+    assert stdout.split() == ["post_init", "constructed", "served"]
+    assert "already open" not in stderr

@@ -5,6 +5,7 @@ Subclass it, set the class attributes, declare inputs and a nested
 """
 
 import contextlib
+import dis
 import inspect
 import logging
 import signal
@@ -93,7 +94,7 @@ class AbstractPipeline:
         self._served = False  # a blocking open() has ended: the node does not reopen
         if not getattr(self, "_in_worker", False):
             self.post_init()
-        if start or (start is None and _constructed_as_script(type(self))):
+        if start or (start is None and _serves_on_construction(self)):
             self.open()
 
     def open(
@@ -243,12 +244,30 @@ def _check_processor(pipeline_class: type[AbstractPipeline]) -> None:
         )
 
 
+def _serves_on_construction(pipeline: AbstractPipeline) -> bool:
+    """True for the seed style ``MyPipeline()`` alone at the bottom of ``python file.py``;
+    false for ``node = MyPipeline()`` or ``MyPipeline().open()``, which call ``open()``."""
+    return _constructed_as_script(type(pipeline)) and _constructed_and_discarded(pipeline)
+
+
 def _constructed_as_script(pipeline_class: type) -> bool:
-    """True for the seed style ``MyPipeline()`` at the bottom of ``python file.py``."""
     if pipeline_class.__module__ != "__main__":
         return False
     main_file = getattr(sys.modules["__main__"], "__file__", None)
     return main_file is not None and Path(main_file).resolve() == Path(sys.argv[0]).resolve()
+
+
+def _constructed_and_discarded(pipeline: AbstractPipeline) -> bool:
+    """Whether the statement that constructed ``pipeline`` throws the result away."""
+    frame: Any = sys._getframe(1)
+    while frame is not None and frame.f_locals.get("self") is not pipeline:
+        frame = frame.f_back  # up to the constructor
+    while frame is not None and frame.f_locals.get("self") is pipeline:
+        frame = frame.f_back  # past it (and the subclasses' __init__ calling super())
+    if frame is None:
+        return False
+    following = (i for i in dis.get_instructions(frame.f_code) if i.offset > frame.f_lasti)
+    return getattr(next(following, None), "opname", "") == "POP_TOP"
 
 
 def wait_for_signal() -> None:
