@@ -79,6 +79,13 @@ class MigratedPipeline(AbstractPipeline):
             return datasets
 
 
+class SilentPipeline(AbstractPipeline):
+    """A Processor without process(): its rounds succeed with no output."""
+
+    input = {"ct": AnyInstance}
+    Processor = NoOutputProcessor
+
+
 class KnownCallerPipeline(MigratedPipeline):
     known_endpoints = {"MODALITY": Address("127.0.0.1", 11112, "MODALITY")}
     log_output = Path("node.log")  # relative to the working directory, as in the original
@@ -258,9 +265,9 @@ def echoscu(port: int, aet: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=30)
 
 
-def store_statuses(port: int, files: list[Path]) -> str:
+def store_statuses(port: int, files: list[Path], ae_title: str = "MIGRATED") -> str:
     """dcmtk storescu's verbose report of sending ``files`` as MODALITY (one association)."""
-    command = ["storescu", "-v", "-aet", "MODALITY", "-aec", "MIGRATED", "127.0.0.1", str(port)]
+    command = ["storescu", "-v", "-aet", "MODALITY", "-aec", ae_title, "127.0.0.1", str(port)]
     sent = subprocess.run(command + [str(p) for p in files], capture_output=True, text=True)
     return (sent.stdout + sent.stderr).lower()
 
@@ -283,6 +290,10 @@ def test_a_migrated_pipeline_runs_with_its_original_hooks(
     assert refused.returncode != 0
     assert "Calling AE Title Not Recognized" in refused.stdout + refused.stderr
     assert echoscu(port, "MODALITY").returncode == 0
+    other = ["storescu", "-aet", "OTHER", "-aec", "MIGRATED", "127.0.0.1", str(port)]
+    one = write_series(make_ct_series(1, rows=8, columns=8), tmp_path / "other")
+    assert subprocess.run([*other, str(one[0])], capture_output=True).returncode != 0
+    assert pipeline.node.counters.received == 0
 
     files = write_series(make_ct_series(4, rows=8, columns=8), tmp_path / "series")
     statuses = store_statuses(port, files)
@@ -355,3 +366,18 @@ def test_a_script_keeping_its_pipeline_serves_from_open(tmp_path: Path) -> None:
     assert node.returncode == 0, stderr
     assert stdout.split() == ["post_init", "constructed", "served"]
     assert "already open" not in stderr
+
+
+def test_no_inputs_or_no_process_means_no_output_not_an_error(
+    tmp_path: Path, pipelines: list[AbstractPipeline]
+) -> None:
+    files = write_series(make_ct_series(2, rows=8, columns=8), tmp_path / "series")
+    bare = opened(pipelines, BareNode(data_directory=tmp_path / "bare"))
+    assert "store response (success)" in store_statuses(bare.node.port, files, ae_title="DICOMFLOW")
+    assert bare.node.counters.discarded == 2 and bare.node.counters.received == 0
+
+    silent = opened(pipelines, SilentPipeline(port=0, data_directory=tmp_path / "silent"))
+    store_statuses(silent.node.port, files, ae_title="DICOMFLOW")
+    counters = silent.node.counters
+    assert wait_until(lambda: counters.rounds_succeeded == 1, 60), "the round"
+    assert counters.rounds_failed == 0 and counters.delivered == 0

@@ -107,17 +107,24 @@ class AbstractPipeline:
         if self.is_open or self._served:
             self.logger.error("Attempted to open a node, that was already open")
             return
-        from dicomflow.node.node import Node
-
         if configure_logs:
             self._configure_logging()
+        if not blocking:
+            self._start(consumer)
+            return
+        with stop_signals() as stop:  # before the port opens: a signal then stops cleanly
+            self._start(consumer)
+            while not stop.wait(0.5):
+                pass
+        self.close()
+        self._served = True
+
+    def _start(self, consumer: Any) -> None:
+        from dicomflow.node.node import Node
+
         self.node = Node(type(self), self.settings, consumer, screen=self._screen())
         self.node.start()
         self.is_open = True
-        if blocking:
-            wait_for_signal()
-            self.close()
-            self._served = True
 
     def close(self) -> None:
         """Stop the node (pending work stays on disk and resumes at the next start)."""
@@ -272,13 +279,20 @@ def _constructed_and_discarded(pipeline: AbstractPipeline) -> bool:
 
 def wait_for_signal() -> None:
     """Block until SIGINT or SIGTERM."""
+    with stop_signals() as stop:
+        while not stop.wait(0.5):
+            pass
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """An event SIGINT or SIGTERM sets while inside (the previous handlers come back)."""
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        while not stop.wait(0.5):
-            pass
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
