@@ -63,6 +63,8 @@ class MigratedPipeline(AbstractPipeline):
 
     def filter(self, dataset: Dataset) -> bool:
         self.logger.info("filter saw instance %s", dataset.InstanceNumber)
+        if dataset.PatientID == "RAISE":
+            raise ValueError("the filter cannot decide")
         return int(dataset.InstanceNumber) != 3  # the third instance is not admitted
 
     def post_init(self) -> None:
@@ -316,9 +318,12 @@ def test_without_known_endpoints_the_caller_answers_on_the_default_port(
     port = opened(pipelines, pipeline).node.port
     files = write_series(make_ct_series(3, rows=8, columns=8), tmp_path / "series")
     assert store_statuses(port, files).count("store response (success)") == 3
+    raising = write_series(make_ct_series(1, patient_id="RAISE"), tmp_path / "raising")
+    assert "store response (error: " in store_statuses(port, raising)  # refused, not kept
     assert wait_until(lambda: len(storescp.files()) == 2, 60), "the processed instances"
     results = [pydicom.dcmread(path) for path in storescp.files()]
     assert {d.ImageComments for d in results} == {"MODALITY 4242"}
+    assert pipeline.node.counters.received == 2
 
 
 SCRIPT = """

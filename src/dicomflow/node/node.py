@@ -62,6 +62,7 @@ from dicomflow.node.output import OUTPUT_MANIFEST
 from dicomflow.node.reference import PipelineRef
 from dicomflow.node.round import Round, RoundStore
 from dicomflow.node.runner import Outcome, Runner
+from dicomflow.node.screen import Screen
 from dicomflow.node.series import SeriesConsumer, SeriesStage
 from dicomflow.node.spool import Spool, make_private_directory
 from dicomflow.node.trigger import Trigger
@@ -112,7 +113,7 @@ class Node:
         pipeline_class: Any,
         settings: NodeSettings,
         consumer: SeriesConsumer | None = None,
-        screen: "Screen | None" = None,
+        screen: Screen | None = None,
     ) -> None:
         self.pipeline_class = pipeline_class
         self.settings = settings
@@ -606,25 +607,6 @@ def _decoded_upload(encoded: bytes, maximum_bytes: int) -> Dataset:
     return dataset
 
 
-@dataclass(frozen=True)
-class Screen:
-    """A pipeline's ``filter(dataset) -> bool``, asked before an instance is kept: an
-    instance it does not admit is discarded and answered with ``discarded_status``; one
-    it raises on is refused (never kept without the filter's consent)."""
-
-    admit: Callable[[Dataset], bool]
-    discarded_status: int = STATUS_SUCCESS
-
-    def admits(self, dataset: Dataset, uid: str) -> bool:
-        try:
-            admitted = bool(self.admit(dataset))
-        except Exception as exc:
-            raise DicomflowError(f"Instance {shorten(uid)}: filter() raised {exc!r}.") from exc
-        if not admitted:
-            logger.info("instance %s did not pass the pipeline's filter(); not kept", shorten(uid))
-        return admitted
-
-
 @dataclass
 class _Upload:
     """An instance that arrived by upload: what :meth:`Node._keep` needs of it."""
@@ -674,4 +656,4 @@ def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> bo
     return bool(predicate())
 
 
-__all__ = ["Address", "Node", "Screen"]
+__all__ = ["Address", "Node"]

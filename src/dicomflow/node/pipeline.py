@@ -26,6 +26,7 @@ from dicomflow.net.address import Address
 from dicomflow.node import attributes
 from dicomflow.node.input import AbstractInput
 from dicomflow.node.processor import AbstractProcessor, LegacyProcessor
+from dicomflow.node.screen import Screen
 from dicomflow.settings import NodeSettings, build_settings, format_endpoint
 
 logger = logging.getLogger(__name__)
@@ -156,9 +157,7 @@ class AbstractPipeline:
     def post_init(self) -> None:
         """Override to run code once the pipeline is constructed, before it serves."""
 
-    def _screen(self) -> Any:
-        from dicomflow.node.node import Screen
-
+    def _screen(self) -> Screen | None:
         if type(self).filter is AbstractPipeline.filter:
             return None
         discarded = status.ELEMENTS_DISCARDED if self.error_on_rejected_dataset else status.SUCCESS
