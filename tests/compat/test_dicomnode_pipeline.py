@@ -386,3 +386,33 @@ def test_no_inputs_or_no_process_means_no_output_not_an_error(
     counters = silent.node.counters
     assert wait_until(lambda: counters.rounds_succeeded == 1, 60), "the round"
     assert counters.rounds_failed == 0 and counters.delivered == 0
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        ({"log_output": None}, (None, None)),
+        ({"log_output": "stdout"}, (None, "stdout")),
+        ({"log_output": "node.log"}, (Path("node.log"), None)),
+        ({"log_output": Path("node.log")}, (Path("node.log"), None)),
+        ({"log_path": "node.log"}, (Path("node.log"), "stderr")),
+        ({}, (None, "stderr")),
+    ],
+)
+def test_log_output_chooses_where_the_log_goes(
+    declared: dict[str, Any], expected: tuple[Path | None, str | None]
+) -> None:
+    import sys
+
+    pipeline_class = type("Logged", (AbstractPipeline,), declared)
+    path, stream = attributes.log_destination(pipeline_class)
+    streams = {None: None, "stdout": sys.stdout, "stderr": sys.stderr}
+    assert (path, stream) == (expected[0], streams[expected[1]])
+
+
+@pytest.mark.parametrize(
+    "declared", [{"log_output": 42}, {"log_output": "a.log", "log_path": "b.log"}]
+)
+def test_a_log_output_dicomflow_cannot_use_is_an_error(declared: dict[str, Any]) -> None:
+    with pytest.raises(IncorrectlyConfigured, match=r"Logged\.log_output"):
+        attributes.log_destination(type("Logged", (AbstractPipeline,), declared))
