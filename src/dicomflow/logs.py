@@ -14,7 +14,7 @@ import logging.handlers
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 BACKUPS = 8
@@ -71,16 +71,20 @@ def make_private_folders(directory: Path) -> None:
 
 
 def configure_logging(
-    level: str = "INFO", log_path: Path | None = None, *, stderr: bool = True
+    level: str = "INFO",
+    log_path: Path | None = None,
+    *,
+    stderr: bool = True,
+    stream: IO[str] | None = None,
 ) -> None:
-    """Send log records to stderr (unless not ``stderr``) and, if ``log_path`` is set, to
-    a weekly rotating file."""
+    """Send log records to ``stream`` (stderr by default; none if not ``stderr``) and, if
+    ``log_path`` is set, to a weekly rotating file."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_dicomflow", False):
             root.removeHandler(handler)
             handler.close()
-    handlers: list[logging.Handler] = [logging.StreamHandler()] if stderr else []
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream)] if stderr else []
     if log_path is not None:
         make_private_folders(log_path.parent)
         handlers.append(

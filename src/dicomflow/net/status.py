@@ -42,6 +42,7 @@ from dicomflow.logs import escaped
 logger = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
+ELEMENTS_DISCARDED = 0xB006  # Warning: a pipeline's filter() did not admit the instance
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 OUT_OF_RESOURCES = 0xA700
 DATASET_MISMATCH = 0xA900

@@ -1,6 +1,7 @@
 """The pipeline API: declare inputs, a processor and endpoints; the node does the rest."""
 
 from dicomflow.net.address import Address
+from dicomflow.node.container import InputContainer
 from dicomflow.node.input import AbstractInput
 from dicomflow.node.output import (
     ArchiveOutput,
@@ -10,14 +11,14 @@ from dicomflow.node.output import (
     NoOutput,
     PipelineOutput,
 )
-from dicomflow.node.pipeline import AbstractPipeline
+from dicomflow.node.pipeline import AbstractPipeline, AbstractQueuedPipeline
 from dicomflow.node.processor import AbstractProcessor, is_picklable
-from dicomflow.node.worker import InputContainer
 
 __all__ = [
     "AbstractInput",
     "AbstractPipeline",
     "AbstractProcessor",
+    "AbstractQueuedPipeline",
     "Address",
     "ArchiveOutput",
     "DicomOutput",

@@ -62,6 +62,7 @@ from dicomflow.node.output import OUTPUT_MANIFEST
 from dicomflow.node.reference import PipelineRef
 from dicomflow.node.round import Round, RoundStore
 from dicomflow.node.runner import Outcome, Runner
+from dicomflow.node.screen import Screen
 from dicomflow.node.series import SeriesConsumer, SeriesStage
 from dicomflow.node.spool import Spool, make_private_directory
 from dicomflow.node.trigger import Trigger
@@ -112,9 +113,11 @@ class Node:
         pipeline_class: Any,
         settings: NodeSettings,
         consumer: SeriesConsumer | None = None,
+        screen: Screen | None = None,
     ) -> None:
         self.pipeline_class = pipeline_class
         self.settings = settings
+        self.screen = screen
         self.name = _name(pipeline_class)
         self.counters = NodeCounters()
         root = settings.data_directory.resolve()
@@ -148,6 +151,7 @@ class Node:
         self._space_wait: SpaceWait | None = None
         self._space_problem = ""
         self._uploads = itertools.count(1)
+        self._callers: dict[str, tuple[str, str]] = {}  # patient key -> last (AE title, IP)
         self.scp: StoreSCP | LeanStoreSCP | None = None
         self.runner: Runner | None = None
         self.series: SeriesStage | None = None
@@ -369,6 +373,10 @@ class Node:
             refusal = self._archive_refusal(dataset)
         except Exception as exc:
             raise UnreadableInstanceError(f"The dataset cannot be decoded: {exc}") from exc
+        if self.screen is not None and not self.screen.admits(dataset, uid):
+            self.counters.add("discarded")
+            metrics.INSTANCES_DISCARDED.inc()
+            return self.screen.discarded_status
         if not names and self.series is None:
             logger.info("instance %s matches no input of %s; not kept", shorten(uid), self.name)
             self.counters.add("discarded")
@@ -379,6 +387,8 @@ class Node:
         patient_key = value_key(patient_value)
         path = self._store(instance, series_uid, uid, patient_key, names)  # raises to the edge
         if names:
+            if isinstance(instance, ReceivedInstance):
+                self._callers[patient_key] = (instance.calling_ae_title, instance.peer_ip)
             self.collector.add(patient_key, names, uid, header_of(dataset), path)
             self.trigger.arrived(instance.association_id, patient_key)
         self.counters.add("received")
@@ -439,7 +449,8 @@ class Node:
             members = self.collector.take_if_complete(patient_key)
             if members is None:
                 return
-            job = self.rounds.create(self.name, patient_key, members)
+            caller = self._callers.pop(patient_key, None)
+            job = self.rounds.create(self.name, patient_key, members, caller)
         last_arrival = arrivals[1] if arrivals else None
         metrics.observe_stage(metrics.INPUTS_COMPLETE, last_arrival, job.created)
         count = sum(len(paths) for paths in members.values())

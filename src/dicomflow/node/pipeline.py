@@ -4,23 +4,35 @@ Subclass it, set the class attributes, declare inputs and a nested
 ``Processor``, then ``MyPipeline().open()`` (or ``dicomflow serve file.py``).
 """
 
+import contextlib
+import dis
 import inspect
 import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydicom import Dataset
+
 from dicomflow.dicom.tags import TagLike, parse_tag
 from dicomflow.errors import PipelineDefinitionError
+from dicomflow.lib.exceptions import IncorrectlyConfigured
 from dicomflow.logs import configure_logging
+from dicomflow.net import status
 from dicomflow.net.address import Address
+from dicomflow.node import attributes
 from dicomflow.node.input import AbstractInput
 from dicomflow.node.processor import AbstractProcessor, LegacyProcessor
+from dicomflow.node.screen import Screen
 from dicomflow.settings import NodeSettings, build_settings, format_endpoint
 
 logger = logging.getLogger(__name__)
+
+PIPELINE_LOGGER = "dicomflow.pipeline"
+"""The logger of ``pipeline.logger``: its records go to the node's configured log."""
 
 SETTING_ATTRIBUTES = {
     "ip": "ip",
@@ -52,7 +64,7 @@ class AbstractPipeline:
     root_data_directory: ClassVar[str | Path | None] = None
     patient_identifier_tag: ClassVar[TagLike] = 0x00100020
     log_path: ClassVar[str | Path | None] = None
-    log_level: ClassVar[str | None] = None
+    log_level: ClassVar[str | int | None] = None
     allowed_ae_titles: ClassVar[list[str] | None] = None
     allowed_ips: ClassVar[list[str] | None] = None
     quiet_period_s: ClassVar[float | None] = None
@@ -63,13 +75,27 @@ class AbstractPipeline:
     outbox_retry_interval_s: ClassVar[float | None] = None
     keep_inputs: ClassVar[bool | None] = None
     Processor: ClassVar[type[AbstractProcessor]] = LegacyProcessor
+    # the original library's names (see dicomflow.node.attributes for the others)
+    data_directory: ClassVar[str | Path | None] = None
+    require_calling_aet: ClassVar[list[str]] = []
+    require_called_aet: ClassVar[bool] = True
+    known_endpoints: ClassVar[dict[str, Address]] = {}
+    default_response_port: ClassVar[int] = 104
+    error_on_rejected_dataset: ClassVar[bool] = True
+    disable_pynetdicom_logger: ClassVar[bool] = False
 
     def __init__(self, *, start: bool | None = None, **overrides: Any) -> None:
         check_pipeline(type(self))
         self.settings = pipeline_settings(type(self), **overrides)
+        self.logger = logging.getLogger(PIPELINE_LOGGER)
+        if attributes.declared(type(self), "log_output") and type(self).log_output is None:  # type: ignore[attr-defined]
+            _add_null_handler(self.logger)
         self.node: Any = None
-        self._opened = False
-        if start or (start is None and _constructed_as_script(type(self))):
+        self.is_open = False
+        self._served = False  # a blocking open() has ended: the node does not reopen
+        if not getattr(self, "_in_worker", False):
+            self.post_init()
+        if start or (start is None and _serves_on_construction(self)):
             self.open()
 
     def open(
@@ -79,24 +105,81 @@ class AbstractPipeline:
 
         ``consumer`` adds registry services (a ``dicomflow.services`` scheduler).
         """
-        if self._opened:
+        if self.is_open or self._served:
+            self.logger.error("Attempted to open a node, that was already open")
             return
-        self._opened = True
+        if configure_logs:
+            self._configure_logging()
+        if not blocking:
+            self._start(consumer)
+            return
+        with stop_signals() as stop:  # before the port opens: a signal then stops cleanly
+            self._start(consumer)
+            while not stop.wait(0.5):
+                pass
+        self.close()
+        self._served = True
+
+    def _start(self, consumer: Any) -> None:
         from dicomflow.node.node import Node
 
-        if configure_logs:
-            configure_logging(self.settings.log_level, self.settings.log_path)
-        self.node = Node(type(self), self.settings, consumer)
+        self.node = Node(type(self), self.settings, consumer, screen=self._screen())
         self.node.start()
-        if blocking:
-            wait_for_signal()
-            self.close()
+        self.is_open = True
 
     def close(self) -> None:
         """Stop the node (pending work stays on disk and resumes at the next start)."""
+        if not self.is_open:
+            self.logger.error("Attempted to close an closed node")
+            return
+        self.is_open = False
         if self.node is not None:
             self.node.stop()
             self.node = None
+
+    @contextlib.contextmanager
+    def open_cm(self) -> Iterator[None]:
+        """``with pipeline.open_cm():`` serves (not blocking) inside the block."""
+        self.open(blocking=False)
+        try:
+            yield
+        finally:
+            self.close()
+
+    def filter(self, dataset: Dataset) -> bool:
+        """Override to decide, before an instance is kept, whether the node takes it.
+
+        An instance it refuses is discarded and answered with status 0xB006 (0x0000
+        if ``error_on_rejected_dataset`` is false); one it raises on is refused.
+        """
+        return True
+
+    def post_init(self) -> None:
+        """Override to run code once the pipeline is constructed, before it serves."""
+
+    def _screen(self) -> Screen | None:
+        if type(self).filter is AbstractPipeline.filter:
+            return None
+        discarded = status.ELEMENTS_DISCARDED if self.error_on_rejected_dataset else status.SUCCESS
+        return Screen(self.filter, discarded)
+
+    def _configure_logging(self) -> None:
+        log_path, stream = attributes.log_destination(type(self))
+        if self.settings.log_path is not None:
+            log_path = self.settings.log_path  # an override given to the constructor
+        configure_logging(
+            self.settings.log_level, log_path, stderr=stream is not None, stream=stream
+        )
+        level = attributes.pynetdicom_level(type(self))
+        if level is not None:
+            logging.getLogger("pynetdicom").setLevel(level)
+
+
+def _add_null_handler(pipeline_logger: logging.Logger) -> None:
+    """``log_output = None``: the pipeline's logger has a handler that drops its records
+    (they still reach the node's handlers, if any)."""
+    if not any(isinstance(h, logging.NullHandler) for h in pipeline_logger.handlers):
+        pipeline_logger.addHandler(logging.NullHandler())
 
 
 def pipeline_settings(pipeline_class: type[AbstractPipeline], **overrides: Any) -> NodeSettings:
@@ -107,6 +190,9 @@ def pipeline_settings(pipeline_class: type[AbstractPipeline], **overrides: Any) 
     }
     if pipeline_class.endpoints:
         values["endpoints"] = [format_endpoint(address) for address in pipeline_class.endpoints]
+    if isinstance(values["log_level"], int):
+        values.pop("log_level")
+    values.update(attributes.settings_values(pipeline_class))
     values.update(overrides)
     return build_settings(**values)
 
@@ -115,10 +201,9 @@ def check_pipeline(pipeline_class: type[AbstractPipeline]) -> None:
     """Raise :class:`PipelineDefinitionError` naming the class and attribute if wrong."""
     name = pipeline_class.__qualname__
     inputs = pipeline_class.input
-    if not isinstance(inputs, dict) or not inputs:
-        raise PipelineDefinitionError(
-            f"{name}.input must be a non-empty dict of name -> input class."
-        )
+    if not isinstance(inputs, dict):
+        raise PipelineDefinitionError(f"{name}.input must be a dict of name -> input class.")
+    attributes.check_attributes(pipeline_class)
     for key, value in inputs.items():
         if not (inspect.isclass(value) and issubclass(value, AbstractInput)):
             raise PipelineDefinitionError(
@@ -157,31 +242,63 @@ def _check_processor(pipeline_class: type[AbstractPipeline]) -> None:
     if not (inspect.isclass(processor) and issubclass(processor, AbstractProcessor)):
         raise PipelineDefinitionError(f"{name}.Processor must be an AbstractProcessor subclass.")
     legacy = processor is LegacyProcessor
-    if legacy and not callable(getattr(pipeline_class, "process", None)):
-        raise PipelineDefinitionError(
+    if processor is AbstractProcessor or (
+        legacy and not callable(getattr(pipeline_class, "process", None))
+    ):
+        raise IncorrectlyConfigured(
             f"{name} must define a nested class Processor(AbstractProcessor) with process()."
         )
-    if not legacy and processor.process is AbstractProcessor.process:
-        raise PipelineDefinitionError(f"{name}.Processor must implement process().")
+
+
+def _serves_on_construction(pipeline: AbstractPipeline) -> bool:
+    """True for the seed style ``MyPipeline()`` alone at the bottom of ``python file.py``;
+    false for ``node = MyPipeline()`` or ``MyPipeline().open()``, which call ``open()``."""
+    return _constructed_as_script(type(pipeline)) and _constructed_and_discarded(pipeline)
 
 
 def _constructed_as_script(pipeline_class: type) -> bool:
-    """True for the seed style ``MyPipeline()`` at the bottom of ``python file.py``."""
     if pipeline_class.__module__ != "__main__":
         return False
     main_file = getattr(sys.modules["__main__"], "__file__", None)
     return main_file is not None and Path(main_file).resolve() == Path(sys.argv[0]).resolve()
 
 
+def _constructed_and_discarded(pipeline: AbstractPipeline) -> bool:
+    """Whether the statement that constructed ``pipeline`` throws the result away."""
+    frame: Any = sys._getframe(1)
+    while frame is not None and frame.f_locals.get("self") is not pipeline:
+        frame = frame.f_back  # up to the constructor
+    while frame is not None and frame.f_locals.get("self") is pipeline:
+        frame = frame.f_back  # past it (and the subclasses' __init__ calling super())
+    if frame is None:
+        return False
+    following = (i for i in dis.get_instructions(frame.f_code) if i.offset > frame.f_lasti)
+    return getattr(next(following, None), "opname", "") == "POP_TOP"
+
+
 def wait_for_signal() -> None:
     """Block until SIGINT or SIGTERM."""
+    with stop_signals() as stop:
+        while not stop.wait(0.5):
+            pass
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """An event SIGINT or SIGTERM sets while inside (the previous handlers come back)."""
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        while not stop.wait(0.5):
-            pass
+        yield stop
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class AbstractQueuedPipeline(AbstractPipeline):
+    """A pipeline whose rounds are processed one at a time (one worker), for
+    processing that holds a single resource such as a GPU."""
+
+    workers: ClassVar[int | None] = 1

@@ -42,6 +42,7 @@ class Round:
     created: float = field(default_factory=time.time)  # when its inputs were complete
     attempts: int = 0
     processed_at: float | None = None  # when its job ended (epoch s), once it has
+    caller: list[str] | None = None  # AE title and IP of the peer that completed it
 
     @property
     def instances_dir(self) -> Path:
@@ -93,14 +94,22 @@ class RoundStore:
         for directory in (self.rounds, self.failed):
             make_private_directory(directory)
 
-    def create(self, pipeline: str, patient_key: str, members: dict[str, dict[str, Path]]) -> Round:
-        """Move the instances of ``members`` (input -> uid -> spool path) into a new round."""
+    def create(
+        self,
+        pipeline: str,
+        patient_key: str,
+        members: dict[str, dict[str, Path]],
+        caller: tuple[str, str] | None = None,
+    ) -> Round:
+        """Move the instances of ``members`` (input -> uid -> spool path) into a new round;
+        ``caller`` is the AE title and IP of the peer whose association completed it."""
         self.spool.settle()
         inputs = {name: sorted(paths) for name, paths in members.items()}
         round_id = round_id_for(pipeline, patient_key, inputs, time.time_ns())
         final = self.rounds / round_id
         partial = self.rounds / f"{round_id}{PARTIAL}"
         job = Round(round_id, pipeline, patient_key, inputs, final)
+        job.caller = list(caller) if caller else None
         make_private_directory(partial / "instances")
         _write_manifest(partial, job)
         missing = self._move_members(members, partial / "instances")

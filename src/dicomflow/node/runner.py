@@ -118,6 +118,7 @@ class Runner:
             endpoints=self.endpoints,
             ae_title=self.ae_title,
             protected=self.protected,
+            caller=(job.caller[0], job.caller[1]) if job.caller else None,
         )
         queued = self._backend.get().enqueue(
             Job(

@@ -23,6 +23,7 @@ from typing import Any
 
 from dicomflow.errors import ProcessingError
 from dicomflow.net.address import Address
+from dicomflow.node.container import InputContainer
 from dicomflow.node.output import normalise, send_custom, write_outputs
 from dicomflow.node.reference import PipelineRef
 from dicomflow.queue.landlock import protect_job
@@ -44,6 +45,7 @@ class WorkerTask:
     endpoints: tuple[Address, ...] = field(default_factory=tuple)
     ae_title: str = "DICOMFLOW"
     protected: tuple[str, ...] = ()
+    caller: tuple[str, str] | None = None  # AE title and IP of the peer that completed it
 
     def to_kwargs(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,7 @@ class WorkerTask:
             "endpoints": [[a.ip, a.port, a.ae_title] for a in self.endpoints],
             "ae_title": self.ae_title,
             "protected": list(self.protected),
+            "caller": list(self.caller) if self.caller else None,
         }
 
     @classmethod
@@ -69,21 +72,12 @@ class WorkerTask:
             endpoints=tuple(Address(ip, port, ae) for ip, port, ae in kwargs["endpoints"]),
             ae_title=kwargs["ae_title"],
             protected=tuple(kwargs.get("protected", ())),
+            caller=_pair(kwargs.get("caller")),
         )
 
 
-class InputContainer(dict[str, Any]):
-    """What ``process()`` receives: input name -> ``get_data()`` result.
-
-    ``paths`` gives the instance files of each input, ``round_id`` and
-    ``patient_key`` identify the round.
-    """
-
-    def __init__(self, data: dict[str, Any], paths: dict[str, list[Path]], task: WorkerTask):
-        super().__init__(data)
-        self.paths = paths
-        self.round_id = task.round_id
-        self.patient_key = task.patient_key
+def _pair(value: Any) -> tuple[str, str] | None:
+    return None if not value else (str(value[0]), str(value[1]))
 
 
 def process_round(**kwargs: Any) -> int:
@@ -131,4 +125,22 @@ def _build_container(pipeline_class: Any, task: WorkerTask) -> InputContainer:
         input_object.load((uid, Path(path)) for uid, path in members)
         data[name] = input_object.get_data()
         paths[name] = [Path(path) for _, path in members]
-    return InputContainer(data, paths, task)
+    return InputContainer(
+        data,
+        paths=paths,
+        round_id=task.round_id,
+        patient_key=task.patient_key,
+        responding_address=_responding_address(pipeline_class, task.caller),
+    )
+
+
+def _responding_address(pipeline_class: Any, caller: tuple[str, str] | None) -> Address | None:
+    """The address of the peer that completed the round: from the pipeline's
+    ``known_endpoints`` (by AE title), else its IP with ``default_response_port``."""
+    if caller is None:
+        return None
+    ae_title, ip = caller
+    known = getattr(pipeline_class, "known_endpoints", None) or {}
+    if ae_title in known:
+        return known[ae_title]  # type: ignore[no-any-return]
+    return Address(ip, int(getattr(pipeline_class, "default_response_port", 104)), ae_title)
