@@ -1,7 +1,7 @@
 """The pipeline API: declare inputs, a processor and endpoints; the node does the rest."""
 
 from dicomflow.net.address import Address
-from dicomflow.node.input import AbstractInput
+from dicomflow.node.input import AbstractInput, DynamicInput
 from dicomflow.node.output import (
     ArchiveOutput,
     DicomOutput,
@@ -20,6 +20,7 @@ __all__ = [
     "Address",
     "ArchiveOutput",
     "DicomOutput",
+    "DynamicInput",
     "FileOutput",
     "InputContainer",
     "NoOutput",
