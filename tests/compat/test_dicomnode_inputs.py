@@ -173,6 +173,34 @@ def test_get_path_never_uses_a_raw_value(tmp_path: Path) -> None:
     assert held.get_path(instance(SOPInstanceUID="1.2.5")) == spooled
 
 
+def test_an_input_on_its_own_keeps_its_instances_in_its_data_directory(tmp_path: Path) -> None:
+    options = AbstractInput.Options(data_directory=tmp_path / "input")
+    held = Counting(options)
+    first, second = instance(SOPInstanceUID="1.2.6.1"), instance(SOPInstanceUID="1.2.6.2")
+    assert held.add_images([first, second]) == 2
+    assert str(held) == "Counting - 2 images - Valid: True"
+    assert sorted(p.name for p in (tmp_path / "input").iterdir()) == ["1.2.6.1.dcm", "1.2.6.2.dcm"]
+    reloaded = Counting(options)  # as after a restart of a program using the input
+    assert sorted(str(d.SOPInstanceUID) for d in reloaded) == ["1.2.6.1", "1.2.6.2"]
+    assert reloaded.clean_up() == 2
+    assert list((tmp_path / "input").iterdir()) == []
+    with pytest.raises(IncorrectlyConfigured, match="lazy"):
+        Counting(AbstractInput.Options(lazy=True)).add_image(first)
+
+
+def test_a_node_offered_instance_is_never_written_nor_deleted_by_the_input(
+    tmp_path: Path,
+) -> None:
+    spooled = tmp_path / "spool" / "1.2.8.dcm"
+    spooled.parent.mkdir()
+    spooled.write_bytes(b"kept")
+    held = Counting(AbstractInput.Options(data_directory=tmp_path / "input"))
+    held.offer(instance(SOPInstanceUID="1.2.8"), spooled, checked=True)
+    held.clean_up()
+    assert spooled.read_bytes() == b"kept"
+    assert not (tmp_path / "input" / "1.2.8.dcm").exists()
+
+
 def test_the_grinder_receives_the_input_itself_re_iterable_and_sized() -> None:
     seen: list[Any] = []
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset, dcmread, dcmwrite
+from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
 
 from dicomflow.dicom.grinders import identity_grinder
@@ -56,12 +57,12 @@ class InputMeta(type):
 
 @dataclass
 class InputOptions:
-    """What the node tells each input it creates.
+    """What the node tells each input it creates (``AbstractInput.Options``).
 
-    ``data_directory`` is where :meth:`AbstractInput.get_path` places an instance
-    the node does not hold yet; the node's own instance files live in its spool.
-    ``lazy`` is accepted for compatibility: in the node an input always holds
-    headers only, with the bulk data left on disk.
+    In a node, only ``ae_title`` (the node's) is set: the node's spool keeps the
+    instance files. An input used on its own with a ``data_directory`` writes each
+    instance it accepts there, as ``<SOPInstanceUID>.dcm``, and loads the files
+    found there when created. ``lazy`` inputs need a ``data_directory``.
     """
 
     ae_title: str | None = None
@@ -80,16 +81,20 @@ class AbstractInput(metaclass=InputMeta):
     enforce_single_series: ClassVar[bool] = False
     enforce_single_study_date: ClassVar[bool] = False
     image_grinder: Grinder = staticmethod(identity_grinder)
+    _loads_on_creation: ClassVar[bool] = True
 
     def __init__(self, options: InputOptions | None = None, node_path: object = None) -> None:
         self.options = options if options is not None else InputOptions()
         self.logger: logging.Logger = getattr(self.options, "logger", None) or logger
-        self.container: Path | None = getattr(self.options, "data_directory", None)
+        self.container: Any = getattr(self.options, "data_directory", None)
         self.data: dict[str, Any] = {}
         self.paths: dict[str, Path] = {}
         self.single_series_uid: str | None = None
         self._study_date: str | None = None
         self._arriving: tuple[Dataset, Path | None] | None = None
+        if self.container is not None and self._loads_on_creation:
+            files = sorted(self._folder().glob("*.dcm"))
+            self.load(((path.stem, path) for path in files), checked=False)
 
     # -- the instances held ---------------------------------------------------------
 
@@ -103,6 +108,9 @@ class AbstractInput(metaclass=InputMeta):
         if isinstance(item, Dataset):
             item = item.get("SOPInstanceUID")
         return str(item) in self.paths or str(item) in self.data
+
+    def __getitem__(self, key: object) -> Any:
+        return self.data[str(key)]
 
     @property
     def images(self) -> int:
@@ -143,7 +151,7 @@ class AbstractInput(metaclass=InputMeta):
                 f"Input {type(self).__name__}: no data_directory in its options to place"
                 f' instance "{shorten(uid)}" in.'
             )
-        return Path(self.container) / instance_file_name(uid)
+        return self._folder() / instance_file_name(uid)
 
     # -- accepting instances ----------------------------------------------------------
 
@@ -189,6 +197,21 @@ class AbstractInput(metaclass=InputMeta):
         self._hold(dicom)
         return 1
 
+    def add_images(self, datasets: Iterable[Dataset]) -> int:
+        """Add each of ``datasets``; return the number added.
+
+        Raises:
+            InvalidDataset: at the first dataset refused (those before it stay added).
+        """
+        return sum(self.add_image(dataset) for dataset in datasets)
+
+    def clean_up(self) -> int:
+        """Delete the files this input wrote to or loaded from its options'
+        ``data_directory`` (never the node's spool files); return the number held."""
+        for uid in sorted(self._owned_files()):
+            self.paths.pop(uid).unlink(missing_ok=True)
+        return self.images
+
     def offer(self, dataset: Dataset, path: Path | None = None, *, checked: bool = False) -> int:
         """Add ``dataset`` (stored at ``path``) through :meth:`add_image`, as the node does.
 
@@ -201,11 +224,19 @@ class AbstractInput(metaclass=InputMeta):
         finally:
             self._arriving = None
 
-    def load(self, paths: Iterable[tuple[str, Path]]) -> None:
-        """Read the full datasets from ``paths`` and offer them (in the processing worker)."""
+    def load(self, paths: Iterable[tuple[str, Path]], *, checked: bool = True) -> None:
+        """Read the full datasets from ``paths`` and offer them (in the processing worker,
+        where the node already ``checked`` them; or from the options' data directory)."""
         for _, path in paths:
             try:
-                self.offer(dcmread(path), path, checked=True)
+                dataset = dcmread(path, force=not checked)  # files written by _write: no preamble
+            except (InvalidDicomError, OSError) as exc:
+                self.logger.warning(
+                    "input %s: %s is unreadable: %s", type(self).__name__, path, exc
+                )
+                continue
+            try:
+                self.offer(dataset, path, checked=checked)
             except InvalidDataset as exc:
                 self.logger.warning("input %s: %s", type(self).__name__, exc)
 
@@ -214,10 +245,37 @@ class AbstractInput(metaclass=InputMeta):
 
     def _hold(self, dicom: Dataset) -> None:
         uid = str(dicom.SOPInstanceUID)
-        self._store(uid, dicom)
         path = self._arriving[1] if self._arriving is not None else None
+        if path is None and self.container is not None:
+            path = self._write(uid, dicom)  # an input used on its own, outside a node
+        elif path is None and getattr(self.options, "lazy", False):
+            raise IncorrectlyConfigured(
+                f"Input {type(self).__name__}: lazy inputs need a data_directory in their options."
+            )
+        self._store(uid, dicom)
         if path is not None:
             self.paths[uid] = path
+
+    def _write(self, uid: str, dicom: Dataset) -> Path:
+        path = self.get_path(dicom)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            syntax = getattr(getattr(dicom, "file_meta", None), "TransferSyntaxUID", None)
+            encoding: dict[str, bool] = {}
+            if syntax is None:
+                encoding = {"implicit_vr": True, "little_endian": True}
+            dcmwrite(path, dicom, enforce_file_format=False, **encoding)
+        return path
+
+    def _folder(self) -> Path:
+        """The data directory (a path, or an object with a ``path`` such as ``Directory``)."""
+        return Path(getattr(self.container, "path", self.container))
+
+    def _owned_files(self) -> list[str]:
+        if self.container is None:
+            return []
+        folder = self._folder().resolve()
+        return [uid for uid, path in self.paths.items() if path.resolve().parent == folder]
 
     def _store(self, uid: str, dicom: Dataset) -> None:
         self.data[uid] = dicom
@@ -259,7 +317,11 @@ class AbstractInput(metaclass=InputMeta):
         self._study_date = value
 
     def __str__(self) -> str:
-        return f"{type(self).__name__} - {self.images} images"
+        try:
+            valid: object = self.validate()
+        except Exception as exc:  # a description must not fail
+            valid = f"validate() raised {type(exc).__name__}"
+        return f"{type(self).__name__} - {self.images} images - Valid: {valid}"
 
     # -- declaration checks ----------------------------------------------------------
 
@@ -287,8 +349,9 @@ class AbstractInput(metaclass=InputMeta):
 class DynamicLeaf:
     """The instances of one key (one series, by default) of a :class:`DynamicInput`."""
 
-    def __init__(self) -> None:
+    def __init__(self, owner: AbstractInput | None = None) -> None:
         self.data: dict[str, Dataset] = {}
+        self.owner = owner
 
     def __len__(self) -> int:
         return len(self.data)
@@ -307,6 +370,12 @@ class DynamicLeaf:
 
     def get_datasets(self) -> list[Dataset]:
         return list(self)
+
+    def get_path(self, dicom: Dataset) -> Path:
+        """Where ``dicom`` is stored (see :meth:`AbstractInput.get_path`)."""
+        if self.owner is None:
+            raise IncorrectlyConfigured("This DynamicLeaf belongs to no input with a directory.")
+        return self.owner.get_path(dicom)
 
 
 class DynamicInput(AbstractInput):
@@ -346,7 +415,7 @@ class DynamicInput(AbstractInput):
         for other_key, leaf in list(self.data.items()):  # a resent instance moves
             if other_key != key and uid in leaf.data:
                 del leaf.data[uid]
-        self.data.setdefault(key, DynamicLeaf()).data[uid] = dicom
+        self.data.setdefault(key, DynamicLeaf(self)).data[uid] = dicom
 
     @classmethod
     def _check_attributes(cls) -> None:
@@ -359,6 +428,7 @@ class AbstractInputProxy(AbstractInput):
     requirements its first instance meets. Until then it holds nothing and is not valid."""
 
     type_options: ClassVar[list[type[AbstractInput]]] = []
+    _loads_on_creation = False
 
     def __init__(self, options: InputOptions | None = None, node_path: object = None) -> None:
         type(self)._check_options()
