@@ -1,7 +1,8 @@
 """The pipeline API: declare inputs, a processor and endpoints; the node does the rest."""
 
 from dicomflow.net.address import Address
-from dicomflow.node.input import AbstractInput, DynamicInput
+from dicomflow.node.dynamic_input import DynamicInput
+from dicomflow.node.input import AbstractInput
 from dicomflow.node.output import (
     ArchiveOutput,
     DicomOutput,

@@ -17,7 +17,8 @@ worker it holds the full datasets. The instance files themselves are kept by
 the node's spool, which is what makes an input's state survive a restart: the
 instances are offered again, in the same order, to fresh inputs.
 
-``InputA | InputB`` declares an input satisfied by either: it becomes the first
+``DynamicInput`` (:mod:`dicomflow.node.dynamic_input`) keeps series apart. ``InputA | InputB``
+declares an input satisfied by either: it becomes the first
 of them that accepts its first instance (:class:`AbstractInputProxy`).
 """
 
@@ -165,10 +166,10 @@ class AbstractInput(metaclass=InputMeta):
         """
         if SOP_INSTANCE_UID not in dicom:
             return False
-        if any(tag not in dicom for tag in _tags(cls, cls.required_tags)):
+        if any(tag not in dicom for tag in required_tags_of(cls, cls.required_tags)):
             return False
         values = cls.required_values
-        tags = _tags(cls, values)
+        tags = required_tags_of(cls, values)
         return all(
             _value_matches(cls, dicom, t, v) for t, v in zip(tags, values.values(), strict=True)
         )
@@ -342,85 +343,8 @@ class AbstractInput(metaclass=InputMeta):
             raise PipelineDefinitionError("required_tags must be a list of tags or keywords.")
         if not isinstance(cls.required_values, dict):
             raise PipelineDefinitionError("required_values must be a dict of tag -> value.")
-        _tags(cls, cls.required_tags)
-        _tags(cls, cls.required_values)
-
-
-class DynamicLeaf:
-    """The instances of one key (one series, by default) of a :class:`DynamicInput`."""
-
-    def __init__(self, owner: AbstractInput | None = None) -> None:
-        self.data: dict[str, Dataset] = {}
-        self.owner = owner
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __iter__(self) -> Iterator[Dataset]:
-        return iter(list(self.data.values()))
-
-    def __contains__(self, item: object) -> bool:
-        if isinstance(item, Dataset):
-            item = item.get("SOPInstanceUID")
-        return str(item) in self.data
-
-    @property
-    def images(self) -> int:
-        return len(self)
-
-    def get_datasets(self) -> list[Dataset]:
-        return list(self)
-
-    def get_path(self, dicom: Dataset) -> Path:
-        """Where ``dicom`` is stored (see :meth:`AbstractInput.get_path`)."""
-        if self.owner is None:
-            raise IncorrectlyConfigured("This DynamicLeaf belongs to no input with a directory.")
-        return self.owner.get_path(dicom)
-
-
-class DynamicInput(AbstractInput):
-    """An input of a varying number of series: instances are kept apart by the value of
-    ``separator_tag`` (Series Instance UID by default). ``data`` maps that value (as
-    text) to a :class:`DynamicLeaf`; ``get_data()`` gives a dict of the grinder's
-    result per leaf. The value is only ever a key in memory, never part of a path."""
-
-    separator_tag: ClassVar[TagLike] = SERIES_INSTANCE_UID
-
-    def __len__(self) -> int:
-        return sum(len(leaf) for leaf in self.data.values())
-
-    def __iter__(self) -> Iterator[Dataset]:
-        return iter([dataset for leaf in list(self.data.values()) for dataset in leaf])
-
-    def __contains__(self, item: object) -> bool:
-        if isinstance(item, Dataset):
-            item = item.get("SOPInstanceUID")
-        return str(item) in self.paths or any(str(item) in leaf for leaf in self.data.values())
-
-    @classmethod
-    def validate_image(cls, dicom: Dataset) -> bool:
-        """As :meth:`AbstractInput.validate_image`, and ``dicom`` has the separator tag."""
-        return super().validate_image(dicom) and _separator(cls) in dicom
-
-    def get_key(self, dataset: Dataset) -> str:
-        """The leaf key of ``dataset``: its separator value as text."""
-        return str(dataset[_separator(type(self))].value)
-
-    def get_data(self) -> dict[str, Any]:
-        grinder = type(self).image_grinder
-        return {key: grinder(leaf) for key, leaf in self.data.items()}
-
-    def _store(self, uid: str, dicom: Dataset) -> None:
-        key = self.get_key(dicom)
-        for other_key, leaf in list(self.data.items()):  # a resent instance moves
-            if other_key != key and uid in leaf.data:
-                del leaf.data[uid]
-        self.data.setdefault(key, DynamicLeaf(self)).data[uid] = dicom
-
-    @classmethod
-    def _check_attributes(cls) -> None:
-        super()._check_attributes()
-        _separator(cls)
+        required_tags_of(cls, cls.required_tags)
+        required_tags_of(cls, cls.required_values)
 
 
 class AbstractInputProxy(AbstractInput):
@@ -506,15 +430,12 @@ def _options_of(item: Any) -> list[type[AbstractInput]]:
     return [item]
 
 
-def _tags(cls: type, tags: Iterable[TagLike]) -> list[BaseTag]:
+def required_tags_of(cls: type, tags: Iterable[TagLike]) -> list[BaseTag]:
+    """``tags`` as tags; raise :class:`IncorrectlyConfigured` naming ``cls`` if one is not."""
     try:
         return [parse_tag(tag) for tag in tags]
     except PipelineDefinitionError as exc:
         raise IncorrectlyConfigured(f"{cls.__qualname__}: {exc}") from exc
-
-
-def _separator(cls: type[DynamicInput]) -> BaseTag:
-    return _tags(cls, [cls.separator_tag])[0]
 
 
 def _value_matches(cls: type, dataset: Dataset, tag: BaseTag, expected: Any) -> bool:

@@ -8,13 +8,8 @@ saying so, rather than a pipeline failing later.
 from typing import Any
 
 from dicomflow.lib.exceptions import MissingModule
-from dicomflow.node.input import (
-    AbstractInput,
-    AbstractInputProxy,
-    DynamicInput,
-    DynamicLeaf,
-    InputOptions,
-)
+from dicomflow.node.dynamic_input import DynamicInput, DynamicLeaf
+from dicomflow.node.input import AbstractInput, AbstractInputProxy, InputOptions
 
 __all__ = ["AbstractInput", "AbstractInputProxy", "DynamicInput", "DynamicLeaf", "InputOptions"]
 
