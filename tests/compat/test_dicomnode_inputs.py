@@ -459,3 +459,30 @@ def test_validators_dynamic_and_union_inputs_in_a_real_round(make_node, tmp_path
         "pixels": True,
     }
     wait_for(lambda: node.counters.rounds_succeeded == 1, what="the round's success")
+
+
+class OneSeriesPipeline(AbstractPipeline):
+    input = {"ct": OneSeriesOfTwo}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> Any:
+            uids = sorted({str(d.SeriesInstanceUID) for d in input_container["ct"]})
+            records = self.working_directory.parents[2].parent / "records"
+            (records / f"{self.round_id}.json").write_text(json.dumps(uids))
+            return NoOutput()
+
+
+def test_a_series_refused_by_a_single_series_input_gets_its_own_round(
+    make_node, tmp_path: Path
+) -> None:
+    from support import storescu, wait_for
+
+    first = series(2, "A", series_instance_uid="1.2.70.1")
+    second = series(2, "B", series_instance_uid="1.2.70.2")
+    files = write_series([first[0], second[0], first[1], second[1]], tmp_path / "sent")
+    node = make_node(OneSeriesPipeline)
+    storescu(node.port, files)
+    records = tmp_path / "records"
+    wait_for(lambda: len(list(records.glob("*.json"))) == 2, what="two rounds")
+    seen = sorted(json.loads(path.read_text()) for path in records.glob("*.json"))
+    assert seen == [["1.2.70.1"], ["1.2.70.2"]]

@@ -453,6 +453,8 @@ class Node:
             count,
         )
         self._submit(job)
+        if self.collector.state(patient_key):  # instances an input refused: their own round?
+            self.trigger.request(patient_key)
 
     def _submit(self, job: Round) -> None:
         if self.runner is not None:
