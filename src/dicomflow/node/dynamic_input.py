@@ -86,7 +86,7 @@ class DynamicInput(AbstractInput):
     @classmethod
     def _check_attributes(cls) -> None:
         super()._check_attributes()
-        _separator(cls)
+        required_tags_of(cls, [cls.separator_tag], "separator_tag")
 
 
 def _separator(cls: type[DynamicInput]) -> BaseTag:

@@ -343,8 +343,8 @@ class AbstractInput(metaclass=InputMeta):
             raise PipelineDefinitionError("required_tags must be a list of tags or keywords.")
         if not isinstance(cls.required_values, dict):
             raise PipelineDefinitionError("required_values must be a dict of tag -> value.")
-        required_tags_of(cls, cls.required_tags)
-        required_tags_of(cls, cls.required_values)
+        required_tags_of(cls, cls.required_tags, "required_tags")
+        required_tags_of(cls, cls.required_values, "required_values")
 
 
 class AbstractInputProxy(AbstractInput):
@@ -430,12 +430,13 @@ def _options_of(item: Any) -> list[type[AbstractInput]]:
     return [item]
 
 
-def required_tags_of(cls: type, tags: Iterable[TagLike]) -> list[BaseTag]:
-    """``tags`` as tags; raise :class:`IncorrectlyConfigured` naming ``cls`` if one is not."""
+def required_tags_of(cls: type, tags: Iterable[TagLike], attribute: str = "") -> list[BaseTag]:
+    """``tags`` as tags; raise :class:`IncorrectlyConfigured` naming the attribute if one is
+    not (with ``attribute`` empty: naming ``cls``, as when an instance is checked)."""
     try:
         return [parse_tag(tag) for tag in tags]
     except PipelineDefinitionError as exc:
-        raise IncorrectlyConfigured(f"{cls.__qualname__}: {exc}") from exc
+        raise IncorrectlyConfigured(f"{attribute or cls.__qualname__}: {exc}") from exc
 
 
 def _value_matches(cls: type, dataset: Dataset, tag: BaseTag, expected: Any) -> bool:
