@@ -39,6 +39,7 @@ class Collector:
         self._refused: dict[str, list[_Instance]] = {}  # patient -> instances set aside
         self._choices: dict[str, dict[str, type[AbstractInput]]] = {}  # uid -> proxy choices
         self._lock = threading.RLock()
+        self._new_inputs()  # an input whose constructor fails stops the node at its start
 
     def wanted_by(self, dataset: Dataset) -> list[str]:
         """Names of the inputs that accept ``dataset``."""
