@@ -228,6 +228,10 @@ def test_enforce_single_series_refuses_a_second_series() -> None:
     with pytest.raises(InvalidDataset):
         held.add_image(instance(SeriesInstanceUID=None))
     assert held.single_series_uid is None
+    stored = OneSeries(AbstractInput.Options(data_directory=Path("/nonexistent")))
+    with pytest.raises(InvalidKeyError):
+        stored.add_image(instance(SOPInstanceUID="../x"))
+    assert (stored.single_series_uid, len(stored)) == (None, 0), "not held: no series set"
     held.add_image(first[0])
     with pytest.raises(InvalidDataset, match="another series"):
         held.add_image(second[0])

@@ -194,8 +194,8 @@ class AbstractInput(metaclass=InputMeta):
             raise InvalidDataset(
                 f"{self._describe(dicom)} is of another series or study date than those held."
             )
-        self._update_validation_state(dicom)
         self._hold(dicom)
+        self._update_validation_state(dicom)  # only once held
         return 1
 
     def add_images(self, datasets: Iterable[Dataset]) -> int:
