@@ -2,6 +2,7 @@
 
 from dicomflow.net.address import Address
 from dicomflow.node.container import InputContainer
+from dicomflow.node.dynamic_input import DynamicInput
 from dicomflow.node.input import AbstractInput
 from dicomflow.node.output import (
     ArchiveOutput,
@@ -22,6 +23,7 @@ __all__ = [
     "Address",
     "ArchiveOutput",
     "DicomOutput",
+    "DynamicInput",
     "FileOutput",
     "InputContainer",
     "MultiOutput",

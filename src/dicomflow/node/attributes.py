@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from dicomflow.lib.exceptions import IncorrectlyConfigured
+from dicomflow.errors import IncorrectlyConfigured
 from dicomflow.logs import BACKUPS
 
 logger = logging.getLogger(__name__)

@@ -4,47 +4,78 @@ patient's inputs are all complete."""
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
 
-from dicomflow.node.input import AbstractInput
+from dicomflow.errors import InvalidDataset
+from dicomflow.node.input import AbstractInput, AbstractInputProxy, InputOptions
 
 logger = logging.getLogger(__name__)
 
 Members = dict[str, dict[str, Path]]
+_MAX_CHOICES = 4096
 
 
 class Collector:
-    """In-memory state of the patients whose instances wait in the spool."""
+    """In-memory state of the patients whose instances wait in the spool.
 
-    def __init__(self, inputs: dict[str, type[AbstractInput]]) -> None:
+    Each patient has one input object per declared input, fed through the input's
+    ``add_image`` (as headers, see :meth:`add`). An instance an input refuses for
+    reasons of state (``enforce_single_series``, a custom ``add_image``) stays in the
+    spool and is offered again to the patient's fresh inputs once a round has taken
+    the others, as it would be after a restart.
+    """
+
+    def __init__(
+        self, inputs: dict[str, type[AbstractInput]], options: InputOptions | None = None
+    ) -> None:
         self._inputs = inputs
-        self._probes = {name: cls() for name, cls in inputs.items()}
+        self._options = options or InputOptions()
         self._patients: dict[str, dict[str, AbstractInput]] = {}
         self._arrivals: dict[str, tuple[float, float]] = {}  # patient -> (first, last)
+        self._refused: dict[str, list[_Instance]] = {}  # patient -> instances set aside
+        self._choices: dict[str, dict[str, type[AbstractInput]]] = {}  # uid -> proxy choices
         self._lock = threading.RLock()
+        self._new_inputs()  # an input whose constructor fails stops the node at its start
 
     def wanted_by(self, dataset: Dataset) -> list[str]:
         """Names of the inputs that accept ``dataset``."""
-        return [name for name, probe in self._probes.items() if probe.accepts(dataset)]
+        names = [name for name, cls in self._inputs.items() if cls.accepts(dataset)]
+        choices = {
+            name: choice
+            for name in names
+            if (choice := _proxy_choice(self._inputs[name], dataset)) is not None
+        }
+        if choices:
+            with self._lock:
+                if len(self._choices) >= _MAX_CHOICES:
+                    self._choices.clear()  # instances never added (a spool failure)
+                self._choices[str(dataset.get("SOPInstanceUID", ""))] = choices
+        return names
 
     def add(
         self, patient_key: str, names: list[str], uid: str, header: Dataset, path: Path
     ) -> None:
-        """Hold an instance in the named inputs of ``patient_key``."""
+        """Offer an instance (its header, already accepted by :meth:`wanted_by` for
+        ``names``) to the named inputs of ``patient_key``."""
         with self._lock:
             inputs = self._patients.get(patient_key)
             if inputs is None:
-                inputs = {name: cls() for name, cls in self._inputs.items()}
+                inputs = self._new_inputs()
                 self._patients[patient_key] = inputs
-            for name in names:
-                inputs[name].add_image(uid, header, path)
+            arriving = _Instance(names, uid, header, path, self._choices.pop(uid, {}))
+            refused = [name for name in names if not _offer(inputs[name], name, arriving)]
+            if refused:
+                self._refused.setdefault(patient_key, []).append(arriving.only(refused))
             now = time.time()
             first, _ = self._arrivals.get(patient_key, (now, now))
             self._arrivals[patient_key] = (first, now)
+
+    def _new_inputs(self) -> dict[str, AbstractInput]:
+        return {name: cls(replace(self._options)) for name, cls in self._inputs.items()}
 
     def arrivals(self, patient_key: str) -> tuple[float, float] | None:
         """When the first and the last instance held for ``patient_key`` arrived (epoch s)."""
@@ -63,14 +94,22 @@ class Collector:
 
     def take_if_complete(self, patient_key: str) -> Members | None:
         """If every input of ``patient_key`` validates, forget them and return their
-        instances (input -> uid -> path); otherwise return ``None``."""
+        instances (input -> uid -> path); otherwise return ``None``. Instances the
+        inputs refused are offered to the patient's fresh inputs."""
         with self._lock:
             inputs = self._patients.get(patient_key)
             if inputs is None or not all(_validates(n, i, patient_key) for n, i in inputs.items()):
                 return None
             del self._patients[patient_key]
             self._arrivals.pop(patient_key, None)
-            return {name: dict(item.paths) for name, item in inputs.items()}
+            members = {name: dict(item.paths) for name, item in inputs.items()}
+            taken = {uid for paths in members.values() for uid in paths}
+            for instance in self._refused.pop(patient_key, []):
+                if instance.uid not in taken:
+                    self.add(
+                        patient_key, instance.names, instance.uid, instance.header, instance.path
+                    )
+            return members
 
     def describe(self, patient_key: str) -> list["InputState"]:
         """What each input of ``patient_key`` holds and needs (read-only; empty if the
@@ -96,8 +135,42 @@ class Collector:
             inputs = self._patients.get(patient_key, {})
             found: dict[str, Dataset] = {}
             for item in inputs.values():
-                found.update(item.data)
+                found.update((str(dataset.SOPInstanceUID), dataset) for dataset in item)
             return list(found.values())
+
+
+@dataclass(frozen=True)
+class _Instance:
+    """An instance offered to some inputs of a patient."""
+
+    names: list[str]
+    uid: str
+    header: Dataset
+    path: Path
+    choices: dict[str, type[AbstractInput]] = field(default_factory=dict)
+
+    def only(self, names: list[str]) -> "_Instance":
+        return _Instance(names, self.uid, self.header, self.path, self.choices)
+
+
+def _offer(item: AbstractInput, name: str, instance: _Instance) -> bool:
+    """Offer ``instance`` to ``item``; tell whether it took it (a refusal is logged)."""
+    choice = instance.choices.get(name)
+    if isinstance(item, AbstractInputProxy) and choice is not None:
+        item.become(choice)
+    try:
+        item.offer(instance.header, instance.path, checked=True)
+    except InvalidDataset as exc:
+        logger.info("input %r refused an instance, kept in the spool: %s", name, exc)
+        return False
+    except Exception:
+        logger.exception("input %r: add_image() raised; the instance stays in the spool", name)
+        return False
+    return True
+
+
+def _proxy_choice(cls: type[AbstractInput], dataset: Dataset) -> type[AbstractInput] | None:
+    return cls.choose(dataset) if issubclass(cls, AbstractInputProxy) else None
 
 
 def _validates(name: str, item: AbstractInput, patient_key: str) -> bool:

@@ -56,6 +56,7 @@ from dicomflow.node.archive_outbox import ArchiveOutbox
 from dicomflow.node.collector import Collector
 from dicomflow.node.datalock import DataDirectoryLock
 from dicomflow.node.diskspace import SpaceWait, is_no_space
+from dicomflow.node.input import InputOptions
 from dicomflow.node.journal import Journal
 from dicomflow.node.outbox import Outbox
 from dicomflow.node.output import OUTPUT_MANIFEST
@@ -135,7 +136,9 @@ class Node:
         self.spool = Spool(root / "spool", fsync=settings.fsync)
         self.journal: Journal | None = None
         self.rounds = RoundStore(root, self.spool)
-        self.collector = Collector(pipeline_class.input if pipeline_class else {})
+        self.collector = Collector(
+            pipeline_class.input if pipeline_class else {}, InputOptions(ae_title=settings.ae_title)
+        )
         self.trigger = Trigger(self._check_patient, settings.quiet_period_s)
         self.outbox = Outbox(
             root / "outbox",
@@ -461,6 +464,8 @@ class Node:
             count,
         )
         self._submit(job)
+        if self.collector.state(patient_key):  # instances an input refused: their own round?
+            self.trigger.request(patient_key)
 
     def _submit(self, job: Round) -> None:
         if self.runner is not None:

@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 from pydicom import Dataset
 
 from dicomflow.dicom.tags import TagLike, parse_tag
-from dicomflow.errors import PipelineDefinitionError
-from dicomflow.lib.exceptions import IncorrectlyConfigured
+from dicomflow.errors import IncorrectlyConfigured, PipelineDefinitionError
 from dicomflow.logs import configure_logging
 from dicomflow.net import status
 from dicomflow.net.address import Address

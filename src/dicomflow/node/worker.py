@@ -24,6 +24,7 @@ from typing import Any
 from dicomflow.errors import ProcessingError
 from dicomflow.net.address import Address
 from dicomflow.node.container import InputContainer
+from dicomflow.node.input import InputOptions
 from dicomflow.node.output import normalise, send_custom, write_outputs
 from dicomflow.node.reference import PipelineRef
 from dicomflow.queue.landlock import protect_job
@@ -121,7 +122,7 @@ def _build_container(pipeline_class: Any, task: WorkerTask) -> InputContainer:
     data: dict[str, Any] = {}
     paths: dict[str, list[Path]] = {}
     for name, members in task.inputs.items():
-        input_object = pipeline_class.input[name]()
+        input_object = pipeline_class.input[name](InputOptions(ae_title=task.ae_title))
         input_object.load((uid, Path(path)) for uid, path in members)
         data[name] = input_object.get_data()
         paths[name] = [Path(path) for _, path in members]
