@@ -351,7 +351,7 @@ def test_an_input_hands_its_instances_to_a_grinder_class() -> None:
     source = CT()
     series = without_rescale(make_ct_series(3, rows=4, columns=4))
     for ds in shuffled(series):
-        source.add_image(str(ds.SOPInstanceUID), ds, Path("/nonexistent"))
+        source.add_image(ds)
     cube = source.get_data()
     assert cube.dtype == np.uint16
     np.testing.assert_array_equal(cube, np.stack([ds.pixel_array for ds in series]))
