@@ -94,16 +94,26 @@ DICOMNODE_TESTS = (
     "tests/tests_server_grinders.py",
     "tests/tests_server_output.py",
 )
-# Scaffolding edits in the exported copy, after the import root is rewritten: the suite's
-# package and shared helpers import the GPU/math package (left out on purpose) at the top.
-SCAFFOLD_EDITS = (
-    ("tests/__init__.py", "from tests import math_\n", ""),
-    (
-        "tests/helpers/__init__.py",
-        "from dicomflow.math.space import Space\n",
-        "try:\n  from dicomflow.math.space import Space\nexcept ImportError:\n  Space = None\n",
-    ),
-)
+# Scaffolding edits in the exported copy's package files (``tests/**/__init__.py``), after
+# the import root is rewritten: they import every test module (so one module that cannot be
+# imported stops the whole suite) and the GPU/math package, which is left out on purpose.
+AGGREGATOR = re.compile(r"^from (tests(\.\w+)*|\.) import \w+\s*$", re.MULTILINE)
+MATH_IMPORT = re.compile(r"^from dicomflow\.math\S* import (.+)$", re.MULTILINE)
+
+
+def _lazy_math(match: re.Match[str]) -> str:
+    names = [name.strip() for name in match.group(1).split(",")]
+    fallback = "".join(f"  {name} = None\n" for name in names)
+    return f"try:\n  {match.group(0)}\nexcept ImportError:\n{fallback}"
+
+
+def scaffold(tests: Path) -> None:
+    """Let each test module be collected on its own (see the comment above)."""
+    for package in tests.rglob("__init__.py"):
+        text = AGGREGATOR.sub("", package.read_text(errors="replace"))
+        package.write_text(MATH_IMPORT.sub(_lazy_math, text))
+
+
 GCS_MARKER = re.compile(r"^\s*(from|import) google\.cloud", re.MULTILINE)  # a real bucket
 # Where the examples write, and the RT service one of them sends to.
 EXAMPLE_ENV = {
@@ -533,10 +543,8 @@ def measure_dicomnode_tests(repo: Path, scratch: Path) -> list[Row]:
     tree = export(repo, "HEAD", scratch / "dicomnode-tests")
     shutil.rmtree(tree / "src")  # run against dicomflow only
     rewrite_imports((tree / "tests").rglob("*.py"), [("dicomnode", "dicomflow")])
-    for relative, old, new in SCAFFOLD_EDITS:
-        path = tree / relative
-        path.write_text(path.read_text().replace(old, new))
-    edits = "helpers import dicomnode.math lazily (SCAFFOLD_EDITS)"
+    scaffold(tree / "tests")
+    edits = "package files: no aggregate imports, math imported lazily (scaffold())"
     rows = [Row("tests", "(modules run)", str(len(DICOMNODE_TESTS)), edits)]
     totals = [0, 0]
     for module in DICOMNODE_TESTS:
