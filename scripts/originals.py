@@ -97,7 +97,7 @@ DICOMNODE_TESTS = (
 # Scaffolding edits in the exported copy's package files (``tests/**/__init__.py``), after
 # the import root is rewritten: they import every test module (so one module that cannot be
 # imported stops the whole suite) and the GPU/math package, which is left out on purpose.
-AGGREGATOR = re.compile(r"^from (tests(\.\w+)*|\.) import \w+\s*$", re.MULTILINE)
+AGGREGATOR = re.compile(r"^from (tests(?:\.\w+)*|\.) import (\w+)\s*$", re.MULTILINE)
 MATH_IMPORT = re.compile(r"^from dicomflow\.math\S* import (.+)$", re.MULTILINE)
 
 
@@ -110,7 +110,18 @@ def _lazy_math(match: re.Match[str]) -> str:
 def scaffold(tests: Path) -> None:
     """Let each test module be collected on its own (see the comment above)."""
     for package in tests.rglob("__init__.py"):
-        text = AGGREGATOR.sub("", package.read_text(errors="replace"))
+
+        def submodule_only(match: re.Match[str], folder: Path = package.parent) -> str:
+            parent = (
+                folder
+                if match.group(1) == "."
+                else tests.parent.joinpath(*match.group(1).split("."))
+            )
+            name = match.group(2)
+            is_submodule = (parent / f"{name}.py").is_file() or (parent / name).is_dir()
+            return "" if is_submodule else match.group(0)
+
+        text = AGGREGATOR.sub(submodule_only, package.read_text(errors="replace"))
         package.write_text(MATH_IMPORT.sub(_lazy_math, text))
 
 
