@@ -417,6 +417,12 @@ def _logs(work: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(work.glob("*.log")))
 
 
+def _exception(text: str) -> str:
+    """The last ``SomeError: message`` of a failed round's traceback (logged on one line)."""
+    failed = last_line(text.replace("\\n", "\n"), r"^\w+(\.\w+)*(Error|Exception)\b")
+    return failed or last_line(text, "failed")
+
+
 def _outcome(name: str, node: subprocess.Popen[bytes], work: Path, scp_folder: Path) -> Row:
     deadline = time.monotonic() + ROUND_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -426,7 +432,7 @@ def _outcome(name: str, node: subprocess.Popen[bytes], work: Path, scp_folder: P
             detail = f"round processed; {sent_on} instance(s) at the RT service" if sent_on else ""
             return Row("examples", name, "runs", detail or "round processed")
         if re.search(r"round \S+ failed", text):
-            return Row("examples", name, "fails in processing", last_line(text, "failed"))
+            return Row("examples", name, "fails in processing", _exception(text))
         if node.poll() is not None:
             return Row("examples", name, "fails in processing", "node exited: " + last_line(text))
         time.sleep(0.5)
