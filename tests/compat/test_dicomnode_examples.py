@@ -6,8 +6,8 @@ Each port in ``examples/`` keeps the original's structure, imports (root
 ``storescu`` and observes the result the way the example's user would: files
 on disk, instances at a dcmtk ``storescp``, or a line in the node's log.
 
-An example stays marked ``xfail(strict=True)`` while an API it needs is missing;
-the reason names the API.
+The NIfTI and RT-struct examples need the ``nifti`` and ``rtstruct`` extras,
+which the test extras install.
 """
 
 import os
@@ -148,10 +148,6 @@ def dicom_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.dcm") if p.is_file())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"needs {PIPELINE}; {GRINDERS} (ListGrinder); {OUTPUTS}",
-)
 def test_store_node_keeps_every_instance_in_the_archive_folder(
     tmp_path: Path, start_example: Starter
 ) -> None:
@@ -167,11 +163,6 @@ def test_store_node_keeps_every_instance_in_the_archive_folder(
     assert all(np.array_equal(stored[s.SOPInstanceUID].pixel_array, s.pixel_array) for s in sent)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"needs {PIPELINE}; {OUTPUTS}; {INPUTS} (len() of the default grinder's result); "
-    "dicom.make_meta",
-)
 def test_mogsen_store_node_writes_instances_and_a_tsv_per_series(
     tmp_path: Path, start_example: Starter
 ) -> None:
@@ -192,11 +183,6 @@ def test_mogsen_store_node_writes_instances_and_a_tsv_per_series(
     assert {p.stem for p in stored} == {d.SOPInstanceUID for d in sent}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"needs {PIPELINE}; {GRINDERS} (NumpyGrinder); {FACTORY} (build_series, "
-    "ct_image_blueprint), dicom.sop_mapping; DicomOutput(output, ae_title)",
-)
 def test_plus_one_node_sends_the_incremented_series_to_the_pacs(
     tmp_path: Path, start_example: Starter, storescp: StoreSCPPeer
 ) -> None:
@@ -217,11 +203,6 @@ def test_plus_one_node_sends_the_incremented_series_to_the_pacs(
         assert np.allclose(modality_values(result), modality_values(original) + 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"needs {PIPELINE}; data_structures.image_tree (DicomTree, IdentityMapping), "
-    "dicom.anonymization, DicomTreeGrinder; FileOutput of a DicomTree",
-)
 def test_anonymization_node_writes_files_without_the_patient_identity(
     tmp_path: Path, start_example: Starter
 ) -> None:
@@ -239,11 +220,6 @@ def test_anonymization_node_writes_files_without_the_patient_identity(
     assert not {d.SeriesInstanceUID for d in written} & {sent[0].SeriesInstanceUID}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"needs {PIPELINE}; header_blueprint/dicom_factory attributes; DynamicInput and its "
-    f"data per series; {FACTORY}; NumpyGrinder",
-)
 def test_average_node_averages_series_of_equal_length(
     tmp_path: Path, start_example: Starter
 ) -> None:
@@ -270,11 +246,6 @@ def test_average_node_averages_series_of_equal_length(
     assert shift[0] in (0, -1024)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"needs {PIPELINE}; {INPUTS}; lib.validators.OptionsValidator; RTStructGrinder; "
-    "dicom.dimse.send_images",
-)
 def test_external_rt_input_asks_the_rt_service_until_an_rt_object_arrives(
     tmp_path: Path, start_example: Starter, storescp: StoreSCPPeer
 ) -> None:
@@ -294,10 +265,6 @@ def test_external_rt_input_asks_the_rt_service_until_an_rt_object_arrives(
     assert "RT object received" not in node.log_text() + _pipeline_log(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"needs {PIPELINE}; AbstractQueuedPipeline; {INPUTS}; NiftiGrinder",
-)
 def test_total_segmentator_node_grinds_the_ct_to_nifti(
     tmp_path: Path, start_example: Starter
 ) -> None:
