@@ -11,8 +11,8 @@ demo: bootstrap
 test: bootstrap lint typecheck pytest
 
 lint:
-	$(VENV)/ruff check src tests bench examples
-	$(VENV)/ruff format --check src tests bench examples
+	$(VENV)/ruff check src tests bench examples scripts
+	$(VENV)/ruff format --check src tests bench examples scripts
 
 typecheck:
 	$(VENV)/mypy
