@@ -30,8 +30,10 @@ from dicomflow.settings import NodeSettings, build_settings, format_endpoint
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_LOGGER = "dicomflow.pipeline"
-"""The logger of ``pipeline.logger``: its records go to the node's configured log."""
+PIPELINE_LOGGER = "dicomflow"
+"""The logger of ``pipeline.logger``: the parent of every dicomflow logger (as the pipeline
+library's one logger was), so listening on it hears the whole package; its records go to
+the node's configured log."""
 
 SETTING_ATTRIBUTES = {
     "ip": "ip",
