@@ -619,12 +619,25 @@ def install_service(label: str, folder: Path, registry: Path) -> Row:
 
 
 def measure_services(scratch: Path, mirror: Path, fork: Path) -> list[Row]:
+    """Install each repository's services into one registry, as its users do.
+
+    A service whose ``dependsOn`` names another service's job can only be installed
+    after it, so the services are installed in passes until a pass installs none.
+    """
     repos = [("mirror", mirror, "cli/dcm_processor/services"), ("fork", fork, "services")]
-    rows = []
-    for label, folder in service_folders(scratch, repos):
-        registry = scratch / "registries" / label.replace(":", "-")
-        rows.append(install_service(label, folder, registry))
-    return rows
+    results: dict[str, Row] = {}
+    pending = service_folders(scratch, repos)
+    while pending:
+        failed = []
+        for label, folder in pending:
+            registry = scratch / "registries" / label.split(":")[0]
+            results[label] = install_service(label, folder, registry)
+            if results[label].outcome != "installed":
+                failed.append((label, folder))
+        if len(failed) == len(pending):
+            break
+        pending = failed
+    return [results[label] for label in sorted(results)]
 
 
 # -- the command -----------------------------------------------------------------------------
