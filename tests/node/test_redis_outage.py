@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.errors import InvalidDicomError
 from sample_pipelines import ArchivePipeline, CopyPipeline
 from test_archive import archived
 
@@ -75,7 +76,7 @@ def received(storescp: StoreSCPPeer, keyword: str = "SOPInstanceUID") -> set[str
     for path in storescp.files():
         try:
             uids.add(str(pydicom.dcmread(path, stop_before_pixels=True)[keyword].value))
-        except (OSError, ValueError, EOFError, KeyError):  # being written
+        except (OSError, ValueError, EOFError, KeyError, InvalidDicomError):  # being written
             continue
     return uids
 
