@@ -221,3 +221,59 @@ def test_instances_past_the_memory_limit_abort_and_the_memory_is_given_back() ->
     finally:
         tight.scp.close()
     assert rejections(metrics.REASON_MEMORY) == before + 1
+
+
+def associate_rq_bytes(called: str = "DICOMFLOW") -> bytes:
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+    from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+    from pynetdicom.presentation import build_context
+    from pynetdicom.transport import AddressInformation
+
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "RAW"
+    primitive.called_ae_title = called
+    primitive.calling_presentation_address = AddressInformation("127.0.0.1", 0)
+    primitive.called_presentation_address = AddressInformation("127.0.0.1", 0)
+    context = build_context(VERIFICATION)
+    context.context_id = 1
+    primitive.presentation_context_definition_list = [context]
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16384
+    primitive.user_information = [length]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def assert_acceptor_leaves_the_close_to_the_peer(connection: socket.socket) -> None:
+    """PS3.8 Sta13: after A-ASSOCIATE-RJ or A-ABORT the requestor closes; the acceptor
+    closes itself only when its ARTIM timer expires. Closing at once races requestors
+    that would then report an abort instead of the rejection."""
+    connection.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        connection.recv(1)
+    connection.settimeout(5)
+    assert connection.recv(1) == b""  # ARTIM expired: the acceptor closed
+
+
+def test_after_an_abort_the_acceptor_waits_for_the_peer_to_close(peer: Peer) -> None:
+    with socket.create_connection(("127.0.0.1", peer.scp.port), timeout=5) as connection:
+        connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_pdu(connection)[0] == 0x07  # A-ABORT
+        assert_acceptor_leaves_the_close_to_the_peer(connection)
+
+
+def test_after_a_rejection_the_acceptor_waits_for_the_peer_to_close() -> None:
+    limited = Peer(maximum_associations=1)
+    try:
+        first = requestor().associate("127.0.0.1", limited.scp.port, ae_title="DICOMFLOW")
+        assert first.is_established
+        with socket.create_connection(("127.0.0.1", limited.scp.port), timeout=5) as connection:
+            connection.sendall(associate_rq_bytes())
+            pdu_type, body = read_pdu(connection)
+            assert (pdu_type, body[1:4]) == (0x03, bytes((2, 3, 2)))  # transient, local limit
+            assert_acceptor_leaves_the_close_to_the_peer(connection)
+        first.release()
+    finally:
+        limited.scp.close()

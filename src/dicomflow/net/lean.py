@@ -30,7 +30,9 @@ fsyncing the instance. An SCP that only accepts storage needs little of it:
    is answered with success.
 3. End: A-RELEASE-RQ gets A-RELEASE-RP; an A-ABORT, a closed connection, a
    protocol error (A-ABORT sent) or ``idle_timeout_s`` without a whole PDU end
-   the association. ``on_release`` is called in every case.
+   the association. ``on_release`` is called in every case. After an
+   A-ASSOCIATE-RJ or A-ABORT the peer closes the connection (PS3.8 Sta13); the
+   acceptor closes it itself after ``ARTIM_S``.
 
 Anything else (other DIMSE services, a PDU out of order, a PDV on a context
 that was not accepted) aborts the association with a log line; nothing is
@@ -113,6 +115,10 @@ def default_held_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError, AttributeError):
         return 8 << 30
+
+
+# How long a rejecting or aborting acceptor waits for the peer to close (PS3.8 ARTIM).
+ARTIM_S = 1.0
 
 
 @dataclass
@@ -398,10 +404,25 @@ class _Association:
     def reject(self, *, result: int, source: int, reason: int) -> None:
         with contextlib.suppress(OSError):
             self._send(ASSOCIATE_RJ, bytes((0, result, source, reason)))
+            self._await_close()
 
     def _abort(self, reason: int = 0) -> None:
         with contextlib.suppress(OSError):
             self._send(ABORT, bytes((0, 0, 2, reason)))  # source 2: service provider
+            self._await_close()
+
+    def _await_close(self) -> None:
+        """Leave the closing to the peer, as PS3.8 Sta13 does, for at most ``ARTIM_S``.
+
+        Closing at once races a requestor that reads the A-ASSOCIATE-RJ or A-ABORT
+        after it has seen the connection end (pynetdicom then reports an abort, not
+        the rejection). Whatever the peer still sends is read and dropped.
+        """
+        deadline = time.monotonic() + ARTIM_S
+        while (left := deadline - time.monotonic()) > 0:
+            self.connection.settimeout(left)
+            if not self.connection.recv(65536):
+                return
 
     # -- data phase ----------------------------------------------------------------
 
