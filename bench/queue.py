@@ -57,7 +57,7 @@ import rq  # noqa: E402
 from redis import Redis  # noqa: E402
 
 from dicomflow.queue import Job, JobStatus, open_backend  # noqa: E402
-from dicomflow.queue.rq_mapping import QUEUE_NAMES  # noqa: E402
+from dicomflow.queue.rq.mapping import QUEUE_NAMES  # noqa: E402
 
 TRIVIAL = "os:getpid"
 PLAIN_QUEUE = "bench-plain"

@@ -59,6 +59,10 @@ class UnknownDependencyError(QueueError, KeyError):
     """A job depends on a job the queue does not know."""
 
 
+class LandlockUnavailable(DicomflowError, OSError):
+    """The kernel cannot restrict this process with Landlock."""
+
+
 class JobTimeoutError(DicomflowError, TimeoutError):
     """A job ran longer than its timeout and was killed."""
 
@@ -238,3 +242,7 @@ class ErrorLogExistsError(CODError):
 
 class HintMismatchError(CODInstanceError, AssertionError):
     """A hint (size, crc32c or a UID) contradicts the instance's file."""
+
+
+class MultipartError(DicomflowError, ValueError):
+    """A multipart body cannot be split into parts."""

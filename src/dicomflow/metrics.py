@@ -4,7 +4,7 @@ long each stage of a round took.
 The metric objects live in :data:`REGISTRY`, a registry of dicomflow's own (not
 prometheus_client's process-global default): ``/metrics`` serves exactly this
 registry plus the job gauges computed when it is scraped (see
-:mod:`dicomflow.web.metrics`), and a collector bound to one queue can be added to a
+:mod:`dicomflow.web.prometheus`), and a collector bound to one queue can be added to a
 scrape without ever being registered twice in a shared registry. Counters count
 for the whole process, which is what Prometheus scrapes; they are the one kind of
 module-level state the package allows, because instrumented code (SCP threads,

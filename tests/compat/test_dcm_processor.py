@@ -30,10 +30,10 @@ from dicomflow.node.node import Node
 from dicomflow.queue.backend import open_backend
 from dicomflow.queue.job import JobStatus
 from dicomflow.services.consumer import ServiceScheduler
+from dicomflow.services.definitions import read_settings, worker_parts
 from dicomflow.services.headers import series_headers
 from dicomflow.services.install import install
 from dicomflow.services.registry import Registry
-from dicomflow.services.settings import read_settings, worker_parts
 from dicomflow.settings import build_settings
 from support import storescu, wait_for
 

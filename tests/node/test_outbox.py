@@ -210,7 +210,7 @@ def test_file_outputs_are_written_durably_and_wait_while_the_folder_cannot_be(
     wait_for(lambda: node.outbox.items(), 30, "the results to wait in the outbox")
     [item] = node.outbox.items()
     wait_for(lambda: (item / "last-error.json").exists(), 30, "the failed attempt")
-    from dicomflow.web.pages_outbox import _item
+    from dicomflow.web.pages.endpoints import _item
 
     assert _item(item)["destination"] == f"folder {blocked}"
     blocked.unlink()  # the share is back

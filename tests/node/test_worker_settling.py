@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dicomflow.node.workers import _settle_jobs_of, _settle_jobs_of_gone
-from dicomflow.queue.embedded import EmbeddedBackend
+from dicomflow.queue.embedded.backend import EmbeddedBackend
 from support import small_filesystem
 
 

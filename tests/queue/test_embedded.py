@@ -9,8 +9,8 @@ import pytest
 from queue_support import TEST_OPTIONS, WorkerProcess, job, wait_for, wait_for_file
 
 from dicomflow.queue import JobStatus
-from dicomflow.queue.database import SCHEMA
-from dicomflow.queue.embedded import EmbeddedBackend
+from dicomflow.queue.embedded.backend import EmbeddedBackend
+from dicomflow.queue.embedded.database import SCHEMA
 
 
 @pytest.fixture

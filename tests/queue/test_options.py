@@ -3,7 +3,7 @@
 import pytest
 
 from dicomflow.errors import QueueError
-from dicomflow.queue.embedded import database_path
+from dicomflow.queue.embedded.backend import database_path
 from dicomflow.queue.options import QueueOptions, split_url
 
 

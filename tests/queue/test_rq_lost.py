@@ -9,7 +9,7 @@ from queue_support import TEST_OPTIONS, WorkerProcess, job
 
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.queue import Job, JobStatus, Priority
-from dicomflow.queue.rq_backend import RQBackend
+from dicomflow.queue.rq.backend import RQBackend
 from support import wait_for
 
 

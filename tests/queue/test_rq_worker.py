@@ -8,7 +8,7 @@ from queue_support import TEST_OPTIONS, WorkerProcess
 from redis import Redis
 
 from dicomflow.queue.options import QueueOptions
-from dicomflow.queue.rq_worker import RQWorker
+from dicomflow.queue.rq.worker import RQWorker
 from support import RedisServer, wait_for
 
 

@@ -12,10 +12,10 @@ from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import CODError, CODNotFoundError
 from dicomflow.queue.backend import open_backend
 from dicomflow.queue.job import Job, JobStatus
+from dicomflow.services.job_spec import JobSpec
 from dicomflow.services.registry import RegisteredJob
 from dicomflow.services.runner import run_service_job
 from dicomflow.services.scheduler import schedule_series
-from dicomflow.services.settings import JobSpec
 
 COPIER = """
     import pathlib, shutil

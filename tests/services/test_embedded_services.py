@@ -12,7 +12,9 @@ from dicomflow.queue.job import JobStatus
 from dicomflow.services.registry import Registry
 from dicomflow.services.scheduler import schedule_series
 
-pytest.importorskip("dicomflow.queue.embedded", reason="the embedded queue is not built yet")
+pytest.importorskip(
+    "dicomflow.queue.embedded.backend", reason="the embedded queue is not built yet"
+)
 
 CALLBACKS = """
 def always(**kwargs):

@@ -9,8 +9,9 @@ import pytest
 
 from dicomflow.errors import ServiceDefinitionError
 from dicomflow.queue.job import Priority
+from dicomflow.services.definitions import load_settings, read_settings
 from dicomflow.services.graph import dependency_order
-from dicomflow.services.settings import JobSpec, load_settings, read_settings
+from dicomflow.services.job_spec import JobSpec
 
 JOB = {"jobName": "seg", "worker": "seg.run", "callback": "want_seg"}
 

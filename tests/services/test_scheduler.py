@@ -14,9 +14,9 @@ from pydicom.valuerep import PersonName
 from service_files import WORKER, write_files
 
 from dicomflow.queue.job import JobStatus, Priority
+from dicomflow.services.job_spec import JobSpec, Stage
 from dicomflow.services.registry import RegisteredJob
 from dicomflow.services.scheduler import RUNNER, Decision, schedule_series
-from dicomflow.services.settings import JobSpec, Stage
 
 MODULES = Path("/srv/dicomflow/modules/svc")
 HEADERS = {"Modality": "CT", "SeriesInstanceUID": "1.2.3"}

@@ -21,7 +21,7 @@ from dicomflow.dicom.keys import value_key
 from dicomflow.queue.backend import open_backend
 from dicomflow.queue.job import Job, JobStatus
 from dicomflow.settings import build_settings
-from dicomflow.web.pages_jobs import LOG_WITHHELD
+from dicomflow.web.pages.jobs import LOG_WITHHELD
 from support import StoreSCPPeer, storescu, wait_for
 
 HOSTILE = "<script>alert(1)</script>"

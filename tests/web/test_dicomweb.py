@@ -18,7 +18,7 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import generate_uid
 
 from dicomflow.dicom.factory import make_ct_series
-from dicomflow.web import dicomweb_multipart as multipart
+from dicomflow.web.dicomweb import multipart
 from support import storescu
 
 

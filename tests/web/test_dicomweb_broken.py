@@ -16,7 +16,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from dicomflow.node.node import wait_until
-from dicomflow.web import dicomweb_multipart as multipart
+from dicomflow.web.dicomweb import multipart
 
 #: What a failed archive write leaves for a series: metadata without any instance.
 EMPTY_METADATA = {"cod": {"instances": {}}, "other": {}}

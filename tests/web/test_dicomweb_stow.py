@@ -10,7 +10,7 @@ import pytest
 from dicomweb_support import ArchiveWeb, archive_web, encoded, part10
 
 from dicomflow.dicom.factory import make_ct_series
-from dicomflow.web import dicomweb_stow
+from dicomflow.web.dicomweb import stow as dicomweb_stow
 from support import wait_for, write_deflate_bomb
 
 BOUNDARY = "dicomflow-test-boundary"

@@ -24,7 +24,7 @@ from dicomflow.queue.backend import open_backend
 from dicomflow.queue.function import load_module_from_file
 from dicomflow.queue.job import Job, JobStatus, job_kind
 from dicomflow.settings import build_settings
-from dicomflow.web.metrics import CountingBackend
+from dicomflow.web.prometheus import CountingBackend
 from support import PeerStarter, StoreSCPPeer, free_port, storescu, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

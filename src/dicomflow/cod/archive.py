@@ -14,7 +14,7 @@ import time
 
 from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
 
-from dicomflow.cod.store import open_store
+from dicomflow.cod.store_registry import open_store
 
 BLOCK = 512
 END_MARKER = b"\0" * (2 * BLOCK)

@@ -32,9 +32,9 @@ from dicomflow.cod.archive import tar_parts
 from dicomflow.cod.checksum import checksum
 from dicomflow.cod.errorlog import ErrorLog
 from dicomflow.cod.ingest import (
+    AppendOutcome,
     AppendResult,
     Fetched,
-    Outcome,
     check_sizes,
     fetch,
     hinted_duplicate,
@@ -42,7 +42,7 @@ from dicomflow.cod.ingest import (
 from dicomflow.cod.instance import Instance, delete_local_file
 from dicomflow.cod.layout import SeriesLayout, SeriesURIs, member_name, open_datastore
 from dicomflow.cod.locker import Locker
-from dicomflow.cod.store import open_store
+from dicomflow.cod.store_registry import open_store
 from dicomflow.dicom.keys import uid_key
 from dicomflow.errors import (
     CleanOpOnUnlockedCODObjectError,
@@ -239,27 +239,29 @@ class CODObject(SeriesURIs):
                 result.errors.append((instance, exc))
                 continue
             result.add(outcome, instance)
-            if outcome is Outcome.NEW and delete_local_origin:
+            if outcome is AppendOutcome.NEW and delete_local_origin:
                 self._staged[instance.instance_uid()].delete_local_origin = True
         return result
 
-    def _append_one(self, instance: Instance, max_instance: float, max_series: float) -> Outcome:
+    def _append_one(
+        self, instance: Instance, max_instance: float, max_series: float
+    ) -> AppendOutcome:
         if hinted_duplicate(instance, self._known_crc32c):
-            return Outcome.DUPLICATE
+            return AppendOutcome.DUPLICATE
         fetched = fetch(instance, self.layout.study_uid, self.layout.series_uid)
         uid = fetched.sop_instance_uid
         existing = self._record(uid)
         if existing is None:
             check_sizes(instance, len(fetched.data), self._series_bytes(), max_instance, max_series)
             self._stage(instance, fetched)
-            return Outcome.NEW
+            return AppendOutcome.NEW
         if existing["crc32c"] == fetched.crc32c:
             if uid in self._instances:
                 instance._verified_in = existing["uri"]
-            return Outcome.DUPLICATE
+            return AppendOutcome.DUPLICATE
         existing["diff_hash_dupe_paths"].append(instance._original_path)
         existing["modified_datetime"] = metadata.now()
-        return Outcome.CONFLICT
+        return AppendOutcome.CONFLICT
 
     def _stage(self, instance: Instance, fetched: Fetched) -> None:
         uid = fetched.sop_instance_uid

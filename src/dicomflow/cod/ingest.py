@@ -24,7 +24,9 @@ from dicomflow.dicom.keys import is_valid_uid, shorten, uid_key
 from dicomflow.errors import CODInstanceError
 
 
-class Outcome(enum.StrEnum):
+class AppendOutcome(enum.StrEnum):
+    """What appending did with one instance."""
+
     NEW = "new"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
@@ -56,12 +58,12 @@ class AppendResult:
         """The conflicts (same SOPInstanceUID, different crc32c)."""
         return self.conflicts
 
-    def add(self, outcome: Outcome, instance: Instance) -> None:
+    def add(self, outcome: AppendOutcome, instance: Instance) -> None:
         """Record ``instance`` under ``outcome``."""
         {
-            Outcome.NEW: self.new,
-            Outcome.DUPLICATE: self.duplicates,
-            Outcome.CONFLICT: self.conflicts,
+            AppendOutcome.NEW: self.new,
+            AppendOutcome.DUPLICATE: self.duplicates,
+            AppendOutcome.CONFLICT: self.conflicts,
         }[outcome].append(instance)
 
 

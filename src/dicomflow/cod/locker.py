@@ -17,7 +17,8 @@ import secrets
 
 from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
 
-from dicomflow.cod.store import Generation, Store, open_store
+from dicomflow.cod.store import Generation, Store
+from dicomflow.cod.store_registry import open_store
 from dicomflow.errors import LockAcquisitionError, LockVerificationError
 
 

@@ -24,7 +24,6 @@ new one, and both hold the committed members at the same byte ranges.
 
 import os
 import weakref
-from typing import Any
 
 from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
 from fsspec.implementations.local import LocalFileSystem  # type: ignore[import-untyped]
@@ -33,23 +32,6 @@ from dicomflow.errors import CODError
 
 Generation = str | None
 PRESENT = "present"  # the generation of every object of a store without preconditions
-
-
-def _protocols(fs: AbstractFileSystem) -> set[str]:
-    protocol: Any = fs.protocol
-    return {protocol} if isinstance(protocol, str) else set(protocol)
-
-
-def open_store(fs: AbstractFileSystem) -> "Store":
-    """Return the store for ``fs``: S3, in place (local, memory), or rewriting."""
-    protocols = _protocols(fs)
-    if protocols & {"s3", "s3a"}:
-        from dicomflow.cod.s3store import S3Store
-
-        return S3Store(fs)
-    if protocols & {"file", "local", "memory"}:
-        return FileStore(fs)
-    return Store(fs)
 
 
 class Store:

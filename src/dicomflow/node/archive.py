@@ -51,7 +51,7 @@ from dicomflow.dicom.keys import is_valid_uid, shorten
 from dicomflow.errors import CODError, DicomflowError
 from dicomflow.node.resubmit import retryable
 from dicomflow.queue.backend import PerThreadBackend
-from dicomflow.queue.job import Job, Priority
+from dicomflow.queue.job import Job, JobKind, Priority
 from dicomflow.queue.landlock import protect_job
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class ArchiveScheduler:
             priority=Priority.LOW,
             retries=RETRIES,
             retry_backoff_s=2.0,
-            meta={"kind": "archive", "series": series_key},
+            meta={"kind": JobKind.ARCHIVE, "series": series_key},
         )
         try:
             return Scheduled({ARCHIVE_JOB: self._backend.get().enqueue(job).id})

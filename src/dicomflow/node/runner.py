@@ -30,7 +30,7 @@ from dicomflow.node.spool import write_durably
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.node.worker import PROCESS_ROUND, WorkerTask
 from dicomflow.queue.backend import Backend, PerThreadBackend
-from dicomflow.queue.job import Job, JobStatus
+from dicomflow.queue.job import Job, JobKind, JobStatus
 
 logger = logging.getLogger(__name__)
 process_logger = logging.getLogger("dicomflow.process")
@@ -126,7 +126,7 @@ class Runner:
                 kwargs=task.to_kwargs(),
                 name=self.pipeline.qualname,
                 timeout_s=self.timeout_s,
-                meta={"kind": "pipeline", "round_id": job.round_id},
+                meta={"kind": JobKind.PIPELINE, "round_id": job.round_id},
             )
         )
         write_durably(job.directory / JOB_FILE, json.dumps({"job_id": queued.id}).encode())

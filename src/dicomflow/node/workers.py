@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dicomflow import metrics
-from dicomflow.queue.embedded import EmbeddedBackend
+from dicomflow.queue.embedded.backend import EmbeddedBackend
 
 logger = logging.getLogger(__name__)
 

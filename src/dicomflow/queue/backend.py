@@ -55,8 +55,8 @@ class Backend(Protocol):
 
 BackendFactory = Callable[[str], Backend]
 BACKENDS: dict[str, str] = {
-    "sqlite": "dicomflow.queue.embedded:EmbeddedBackend",
-    "redis": "dicomflow.queue.rq_backend:RQBackend",
+    "sqlite": "dicomflow.queue.embedded.backend:EmbeddedBackend",
+    "redis": "dicomflow.queue.rq.backend:RQBackend",
 }
 
 

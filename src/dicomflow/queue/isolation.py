@@ -47,7 +47,7 @@ MEMORY_SIGNALS = (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS)
 
 
 @dataclass
-class Outcome:
+class AttemptOutcome:
     """How one attempt ended."""
 
     status: JobStatus
@@ -84,7 +84,7 @@ class Isolation:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
 
-    def run(self, job: Job, poll: Callable[[], bool] | None = None) -> Outcome:
+    def run(self, job: Job, poll: Callable[[], bool] | None = None) -> AttemptOutcome:
         """Run ``job`` once; ``poll()`` returning True cancels it."""
         task = self._task(job)
         try:
@@ -92,7 +92,7 @@ class Isolation:
                 pid = self._launcher.launch(task)
                 ending = self._wait(pid, job.timeout_s, poll)
             except QueueError as exc:
-                return Outcome(JobStatus.FAILED, f"The job could not be run: {exc}")
+                return AttemptOutcome(JobStatus.FAILED, f"The job could not be run: {exc}")
             return _diagnose(job, task, ending)
         finally:
             _empty(Path(task.work_dir))
@@ -191,20 +191,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _diagnose(job: Job, task: Task, ending: _Ending) -> Outcome:
+def _diagnose(job: Job, task: Task, ending: _Ending) -> AttemptOutcome:
     tail = read_tail(Path(task.log_file)) or None
     if ending.status is JobStatus.TIMED_OUT:
         error = f"{job.function} timed out after {job.timeout_s:g} s; its process group was killed."
-        return Outcome(JobStatus.TIMED_OUT, error, tail)
+        return AttemptOutcome(JobStatus.TIMED_OUT, error, tail)
     if ending.status is JobStatus.CANCELED:
         error = "The job was canceled while it ran; its process group was killed."
-        return Outcome(JobStatus.CANCELED, error, tail)
+        return AttemptOutcome(JobStatus.CANCELED, error, tail)
     outcome = read_outcome(task)
     if ending.wait_status == 0 and outcome is not None and outcome[0] == RESULT:
-        return Outcome(JobStatus.FINISHED, None, tail, json.loads(outcome[1]))
+        return AttemptOutcome(JobStatus.FINISHED, None, tail, json.loads(outcome[1]))
     if outcome is not None and outcome[0] == ERROR:
-        return Outcome(JobStatus.FAILED, f"{job.function} raised an exception:\n{outcome[1]}", tail)
-    return Outcome(JobStatus.FAILED, _crash(job, task, ending.wait_status), tail)
+        return AttemptOutcome(
+            JobStatus.FAILED, f"{job.function} raised an exception:\n{outcome[1]}", tail
+        )
+    return AttemptOutcome(JobStatus.FAILED, _crash(job, task, ending.wait_status), tail)
 
 
 def _crash(job: Job, task: Task, wait_status: int | None) -> str:

@@ -53,13 +53,23 @@ PRIORITY_ORDER = (Priority.HIGH, Priority.DEFAULT, Priority.LOW)
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
-def job_kind(meta: dict[str, Any]) -> str:
-    """What a job is for, from its meta: ``meta["kind"]`` (``pipeline``, ``archive``), else
-    ``service`` for a registry service's job (its meta names the service), else ``other``."""
+class JobKind(StrEnum):
+    """What a job is for, as its ``meta["kind"]`` says (the dashboard's and metrics' label)."""
+
+    PIPELINE = "pipeline"  # a pipeline's round
+    ARCHIVE = "archive"  # writing a series to the archive
+    SERVICE = "service"  # a registry service's job (its meta names the service)
+    OTHER = "other"  # anything else
+
+
+def job_kind(meta: dict[str, Any]) -> JobKind | str:
+    """What a job is for, from its meta: ``meta["kind"]`` (a :class:`JobKind`, or the text a
+    caller chose), else :attr:`JobKind.SERVICE` for a registry service's job (its meta names
+    the service), else :attr:`JobKind.OTHER`."""
     kind = meta.get("kind")
     if isinstance(kind, str) and kind:
-        return kind
-    return "service" if "service" in meta else "other"
+        return JobKind(kind) if kind in JobKind.__members__.values() else kind
+    return JobKind.SERVICE if "service" in meta else JobKind.OTHER
 
 
 def new_job_id() -> str:

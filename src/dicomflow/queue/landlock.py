@@ -33,6 +33,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from dicomflow.errors import LandlockUnavailable
+
 logger = logging.getLogger(__name__)
 
 SYS_CREATE_RULESET = 444  # the same number on every architecture (new system calls)
@@ -68,10 +70,6 @@ WRITES_V1 = (
 )
 FILE_RIGHTS = WRITE_FILE | TRUNCATE  # the rights that apply to a file that is not a directory
 PATH_BENEATH = struct.Struct("<Qi")  # allowed access, parent fd (a packed C struct)
-
-
-class LandlockUnavailable(OSError):
-    """The kernel cannot restrict this process with Landlock."""
 
 
 def protect(protected: Sequence[Path], writable: Sequence[Path] = ()) -> bool:

@@ -1,7 +1,7 @@
 """Registry services (dcm-processor style): jobs declared in ``settings.json``, chosen per
 series by callbacks, run by workers on the queue.
 
-- :mod:`~dicomflow.services.settings` reads and validates a service's ``settings.json``;
+- :mod:`~dicomflow.services.definitions` reads and validates a service's ``settings.json``;
 - :mod:`~dicomflow.services.graph` checks the job graph and orders it;
 - :mod:`~dicomflow.services.stages` reads ``scheduler.json`` (the seed scheduler's
   settings: ``headerFields``, ``preServices``, ``postServices``);
@@ -12,11 +12,12 @@ series by callbacks, run by workers on the queue.
 - :mod:`~dicomflow.services.install` installs, removes, backs up and lists services.
 """
 
+from dicomflow.services.definitions import load_settings, read_settings
 from dicomflow.services.install import backup, install, list_services, remove
+from dicomflow.services.job_spec import JobSpec
 from dicomflow.services.registry import LoadReport, RegisteredJob, Registry
 from dicomflow.services.runner import run_service_job
 from dicomflow.services.scheduler import Decision, JobOutcome, ScheduleReport, schedule_series
-from dicomflow.services.settings import JobSpec, load_settings, read_settings
 
 __all__ = [
     "Decision",

@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from dicomflow.errors import ServiceDefinitionError
-from dicomflow.services.settings import JobSpec
+from dicomflow.services.job_spec import JobSpec
 
 Callback = Callable[..., Any]
 

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Scheduled:
+class ScheduledJobs:
     """The jobs scheduled for one series (ids by job name) and the errors met."""
 
     job_ids: dict[str, str] = field(default_factory=dict)
@@ -66,7 +66,7 @@ class ServiceScheduler:
         after: Sequence[str] = (),
         *,
         protected: Sequence[Path] = (),
-    ) -> Scheduled:
+    ) -> ScheduledJobs:
         """Run the callbacks for the series in ``instances_dir`` and enqueue the chosen jobs.
 
         With ``archived``, the jobs read the series from the archive instead of
@@ -87,7 +87,7 @@ class ServiceScheduler:
             base_kwargs=_job_inputs(instances_dir, output_root, archived, protected),
             after=after,
         )
-        scheduled = Scheduled()
+        scheduled = ScheduledJobs()
         for item in outcome.outcomes:
             if item.job_id is not None:
                 scheduled.job_ids[item.job_name] = item.job_id

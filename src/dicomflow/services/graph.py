@@ -12,13 +12,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from dicomflow.errors import ServiceDefinitionError
-
-if TYPE_CHECKING:  # settings imports this module to check what it reads
-    from dicomflow.services.settings import JobSpec
-
+from dicomflow.services.job_spec import JobSpec
 
 _STAGE_RANK = {"pre": 0, "main": 1, "post": 2}  # the scheduler.json stages, in order
 

@@ -36,10 +36,11 @@ from pathlib import Path
 
 from dicomflow.errors import ServiceDefinitionError
 from dicomflow.services.callbacks import load_callbacks
+from dicomflow.services.definitions import read_settings, worker_parts
 from dicomflow.services.environment import create_environment, site_dirs, system_site_dirs
 from dicomflow.services.graph import check_graph
+from dicomflow.services.job_spec import JobSpec
 from dicomflow.services.registry import SETTINGS_FILE, Registry, check_service_name
-from dicomflow.services.settings import JobSpec, read_settings, worker_parts
 
 logger = logging.getLogger(__name__)
 

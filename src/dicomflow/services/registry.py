@@ -2,7 +2,7 @@
 
 Layout under ``root``::
 
-    registry/{service}/settings.json   the jobs (see dicomflow.services.settings)
+    registry/{service}/settings.json   the jobs (see dicomflow.services.definitions)
     registry/{service}/*.py            their callback functions
     modules/{service}/                 worker code (optional requirements.txt)
     venvs/{service}/                   the service's virtual environment, if it has one
@@ -28,8 +28,9 @@ from typing import Any
 
 from dicomflow.errors import ServiceDefinitionError
 from dicomflow.services.callbacks import load_callbacks
+from dicomflow.services.definitions import read_settings
 from dicomflow.services.graph import dependency_order, graph_problems
-from dicomflow.services.settings import JobSpec, read_settings
+from dicomflow.services.job_spec import JobSpec
 from dicomflow.services.stages import SCHEDULER_FILE, SchedulerSettings, read_scheduler_settings
 
 logger = logging.getLogger(__name__)

@@ -54,10 +54,10 @@ from typing import Any
 
 from dicomflow.cod.transfer import ArchivedSeries, fetch_series, upload_folder
 from dicomflow.errors import ServiceDefinitionError
+from dicomflow.services.definitions import worker_parts
 from dicomflow.services.environment import site_dirs, system_site_dirs
 from dicomflow.services.protection import protect_service_job, protected_places
 from dicomflow.services.registry import Registry
-from dicomflow.services.settings import worker_parts
 from dicomflow.services.signature import call_with_keywords
 
 logger = logging.getLogger(__name__)

@@ -45,8 +45,8 @@ from dicomflow.errors import ServiceDefinitionError
 from dicomflow.queue.backend import Backend
 from dicomflow.queue.job import Job
 from dicomflow.services.graph import dependency_order
+from dicomflow.services.job_spec import Stage
 from dicomflow.services.registry import RegisteredJob
-from dicomflow.services.settings import Stage
 from dicomflow.services.signature import call_with_keywords
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow.errors import ServiceDefinitionError
-from dicomflow.services.settings import JobSpec, Stage, job_specs
+from dicomflow.services.definitions import job_specs
+from dicomflow.services.job_spec import JobSpec, Stage
 
 SCHEDULER_FILE = "scheduler.json"
 FIELDS = ("headerFields", "fullTags", "preServices", "postServices")

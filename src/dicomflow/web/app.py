@@ -9,10 +9,12 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from dicomflow.web import dashboard, dicomweb, login, metrics
+from dicomflow.web import login, prometheus
 from dicomflow.web.auth import Guard, require_auth
 from dicomflow.web.context import WebContext
-from dicomflow.web.headers import SecurityHeaders, server_error
+from dicomflow.web.dicomweb import routes as dicomweb
+from dicomflow.web.pages import dashboard
+from dicomflow.web.security_headers import SecurityHeaders, server_error
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -28,7 +30,7 @@ def create_app(context: WebContext) -> FastAPI:
     app.add_api_route("/health", _health, methods=["GET"])
     app.include_router(login.router)
     secured = [Depends(require_auth)]
-    app.include_router(metrics.router, dependencies=secured)
+    app.include_router(prometheus.router, dependencies=secured)
     app.include_router(dicomweb.router, prefix="/dicomweb", dependencies=secured)
     app.include_router(dashboard.router, dependencies=secured)
     app.add_exception_handler(HTTPException, _unauthorized_page)

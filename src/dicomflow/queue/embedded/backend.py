@@ -3,7 +3,7 @@
 ``EmbeddedBackend("sqlite:///var/lib/dicomflow/jobs.db")``. Everything is in
 the database file, so the queue survives ``kill -9`` of any of its processes:
 a job that was running is found abandoned by the next worker (see
-:mod:`dicomflow.queue.liveness`) and retried or failed. Several processes may
+:mod:`dicomflow.queue.embedded.liveness`) and retried or failed. Several processes may
 use one database: each opens its own connection, and every change is one
 ``BEGIN IMMEDIATE`` transaction. The database must be on a local disk.
 
@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dicomflow.errors import QueueError, UnknownDependencyError
-from dicomflow.queue import graph
-from dicomflow.queue.database import (
+from dicomflow.queue.embedded import dependencies
+from dicomflow.queue.embedded.database import (
     COLUMNS,
     KIND,
     connect,
@@ -33,9 +33,9 @@ from dicomflow.queue.database import (
     row_to_job,
     transaction,
 )
-from dicomflow.queue.embedded_worker import EmbeddedWorker
+from dicomflow.queue.embedded.liveness import gone_workers, recover_abandoned, settle_dead_worker
+from dicomflow.queue.embedded.worker import EmbeddedWorker
 from dicomflow.queue.job import TERMINAL, UNSUCCESSFUL, Job, JobStatus
-from dicomflow.queue.liveness import gone_workers, recover_abandoned, settle_dead_worker
 from dicomflow.queue.options import QueueOptions, split_url
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class EmbeddedBackend:
                     "UPDATE jobs SET status = 'canceled', ended_at = ? WHERE id = ?",
                     (time.time(), job_id),
                 )
-                graph.release_dependants(connection, job_id)
+                dependencies.release_dependants(connection, job_id)
             elif job.status is JobStatus.STARTED:
                 connection.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             else:
@@ -155,7 +155,7 @@ class EmbeddedBackend:
             job = _known(connection, job_id)
             if job.status not in UNSUCCESSFUL:
                 raise QueueError(f"Job {job.label} is {job.status.value}; it cannot be requeued.")
-            status, reason = graph.evaluate(connection, job_id, job.allow_dependency_failure)
+            status, reason = dependencies.evaluate(connection, job_id, job.allow_dependency_failure)
             if status is not JobStatus.QUEUED:
                 reason = reason or "its dependencies have not all ended."
                 raise QueueError(f"Job {job.label} cannot be requeued: {reason}")
@@ -270,10 +270,10 @@ def _insert(connection: sqlite3.Connection, job: Job, seq: int) -> Job:
 
 
 def _settle_new(connection: sqlite3.Connection, job: Job) -> Job:
-    status, reason = graph.evaluate(connection, job.id, job.allow_dependency_failure)
+    status, reason = dependencies.evaluate(connection, job.id, job.allow_dependency_failure)
     if status is JobStatus.QUEUED:
         connection.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", (job.id,))
     elif status is JobStatus.FAILED:
-        graph.fail(connection, job.id, reason)
+        dependencies.fail(connection, job.id, reason)
     ended = time.time() if status in TERMINAL else None
     return dataclasses.replace(job, status=status, attempts=0, error=reason, ended_at=ended)

@@ -1,11 +1,11 @@
 """DICOMweb over the archive: QIDO-RS, WADO-RS and STOW-RS (mounted at ``/dicomweb``).
 
-- QIDO-RS (:mod:`~dicomflow.web.dicomweb_qido`): ``/studies``, ``/series``,
+- QIDO-RS (:mod:`~dicomflow.web.dicomweb.qido`): ``/studies``, ``/series``,
   ``/instances`` and their study/series-scoped forms, from metadata.json alone.
-- WADO-RS (:mod:`~dicomflow.web.dicomweb_wado`, :mod:`~dicomflow.web.dicomweb_render`):
+- WADO-RS (:mod:`~dicomflow.web.dicomweb.wado`, :mod:`~dicomflow.web.dicomweb.render`):
   studies, series and instances (exact stored bytes), metadata, frames, bulk data,
   rendered JPEG and thumbnails.
-- STOW-RS (:mod:`~dicomflow.web.dicomweb_stow`): uploads stored into the running node
+- STOW-RS (:mod:`~dicomflow.web.dicomweb.stow`): uploads stored into the running node
   like C-STOREs; they reach the archive when the node archives their series.
 
 Path parameters that are not DICOM UIDs get 400 naming the parameter, also when an
@@ -19,8 +19,8 @@ from urllib.parse import unquote
 from fastapi import APIRouter, HTTPException, Request, status
 
 from dicomflow.dicom.keys import shorten
-from dicomflow.web import dicomweb_qido, dicomweb_render, dicomweb_stow, dicomweb_wado
-from dicomflow.web.dicomweb_archive import ROUTE_PREFIX, checked_uid
+from dicomflow.web.dicomweb import qido, render, stow, wado
+from dicomflow.web.dicomweb.resources import ROUTE_PREFIX, checked_uid
 
 UID_AFTER = {
     "studies": "StudyInstanceUID",
@@ -29,10 +29,10 @@ UID_AFTER = {
 }
 
 router = APIRouter()
-router.include_router(dicomweb_qido.router)
-router.include_router(dicomweb_stow.router)
-router.include_router(dicomweb_render.router)
-router.include_router(dicomweb_wado.router)
+router.include_router(qido.router)
+router.include_router(stow.router)
+router.include_router(render.router)
+router.include_router(wado.router)
 
 
 @router.api_route("/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
@@ -50,7 +50,7 @@ def unknown_resource(request: Request, rest: str) -> None:
 
 def _check_value(name: str, value: str) -> None:
     """A ``frames`` or ``bulkdata`` path parameter that breaks its grammar: 400."""
-    pattern = dicomweb_wado.TAG if name == "bulkdata" else dicomweb_wado.FRAME_LIST
+    pattern = wado.TAG if name == "bulkdata" else wado.FRAME_LIST
     if not pattern.fullmatch(value):
         parameter = "tag" if name == "bulkdata" else "frames"
         raise HTTPException(

@@ -30,15 +30,15 @@ from dicomflow.cod.query import SeriesDocument, instance_number
 from dicomflow.dicom.decoding import one_line
 from dicomflow.dicom.keys import shorten
 from dicomflow.errors import CODError
-from dicomflow.web.dicomweb_accept import single_media_type
-from dicomflow.web.dicomweb_archive import (
+from dicomflow.web.dicomweb.accept import single_media_type
+from dicomflow.web.dicomweb.resources import (
     instance_document,
     read_instance,
     required_reader,
     series_document,
     study_documents,
 )
-from dicomflow.web.dicomweb_wado import PREFIX, frame_numbers
+from dicomflow.web.dicomweb.wado import PREFIX, frame_numbers
 
 logger = logging.getLogger(__name__)
 

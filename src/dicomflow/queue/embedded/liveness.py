@@ -19,8 +19,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from dicomflow.queue.database import next_seq, transaction
-from dicomflow.queue.graph import release_dependants
+from dicomflow.queue.embedded.database import next_seq, transaction
+from dicomflow.queue.embedded.dependencies import release_dependants
 from dicomflow.queue.job import backoff_delay_s
 
 logger = logging.getLogger(__name__)

@@ -2,12 +2,12 @@
 
 ``RQBackend("redis://host:6379/0")``; a worker anywhere runs
 ``python -m dicomflow.queue redis://host:6379/0`` (the job functions must be
-importable there). How jobs map onto RQ is in :mod:`dicomflow.queue.rq_mapping`:
+importable there). How jobs map onto RQ is in :mod:`dicomflow.queue.rq.mapping`:
 priorities are three queues, dependencies RQ's ``depends_on`` (with
 ``Dependency(allow_failure=True)``), timeouts RQ's job timeout, retries
 ``rq.Retry`` with doubling intervals (whole seconds: RQ's scheduler has a
 resolution of one second). Dependants of failed or canceled jobs, which RQ
-would leave deferred, are settled by :mod:`dicomflow.queue.rq_dependants`.
+would leave deferred, are settled by :mod:`dicomflow.queue.rq.dependants`.
 """
 
 import contextlib
@@ -31,8 +31,8 @@ from rq.registry import BaseRegistry, CanceledJobRegistry, FailedJobRegistry
 from dicomflow.errors import QueueError, UnknownDependencyError
 from dicomflow.queue.job import PRIORITY_ORDER, TERMINAL, UNSUCCESSFUL, Job, JobStatus
 from dicomflow.queue.options import QueueOptions, split_url
-from dicomflow.queue.rq_dependants import settle_dependants, settle_new
-from dicomflow.queue.rq_mapping import (
+from dicomflow.queue.rq.dependants import settle_dependants, settle_new
+from dicomflow.queue.rq.mapping import (
     CANCEL_FIELD,
     FAILURE_CALLBACK,
     MAX_INTERRUPTIONS,
@@ -45,7 +45,7 @@ from dicomflow.queue.rq_mapping import (
     status_of,
     to_job,
 )
-from dicomflow.queue.rq_worker import RQWorker
+from dicomflow.queue.rq.worker import RQWorker
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from rq.job_lifecycle import record_job_failure
 from rq.registry import DeferredJobRegistry, ReadyJobRegistry
 from rq.utils import now
 
-from dicomflow.queue.rq_mapping import SERIALIZER, dump_meta, ending
+from dicomflow.queue.rq.mapping import SERIALIZER, dump_meta, ending
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from dicomflow.errors import DicomflowError
+from dicomflow.services.definitions import read_settings
+from dicomflow.services.job_spec import JobSpec
 from dicomflow.services.registry import SETTINGS_FILE, Registry
-from dicomflow.services.settings import JobSpec, read_settings
 from dicomflow.web.views import context_of, render
 
 router = APIRouter()

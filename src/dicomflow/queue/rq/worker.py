@@ -46,8 +46,8 @@ from dicomflow.queue.child import die_with_parent
 from dicomflow.queue.isolation import Isolation
 from dicomflow.queue.job import PRIORITY_ORDER
 from dicomflow.queue.options import QueueOptions
-from dicomflow.queue.rq_mapping import QUEUE_NAMES, SERIALIZER
-from dicomflow.queue.rq_task import IsolatedJob
+from dicomflow.queue.rq.isolated import IsolatedJob
+from dicomflow.queue.rq.mapping import QUEUE_NAMES, SERIALIZER
 from dicomflow.queue.worker import default_worker_name
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from pydicom.uid import UID
 from dicomflow.cod.query import ArchiveReader, SeriesDocument
 from dicomflow.dicom.decoding import decoder_failures_unlogged, one_line
 from dicomflow.errors import CODError, CODNotFoundError
-from dicomflow.web.dicomweb_archive import read_instance
+from dicomflow.web.dicomweb.resources import read_instance
 
 OCTET_STREAM = "application/octet-stream"
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"

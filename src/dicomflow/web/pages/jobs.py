@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from dicomflow.errors import DicomflowError
-from dicomflow.queue.job import Job, JobStatus, job_kind
+from dicomflow.queue.job import Job, JobKind, JobStatus, job_kind
 from dicomflow.web.context import WebContext
 from dicomflow.web.privacy import identifying_values, redact, redact_text, round_identifiers
 from dicomflow.web.views import (
@@ -55,7 +55,7 @@ class JobFilter:
         return cls(JobStatus(status) if status else None, pipeline, service, kind, limit)
 
     def accepts(self, job: Job) -> bool:
-        if self.pipeline and (kind_of(job) != "pipeline" or job.name != self.pipeline):
+        if self.pipeline and (kind_of(job) is not JobKind.PIPELINE or job.name != self.pipeline):
             return False
         if self.service and job.meta.get("service") != self.service:
             return False
@@ -71,8 +71,8 @@ class JobFilter:
         return {key: value for key, value in values.items() if value}
 
 
-def kind_of(job: Job) -> str:
-    """``pipeline``, ``archive``, ``service`` or ``other``."""
+def kind_of(job: Job) -> JobKind | str:
+    """What ``job`` is for (see :func:`~dicomflow.queue.job.job_kind`)."""
     return job_kind(job.meta)
 
 
@@ -226,7 +226,7 @@ def _requeue(context: WebContext, job: Job) -> None:
     round_id = job.meta.get("round_id")
     if (
         node is not None
-        and kind_of(job) == "pipeline"
+        and kind_of(job) is JobKind.PIPELINE
         and isinstance(round_id, str)
         and (node.rounds.failed / round_id).is_dir()
     ):

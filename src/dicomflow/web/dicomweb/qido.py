@@ -13,15 +13,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from dicomflow.cod.query import SeriesSummary, instance_number, plain_attributes
-from dicomflow.web.dicomweb_accept import accepts_single
-from dicomflow.web.dicomweb_archive import (
+from dicomflow.web.dicomweb.accept import accepts_single
+from dicomflow.web.dicomweb.matching import DicomJson, Query, parse_query
+from dicomflow.web.dicomweb.resources import (
     archive_reader,
     checked_uid,
     instance_url,
     series_url,
     study_url,
 )
-from dicomflow.web.dicomweb_query import DicomJson, Query, parse_query
 
 router = APIRouter()
 

@@ -23,9 +23,10 @@ from starlette.concurrency import run_in_threadpool
 
 from dicomflow.dicom.integrity import decode_file_meta, decode_part10
 from dicomflow.dicom.keys import is_valid_uid
-from dicomflow.web import dicomweb_multipart as multipart
+from dicomflow.errors import MultipartError
 from dicomflow.web.context import WebContext
-from dicomflow.web.dicomweb_archive import checked_uid, instance_url, study_url
+from dicomflow.web.dicomweb import multipart
+from dicomflow.web.dicomweb.resources import checked_uid, instance_url, study_url
 
 if TYPE_CHECKING:
     from dicomflow.node.node import Node
@@ -136,7 +137,7 @@ def _store_parts(
             for part in multipart.split(body, boundary):
                 item, ok = _store_part(request, receive, part, body, study, limit)
                 (stored if ok else failed).append(item)
-        except multipart.MultipartError as exc:
+        except MultipartError as exc:
             if not stored and not failed:
                 raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
             failed.append(_item(_Uids(), CANNOT_UNDERSTAND))

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from dicomflow import metrics as node_metrics
 from dicomflow.queue.backend import PerThreadBackend
-from dicomflow.queue.job import JobStatus, job_kind
+from dicomflow.queue.job import JobKind, JobStatus, job_kind
 from dicomflow.web.context import WebContext
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ router = APIRouter()
 
 #: Without a counting query, the newest this many jobs are counted.
 SAMPLE = 1000
-KINDS = ("pipeline", "service", "archive", "other")
 WAITING = (JobStatus.QUEUED, JobStatus.DEFERRED)
 
 JobCounts = dict[tuple[JobStatus, str], int]
@@ -107,7 +106,7 @@ def _jobs_family(counts: JobCounts) -> GaugeMetricFamily:
         " archive, other).",
         labels=["status", "kind"],
     )
-    kinds = sorted({*KINDS, *(kind for _, kind in counts)})
+    kinds = sorted({*JobKind, *(kind for _, kind in counts)})
     for status in JobStatus:
         for kind in kinds:
             family.add_metric([status.value, kind], float(counts.get((status, kind), 0)))

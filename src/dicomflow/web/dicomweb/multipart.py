@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from dicomflow.errors import DicomflowError
+from dicomflow.errors import MultipartError
 
 CRLF = b"\r\n"
 Buffer = bytes | mmap.mmap
@@ -27,10 +27,6 @@ class Part:
     @property
     def content_type(self) -> str | None:
         return self.headers.get("content-type")
-
-
-class MultipartError(DicomflowError, ValueError):
-    """A multipart body cannot be split into parts."""
 
 
 def new_boundary() -> str:

@@ -28,8 +28,8 @@ from pydicom import dcmread
 
 from dicomflow.cod.query import ArchiveReader, SeriesDocument, instance_number
 from dicomflow.dicom.keys import shorten
-from dicomflow.web import dicomweb_multipart as multipart
-from dicomflow.web.dicomweb_accept import (
+from dicomflow.web.dicomweb import multipart
+from dicomflow.web.dicomweb.accept import (
     AS_STORED,
     EXPLICIT_LITTLE,
     accepts_multipart,
@@ -38,21 +38,21 @@ from dicomflow.web.dicomweb_accept import (
     instance_syntax,
     not_acceptable,
 )
-from dicomflow.web.dicomweb_archive import (
-    instance_document,
-    instance_url,
-    read_instance,
-    required_reader,
-    series_document,
-    study_documents,
-)
-from dicomflow.web.dicomweb_pixels import (
+from dicomflow.web.dicomweb.pixels import (
     convert_instance,
     decoded_frames,
     frame_media_type,
     is_native,
     read_frames,
     transfer_syntax_of,
+)
+from dicomflow.web.dicomweb.resources import (
+    instance_document,
+    instance_url,
+    read_instance,
+    required_reader,
+    series_document,
+    study_documents,
 )
 
 logger = logging.getLogger(__name__)

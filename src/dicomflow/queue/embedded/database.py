@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dicomflow.queue.job import PRIORITY_ORDER, Job, JobStatus, Priority
+from dicomflow.queue.job import PRIORITY_ORDER, Job, JobKind, JobStatus, Priority
 
 BUSY_TIMEOUT_S = 60.0
 
@@ -24,7 +24,8 @@ BUSY_TIMEOUT_S = 60.0
 KIND = (
     "CASE WHEN json_type(meta, '$.kind') = 'text' AND json_extract(meta, '$.kind') <> ''"
     " THEN json_extract(meta, '$.kind')"
-    " WHEN json_type(meta, '$.service') IS NOT NULL THEN 'service' ELSE 'other' END"
+    f" WHEN json_type(meta, '$.service') IS NOT NULL THEN '{JobKind.SERVICE}'"
+    f" ELSE '{JobKind.OTHER}' END"
 )
 
 SCHEMA = """

@@ -42,16 +42,15 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dicomflow.errors import ServiceDefinitionError
 from dicomflow.queue.job import Priority
 from dicomflow.services.graph import check_graph
+from dicomflow.services.job_spec import DEFAULT_TIMEOUT_S, JobSpec, Stage
 
-DEFAULT_TIMEOUT_S = 3600.0
 TIMEOUT_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 FIELDS = (
     "jobName",
@@ -73,42 +72,6 @@ _TOP = r"[A-Za-z0-9_][\w-]*"  # a service's folder name may hold "-" ("ms-sub.wo
 _MODULE = rf"{_TOP}(?:\.[A-Za-z_]\w*)*"
 _WORKER = re.compile(rf"^(?:{_MODULE}:{_DOTTED}|{_MODULE}\.[A-Za-z_]\w*)$")
 _CALLBACK = re.compile(rf"^(?:[A-Za-z_]\w*|{_TOP}(?:\.[A-Za-z_]\w*)+)$")
-
-
-class Stage(StrEnum):
-    """When a job runs for a series: the seed scheduler's ``preServices``, the registry's
-    jobs, its ``postServices``. Every job of a later stage depends on the scheduled jobs
-    of the earlier ones."""
-
-    PRE = "pre"
-    MAIN = "main"
-    POST = "post"
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """One job of a service, as declared in its ``settings.json``."""
-
-    job_name: str
-    worker: str
-    callback: str
-    depends_on: tuple[str, ...] = ()
-    priority: Priority = Priority.DEFAULT
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    params: dict[str, Any] = field(default_factory=dict, hash=False)
-    sort_position: float = 0.0
-    description: str = ""
-    channel: str = "default"
-    disabled: bool = False
-    stage: Stage = Stage.MAIN
-    service: str = ""
-    source: Path | None = None
-
-    @property
-    def where(self) -> str:
-        """``settings.json path: job "name"``, the start of every message about this job."""
-        job = f'job "{self.job_name}"'
-        return f"{self.source}: {job}" if self.source is not None else job
 
 
 def worker_parts(worker: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ ended, whatever the outcome. All functions run inside the caller's transaction.
 import sqlite3
 import time
 
-from dicomflow.queue.database import next_seq
+from dicomflow.queue.embedded.database import next_seq
 from dicomflow.queue.job import TERMINAL, UNSUCCESSFUL, JobStatus
 
 ENDINGS = {

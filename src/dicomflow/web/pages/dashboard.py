@@ -22,13 +22,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from dicomflow.queue.job import JobStatus
-from dicomflow.web import pages_archive, pages_jobs, pages_outbox, pages_services, pages_spool
 from dicomflow.web.context import WebContext
-from dicomflow.web.metrics import job_counts
+from dicomflow.web.pages import endpoints, jobs, patients, services, studies
+from dicomflow.web.prometheus import job_counts
 from dicomflow.web.views import context_of, render
 
 router = APIRouter()
-for _pages in (pages_spool, pages_jobs, pages_services, pages_outbox, pages_archive):
+for _pages in (patients, jobs, services, endpoints, studies):
     router.include_router(_pages.router)
 
 DEPTH_STATUSES = (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.STARTED, JobStatus.FAILED)
@@ -54,7 +54,7 @@ def overview(context: WebContext) -> dict[str, Any]:
         "queue": queue,
         "patients": len(node.collector.patients()) if node is not None else None,
         "journal": node.journal.status() if node is not None and node.journal else None,
-        "outbox": len(pages_outbox.items(context)),
+        "outbox": len(endpoints.items(context)),
         "archive": context.archive_datastore,
         "services_directory": str(context.services_directory or ""),
     }

@@ -21,11 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from dicomflow.queue.attempt import claim, give_back, has_pending, record, still_ours
-from dicomflow.queue.database import connect
+from dicomflow.queue.embedded.attempt import claim, give_back, has_pending, record, still_ours
+from dicomflow.queue.embedded.database import connect
+from dicomflow.queue.embedded.liveness import Session, beat, recover_abandoned, register, unregister
 from dicomflow.queue.isolation import Isolation
 from dicomflow.queue.job import Job
-from dicomflow.queue.liveness import Session, beat, recover_abandoned, register, unregister
 from dicomflow.queue.options import QueueOptions
 from dicomflow.queue.worker import default_worker_name
 

@@ -13,11 +13,11 @@ import logging
 import sqlite3
 import time
 
-from dicomflow.queue.database import COLUMNS, next_seq, row_to_job, transaction
-from dicomflow.queue.graph import release_dependants
-from dicomflow.queue.isolation import Outcome
+from dicomflow.queue.embedded.database import COLUMNS, next_seq, row_to_job, transaction
+from dicomflow.queue.embedded.dependencies import release_dependants
+from dicomflow.queue.embedded.liveness import Session
+from dicomflow.queue.isolation import AttemptOutcome
 from dicomflow.queue.job import Job, JobStatus
-from dicomflow.queue.liveness import Session
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def still_ours(connection: sqlite3.Connection, job_id: str, session: Session) ->
 def record(
     connection: sqlite3.Connection,
     job: Job,
-    outcome: Outcome,
+    outcome: AttemptOutcome,
     session: Session,
     *,
     claim_next: bool = False,
@@ -81,7 +81,7 @@ def record(
 
 
 def _record(
-    connection: sqlite3.Connection, job: Job, outcome: Outcome, session: Session
+    connection: sqlite3.Connection, job: Job, outcome: AttemptOutcome, session: Session
 ) -> JobStatus | None:
     row = connection.execute(
         "SELECT status, worker_session, cancel_requested FROM jobs WHERE id = ?", (job.id,)
@@ -98,7 +98,7 @@ def _record(
     return outcome.status
 
 
-def _retry(connection: sqlite3.Connection, job: Job, outcome: Outcome) -> None:
+def _retry(connection: sqlite3.Connection, job: Job, outcome: AttemptOutcome) -> None:
     now = time.time()
     connection.execute(
         "UPDATE jobs SET status = 'queued', seq = ?, not_before = ?, ended_at = ?,"
@@ -114,7 +114,7 @@ def _retry(connection: sqlite3.Connection, job: Job, outcome: Outcome) -> None:
     )
 
 
-def _end(connection: sqlite3.Connection, job_id: str, outcome: Outcome) -> None:
+def _end(connection: sqlite3.Connection, job_id: str, outcome: AttemptOutcome) -> None:
     result = None if outcome.status is not JobStatus.FINISHED else json.dumps(outcome.result)
     connection.execute(
         "UPDATE jobs SET status = ?, ended_at = ?, error = ?, log_tail = ?, result = ?"

@@ -1,0 +1,1 @@
+"""DICOMweb over the archive (QIDO-RS, WADO-RS, STOW-RS); the routes are in ``routes``."""

@@ -1,0 +1,1 @@
+"""The dashboard's pages and their JSON API, one module per part of the node."""
