@@ -46,8 +46,6 @@ raised from an ``ENOSPC`` error). A segment being made is never left behind
 half written.
 """
 
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
@@ -62,9 +60,18 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow import metrics
+from dicomflow.engine.durable import (
+    Buffer,
+    can_sync_filesystems,
+    flush_paths,
+    fsync_directory,
+    make_private_directory,
+    sync_filesystems,
+    write_then_rename,
+)
+from dicomflow.engine.spool import Spool
 from dicomflow.errors import SpoolError
 from dicomflow.node.diskspace import free_bytes, no_space
-from dicomflow.node.spool import Spool, fsync_directory, make_private_directory
 
 logger = logging.getLogger(__name__)
 
@@ -442,21 +449,10 @@ class Journal:
         file, at the price of also flushing whatever else is dirty there)."""
         if not files:
             return
-        if _syncfs is None or len(files) < SYNCFS_FROM_FILES:
+        if not can_sync_filesystems() or len(files) < SYNCFS_FROM_FILES:
             flush_paths(files)
             return
-        seen: set[int] = set()
-        for spool in self.spools.values():
-            descriptor = os.open(spool.root, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                device = os.fstat(descriptor).st_dev
-                if device not in seen:
-                    seen.add(device)
-                    if _syncfs(descriptor) != 0:
-                        error = ctypes.get_errno()
-                        raise OSError(error, f"syncfs: {os.strerror(error)}")
-            finally:
-                os.close(descriptor)
+        sync_filesystems(spool.root for spool in self.spools.values())
 
     def _due(self) -> bool:
         """Whether the checkpointer should run now: appending paused, the oldest
@@ -571,21 +567,6 @@ class Journal:
 # -- helpers --------------------------------------------------------------------
 
 
-def _load_syncfs() -> "ctypes._NamedFuncPointer | None":
-    """The C library's ``syncfs`` (Linux), or None."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    function = getattr(ctypes.CDLL(name, use_errno=True), "syncfs", None)
-    if function is not None:
-        function.argtypes = [ctypes.c_int]
-        function.restype = ctypes.c_int
-    return function
-
-
-_syncfs = _load_syncfs()
-
-
 def _header(sequence: int, generation: int, offset: int) -> bytes:
     """A header slot: its fields and their CRC."""
     fields = HEADER.pack(HEADER_MAGIC, sequence, generation, offset)
@@ -614,30 +595,6 @@ def _holds(path: Path, data: bytes) -> bool:
         return False
 
 
-def flush_paths(files: Iterable[Path]) -> None:
-    """fsync files, then their directories and the directories' parents (a patient
-    directory may be new). Paths that are gone are skipped: a round took them after
-    a checkpoint that had covered them."""
-    directories: dict[Path, None] = {}
-    for path in files:
-        _fsync_if_there(path)
-        directories[path.parent] = None
-        directories[path.parent.parent] = None
-    for directory in directories:
-        _fsync_if_there(directory)
-
-
-def _fsync_if_there(path: Path) -> None:
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _pread_exactly(descriptor: int, size: int, offset: int) -> bytes:
     parts: list[bytes] = []
     while size:
@@ -663,27 +620,25 @@ def _pwritev(descriptor: int, parts: list[bytes], offset: int) -> None:
 
 
 def _create_segment(path: Path, size: int) -> None:
-    """Write a zero-filled segment with a first header, flush it, rename it into place."""
+    """Write a zero-filled segment with a first header, flush it, rename it into place
+    (never a half-made segment left behind)."""
     temporary = path.with_suffix(".creating")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        try:
-            _fill(descriptor, size)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
+        write_then_rename(path, _segment_bytes(size), temporary=temporary, sync_directory=False)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)  # never a half-made segment left behind
         message = f"Cannot make the spool journal {path} of {size} bytes: {exc}."
         raise SpoolError(message) from exc
     fsync_directory(path.parent)
 
 
-def _fill(descriptor: int, size: int) -> None:
-    """Write ``size`` zero bytes and a first header; flush them."""
-    remaining = size
-    while remaining:
+def _segment_bytes(size: int) -> tuple[Buffer, ...]:
+    """A new segment of ``size`` bytes, in parts: a first header, then zeros."""
+    header = _header(0, 0, DATA_START)
+    parts: list[Buffer] = [header]
+    remaining = size - len(header)
+    zeros = memoryview(ZEROS)
+    while remaining > 0:
         chunk = min(remaining, len(ZEROS))
-        remaining -= os.write(descriptor, ZEROS[:chunk])
-    os.pwrite(descriptor, _header(0, 0, DATA_START), 0)
-    os.fsync(descriptor)
+        parts.append(zeros[:chunk])
+        remaining -= chunk
+    return tuple(parts)

@@ -18,7 +18,6 @@ write nothing beneath them but their own output.
 
 import json
 import logging
-import os
 import shutil
 import threading
 import time
@@ -29,9 +28,10 @@ from typing import Any, Protocol
 
 from dicomflow import metrics
 from dicomflow.dicom.keys import value_key
+from dicomflow.engine.durable import Encoded, write_then_rename
+from dicomflow.engine.spool import Spool
 from dicomflow.node.resubmit import Resubmitter, retryable
 from dicomflow.node.round import Round, RoundStore
-from dicomflow.node.spool import Encoded, Spool, write_durably
 from dicomflow.node.trigger import Trigger
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.queue.job import Job, JobStatus
@@ -268,6 +268,5 @@ def _read_jobs(batch: Round) -> dict[str, Any]:
 
 
 def _write_jobs(batch: Round, jobs: dict[str, Any]) -> None:
-    partial = batch.directory / f"{JOBS_FILE}.part"
-    write_durably(partial, json.dumps(jobs, indent=2).encode())
-    os.replace(partial, batch.directory / JOBS_FILE)
+    data = json.dumps(jobs, indent=2).encode()
+    write_then_rename(batch.directory / JOBS_FILE, data, sync_directory=False)
