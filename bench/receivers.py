@@ -111,13 +111,13 @@ def spool_store(output: Path, journal: bool = True) -> Callable[[Any], int]:
     from dicomflow.engine.spool import Spool
     from dicomflow.settings import SPOOL_JOURNAL_MAX_BYTES
 
-    spool = Spool(output / "spool")
     if journal:  # as the node does by default
-        spool_journal = Journal(
-            output / "journal", {"pipeline": spool}, max_instance_bytes=SPOOL_JOURNAL_MAX_BYTES
-        )
-        spool_journal.open()
+        spool_journal = Journal(output / "journal", max_instance_bytes=SPOOL_JOURNAL_MAX_BYTES)
+        spool = Spool(output / "spool", journal=spool_journal, journal_name="pipeline")
+        spool_journal.open([spool])
         atexit.register(spool_journal.close)
+    else:
+        spool = Spool(output / "spool")
 
     def store(instance: Any) -> int:
         dataset = instance.dataset

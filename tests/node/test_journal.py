@@ -32,12 +32,12 @@ NEVER = 3600.0  # a checkpoint interval that never comes during a test
 
 
 def make(root: Path, **options: object) -> tuple[Journal, Spool, Spool]:
-    spool = Spool(root / "spool")
-    series = Spool(root / "series" / "spool")
     options.setdefault("max_instance_bytes", 64 * 1024)
     options.setdefault("interval_s", NEVER)
-    journal = Journal(root / "journal", {"pipeline": spool, "series": series}, **options)  # type: ignore[arg-type]
-    journal.open()
+    journal = Journal(root / "journal", **options)  # type: ignore[arg-type]
+    spool = Spool(root / "spool", journal=journal, journal_name="pipeline")
+    series = Spool(root / "series" / "spool", journal=journal, journal_name="series")
+    journal.open([spool, series])
     return journal, spool, series
 
 

@@ -16,7 +16,7 @@ It waits while instances keep coming, so that a burst (a study sent in one
 association) is written once while it arrives and copied when the sender pauses:
 it runs when nothing was appended for ``interval_s``, when the oldest waiting
 instance is ``max_delay_s`` old, or when half the segment waits. Anything that
-reads or moves spool files first calls :meth:`Spool.settle`, which runs a
+reads or moves spool files first calls ``Spool.settle``, which runs a
 checkpoint: a round takes only placed, flushed instances, and an instance moved
 out of the spool is never replayed into it. Waiting instances are not held in
 memory: a checkpoint reads them back from the segment (from the page cache, as a
@@ -57,7 +57,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dicomflow import metrics
 from dicomflow.engine.durable import (
@@ -69,7 +69,6 @@ from dicomflow.engine.durable import (
     sync_filesystems,
     write_then_rename,
 )
-from dicomflow.engine.spool import Spool
 from dicomflow.errors import SpoolError
 from dicomflow.node.diskspace import free_bytes, no_space
 
@@ -90,6 +89,32 @@ DEFAULT_INTERVAL_S = 0.1  # a pause in appending this long starts a checkpoint
 DEFAULT_MAX_DELAY_S = 1.0  # an instance waits at most about this long to be placed
 SYNCFS_FROM_FILES = 32  # batches this large are flushed with one syncfs
 ZEROS = bytes(1024 * 1024)
+
+
+class JournaledSpool(Protocol):
+    """What the journal needs of a spool it writes into (``dicomflow.engine.spool.Spool``)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def journal_name(self) -> str:
+        """The spool's name in the journal's records."""
+        ...
+
+    def path_for(self, patient_key: str, sop_instance_uid: str) -> Path: ...
+
+    def place(self, patient_key: str, sop_instance_uid: str, data: bytes) -> Path:
+        """Write an instance into place without flushing."""
+        ...
+
+    def place_link(self, patient_key: str, sop_instance_uid: str, source: Path) -> Path:
+        """Hard-link ``source`` into place without flushing."""
+        ...
+
+    def store_durably(self, patient_key: str, sop_instance_uid: str, data: bytes) -> Path:
+        """Write an instance with its own flushes."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -118,16 +143,17 @@ class Waiting:
 class Journal:
     """Appends received instances durably and writes them into their spools behind.
 
-    ``spools`` maps the name used in records to the spool it writes (and replays)
-    into. Instances over ``max_instance_bytes`` are stored the classic way (see
-    :meth:`takes`). ``segment_bytes`` bounds how much can wait for a checkpoint;
-    ``interval_s`` and ``max_delay_s`` say when the checkpointer runs (see above).
+    The spools it writes (and replays) into are given to :meth:`open`, each known in
+    the records by its ``journal_name``; a spool sends instances here when it was made
+    with this journal in front. Instances over ``max_instance_bytes`` are stored the
+    classic way (see :meth:`takes`). ``segment_bytes`` bounds how much can wait for a
+    checkpoint; ``interval_s`` and ``max_delay_s`` say when the checkpointer runs (see
+    above).
     """
 
     def __init__(
         self,
         directory: Path,
-        spools: dict[str, Spool],
         *,
         max_instance_bytes: int,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
@@ -138,7 +164,7 @@ class Journal:
             raise ValueError("segment_bytes is too small")
         self.directory = directory
         self.path = directory / SEGMENT
-        self.spools = dict(spools)
+        self.spools: dict[str, JournaledSpool] = {}
         self.segment_bytes = segment_bytes
         self._max_requested = max_instance_bytes
         self.max_instance_bytes = min(max_instance_bytes, (segment_bytes - DATA_START) // 4)
@@ -165,9 +191,6 @@ class Journal:
         self._queued_paths: Counter[Path] = Counter()
         self._broken: str | None = None  # why the last checkpoint could not write the spools
         self._failed: str | None = None  # a flush of the segment failed: no more appends
-        for spool_name, spool in self.spools.items():
-            spool.journal = self
-            spool.journal_name = spool_name
 
     # -- life ----------------------------------------------------------------------
 
@@ -175,11 +198,12 @@ class Journal:
     def is_open(self) -> bool:
         return self._fd >= 0
 
-    def open(self) -> int:
-        """Replay what the last checkpoint did not cover, start checkpointing; return
-        the number of instances written again."""
+    def open(self, spools: Iterable[JournaledSpool]) -> int:
+        """Over ``spools`` (by their journal names): replay what the last checkpoint did
+        not cover, start checkpointing; return the number of instances written again."""
         if self.is_open:
             return 0
+        self.spools = {spool.journal_name: spool for spool in spools}
         make_private_directory(self.directory)
         wanted = self.segment_bytes
         if not self.path.exists():  # (made under another name and renamed: never half made)

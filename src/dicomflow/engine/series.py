@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from dicomflow import metrics
 from dicomflow.dicom.keys import value_key
 from dicomflow.engine.durable import Encoded, write_then_rename
-from dicomflow.engine.spool import Spool
+from dicomflow.engine.spool import Journaling, Spool
 from dicomflow.node.resubmit import Resubmitter, retryable
 from dicomflow.node.round import Round, RoundStore
 from dicomflow.node.trigger import Trigger
@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 JOBS_FILE = "jobs.json"
 SERIES_ROUND = "services"
+SERIES_SPOOL = "series"  # the series spool's name in the journal's records
 Exporter = Callable[[str, Path, float | None], None]  # name, folder, when the job ended
 
 
@@ -65,7 +66,10 @@ class SeriesConsumer(Protocol):
 
 
 class SeriesStage:
-    """Collects series, detects stable ones and follows their jobs to the end."""
+    """Collects series, detects stable ones and follows their jobs to the end.
+
+    With ``journal``, the series spool is written behind it (see
+    :mod:`dicomflow.engine.journal`), named ``series`` in its records."""
 
     def __init__(
         self,
@@ -77,9 +81,10 @@ class SeriesStage:
         quiet_period_s: float,
         fsync: bool = True,
         protected: tuple[Path, ...] = (),
+        journal: Journaling | None = None,
     ) -> None:
         self.protected = protected
-        self.spool = Spool(root / "spool", fsync=fsync)
+        self.spool = Spool(root / "spool", fsync=fsync, journal=journal, journal_name=SERIES_SPOOL)
         self.batches = RoundStore(root, self.spool)
         self.consumer = consumer
         self.watcher = watcher

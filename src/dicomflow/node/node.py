@@ -133,8 +133,16 @@ class Node:
 
     def _assemble(self, root: Path, consumer: SeriesConsumer | None) -> None:
         settings, pipeline_class = self.settings, self.pipeline_class
-        self.spool = Spool(root / "spool", fsync=settings.fsync)
         self.journal: Journal | None = None
+        if settings.fsync and settings.spool_journal_max_bytes > 0:
+            self.journal = Journal(
+                root / "journal",
+                max_instance_bytes=settings.spool_journal_max_bytes,
+                segment_bytes=settings.spool_journal_segment_bytes,
+            )
+        self.spool = Spool(
+            root / "spool", fsync=settings.fsync, journal=self.journal, journal_name="pipeline"
+        )
         self.rounds = RoundStore(root, self.spool)
         self.collector = Collector(
             pipeline_class.input if pipeline_class else {}, InputOptions(ae_title=settings.ae_title)
@@ -175,16 +183,6 @@ class Node:
         )
         if consumer is not None:
             self._add_services(root, consumer)
-        if settings.fsync and settings.spool_journal_max_bytes > 0:
-            spools = {"pipeline": self.spool}
-            if self.series is not None:
-                spools["series"] = self.series.spool
-            self.journal = Journal(
-                root / "journal",
-                spools,
-                max_instance_bytes=settings.spool_journal_max_bytes,
-                segment_bytes=settings.spool_journal_segment_bytes,
-            )
 
     def _add_services(self, root: Path, consumer: SeriesConsumer) -> None:
         self.series = SeriesStage(
@@ -195,6 +193,7 @@ class Node:
             quiet_period_s=self.settings.series_quiet_period_s,
             fsync=self.settings.fsync,
             protected=self._protected(),
+            journal=self.journal,
         )
 
     @property
@@ -255,7 +254,7 @@ class Node:
         if self.journal is None:
             return True
         try:
-            self.journal.open()
+            self.journal.open([self.spool, *([self.series.spool] if self.series else [])])
         except (SpoolError, OSError) as exc:
             if not is_no_space(exc):
                 raise
