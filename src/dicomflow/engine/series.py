@@ -2,14 +2,15 @@
 
 Every received instance is linked into ``series/spool/incoming/{series_key}/``.
 Once no instance has arrived for a series for ``series_quiet_period_s`` (the
-series is *stable*), its instances move into a batch,
-``series/rounds/{batch_id}/instances/``, and the consumer (the services'
-scheduler) enqueues the jobs that want it, which read ``input_dir`` and write
-``output_dir``. When a job finishes, the DICOM files of its output folder go
-to the node's endpoints through the outbox; when every job of the batch has
-ended, the batch is removed, or moved to ``series/failed/`` if one failed.
-A batch the queue did not take (its server down) is scheduled again until it is
-taken, and a batch one of whose jobs the queue no longer knows (a Redis server
+series is *stable*), its instances move into a round,
+``series/rounds/{round_id}/instances/``, and the consumer (the services'
+scheduler) enqueues the series jobs that want it, which read ``input_dir`` and
+write ``output_dir``. The round's ``jobs.json`` (:class:`SeriesJobs`) records
+them. When a job finishes, the DICOM files of its output folder go to the node's
+endpoints through the outbox; when every job of the round has ended, the round is
+removed, or moved to ``series/failed/`` if one failed.
+A round the queue did not take (its server down) is scheduled again until it is
+taken, and a round one of whose jobs the queue no longer knows (a Redis server
 restarted without persistence) is scheduled again as new jobs; a job's results
 already sent are not sent a second time.
 With ``protected`` directories (the node's data directory, by default), the jobs may
@@ -22,9 +23,12 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+from pydicom import Dataset
 
 from dicomflow import metrics
 from dicomflow.dicom.keys import value_key
@@ -44,13 +48,16 @@ SERIES_SPOOL = "series"  # the series spool's name in the journal's records
 Exporter = Callable[[str, Path, float | None], None]  # name, folder, when the job ended
 
 
-class Scheduled(Protocol):
+class ScheduledSeriesJobs(Protocol):
+    """What a consumer scheduled for one series: the queue's job ids by job name, and
+    why the jobs it could not schedule were not (by job name)."""
+
     job_ids: dict[str, str]
     errors: dict[str, str]
 
 
 class SeriesConsumer(Protocol):
-    """Schedules work for a stable series (see ``dicomflow.services.consumer``)."""
+    """Schedules series jobs for a stable series (see ``dicomflow.services.consumer``)."""
 
     def schedule(
         self,
@@ -59,14 +66,87 @@ class SeriesConsumer(Protocol):
         series_key: str,
         *,
         protected: Sequence[Path] = (),
-    ) -> Scheduled:
-        """Enqueue the series' jobs; beneath ``protected`` they may write only their own
+    ) -> ScheduledSeriesJobs:
+        """Enqueue the jobs for the series in ``instances_dir``; each writes into its
+        folder of ``output_root``; beneath ``protected`` they may write only their own
         output."""
         ...
 
 
+@runtime_checkable
+class CollectingConsumer(SeriesConsumer, Protocol):
+    """A consumer whose jobs may leave their results elsewhere (the archive's datastore)."""
+
+    def collect_output(self, job: Job, job_name: str, output_dir: Path) -> object:
+        """Fetch the results of the finished ``job`` (named ``job_name`` in its round)
+        into ``output_dir``; raises if they cannot be fetched."""
+        ...
+
+
+@runtime_checkable
+class RefusingConsumer(SeriesConsumer, Protocol):
+    """A consumer that may refuse a received instance before it is stored."""
+
+    def refusal(self, dataset: Dataset) -> str | None:
+        """Why ``dataset`` cannot be taken (None if it can)."""
+        ...
+
+
+@dataclass
+class JobEnd:
+    """How a series job ended: the queue's status, or failed if its results were lost."""
+
+    status: JobStatus
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status.value, "error": self.error}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "JobEnd":
+        error = data.get("error")
+        return cls(JobStatus(data["status"]), None if error is None else str(error))
+
+
+@dataclass
+class SeriesJobs:
+    """A series round's ``jobs.json``: its series jobs (the queue's ids by job name), why
+    the ones not scheduled were not, how each ended, and which jobs' results were sent."""
+
+    job_ids: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    ended: dict[str, JobEnd] = field(default_factory=dict)
+    sent: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job_ids": dict(self.job_ids),
+            "errors": dict(self.errors),
+            "ended": {name: end.to_json() for name, end in self.ended.items()},
+            "sent": list(self.sent),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SeriesJobs":
+        return cls(
+            job_ids={str(name): str(job_id) for name, job_id in data["job_ids"].items()},
+            errors={str(name): str(error) for name, error in data["errors"].items()},
+            ended={str(name): JobEnd.from_json(end) for name, end in data["ended"].items()},
+            sent=[str(name) for name in data.get("sent", [])],
+        )
+
+    @property
+    def waiting(self) -> dict[str, str]:
+        """The jobs not ended yet (ids by job name)."""
+        return {name: job_id for name, job_id in self.job_ids.items() if name not in self.ended}
+
+    @property
+    def all_ended(self) -> bool:
+        return set(self.ended) >= set(self.job_ids)
+
+
 class SeriesStage:
-    """Collects series, detects stable ones and follows their jobs to the end.
+    """Collects series, detects stable ones and follows their series jobs to the end.
 
     With ``journal``, the series spool is written behind it (see
     :mod:`dicomflow.engine.journal`), named ``series`` in its records."""
@@ -85,7 +165,7 @@ class SeriesStage:
     ) -> None:
         self.protected = protected
         self.spool = Spool(root / "spool", fsync=fsync, journal=journal, journal_name=SERIES_SPOOL)
-        self.batches = RoundStore(root, self.spool)
+        self.rounds = RoundStore(root, self.spool)
         self.consumer = consumer
         self.watcher = watcher
         self.export = export
@@ -97,16 +177,16 @@ class SeriesStage:
         self._resubmitter: Resubmitter[Round] = Resubmitter(self._schedule)
 
     def start(self) -> None:
-        """Resume: series still collecting, and batches whose jobs had not all ended."""
-        self.batches.recover_partial()
+        """Resume: series still collecting, and rounds whose jobs had not all ended."""
+        self.rounds.recover_partial()
         for series_key, path in self.spool.instances():
             self._members.setdefault(series_key, {})[path.stem] = path
             self.trigger.arrived(0, series_key)
-        for batch in self.batches.pending():
-            if (batch.directory / JOBS_FILE).exists():
-                self._follow(batch, _read_jobs(batch))
+        for series_round in self.rounds.pending():
+            if (series_round.directory / JOBS_FILE).exists():
+                self._follow(series_round, read_jobs(series_round.directory))
             else:  # the queue never took its jobs
-                self._schedule(batch)
+                self._schedule(series_round)
         self.trigger.start()
 
     def stop(self) -> None:
@@ -134,144 +214,159 @@ class SeriesStage:
             last_arrival = self._last_arrival.pop(series_key, None)
         if not members:
             return
-        batch = self.batches.create(SERIES_ROUND, series_key, {"series": members})
+        series_round = self.rounds.create(SERIES_ROUND, series_key, {"series": members})
         stable = metrics.INPUTS_COMPLETE
-        metrics.observe_stage(stable, last_arrival, batch.created, kind=metrics.KIND_SERVICE)
-        batch.output_dir.mkdir(exist_ok=True)
-        self._schedule(batch)
+        created = series_round.created
+        metrics.observe_stage(stable, last_arrival, created, kind=metrics.KIND_SERVICE)
+        series_round.output_dir.mkdir(exist_ok=True)
+        self._schedule(series_round)
 
-    def _schedule(self, batch: Round) -> None:
-        """Enqueue the batch's jobs and follow them; while the queue does not answer, try
-        again later."""
-        self._clear_unsent(batch)
+    def _schedule(self, series_round: Round) -> None:
+        """Enqueue the round's series jobs and follow them; while the queue does not
+        answer, try again later."""
+        self._clear_unsent(series_round)
         try:
             scheduled = self.consumer.schedule(
-                batch.instances_dir, batch.output_dir, batch.patient_key, protected=self.protected
+                series_round.instances_dir,
+                series_round.output_dir,
+                series_round.patient_key,
+                protected=self.protected,
             )
         except Exception as exc:
             if retryable(exc):
-                self._later(batch, exc)
+                self._later(series_round, exc)
                 return
-            logger.exception("series batch %s: its jobs were not scheduled", batch.round_id[:12])
-            self._scheduled(batch, {}, {"schedule": f"Not scheduled: {exc}"})
+            logger.exception(
+                "series round %s: its jobs were not scheduled", series_round.round_id[:12]
+            )
+            self._scheduled(series_round, {}, {"schedule": f"Not scheduled: {exc}"})
             return
-        self._resubmitter.done(batch.round_id)
-        self._scheduled(batch, scheduled.job_ids, scheduled.errors)
+        self._resubmitter.done(series_round.round_id)
+        self._scheduled(series_round, scheduled.job_ids, scheduled.errors)
 
-    def _clear_unsent(self, batch: Round) -> None:
-        """Before a batch is scheduled again: empty the output folders of its earlier
+    def _clear_unsent(self, series_round: Round) -> None:
+        """Before a round is scheduled again: empty the output folders of its earlier
         jobs whose results were not sent (a job that ran, but whose end the queue lost,
         runs again into an empty folder)."""
         with self._jobs_lock:
-            jobs = _read_jobs(batch)
-        for job_name in set(jobs["job_ids"]) - set(jobs.get("sent", [])):
-            shutil.rmtree(batch.output_dir / job_name, ignore_errors=True)
+            jobs = read_jobs(series_round.directory)
+        for job_name in set(jobs.job_ids) - set(jobs.sent):
+            shutil.rmtree(series_round.output_dir / job_name, ignore_errors=True)
 
-    def _later(self, batch: Round, exc: Exception) -> None:
-        wait_s = self._resubmitter.later(batch.round_id, batch)
+    def _later(self, series_round: Round, exc: Exception) -> None:
+        wait_s = self._resubmitter.later(series_round.round_id, series_round)
         logger.warning(
-            "series batch %s: the queue did not take its jobs (%r); trying again in %g s",
-            batch.round_id[:12],
+            "series round %s: the queue did not take its jobs (%r); trying again in %g s",
+            series_round.round_id[:12],
             exc,
             wait_s,
         )
 
-    def _scheduled(self, batch: Round, job_ids: dict[str, str], errors: dict[str, str]) -> None:
-        """Record the batch's (new) jobs, keeping which results were sent, and follow them."""
+    def _scheduled(
+        self, series_round: Round, job_ids: dict[str, str], errors: dict[str, str]
+    ) -> None:
+        """Record the round's (new) jobs, keeping which results were sent, and follow them."""
         with self._jobs_lock:
-            sent = _read_jobs(batch).get("sent", [])
-            jobs = {"job_ids": job_ids, "errors": errors, "ended": {}, "sent": sent}
-            _write_jobs(batch, jobs)
+            sent = read_jobs(series_round.directory).sent
+            jobs = SeriesJobs(job_ids=dict(job_ids), errors=dict(errors), sent=sent)
+            write_jobs(series_round.directory, jobs)
         for job_name, error in errors.items():
             logger.error(
-                "series %s: job %s not scheduled: %s", batch.patient_key[:12], job_name, error
+                "series %s: job %s not scheduled: %s",
+                series_round.patient_key[:12],
+                job_name,
+                error,
             )
-        self._follow(batch, jobs)
+        self._follow(series_round, jobs)
 
-    def _follow(self, batch: Round, jobs: dict[str, Any]) -> None:
-        waiting = {n: i for n, i in jobs["job_ids"].items() if n not in jobs["ended"]}
+    def _follow(self, series_round: Round, jobs: SeriesJobs) -> None:
+        waiting = jobs.waiting
         if not waiting:
-            self._close(batch, jobs)
+            self._close(series_round, jobs)
             return
         for job_name, job_id in waiting.items():
-            ended = partial(self._job_ended, batch, job_name)
-            self.watcher.watch(job_id, ended, partial(self._vanished, batch))
+            ended = partial(self._job_ended, series_round, job_name)
+            self.watcher.watch(job_id, ended, partial(self._vanished, series_round))
 
-    def _vanished(self, batch: Round, job_id: str) -> None:
+    def _vanished(self, series_round: Round, job_id: str) -> None:
         with self._jobs_lock:
-            current = _read_jobs(batch)["job_ids"].values() if batch.directory.is_dir() else ()
-        if job_id not in current:  # the batch was scheduled again already, or has ended
+            there = series_round.directory.is_dir()
+            current = read_jobs(series_round.directory).job_ids.values() if there else ()
+        if job_id not in current:  # the round was scheduled again already, or has ended
             return
         logger.warning(
-            "series batch %s: its job %s is no longer in the queue (a queue server restarted"
+            "series round %s: its job %s is no longer in the queue (a queue server restarted"
             " without its data?); scheduling its jobs again",
-            batch.round_id[:12],
+            series_round.round_id[:12],
             job_id,
         )
-        self._schedule(batch)
+        self._schedule(series_round)
 
-    def _job_ended(self, batch: Round, job_name: str, job: Job) -> None:
+    def _job_ended(self, series_round: Round, job_name: str, job: Job) -> None:
         with self._jobs_lock:
-            if batch.directory.is_dir() and _read_jobs(batch)["job_ids"].get(job_name) == job.id:
-                self._record_end(batch, job_name, job)
+            directory = series_round.directory
+            if directory.is_dir() and read_jobs(directory).job_ids.get(job_name) == job.id:
+                self._record_end(series_round, job_name, job)
 
-    def _record_end(self, batch: Round, job_name: str, job: Job) -> None:
+    def _record_end(self, series_round: Round, job_name: str, job: Job) -> None:
         if job.started_at is not None:  # (a job canceled before it started has no stages)
             service = metrics.KIND_SERVICE
             began, finished = job.started_at, job.ended_at
-            metrics.observe_stage(metrics.JOB_STARTED, batch.created, began, kind=service)
+            metrics.observe_stage(metrics.JOB_STARTED, series_round.created, began, kind=service)
             metrics.observe_stage(metrics.JOB_FINISHED, began, finished, kind=service)
-        output = batch.output_dir / job_name
-        ended = {"status": job.status.value, "error": job.error}
+        output = series_round.output_dir / job_name
+        ended = JobEnd(job.status, job.error)
         if job.status is JobStatus.FINISHED:
             ended = self._collect(job, job_name, output) or ended
-        jobs = _read_jobs(batch)
-        jobs["ended"][job_name] = ended
-        finished = ended["status"] == JobStatus.FINISHED
-        if finished and job_name not in jobs.get("sent", []) and any(output.glob("*.dcm")):
-            jobs["sent"] = [*jobs.get("sent", []), job_name]  # not again if run again
-            _write_jobs(batch, jobs)
-            self.export(f"{batch.round_id}-{job_name}", output, job.ended_at)
+        jobs = read_jobs(series_round.directory)
+        jobs.ended[job_name] = ended
+        finished = ended.status == JobStatus.FINISHED
+        if finished and job_name not in jobs.sent and any(output.glob("*.dcm")):
+            jobs.sent.append(job_name)  # not again if run again
+            write_jobs(series_round.directory, jobs)
+            self.export(f"{series_round.round_id}-{job_name}", output, job.ended_at)
         else:
-            _write_jobs(batch, jobs)
-        logger.info("series batch %s: job %s %s", batch.round_id[:12], job_name, job.status.value)
-        if set(jobs["ended"]) >= set(jobs["job_ids"]):
-            self._close(batch, jobs)
+            write_jobs(series_round.directory, jobs)
+        logger.info(
+            "series round %s: job %s %s", series_round.round_id[:12], job_name, job.status.value
+        )
+        if jobs.all_ended:
+            self._close(series_round, jobs)
 
-    def _collect(self, job: Job, job_name: str, output: Path) -> dict[str, Any] | None:
+    def _collect(self, job: Job, job_name: str, output: Path) -> JobEnd | None:
         """Fetch a job's results left in the archive (consumers that have a
         ``collect_output``); on failure, return the job's ending as failed."""
-        collect = getattr(self.consumer, "collect_output", None)
-        if collect is None:
+        if not isinstance(self.consumer, CollectingConsumer):
             return None
         try:
-            collect(job, job_name, output)
+            self.consumer.collect_output(job, job_name, output)
         except Exception as exc:  # the job's results are lost for the node: the job failed
             logger.exception("job %s: results could not be fetched", job.id)
-            return {"status": JobStatus.FAILED.value, "error": f"Results not fetched: {exc}"}
+            return JobEnd(JobStatus.FAILED, f"Results not fetched: {exc}")
         return None
 
-    def _close(self, batch: Round, jobs: dict[str, Any]) -> None:
-        failed = {n: e for n, e in jobs["ended"].items() if e["status"] != JobStatus.FINISHED}
-        if not failed and not jobs["errors"]:
-            self.batches.finish(batch)
+    def _close(self, series_round: Round, jobs: SeriesJobs) -> None:
+        failed = {n: e for n, e in jobs.ended.items() if e.status != JobStatus.FINISHED}
+        if not failed and not jobs.errors:
+            self.rounds.finish(series_round)
             return
         reasons = {
-            **jobs["errors"],
-            **{n: f"{e['status']}: {e['error']}" for n, e in failed.items()},
+            **jobs.errors,
+            **{n: f"{e.status.value}: {e.error}" for n, e in failed.items()},
         }
-        self.batches.fail(batch, json.dumps(reasons, indent=2))
-        logger.error("series batch %s failed; instances kept: %s", batch.round_id, reasons)
+        self.rounds.fail(series_round, json.dumps(reasons, indent=2))
+        logger.error("series round %s failed; instances kept: %s", series_round.round_id, reasons)
 
 
-def _read_jobs(batch: Round) -> dict[str, Any]:
-    path = batch.directory / JOBS_FILE
+def read_jobs(directory: Path) -> SeriesJobs:
+    """The ``jobs.json`` of the series round in ``directory`` (empty if there is none)."""
+    path = directory / JOBS_FILE
     if not path.exists():
-        return {"job_ids": {}, "errors": {}, "ended": {}}
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
+        return SeriesJobs()
+    return SeriesJobs.from_json(json.loads(path.read_text()))
 
 
-def _write_jobs(batch: Round, jobs: dict[str, Any]) -> None:
-    data = json.dumps(jobs, indent=2).encode()
-    write_then_rename(batch.directory / JOBS_FILE, data, sync_directory=False)
+def write_jobs(directory: Path, jobs: SeriesJobs) -> None:
+    """Replace the ``jobs.json`` of the series round in ``directory``."""
+    data = json.dumps(jobs.to_json(), indent=2).encode()
+    write_then_rename(directory / JOBS_FILE, data, sync_directory=False)
