@@ -13,7 +13,7 @@ the ``recv`` replacement: QUICKACK re-armed, stock polling loops) or ``stock``
 - ``dicomflow``: :class:`dicomflow.net.scp.StoreSCP` storing ``instance.encoded()``
   with :func:`store_durably`.
 - ``dicomflow-spool``: :class:`dicomflow.net.scp.StoreSCP` storing into the
-  node's :class:`dicomflow.node.spool.Spool` as the node does (decodes the
+  node's :class:`dicomflow.engine.spool.Spool` as the node does (decodes the
   dataset for PatientID and SOPInstanceUID; also fsyncs directories).
 - ``dicomflow-memory``: :class:`dicomflow.net.scp.StoreSCP` calling
   ``instance.encoded()`` and storing nothing: the network path alone.
@@ -107,17 +107,17 @@ def spool_store(output: Path, journal: bool = True) -> Callable[[Any], int]:
     import atexit
 
     from dicomflow.dicom.keys import value_key
-    from dicomflow.node.journal import Journal
-    from dicomflow.node.spool import Spool
+    from dicomflow.engine.journal import Journal
+    from dicomflow.engine.spool import Spool
     from dicomflow.settings import SPOOL_JOURNAL_MAX_BYTES
 
-    spool = Spool(output / "spool")
     if journal:  # as the node does by default
-        spool_journal = Journal(
-            output / "journal", {"pipeline": spool}, max_instance_bytes=SPOOL_JOURNAL_MAX_BYTES
-        )
-        spool_journal.open()
+        spool_journal = Journal(output / "journal", max_instance_bytes=SPOOL_JOURNAL_MAX_BYTES)
+        spool = Spool(output / "spool", journal=spool_journal, journal_name="pipeline")
+        spool_journal.open([spool])
         atexit.register(spool_journal.close)
+    else:
+        spool = Spool(output / "spool")
 
     def store(instance: Any) -> int:
         dataset = instance.dataset

@@ -18,11 +18,12 @@ from sample_pipelines import RELEASE, HoldingPipeline
 from dicomflow import metrics
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import value_key
+from dicomflow.engine import durable
+from dicomflow.engine import journal as journal_module
+from dicomflow.engine.journal import DATA_START, SLOT_SIZE, Journal
+from dicomflow.engine.spool import Spool
 from dicomflow.errors import SpoolError
 from dicomflow.net.scp import STATUS_OUT_OF_RESOURCES
-from dicomflow.node import journal as journal_module
-from dicomflow.node.journal import DATA_START, SLOT_SIZE, Journal
-from dicomflow.node.spool import Spool
 from support import fill_filesystem, small_filesystem, storescu, wait_for
 
 PATIENT = value_key("PAT-1")
@@ -31,12 +32,12 @@ NEVER = 3600.0  # a checkpoint interval that never comes during a test
 
 
 def make(root: Path, **options: object) -> tuple[Journal, Spool, Spool]:
-    spool = Spool(root / "spool")
-    series = Spool(root / "series" / "spool")
     options.setdefault("max_instance_bytes", 64 * 1024)
     options.setdefault("interval_s", NEVER)
-    journal = Journal(root / "journal", {"pipeline": spool, "series": series}, **options)  # type: ignore[arg-type]
-    journal.open()
+    journal = Journal(root / "journal", **options)  # type: ignore[arg-type]
+    spool = Spool(root / "spool", journal=journal, journal_name="pipeline")
+    series = Spool(root / "series" / "spool", journal=journal, journal_name="series")
+    journal.open([spool, series])
     return journal, spool, series
 
 
@@ -331,12 +332,10 @@ def test_a_few_files_are_flushed_one_by_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
 ):
     if not syncfs:
-        monkeypatch.setattr(journal_module, "_syncfs", None)
+        monkeypatch.setattr(durable, "_syncfs", None)
     flushed: list[Path] = []
-    real = journal_module._fsync_if_there
-    monkeypatch.setattr(
-        journal_module, "_fsync_if_there", lambda path: (flushed.append(path), real(path))
-    )
+    real = durable.fsync_if_there
+    monkeypatch.setattr(durable, "fsync_if_there", lambda path: (flushed.append(path), real(path)))
     journal, spool, _ = make(tmp_path)
     path = spool.store(PATIENT, "1.2.1", instance(1))
     spool.settle()
@@ -347,14 +346,12 @@ def test_a_few_files_are_flushed_one_by_one(
 def test_a_large_batch_is_flushed_with_one_syncfs_per_filesystem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    if journal_module._syncfs is None:
+    if durable._syncfs is None:
         pytest.skip("the C library has no syncfs")
     calls: list[int] = []
-    real = journal_module._syncfs
-    monkeypatch.setattr(journal_module, "_syncfs", lambda fd: (calls.append(fd), real(fd))[1])
-    monkeypatch.setattr(
-        journal_module, "_fsync_if_there", lambda path: pytest.fail(f"fsync of {path}")
-    )
+    real = durable._syncfs
+    monkeypatch.setattr(durable, "_syncfs", lambda fd: (calls.append(fd), real(fd))[1])
+    monkeypatch.setattr(durable, "fsync_if_there", lambda path: pytest.fail(f"fsync of {path}"))
     journal, spool, _ = make(tmp_path)
     for number in range(journal_module.SYNCFS_FROM_FILES):
         spool.store(PATIENT, f"1.2.{number}", instance(number))
@@ -496,7 +493,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_segment_larger_than_the_free_space_is_made_to_fit(small_disk: Path, caplog):
-    with caplog.at_level(logging.WARNING, logger="dicomflow.node.journal"):
+    with caplog.at_level(logging.WARNING, logger="dicomflow.engine.journal"):
         journal, _spool, _series = make(small_disk, segment_bytes=64 * 1024 * 1024)
     try:
         assert journal.segment_bytes == journal.path.stat().st_size <= 12 * 1024 * 1024

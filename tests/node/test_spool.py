@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from dicomflow.dicom.keys import InvalidKeyError, value_key
+from dicomflow.engine.spool import Spool
 from dicomflow.errors import SpoolError
-from dicomflow.node.spool import Spool
 
 PATIENT = value_key("PAT-1")
 

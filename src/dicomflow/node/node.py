@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +35,10 @@ from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import shorten, value_key
 from dicomflow.dicom.pixel_length import check_pixel_data_length
 from dicomflow.dicom.tags import parse_tag
+from dicomflow.engine.durable import keep_private
+from dicomflow.engine.journal import Journal
+from dicomflow.engine.series import SeriesConsumer, SeriesStage
+from dicomflow.engine.spool import Spool
 from dicomflow.errors import (
     DicomflowError,
     InstanceTooLargeError,
@@ -57,15 +60,12 @@ from dicomflow.node.collector import Collector
 from dicomflow.node.datalock import DataDirectoryLock
 from dicomflow.node.diskspace import SpaceWait, is_no_space
 from dicomflow.node.input import InputOptions
-from dicomflow.node.journal import Journal
 from dicomflow.node.outbox import Outbox
 from dicomflow.node.output import OUTPUT_MANIFEST
 from dicomflow.node.reference import PipelineRef
 from dicomflow.node.round import Round, RoundStore
 from dicomflow.node.runner import Outcome, Runner
 from dicomflow.node.screen import Screen
-from dicomflow.node.series import SeriesConsumer, SeriesStage
-from dicomflow.node.spool import Spool, make_private_directory
 from dicomflow.node.trigger import Trigger
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.node.workers import LocalWorkers
@@ -122,7 +122,7 @@ class Node:
         self.name = _name(pipeline_class)
         self.counters = NodeCounters()
         root = settings.data_directory.resolve()
-        _keep_private(root)
+        keep_private(root)
         self._data_lock = DataDirectoryLock(root)
         self._data_lock.acquire()  # before the spools clear their temporary files
         try:
@@ -133,8 +133,16 @@ class Node:
 
     def _assemble(self, root: Path, consumer: SeriesConsumer | None) -> None:
         settings, pipeline_class = self.settings, self.pipeline_class
-        self.spool = Spool(root / "spool", fsync=settings.fsync)
         self.journal: Journal | None = None
+        if settings.fsync and settings.spool_journal_max_bytes > 0:
+            self.journal = Journal(
+                root / "journal",
+                max_instance_bytes=settings.spool_journal_max_bytes,
+                segment_bytes=settings.spool_journal_segment_bytes,
+            )
+        self.spool = Spool(
+            root / "spool", fsync=settings.fsync, journal=self.journal, journal_name="pipeline"
+        )
         self.rounds = RoundStore(root, self.spool)
         self.collector = Collector(
             pipeline_class.input if pipeline_class else {}, InputOptions(ae_title=settings.ae_title)
@@ -175,16 +183,6 @@ class Node:
         )
         if consumer is not None:
             self._add_services(root, consumer)
-        if settings.fsync and settings.spool_journal_max_bytes > 0:
-            spools = {"pipeline": self.spool}
-            if self.series is not None:
-                spools["series"] = self.series.spool
-            self.journal = Journal(
-                root / "journal",
-                spools,
-                max_instance_bytes=settings.spool_journal_max_bytes,
-                segment_bytes=settings.spool_journal_segment_bytes,
-            )
 
     def _add_services(self, root: Path, consumer: SeriesConsumer) -> None:
         self.series = SeriesStage(
@@ -195,6 +193,7 @@ class Node:
             quiet_period_s=self.settings.series_quiet_period_s,
             fsync=self.settings.fsync,
             protected=self._protected(),
+            journal=self.journal,
         )
 
     @property
@@ -255,7 +254,7 @@ class Node:
         if self.journal is None:
             return True
         try:
-            self.journal.open()
+            self.journal.open([self.spool, *([self.series.spool] if self.series else [])])
         except (SpoolError, OSError) as exc:
             if not is_no_space(exc):
                 raise
@@ -578,22 +577,6 @@ class Node:
             (target / "error.json").unlink(missing_ok=True)
         runner.submit(job)
         logger.info("round %s: retried as job %s", round_id, job_id)
-
-
-def _keep_private(root: Path) -> None:
-    """Make the data directory (0700), or close an existing one to other users."""
-    if not root.is_dir():
-        make_private_directory(root)
-        return
-    mode = stat.S_IMODE(root.stat().st_mode)
-    if mode & 0o007:
-        os.chmod(root, mode & ~0o007)
-        logger.warning(
-            "data directory %s was open to other users (mode %o); now %o: it holds patient data",
-            root,
-            mode,
-            mode & ~0o007,
-        )
 
 
 def _decoded_upload(encoded: bytes, maximum_bytes: int) -> Dataset:

@@ -25,9 +25,9 @@ from typing import Any
 
 from dicomflow import metrics
 from dicomflow.dicom.keys import instance_file_name, uid_name
+from dicomflow.engine.durable import fsync_directory, write_durably
 from dicomflow.net.address import Address
 from dicomflow.net.scu import send
-from dicomflow.node.spool import fsync_directory, write_durably
 
 logger = logging.getLogger(__name__)
 

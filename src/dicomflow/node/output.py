@@ -36,10 +36,10 @@ from pydicom import Dataset
 
 from dicomflow.dicom.files import save_dicom, uid_layout
 from dicomflow.dicom.keys import instance_file_name, value_key
+from dicomflow.engine.durable import write_durably
 from dicomflow.errors import CouldNotCompleteDIMSEMessage, ProcessingError
 from dicomflow.net.address import Address, valid_ae_title
 from dicomflow.net.images import send_images
-from dicomflow.node.spool import write_durably
 
 logger = logging.getLogger(__name__)
 

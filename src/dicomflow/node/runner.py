@@ -21,12 +21,12 @@ from functools import partial
 from pathlib import Path
 
 from dicomflow import metrics
+from dicomflow.engine.durable import write_durably
 from dicomflow.net.address import Address
 from dicomflow.node.output import OUTPUT_MANIFEST
 from dicomflow.node.reference import PipelineRef
 from dicomflow.node.resubmit import Resubmitter
 from dicomflow.node.round import Round
-from dicomflow.node.spool import write_durably
 from dicomflow.node.watcher import JobWatcher
 from dicomflow.node.worker import PROCESS_ROUND, WorkerTask
 from dicomflow.queue.backend import Backend, PerThreadBackend

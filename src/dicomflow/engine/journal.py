@@ -16,7 +16,7 @@ It waits while instances keep coming, so that a burst (a study sent in one
 association) is written once while it arrives and copied when the sender pauses:
 it runs when nothing was appended for ``interval_s``, when the oldest waiting
 instance is ``max_delay_s`` old, or when half the segment waits. Anything that
-reads or moves spool files first calls :meth:`Spool.settle`, which runs a
+reads or moves spool files first calls ``Spool.settle``, which runs a
 checkpoint: a round takes only placed, flushed instances, and an instance moved
 out of the spool is never replayed into it. Waiting instances are not held in
 memory: a checkpoint reads them back from the segment (from the page cache, as a
@@ -46,8 +46,6 @@ raised from an ``ENOSPC`` error). A segment being made is never left behind
 half written.
 """
 
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
@@ -59,12 +57,20 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dicomflow import metrics
+from dicomflow.engine.durable import (
+    Buffer,
+    can_sync_filesystems,
+    flush_paths,
+    fsync_directory,
+    make_private_directory,
+    sync_filesystems,
+    write_then_rename,
+)
 from dicomflow.errors import SpoolError
 from dicomflow.node.diskspace import free_bytes, no_space
-from dicomflow.node.spool import Spool, fsync_directory, make_private_directory
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +89,32 @@ DEFAULT_INTERVAL_S = 0.1  # a pause in appending this long starts a checkpoint
 DEFAULT_MAX_DELAY_S = 1.0  # an instance waits at most about this long to be placed
 SYNCFS_FROM_FILES = 32  # batches this large are flushed with one syncfs
 ZEROS = bytes(1024 * 1024)
+
+
+class JournaledSpool(Protocol):
+    """What the journal needs of a spool it writes into (``dicomflow.engine.spool.Spool``)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def journal_name(self) -> str:
+        """The spool's name in the journal's records."""
+        ...
+
+    def path_for(self, patient_key: str, sop_instance_uid: str) -> Path: ...
+
+    def place(self, patient_key: str, sop_instance_uid: str, data: bytes) -> Path:
+        """Write an instance into place without flushing."""
+        ...
+
+    def place_link(self, patient_key: str, sop_instance_uid: str, source: Path) -> Path:
+        """Hard-link ``source`` into place without flushing."""
+        ...
+
+    def store_durably(self, patient_key: str, sop_instance_uid: str, data: bytes) -> Path:
+        """Write an instance with its own flushes."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -111,16 +143,17 @@ class Waiting:
 class Journal:
     """Appends received instances durably and writes them into their spools behind.
 
-    ``spools`` maps the name used in records to the spool it writes (and replays)
-    into. Instances over ``max_instance_bytes`` are stored the classic way (see
-    :meth:`takes`). ``segment_bytes`` bounds how much can wait for a checkpoint;
-    ``interval_s`` and ``max_delay_s`` say when the checkpointer runs (see above).
+    The spools it writes (and replays) into are given to :meth:`open`, each known in
+    the records by its ``journal_name``; a spool sends instances here when it was made
+    with this journal in front. Instances over ``max_instance_bytes`` are stored the
+    classic way (see :meth:`takes`). ``segment_bytes`` bounds how much can wait for a
+    checkpoint; ``interval_s`` and ``max_delay_s`` say when the checkpointer runs (see
+    above).
     """
 
     def __init__(
         self,
         directory: Path,
-        spools: dict[str, Spool],
         *,
         max_instance_bytes: int,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
@@ -131,7 +164,7 @@ class Journal:
             raise ValueError("segment_bytes is too small")
         self.directory = directory
         self.path = directory / SEGMENT
-        self.spools = dict(spools)
+        self.spools: dict[str, JournaledSpool] = {}
         self.segment_bytes = segment_bytes
         self._max_requested = max_instance_bytes
         self.max_instance_bytes = min(max_instance_bytes, (segment_bytes - DATA_START) // 4)
@@ -158,9 +191,6 @@ class Journal:
         self._queued_paths: Counter[Path] = Counter()
         self._broken: str | None = None  # why the last checkpoint could not write the spools
         self._failed: str | None = None  # a flush of the segment failed: no more appends
-        for spool_name, spool in self.spools.items():
-            spool.journal = self
-            spool.journal_name = spool_name
 
     # -- life ----------------------------------------------------------------------
 
@@ -168,11 +198,12 @@ class Journal:
     def is_open(self) -> bool:
         return self._fd >= 0
 
-    def open(self) -> int:
-        """Replay what the last checkpoint did not cover, start checkpointing; return
-        the number of instances written again."""
+    def open(self, spools: Iterable[JournaledSpool]) -> int:
+        """Over ``spools`` (by their journal names): replay what the last checkpoint did
+        not cover, start checkpointing; return the number of instances written again."""
         if self.is_open:
             return 0
+        self.spools = {spool.journal_name: spool for spool in spools}
         make_private_directory(self.directory)
         wanted = self.segment_bytes
         if not self.path.exists():  # (made under another name and renamed: never half made)
@@ -442,21 +473,10 @@ class Journal:
         file, at the price of also flushing whatever else is dirty there)."""
         if not files:
             return
-        if _syncfs is None or len(files) < SYNCFS_FROM_FILES:
+        if not can_sync_filesystems() or len(files) < SYNCFS_FROM_FILES:
             flush_paths(files)
             return
-        seen: set[int] = set()
-        for spool in self.spools.values():
-            descriptor = os.open(spool.root, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                device = os.fstat(descriptor).st_dev
-                if device not in seen:
-                    seen.add(device)
-                    if _syncfs(descriptor) != 0:
-                        error = ctypes.get_errno()
-                        raise OSError(error, f"syncfs: {os.strerror(error)}")
-            finally:
-                os.close(descriptor)
+        sync_filesystems(spool.root for spool in self.spools.values())
 
     def _due(self) -> bool:
         """Whether the checkpointer should run now: appending paused, the oldest
@@ -571,21 +591,6 @@ class Journal:
 # -- helpers --------------------------------------------------------------------
 
 
-def _load_syncfs() -> "ctypes._NamedFuncPointer | None":
-    """The C library's ``syncfs`` (Linux), or None."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    function = getattr(ctypes.CDLL(name, use_errno=True), "syncfs", None)
-    if function is not None:
-        function.argtypes = [ctypes.c_int]
-        function.restype = ctypes.c_int
-    return function
-
-
-_syncfs = _load_syncfs()
-
-
 def _header(sequence: int, generation: int, offset: int) -> bytes:
     """A header slot: its fields and their CRC."""
     fields = HEADER.pack(HEADER_MAGIC, sequence, generation, offset)
@@ -614,30 +619,6 @@ def _holds(path: Path, data: bytes) -> bool:
         return False
 
 
-def flush_paths(files: Iterable[Path]) -> None:
-    """fsync files, then their directories and the directories' parents (a patient
-    directory may be new). Paths that are gone are skipped: a round took them after
-    a checkpoint that had covered them."""
-    directories: dict[Path, None] = {}
-    for path in files:
-        _fsync_if_there(path)
-        directories[path.parent] = None
-        directories[path.parent.parent] = None
-    for directory in directories:
-        _fsync_if_there(directory)
-
-
-def _fsync_if_there(path: Path) -> None:
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _pread_exactly(descriptor: int, size: int, offset: int) -> bytes:
     parts: list[bytes] = []
     while size:
@@ -663,27 +644,25 @@ def _pwritev(descriptor: int, parts: list[bytes], offset: int) -> None:
 
 
 def _create_segment(path: Path, size: int) -> None:
-    """Write a zero-filled segment with a first header, flush it, rename it into place."""
+    """Write a zero-filled segment with a first header, flush it, rename it into place
+    (never a half-made segment left behind)."""
     temporary = path.with_suffix(".creating")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        try:
-            _fill(descriptor, size)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
+        write_then_rename(path, _segment_bytes(size), temporary=temporary, sync_directory=False)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)  # never a half-made segment left behind
         message = f"Cannot make the spool journal {path} of {size} bytes: {exc}."
         raise SpoolError(message) from exc
     fsync_directory(path.parent)
 
 
-def _fill(descriptor: int, size: int) -> None:
-    """Write ``size`` zero bytes and a first header; flush them."""
-    remaining = size
-    while remaining:
+def _segment_bytes(size: int) -> tuple[Buffer, ...]:
+    """A new segment of ``size`` bytes, in parts: a first header, then zeros."""
+    header = _header(0, 0, DATA_START)
+    parts: list[Buffer] = [header]
+    remaining = size - len(header)
+    zeros = memoryview(ZEROS)
+    while remaining > 0:
         chunk = min(remaining, len(ZEROS))
-        remaining -= os.write(descriptor, ZEROS[:chunk])
-    os.pwrite(descriptor, _header(0, 0, DATA_START), 0)
-    os.fsync(descriptor)
+        parts.append(zeros[:chunk])
+        remaining -= chunk
+    return tuple(parts)

@@ -7,7 +7,8 @@ by the node's user alone (0600, directories 0700): they hold patient data. ``pat
 hash of the patient identifier (:func:`dicomflow.dicom.keys.value_key`) and the
 file name is a validated UID, so no raw DICOM value ever becomes a path.
 
-With a :class:`~dicomflow.node.journal.Journal` attached (the node's default),
+With a journal in front (:class:`~dicomflow.engine.journal.Journal`, the node's
+default; given to the spool as :class:`Journaling`, what the spool needs of it),
 an instance up to the journal's size limit is made durable by one append to the
 journal instead, and written here without flushing; the journal's checkpointer
 flushes it shortly after, and :meth:`Spool.settle` before a round takes it.
@@ -18,35 +19,68 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dicomflow.dicom.keys import instance_file_name, is_key
+from dicomflow.engine.durable import (
+    Encoded,
+    fsync_directory,
+    make_private_directory,
+    write_durably,
+)
 from dicomflow.errors import SpoolError
-
-if TYPE_CHECKING:
-    from dicomflow.node.journal import Journal
 
 logger = logging.getLogger(__name__)
 
-Buffer = bytes | bytearray | memoryview
-Encoded = Buffer | tuple[Buffer, ...]  # an instance's bytes, whole or in parts (not joined)
+
+class Journaling(Protocol):
+    """What a spool needs of the journal in front of it."""
+
+    def takes(self, size: int) -> bool:
+        """Whether an instance of ``size`` bytes goes through the journal."""
+        ...
+
+    def append(self, uid: str, destinations: Sequence[tuple[str, str]], data: bytes) -> None:
+        """Make ``data`` durable for ``destinations`` (journal name of a spool, key)."""
+        ...
+
+    def pending(self, paths: Iterable[Path]) -> bool:
+        """Whether one of ``paths`` is still to be written by a checkpoint."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Write every journaled instance into its spool and flush it."""
+        ...
 
 
 class Spool:
-    """Instances received and not yet taken by a round, on disk."""
+    """Instances received and not yet taken by a round, on disk.
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    With ``journal``, small instances are made durable by the journal and written
+    here behind it; ``journal_name`` names this spool in the journal's records.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        fsync: bool = True,
+        journal: Journaling | None = None,
+        journal_name: str = "",
+    ) -> None:
+        if journal is not None and not journal_name:
+            raise ValueError("a spool behind a journal needs a journal_name")
         self.root = root
         self.incoming = root / "incoming"
         self.tmp = root / "tmp"
         self.fsync = fsync
         self._known_dirs: set[Path] = set()
         self._lock = threading.Lock()
-        self.journal: Journal | None = None  # set by the journal this spool is attached to
-        self.journal_name = ""
+        self.journal = journal
+        self.journal_name = journal_name
         for directory in (self.incoming, self.tmp):
             make_private_directory(directory)
         self._clear_tmp()
@@ -186,40 +220,3 @@ def encoded_size(data: Encoded) -> int:
 def joined(data: Encoded) -> bytes:
     """``data`` as one ``bytes`` object (copied: for small instances only)."""
     return b"".join(data) if isinstance(data, tuple) else bytes(data)
-
-
-def write_durably(path: Path, data: Encoded, *, fsync: bool = True) -> None:
-    """Write ``data`` (whole or in parts, never joined) to ``path`` and (optionally)
-    fsync it."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for part in data if isinstance(data, tuple) else (data,):
-            view = memoryview(part)
-            while view:
-                written = os.write(descriptor, view)
-                view = view[written:]
-        if fsync:
-            os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def make_private_directory(directory: Path) -> None:
-    """Make ``directory`` and any missing parent with mode 0700 (whatever the umask)."""
-    if directory.is_dir():
-        return
-    make_private_directory(directory.parent)
-    try:
-        directory.mkdir(mode=0o700)  # (the umask can only narrow it)
-    except FileExistsError:
-        if not directory.is_dir():  # made meanwhile by another thread: fine
-            raise
-
-
-def fsync_directory(directory: Path) -> None:
-    """fsync a directory so a rename or creation inside it survives a crash."""
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
