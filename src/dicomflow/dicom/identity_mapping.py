@@ -8,15 +8,37 @@ same original always maps to the same replacement.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from math import ceil, log10
 from pprint import pformat
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from pydicom.uid import UID, generate_uid
 
-if TYPE_CHECKING:
-    from dicomflow.dicom.image_tree import DicomTree, PatientTree, SeriesTree, StudyTree
+
+class SeriesTree(Protocol):
+    """What the mapping reads of :class:`dicomflow.dicom.image_tree.SeriesTree`."""
+
+    data: Mapping[str, Any]
+
+
+class StudyTree(Protocol):
+    data: Mapping[str, Any]
+
+    def series(self) -> Iterable[SeriesTree]: ...
+
+
+class PatientTree(Protocol):
+    data: Mapping[str, Any]
+
+    def studies(self) -> Iterable[StudyTree]: ...
+
+
+class DicomTree(Protocol):
+    data: Mapping[str, Any]
+
+    def patients(self) -> Iterable[PatientTree]: ...
+
 
 PATIENT_PREFIX = "AnonymizedPatientID_"
 

@@ -10,20 +10,35 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydicom import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import EncapsulatedPDFStorage, SecondaryCaptureImageStorage
 
 from dicomflow.dicom.blueprint import Blueprint
+from dicomflow.dicom.series import DicomSeries
 from dicomflow.dicom.virtual_element import StaticElement, get_pivot
 from dicomflow.errors import ConstructionFailure
 
-if TYPE_CHECKING:
-    from dicomflow.dicom.derived_series import DicomFactory
-
 logger = logging.getLogger(__name__)
+
+
+class ReportFactory(Protocol):
+    """What a report needs of :class:`dicomflow.dicom.derived_series.DicomFactory`."""
+
+    def build_instance(
+        self, pivot: Dataset, blueprint: Blueprint, kwargs: dict[Any, Any] | None = None
+    ) -> Dataset: ...
+
+    def build_series_without_image_encoding(
+        self,
+        images: Sequence[Any],
+        blueprint: Blueprint,
+        datasets: DicomSeries | Sequence[Dataset],
+        kwargs: dict[Any, Any] | None = None,
+    ) -> DicomSeries: ...
+
 
 PDF_MAGIC = b"%PDF-"
 _ENCAPSULATED_DEFAULTS = (
@@ -35,7 +50,7 @@ _ENCAPSULATED_DEFAULTS = (
 
 
 def encode_pdf(
-    factory: "DicomFactory",
+    factory: ReportFactory,
     report: Any,
     datasets: Sequence[Dataset],
     report_blueprint: Blueprint,
@@ -85,7 +100,7 @@ def _sop_class(blueprint: Blueprint) -> str:
 
 
 def _encapsulated(
-    factory: "DicomFactory",
+    factory: ReportFactory,
     document: bytes,
     datasets: Sequence[Dataset],
     blueprint: Blueprint,
@@ -117,7 +132,7 @@ def _references(datasets: Sequence[Dataset]) -> list[Dataset]:
 
 
 def _secondary_capture(
-    factory: "DicomFactory",
+    factory: ReportFactory,
     document: bytes,
     datasets: Sequence[Dataset],
     blueprint: Blueprint,

@@ -13,7 +13,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar, Union
 
 from pydicom import DataElement, Dataset
 from pydicom.datadict import dictionary_description
@@ -21,9 +21,6 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag, Tag
 
 from dicomflow.errors import ConstructionFailure
-
-if TYPE_CHECKING:
-    from dicomflow.dicom.blueprint import Blueprint
 
 logger = logging.getLogger(__name__)
 
@@ -240,10 +237,16 @@ class CopyOrElseElement(InstanceVirtualElement):
 
 
 class SequenceElement(InstanceVirtualElement):
-    """A sequence with one item per blueprint, each item built like an instance."""
+    """A sequence with one item per blueprint, each item built like an instance.
+
+    A blueprint is anything iterating virtual elements (a ``Blueprint``).
+    """
 
     def __init__(
-        self, tag: TagType, sequence_blueprints: Iterable["Blueprint"], name: str | None = None
+        self,
+        tag: TagType,
+        sequence_blueprints: Iterable[Iterable["VirtualElement"]],
+        name: str | None = None,
     ) -> None:
         super().__init__(tag, "SQ", name)
         self._blueprints = list(sequence_blueprints)
