@@ -10,15 +10,15 @@ the ``recv`` replacement: QUICKACK re-armed, stock polling loops) or ``stock``
 - ``pynetdicom``: a stock pynetdicom 3 SCP (default AE settings) writing
   ``event.encoded_dataset()`` to a file (not fsynced, like storescp).
 - ``pynetdicom-durable``: the same stock SCP storing with :func:`store_durably`.
-- ``dicomflow``: :class:`dicomflow.net.scp.StoreSCP` storing ``instance.encoded()``
+- ``dicomflow``: :class:`dicomflow.net.pynetdicom_acceptor.StoreSCP` storing ``instance.encoded()``
   with :func:`store_durably`.
-- ``dicomflow-spool``: :class:`dicomflow.net.scp.StoreSCP` storing into the
+- ``dicomflow-spool``: :class:`dicomflow.net.pynetdicom_acceptor.StoreSCP` storing into the
   node's :class:`dicomflow.node.spool.Spool` as the node does (decodes the
   dataset for PatientID and SOPInstanceUID; also fsyncs directories).
-- ``dicomflow-memory``: :class:`dicomflow.net.scp.StoreSCP` calling
+- ``dicomflow-memory``: :class:`dicomflow.net.pynetdicom_acceptor.StoreSCP` calling
   ``instance.encoded()`` and storing nothing: the network path alone.
 - ``lean``, ``lean-spool``, ``lean-memory``: the same three with
-  :class:`dicomflow.net.lean.LeanStoreSCP`, the node's default receiver.
+  :class:`dicomflow.net.acceptor.LeanStoreSCP`, the node's default receiver.
   ``lean-spool`` attaches the spool journal, as the node does by default.
 - ``node``: a whole :class:`dicomflow.node.Node` on the embedded defaults (lean
   receiver, spool journal, collector, trigger; no dashboard) whose pipeline input
@@ -86,8 +86,8 @@ def serve_pynetdicom(output: Path, durable: bool = False) -> Callable[[], None]:
 def serve_dicomflow(
     output: Path, store: Callable[[Any], int], lean: bool = False
 ) -> Callable[[], None]:
-    from dicomflow.net.lean import LeanStoreSCP
-    from dicomflow.net.scp import StoreSCP
+    from dicomflow.net.acceptor import LeanStoreSCP
+    from dicomflow.net.pynetdicom_acceptor import StoreSCP
 
     server = LeanStoreSCP if lean else StoreSCP
     scp = server(ae_title="RECEIVER", ip="127.0.0.1", port=0, on_store=store)

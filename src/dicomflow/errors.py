@@ -43,6 +43,14 @@ class PeerUnreachableError(DicomflowError, ConnectionError):
     """A DICOM peer refused or did not answer an association."""
 
 
+class AssociationLost(DicomflowError, ConnectionError):
+    """A DICOM association ended before the exchange on it did."""
+
+
+class ProtocolError(DicomflowError, ValueError):
+    """A DICOM peer broke the upper-layer or DIMSE protocol: the association is aborted."""
+
+
 class PortInUseError(DicomflowError, OSError):
     """The node's listening port is already taken."""
 

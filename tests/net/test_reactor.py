@@ -22,10 +22,11 @@ from pynetdicom.dul import DULServiceProvider
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import PeerUnreachableError
 from dicomflow.net import reactor
+from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.address import Address
-from dicomflow.net.lean import LeanStoreSCP
-from dicomflow.net.scp import ReceivedInstance, StoreSCP
-from dicomflow.net.scu import echo, send
+from dicomflow.net.pynetdicom_acceptor import StoreSCP
+from dicomflow.net.requestor import echo, send
+from dicomflow.net.storage import ReceivedInstance
 from support import wait_for_port
 
 VERIFICATION = UID("1.2.840.10008.1.1")

@@ -19,7 +19,7 @@ from dicomflow import metrics
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import value_key
 from dicomflow.errors import SpoolError
-from dicomflow.net.scp import STATUS_OUT_OF_RESOURCES
+from dicomflow.net.storage import OUT_OF_RESOURCES as STATUS_OUT_OF_RESOURCES
 from dicomflow.node import journal as journal_module
 from dicomflow.node.journal import DATA_START, SLOT_SIZE, Journal
 from dicomflow.node.spool import Spool

@@ -26,7 +26,7 @@ from typing import Any
 from dicomflow import metrics
 from dicomflow.dicom.keys import instance_file_name, uid_name
 from dicomflow.net.address import Address
-from dicomflow.net.scu import send
+from dicomflow.net.requestor import send
 from dicomflow.node.spool import fsync_directory, write_durably
 
 logger = logging.getLogger(__name__)
