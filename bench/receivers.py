@@ -1,21 +1,19 @@
 """Receivers for the ingest benchmark, each run in its own process.
 
-``python bench/receivers.py KIND OUTPUT_DIR [REACTORS]`` starts a C-STORE SCP
-on an OS-assigned loopback port, prints ``PORT <n>`` on stdout and serves until
-its standard input is closed. REACTORS (dicomflow kinds only, to measure what
-:mod:`dicomflow.net.reactor` brings) is ``full`` (default), ``quickack`` (only
-the ``recv`` replacement: QUICKACK re-armed, stock polling loops) or ``stock``
-(nothing replaced). KIND is one of:
+``python bench/receivers.py KIND OUTPUT_DIR`` starts a C-STORE SCP on an
+OS-assigned loopback port, prints ``PORT <n>`` on stdout and serves until its
+standard input is closed. KIND is one of:
 
 - ``pynetdicom``: a stock pynetdicom 3 SCP (default AE settings) writing
   ``event.encoded_dataset()`` to a file (not fsynced, like storescp).
 - ``pynetdicom-durable``: the same stock SCP storing with :func:`store_durably`.
-- ``dicomflow``: :class:`dicomflow.net.pynetdicom_acceptor.StoreSCP` storing ``instance.encoded()``
+- ``dicomflow``: :class:`dicomflow.net.pynetdicom_acceptor.StoreSCP` (the optional
+  ``receiver = "pynetdicom"``, pynetdicom stock) storing ``instance.encoded()``
   with :func:`store_durably`.
-- ``dicomflow-spool``: :class:`dicomflow.net.pynetdicom_acceptor.StoreSCP` storing into the
+- ``dicomflow-spool``: the same ``StoreSCP`` storing into the
   node's :class:`dicomflow.node.spool.Spool` as the node does (decodes the
   dataset for PatientID and SOPInstanceUID; also fsyncs directories).
-- ``dicomflow-memory``: :class:`dicomflow.net.pynetdicom_acceptor.StoreSCP` calling
+- ``dicomflow-memory``: the same ``StoreSCP`` calling
   ``instance.encoded()`` and storing nothing: the network path alone.
 - ``lean``, ``lean-spool``, ``lean-memory``: the same three with
   :class:`dicomflow.net.acceptor.LeanStoreSCP`, the node's default receiver.
@@ -170,27 +168,8 @@ RECEIVERS: dict[str, Callable[[Path], Callable[[], None]]] = {
 }
 
 
-def use_reactors(variant: str) -> None:
-    """Make ``StoreSCP`` install all (``full``), some (``quickack``) or none of the reactors."""
-    from pynetdicom.transport import AssociationSocket
-
-    from dicomflow.net import reactor
-
-    def recv_only() -> bool:
-        AssociationSocket.recv = reactor._recv  # type: ignore[method-assign]
-        return False
-
-    if variant == "stock":
-        reactor.install = lambda: False
-    elif variant == "quickack":
-        reactor.install = recv_only
-    elif variant != "full":
-        raise SystemExit(f'Unknown reactor variant "{variant}"; expected full, quickack or stock.')
-
-
 def main() -> None:
     kind, output = sys.argv[1], Path(sys.argv[2])
-    use_reactors(sys.argv[3] if len(sys.argv) > 3 else "full")
     stop = RECEIVERS[kind](output)
     sys.stdin.read()
     stop()

@@ -5,7 +5,7 @@ The server only moves bytes and statuses: each C-STORE becomes a
 :class:`~dicomflow.net.storage.ReceivedInstance` handed to
 :func:`~dicomflow.net.storage.store_guarded`, which checks it, calls the
 ``on_store`` callback and turns any exception into a failure status and a log
-line, never a crash.
+line, never a crash. pynetdicom runs stock.
 """
 
 import logging
@@ -21,7 +21,6 @@ from dicomflow import metrics
 from dicomflow.dicom.integrity import DEFAULT_MAXIMUM_BYTES
 from dicomflow.errors import PortInUseError
 from dicomflow.logs import escaped
-from dicomflow.net import reactor
 from dicomflow.net.contexts import storage_contexts
 from dicomflow.net.socket import tune_accepted_socket
 from dicomflow.net.storage import (
@@ -73,7 +72,6 @@ class StoreSCP:
         maximum_associations: int = 64,
         maximum_instance_bytes: int = DEFAULT_MAXIMUM_BYTES,
     ) -> None:
-        reactor.install()
         self._on_store = on_store
         self.maximum_instance_bytes = maximum_instance_bytes  # what a deflated one may inflate to
         self._on_release = on_release
