@@ -131,3 +131,15 @@ def test_pdus_are_read_whole_and_limited() -> None:
         left.close()
         with pytest.raises(EOFError):
             pdu.read_pdu(right, maximum_data=10, maximum_other=10)
+
+
+def test_only_what_we_proposed_is_accepted() -> None:
+    proposals = [(CT, EXPLICIT), (CT, IMPLICIT), (pdu.VERIFICATION, IMPLICIT)]
+    results = {
+        1: (pdu.ACCEPTED, EXPLICIT),
+        3: (pdu.ACCEPTED, EXPLICIT),  # not the syntax proposed for 3
+        5: (pdu.ABSTRACT_SYNTAX_NOT_SUPPORTED, IMPLICIT),
+        7: (pdu.ACCEPTED, IMPLICIT),  # never proposed
+        2: (pdu.ACCEPTED, EXPLICIT),  # not one of ours
+    }
+    assert pdu.accepted_contexts(proposals, results) == {1: (CT, EXPLICIT)}

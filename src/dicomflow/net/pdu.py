@@ -210,6 +210,22 @@ def parse_associate_ac(body: bytes | bytearray) -> tuple[dict[int, tuple[int, st
     return results, maximum_pdu
 
 
+def accepted_contexts(
+    proposals: Sequence[tuple[str, str]], results: dict[int, tuple[int, str]]
+) -> dict[int, tuple[str, str]]:
+    """The proposals of an :func:`associate_rq` the peer accepted, by context id, from the
+    results :func:`parse_associate_ac` found (an answer for a context we did not propose,
+    or with another transfer syntax than proposed, accepts nothing)."""
+    accepted: dict[int, tuple[str, str]] = {}
+    for context_id, (result, syntax) in results.items():
+        index = (context_id - 1) // 2  # ours are 1, 3, 5, ...: proposal 0, 1, 2, ...
+        if result != ACCEPTED or context_id % 2 == 0 or index >= len(proposals):
+            continue
+        if proposals[index][1] == syntax:
+            accepted[context_id] = proposals[index]
+    return accepted
+
+
 def associate_rj(*, result: int, source: int, reason: int) -> bytes:
     """The body of an A-ASSOCIATE-RJ."""
     return bytes((0, result, source, reason))

@@ -59,7 +59,6 @@ from dicomflow.net import pdu
 from dicomflow.net.address import Address
 from dicomflow.net.pdu import (
     ABORT,
-    ACCEPTED,
     ASSOCIATE_AC,
     ASSOCIATE_RJ,
     ASSOCIATE_RQ,
@@ -484,13 +483,7 @@ class _Association:
         except ProtocolError as exc:
             connection.close()
             raise PeerUnreachableError(f"Cannot associate with {address}: {exc}.") from exc
-        accepted: dict[int, tuple[str, str]] = {}
-        for context_id, (result, syntax) in results.items():
-            index = (context_id - 1) // 2  # ours are 1, 3, 5, ...: proposal 0, 1, 2, ...
-            if result != ACCEPTED or context_id % 2 == 0 or index >= len(proposals):
-                continue
-            if proposals[index][1] == syntax:
-                accepted[context_id] = proposals[index]
+        accepted = pdu.accepted_contexts(proposals, results)
         connection.settimeout(DIMSE_TIMEOUT_S)
         logger.debug(
             "associated with %s: %d of %d contexts accepted, maximum PDU %d",
