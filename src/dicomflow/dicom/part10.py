@@ -35,6 +35,8 @@ HEAD_BYTES = 4096
 """What is read of a file to find its file meta and the SOP UIDs at its dataset's start."""
 _PREFIX = 132  # preamble and "DICM"
 _META_GROUP_LENGTH = b"\x02\x00\x00\x00UL"
+_LITTLE_ENDIAN = struct.Struct("<HH"), struct.Struct("<H"), struct.Struct("<I")
+_BIG_ENDIAN = struct.Struct(">HH"), struct.Struct(">H"), struct.Struct(">I")
 
 
 class Element(NamedTuple):
@@ -82,18 +84,17 @@ def walk(
         struct.error: where a long VR's 4-byte length is cut short.
     """
     end = len(data) if limit is None else limit
-    order = ">" if big_endian else "<"
-    tag, short, long = struct.Struct(order + "HH"), struct.Struct(order + "H"), order + "I"
+    tag, short, long = _BIG_ENDIAN if big_endian else _LITTLE_ENDIAN
     while offset + 8 <= end:
         group, number = tag.unpack_from(data, offset)
         if implicit:
             vr = b""
-            (length,) = struct.unpack_from(long, data, offset + 4)
+            (length,) = long.unpack_from(data, offset + 4)
             value_at = offset + 8
         else:
             vr = bytes(data[offset + 4 : offset + 6])
             if vr in LONG_VRS:
-                (length,) = struct.unpack_from(long, data, offset + 8)
+                (length,) = long.unpack_from(data, offset + 8)
                 value_at = offset + 12
             else:
                 (length,) = short.unpack_from(data, offset + 6)

@@ -7,10 +7,10 @@ fsyncing the instance. An SCP that only accepts storage needs little of it:
 
 1. Association: the whole A-ASSOCIATE-RQ (at most 128 KiB, and no other PDU)
    must arrive within ``request_timeout_s`` of the connection, however its
-   bytes are paced; it is decoded by :mod:`dicomflow.net.pdu` (with pynetdicom's
-   PDU classes). A called AE
-   title other than ours (unless ``require_called_ae_title`` is off) or a
-   calling AE title outside the allow-list gets an A-ASSOCIATE-RJ (permanent,
+   bytes are paced; it is decoded by :mod:`dicomflow.net.pdu` (with
+   pynetdicom's PDU classes). A called AE title other than ours (unless
+   ``require_called_ae_title`` is off) or a calling AE title outside the
+   allow-list gets an A-ASSOCIATE-RJ (permanent,
    "called/calling AE title not recognized"); only then does the association
    take one of the ``maximum_associations`` slots (transient rejection when
    none is free), so connections that never associate block nobody. Each
@@ -19,11 +19,11 @@ fsyncing the instance. An SCP that only accepts storage needs little of it:
    received (:mod:`dicomflow.net.contexts`); the A-ASSOCIATE-AC is packed by
    :mod:`dicomflow.net.pdu` (PS3.8 9.3.3), as every PDU and command set is.
 2. Data: P-DATA-TF PDUs are read whole into one buffer (grown as bytes arrive,
-   never sized from the declared length alone); their PDVs are
-   command or dataset fragments. The command set (implicit VR little endian,
-   group 0000) is assembled here from its fragments; the dataset fragments are
-   appended to one
-   buffer as they arrive (never joined again), and what that buffer, the PDU
+   never sized from the declared length alone); their PDVs are command or
+   dataset fragments. The command set (implicit VR little endian, group 0000)
+   is assembled here from its fragments and parsed by :mod:`dicomflow.net.pdu`;
+   the dataset fragments are appended to one buffer as they arrive (never
+   joined again), and what that buffer, the PDU
    being read and the decoding really allocate counts against
    ``maximum_held_bytes``. When a C-STORE's dataset is complete, it is checked
    against its command and context (:mod:`dicomflow.net.agreement`),
