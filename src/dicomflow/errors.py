@@ -106,6 +106,10 @@ class InstanceTooLargeError(DicomflowError, ValueError):
         self.setting = setting
 
 
+class TruncatedDatasetError(DicomflowError, ValueError):
+    """An encoded dataset ends in the middle of a data element."""
+
+
 class InstanceRefusedError(DicomflowError, ValueError):
     """A received instance is refused: it is not stored, and its C-STORE fails."""
 

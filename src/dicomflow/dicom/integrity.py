@@ -31,7 +31,7 @@ from pydicom.values import convert_string
 from dicomflow.dicom.inflate import Buffer, Reserve, inflate, unlimited
 from dicomflow.dicom.part10 import LONG_VRS, UNDEFINED_LENGTH, decode_file_meta
 from dicomflow.dicom.view import ViewReader
-from dicomflow.errors import DicomflowError, InstanceTooLargeError
+from dicomflow.errors import InstanceTooLargeError, TruncatedDatasetError
 
 ITEM = 0xFFFEE000
 ITEM_DELIMITER = 0xFFFEE00D
@@ -45,10 +45,6 @@ _IMPLICIT = struct.Struct("<HHL")
 _EXPLICIT = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<L")
 _VR_NAMES = {str(vr).encode(): str(vr) for vr in VR if len(str(vr)) == 2}
-
-
-class TruncatedDatasetError(DicomflowError, ValueError):
-    """An encoded dataset ends in the middle of a data element."""
 
 
 def decode_complete(

@@ -40,7 +40,7 @@ from pydicom.uid import UID
 from dicomflow import metrics
 from dicomflow.dicom.filemeta import encode_file_meta
 from dicomflow.dicom.inflate import Reserve, unlimited
-from dicomflow.dicom.integrity import DEFAULT_MAXIMUM_BYTES, TruncatedDatasetError, decode_complete
+from dicomflow.dicom.integrity import DEFAULT_MAXIMUM_BYTES, decode_complete
 from dicomflow.errors import (
     DatasetMismatchError,
     InstanceTooLargeError,
@@ -48,6 +48,7 @@ from dicomflow.errors import (
     NotArchivableError,
     SOPClassNotSupportedError,
     SpoolError,
+    TruncatedDatasetError,
     UnreadableInstanceError,
 )
 from dicomflow.logs import escaped
