@@ -28,7 +28,7 @@ from collections import Counter
 
 from fuzzing import FuzzedPipeline, Generator, Outcomes, resident_bytes, run
 
-from dicomflow.net import scu
+from dicomflow.net import requestor
 from dicomflow.net.address import Address
 
 MIB = 1 << 20
@@ -97,7 +97,7 @@ def report(total: Outcomes, grown: int, address: Address) -> None:
         print(f"  {count} x {kind.strip()} (first: {first[kind][:40]})")
     print(f"RSS growth: {grown / MIB:.0f} MiB")
     try:
-        scu.echo(address)
+        requestor.echo(address)
         print("C-ECHO afterwards: success")
     except Exception as exc:  # any failure is the finding
         print(f"C-ECHO afterwards: FAILED ({exc})")

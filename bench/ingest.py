@@ -3,10 +3,12 @@
 Usage::
 
     .venv/bin/python bench/ingest.py [--small N] [--large N] [--reference-small N]
-                                     [--reference-large N] [--workdir DIR] [--keep]
+                                     [--reference-large N] [--associations N]
+                                     [--workdir DIR] [--keep]
 
 Generates N small (64x64, ~9 kB) and N large (512x512, ~0.5 MB) CT instances as
-Part-10 files, then sends each data set with ONE ``storescu`` association over
+Part-10 files, then sends each data set with ONE ``storescu`` association (or
+``--associations`` concurrent ones, the files dealt out among them) over
 loopback to each receiver (see ``bench/receivers.py``) and prints instances/s
 and MB/s (10^6 bytes of Part-10 files sent per second of ``storescu`` run
 time, association set-up included). Each dicomflow receiver runs ``--repeat``
@@ -44,6 +46,7 @@ from receivers import store_durably
 
 RECEIVERS_SCRIPT = Path(__file__).resolve().parent / "receivers.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ASSOCIATIONS = 1  # concurrent storescu runs (--associations)
 
 
 @dataclass
@@ -52,7 +55,6 @@ class Receiver:
     kind: str  # "storescp" or a kind of bench/receivers.py
     reference: bool = False
     stores: bool = True
-    reactors: str = "full"
 
 
 RECEIVERS = [
@@ -64,27 +66,13 @@ RECEIVERS = [
     Receiver("dicomflow lean SCP + node Spool without journal (durable)", "lean-spool-classic"),
     Receiver("dicomflow lean SCP + temp/fsync/rename (no directory fsync)", "lean"),
     Receiver("dicomflow lean SCP, nothing stored (network ceiling)", "lean-memory", stores=False),
-    Receiver("dicomflow pynetdicom SCP + node Spool (durable)", "dicomflow-spool"),
+    Receiver("dicomflow pynetdicom SCP (stock) + node Spool (durable)", "dicomflow-spool"),
     Receiver(
-        "dicomflow pynetdicom SCP, nothing stored (network ceiling)",
+        "dicomflow pynetdicom SCP (stock), nothing stored (network ceiling)",
         "dicomflow-memory",
         stores=False,
     ),
     Receiver("no network: temp/fsync/rename of the files' bytes (disk ceiling)", "disk"),
-]
-BEFORE = [
-    Receiver(
-        "dicomflow StoreSCP + temp/fsync/rename, stock reactors",
-        "dicomflow",
-        reference=True,
-        reactors="stock",
-    ),
-    Receiver(
-        "dicomflow StoreSCP + temp/fsync/rename, stock reactors + QUICKACK re-arm",
-        "dicomflow",
-        reference=True,
-        reactors="quickack",
-    ),
 ]
 
 
@@ -109,7 +97,9 @@ class Run:
 
 
 def main() -> None:
+    global ASSOCIATIONS
     args = parse_args()
+    ASSOCIATIONS = args.associations
     workdir = Path(tempfile.mkdtemp(prefix="dicomflow-bench-", dir=args.workdir))
     try:
         print_context(workdir)
@@ -119,8 +109,10 @@ def main() -> None:
         ):
             if count:
                 files = generate(workdir / "data" / label, count, size)
+                if ASSOCIATIONS > 1:
+                    label = f"{label}, {ASSOCIATIONS} concurrent associations"
                 output = workdir / "out" / label
-                receivers = RECEIVERS + (BEFORE if args.before else [])
+                receivers = RECEIVERS
                 if args.only:
                     receivers = [r for r in receivers if r.kind in args.only]
                 runs = [measure(r, files, references, output, args.repeat) for r in receivers]
@@ -153,15 +145,16 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per dicomflow receiver (3)")
     parser.add_argument(
-        "--before",
-        action="store_true",
-        help="also run the durable dicomflow receiver without (parts of) net/reactor.py",
-    )
-    parser.add_argument(
         "--latency-rounds", type=int, default=30, help="rounds for the latency part (0: skip)"
     )
     parser.add_argument(
         "--only", nargs="+", metavar="KIND", help="run only these receiver kinds (see receivers.py)"
+    )
+    parser.add_argument(
+        "--associations",
+        type=int,
+        default=1,
+        help="concurrent storescu associations the instances are dealt out to (1)",
     )
     parser.add_argument("--workdir", help="where to put the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -198,7 +191,7 @@ def measure(
     """Run ``receiver`` ``repeat`` times (once if a reference); return the median run."""
     if receiver.reference:
         files, repeat = files[:references], 1
-    outputs = [output / f"{receiver.kind}-{receiver.reactors}-{index}" for index in range(repeat)]
+    outputs = [output / f"{receiver.kind}-{index}" for index in range(repeat)]
     runs = sorted((measure_once(receiver, files, out) for out in outputs), key=lambda r: r.seconds)
     median = runs[len(runs) // 2]
     median.range_per_second = (runs[-1].per_second, runs[0].per_second)
@@ -209,7 +202,7 @@ def measure_once(receiver: Receiver, files: list[Path], output: Path) -> Run:
     output.mkdir(parents=True)
     if receiver.kind == "disk":
         return measure_disk(receiver, files, output)
-    with start(receiver.kind, output, receiver.reactors) as (port, pid):
+    with start(receiver.kind, output) as (port, pid):
         cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         ok = storescu(port, files)
@@ -237,7 +230,7 @@ def measure_disk(receiver: Receiver, files: list[Path], output: Path) -> Run:
 
 
 @contextmanager
-def start(kind: str, output: Path, reactors: str) -> Iterator[tuple[int, int]]:
+def start(kind: str, output: Path) -> Iterator[tuple[int, int]]:
     """Run a receiver in its own process; yield its (port, pid)."""
     if kind == "storescp":
         port = free_port()
@@ -247,7 +240,7 @@ def start(kind: str, output: Path, reactors: str) -> Iterator[tuple[int, int]]:
         )
         wait_for_listener(port)
     else:
-        command = [sys.executable, str(RECEIVERS_SCRIPT), kind, str(output), reactors]
+        command = [sys.executable, str(RECEIVERS_SCRIPT), kind, str(output)]
         process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -268,11 +261,25 @@ def stop(process: subprocess.Popen[str], kind: str) -> None:
 
 
 def storescu(port: int, files: list[Path]) -> bool:
+    """Send ``files`` with ``ASSOCIATIONS`` concurrent ``storescu`` runs (one association
+    each, the files dealt out in turn); whether all succeeded."""
     command = ["storescu", "-aet", "BENCH", "-aec", "RECEIVER", "127.0.0.1", str(port)]
-    result = subprocess.run([*command, *map(str, files)], capture_output=True, text=True)
-    if result.returncode != 0:
-        print(f"storescu failed ({result.returncode}): {result.stderr[-500:]}", file=sys.stderr)
-    return result.returncode == 0
+    senders = [
+        subprocess.Popen(
+            [*command, *map(str, files[index::ASSOCIATIONS])],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(min(ASSOCIATIONS, len(files)))
+    ]
+    ok = True
+    for sender in senders:
+        _, stderr = sender.communicate()
+        if sender.returncode != 0:
+            print(f"storescu failed ({sender.returncode}): {stderr[-500:]}", file=sys.stderr)
+            ok = False
+    return ok
 
 
 def cpu_seconds(pid: int) -> float:

@@ -29,7 +29,7 @@ from latency_pipeline import StampPipeline
 
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.net.address import Address
-from dicomflow.net.scu import send
+from dicomflow.net.requestor import send
 from dicomflow.node.node import wait_until
 
 

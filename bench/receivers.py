@@ -1,24 +1,22 @@
 """Receivers for the ingest benchmark, each run in its own process.
 
-``python bench/receivers.py KIND OUTPUT_DIR [REACTORS]`` starts a C-STORE SCP
-on an OS-assigned loopback port, prints ``PORT <n>`` on stdout and serves until
-its standard input is closed. REACTORS (dicomflow kinds only, to measure what
-:mod:`dicomflow.net.reactor` brings) is ``full`` (default), ``quickack`` (only
-the ``recv`` replacement: QUICKACK re-armed, stock polling loops) or ``stock``
-(nothing replaced). KIND is one of:
+``python bench/receivers.py KIND OUTPUT_DIR`` starts a C-STORE SCP on an
+OS-assigned loopback port, prints ``PORT <n>`` on stdout and serves until its
+standard input is closed. KIND is one of:
 
 - ``pynetdicom``: a stock pynetdicom 3 SCP (default AE settings) writing
   ``event.encoded_dataset()`` to a file (not fsynced, like storescp).
 - ``pynetdicom-durable``: the same stock SCP storing with :func:`store_durably`.
-- ``dicomflow``: :class:`dicomflow.net.scp.StoreSCP` storing ``instance.encoded()``
+- ``dicomflow``: :class:`dicomflow.net.pynetdicom_acceptor.StoreSCP` (the optional
+  ``receiver = "pynetdicom"``, pynetdicom stock) storing ``instance.encoded()``
   with :func:`store_durably`.
-- ``dicomflow-spool``: :class:`dicomflow.net.scp.StoreSCP` storing into the
+- ``dicomflow-spool``: the same ``StoreSCP`` storing into the
   node's :class:`dicomflow.engine.spool.Spool` as the node does (decodes the
   dataset for PatientID and SOPInstanceUID; also fsyncs directories).
-- ``dicomflow-memory``: :class:`dicomflow.net.scp.StoreSCP` calling
+- ``dicomflow-memory``: the same ``StoreSCP`` calling
   ``instance.encoded()`` and storing nothing: the network path alone.
 - ``lean``, ``lean-spool``, ``lean-memory``: the same three with
-  :class:`dicomflow.net.lean.LeanStoreSCP`, the node's default receiver.
+  :class:`dicomflow.net.acceptor.LeanStoreSCP`, the node's default receiver.
   ``lean-spool`` attaches the spool journal, as the node does by default.
 - ``node``: a whole :class:`dicomflow.node.Node` on the embedded defaults (lean
   receiver, spool journal, collector, trigger; no dashboard) whose pipeline input
@@ -86,8 +84,8 @@ def serve_pynetdicom(output: Path, durable: bool = False) -> Callable[[], None]:
 def serve_dicomflow(
     output: Path, store: Callable[[Any], int], lean: bool = False
 ) -> Callable[[], None]:
-    from dicomflow.net.lean import LeanStoreSCP
-    from dicomflow.net.scp import StoreSCP
+    from dicomflow.net.acceptor import LeanStoreSCP
+    from dicomflow.net.pynetdicom_acceptor import StoreSCP
 
     server = LeanStoreSCP if lean else StoreSCP
     scp = server(ae_title="RECEIVER", ip="127.0.0.1", port=0, on_store=store)
@@ -170,27 +168,8 @@ RECEIVERS: dict[str, Callable[[Path], Callable[[], None]]] = {
 }
 
 
-def use_reactors(variant: str) -> None:
-    """Make ``StoreSCP`` install all (``full``), some (``quickack``) or none of the reactors."""
-    from pynetdicom.transport import AssociationSocket
-
-    from dicomflow.net import reactor
-
-    def recv_only() -> bool:
-        AssociationSocket.recv = reactor._recv  # type: ignore[method-assign]
-        return False
-
-    if variant == "stock":
-        reactor.install = lambda: False
-    elif variant == "quickack":
-        reactor.install = recv_only
-    elif variant != "full":
-        raise SystemExit(f'Unknown reactor variant "{variant}"; expected full, quickack or stock.')
-
-
 def main() -> None:
     kind, output = sys.argv[1], Path(sys.argv[2])
-    use_reactors(sys.argv[3] if len(sys.argv) > 3 else "full")
     stop = RECEIVERS[kind](output)
     sys.stdin.read()
     stop()

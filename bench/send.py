@@ -9,7 +9,7 @@ and sends each set over ONE association, over loopback, to two receivers: dcmtk
 ``storescp`` (default options, what many PACS test set-ups run) and dicomflow's
 lean receiver storing nothing (a peer that answers at once). Senders, each in
 its own process: dcmtk ``storescu`` (the reference), dicomflow's SCU
-(:func:`dicomflow.net.scu.send`, what the node's exports and ``dicomflow send``
+(:func:`dicomflow.net.requestor.send`, what the node's exports and ``dicomflow send``
 use), and stock pynetdicom 3 (``AE.associate`` + ``send_c_store`` of each file
 read with ``dcmread``, nothing installed). Prints instances/s, MB/s and the
 ratio to ``storescu`` into the same receiver. Time is the ``storescu`` run time,
@@ -56,7 +56,7 @@ def send_as(kind: str, port: int, files: list[str]) -> None:
     from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
     from dicomflow.net.address import Address
-    from dicomflow.net.scu import send
+    from dicomflow.net.requestor import send
 
     started = time.perf_counter()
     if kind == "dicomflow":

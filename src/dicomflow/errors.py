@@ -43,6 +43,14 @@ class PeerUnreachableError(DicomflowError, ConnectionError):
     """A DICOM peer refused or did not answer an association."""
 
 
+class AssociationLost(DicomflowError, ConnectionError):
+    """A DICOM association ended before the exchange on it did."""
+
+
+class ProtocolError(DicomflowError, ValueError):
+    """A DICOM peer broke the upper-layer or DIMSE protocol: the association is aborted."""
+
+
 class PortInUseError(DicomflowError, OSError):
     """The node's listening port is already taken."""
 
@@ -100,6 +108,10 @@ class InstanceTooLargeError(DicomflowError, ValueError):
     def __init__(self, message: str, setting: str) -> None:
         super().__init__(message)
         self.setting = setting
+
+
+class TruncatedDatasetError(DicomflowError, ValueError):
+    """An encoded dataset ends in the middle of a data element."""
 
 
 class InstanceRefusedError(DicomflowError, ValueError):

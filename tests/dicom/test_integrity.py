@@ -12,7 +12,8 @@ from pydicom.filereader import _read_file_meta_info, data_element_generator, rea
 from pydicom.uid import UID
 
 from dicomflow.dicom.inflate import unlimited
-from dicomflow.dicom.integrity import TruncatedDatasetError, _scan_little_endian, decode_complete
+from dicomflow.dicom.integrity import _scan_little_endian, decode_complete
+from dicomflow.errors import TruncatedDatasetError
 
 LITTLE_ENDIAN_FILES = []
 for _name in sorted(get_testdata_files()):

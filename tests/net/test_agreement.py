@@ -175,7 +175,7 @@ def test_a_c_store_that_disagrees_is_refused_and_nothing_is_stored(
     assert node.counters.refused == 1 and node.counters.received == 1
     node.spool.settle()
     assert [path.stem for path in node.spool.root.rglob("*.dcm")] == [str(good.SOPInstanceUID)]
-    [line] = [r.getMessage() for r in caplog.records if r.name == "dicomflow.net.status"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "dicomflow.net.storage"]
     assert f"refused with status 0x{expected:04X}" in line
 
 

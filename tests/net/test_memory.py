@@ -19,7 +19,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from dicomflow.dicom.filemeta import encode_file_meta
-from dicomflow.net import scu
+from dicomflow.net import requestor
 from dicomflow.net.address import Address
 from support import free_port, wait_for_port, write_deflate_bomb
 
@@ -42,7 +42,7 @@ class NodeProcess:
         self.log = (data.parent / "node.log").open("wb")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=self.log, env=environment)
         wait_for_port(self.port, timeout_s=60)
-        scu.echo(self.address)
+        requestor.echo(self.address)
 
     @property
     def address(self) -> Address:
@@ -122,7 +122,7 @@ def test_a_deflate_bomb_is_refused_without_inflating_it(
     write_deflate_bomb(bomb, 1 << 30)
     assert bomb.stat().st_size < 2 * MIB
     before = node.memory("VmRSS")
-    report = scu.send(node.address, [bomb])
+    report = requestor.send(node.address, [bomb])
     grown = node.memory("VmHWM") - before
     print(
         f"deflate bomb ({receiver}, 1 GiB inflated, {limit // MIB} MiB limit):"
@@ -131,7 +131,7 @@ def test_a_deflate_bomb_is_refused_without_inflating_it(
     assert list(report.failed.values()) == ["status 0xA700"]
     assert grown < 3 * limit
     assert node.stored() == []
-    scu.echo(node.address)  # still serving
+    requestor.echo(node.address)  # still serving
 
 
 def test_a_200_mib_instance_stays_within_maximum_held_bytes(
@@ -144,7 +144,7 @@ def test_a_200_mib_instance_stays_within_maximum_held_bytes(
     large = tmp_path / "large.dcm"
     uid = write_large_ct(large, 200 * MIB)
     before = node.memory("VmRSS")
-    report = scu.send(node.address, [large])
+    report = requestor.send(node.address, [large])
     grown = node.memory("VmHWM") - before
     print(
         f"200 MiB instance ({limit // MIB} MiB maximum_held_bytes): peak RSS +{grown / MIB:.0f} MiB"
@@ -165,7 +165,7 @@ def test_a_200_mib_instance_over_maximum_held_bytes_is_refused_within_it(
     large = tmp_path / "large.dcm"
     write_large_ct(large, 200 * MIB)
     before = node.memory("VmRSS")
-    report = scu.send(node.address, [large])
+    report = requestor.send(node.address, [large])
     grown = node.memory("VmHWM") - before
     print(
         f"200 MiB instance ({limit // MIB} MiB maximum_held_bytes): peak RSS +{grown / MIB:.0f} MiB"
@@ -173,4 +173,4 @@ def test_a_200_mib_instance_over_maximum_held_bytes_is_refused_within_it(
     assert not report.sent and "association lost" in next(iter(report.failed.values()))
     assert grown < limit + 16 * MIB  # allocator rounding: at most one PDU's worth
     assert node.stored() == []
-    scu.echo(node.address)
+    requestor.echo(node.address)

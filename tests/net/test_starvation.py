@@ -14,8 +14,8 @@ import pytest
 from pydicom.uid import UID
 from pynetdicom import AE
 
-from dicomflow.net.lean import LeanStoreSCP
-from dicomflow.net.scp import ReceivedInstance
+from dicomflow.net.acceptor import LeanStoreSCP
+from dicomflow.net.storage import ReceivedInstance
 from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor
 from support import association_request
 

@@ -14,7 +14,7 @@ from pynetdicom.sop_class import Verification
 from sample_pipelines import RELEASE, CopyPipeline, HoldingPipeline
 
 from dicomflow.dicom.factory import make_ct_series, make_dataset, write_series
-from dicomflow.net.status import CANNOT_UNDERSTAND, DATASET_MISMATCH
+from dicomflow.net.storage import CANNOT_UNDERSTAND, DATASET_MISMATCH
 from dicomflow.node.node import Node
 from support import storescu, wait_for
 
@@ -244,7 +244,7 @@ def test_a_malformed_dataset_is_refused_and_the_node_keeps_serving(
 
     assert status == CANNOT_UNDERSTAND, f"status {status}"
     assert any(
-        record.name == "dicomflow.net.status" and "cannot be decoded" in record.getMessage()
+        record.name == "dicomflow.net.storage" and "cannot be decoded" in record.getMessage()
         for record in caplog.records
     )
     assert node.counters.received == 0

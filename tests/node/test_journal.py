@@ -23,7 +23,7 @@ from dicomflow.engine import journal as journal_module
 from dicomflow.engine.journal import DATA_START, SLOT_SIZE, Journal
 from dicomflow.engine.spool import Spool
 from dicomflow.errors import SpoolError
-from dicomflow.net.scp import STATUS_OUT_OF_RESOURCES
+from dicomflow.net.storage import OUT_OF_RESOURCES as STATUS_OUT_OF_RESOURCES
 from support import fill_filesystem, small_filesystem, storescu, wait_for
 
 PATIENT = value_key("PAT-1")

@@ -17,7 +17,9 @@ from dicomflow.engine.durable import make_private_directory, write_durably
 from dicomflow.errors import DicomflowError
 from dicomflow.logs import configure_logging
 from dicomflow.net.address import Address
-from dicomflow.net.scp import STATUS_SUCCESS, ReceivedInstance, StoreSCP
+from dicomflow.net.pynetdicom_acceptor import StoreSCP
+from dicomflow.net.storage import SUCCESS as STATUS_SUCCESS
+from dicomflow.net.storage import ReceivedInstance
 from dicomflow.node.archive import ArchiveScheduler
 from dicomflow.node.node import Node, wait_until
 from dicomflow.node.pipeline import wait_for_signal

@@ -18,7 +18,7 @@ from dicomflow.cli.setting_error import class_origins, option_name, setting_erro
 from dicomflow.errors import DicomflowError
 from dicomflow.logs import configure_logging
 from dicomflow.net.address import Address
-from dicomflow.net.scu import echo as dicom_echo
+from dicomflow.net.requestor import echo as dicom_echo
 from dicomflow.node.archive import ArchiveScheduler, Consumers
 from dicomflow.node.node import Node
 from dicomflow.node.pipeline import AbstractPipeline, wait_for_signal

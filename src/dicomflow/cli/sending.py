@@ -1,4 +1,4 @@
-"""File collection and a Rich progress bar around :func:`dicomflow.net.scu.send`."""
+"""File collection and a Rich progress bar around :func:`dicomflow.net.requestor.send`."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from dicomflow.net.address import Address
-from dicomflow.net.scu import SendReport, send
+from dicomflow.net.requestor import SendReport, send
 
 PREAMBLE_END = 132
 

@@ -16,25 +16,23 @@ budget) has room for it. A deflated dataset is inflated in bounded steps
 import functools
 import struct
 from collections.abc import MutableSequence
-from io import BytesIO
 from typing import BinaryIO, cast
 
 from pydicom import Dataset
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
-from pydicom.dataset import FileMetaDataset
-from pydicom.filereader import _read_file_meta_info, data_element_generator, read_preamble
+from pydicom.filereader import data_element_generator
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+from pydicom.valuerep import VR
 from pydicom.values import convert_string
 
 from dicomflow.dicom.inflate import Buffer, Reserve, inflate, unlimited
+from dicomflow.dicom.part10 import LONG_VRS, UNDEFINED_LENGTH, decode_file_meta
 from dicomflow.dicom.view import ViewReader
-from dicomflow.errors import DicomflowError, InstanceTooLargeError
+from dicomflow.errors import InstanceTooLargeError, TruncatedDatasetError
 
-UNDEFINED_LENGTH = 0xFFFFFFFF
 ITEM = 0xFFFEE000
 ITEM_DELIMITER = 0xFFFEE00D
 SEQUENCE_DELIMITER = 0xFFFEE0DD
@@ -47,11 +45,6 @@ _IMPLICIT = struct.Struct("<HHL")
 _EXPLICIT = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<L")
 _VR_NAMES = {str(vr).encode(): str(vr) for vr in VR if len(str(vr)) == 2}
-_LONG_VRS = frozenset(str(vr).encode() for vr in EXPLICIT_VR_LENGTH_32)
-
-
-class TruncatedDatasetError(DicomflowError, ValueError):
-    """An encoded dataset ends in the middle of a data element."""
 
 
 def decode_complete(
@@ -116,19 +109,6 @@ def decode_part10(data: bytes, *, maximum_bytes: int = DEFAULT_MAXIMUM_BYTES) ->
     return dataset
 
 
-def decode_file_meta(data: bytes) -> tuple[FileMetaDataset, int]:
-    """The file meta information of a Part-10 file held in memory, and where it ends.
-
-    Raises:
-        InvalidDicomError: if ``data`` does not start like a Part-10 file.
-        EOFError, OSError, ValueError: if the file meta cannot be read.
-    """
-    stream = BytesIO(data)
-    read_preamble(stream, False)
-    meta = _read_file_meta_info(stream)
-    return meta, stream.tell()
-
-
 def _scan_little_endian(
     view: memoryview, implicit: bool, reserve: Reserve
 ) -> tuple[dict[BaseTag, RawDataElement | DataElement], int]:
@@ -153,7 +133,7 @@ def _scan_little_endian(
             group, number, vr_bytes, length = _EXPLICIT.unpack_from(view, offset)
             vr = _VR_NAMES.get(vr_bytes)
             value_at = offset + 8
-            if vr_bytes in _LONG_VRS:
+            if vr_bytes in LONG_VRS:
                 if size - offset < 12:
                     vr = None  # let pydicom fail on the cut-short header
                 else:

@@ -1,4 +1,6 @@
-"""DICOM networking: addresses, the SCP server and the SCU client."""
+"""DICOM networking: addresses, the one codec (:mod:`~dicomflow.net.pdu`), the
+acceptor (the receiver), the requestor (the sender) and the storage service both
+receivers share (:mod:`~dicomflow.net.storage`)."""
 
 from dicomflow.net.address import Address
 

@@ -32,7 +32,8 @@ UID_TEXT = re.compile(r"[!-\[\]-~]{1,64}")  # lenient: any printable ASCII but b
 
 
 class StoreRequest(Protocol):
-    """What is checked of a received C-STORE (a :class:`~dicomflow.net.scp.ReceivedInstance`)."""
+    """What is checked of a received C-STORE (a
+    :class:`~dicomflow.net.storage.ReceivedInstance`)."""
 
     sop_class_uid: str
     sop_instance_uid: str

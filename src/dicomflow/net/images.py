@@ -1,7 +1,7 @@
 """Send datasets to a peer at once, from pipeline code: ``send_images(ae_title, address,
 datasets)``.
 
-A thin call of the SCU (:func:`dicomflow.net.scu.send`) that raises instead of
+A thin call of the SCU (:func:`dicomflow.net.requestor.send`) that raises instead of
 reporting: for results of a round, prefer returning a ``DicomOutput``, which the
 node sends through its outbox, with retries.
 """
@@ -16,7 +16,7 @@ from pydicom.dataelem import DataElement
 
 from dicomflow.errors import CouldNotCompleteDIMSEMessage, PeerUnreachableError
 from dicomflow.net.address import Address
-from dicomflow.net.scu import send
+from dicomflow.net.requestor import send
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pydicom.uid import UID
 
 from dicomflow.errors import CouldNotCompleteDIMSEMessage, InvalidQueryDataset, PeerUnreachableError
 from dicomflow.net.address import Address
-from dicomflow.net.scu import SUCCESS_STATUSES, move
+from dicomflow.net.requestor import SUCCESS_STATUSES, move
 
 logger = logging.getLogger(__name__)
 

@@ -46,15 +46,12 @@ from dicomflow.errors import (
     SpoolError,
     UnreadableInstanceError,
 )
-from dicomflow.net import status
+from dicomflow.net import storage as status
+from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.address import Address
-from dicomflow.net.lean import LeanStoreSCP
-from dicomflow.net.scp import (
-    STATUS_SUCCESS,
-    AccessPolicy,
-    ReceivedInstance,
-    StoreSCP,
-)
+from dicomflow.net.pynetdicom_acceptor import StoreSCP
+from dicomflow.net.storage import SUCCESS as STATUS_SUCCESS
+from dicomflow.net.storage import AccessPolicy, ReceivedInstance
 from dicomflow.node.archive_outbox import ArchiveOutbox
 from dicomflow.node.collector import Collector
 from dicomflow.node.datalock import DataDirectoryLock

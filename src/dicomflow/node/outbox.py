@@ -27,7 +27,7 @@ from dicomflow import metrics
 from dicomflow.dicom.keys import instance_file_name, uid_name
 from dicomflow.engine.durable import fsync_directory, write_durably
 from dicomflow.net.address import Address
-from dicomflow.net.scu import send
+from dicomflow.net.requestor import send
 
 logger = logging.getLogger(__name__)
 

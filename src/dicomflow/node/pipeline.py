@@ -20,7 +20,7 @@ from pydicom import Dataset
 from dicomflow.dicom.tags import TagLike, parse_tag
 from dicomflow.errors import IncorrectlyConfigured, PipelineDefinitionError
 from dicomflow.logs import configure_logging
-from dicomflow.net import status
+from dicomflow.net import storage as status
 from dicomflow.net.address import Address
 from dicomflow.node import attributes
 from dicomflow.node.input import AbstractInput

@@ -8,7 +8,7 @@ from pydicom import Dataset
 
 from dicomflow.dicom.keys import shorten
 from dicomflow.errors import DicomflowError
-from dicomflow.net.scp import STATUS_SUCCESS
+from dicomflow.net.storage import SUCCESS as STATUS_SUCCESS
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from dicomflow.dicom.integrity import decode_file_meta, decode_part10
+from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import is_valid_uid
+from dicomflow.dicom.part10 import decode_file_meta
 from dicomflow.errors import MultipartError
 from dicomflow.web.context import WebContext
 from dicomflow.web.dicomweb import multipart

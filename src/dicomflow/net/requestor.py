@@ -4,8 +4,9 @@ Exports to endpoints and ``dicomflow send`` use it. pynetdicom's requestor
 spends about 1.5 ms of Python on each instance (it decodes each file with
 pydicom to find its UIDs, encodes each command set with pydicom, and passes
 every PDU through a state machine and two threads), more than the peer needs
-to store it. Like the lean receiver (:mod:`dicomflow.net.lean`), this requestor
-packs its PDUs itself (:mod:`dicomflow.net.pdu`):
+to store it. Like the acceptor (:mod:`dicomflow.net.acceptor`), this requestor
+leaves its PDUs to dicomflow's own codec (:mod:`dicomflow.net.pdu`), and the
+reading of Part-10 files to :mod:`dicomflow.dicom.part10`:
 
 1. Association: for each SOP class of the sources, one presentation context
    per transfer syntax the sources have, and one each for explicit and
@@ -36,7 +37,6 @@ import contextlib
 import copy
 import logging
 import socket
-import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,38 +53,24 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import encode
 
-from dicomflow.errors import PeerUnreachableError, TranscodeError
+from dicomflow.dicom import part10
+from dicomflow.errors import AssociationLost, PeerUnreachableError, ProtocolError, TranscodeError
+from dicomflow.net import pdu
 from dicomflow.net.address import Address
 from dicomflow.net.pdu import (
     ABORT,
-    ACCEPTED,
-    APPLICATION_CONTEXT,
     ASSOCIATE_AC,
     ASSOCIATE_RJ,
     ASSOCIATE_RQ,
-    C_ECHO_RQ,
     C_ECHO_RSP,
-    C_MOVE_RQ,
     C_MOVE_RSP,
-    C_STORE_RQ,
     C_STORE_RSP,
-    IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION_NAME,
-    NO_DATASET,
     P_DATA_TF,
     RELEASE_RP,
     RELEASE_RQ,
     VERIFICATION,
-    ProtocolError,
-    ae_field,
-    element,
-    item,
-    pad_uid,
-    parse_command,
-    uid_bytes,
-    us,
 )
-from dicomflow.net.socket import receive_exactly, tune_requesting_socket
+from dicomflow.net.socket import tune_requesting_socket
 
 logger = logging.getLogger(__name__)
 
@@ -110,25 +96,10 @@ UNCOMPRESSED = (
 )
 """Syntaxes pydicom reads and writes without a codec: an instance in one of
 them can go out in the first two."""
-IOV_BATCH = 512
-HEAD_BYTES = 4096
 STREAM_BYTES = 64 << 20
 """A file larger than this is not read whole: its dataset is read while it is sent."""
 STREAM_CHUNK = 4 << 20
-"""What is read of each file to find its SOP class and transfer syntax before associating."""
-LONG_VRS = frozenset(
-    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
-)
-REJECT_REASONS = {
-    (1, 1): "no reason given",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognized",
-    (1, 7): "called AE title not recognized",
-    (2, 1): "no reason given",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion",
-    (3, 2): "local limit exceeded",
-}
+"""What is read of a streamed file at a time."""
 Source = Path | Dataset
 
 
@@ -145,10 +116,6 @@ class SendReport:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-class AssociationLost(Exception):
-    """The association ended before the exchange did."""
 
 
 @dataclass
@@ -371,44 +338,29 @@ def _contexts_for(sources: Iterable[Source]) -> list[tuple[str, str]]:
 
 def _sop_class_and_syntax(source: Source) -> tuple[str, str]:
     if isinstance(source, Path):
-        try:
-            meta, end, head = _read_head(source)
-        except ValueError:
-            return _sop_class_and_syntax(_read_with_pydicom(source))
-        uids = _dataset_uids(memoryview(head)[end:], meta[0x0010])
-        return uids.get(0x0016) or meta[0x0002], meta[0x0010]
-    file_meta = getattr(source, "file_meta", None)
-    syntax = getattr(file_meta, "TransferSyntaxUID", None) or ExplicitVRLittleEndian
-    return _dataset_uid(source, "SOPClassUID"), str(syntax)
-
-
-def _dataset_uid(dataset: Dataset, keyword: str) -> str:
-    """``SOPClassUID`` or ``SOPInstanceUID`` of a dataset, else of its file meta."""
-    file_meta = getattr(dataset, "file_meta", None)
-    value = dataset.get(keyword) or getattr(file_meta, f"MediaStorage{keyword}", None)
-    if not value:
-        raise ValueError(f"the dataset has no {keyword}")
-    return str(value)
+        return part10.sop_class_and_syntax(source)
+    return part10.dataset_sop_class_and_syntax(source)
 
 
 def _read(source: Source) -> _Instance:
     if isinstance(source, Dataset):
-        sop_class, syntax = _sop_class_and_syntax(source)
-        return _Instance(sop_class, _dataset_uid(source, "SOPInstanceUID"), syntax, b"", source)
+        sop_class, syntax = part10.dataset_sop_class_and_syntax(source)
+        sop_instance = part10.dataset_uid(source, "SOPInstanceUID")
+        return _Instance(sop_class, sop_instance, syntax, b"", source)
     size = source.stat().st_size
     streamed = _streamed(source, size) if size > STREAM_BYTES else None
     if streamed is not None:
         return streamed
     data = source.read_bytes()
     try:
-        meta, end = _file_meta(data)
+        meta = part10.file_meta(data)
     except ValueError:
-        return _read(_read_with_pydicom(source))
-    if end >= len(data):
+        return _read(part10.read_with_pydicom(source))
+    if meta.dataset_offset >= len(data):
         raise ValueError("the file has no dataset after its file meta")
-    syntax = meta[0x0010]
-    dataset: bytes | memoryview = memoryview(data)[end:]
-    sop_class, sop_instance = _sop_uids(meta, dataset)
+    syntax = meta.transfer_syntax
+    dataset: bytes | memoryview = memoryview(data)[meta.dataset_offset :]
+    sop_class, sop_instance = part10.sop_uids(meta, dataset)
     if syntax == DeflatedExplicitVRLittleEndian and len(dataset) % 2:
         dataset = bytes(dataset) + b"\x00"  # PS3.5 A.5: a deflated stream is padded to even
     return _Instance(sop_class, sop_instance, syntax, dataset)
@@ -417,128 +369,16 @@ def _read(source: Source) -> _Instance:
 def _streamed(path: Path, size: int) -> _Instance | None:
     """A large file, to be read while it is sent; None where it must be read whole."""
     try:
-        meta, end, head = _read_head(path)
+        meta, head = part10.read_head(path)
     except ValueError:
         return None
-    syntax = meta[0x0010]
-    if syntax == DeflatedExplicitVRLittleEndian or end >= size:
+    syntax, start = meta.transfer_syntax, meta.dataset_offset
+    if syntax == DeflatedExplicitVRLittleEndian or start >= size:
         return None
-    sop_class, sop_instance = _sop_uids(meta, memoryview(head)[end:])
-    return _Instance(sop_class, sop_instance, syntax, b"", path=path, offset=end, length=size - end)
-
-
-def _read_head(path: Path) -> tuple[dict[int, str], int, bytes]:
-    """A Part-10 file's meta UIDs, where its dataset starts, and the bytes read (the
-    first ``HEAD_BYTES``, or a longer file meta and ``HEAD_BYTES`` more).
-
-    ValueError where the file has no file meta we can parse.
-    """
-    with path.open("rb") as file:
-        head = file.read(HEAD_BYTES)
-        meta, end = _file_meta(head)
-        if end > len(head):
-            head += file.read(end - len(head) + HEAD_BYTES)
-            meta, end = _file_meta(head)
-    return meta, end, head
-
-
-def _sop_uids(meta: dict[int, str], dataset: bytes | memoryview) -> tuple[str, str]:
-    """The SOP class and instance UIDs for the command: the dataset's, else the file meta's.
-
-    The peer checks the command's UIDs against the dataset's, which the file
-    meta does not always repeat faithfully.
-    """
-    uids = _dataset_uids(dataset, meta[0x0010])
-    sop_instance = uids.get(0x0018) or meta.get(0x0003)
-    if not sop_instance:
-        raise ValueError("neither the dataset nor the file meta has a SOPInstanceUID")
-    return uids.get(0x0016) or meta[0x0002], sop_instance
-
-
-def _dataset_uids(data: bytes | memoryview, syntax: str) -> dict[int, str]:
-    """SOPClassUID (0008,0016) and SOPInstanceUID (0008,0018), read from the dataset's start.
-
-    Empty for a deflated dataset, and where an element of undefined length or
-    the end of ``data`` comes first.
-    """
-    if syntax == DeflatedExplicitVRLittleEndian:
-        return {}
-    implicit = syntax == ImplicitVRLittleEndian
-    order = ">" if syntax == ExplicitVRBigEndian else "<"
-    found: dict[int, str] = {}
-    offset = 0
-    try:
-        while offset + 8 <= len(data) and len(found) < 2:
-            group, number = struct.unpack_from(order + "HH", data, offset)
-            if (group, number) > (0x0008, 0x0018):
-                break
-            if implicit:
-                (size,) = struct.unpack_from(order + "I", data, offset + 4)
-                offset += 8
-            elif bytes(data[offset + 4 : offset + 6]) in LONG_VRS:
-                (size,) = struct.unpack_from(order + "I", data, offset + 8)
-                offset += 12
-            else:
-                (size,) = struct.unpack_from(order + "H", data, offset + 6)
-                offset += 8
-            if size == 0xFFFFFFFF:
-                break
-            if group == 0x0008 and number in (0x0016, 0x0018) and offset + size <= len(data):
-                value = bytes(data[offset : offset + size]).decode("ascii", "replace")
-                found[number] = value.rstrip("\x00 ")
-            offset += size
-    except struct.error:
-        pass
-    return {number: value for number, value in found.items() if value}
-
-
-def _read_with_pydicom(path: Path) -> Dataset:
-    """A file our parser does not take (no file meta group length, say), as pydicom reads it."""
-    try:
-        return dcmread(path)
-    except Exception as exc:  # pydicom raises many kinds on files it cannot read
-        raise ValueError(f"not a readable DICOM file: {exc}") from exc
-
-
-def _file_meta(data: bytes) -> tuple[dict[int, str], int]:
-    """The UIDs of a Part-10 file's meta group, and where its dataset starts.
-
-    The offset may lie beyond ``data`` when only the head was read.
-    """
-    try:
-        return _parse_file_meta(data)
-    except struct.error as exc:
-        raise ValueError("the file meta is cut short") from exc
-
-
-def _parse_file_meta(data: bytes) -> tuple[dict[int, str], int]:
-    if data[128:132] != b"DICM":
-        raise ValueError("not a DICOM Part-10 file (no DICM prefix)")
-    offset = 132
-    if data[offset : offset + 6] != b"\x02\x00\x00\x00UL":
-        raise ValueError("the file meta has no group length")
-    (length,) = struct.unpack_from("<I", data, offset + 8)
-    end = offset + 12 + length
-    offset += 12
-    meta: dict[int, str] = {}
-    limit = min(end, len(data))
-    while offset + 8 <= limit:
-        group, number = struct.unpack_from("<HH", data, offset)
-        vr = bytes(data[offset + 4 : offset + 6])
-        if group != 0x0002:
-            raise ValueError("the file meta group length is wrong")
-        if vr in LONG_VRS:
-            (size,) = struct.unpack_from("<I", data, offset + 8)
-            offset += 12
-        else:
-            (size,) = struct.unpack_from("<H", data, offset + 6)
-            offset += 8
-        if number in (0x0002, 0x0003, 0x0010) and offset + size <= len(data):
-            meta[number] = bytes(data[offset : offset + size]).decode("ascii").rstrip("\x00 ")
-        offset += size
-    if offset >= end and (0x0002 not in meta or 0x0010 not in meta):
-        raise ValueError("the file meta has no MediaStorageSOPClassUID or TransferSyntaxUID")
-    return meta, end
+    sop_class, sop_instance = part10.sop_uids(meta, memoryview(head)[start:])
+    return _Instance(
+        sop_class, sop_instance, syntax, b"", path=path, offset=start, length=size - start
+    )
 
 
 def _reencode(instance: _Instance, syntax: str) -> _Instance:
@@ -618,21 +458,19 @@ class _Association:
         connection = _connect(address)
         try:
             connection.settimeout(ACSE_TIMEOUT_S)
-            _send_pdu(connection, ASSOCIATE_RQ, _associate_rq(address, calling_ae_title, proposals))
+            request = pdu.associate_rq(address.ae_title, calling_ae_title, proposals, MAXIMUM_PDU)
+            pdu.send_pdu(connection, ASSOCIATE_RQ, request)
             pdu_type, body = _read_pdu(connection)
         except (OSError, EOFError, ProtocolError) as exc:
             connection.close()
             raise PeerUnreachableError(
                 f"Cannot associate with {address}: no answer to the association request ({exc})."
             ) from exc
-        if pdu_type == ASSOCIATE_RJ and len(body) >= 4:
+        rejection = pdu.rejection(body) if pdu_type == ASSOCIATE_RJ else None
+        if rejection is not None:
             connection.close()
-            result, source, reason = body[1], body[2], body[3]
-            why = REJECT_REASONS.get((source, reason), f"source {source}, reason {reason}")
-            kind = "permanently" if result == 1 else "for now"
             raise PeerUnreachableError(
-                f"Cannot associate with {address}: the peer rejected the association"
-                f" {kind} ({why})."
+                f"Cannot associate with {address}: the peer rejected the association {rejection}."
             )
         if pdu_type != ASSOCIATE_AC:
             connection.close()
@@ -641,17 +479,11 @@ class _Association:
                 f" 0x{pdu_type:02x} instead of accepting."
             )
         try:
-            results, peer_maximum_pdu = _parse_associate_ac(body)
+            results, peer_maximum_pdu = pdu.parse_associate_ac(body)
         except ProtocolError as exc:
             connection.close()
             raise PeerUnreachableError(f"Cannot associate with {address}: {exc}.") from exc
-        accepted: dict[int, tuple[str, str]] = {}
-        for context_id, (result, syntax) in results.items():
-            index = (context_id - 1) // 2  # ours are 1, 3, 5, ...: proposal 0, 1, 2, ...
-            if result != ACCEPTED or context_id % 2 == 0 or index >= len(proposals):
-                continue
-            if proposals[index][1] == syntax:
-                accepted[context_id] = proposals[index]
+        accepted = pdu.accepted_contexts(proposals, results)
         connection.settimeout(DIMSE_TIMEOUT_S)
         logger.debug(
             "associated with %s: %d of %d contexts accepted, maximum PDU %d",
@@ -686,24 +518,12 @@ class _Association:
     def store(self, context_id: int, instance: _Instance) -> int:
         """Send one C-STORE-RQ with its dataset; return the response's status."""
         message_id = self._next_message_id()
-        command = _command(
-            (0x0002, pad_uid(instance.sop_class)),
-            (0x0100, struct.pack("<H", C_STORE_RQ)),
-            (0x0110, struct.pack("<H", message_id)),
-            (0x0700, struct.pack("<H", 0)),  # medium priority
-            (0x0800, struct.pack("<H", 0)),  # a dataset follows
-            (0x1000, pad_uid(instance.sop_instance)),
-        )
-        buffers: list[bytes | memoryview] = [_pdv_header(len(command), context_id, 0x03), command]
-        step, total, done = self.fragment_bytes, instance.size, 0
-        for piece in instance.pieces():
-            for start in range(0, len(piece), step):
-                chunk = piece[start : start + step]
-                done += len(chunk)
-                control = 0x02 if done == total else 0x00
-                buffers += [_pdv_header(len(chunk), context_id, control), chunk]
-            _send_all(self.connection, buffers)
-            buffers = []
+        command = pdu.c_store_rq(message_id, instance.sop_class, instance.sop_instance)
+        pieces = instance.pieces()
+        for buffers in pdu.message_pdus(
+            context_id, command, pieces, instance.size, self.fragment_bytes
+        ):
+            pdu.send_buffers(self.connection, buffers)
         return self._response(C_STORE_RSP, message_id)
 
     def echo(self) -> int:
@@ -711,13 +531,10 @@ class _Association:
         if context_id is None:
             raise AssociationLost("the peer did not accept the Verification SOP class")
         message_id = self._next_message_id()
-        command = _command(
-            (0x0002, pad_uid(VERIFICATION)),
-            (0x0100, struct.pack("<H", C_ECHO_RQ)),
-            (0x0110, struct.pack("<H", message_id)),
-            (0x0800, struct.pack("<H", NO_DATASET)),
-        )
-        _send_all(self.connection, [_pdv_header(len(command), context_id, 0x03), command])
+        for buffers in pdu.message_pdus(
+            context_id, pdu.c_echo_rq(message_id), (), 0, self.fragment_bytes
+        ):
+            pdu.send_buffers(self.connection, buffers)
         return self._response(C_ECHO_RSP, message_id)
 
     def move(self, identifier: Dataset, destination_ae_title: str) -> list[int]:
@@ -726,24 +543,15 @@ class _Association:
         if context_id is None:
             raise AssociationLost("the peer did not accept the C-MOVE information model")
         message_id = self._next_message_id()
-        command = _command(
-            (0x0002, pad_uid(self.accepted[context_id][0])),
-            (0x0100, struct.pack("<H", C_MOVE_RQ)),
-            (0x0110, struct.pack("<H", message_id)),
-            (0x0600, ae_field(destination_ae_title)),
-            (0x0700, struct.pack("<H", 0)),  # medium priority
-            (0x0800, struct.pack("<H", 0)),  # an identifier follows
-        )
+        sop_class = self.accepted[context_id][0]
+        command = pdu.c_move_rq(message_id, sop_class, destination_ae_title)
         data = encode(identifier, True, True)
         if data is None:
             raise ValueError("the identifier cannot be encoded")
-        buffers: list[bytes | memoryview] = [_pdv_header(len(command), context_id, 0x03), command]
-        step = self.fragment_bytes
-        for start in range(0, len(data), step):
-            last = start + step >= len(data)
-            chunk = data[start : start + step]
-            buffers += [_pdv_header(len(chunk), context_id, 0x02 if last else 0x00), chunk]
-        _send_all(self.connection, buffers)
+        for buffers in pdu.message_pdus(
+            context_id, command, [data], len(data), self.fragment_bytes
+        ):
+            pdu.send_buffers(self.connection, buffers)
         statuses = [self._response(C_MOVE_RSP, message_id)]
         while statuses[-1] in PENDING_STATUSES:
             statuses.append(self._response(C_MOVE_RSP, message_id))
@@ -752,7 +560,7 @@ class _Association:
     def release(self) -> None:
         try:
             self.connection.settimeout(ACSE_TIMEOUT_S)
-            _send_pdu(self.connection, RELEASE_RQ, b"\x00" * 4)
+            pdu.send_pdu(self.connection, RELEASE_RQ, pdu.RELEASE_BODY)
             while True:
                 pdu_type, _ = _read_pdu(self.connection)
                 if pdu_type in (RELEASE_RP, ABORT):
@@ -764,7 +572,7 @@ class _Association:
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
-            _send_pdu(self.connection, ABORT, bytes((0, 0, 0, 0)))  # source 0: service user
+            pdu.send_pdu(self.connection, ABORT, pdu.abort(pdu.SERVICE_USER))
         self.connection.close()
 
     def _next_message_id(self) -> int:
@@ -784,23 +592,12 @@ class _Association:
                 raise AssociationLost("aborted by the peer")
             if pdu_type != P_DATA_TF:
                 raise ProtocolError(f"PDU type 0x{pdu_type:02x} instead of a response")
-            offset = 0
-            while offset + 6 <= len(body):
-                length, _, header = struct.unpack_from(">IBB", body, offset)
-                if length < 2 or offset + 4 + length > len(body):
-                    raise ProtocolError("PDV item length out of bounds")
-                if header & 0x01:
-                    fragments.append(bytes(body[offset + 6 : offset + 4 + length]))
-                    if header & 0x02:
-                        command = parse_command(b"".join(fragments))
-                        if us(command, 0x0100) != command_field:
-                            raise ProtocolError(f"response 0x{us(command, 0x0100):04x} unexpected")
-                        if us(command, 0x0120) != message_id:
-                            raise ProtocolError("a response to another message")
-                        if 0x0900 not in command:
-                            raise ProtocolError("a response without a status")
-                        return us(command, 0x0900)
-                offset += 4 + length
+            for _, control, fragment in pdu.pdv_items(body, strict=False):
+                if control & pdu.COMMAND:
+                    fragments.append(bytes(fragment))
+                    if control & pdu.LAST:
+                        command = pdu.parse_command(b"".join(fragments))
+                        return pdu.response_status(command, command_field, message_id)
 
 
 def _connect(address: Address) -> socket.socket:
@@ -826,100 +623,6 @@ def _connect(address: Address) -> socket.socket:
     )
 
 
-def _associate_rq(address: Address, calling: str, proposals: list[tuple[str, str]]) -> bytes:
-    contexts = [
-        item(
-            0x20,
-            bytes((2 * index + 1, 0, 0, 0))
-            + item(0x30, uid_bytes(abstract))
-            + item(0x40, uid_bytes(syntax)),
-        )
-        for index, (abstract, syntax) in enumerate(proposals)
-    ]
-    user = item(
-        0x50,
-        item(0x51, struct.pack(">I", MAXIMUM_PDU))
-        + item(0x52, uid_bytes(IMPLEMENTATION_CLASS_UID))
-        + item(0x55, IMPLEMENTATION_VERSION_NAME),
-    )
-    return b"".join(
-        (
-            struct.pack(">HH", 1, 0),
-            ae_field(address.ae_title),
-            ae_field(calling),
-            b"\x00" * 32,
-            item(0x10, uid_bytes(APPLICATION_CONTEXT)),
-            *contexts,
-            user,
-        )
-    )
-
-
-def _parse_associate_ac(body: bytes | bytearray) -> tuple[dict[int, tuple[int, str]], int]:
-    """The result and transfer syntax of each presentation context, and the peer's maximum PDU."""
-    results: dict[int, tuple[int, str]] = {}
-    maximum_pdu = 0
-    offset = 68  # protocol version, reserved, called and calling AE titles, reserved
-    while offset + 4 <= len(body):
-        item_type, _, length = struct.unpack_from(">BBH", body, offset)
-        value = body[offset + 4 : offset + 4 + length]
-        if len(value) < length:
-            raise ProtocolError("truncated A-ASSOCIATE-AC")
-        if item_type == 0x21 and length >= 4:
-            syntax = ""
-            if length >= 8 and value[4] == 0x40:
-                (size,) = struct.unpack_from(">H", value, 6)
-                syntax = bytes(value[8 : 8 + size]).decode("ascii", "replace").rstrip("\x00 ")
-            results[value[0]] = (value[2], syntax)
-        elif item_type == 0x50:
-            sub = 0
-            while sub + 4 <= len(value):
-                sub_type, _, sub_length = struct.unpack_from(">BBH", value, sub)
-                if sub_type == 0x51 and sub_length == 4:
-                    (maximum_pdu,) = struct.unpack_from(">I", value, sub + 4)
-                sub += 4 + sub_length
-        offset += 4 + length
-    return results, maximum_pdu
-
-
-def _command(*elements: tuple[int, bytes]) -> bytes:
-    body = b"".join(element(number, value) for number, value in elements)
-    return element(0x0000, struct.pack("<I", len(body))) + body
-
-
-def _pdv_header(length: int, context_id: int, control: int) -> bytes:
-    """The P-DATA-TF PDU header and the PDV item header of one fragment of ``length`` bytes."""
-    return struct.pack(">BBIIBB", P_DATA_TF, 0, length + 6, length + 2, context_id, control)
-
-
-def _send_pdu(connection: socket.socket, pdu_type: int, body: bytes) -> None:
-    connection.sendall(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
-
-
-def _send_all(connection: socket.socket, buffers: list[Any]) -> None:
-    """Send ``buffers`` in as few system calls as the kernel takes."""
-    views = [memoryview(buffer) for buffer in buffers if len(buffer)]
-    index = 0
-    while index < len(views):
-        sent = connection.sendmsg(views[index : index + IOV_BATCH])
-        while sent and index < len(views):
-            size = len(views[index])
-            if sent >= size:
-                sent -= size
-                index += 1
-            else:
-                views[index] = views[index][sent:]
-                sent = 0
-
-
 def _read_pdu(connection: socket.socket) -> tuple[int, bytearray]:
-    header = receive_exactly(connection, 6)
-    if len(header) < 6:
-        raise EOFError("the peer closed the connection")
-    pdu_type, _, length = struct.unpack(">BBI", header)
-    if length > MAX_RESPONSE_PDU:
-        raise ProtocolError(f"a PDU of {length} bytes from the peer")
-    body = receive_exactly(connection, length)
-    if len(body) < length:
-        raise EOFError("the peer closed the connection")
-    return pdu_type, body
+    """A response or association PDU (small: a longer one is a protocol error)."""
+    return pdu.read_pdu(connection, maximum_data=MAX_RESPONSE_PDU, maximum_other=MAX_RESPONSE_PDU)

@@ -1,7 +1,6 @@
-"""The node's two receivers (the lean SCP and pynetdicom's server with the event-driven
-reactors), and our pynetdicom SCU, with dcmtk and pynetdicom peers on both sides."""
+"""The node's two receivers (the lean acceptor and pynetdicom's stock server), and the
+requestor, with dcmtk and pynetdicom peers on both sides."""
 
-import logging
 import os
 import shutil
 import socket
@@ -10,22 +9,20 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pynetdicom
 import pytest
 from pydicom import dcmread
-from pydicom.uid import UID, CTImageStorage
-from pynetdicom import AE, evt
-from pynetdicom.dul import DULServiceProvider
+from pydicom.uid import UID, CTImageStorage, ImplicitVRLittleEndian
+from pynetdicom import AE
 
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import PeerUnreachableError
-from dicomflow.net import reactor
+from dicomflow.net import requestor as requestor_module
+from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.address import Address
-from dicomflow.net.lean import LeanStoreSCP
-from dicomflow.net.scp import ReceivedInstance, StoreSCP
-from dicomflow.net.scu import echo, send
+from dicomflow.net.pynetdicom_acceptor import StoreSCP
+from dicomflow.net.requestor import echo, send
+from dicomflow.net.storage import ReceivedInstance
 from support import wait_for_port
 
 VERIFICATION = UID("1.2.840.10008.1.1")
@@ -61,6 +58,13 @@ def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
 
 
 @pytest.fixture
+def lean_receiver() -> Iterator[Receiver]:
+    running = Receiver(LeanStoreSCP)
+    yield running
+    running.scp.close()
+
+
+@pytest.fixture
 def instances(tmp_path: Path) -> list[Path]:
     return write_series(make_ct_series(40, rows=16, columns=16), tmp_path / "series")
 
@@ -73,45 +77,28 @@ def dcmtk(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(arguments, capture_output=True, text=True, timeout=60)
 
 
-def test_install_is_idempotent() -> None:
-    assert reactor.install()
-    run_reactor = DULServiceProvider.run_reactor
-    assert reactor.install()
-    assert DULServiceProvider.run_reactor is run_reactor
-
-
-@pytest.mark.parametrize(
-    ("version", "expected"), [("3.0.4", True), ("3.0", True), ("3.1.0", False), ("30.0", False)]
-)
-def test_only_pynetdicom_3_0_is_supported(version: str, expected: bool) -> None:
-    assert reactor.supported(version) is expected
-
-
-def test_other_pynetdicom_versions_keep_the_stock_reactors(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(reactor, "installed", lambda: False)
-    monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
-    with caplog.at_level(logging.WARNING, logger="dicomflow.net.reactor"):
-        assert not reactor.install()
-    assert "3.1.0" in caplog.text
-
-
 def test_echoscu_gets_success(receiver: Receiver) -> None:
     result = dcmtk("echoscu", "-aec", "DICOMFLOW", "127.0.0.1", str(receiver.scp.port))
     assert result.returncode == 0, result.stderr
 
 
-def test_storescu_stores_every_instance_without_delayed_acks(
-    receiver: Receiver, instances: list[Path]
-) -> None:
-    started = time.monotonic()
+def test_storescu_stores_every_instance(receiver: Receiver, instances: list[Path]) -> None:
     result = dcmtk(
         "storescu", "-aec", "DICOMFLOW", "127.0.0.1", str(receiver.scp.port), *map(str, instances)
     )
-    elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     assert receiver.uids == uids_of(instances)
+
+
+def test_the_lean_acceptor_takes_storescu_without_delayed_acks(
+    lean_receiver: Receiver, instances: list[Path]
+) -> None:
+    started = time.monotonic()
+    port = str(lean_receiver.scp.port)
+    result = dcmtk("storescu", "-aec", "DICOMFLOW", "127.0.0.1", port, *map(str, instances))
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert lean_receiver.uids == uids_of(instances)
     # Stock pynetdicom needs >= 40 ms per instance here (delayed ACKs, 1 ms polls).
     assert elapsed < 1.0
 
@@ -171,19 +158,19 @@ def test_pynetdicom_scu_abort_ends_the_association(receiver: Receiver) -> None:
     assert not assoc.is_alive()
 
 
-def test_idle_association_burns_no_cpu(receiver: Receiver) -> None:
-    assoc = requestor().associate("127.0.0.1", receiver.scp.port, ae_title="DICOMFLOW")
-    assert assoc.is_established
+def test_an_idle_association_burns_no_cpu_at_either_end(lean_receiver: Receiver) -> None:
+    proposal = (str(VERIFICATION), str(ImplicitVRLittleEndian))
+    association = requestor_module._Association.open(lean_receiver.address, "IDLE", [proposal])
     time.sleep(0.2)
     cpu_before = time.process_time()
     time.sleep(1.0)
     idle_cpu = time.process_time() - cpu_before
-    status = assoc.send_c_echo()
-    assoc.release()
-    # Stock pynetdicom polls every 1 ms in four threads here: ~0.1 s of CPU per second.
+    status = association.echo()
+    association.release()
+    # Stock pynetdicom polls every 1 ms in each of its two threads per association end.
     assert idle_cpu < 0.03
-    assert status.Status == 0x0000
-    assert assoc.is_released
+    assert status == 0x0000
+    assert lean_receiver.ended.wait(2.0)
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
@@ -201,37 +188,6 @@ def test_associations_leave_no_descriptors_or_threads_behind(receiver: Receiver)
     time.sleep(0.5)
     assert len(os.listdir("/proc/self/fd")) <= descriptors
     assert threading.active_count() <= threads
-
-
-@pytest.fixture
-def short_timeout_server() -> Iterator[Any]:
-    """A plain pynetdicom Verification SCP whose network and ACSE timeouts are 0.3 s."""
-    reactor.install()
-    ae = AE(ae_title="SHORT")
-    ae.add_supported_context(VERIFICATION)
-    ae.network_timeout = 0.3
-    ae.acse_timeout = 0.3
-    server = ae.start_server(("127.0.0.1", 0), block=False)
-    assert server is not None
-    yield server
-    server.shutdown()
-
-
-def test_network_timeout_aborts_an_idle_association(short_timeout_server: Any) -> None:
-    aborted = threading.Event()
-    handlers: list[Any] = [(evt.EVT_ABORTED, lambda event: aborted.set())]
-    port = short_timeout_server.server_address[1]
-    assoc = requestor().associate("127.0.0.1", port, evt_handlers=handlers)
-    assert assoc.is_established
-    assert aborted.wait(3.0)
-    assert assoc.is_aborted
-
-
-def test_artim_timer_closes_a_silent_connection(short_timeout_server: Any) -> None:
-    port = short_timeout_server.server_address[1]
-    with socket.create_connection(("127.0.0.1", port)) as silent:
-        silent.settimeout(3.0)
-        assert silent.recv(1) == b""
 
 
 def requestor() -> AE:

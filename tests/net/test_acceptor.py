@@ -13,8 +13,8 @@ from pynetdicom import AE
 
 from dicomflow import metrics
 from dicomflow.dicom.factory import make_ct_series
-from dicomflow.net.lean import LeanStoreSCP
-from dicomflow.net.scp import AccessPolicy, ReceivedInstance
+from dicomflow.net.acceptor import LeanStoreSCP
+from dicomflow.net.storage import AccessPolicy, ReceivedInstance
 from support import wait_for
 
 VERIFICATION = UID("1.2.840.10008.1.1")

@@ -20,11 +20,11 @@ from pydicom.uid import (
 
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import PeerUnreachableError
-from dicomflow.net import scu
+from dicomflow.net import requestor
+from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.address import Address
-from dicomflow.net.lean import LeanStoreSCP
-from dicomflow.net.scp import AccessPolicy, ReceivedInstance
-from dicomflow.net.scu import echo, send
+from dicomflow.net.requestor import echo, send
+from dicomflow.net.storage import AccessPolicy, ReceivedInstance
 from support import free_port, wait_for_port
 
 pytestmark = pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk is not installed")
@@ -210,12 +210,12 @@ def test_large_instances_go_in_pdus_no_longer_than_the_peer_takes(
 def test_large_files_are_read_while_they_are_sent(
     storescp_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scu, "STREAM_BYTES", 1000)
-    monkeypatch.setattr(scu, "STREAM_CHUNK", 10_000)  # pieces end inside PDUs of 4,096 bytes
+    monkeypatch.setattr(requestor, "STREAM_BYTES", 1000)
+    monkeypatch.setattr(requestor, "STREAM_CHUNK", 10_000)  # pieces end inside PDUs of 4,096 bytes
     peer = storescp_factory("+xa", "-pdu", "4096")
     files = [*write_series(make_ct_series(2, rows=128, columns=128), tmp_path / "ct")]
     files.append(bundled("rtplan.dcm"))  # the dataset's SOP UIDs, read from the head
-    assert scu._read(files[0]).path == files[0]
+    assert requestor._read(files[0]).path == files[0]
     report = send(peer.address, files)
     assert report.ok, report.failed
     received = peer.received()
@@ -228,14 +228,14 @@ def test_large_files_are_read_while_they_are_sent(
 def test_a_file_cut_short_while_it_is_sent_loses_the_association(
     lean_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scu, "STREAM_BYTES", 1000)
-    monkeypatch.setattr(scu, "STREAM_CHUNK", 1000)
+    monkeypatch.setattr(requestor, "STREAM_BYTES", 1000)
+    monkeypatch.setattr(requestor, "STREAM_CHUNK", 1000)
     [path] = write_series(make_ct_series(1, rows=64, columns=64), tmp_path / "ct")
-    instance = scu._read(path)
+    instance = requestor._read(path)
     path.write_bytes(path.read_bytes()[:3000])
     peer = lean_factory()
     proposal = (instance.sop_class, instance.syntax)
-    association = scu._Association.open(peer.address, "SENDER", [proposal])
+    association = requestor._Association.open(peer.address, "SENDER", [proposal])
     with pytest.raises(OSError, match="got shorter while it was being sent"):
         association.store(1, instance)
     association.abort()
@@ -304,7 +304,7 @@ def test_an_aborted_association_fails_that_instance_alone(
 def test_after_losses_in_a_row_the_rest_are_not_tried(
     lean_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scu, "DIMSE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(requestor, "DIMSE_TIMEOUT_S", 0.3)
     files = write_series(make_ct_series(5, rows=8, columns=8), tmp_path / "series")
     peer = lean_factory(lambda instance: time.sleep(0.6) or 0)
     report = send(peer.address, files)
@@ -321,13 +321,13 @@ def test_a_peer_gone_after_a_loss_fails_the_rest_without_waiting(
     small = write_series(make_ct_series(3, rows=8, columns=8), tmp_path / "small")
     large = write_series(make_ct_series(1, rows=256, columns=256), tmp_path / "large")
     peer = lean_factory(maximum_instance_bytes=64 * 1024)
-    abort = scu._Association.abort
+    abort = requestor._Association.abort
 
     def abort_and_stop_the_peer(association: Any) -> None:  # the peer goes with the loss
         abort(association)
         peer.scp.close()
 
-    monkeypatch.setattr(scu._Association, "abort", abort_and_stop_the_peer)
+    monkeypatch.setattr(requestor._Association, "abort", abort_and_stop_the_peer)
     report = send(peer.address, [small[0], large[0], small[1], small[2]])
     assert report.sent == [str(small[0])]
     for path in small[1:]:
@@ -377,7 +377,7 @@ def test_a_peer_that_refuses_the_sop_class_fails_each_instance(
 
 def test_jpeg2000_lossless_is_proposed_as_is(storescp_factory: Any) -> None:
     """A syntax of the sources is proposed even when no default covers it."""
-    contexts = scu._contexts_for([bundled("MR_small_jp2klossless.dcm")])
+    contexts = requestor._contexts_for([bundled("MR_small_jp2klossless.dcm")])
     assert (
         str(dcmread(bundled("MR_small_jp2klossless.dcm")).SOPClassUID),
         JPEG2000Lossless,

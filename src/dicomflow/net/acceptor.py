@@ -7,26 +7,28 @@ fsyncing the instance. An SCP that only accepts storage needs little of it:
 
 1. Association: the whole A-ASSOCIATE-RQ (at most 128 KiB, and no other PDU)
    must arrive within ``request_timeout_s`` of the connection, however its
-   bytes are paced; it is decoded with pynetdicom's PDU classes. A called AE
-   title other than ours (unless ``require_called_ae_title`` is off) or a
-   calling AE title outside the allow-list gets an A-ASSOCIATE-RJ (permanent,
+   bytes are paced; it is decoded by :mod:`dicomflow.net.pdu` (with
+   pynetdicom's PDU classes). A called AE title other than ours (unless
+   ``require_called_ae_title`` is off) or a calling AE title outside the
+   allow-list gets an A-ASSOCIATE-RJ (permanent,
    "called/calling AE title not recognized"); only then does the association
    take one of the ``maximum_associations`` slots (transient rejection when
    none is free), so connections that never associate block nobody. Each
    presentation context is accepted when its abstract syntax is a storage SOP
    class (or Verification) and one of its transfer syntaxes is one we store as
-   received (:mod:`dicomflow.net.contexts`); the A-ASSOCIATE-AC is packed here
-   (PS3.8 9.3.3).
+   received (:mod:`dicomflow.net.contexts`); the A-ASSOCIATE-AC is packed by
+   :mod:`dicomflow.net.pdu` (PS3.8 9.3.3), as every PDU and command set is.
 2. Data: P-DATA-TF PDUs are read whole into one buffer (grown as bytes arrive,
-   never sized from the declared length alone); their PDVs are
-   command or dataset fragments. The command set (implicit VR little endian,
-   group 0000) is parsed here; the dataset fragments are appended to one
-   buffer as they arrive (never joined again), and what that buffer, the PDU
+   never sized from the declared length alone); their PDVs are command or
+   dataset fragments. The command set (implicit VR little endian, group 0000)
+   is assembled here from its fragments and parsed by :mod:`dicomflow.net.pdu`;
+   the dataset fragments are appended to one buffer as they arrive (never
+   joined again), and what that buffer, the PDU
    being read and the decoding really allocate counts against
    ``maximum_held_bytes``. When a C-STORE's dataset is complete, it is checked
    against its command and context (:mod:`dicomflow.net.agreement`),
    ``on_store`` decides its status (errors become statuses in
-   :mod:`dicomflow.net.status`), and the C-STORE-RSP goes back at once. C-ECHO
+   :mod:`dicomflow.net.storage`), and the C-STORE-RSP goes back at once. C-ECHO
    is answered with success.
 3. End: A-RELEASE-RQ gets A-RELEASE-RP; an A-ABORT, a closed connection, a
    protocol error (A-ABORT sent) or ``idle_timeout_s`` without a whole PDU end
@@ -37,8 +39,8 @@ fsyncing the instance. An SCP that only accepts storage needs little of it:
 Anything else (other DIMSE services, a PDU out of order, a PDV on a context
 that was not accepted) aborts the association with a log line; nothing is
 acknowledged that was not stored. pynetdicom's server
-(:class:`dicomflow.net.scp.StoreSCP`) stays available as ``receiver =
-"pynetdicom"``.
+(:class:`dicomflow.net.pynetdicom_acceptor.StoreSCP`) stays available as
+``receiver = "pynetdicom"``.
 """
 
 import contextlib
@@ -47,25 +49,25 @@ import logging
 import os
 import socket
 import socketserver
-import struct
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from pydicom.uid import UID
-from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from dicomflow import metrics
-from dicomflow.errors import PortInUseError
+from dicomflow.errors import PortInUseError, ProtocolError
 from dicomflow.logs import escaped
+from dicomflow.net import pdu
 from dicomflow.net.agreement import readable_uid
 from dicomflow.net.contexts import ACCEPTED_TRANSFER_SYNTAXES, UNCOMPRESSED, storage_contexts
 from dicomflow.net.pdu import (
     ABORT,
     ABSTRACT_SYNTAX_NOT_SUPPORTED,
     ACCEPTED,
+    AFFECTED_SOP_CLASS_UID,
+    AFFECTED_SOP_INSTANCE_UID,
     ASSOCIATE_AC,
     ASSOCIATE_RJ,
     ASSOCIATE_RQ,
@@ -73,32 +75,33 @@ from dicomflow.net.pdu import (
     C_ECHO_RSP,
     C_STORE_RQ,
     C_STORE_RSP,
+    COMMAND,
+    COMMAND_DATA_SET_TYPE,
+    COMMAND_FIELD,
+    LAST,
+    MESSAGE_ID,
     NO_DATASET,
     P_DATA_TF,
     RELEASE_RP,
     RELEASE_RQ,
     TRANSFER_SYNTAXES_NOT_SUPPORTED,
     VERIFICATION,
-    ProtocolError,
+    AssociateRequest,
     ae_text,
-    associate_ac,
-    context_item,
-    element,
-    pad_uid,
-    parse_command,
     uid,
     us,
 )
-from dicomflow.net.scp import (
-    STATUS_SUCCESS,
+from dicomflow.net.socket import tune_accepted_socket
+from dicomflow.net.storage import (
+    SUCCESS,
     AccessPolicy,
     ReceivedInstance,
+    RefusedCallback,
     ReleaseCallback,
     StoreCallback,
     admit_ip,
     store_guarded,
 )
-from dicomflow.net.socket import receive_exactly, tune_accepted_socket
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +142,8 @@ class _Message:
 
 
 class LeanStoreSCP:
-    """A running C-STORE/C-ECHO server; same interface as :class:`~dicomflow.net.scp.StoreSCP`."""
+    """A running C-STORE/C-ECHO server; same interface as
+    :class:`~dicomflow.net.pynetdicom_acceptor.StoreSCP`."""
 
     def __init__(
         self,
@@ -150,7 +154,7 @@ class LeanStoreSCP:
         on_store: StoreCallback,
         on_release: ReleaseCallback | None = None,
         policy: AccessPolicy | None = None,
-        on_refused: Callable[[str, str], None] | None = None,
+        on_refused: RefusedCallback | None = None,
         maximum_pdu_size: int = 0,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
@@ -334,38 +338,29 @@ class _Association:
         request = self._request()
         if not self._admitted(request):
             return False
-        user = request.user_information
-        self.peer_max_pdu = int(getattr(user, "maximum_length", 0) or 0) if user else 0
+        self.peer_max_pdu = request.maximum_pdu
         items = []
-        for item in request.presentation_context:
-            abstract = str(item.abstract_syntax)
-            proposed = [str(uid) for uid in item.transfer_syntax]
-            result, syntax = self.scp.negotiate(abstract, proposed)
-            context_id = int(item.context_id or 0)
+        for proposed in request.contexts:
+            abstract, context_id = proposed.abstract_syntax, proposed.context_id
+            result, syntax = self.scp.negotiate(abstract, proposed.transfer_syntaxes)
             if result == ACCEPTED:
                 self.contexts[context_id] = _Context(abstract, UID(syntax))
-            items.append(context_item(context_id, result, syntax))
+            items.append(pdu.context_item(context_id, result, syntax))
+        called, calling = request.called_ae_title, request.calling_ae_title
         self._send(
-            ASSOCIATE_AC,
-            associate_ac(
-                request.called_ae_title, request.calling_ae_title, items, self.scp.maximum_pdu_size
-            ),
+            ASSOCIATE_AC, pdu.associate_ac(called, calling, items, self.scp.maximum_pdu_size)
         )
         metrics.ASSOCIATIONS.inc()
         return True
 
-    def _request(self) -> A_ASSOCIATE_RQ:
+    def _request(self) -> AssociateRequest:
         """The peer's A-ASSOCIATE-RQ, whole within the SCP's request timeout."""
-        pdu_type, body = self._read_pdu(self.deadline, expected=ASSOCIATE_RQ)
-        request = A_ASSOCIATE_RQ()
-        try:
-            request.decode(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
-        except Exception as exc:
-            raise ProtocolError(f"undecodable A-ASSOCIATE-RQ: {exc}") from exc
+        _, body = self._read_pdu(self.deadline, expected=ASSOCIATE_RQ)
+        request = pdu.parse_associate_rq(body)
         self.calling_ae_title = ae_text(request.calling_ae_title)
         return request
 
-    def _admitted(self, request: A_ASSOCIATE_RQ) -> bool:
+    def _admitted(self, request: AssociateRequest) -> bool:
         """Whether the association may go on: AE titles, then a free slot; else rejected."""
         called = ae_text(request.called_ae_title)
         if self.scp.require_called_ae_title and called != self.scp.ae_title:
@@ -403,12 +398,12 @@ class _Association:
 
     def reject(self, *, result: int, source: int, reason: int) -> None:
         with contextlib.suppress(OSError):
-            self._send(ASSOCIATE_RJ, bytes((0, result, source, reason)))
+            self._send(ASSOCIATE_RJ, pdu.associate_rj(result=result, source=source, reason=reason))
             self._await_close()
 
     def _abort(self, reason: int = 0) -> None:
         with contextlib.suppress(OSError):
-            self._send(ABORT, bytes((0, 0, 2, reason)))  # source 2: service provider
+            self._send(ABORT, pdu.abort(pdu.SERVICE_PROVIDER, reason))
             self._await_close()
 
     def _await_close(self) -> None:
@@ -437,7 +432,7 @@ class _Association:
             if pdu_type == P_DATA_TF:
                 message = self._data(body, message)
             elif pdu_type == RELEASE_RQ:
-                self._send(RELEASE_RP, b"\x00\x00\x00\x00")
+                self._send(RELEASE_RP, pdu.RELEASE_BODY)
                 return
             elif pdu_type == ABORT:
                 logger.info("association %d from %s: aborted by the peer", self.id, self.ip)
@@ -462,37 +457,28 @@ class _Association:
         )
 
     def _pdvs(self, body: bytearray, message: _Message | None) -> _Message | None:
-        view = memoryview(body)
-        offset, end = 0, len(body)
-        while offset < end:
-            if offset + 6 > end:
-                raise ProtocolError("truncated PDV item")
-            length, context_id, header = struct.unpack_from(">IBB", view, offset)
-            if length < 2 or offset + 4 + length > end:
-                raise ProtocolError("PDV item length out of bounds")
-            fragment = view[offset + 6 : offset + 4 + length]
-            offset += 4 + length
+        for context_id, header, fragment in pdu.pdv_items(body):
             if context_id not in self.contexts:
                 raise ProtocolError(f"PDV on presentation context {context_id}, not accepted")
             if message is None:
                 message = _Message(context_id)
             elif message.context_id != context_id:
                 raise ProtocolError("PDVs of one message on two presentation contexts")
-            if header & 0x01:  # command fragment
+            if header & COMMAND:
                 if message.fragments:
                     raise ProtocolError("command fragment after dataset fragments")
                 message.fragments.append(fragment)
-                if header & 0x02:
-                    message.command = parse_command(b"".join(message.fragments))
+                if header & LAST:
+                    message.command = pdu.parse_command(b"".join(message.fragments))
                     message.fragments = []
-                    if us(message.command, 0x0800) == NO_DATASET:
+                    if us(message.command, COMMAND_DATA_SET_TYPE) == NO_DATASET:
                         self._dispatch(message)
                         message = None
             else:
                 if not message.command:
                     raise ProtocolError("dataset fragment before its command")
                 self._append(message, fragment)
-                if header & 0x02:
+                if header & LAST:
                     try:
                         self._dispatch(message)
                     finally:
@@ -524,17 +510,16 @@ class _Association:
 
     def _dispatch(self, message: _Message) -> None:
         command = message.command
-        field_ = us(command, 0x0100)
-        message_id = us(command, 0x0110)
+        field_ = us(command, COMMAND_FIELD)
+        message_id = us(command, MESSAGE_ID)
         context = self.contexts[message.context_id]
         if field_ == C_ECHO_RQ:
             metrics.ECHOES.inc()
-            self._respond(
-                message.context_id, C_ECHO_RSP, message_id, VERIFICATION, None, STATUS_SUCCESS
-            )
+            self._respond(message.context_id, C_ECHO_RSP, message_id, VERIFICATION, None, SUCCESS)
         elif field_ == C_STORE_RQ:
             status = self._store(command, context, message)
-            sop_class_uid, sop_instance_uid = uid(command, 0x0002), uid(command, 0x1000)
+            sop_class_uid = uid(command, AFFECTED_SOP_CLASS_UID)
+            sop_instance_uid = uid(command, AFFECTED_SOP_INSTANCE_UID)
             self._respond(
                 message.context_id,
                 C_STORE_RSP,
@@ -551,8 +536,8 @@ class _Association:
             association_id=self.id,
             calling_ae_title=self.calling_ae_title,
             peer_ip=self.ip,
-            sop_class_uid=uid(command, 0x0002),
-            sop_instance_uid=uid(command, 0x1000),
+            sop_class_uid=uid(command, AFFECTED_SOP_CLASS_UID),
+            sop_instance_uid=uid(command, AFFECTED_SOP_INSTANCE_UID),
             transfer_syntax=context.transfer_syntax,
             raw=message.data,
             maximum_bytes=self.scp.maximum_instance_bytes,
@@ -570,38 +555,21 @@ class _Association:
         sop_instance_uid: str | None,
         status: int,
     ) -> None:
-        elements = [
-            element(0x0002, pad_uid(sop_class_uid)),
-            element(0x0100, struct.pack("<H", field_)),
-            element(0x0120, struct.pack("<H", message_id)),
-            element(0x0800, struct.pack("<H", NO_DATASET)),
-            element(0x0900, struct.pack("<H", status)),
-        ]
-        if sop_instance_uid is not None:
-            elements.append(element(0x1000, pad_uid(sop_instance_uid)))
-        body = b"".join(elements)
-        command = element(0x0000, struct.pack("<I", len(body))) + body
-        pdv = struct.pack(">IBB", len(command) + 2, context_id, 0x03) + command
-        self._send(P_DATA_TF, pdv)
+        command = pdu.response(field_, message_id, sop_class_uid, sop_instance_uid, status)
+        self._send(P_DATA_TF, pdu.command_pdv(context_id, command))
 
     # -- PDUs ----------------------------------------------------------------------
 
     def _read_pdu(self, deadline: float, expected: int | None = None) -> tuple[int, bytearray]:
         """The next whole PDU, by ``deadline``; only an ``expected`` type, if one is given."""
-        header = receive_exactly(self.connection, 6, deadline)
-        if len(header) < 6:
-            raise EOFError
-        pdu_type, _, length = struct.unpack(">BBI", header)
-        if expected is not None and pdu_type != expected:
-            raise ProtocolError(f"expected PDU type 0x{expected:02x}, got 0x{pdu_type:02x}")
-        limit = self.scp.maximum_pdu_size if pdu_type == P_DATA_TF else MAX_ASSOCIATE_RQ
-        if length > limit:
-            raise ProtocolError(f"PDU of {length} bytes is longer than the {limit} allowed")
-        body = receive_exactly(self.connection, length, deadline)
-        if len(body) < length:
-            raise EOFError
-        return pdu_type, body
+        return pdu.read_pdu(
+            self.connection,
+            maximum_data=self.scp.maximum_pdu_size,
+            maximum_other=MAX_ASSOCIATE_RQ,
+            deadline=deadline,
+            expected=expected,
+        )
 
     def _send(self, pdu_type: int, body: bytes) -> None:
         self.connection.settimeout(self.scp.idle_timeout_s)
-        self.connection.sendall(struct.pack(">BBI", pdu_type, 0, len(body)) + body)
+        pdu.send_pdu(self.connection, pdu_type, body)
