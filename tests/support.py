@@ -61,14 +61,26 @@ class StoreSCPPeer:
         self.port = free_port()
         folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            ["storescp", "-aet", ae_title, "-od", str(folder), *options, str(self.port)],
+            [
+                "storescp",
+                *("-aet", ae_title, "-od", str(folder), *options),
+                *("-xcr", 'touch "#p/.#f.received"'),  # run once the file is whole
+                str(self.port),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
 
     def files(self) -> list[Path]:
-        return sorted(p for p in self.folder.iterdir() if p.is_file())
+        """The files received whole (storescp marks each once it has written it)."""
+        return sorted(
+            p
+            for p in self.folder.iterdir()
+            if p.is_file()
+            and not p.name.startswith(".")
+            and (p.parent / f".{p.name}.received").exists()
+        )
 
     def endpoint(self) -> str:
         return f"{self.ae_title}@127.0.0.1:{self.port}"
