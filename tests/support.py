@@ -73,14 +73,19 @@ class StoreSCPPeer:
         wait_for_port(self.port)
 
     def files(self) -> list[Path]:
-        """The files received whole (storescp marks each once it has written it)."""
-        return sorted(
-            p
-            for p in self.folder.iterdir()
-            if p.is_file()
-            and not p.name.startswith(".")
-            and (p.parent / f".{p.name}.received").exists()
+        """The files storescp has begun to write, each once it is whole: storescp marks
+        a file (its ``-xcr`` hook, run just after the file is written) and this waits
+        for the mark."""
+        found = sorted(
+            p for p in self.folder.iterdir() if p.is_file() and not p.name.startswith(".")
         )
+        for path in found:
+            wait_for(
+                (path.parent / f".{path.name}.received").exists,
+                timeout_s=10,
+                what=f"storescp to finish writing {path.name}",
+            )
+        return found
 
     def endpoint(self) -> str:
         return f"{self.ae_title}@127.0.0.1:{self.port}"
