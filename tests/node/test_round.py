@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dicomflow.dicom.keys import value_key
-from dicomflow.node.round import MANIFEST, PARTIAL, Round, RoundStore
+from dicomflow.engine.round_store import MANIFEST, PARTIAL, Round, RoundStore
 from dicomflow.node.spool import Spool
 
 PATIENT = value_key("PAT-7")

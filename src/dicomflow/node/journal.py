@@ -62,8 +62,8 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow import metrics
+from dicomflow.engine.diskspace import free_bytes, no_space
 from dicomflow.errors import SpoolError
-from dicomflow.node.diskspace import free_bytes, no_space
 from dicomflow.node.spool import Spool, fsync_directory, make_private_directory
 
 logger = logging.getLogger(__name__)

@@ -29,11 +29,11 @@ from typing import Any, Protocol
 
 from dicomflow import metrics
 from dicomflow.dicom.keys import value_key
-from dicomflow.node.resubmit import Resubmitter, retryable
-from dicomflow.node.round import Round, RoundStore
+from dicomflow.engine.resubmit import Resubmitter, retryable
+from dicomflow.engine.round_store import Round, RoundStore
+from dicomflow.engine.trigger import Trigger
+from dicomflow.engine.watcher import JobWatcher
 from dicomflow.node.spool import Encoded, Spool, write_durably
-from dicomflow.node.trigger import Trigger
-from dicomflow.node.watcher import JobWatcher
 from dicomflow.queue.job import Job, JobStatus
 
 logger = logging.getLogger(__name__)

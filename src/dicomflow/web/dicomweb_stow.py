@@ -28,7 +28,7 @@ from dicomflow.web.context import WebContext
 from dicomflow.web.dicomweb_archive import checked_uid, instance_url, study_url
 
 if TYPE_CHECKING:
-    from dicomflow.node.node import Node
+    from dicomflow.engine.node import Node
 
 router = APIRouter()
 

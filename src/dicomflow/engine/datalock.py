@@ -9,11 +9,16 @@ dashboard``) and the worker processes do not take it.
 
 import contextlib
 import fcntl
+import logging
 import os
+import stat
 from pathlib import Path
 
 from dicomflow.errors import DataDirectoryInUseError
 from dicomflow.logs import make_private_folders
+from dicomflow.node.spool import make_private_directory
+
+logger = logging.getLogger(__name__)
 
 LOCK_FILE = "node.lock"
 
@@ -58,3 +63,19 @@ class DataDirectoryLock:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
+
+
+def keep_private(root: Path) -> None:
+    """Make the data directory (0700), or close an existing one to other users."""
+    if not root.is_dir():
+        make_private_directory(root)
+        return
+    mode = stat.S_IMODE(root.stat().st_mode)
+    if mode & 0o007:
+        os.chmod(root, mode & ~0o007)
+        logger.warning(
+            "data directory %s was open to other users (mode %o); now %o: it holds patient data",
+            root,
+            mode,
+            mode & ~0o007,
+        )
