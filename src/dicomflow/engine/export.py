@@ -10,7 +10,6 @@ inputs kept in ``processed/`` with ``keep_inputs``).
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dicomflow import metrics
@@ -24,7 +23,7 @@ from dicomflow.destinations import (
 from dicomflow.engine.archive_outputs import ArchiveOutbox
 from dicomflow.engine.outbox import Outbox
 from dicomflow.engine.round_store import Round, RoundStore
-from dicomflow.net.address import Address
+from dicomflow.settings import NodeSettings
 
 
 class Export:
@@ -36,15 +35,14 @@ class Export:
         outbox: Outbox,
         archive_outbox: ArchiveOutbox,
         store: RoundStore,
-        endpoints: Callable[[], Sequence[Address]],
-        processed: Path | None,
+        settings: NodeSettings,
     ) -> None:
-        """``processed``: where a round's inputs are kept once exported (None: removed)."""
+        """``settings`` say, when results are exported, where services' results go
+        (``endpoints``) and whether a round's inputs are kept (``keep_inputs``)."""
         self.outbox = outbox
         self.archive_outbox = archive_outbox
         self._store = store
-        self._endpoints = endpoints
-        self._processed = processed
+        self._settings = settings
 
     def round(self, job: Round) -> None:
         """Export a round whose job succeeded, then finish it."""
@@ -67,14 +65,14 @@ class Export:
                     destination, job.processed_at, folder=entry.folder, files=entry.files
                 )
                 self.outbox.add(name, folder, item)
-        if self._processed is not None:
-            self._keep_processed(job, self._processed)
+        if self._settings.keep_inputs:
+            self._keep_processed(job, self._settings.data_directory.resolve() / "processed")
         self._store.finish(job)
 
     def service_folder(self, name: str, folder: Path, processed_at: float | None) -> None:
         """Send the DICOM files of ``folder`` (a service job's results, made at
         ``processed_at``) to every endpoint via the outbox, each a copy."""
-        for index, address in enumerate(self._endpoints()):
+        for index, address in enumerate(self._settings.endpoint_addresses()):
             staging = folder.parent / f".{folder.name}.outbox-{index}"
             shutil.copytree(folder, staging, dirs_exist_ok=True)
             destination = DicomDestination(address.ip, address.port, address.ae_title)

@@ -70,7 +70,7 @@ class Ingest:
         self,
         *,
         name: str,
-        maximum_instance_bytes: int,
+        settings: NodeSettings,
         patient_tag: int,
         spool: Spool,
         series: SeriesStage | None,
@@ -81,7 +81,7 @@ class Ingest:
         callers: Callers,
     ) -> None:
         self.name = name
-        self.maximum_instance_bytes = maximum_instance_bytes
+        self.settings = settings  # read when an instance arrives: its limits may change
         self.accepting = threading.Event()
         self._patient_tag = patient_tag
         self._spool = spool
@@ -96,7 +96,8 @@ class Ingest:
     def on_store(self, instance: ReceivedInstance) -> int:
         """Keep a C-STORE's instance (decoded and checked at the network edge, which
         also turns the errors raised here into statuses)."""
-        instance.maximum_bytes = min(instance.maximum_bytes, self.maximum_instance_bytes)
+        limit = self.settings.maximum_instance_bytes
+        instance.maximum_bytes = min(instance.maximum_bytes, limit)
         dataset = instance.dataset
         if "SOPInstanceUID" not in dataset:
             raise UnreadableInstanceError("The dataset has no SOPInstanceUID.")
@@ -123,7 +124,7 @@ class Ingest:
     def _receive(self, origin: str, association_id: int, encoded: bytes) -> int:
         metrics.BYTES_RECEIVED.inc(len(encoded))
         try:
-            dataset = _decoded_upload(encoded, self.maximum_instance_bytes)
+            dataset = _decoded_upload(encoded, self.settings.maximum_instance_bytes)
             uid = str(dataset.SOPInstanceUID)
             return self._keep(_Upload(association_id, encoded), dataset, uid)
         except (Exception, MemoryError) as exc:

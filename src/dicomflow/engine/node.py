@@ -107,8 +107,7 @@ class Node:
             outbox=self.outbox,
             archive_outbox=self.archive_outbox,
             store=store,
-            endpoints=settings.endpoint_addresses,
-            processed=root / "processed" if settings.keep_inputs else None,
+            settings=settings,
         )
         self.series: SeriesStage | None = None
         if consumer is not None:
@@ -138,7 +137,7 @@ class Node:
         self.trigger = Trigger(self.rounds.check_patient, settings.quiet_period_s)
         self.ingest = Ingest(
             name=self.name,
-            maximum_instance_bytes=settings.maximum_instance_bytes,
+            settings=settings,
             patient_tag=parse_tag(getattr(pipeline_class, "patient_identifier_tag", PATIENT_ID)),
             spool=self.spool,
             series=self.series,
