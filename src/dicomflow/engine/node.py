@@ -91,6 +91,10 @@ class Node:
         protected = self._protected()
         self.spool = Spool(root / "spool", fsync=settings.fsync)
         self.journal: Journal | None = None
+        store = RoundStore(root, self.spool)
+        inputs = pipeline_class.input if pipeline_class else {}
+        options = pipeline_class._input_options(settings.ae_title) if pipeline_class else None
+        self.collector = Collector(inputs, options)  # an input that cannot be made stops here
         self.watcher = JobWatcher(url)
         self._queue = PerThreadBackend(url)
         self.outbox = Outbox(
@@ -102,7 +106,6 @@ class Node:
             on_delivered=lambda _item: counters.add(Count.DELIVERED),
         )
         self.archive_outbox = ArchiveOutbox(root / "archive-outbox", self.watcher, protected)
-        store = RoundStore(root, self.spool)
         self.export = Export(
             outbox=self.outbox,
             archive_outbox=self.archive_outbox,
@@ -120,9 +123,6 @@ class Node:
                 fsync=settings.fsync,
                 protected=protected,
             )
-        inputs = pipeline_class.input if pipeline_class else {}
-        options = pipeline_class._input_options(settings.ae_title) if pipeline_class else None
-        self.collector = Collector(inputs, options)
         callers = Callers()
         self.rounds = Rounds(
             name=self.name,
