@@ -23,8 +23,9 @@ import subprocess
 import tempfile
 import time
 
+from dicomflow.destinations import DicomDestination, OutboxDestination
 from dicomflow.dicom.factory import make_ct_series, write_series
-from dicomflow.node.outbox import Outbox
+from dicomflow.engine.outbox import Outbox
 
 
 def free_port() -> int:
@@ -53,7 +54,7 @@ def add_item(outbox: Outbox, root: Path, name: str, port: int, files: list[Path]
     folder.mkdir()
     for path in files:
         shutil.copy(path, folder / path.name)
-    destination = {"kind": "dicom", "ip": "127.0.0.1", "port": port, "ae_title": "PACS"}
+    destination = OutboxDestination(DicomDestination("127.0.0.1", port, "PACS"))
     outbox.add(name, folder, destination)
 
 

@@ -28,9 +28,9 @@ import time
 from latency_pipeline import StampPipeline
 
 from dicomflow.dicom.factory import make_ct_series
+from dicomflow.engine.node import wait_until
 from dicomflow.net.address import Address
 from dicomflow.net.requestor import send
-from dicomflow.node.node import wait_until
 
 
 def send_round(port: int, patient: str, instances: int, pixels: int) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dicomflow.node.node import Node
+from dicomflow.engine.node import Node
 from support import DCMTK_TOOLS, NodeFactory, PeerStarter, RedisServer, StoreSCPPeer, wait_for_port
 
 # Nodes in tests (and the ones they start as processes) make a 16 MiB spool journal

@@ -26,8 +26,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from dicomflow.engine.node import Node, wait_until
 from dicomflow.net.pdu import APPLICATION_CONTEXT, VERIFICATION, item
-from dicomflow.node.node import Node, wait_until
 
 DCMTK_TOOLS = ("storescu", "storescp", "echoscu")
 

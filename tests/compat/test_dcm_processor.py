@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 from dicomflow.cli.service import app
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import value_key
+from dicomflow.engine.node import Node
 from dicomflow.errors import ServiceDefinitionError
-from dicomflow.node.node import Node
 from dicomflow.queue.backend import open_backend
 from dicomflow.queue.job import JobStatus
 from dicomflow.services.consumer import ServiceScheduler

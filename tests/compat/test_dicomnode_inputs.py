@@ -15,6 +15,7 @@ from pydicom.uid import CTImageStorage, MRImageStorage, RTImageStorage
 
 from dicomflow.dicom.factory import make_ct_series, make_dataset, write_series
 from dicomflow.dicom.keys import value_key
+from dicomflow.engine.collector import Collector
 from dicomflow.errors import InvalidKeyError, PipelineDefinitionError
 from dicomflow.lib.exceptions import IncorrectlyConfigured, InvalidDataset
 from dicomflow.lib.regex import escape_pattern, from_wildcard
@@ -28,7 +29,6 @@ from dicomflow.lib.validators import (
     get_validator_for_value,
 )
 from dicomflow.node import AbstractPipeline, AbstractProcessor, NoOutput
-from dicomflow.node.collector import Collector
 from dicomflow.server.input import AbstractInput, AbstractInputProxy, DynamicInput
 
 ALICE = value_key("ALICE")

@@ -32,10 +32,10 @@ from dicomflow.dicom.dimse import (
     send_move,
 )
 from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.engine.outbox import copy_files
 from dicomflow.errors import InvalidKeyError
 from dicomflow.lib.exceptions import CouldNotCompleteDIMSEMessage
 from dicomflow.lib.io import load_dicom, load_dicoms, save_dicom
-from dicomflow.node.outbox import copy_files
 from dicomflow.server.output import (
     DicomOutput,
     FileOutput,

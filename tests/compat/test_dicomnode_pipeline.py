@@ -19,6 +19,7 @@ from pydicom import Dataset
 from dicomflow.constants import DICOMNODE_LOGGER_NAME
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.grinders import list_grinder
+from dicomflow.engine.node import wait_until
 from dicomflow.lib.exceptions import IncorrectlyConfigured
 from dicomflow.lib.logging import LoggerConfig, get_logger, set_logger
 from dicomflow.lib.parallelism import ProcessLikeThread
@@ -26,7 +27,6 @@ from dicomflow.lib.utils import human_readable_byte_count, is_picklable, str2boo
 from dicomflow.logs import configure_logging
 from dicomflow.net.address import Address
 from dicomflow.node import attributes
-from dicomflow.node.node import wait_until
 from dicomflow.server.input import AbstractInput
 from dicomflow.server.input_container import InputContainer
 from dicomflow.server.nodes import AbstractPipeline, AbstractQueuedPipeline

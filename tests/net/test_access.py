@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.engine.node import Node
 from dicomflow.net.storage import AccessPolicy
 from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor
-from dicomflow.node.node import Node
 from support import storescu, wait_for
 
 

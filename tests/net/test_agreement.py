@@ -15,9 +15,9 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.engine.node import Node
 from dicomflow.net.pdu import VERIFICATION, element, parse_command, us
 from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor
-from dicomflow.node.node import Node
 from support import association_request, wait_for
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"

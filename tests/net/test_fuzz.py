@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fuzzing import FuzzedPipeline, Generator, resident_bytes, run
 
-from dicomflow.node.node import Node
+from dicomflow.engine.node import Node
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on invalid values
 

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dicomflow.node.archive import archive_series
+from dicomflow.engine.series_archive import archive_series
 
 
 def archive_and_vandalise(**kwargs: Any) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import redis
 
 from dicomflow.cod import CODObject, list_series, list_studies
 from dicomflow.dicom.factory import make_ct_series, write_series
-from dicomflow.node.archive import ArchiveScheduler, Consumers
-from dicomflow.node.node import Node
+from dicomflow.engine.node import Node
+from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.settings import build_settings
 from support import storescu, wait_for
 

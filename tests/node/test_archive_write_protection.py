@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from dicomflow.dicom.factory import make_ct_series, write_series
-from dicomflow.node import archive
-from dicomflow.node.archive import ArchiveScheduler, Consumers
-from dicomflow.node.node import Node
+from dicomflow.engine import series_archive as archive
+from dicomflow.engine.node import Node
+from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.queue import JobStatus, open_backend
 from dicomflow.settings import build_settings
 from support import storescu, wait_for

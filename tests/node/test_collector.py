@@ -8,7 +8,7 @@ from pydicom import Dataset, dcmread
 
 from dicomflow.dicom.factory import make_dataset
 from dicomflow.dicom.keys import value_key
-from dicomflow.node.collector import Collector
+from dicomflow.engine.collector import Collector
 from dicomflow.node.input import AbstractInput
 
 ALICE, BOB = value_key("ALICE"), value_key("BOB")

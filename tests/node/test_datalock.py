@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from sample_pipelines import HoldingPipeline
 
+from dicomflow.engine.datalock import LOCK_FILE, DataDirectoryLock
 from dicomflow.errors import DataDirectoryInUseError
-from dicomflow.node.datalock import LOCK_FILE, DataDirectoryLock
 
 
 def test_a_second_node_on_the_same_data_directory_is_refused(make_node, tmp_path: Path):

@@ -14,8 +14,8 @@ from pynetdicom.sop_class import Verification
 from sample_pipelines import RELEASE, CopyPipeline, HoldingPipeline
 
 from dicomflow.dicom.factory import make_ct_series, make_dataset, write_series
+from dicomflow.engine.node import Node
 from dicomflow.net.storage import CANNOT_UNDERSTAND, DATASET_MISMATCH
-from dicomflow.node.node import Node
 from support import storescu, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on invalid values

@@ -15,11 +15,12 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from sample_pipelines import MARK, CopyPipeline
 
+from dicomflow.destinations import DicomDestination, OutboxDestination
 from dicomflow.dicom.factory import make_ct_series, write_series
+from dicomflow.engine import outbox as outbox_module
+from dicomflow.engine.node import Node
+from dicomflow.engine.outbox import DESTINATION, Delivery, Outbox, send_files
 from dicomflow.net.address import Address
-from dicomflow.node import outbox as outbox_module
-from dicomflow.node.node import Node
-from dicomflow.node.outbox import DESTINATION, Delivery, Outbox, send_files
 from dicomflow.node.pipeline import AbstractPipeline
 from support import PeerStarter, StoreSCPPeer, free_port, storescu, wait_for
 
@@ -28,7 +29,7 @@ KEPT = "still unreachable; kept for later"
 
 @pytest.fixture
 def outbox_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="dicomflow.node.outbox")
+    caplog.set_level(logging.INFO, logger="dicomflow.engine.outbox")
     return caplog
 
 
@@ -115,7 +116,7 @@ def test_outbox_is_delivered_by_the_next_node_after_a_restart(
 
 # -- the Outbox class with a fake sender ---------------------------------------------------
 
-ENDPOINT = {"kind": "dicom", "ip": "127.0.0.1", "port": 11112, "ae_title": "PACS"}
+ENDPOINT = OutboxDestination(DicomDestination("127.0.0.1", 11112, "PACS"))
 
 
 class FakeSender:
@@ -237,7 +238,7 @@ def dicom_item(outbox: Outbox, tmp_path: Path, name: str, port: int, files: list
     folder.mkdir()
     for path in files:
         shutil.copy(path, folder / path.name)
-    destination = {"kind": "dicom", "ip": "127.0.0.1", "port": port, "ae_title": "PACS"}
+    destination = OutboxDestination(DicomDestination("127.0.0.1", port, "PACS"))
     return outbox.add(name, folder, destination)
 
 

@@ -15,8 +15,8 @@ from test_archive import archived
 
 from dicomflow.cod import CODObject
 from dicomflow.dicom.factory import make_ct_series, write_series
-from dicomflow.node.archive import ArchiveScheduler, Consumers
-from dicomflow.node.node import Node
+from dicomflow.engine.node import Node
+from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.services.consumer import ServiceScheduler
 from dicomflow.services.install import install
 from dicomflow.settings import build_settings
@@ -25,7 +25,7 @@ from support import StoreSCPPeer, free_port, storescu, wait_for, wait_for_port
 DICOMFLOW = str(Path(sys.executable).parent / "dicomflow")
 EXAMPLES = Path(__file__).parents[2] / "examples" / "services"
 OPTIONS = "heartbeat_s=0.5&stale_after_s=2"
-PRELOAD = "&preload=dicomflow.node.worker,pydicom,numpy"  # the worker's jobs start warm
+PRELOAD = "&preload=dicomflow.engine.round_job,pydicom,numpy"  # the worker's jobs start warm
 ROUNDS = 20
 SERIES = 8
 PERSISTENCE = {

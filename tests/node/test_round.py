@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from dicomflow.dicom.keys import value_key
+from dicomflow.engine.round_store import MANIFEST, PARTIAL, Round, RoundStore
 from dicomflow.engine.spool import Spool
-from dicomflow.node.round import MANIFEST, PARTIAL, Round, RoundStore
 
 PATIENT = value_key("PAT-7")
 CT_UIDS = ["1.2.3.1", "1.2.3.2", "1.2.3.3"]

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dicomflow.node.trigger import Trigger
+from dicomflow.engine.trigger import Trigger
 
 QUIET_S = 0.5
 

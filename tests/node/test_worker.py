@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from sample_pipelines import CopyPipeline
 
+from dicomflow.engine.pipeline_ref import PipelineRef
+from dicomflow.engine.round_job import WorkerTask, process_round
 from dicomflow.errors import ProcessingError
-from dicomflow.node.reference import PipelineRef
-from dicomflow.node.worker import WorkerTask, process_round
 
 
 def test_a_round_whose_folder_is_gone_fails_naming_it(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomflow.node.workers import _settle_jobs_of, _settle_jobs_of_gone
+from dicomflow.engine.worker_processes import _settle_jobs_of, _settle_jobs_of_gone
 from dicomflow.queue.embedded.backend import EmbeddedBackend
 from support import small_filesystem
 
@@ -28,7 +28,7 @@ def read_only_queue(tmp_path: Path) -> Iterator[str]:
 def test_settling_on_a_disk_that_cannot_be_written_is_a_warning(
     read_only_queue: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="dicomflow.node.workers"):
+    with caplog.at_level(logging.WARNING, logger="dicomflow.engine.worker_processes"):
         _settle_jobs_of_gone(read_only_queue)
         _settle_jobs_of(read_only_queue, "node-1-0")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from queue_support import TEST_OPTIONS, WorkerProcess, job
 
-from dicomflow.node.watcher import JobWatcher
+from dicomflow.engine.watcher import JobWatcher
 from dicomflow.queue import Job, JobStatus, Priority
 from dicomflow.queue.rq.backend import RQBackend
 from support import wait_for

@@ -108,7 +108,7 @@ def test_a_missing_instance_or_bad_input_fails_the_job(tmp_path: Path) -> None:
 
 def test_service_jobs_wait_for_the_archive_job_and_fail_with_it(tmp_path: Path) -> None:
     backend = open_backend(f"sqlite:///{tmp_path / 'queue.db'}")
-    archive_job = backend.enqueue(Job(function="dicomflow.node.archive:archive_series"))
+    archive_job = backend.enqueue(Job(function="dicomflow.engine.series_archive:archive_series"))
     specs = [JobSpec("seg", "work.run", "always", service="svc")]
     specs.append(JobSpec("report", "work.run", "always", depends_on=("seg",), service="svc"))
     jobs = [RegisteredJob(spec, lambda **_: True, tmp_path) for spec in specs]

@@ -18,8 +18,8 @@ import pytest
 
 from dicomflow.cod import CODObject
 from dicomflow.dicom.factory import make_ct_series, write_series
-from dicomflow.node.archive import ArchiveScheduler, Consumers
-from dicomflow.node.node import Node
+from dicomflow.engine.node import Node
+from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.queue.backend import open_backend
 from dicomflow.services.consumer import ServiceScheduler
 from dicomflow.services.install import install

@@ -17,7 +17,7 @@ import pytest
 
 from dicomflow import metrics
 from dicomflow.dicom.factory import make_ct_series, write_series
-from dicomflow.node.node import Node
+from dicomflow.engine.node import Node
 from dicomflow.services.consumer import ServiceScheduler
 from dicomflow.services.install import install
 from dicomflow.settings import build_settings

@@ -18,8 +18,8 @@ from service_files import AddService
 
 from dicomflow.cod import CODObject, list_series, list_studies
 from dicomflow.dicom.factory import make_ct_series, write_series
-from dicomflow.node.archive import ArchiveScheduler, Consumers
-from dicomflow.node.node import Node
+from dicomflow.engine.node import Node
+from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.services.consumer import ServiceScheduler
 from dicomflow.settings import build_settings
 from support import StoreSCPPeer, storescu, wait_for

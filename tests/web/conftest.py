@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 from web_support import WebNode, serve_web
 
-from dicomflow.node.node import Node
+from dicomflow.engine.node import Node
 from dicomflow.settings import NodeSettings
 
 WebFactory = Callable[..., WebNode]

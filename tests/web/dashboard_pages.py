@@ -10,7 +10,7 @@ from web_support import WebNode
 from dicomflow.cod import CODObject
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import value_key
-from dicomflow.node.archive import archive_series
+from dicomflow.engine.series_archive import archive_series
 from dicomflow.queue.backend import open_backend
 from dicomflow.queue.job import Job
 from dicomflow.settings import build_settings

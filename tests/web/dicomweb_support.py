@@ -11,8 +11,8 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset
 from web_support import WebNode, serve_web
 
-from dicomflow.node.archive import ArchiveScheduler, Consumers
-from dicomflow.node.node import Node, wait_until
+from dicomflow.engine.node import Node, wait_until
+from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.settings import build_settings
 
 

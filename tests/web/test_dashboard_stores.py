@@ -10,8 +10,8 @@ from web_pipelines import ForwardingPipeline
 
 from dicomflow.cod import CODObject
 from dicomflow.dicom.factory import make_ct_series, write_series
-from dicomflow.node.archive import archive_series
-from dicomflow.node.outbox import last_error
+from dicomflow.engine.outbox import last_error
+from dicomflow.engine.series_archive import archive_series
 from dicomflow.settings import build_settings
 from support import StoreSCPPeer, storescu, wait_for, wait_for_port
 

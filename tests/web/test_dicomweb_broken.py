@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
-from dicomflow.node.node import wait_until
+from dicomflow.engine.node import wait_until
 from dicomflow.web.dicomweb import multipart
 
 #: What a failed archive write leaves for a series: metadata without any instance.

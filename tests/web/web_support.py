@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from dicomflow.node.node import Node
+from dicomflow.engine.node import Node
 from dicomflow.settings import NodeSettings
 from dicomflow.web import WebContext, WebServer, create_app
 from dicomflow.web.auth import Credentials

@@ -15,13 +15,14 @@ from dicomflow.cli.loader import load_pipeline
 from dicomflow.cli.sending import collect_files, send_with_progress
 from dicomflow.cli.service import app as service_app
 from dicomflow.cli.setting_error import class_origins, option_name, setting_error
+from dicomflow.engine import assembly
+from dicomflow.engine.assembly import wait_for_signal
+from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.errors import DicomflowError
 from dicomflow.logs import configure_logging
 from dicomflow.net.address import Address
 from dicomflow.net.requestor import echo as dicom_echo
-from dicomflow.node.archive import ArchiveScheduler, Consumers
-from dicomflow.node.node import Node
-from dicomflow.node.pipeline import AbstractPipeline, wait_for_signal
+from dicomflow.node.pipeline import AbstractPipeline
 from dicomflow.queue.worker import run_worker
 from dicomflow.services.consumer import ServiceScheduler
 from dicomflow.settings import NodeSettings, build_settings
@@ -114,9 +115,8 @@ def _open(spec: str | None, overrides: dict[str, Any], no_web: bool = False) -> 
     try:
         if pipeline is None:
             configure_logging(settings.log_level, settings.log_path)
-            node = Node(None, settings, consumer)
-            node.start()
-        else:
+            node = assembly.run(None, settings, consumer=consumer)
+        else:  # the pipeline's open() configures its logging, then calls run()
             pipeline.open(blocking=False, consumer=consumer)
             node = pipeline.node
         try:

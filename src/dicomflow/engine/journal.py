@@ -70,7 +70,7 @@ from dicomflow.engine.durable import (
     write_then_rename,
 )
 from dicomflow.errors import SpoolError
-from dicomflow.node.diskspace import free_bytes, no_space
+from dicomflow.engine.diskspace import free_bytes, no_space
 
 logger = logging.getLogger(__name__)
 

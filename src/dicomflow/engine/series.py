@@ -34,10 +34,10 @@ from dicomflow import metrics
 from dicomflow.dicom.keys import value_key
 from dicomflow.engine.durable import Encoded, write_then_rename
 from dicomflow.engine.spool import Journaling, Spool
-from dicomflow.node.resubmit import Resubmitter, retryable
-from dicomflow.node.round import Round, RoundStore
-from dicomflow.node.trigger import Trigger
-from dicomflow.node.watcher import JobWatcher
+from dicomflow.engine.resubmit import Resubmitter, retryable
+from dicomflow.engine.round_store import Round, RoundStore
+from dicomflow.engine.trigger import Trigger
+from dicomflow.engine.watcher import JobWatcher
 from dicomflow.queue.job import Job, JobStatus
 
 logger = logging.getLogger(__name__)

@@ -34,6 +34,15 @@ from typing import Any
 
 from pydicom import Dataset
 
+from dicomflow.destinations import (
+    OUTPUT_MANIFEST,
+    ArchiveDestination,
+    Destination,
+    DicomDestination,
+    FileDestination,
+    OutputEntry,
+    OutputManifest,
+)
 from dicomflow.dicom.files import save_dicom, uid_layout
 from dicomflow.dicom.keys import instance_file_name, value_key
 from dicomflow.engine.durable import write_durably
@@ -42,9 +51,6 @@ from dicomflow.net.address import Address, valid_ae_title
 from dicomflow.net.images import send_images
 
 logger = logging.getLogger(__name__)
-
-OUTPUT_MANIFEST = "outputs.json"
-Destination = dict[str, Any]
 
 
 class PipelineOutput(ABC):
@@ -134,10 +140,7 @@ class FileOutput(PipelineOutput):
         return True
 
     def destinations(self) -> list[tuple[Destination, Iterable[Dataset]]]:
-        return [
-            ({"kind": "file", "path": str(path.resolve()), "layout": "uid"}, data)
-            for path, data in self
-        ]
+        return [(FileDestination(str(path.resolve())), data) for path, data in self]
 
 
 class ArchiveOutput(PipelineOutput):
@@ -156,7 +159,7 @@ class ArchiveOutput(PipelineOutput):
         )
 
     def destinations(self) -> list[tuple[Destination, Iterable[Dataset]]]:
-        return [({"kind": "archive", "datastore": self.datastore}, self.datasets)]
+        return [(ArchiveDestination(self.datastore), self.datasets)]
 
 
 class MultiOutput(PipelineOutput):
@@ -266,7 +269,7 @@ def write_outputs(outputs: list[PipelineOutput], directory: Path) -> dict[str, A
             folder = directory / f"{index:03d}-{number:03d}"
             folder.mkdir(parents=True, exist_ok=True)
             entries.append(_write_entry(destination, datasets, folder))
-    manifest = {"outputs": entries}
+    manifest = OutputManifest(tuple(entries)).to_json()
     directory.mkdir(parents=True, exist_ok=True)
     write_durably(directory / OUTPUT_MANIFEST, json.dumps(manifest, indent=2).encode())
     return manifest
@@ -274,27 +277,21 @@ def write_outputs(outputs: list[PipelineOutput], directory: Path) -> dict[str, A
 
 def _write_entry(
     destination: Destination, datasets: Iterable[Dataset], folder: Path
-) -> Destination:
+) -> OutputEntry:
     files: list[str] = []
     layout: dict[str, str] = {}
+    by_uid = isinstance(destination, FileDestination)
     for dataset in datasets:
-        if destination.get("layout") == "uid":  # checked before anything is written
+        if by_uid:  # checked before anything is written
             layout[instance_file_name(str(dataset.SOPInstanceUID))] = str(uid_layout(dataset))
         name = instance_file_name(str(dataset.SOPInstanceUID))
         save_dicom(folder / name, dataset)
         files.append(name)
-    entry = {**destination, "folder": folder.name, "files": files}
-    if "layout" in destination:
-        entry["layout"] = layout
-    return entry
+    if isinstance(destination, FileDestination):
+        destination = FileDestination(destination.path, layout)
+    return OutputEntry(destination, folder.name, tuple(files))
 
 
-def _dicom_destination(address: Address, ae_title: str | None) -> Destination:
-    return {
-        "kind": "dicom",
-        "ip": address.ip,
-        "port": address.port,
-        "ae_title": address.ae_title,
-        "calling_ae_title": ae_title,
-        "key": value_key(f"{address.ip}:{address.port}:{address.ae_title}")[:12],
-    }
+def _dicom_destination(address: Address, ae_title: str | None) -> DicomDestination:
+    key = value_key(f"{address.ip}:{address.port}:{address.ae_title}")[:12]
+    return DicomDestination(address.ip, address.port, address.ae_title, ae_title, key)

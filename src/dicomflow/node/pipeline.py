@@ -8,9 +8,7 @@ import contextlib
 import dis
 import inspect
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,9 +21,9 @@ from dicomflow.logs import configure_logging
 from dicomflow.net import storage as status
 from dicomflow.net.address import Address
 from dicomflow.node import attributes
-from dicomflow.node.input import AbstractInput
+from dicomflow.node.input import AbstractInput, InputOptions
 from dicomflow.node.processor import AbstractProcessor, LegacyProcessor
-from dicomflow.node.screen import Screen
+from dicomflow.node.round_processing import RoundWork, run_round
 from dicomflow.settings import NodeSettings, build_settings, format_endpoint
 
 logger = logging.getLogger(__name__)
@@ -109,24 +107,42 @@ class AbstractPipeline:
         if self.is_open or self._served:
             self.logger.error("Attempted to open a node, that was already open")
             return
+        # Imported here while the engine's spool, journal and series stage still live in
+        # dicomflow.node (importing them imports this package): hoist once they moved.
+        from dicomflow.engine.assembly import run
+
         if configure_logs:
             self._configure_logging()
+        screened = type(self).filter is not AbstractPipeline.filter
+        discarded = status.ELEMENTS_DISCARDED if self.error_on_rejected_dataset else status.SUCCESS
+        started = run(
+            type(self),
+            self.settings,
+            consumer=consumer,
+            admit=self.filter if screened else None,
+            discarded_status=discarded,
+            blocking=blocking,
+            on_start=self._opened,
+            on_stop=lambda _node: self.close(),
+        )
         if not blocking:
-            self._start(consumer)
+            self._opened(started)
             return
-        with stop_signals() as stop:  # before the port opens: a signal then stops cleanly
-            self._start(consumer)
-            while not stop.wait(0.5):
-                pass
-        self.close()
         self._served = True
 
-    def _start(self, consumer: Any) -> None:
-        from dicomflow.node.node import Node
-
-        self.node = Node(type(self), self.settings, consumer, screen=self._screen())
-        self.node.start()
+    def _opened(self, node: Any) -> None:
+        self.node = node
         self.is_open = True
+
+    @classmethod
+    def _input_options(cls, ae_title: str) -> InputOptions:
+        """The options each input of a patient is made with, in a node."""
+        return InputOptions(ae_title=ae_title)
+
+    @classmethod
+    def _run_round(cls, work: RoundWork) -> int:
+        """Process one round in its queue job (see :mod:`dicomflow.node.round_processing`)."""
+        return run_round(cls, work)
 
     def close(self) -> None:
         """Stop the node (pending work stays on disk and resumes at the next start)."""
@@ -157,12 +173,6 @@ class AbstractPipeline:
 
     def post_init(self) -> None:
         """Override to run code once the pipeline is constructed, before it serves."""
-
-    def _screen(self) -> Screen | None:
-        if type(self).filter is AbstractPipeline.filter:
-            return None
-        discarded = status.ELEMENTS_DISCARDED if self.error_on_rejected_dataset else status.SUCCESS
-        return Screen(self.filter, discarded)
 
     def _configure_logging(self) -> None:
         log_path, stream = attributes.log_destination(type(self))
@@ -275,27 +285,6 @@ def _constructed_and_discarded(pipeline: AbstractPipeline) -> bool:
         return False
     following = (i for i in dis.get_instructions(frame.f_code) if i.offset > frame.f_lasti)
     return getattr(next(following, None), "opname", "") == "POP_TOP"
-
-
-def wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
-    with stop_signals() as stop:
-        while not stop.wait(0.5):
-            pass
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[threading.Event]:
-    """An event SIGINT or SIGTERM sets while inside (the previous handlers come back)."""
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 class AbstractQueuedPipeline(AbstractPipeline):

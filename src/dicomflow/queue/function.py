@@ -16,6 +16,11 @@ from dicomflow.errors import QueueError
 
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 FUNCTION_NAME = re.compile(rf"(?:{_DOTTED}:{_DOTTED}|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)")
+MOVED = {
+    "dicomflow.node.worker:process_round": "dicomflow.engine.round_job:process_round",
+    "dicomflow.node.archive:archive_series": "dicomflow.engine.series_archive:archive_series",
+}
+"""dicomflow's own job functions that moved: jobs queued under the old name still run."""
 
 
 def check_function_name(name: object) -> str:
@@ -36,6 +41,7 @@ def resolve_function(name: str) -> Callable[..., Any]:
         ImportError: if the module exists but fails to import (a bug in the module).
     """
     check_function_name(name)
+    name = MOVED.get(name, name)
     if ":" in name:
         module_name, _, qualname = name.partition(":")
         return _attribute(name, module_name, importlib.import_module(module_name), qualname)

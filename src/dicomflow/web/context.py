@@ -9,7 +9,7 @@ from dicomflow.settings import NodeSettings
 from dicomflow.web.auth import Credentials
 
 if TYPE_CHECKING:
-    from dicomflow.node.node import Node
+    from dicomflow.engine.node import Node
 
 
 @dataclass

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from dicomflow.errors import DicomflowError
 
 if TYPE_CHECKING:
-    from dicomflow.node.node import Node
+    from dicomflow.engine.node import Node
     from dicomflow.settings import NodeSettings
 
 logger = logging.getLogger(__name__)

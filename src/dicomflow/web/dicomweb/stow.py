@@ -30,7 +30,7 @@ from dicomflow.web.dicomweb import multipart
 from dicomflow.web.dicomweb.resources import checked_uid, instance_url, study_url
 
 if TYPE_CHECKING:
-    from dicomflow.node.node import Node
+    from dicomflow.engine.node import Node
 
 router = APIRouter()
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from dicomflow.node.outbox import DESTINATION, REASONS, last_error
+from dicomflow.engine.outbox import DESTINATION, REASONS, last_error, read_destination
 from dicomflow.settings import format_endpoint
 from dicomflow.web.context import WebContext
 from dicomflow.web.privacy import file_identifiers, redact_text
@@ -51,12 +51,8 @@ def items(context: WebContext) -> list[dict[str, Any]]:
 
 def _item(folder: Path) -> dict[str, Any]:
     try:
-        destination = json.loads((folder / DESTINATION).read_text())
-        if destination.get("kind") == "file":
-            target = f"folder {destination['path']}"
-        else:
-            target = f"{destination['ae_title']}@{destination['ip']}:{destination['port']}"
-    except (OSError, ValueError, KeyError, TypeError):
+        target = read_destination(folder).destination.describe()
+    except (OSError, ValueError):
         target = "(unreadable destination)"
     files = list(folder.glob("*.dcm"))
     since = folder.stat().st_mtime

@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydicom import Dataset
 
 from dicomflow.dicom.keys import is_key
-from dicomflow.node.node import Node
+from dicomflow.engine.node import Node
 from dicomflow.web.context import WebContext
 from dicomflow.web.privacy import dataset_identifiers, short_key
 from dicomflow.web.views import ago, context_of, render, when

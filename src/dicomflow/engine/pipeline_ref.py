@@ -19,10 +19,11 @@ class PipelineRef:
     path: str | None = None
 
     @classmethod
-    def of(cls, pipeline_class: type) -> "PipelineRef":
-        module = sys.modules.get(pipeline_class.__module__)
-        path = getattr(module, "__file__", None)
-        return cls(pipeline_class.__module__, pipeline_class.__qualname__, path)
+    def of(cls, pipeline_class: object) -> "PipelineRef":
+        """Where ``pipeline_class`` (a class) lives."""
+        module_name, qualname = str(pipeline_class.__module__), qualified_name(pipeline_class)
+        path = getattr(sys.modules.get(module_name), "__file__", None)
+        return cls(module_name, qualname, path)
 
     def resolve(self) -> Any:
         """Return the class, importing its module (or loading its file) if needed."""
@@ -50,6 +51,11 @@ class PipelineRef:
                 if self.path is None:
                     raise
         return load_module_from_file(self.path or "", "__mp_main__" if names else self.module)
+
+
+def qualified_name(pipeline_class: object) -> str:
+    """The ``__qualname__`` of a class."""
+    return str(getattr(pipeline_class, "__qualname__"))  # noqa: B009 - any class has one
 
 
 def _defines(module: ModuleType, qualname: str) -> bool:

@@ -48,8 +48,8 @@ from dicomflow.cod.transfer import (
     upload_folder,
 )
 from dicomflow.dicom.keys import is_valid_uid, shorten
+from dicomflow.engine.resubmit import retryable
 from dicomflow.errors import CODError, DicomflowError
-from dicomflow.node.resubmit import retryable
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, JobKind, Priority
 from dicomflow.queue.landlock import protect_job
@@ -57,7 +57,7 @@ from dicomflow.queue.landlock import protect_job
 logger = logging.getLogger(__name__)
 
 ARCHIVE_JOB = "archive"
-ARCHIVE_FUNCTION = "dicomflow.node.archive:archive_series"
+ARCHIVE_FUNCTION = "dicomflow.engine.series_archive:archive_series"
 RETRIES = 5
 
 
@@ -65,8 +65,9 @@ class ArchiveError(DicomflowError, RuntimeError):
     """Some instances of a series could not be archived."""
 
 
-class Scheduled:
-    """The job scheduled for one series (see ``SeriesConsumer``)."""
+class SeriesJobs:
+    """The jobs scheduled for one series, by name, and the errors of those that could not
+    be (see ``SeriesConsumer``)."""
 
     def __init__(self, job_ids: dict[str, str], errors: dict[str, str] | None = None) -> None:
         self.job_ids = job_ids
@@ -98,7 +99,7 @@ class ArchiveScheduler:
         *,
         remove_input: bool = False,
         protected: Sequence[Path] = (),
-    ) -> Scheduled:
+    ) -> SeriesJobs:
         """Enqueue the archive job of ``instances_dir``; with ``remove_input`` the job
         empties that folder once everything in it is archived. Beneath ``protected``
         the job may write only what it needs (see above)."""
@@ -120,7 +121,7 @@ class ArchiveScheduler:
             meta={"kind": JobKind.ARCHIVE, "series": series_key},
         )
         try:
-            return Scheduled({ARCHIVE_JOB: self._backend.get().enqueue(job).id})
+            return SeriesJobs({ARCHIVE_JOB: self._backend.get().enqueue(job).id})
         except Exception:
             if "input_url" in source:
                 remove_folder(source["input_url"])
@@ -297,12 +298,12 @@ class Consumers:
         series_key: str,
         *,
         protected: Sequence[Path] = (),
-    ) -> Scheduled:
+    ) -> SeriesJobs:
         """Schedule every consumer's jobs (``protected`` passed on). A server that did not
         answer (the queue's, the datastore's) raises, and the series is scheduled again
         later; any other failure of a consumer is an error of the series (its batch is then
         kept as failed). If the archive cannot be scheduled, nothing else is."""
-        combined = Scheduled({}, {})
+        combined = SeriesJobs({}, {})
         reading: dict[str, Any] = {"protected": protected}
         if self.archive is not None:
             try:
@@ -313,7 +314,7 @@ class Consumers:
                 if retryable(exc):  # the queue or datastore did not answer: try again
                     raise
                 logger.exception("series %s: the archive job was not scheduled", series_key[:12])
-                return Scheduled({}, {ARCHIVE_JOB: f"Not scheduled: {exc}"})
+                return SeriesJobs({}, {ARCHIVE_JOB: f"Not scheduled: {exc}"})
             if archived is not None:
                 reading |= {"archived": archived, "after": list(combined.job_ids.values())}
         for consumer in self.consumers:
@@ -324,7 +325,7 @@ class Consumers:
 
     @staticmethod
     def _schedule_one(
-        consumer: Any, combined: Scheduled, where: tuple[Path, Path, str], **reading: Any
+        consumer: Any, combined: SeriesJobs, where: tuple[Path, Path, str], **reading: Any
     ) -> None:
         try:
             scheduled = consumer.schedule(*where, **reading)

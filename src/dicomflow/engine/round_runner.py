@@ -1,6 +1,6 @@
 """Runs rounds as jobs on the queue and reports how each ended.
 
-A round becomes one job (:data:`~dicomflow.node.worker.PROCESS_ROUND`) whose
+A round becomes one job (:data:`~dicomflow.engine.round_job.PROCESS_ROUND`) whose
 arguments carry the round by reference (its folder). The job's id is kept in
 the round folder, so after a restart the node follows the same job instead of
 starting a second one. A round the queue did not take (its server down) is
@@ -21,14 +21,14 @@ from functools import partial
 from pathlib import Path
 
 from dicomflow import metrics
-from dicomflow.engine.durable import write_durably
+from dicomflow.destinations import OUTPUT_MANIFEST
+from dicomflow.engine.pipeline_ref import PipelineRef
+from dicomflow.engine.resubmit import Resubmitter
+from dicomflow.engine.round_job import PROCESS_ROUND, WorkerTask
+from dicomflow.engine.round_store import Round
+from dicomflow.engine.watcher import JobWatcher
 from dicomflow.net.address import Address
-from dicomflow.node.output import OUTPUT_MANIFEST
-from dicomflow.node.reference import PipelineRef
-from dicomflow.node.resubmit import Resubmitter
-from dicomflow.node.round import Round
-from dicomflow.node.watcher import JobWatcher
-from dicomflow.node.worker import PROCESS_ROUND, WorkerTask
+from dicomflow.engine.durable import write_durably
 from dicomflow.queue.backend import Backend, PerThreadBackend
 from dicomflow.queue.job import Job, JobKind, JobStatus
 
@@ -40,7 +40,7 @@ MAX_LOG_LINE = 16_384
 
 
 @dataclass
-class Outcome:
+class RoundOutcome:
     """How one round's processing ended."""
 
     ok: bool
@@ -49,7 +49,7 @@ class Outcome:
     ended_at: float | None = None
 
 
-class Runner:
+class RoundRunner:
     """Submits rounds to the queue at ``url`` and calls ``on_done`` when each has ended."""
 
     def __init__(
@@ -62,7 +62,7 @@ class Runner:
         ae_title: str,
         timeout_s: float,
         log_dir: Path | None,
-        on_done: Callable[[Round, Outcome], None],
+        on_done: Callable[[Round, RoundOutcome], None],
         protected: tuple[Path, ...] = (),
     ) -> None:
         self.pipeline = pipeline
@@ -138,7 +138,7 @@ class Runner:
         if ended.started_at is not None:  # not when canceled before a worker took it
             metrics.observe_stage(metrics.JOB_STARTED, job.created, ended.started_at)
             metrics.observe_stage(metrics.JOB_FINISHED, ended.started_at, ended.ended_at)
-        outcome = Outcome(*_diagnose(job, ended), duration_s=duration, ended_at=ended.ended_at)
+        outcome = RoundOutcome(*_diagnose(job, ended), duration_s=duration, ended_at=ended.ended_at)
         self._on_done(job, outcome)
 
     def relay_log(self, job: Round, ended: Job) -> None:

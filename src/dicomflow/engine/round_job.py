@@ -1,4 +1,4 @@
-"""The pipeline job: what a queue worker runs for one round.
+"""The round job: what a queue worker runs for one round.
 
 The queue runs it isolated (own process group, captured output, timeout). It
 works in the round's ``work/`` folder, reads the inputs from the round's
@@ -6,7 +6,10 @@ instance files (by reference: the round folder must be reachable at the same
 path by the worker) and writes its results to the round's ``output/`` folder,
 with a manifest; the node exports them once the job has finished. Outputs the
 node does not export (a user's ``PipelineOutput.send()``) are sent by the job
-after that; one returning false or raising fails the round.
+after that; one returning false or raising fails the round. What the pipeline does
+with the round is the pipeline's (``AbstractPipeline._run_round``, see
+:class:`~dicomflow.engine.protocols.PipelineClass`); the job gives it a
+:class:`RoundWork`.
 
 With ``protected`` directories (the node's data directory, by default), the
 job cannot write, move or delete anything beneath them but its round's
@@ -21,17 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicomflow.engine.pipeline_ref import PipelineRef
+from dicomflow.engine.protocols import PipelineClass
 from dicomflow.errors import ProcessingError
 from dicomflow.net.address import Address
-from dicomflow.node.container import InputContainer
-from dicomflow.node.input import InputOptions
-from dicomflow.node.output import normalise, send_custom, write_outputs
-from dicomflow.node.reference import PipelineRef
 from dicomflow.queue.landlock import protect_job
 
 logger = logging.getLogger(__name__)
 
-PROCESS_ROUND = "dicomflow.node.worker:process_round"
+PROCESS_ROUND_MODULE = "dicomflow.engine.round_job"
+PROCESS_ROUND = f"{PROCESS_ROUND_MODULE}:process_round"
 
 
 @dataclass(frozen=True)
@@ -96,18 +98,37 @@ def process_round(**kwargs: Any) -> int:
     os.chdir(work)
     if task.protected:
         _protect(task, work, directory / "output")
-    pipeline_class = task.pipeline.resolve()
-    container = _build_container(pipeline_class, task)
-    processor = pipeline_class.Processor()
-    processor.bind(pipeline_class, task.round_id, task.patient_key, work)
-    logger.info("round %s: process() started", task.round_id)
-    result = processor.process(container)
-    outputs = normalise(result, task.endpoints, task.ae_title)
-    manifest = write_outputs(outputs, directory / "output")
-    send_custom(outputs, task.round_id)  # a false or raising send() fails the round
-    count = sum(len(entry["files"]) for entry in manifest["outputs"])
-    logger.info("round %s: process() returned %d dataset(s)", task.round_id, count)
-    return count
+    pipeline_class: PipelineClass = task.pipeline.resolve()
+    return pipeline_class._run_round(
+        RoundWork(
+            round_id=task.round_id,
+            patient_key=task.patient_key,
+            inputs={
+                name: [(uid, Path(path)) for uid, path in pairs]
+                for name, pairs in task.inputs.items()
+            },
+            work_dir=work,
+            output_dir=directory / "output",
+            endpoints=task.endpoints,
+            ae_title=task.ae_title,
+            caller=task.caller,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class RoundWork:
+    """What the pipeline is given to process a round (see
+    :class:`~dicomflow.engine.protocols.RoundWork`)."""
+
+    round_id: str
+    patient_key: str
+    inputs: dict[str, list[tuple[str, Path]]]
+    work_dir: Path
+    output_dir: Path
+    endpoints: tuple[Address, ...]
+    ae_title: str
+    caller: tuple[str, str] | None
 
 
 def _protect(task: WorkerTask, work: Path, output: Path) -> None:
@@ -116,32 +137,3 @@ def _protect(task: WorkerTask, work: Path, output: Path) -> None:
     output.mkdir(exist_ok=True)
     if protect_job([Path(path) for path in task.protected], [work, output]):
         logger.debug("round %s: writes beneath %s refused", task.round_id, task.protected)
-
-
-def _build_container(pipeline_class: Any, task: WorkerTask) -> InputContainer:
-    data: dict[str, Any] = {}
-    paths: dict[str, list[Path]] = {}
-    for name, members in task.inputs.items():
-        input_object = pipeline_class.input[name](InputOptions(ae_title=task.ae_title))
-        input_object.load((uid, Path(path)) for uid, path in members)
-        data[name] = input_object.get_data()
-        paths[name] = [Path(path) for _, path in members]
-    return InputContainer(
-        data,
-        paths=paths,
-        round_id=task.round_id,
-        patient_key=task.patient_key,
-        responding_address=_responding_address(pipeline_class, task.caller),
-    )
-
-
-def _responding_address(pipeline_class: Any, caller: tuple[str, str] | None) -> Address | None:
-    """The address of the peer that completed the round: from the pipeline's
-    ``known_endpoints`` (by AE title), else its IP with ``default_response_port``."""
-    if caller is None:
-        return None
-    ae_title, ip = caller
-    known = getattr(pipeline_class, "known_endpoints", None) or {}
-    if ae_title in known:
-        return known[ae_title]  # type: ignore[no-any-return]
-    return Address(ip, int(getattr(pipeline_class, "default_response_port", 104)), ae_title)

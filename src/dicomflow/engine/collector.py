@@ -4,14 +4,16 @@ patient's inputs are all complete."""
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
 
+from dicomflow.engine.protocols import InputClass, InputObject
 from dicomflow.errors import InvalidDataset
-from dicomflow.node.input import AbstractInput, AbstractInputProxy, InputOptions
 
 logger = logging.getLogger(__name__)
 
@@ -29,15 +31,15 @@ class Collector:
     the others, as it would be after a restart.
     """
 
-    def __init__(
-        self, inputs: dict[str, type[AbstractInput]], options: InputOptions | None = None
-    ) -> None:
-        self._inputs = inputs
-        self._options = options or InputOptions()
-        self._patients: dict[str, dict[str, AbstractInput]] = {}
+    def __init__(self, inputs: Mapping[str, Any], options: Any = None) -> None:
+        """``inputs``: name -> input class (:class:`~dicomflow.engine.protocols.InputClass`);
+        ``options``: a dataclass each patient's inputs get a copy of (None: their default)."""
+        self._inputs: Mapping[str, InputClass] = inputs
+        self._options = options
+        self._patients: dict[str, dict[str, InputObject]] = {}
         self._arrivals: dict[str, tuple[float, float]] = {}  # patient -> (first, last)
         self._refused: dict[str, list[_Instance]] = {}  # patient -> instances set aside
-        self._choices: dict[str, dict[str, type[AbstractInput]]] = {}  # uid -> proxy choices
+        self._choices: dict[str, dict[str, InputClass]] = {}  # uid -> proxy choices
         self._lock = threading.RLock()
         self._new_inputs()  # an input whose constructor fails stops the node at its start
 
@@ -74,8 +76,12 @@ class Collector:
             first, _ = self._arrivals.get(patient_key, (now, now))
             self._arrivals[patient_key] = (first, now)
 
-    def _new_inputs(self) -> dict[str, AbstractInput]:
-        return {name: cls(replace(self._options)) for name, cls in self._inputs.items()}
+    def _new_inputs(self) -> dict[str, InputObject]:
+        options = self._options
+        return {
+            name: cls(None if options is None else replace(options))
+            for name, cls in self._inputs.items()
+        }
 
     def arrivals(self, patient_key: str) -> tuple[float, float] | None:
         """When the first and the last instance held for ``patient_key`` arrived (epoch s)."""
@@ -121,10 +127,8 @@ class Collector:
                     name=name,
                     instances=item.images,
                     validates=_validates(name, item, patient_key),
-                    required_tags=[_tag_name(tag) for tag in type(item).required_tags],
-                    required_values={
-                        _tag_name(k): str(v) for k, v in type(item).required_values.items()
-                    },
+                    required_tags=[_tag_name(tag) for tag in item.required_tags],
+                    required_values={_tag_name(k): str(v) for k, v in item.required_values.items()},
                 )
                 for name, item in inputs.items()
             ]
@@ -147,17 +151,18 @@ class _Instance:
     uid: str
     header: Dataset
     path: Path
-    choices: dict[str, type[AbstractInput]] = field(default_factory=dict)
+    choices: dict[str, InputClass] = field(default_factory=dict)
 
     def only(self, names: list[str]) -> "_Instance":
         return _Instance(names, self.uid, self.header, self.path, self.choices)
 
 
-def _offer(item: AbstractInput, name: str, instance: _Instance) -> bool:
+def _offer(item: InputObject, name: str, instance: _Instance) -> bool:
     """Offer ``instance`` to ``item``; tell whether it took it (a refusal is logged)."""
     choice = instance.choices.get(name)
-    if isinstance(item, AbstractInputProxy) and choice is not None:
-        item.become(choice)
+    become = getattr(item, "become", None)  # an input that is either of several (a proxy)
+    if become is not None and choice is not None:
+        become(choice)
     try:
         item.offer(instance.header, instance.path, checked=True)
     except InvalidDataset as exc:
@@ -169,11 +174,13 @@ def _offer(item: AbstractInput, name: str, instance: _Instance) -> bool:
     return True
 
 
-def _proxy_choice(cls: type[AbstractInput], dataset: Dataset) -> type[AbstractInput] | None:
-    return cls.choose(dataset) if issubclass(cls, AbstractInputProxy) else None
+def _proxy_choice(cls: InputClass, dataset: Dataset) -> InputClass | None:
+    """Which of its options an input that is either of several would be for ``dataset``."""
+    choose = getattr(cls, "choose", None)
+    return None if choose is None else choose(dataset)
 
 
-def _validates(name: str, item: AbstractInput, patient_key: str) -> bool:
+def _validates(name: str, item: InputObject, patient_key: str) -> bool:
     try:
         return bool(item.validate())
     except Exception:

@@ -9,11 +9,16 @@ dashboard``) and the worker processes do not take it.
 
 import contextlib
 import fcntl
+import logging
 import os
+import stat
 from pathlib import Path
 
 from dicomflow.errors import DataDirectoryInUseError
 from dicomflow.logs import make_private_folders
+from dicomflow.node.spool import make_private_directory
+
+logger = logging.getLogger(__name__)
 
 LOCK_FILE = "node.lock"
 
@@ -58,3 +63,4 @@ class DataDirectoryLock:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
+

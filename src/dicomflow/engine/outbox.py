@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow import metrics
+from dicomflow.destinations import FileDestination, OutboxDestination
 from dicomflow.dicom.keys import instance_file_name, uid_name
 from dicomflow.engine.durable import fsync_directory, write_durably
 from dicomflow.net.address import Address
@@ -100,14 +101,14 @@ class Outbox:
         for lane in lanes:
             lane.thread.join(timeout=max(deadline - time.monotonic(), 0.0))
 
-    def add(self, name: str, folder: Path, destination: dict[str, Any]) -> Path:
+    def add(self, name: str, folder: Path, destination: OutboxDestination) -> Path:
         """Move ``folder`` (files to send) into the outbox as item ``name``."""
         item = self.root / name
-        (folder / DESTINATION).write_text(json.dumps(destination, indent=2))
+        (folder / DESTINATION).write_text(json.dumps(destination.to_json(), indent=2))
         os.replace(folder, item)
         fsync_directory(self.root)
         if self._started:
-            self._wake_lane(lane_key(destination))
+            self._wake_lane(destination.destination.lane())
         return item
 
     def items(self) -> list[Path]:
@@ -158,7 +159,7 @@ class Outbox:
 
     def deliver(self, item: Path) -> bool:
         """Send one item with retries; return whether it was delivered completely."""
-        destination = json.loads((item / DESTINATION).read_text())
+        destination = read_destination(item)
         address, send = self._sender_for(destination)
         for attempt in range(self.retries + 1):
             remaining = sorted(item.glob("*.dcm"))
@@ -176,24 +177,23 @@ class Outbox:
             return False
         shutil.rmtree(item, ignore_errors=True)
         metrics.EXPORTS.labels(outcome="delivered").inc()
-        kind = destination.get("stage_kind", metrics.KIND_PIPELINE)
-        metrics.observe_stage(metrics.ACKNOWLEDGED, destination.get("processed_at"), kind=kind)
+        kind = destination.stage_kind or metrics.KIND_PIPELINE
+        metrics.observe_stage(metrics.ACKNOWLEDGED, destination.processed_at, kind=kind)
         logger.info("outbox %s: delivered to %s", item.name, address)
         if self._on_delivered is not None:
             self._on_delivered(item)
         return True
 
-    def _sender_for(
-        self, destination: dict[str, Any]
-    ) -> tuple[str, Callable[[list[Path]], Delivery]]:
-        """How an item reaches its destination: C-STORE to a peer, or (``"kind":
-        "file"``) durable copies into a folder. Returns its name and the sender."""
-        if destination.get("kind") == "file":
-            folder = Path(destination["path"])
-            layout = destination.get("layout") or {}
+    def _sender_for(self, item: OutboxDestination) -> tuple[str, Callable[[list[Path]], Delivery]]:
+        """How an item reaches its destination: C-STORE to a peer, or durable copies into
+        a folder. Returns its name and the sender."""
+        destination = item.destination
+        if isinstance(destination, FileDestination):
+            folder = Path(destination.path)
+            layout = dict(destination.layout or {})
             return str(folder), lambda files: Delivery(copy_files(folder, files, layout))
-        address = Address(destination["ip"], destination["port"], destination["ae_title"])
-        calling = destination.get("calling_ae_title") or self.calling_ae_title
+        address = Address(destination.ip, destination.port, destination.ae_title)
+        calling = destination.calling_ae_title or self.calling_ae_title
         return str(address), lambda files: self._sender(address, files, calling)
 
     def _attempt(
@@ -277,20 +277,21 @@ class _Lane:
         self.thread = threading.Thread(target=target, name=f"dicomflow-outbox {key}", daemon=True)
 
 
-def lane_key(destination: dict[str, Any]) -> str:
-    """The destination an item goes to, as one string: items with the same one share a lane."""
-    if destination.get("kind") == "file":
-        return f"folder {destination.get('path')}"
-    calling = destination.get("calling_ae_title") or ""
-    return (
-        f"{destination.get('ae_title')}@{destination.get('ip')}:{destination.get('port')} {calling}"
-    )
+def read_destination(item: Path) -> OutboxDestination:
+    """The destination of outbox item ``item``, as any version wrote it.
+
+    Raises:
+        OSError: if it cannot be read.
+        ValueError: if it is not JSON or describes no destination.
+    """
+    return OutboxDestination.from_json(json.loads((item / DESTINATION).read_text()))
 
 
 def _key_of(item: Path) -> str:
+    """The item's lane: items with the same destination share one."""
     try:
-        return lane_key(json.loads((item / DESTINATION).read_text()))
-    except (OSError, ValueError, AttributeError):
+        return read_destination(item).destination.lane()
+    except (OSError, ValueError):
         return f"item {item.name}"  # unreadable: alone in its lane, where deliver() fails
 
 

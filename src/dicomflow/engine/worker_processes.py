@@ -28,8 +28,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlencode
 
 from dicomflow import metrics
+from dicomflow.engine.pipeline_ref import PipelineRef
+from dicomflow.engine.round_job import PROCESS_ROUND_MODULE
 from dicomflow.queue.embedded.backend import EmbeddedBackend
 
 logger = logging.getLogger(__name__)
@@ -246,3 +249,25 @@ def _safe(url: str) -> str:
     if "@" in rest:
         rest = "***@" + rest.split("@", 1)[1]
     return f"{scheme}://{rest}"
+
+
+def preload_modules(pipeline_class: object) -> list[str]:
+    """What the workers' fork server imports once: dicomflow's job code, pydicom, numpy
+    and the pipeline's module (by file, as ``module@path``)."""
+    modules = [PROCESS_ROUND_MODULE, "pydicom", "numpy"]
+    if pipeline_class is None:
+        return modules
+    ref = PipelineRef.of(pipeline_class)
+    name = "__mp_main__" if ref.module in ("__main__", "__mp_main__") else ref.module
+    return [*modules, f"{name}@{ref.path}" if ref.path else name]
+
+
+def with_options(url: str, options: dict[str, object]) -> str:
+    """``url`` with the queue ``options`` added (each unless the URL has it already)."""
+    query = url.partition("?")[2]
+    present = {pair.partition("=")[0] for pair in query.split("&") if pair}
+    added = {key: value for key, value in options.items() if key not in present}
+    if not added:
+        return url
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}{urlencode(added)}"

@@ -3,7 +3,8 @@
 A patient is checked after every association that sent it instances is
 released (or aborted), and, when ``quiet_period_s`` is set, once no instance
 has arrived for it for that long. Checks run on one thread, in order. A check
-that cannot write the spool (a full disk) is made again ``RETRY_S`` later.
+that cannot write the spool (a full disk) is made again ``RETRY_S`` later; one that
+returns true is made again at once.
 """
 
 import logging
@@ -21,7 +22,7 @@ RETRY_S = 5.0
 class Trigger:
     """Queues patient checks and runs them on its own thread."""
 
-    def __init__(self, check: Callable[[str], None], quiet_period_s: float | None) -> None:
+    def __init__(self, check: Callable[[str], bool | None], quiet_period_s: float | None) -> None:
         self._check = check
         self._quiet = quiet_period_s
         self._touched: dict[int, set[str]] = {}
@@ -98,7 +99,7 @@ class Trigger:
 
     def _safe_check(self, patient_key: str) -> None:
         try:
-            self._check(patient_key)
+            again = self._check(patient_key)
         except SpoolError as exc:  # the spool cannot be written now: check again later
             logger.warning(
                 "patient %s: cannot check its inputs (%s); again in %.0f s",
@@ -111,3 +112,6 @@ class Trigger:
             timer.start()
         except Exception:
             logger.exception("patient %s: checking its inputs failed", patient_key[:12])
+        else:
+            if again:  # the check asks for another
+                self.request(patient_key)

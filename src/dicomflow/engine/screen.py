@@ -8,7 +8,7 @@ from pydicom import Dataset
 
 from dicomflow.dicom.keys import shorten
 from dicomflow.errors import DicomflowError
-from dicomflow.net.storage import SUCCESS as STATUS_SUCCESS
+from dicomflow.net import storage as status
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ class Screen:
     it raises on is refused (never kept without the filter's consent)."""
 
     admit: Callable[[Dataset], bool]
-    discarded_status: int = STATUS_SUCCESS
+    discarded_status: int = status.SUCCESS
 
     def admits(self, dataset: Dataset, uid: str) -> bool:
         try:

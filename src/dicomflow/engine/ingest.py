@@ -1,0 +1,258 @@
+"""Receiving: an instance that arrived (by C-STORE or upload) is decoded, checked, kept
+durably in the spool (and the series stage's spool), then offered to the collector and
+noted by the trigger.
+
+Refusals are typed errors (:mod:`dicomflow.errors`); the network edge turns them into
+statuses with :mod:`dicomflow.net.status`'s table, as :meth:`Ingest.receive` does for
+an upload. The statuses returned here are that module's.
+"""
+
+import contextlib
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from pydicom import Dataset
+from pydicom.uid import UID
+
+from dicomflow import metrics
+from dicomflow.dicom.header import header_of
+from dicomflow.dicom.integrity import decode_part10
+from dicomflow.dicom.keys import shorten, value_key
+from dicomflow.dicom.pixel_length import check_pixel_data_length
+from dicomflow.engine.collector import Collector
+from dicomflow.engine.counters import Count, NodeCounters
+from dicomflow.engine.screen import Screen
+from dicomflow.engine.trigger import Trigger
+from dicomflow.errors import (
+    InstanceTooLargeError,
+    NotArchivableError,
+    SpoolError,
+    UnreadableInstanceError,
+)
+from dicomflow.net import status
+from dicomflow.net.lean import LeanStoreSCP
+from dicomflow.net.scp import AccessPolicy, ReceivedInstance, StoreSCP
+from dicomflow.node.series import SeriesStage
+from dicomflow.node.spool import Spool
+from dicomflow.settings import NodeSettings
+
+logger = logging.getLogger(__name__)
+
+Caller = tuple[str, str]  # the AE title and IP of a peer
+
+
+class Callers:
+    """The last peer that sent an instance of each patient (for the round it completes)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, Caller] = {}
+
+    def note(self, patient_key: str, caller: Caller) -> None:
+        self._last[patient_key] = caller
+
+    def take(self, patient_key: str) -> Caller | None:
+        """The last peer that sent an instance of ``patient_key``, forgotten."""
+        return self._last.pop(patient_key, None)
+
+
+class Ingest:
+    """Keeps what arrives; tells the collector and the trigger.
+
+    Instances are refused (out of resources) until :attr:`accepting` is set, once the
+    spools are recovered."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: NodeSettings,
+        patient_tag: int,
+        spool: Spool,
+        series: SeriesStage | None,
+        collector: Collector,
+        trigger: Trigger,
+        screen: Screen | None,
+        counters: NodeCounters,
+        callers: Callers,
+    ) -> None:
+        self.name = name
+        self.settings = settings  # read when an instance arrives: its limits may change
+        self.accepting = threading.Event()
+        self._patient_tag = patient_tag
+        self._spool = spool
+        self._series = series
+        self._collector = collector
+        self._trigger = trigger
+        self._screen = screen
+        self._counters = counters
+        self._callers = callers
+        self._uploads = itertools.count(1)
+
+    def on_store(self, instance: ReceivedInstance) -> int:
+        """Keep a C-STORE's instance (decoded and checked at the network edge, which
+        also turns the errors raised here into statuses)."""
+        limit = self.settings.maximum_instance_bytes
+        instance.maximum_bytes = min(instance.maximum_bytes, limit)
+        dataset = instance.dataset
+        if "SOPInstanceUID" not in dataset:
+            raise UnreadableInstanceError("The dataset has no SOPInstanceUID.")
+        return self._keep(instance, dataset, str(dataset.SOPInstanceUID))
+
+    def receive(self, encoded: bytes, origin: str) -> int:
+        """Store one Part-10 instance that arrived other than by C-STORE, exactly as a
+        C-STORE would be stored; return the DICOM status a C-STORE would get. The
+        instance is its own "association": its patient is checked once it is stored."""
+        with self.upload(origin) as receive:
+            return receive(encoded)
+
+    @contextlib.contextmanager
+    def upload(self, origin: str) -> Iterator[Callable[[bytes], int]]:
+        """One upload (a STOW-RS request) as one association: the function it gives
+        stores one Part-10 instance and returns its DICOM status; the patients are
+        checked when the upload ends, as after an association's release."""
+        association_id = -next(self._uploads)
+        try:
+            yield partial(self._receive, origin, association_id)
+        finally:
+            self._trigger.released(association_id)
+
+    def _receive(self, origin: str, association_id: int, encoded: bytes) -> int:
+        metrics.BYTES_RECEIVED.inc(len(encoded))
+        try:
+            dataset = _decoded_upload(encoded, self.settings.maximum_instance_bytes)
+            uid = str(dataset.SOPInstanceUID)
+            return self._keep(_Upload(association_id, encoded), dataset, uid)
+        except (Exception, MemoryError) as exc:
+            self._counters.add(Count.REFUSED)
+            return status.refused(origin, exc)
+
+    def _keep(self, instance: "ReceivedInstance | _Upload", dataset: Dataset, uid: str) -> int:
+        if not self.accepting.is_set():
+            raise SpoolError(f"Instance {shorten(uid)} refused: the node waits for disk space.")
+        try:  # values pydicom cannot convert (an unknown VR) raise when first read
+            names = self._collector.wanted_by(dataset)
+            patient_value = self._patient_value(dataset)
+            series_uid = dataset.get("SeriesInstanceUID") if self._series is not None else None
+            refusal = self._archive_refusal(dataset)
+        except Exception as exc:
+            raise UnreadableInstanceError(f"The dataset cannot be decoded: {exc}") from exc
+        if self._screen is not None and not self._screen.admits(dataset, uid):
+            self._counters.add(Count.DISCARDED)
+            metrics.INSTANCES_DISCARDED.inc()
+            return self._screen.discarded_status
+        if not names and self._series is None:
+            logger.info("instance %s matches no input of %s; not kept", shorten(uid), self.name)
+            self._counters.add(Count.DISCARDED)
+            metrics.INSTANCES_DISCARDED.inc()
+            return status.SUCCESS
+        if refusal is not None:
+            raise NotArchivableError(f"Instance {shorten(uid)} cannot be archived: {refusal}")
+        patient_key = value_key(patient_value)
+        path = self._store(instance, series_uid, uid, patient_key, names)  # raises to the edge
+        if names:
+            if isinstance(instance, ReceivedInstance):
+                self._callers.note(patient_key, (instance.calling_ae_title, instance.peer_ip))
+            self._collector.add(patient_key, names, uid, header_of(dataset), path)
+            self._trigger.arrived(instance.association_id, patient_key)
+        self._counters.add(Count.RECEIVED)
+        metrics.INSTANCES_RECEIVED.inc()
+        return status.SUCCESS
+
+    def _archive_refusal(self, dataset: Dataset) -> str | None:
+        """Why the series stage's archive could not file ``dataset`` (None if it can, or
+        if nothing is archived)."""
+        series = self._series
+        refusal = getattr(series.consumer, "refusal", None) if series else None
+        return None if refusal is None else refusal(dataset)
+
+    def _store(
+        self,
+        instance: "ReceivedInstance | _Upload",
+        series_uid: object,
+        uid: str,
+        patient_key: str,
+        names: list[str],
+    ) -> Path:
+        """Store durably for the pipeline's inputs and/or the services' series."""
+        if self._series is None:
+            return self._spool.store(patient_key, uid, instance.encoded_parts())
+        if not names:
+            return self._series.store(series_uid, uid, instance.encoded_parts())
+        series_key = value_key(series_uid)
+        series_spool = self._series.spool
+        also = [(series_spool, series_key)]
+        path = self._spool.store(patient_key, uid, instance.encoded_parts(), links=also)
+        self._series.added(series_key, uid, series_spool.path_for(series_key, uid))
+        return path
+
+    def _patient_value(self, dataset: Dataset) -> object:
+        element = dataset.get(self._patient_tag)
+        return None if element is None else element.value
+
+
+def access_policy(settings: NodeSettings) -> AccessPolicy:
+    """Which peers the settings let in (a warning if every one)."""
+    policy = AccessPolicy.build(settings.allowed_ae_titles, settings.allowed_ips)
+    if not (policy.ae_titles or policy.networks):
+        logger.warning("no allowed_ae_titles or allowed_ips: accepting every peer")
+    return policy
+
+
+def open_acceptor(
+    settings: NodeSettings,
+    policy: AccessPolicy,
+    ingest: Ingest,
+    on_release: Callable[[int], None],
+    on_refused: Callable[[str, str], None],
+) -> StoreSCP | LeanStoreSCP:
+    """Open the network edge that hands C-STOREs to ``ingest``: the receiver the settings
+    choose, on their port, with their limits, letting in the peers of ``policy``."""
+    server_class: Callable[..., StoreSCP | LeanStoreSCP] = StoreSCP
+    if settings.receiver == "lean":
+        server_class = partial(LeanStoreSCP, maximum_held_bytes=settings.maximum_held_bytes)
+    return server_class(
+        ae_title=settings.ae_title,
+        ip=settings.ip,
+        port=settings.port,
+        on_store=ingest.on_store,
+        on_release=on_release,
+        policy=policy,
+        on_refused=on_refused,
+        require_called_ae_title=settings.require_called_ae_title,
+        maximum_associations=settings.maximum_associations,
+        request_timeout_s=settings.association_request_timeout_s,
+        idle_timeout_s=settings.association_idle_timeout_s,
+        maximum_instance_bytes=settings.maximum_instance_bytes,
+    )
+
+
+def _decoded_upload(encoded: bytes, maximum_bytes: int) -> Dataset:
+    """An uploaded Part-10 instance, decoded; :class:`UnreadableInstanceError` if it cannot
+    be, :class:`InstanceTooLargeError` if it inflates past ``maximum_bytes``,
+    :class:`DatasetMismatchError` if its native Pixel Data contradicts its Image Pixel module
+    (an upload has no command, so this is the one check of the network edge that applies)."""
+    try:
+        dataset = decode_part10(encoded, maximum_bytes=maximum_bytes)
+        dataset.SOPInstanceUID  # noqa: B018 - present, or the instance cannot be kept
+    except InstanceTooLargeError:
+        raise
+    except Exception as exc:
+        raise UnreadableInstanceError(f"The instance cannot be decoded: {exc}") from exc
+    check_pixel_data_length(dataset, UID(dataset.file_meta.TransferSyntaxUID))
+    return dataset
+
+
+@dataclass
+class _Upload:
+    """An instance that arrived by upload: what :meth:`Ingest._keep` needs of it."""
+
+    association_id: int
+    data: bytes
+
+    def encoded_parts(self) -> tuple[bytes]:
+        return (self.data,)

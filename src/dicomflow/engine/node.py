@@ -1,0 +1,287 @@
+"""The running node: wires the stages, starts and stops them, and recovers at start-up.
+
+Stages (each owns one job): :mod:`~dicomflow.engine.ingest` (receiving),
+:mod:`~dicomflow.engine.collector` and :mod:`~dicomflow.engine.trigger` (when a patient
+is complete), :mod:`~dicomflow.engine.rounds` (the round lifecycle),
+:mod:`~dicomflow.engine.export` (results to the outboxes), and the series stage.
+
+Data directory layout (no raw DICOM value ever becomes a path)::
+
+    spool/incoming/{patient_key}/{sop_instance_uid}.dcm   received, waiting
+    journal/segment.journal                               makes received instances durable
+    rounds/{round_id}/                                    complete, being processed
+    failed/{round_id}/                                    failed: inputs, error.json, process.log
+    outbox/{round_id}-{n}/                                results waiting for a peer
+    outbox-unsendable/{round_id}-{n}/                     results no peer would take, with why
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from dicomflow.dicom.tags import parse_tag
+from dicomflow.engine.archive_outputs import ArchiveOutbox
+from dicomflow.engine.collector import Collector
+from dicomflow.engine.counters import Count, NodeCounters
+from dicomflow.engine.datalock import DataDirectoryLock
+from dicomflow.engine.durable import keep_private
+from dicomflow.engine.export import Export
+from dicomflow.engine.ingest import Callers, Ingest, access_policy, open_acceptor
+from dicomflow.engine.outbox import Outbox
+from dicomflow.engine.pipeline_ref import PipelineRef, qualified_name
+from dicomflow.engine.protocols import PipelineClass
+from dicomflow.engine.recovery import Recovery
+from dicomflow.engine.round_runner import RoundRunner
+from dicomflow.engine.round_store import RoundStore
+from dicomflow.engine.rounds import Rounds
+from dicomflow.engine.screen import Screen
+from dicomflow.engine.trigger import Trigger
+from dicomflow.engine.watcher import JobWatcher
+from dicomflow.engine.worker_processes import LocalWorkers, preload_modules, with_options
+from dicomflow.net.address import Address
+from dicomflow.net.lean import LeanStoreSCP
+from dicomflow.net.scp import StoreSCP
+from dicomflow.node.journal import Journal
+from dicomflow.node.series import SeriesConsumer, SeriesStage
+from dicomflow.node.spool import Spool
+from dicomflow.queue.backend import PerThreadBackend
+from dicomflow.settings import NodeSettings
+
+logger = logging.getLogger(__name__)
+
+PATIENT_ID = 0x00100020
+
+
+class Node:
+    """A node: a pipeline, registry services (``consumer``), or both.
+
+    Creating one claims its data directory (:mod:`dicomflow.engine.datalock`) until
+    ``stop()``; ``start()`` resumes unfinished work, then serves.
+
+    Raises:
+        DataDirectoryInUseError: another node runs on this data directory.
+    """
+
+    def __init__(
+        self,
+        pipeline_class: PipelineClass | None,
+        settings: NodeSettings,
+        consumer: SeriesConsumer | None = None,
+        screen: Screen | None = None,
+    ) -> None:
+        self.pipeline_class = pipeline_class
+        self.settings = settings
+        self.name = _name(pipeline_class)
+        self.counters = NodeCounters()
+        root = settings.data_directory.resolve()
+        keep_private(root)
+        self._data_lock = DataDirectoryLock(root)
+        self._data_lock.acquire()  # before the spools clear their temporary files
+        try:
+            self._wire(root, consumer, screen)
+        except BaseException:
+            self._data_lock.release()
+            raise
+
+    def _wire(self, root: Path, consumer: SeriesConsumer | None, screen: Screen | None) -> None:
+        settings, pipeline_class, counters = self.settings, self.pipeline_class, self.counters
+        url = settings.resolved_queue_url()
+        protected = self._protected()
+        self.journal: Journal | None = None
+        if settings.fsync and settings.spool_journal_max_bytes > 0:
+            self.journal = Journal(
+                root / "journal",
+                max_instance_bytes=settings.spool_journal_max_bytes,
+                segment_bytes=settings.spool_journal_segment_bytes,
+            )
+        self.spool = Spool(
+            root / "spool", fsync=settings.fsync, journal=self.journal, journal_name="pipeline"
+        )
+        store = RoundStore(root, self.spool)
+        inputs = pipeline_class.input if pipeline_class else {}
+        options = pipeline_class._input_options(settings.ae_title) if pipeline_class else None
+        self.collector = Collector(inputs, options)  # an input that cannot be made stops here
+        self.watcher = JobWatcher(url)
+        self._queue = PerThreadBackend(url)
+        self.outbox = Outbox(
+            root / "outbox",
+            calling_ae_title=settings.ae_title,
+            retries=settings.export_retries,
+            backoff_s=settings.export_backoff_s,
+            retry_interval_s=settings.outbox_retry_interval_s,
+            on_delivered=lambda _item: counters.add(Count.DELIVERED),
+        )
+        self.archive_outbox = ArchiveOutbox(root / "archive-outbox", self.watcher, protected)
+        self.export = Export(
+            outbox=self.outbox,
+            archive_outbox=self.archive_outbox,
+            store=store,
+            settings=settings,
+        )
+        self.series: SeriesStage | None = None
+        if consumer is not None:
+            self.series = SeriesStage(
+                root / "series",
+                consumer,
+                self.watcher,
+                self.export.service_folder,
+                quiet_period_s=settings.series_quiet_period_s,
+                fsync=settings.fsync,
+                protected=protected,
+                journal=self.journal,
+            )
+        callers = Callers()
+        self.rounds = Rounds(
+            name=self.name,
+            store=store,
+            spool=self.spool,
+            collector=self.collector,
+            queue=self._queue,
+            counters=counters,
+            take_caller=callers.take,
+            export=self.export.round,
+        )
+        self.trigger = Trigger(self.rounds.check_patient, settings.quiet_period_s)
+        self.ingest = Ingest(
+            name=self.name,
+            settings=settings,
+            patient_tag=parse_tag(getattr(pipeline_class, "patient_identifier_tag", PATIENT_ID)),
+            spool=self.spool,
+            series=self.series,
+            collector=self.collector,
+            trigger=self.trigger,
+            screen=screen,
+            counters=counters,
+            callers=callers,
+        )
+        preload = ",".join(preload_modules(pipeline_class))
+        self.workers = LocalWorkers(
+            with_options(url, {"preload": preload, **settings.job_options()}),
+            settings.local_workers(),
+            log_level=settings.log_level,
+            log_file=root / "logs" / "workers.log",
+            on_restart=lambda: counters.add(Count.WORKER_RESTARTS),
+        )
+        self.scp: StoreSCP | LeanStoreSCP | None = None
+        self.recovery = Recovery(
+            name=self.name,
+            journal=self.journal,
+            series=self.series,
+            archive_outbox=self.archive_outbox,
+            rounds=self.rounds,
+            spool=self.spool,
+            collector=self.collector,
+            trigger=self.trigger,
+            accepting=self.ingest.accepting,
+        )
+
+    @property
+    def port(self) -> int:
+        return self.scp.port if self.scp is not None else self.settings.port
+
+    # -- the stages' entry points for the dashboard and STOW-RS (see there) --------
+
+    def receive(self, encoded: bytes, origin: str) -> int:
+        return self.ingest.receive(encoded, origin)
+
+    def upload(self, origin: str) -> AbstractContextManager[Callable[[bytes], int]]:
+        return self.ingest.upload(origin)
+
+    def retry_round(self, round_id: str, job_id: str) -> None:
+        self.rounds.retry(round_id, job_id)
+
+    def start(self) -> None:
+        """Resume what a previous run left, then accept associations.
+
+        While the disk is too full for the spool journal to be replayed or made, the
+        node answers associations and refuses instances (out of resources), and
+        resumes once there is space."""
+        policy = access_policy(self.settings)
+        journal_open = self.recovery.open_journal()  # before anything reads the spools
+        if self.pipeline_class is not None:
+            self.rounds.runner = self._runner(self.pipeline_class)
+        self.workers.start()
+        self.watcher.start()
+        recovered = self.recovery.recover() if journal_open else set()
+        self.trigger.start()
+        self.outbox.start()
+        self.scp = open_acceptor(
+            self.settings,
+            policy,
+            self.ingest,
+            on_release=self.trigger.released,
+            on_refused=lambda _reason, _value: self.counters.add(Count.REFUSED),
+        )
+        self.recovery.accept(journal_open, recovered)
+        logger.info(
+            "node %s listening on %s:%d as %s",
+            self.name,
+            self.settings.ip,
+            self.port,
+            self.settings.ae_title,
+        )
+
+    def _runner(self, pipeline_class: PipelineClass) -> RoundRunner:
+        settings = self.settings
+        return RoundRunner(
+            PipelineRef.of(pipeline_class),
+            url=self.watcher.url,
+            watcher=self.watcher,
+            endpoints=settings.endpoint_addresses(),
+            ae_title=settings.ae_title,
+            timeout_s=settings.processing_timeout_s,
+            log_dir=settings.job_log_directory() if not settings.queue_url else None,
+            on_done=self.rounds.done,
+            protected=self._protected(),
+        )
+
+    def _protected(self) -> tuple[Path, ...]:
+        """What jobs may not write (but their own folders): the data directory, unless
+        ``job_write_protection`` is off."""
+        if not self.settings.job_write_protection:
+            return ()
+        return (self.settings.data_directory.resolve(),)
+
+    def stop(self) -> None:
+        """Stop serving (idempotent); unfinished work stays on disk for the next start."""
+        if self.scp is None:
+            self._data_lock.release()
+            return
+        self.scp.close()
+        self.scp = None
+        self.recovery.stop()
+        self.trigger.stop()
+        if self.rounds.runner is not None:
+            self.rounds.runner.close()
+        self.rounds.runner = None
+        self.archive_outbox.stop()
+        for part in (self.series, self.watcher, self.workers):
+            if part is not None:
+                part.stop()
+        self.outbox.stop()
+        if self.journal is not None:
+            self.journal.close()
+        self._data_lock.release()
+        logger.info("node %s stopped", self.name)
+
+
+def _name(pipeline_class: PipelineClass | None) -> str:
+    if pipeline_class is None:
+        return "services"
+    return f"{pipeline_class.__module__}.{qualified_name(pipeline_class)}"
+
+
+def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return bool(predicate())
+
+
+__all__ = ["Address", "Node"]

@@ -1,0 +1,46 @@
+"""The engine knows pipelines only through its protocols: it imports no pipeline module of
+dicomflow.node, and dicomflow.node imports of the engine only its assembly function."""
+
+import ast
+from pathlib import Path
+
+import dicomflow
+
+PACKAGE = Path(dicomflow.__file__).parent
+DURABLE = {"dicomflow.node.spool", "dicomflow.node.journal", "dicomflow.node.series"}
+"""The spool, the journal and the series stage: the engine's own, still beneath node/."""
+
+
+def imported(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top, inside functions or for type checking."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_engine_imports_no_pipeline_module() -> None:
+    found = {
+        f"{path.name}: {name}"
+        for path in (PACKAGE / "engine").glob("*.py")
+        for name in imported(path)
+        if (name == "dicomflow.node" or name.startswith("dicomflow.node."))
+        and not any(name == module or name.startswith(f"{module}.") for module in DURABLE)
+    }
+    assert not found
+
+
+def test_the_pipeline_api_imports_only_the_engines_assembly_function() -> None:
+    found = {
+        f"{path.name}: {name}"
+        for path in (PACKAGE / "node").glob("*.py")
+        if f"dicomflow.node.{path.stem}" not in DURABLE
+        for name in imported(path)
+        if name.startswith("dicomflow.engine")
+        and name not in {"dicomflow.engine.assembly", "dicomflow.engine.assembly.run"}
+    }
+    assert not found
