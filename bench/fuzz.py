@@ -28,8 +28,8 @@ from collections import Counter
 
 from fuzzing import FuzzedPipeline, Generator, Outcomes, resident_bytes, run
 
+from dicomflow.address import Address
 from dicomflow.net import requestor
-from dicomflow.net.address import Address
 
 MIB = 1 << 20
 BATCH = 1000

@@ -27,9 +27,9 @@ import time
 
 from latency_pipeline import StampPipeline
 
+from dicomflow.address import Address
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.engine.node import wait_until
-from dicomflow.net.address import Address
 from dicomflow.net.requestor import send
 
 

@@ -55,7 +55,7 @@ def send_as(kind: str, port: int, files: list[str]) -> None:
     from pynetdicom import AE
     from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
-    from dicomflow.net.address import Address
+    from dicomflow.address import Address
     from dicomflow.net.requestor import send
 
     started = time.perf_counter()

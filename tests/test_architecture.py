@@ -27,6 +27,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "logs": set(),
     "metrics": set(),
     "settings": set(),
+    "address": set(),  # a DICOM peer's address: settings, net and the pipeline API use it
+    "durable": set(),  # fsync, atomic replace, private folders: engine and pipeline outputs
+    "destinations": set(),  # where results go, typed: the pipeline API and the engine
     "dicomflow": set(),  # the root package: its version
     # the layers
     "dicom": set(),
@@ -34,7 +37,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "queue": {"dicom"},
     "cod": {"dicom"},
     # The public pipeline API; of the engine, only its one assembly function.
-    "node": {"dicom", "net", "engine"},
+    "node": {"dicom", "net", "engine"},  # engine: its assembly function only (test_engine_imports)
     # Everything below web except node: the engine knows pipelines through its own protocols.
     "engine": {"dicom", "net", "queue", "cod", "services"},
     "services": {"dicom", "queue", "cod"},
@@ -48,7 +51,17 @@ MAY_IMPORT: dict[str, set[str]] = {
 }
 
 # Importable from everywhere.
-LEAVES = {"errors", "logs", "metrics", "settings", "constants", "dicomflow"}
+LEAVES = {
+    "errors",
+    "logs",
+    "metrics",
+    "settings",
+    "constants",
+    "dicomflow",
+    "address",
+    "durable",
+    "destinations",
+}
 
 # Leaf modules that are also faces (the original's ``dicomnode.constants``).
 LEAVES_MODULES = {"dicomflow.constants"}

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from dicomflow.address import Address
 from dicomflow.errors import SettingsFileError
-from dicomflow.net.address import Address
 from dicomflow.node import AbstractPipeline
 from dicomflow.node.pipeline import pipeline_settings
 from dicomflow.settings import build_settings, format_endpoint, parse_endpoint

@@ -26,8 +26,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from dicomflow.address import Address, valid_ae_title
 from dicomflow.errors import SettingsFileError
-from dicomflow.net.address import Address, valid_ae_title
 
 ENV_PREFIX = "DICOMFLOW_"
 CONFIG_VARIABLE = "DICOMFLOW_CONFIG"  # names the optional TOML settings file

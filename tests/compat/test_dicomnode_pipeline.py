@@ -16,6 +16,7 @@ import pydicom
 import pytest
 from pydicom import Dataset
 
+from dicomflow.address import Address
 from dicomflow.constants import DICOMNODE_LOGGER_NAME
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.grinders import list_grinder
@@ -25,7 +26,6 @@ from dicomflow.lib.logging import LoggerConfig, get_logger, set_logger
 from dicomflow.lib.parallelism import ProcessLikeThread
 from dicomflow.lib.utils import human_readable_byte_count, is_picklable, str2bool
 from dicomflow.logs import configure_logging
-from dicomflow.net.address import Address
 from dicomflow.node import attributes
 from dicomflow.server.input import AbstractInput
 from dicomflow.server.input_container import InputContainer

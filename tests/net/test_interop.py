@@ -15,11 +15,11 @@ from pydicom import dcmread
 from pydicom.uid import UID, CTImageStorage, ImplicitVRLittleEndian
 from pynetdicom import AE
 
+from dicomflow.address import Address
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import PeerUnreachableError
 from dicomflow.net import requestor as requestor_module
 from dicomflow.net.acceptor import LeanStoreSCP
-from dicomflow.net.address import Address
 from dicomflow.net.pynetdicom_acceptor import StoreSCP
 from dicomflow.net.requestor import echo, send
 from dicomflow.net.storage import ReceivedInstance

@@ -18,9 +18,9 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from dicomflow.address import Address
 from dicomflow.dicom.filemeta import encode_file_meta
 from dicomflow.net import requestor
-from dicomflow.net.address import Address
 from support import free_port, wait_for_port, write_deflate_bomb
 
 MIB = 1 << 20

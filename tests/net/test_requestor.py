@@ -18,11 +18,11 @@ from pydicom.uid import (
     JPEG2000Lossless,
 )
 
+from dicomflow.address import Address
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import PeerUnreachableError
 from dicomflow.net import requestor
 from dicomflow.net.acceptor import LeanStoreSCP
-from dicomflow.net.address import Address
 from dicomflow.net.requestor import echo, send
 from dicomflow.net.storage import AccessPolicy, ReceivedInstance
 from support import free_port, wait_for_port

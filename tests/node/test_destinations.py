@@ -7,6 +7,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from dicomflow.address import Address
 from dicomflow.destinations import (
     ArchiveDestination,
     DicomDestination,
@@ -17,7 +18,6 @@ from dicomflow.destinations import (
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.engine.counters import Count, NodeCounters
 from dicomflow.engine.outbox import DESTINATION, Delivery, Outbox, read_destination
-from dicomflow.net.address import Address
 from dicomflow.node.output import ArchiveOutput, DicomOutput, FileOutput, write_outputs
 from dicomflow.queue.function import resolve_function
 

@@ -7,8 +7,6 @@ from pathlib import Path
 import dicomflow
 
 PACKAGE = Path(dicomflow.__file__).parent
-DURABLE = {"dicomflow.node.spool", "dicomflow.node.journal", "dicomflow.node.series"}
-"""The spool, the journal and the series stage: the engine's own, still beneath node/."""
 
 
 def imported(path: Path) -> set[str]:
@@ -28,8 +26,7 @@ def test_the_engine_imports_no_pipeline_module() -> None:
         f"{path.name}: {name}"
         for path in (PACKAGE / "engine").glob("*.py")
         for name in imported(path)
-        if (name == "dicomflow.node" or name.startswith("dicomflow.node."))
-        and not any(name == module or name.startswith(f"{module}.") for module in DURABLE)
+        if name == "dicomflow.node" or name.startswith("dicomflow.node.")
     }
     assert not found
 
@@ -38,7 +35,6 @@ def test_the_pipeline_api_imports_only_the_engines_assembly_function() -> None:
     found = {
         f"{path.name}: {name}"
         for path in (PACKAGE / "node").glob("*.py")
-        if f"dicomflow.node.{path.stem}" not in DURABLE
         for name in imported(path)
         if name.startswith("dicomflow.engine")
         and name not in {"dicomflow.engine.assembly", "dicomflow.engine.assembly.run"}

@@ -15,12 +15,12 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from sample_pipelines import MARK, CopyPipeline
 
+from dicomflow.address import Address
 from dicomflow.destinations import DicomDestination, OutboxDestination
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.engine import outbox as outbox_module
 from dicomflow.engine.node import Node
 from dicomflow.engine.outbox import DESTINATION, Delivery, Outbox, send_files
-from dicomflow.net.address import Address
 from dicomflow.node.pipeline import AbstractPipeline
 from support import PeerStarter, StoreSCPPeer, free_port, storescu, wait_for
 

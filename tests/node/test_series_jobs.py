@@ -3,7 +3,7 @@ byte for byte."""
 
 from pathlib import Path
 
-from dicomflow.engine.series import JOBS_FILE, JobEnd, SeriesJobs, read_jobs, write_jobs
+from dicomflow.engine.series_jobs import JOBS_FILE, JobEnd, SeriesJobs, read_jobs, write_jobs
 from dicomflow.queue.job import JobStatus
 
 # A jobs.json as the node writes it (json.dumps, indent 2, no final newline).

@@ -18,8 +18,8 @@ from web_support import WebNode
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import value_key
 from dicomflow.engine.round_store import RoundStore
-from dicomflow.metrics import STAGES
 from dicomflow.engine.spool import Spool
+from dicomflow.metrics import STAGES
 from dicomflow.queue.backend import open_backend
 from dicomflow.queue.function import load_module_from_file
 from dicomflow.queue.job import Job, JobStatus, job_kind

@@ -9,20 +9,20 @@ from pydicom import dcmread
 from rich.console import Console
 from rich.table import Table
 
+from dicomflow.address import Address
 from dicomflow.cli.loader import load_pipeline
 from dicomflow.cli.sending import send_with_progress
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import instance_file_name
+from dicomflow.durable import make_private_directory, write_durably
 from dicomflow.engine.assembly import wait_for_signal
 from dicomflow.engine.node import Node, wait_until
 from dicomflow.engine.series_archive import ArchiveScheduler
 from dicomflow.errors import DicomflowError
 from dicomflow.logs import configure_logging
-from dicomflow.net.address import Address
 from dicomflow.net.pynetdicom_acceptor import StoreSCP
 from dicomflow.net.storage import SUCCESS as STATUS_SUCCESS
 from dicomflow.net.storage import ReceivedInstance
-from dicomflow.engine.durable import make_private_directory, write_durably
 from dicomflow.web.auth import TOKEN_FILE
 from dicomflow.web.server import WebServer, start_web
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from dicomflow.address import Address
 from dicomflow.cli.cod import app as cod_app
 from dicomflow.cli.loader import load_pipeline
 from dicomflow.cli.sending import collect_files, send_with_progress
@@ -20,7 +21,6 @@ from dicomflow.engine.assembly import wait_for_signal
 from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.errors import DicomflowError
 from dicomflow.logs import configure_logging
-from dicomflow.net.address import Address
 from dicomflow.net.requestor import echo as dicom_echo
 from dicomflow.node.pipeline import AbstractPipeline
 from dicomflow.queue.worker import run_worker

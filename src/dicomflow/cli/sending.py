@@ -5,7 +5,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from dicomflow.net.address import Address
+from dicomflow.address import Address
 from dicomflow.net.requestor import SendReport, send
 
 PREAMBLE_END = 132

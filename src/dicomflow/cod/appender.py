@@ -4,8 +4,8 @@
 one appender per call; dicomflow appends in :class:`~dicomflow.cod.CODObject`).
 """
 
+from dicomflow.cod.append_check import AppendResult
 from dicomflow.cod.codobject import CODObject
-from dicomflow.cod.ingest import AppendResult
 from dicomflow.cod.instance import Instance
 
 

@@ -28,10 +28,7 @@ from typing import Any, Self
 from pydicom import dcmread
 
 from dicomflow.cod import frames, metadata, thumbnail
-from dicomflow.cod.archive import tar_parts
-from dicomflow.cod.checksum import checksum
-from dicomflow.cod.errorlog import ErrorLog
-from dicomflow.cod.ingest import (
+from dicomflow.cod.append_check import (
     AppendOutcome,
     AppendResult,
     Fetched,
@@ -39,6 +36,9 @@ from dicomflow.cod.ingest import (
     fetch,
     hinted_duplicate,
 )
+from dicomflow.cod.archive import tar_parts
+from dicomflow.cod.checksum import checksum
+from dicomflow.cod.errorlog import ErrorLog
 from dicomflow.cod.instance import Instance, delete_local_file
 from dicomflow.cod.layout import SeriesLayout, SeriesURIs, member_name, open_datastore
 from dicomflow.cod.locker import Locker

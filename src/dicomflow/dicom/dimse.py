@@ -1,12 +1,12 @@
 """The import path ``dicomnode.dicom.dimse`` of the pipeline library: names only.
 
 ``send_images`` is dicomflow's SCU (:mod:`dicomflow.net.images`); ``Address``
-is :class:`dicomflow.net.address.Address`; C-MOVE and the query helpers are in
+is :class:`dicomflow.address.Address`; C-MOVE and the query helpers are in
 :mod:`dicomflow.net.retrieve`.
 """
 
+from dicomflow.address import Address
 from dicomflow.errors import CouldNotCompleteDIMSEMessage, InvalidQueryDataset
-from dicomflow.net.address import Address
 from dicomflow.net.images import send_image, send_images, send_images_thread
 from dicomflow.net.retrieve import (
     DIMSE_StatusCodes,

@@ -18,10 +18,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from dicomflow.durable import fsync_directory, write_durably
 from dicomflow.engine.resubmit import Resubmitter
 from dicomflow.engine.series_archive import ARCHIVE_JOB, ArchiveScheduler
 from dicomflow.engine.watcher import JobWatcher
-from dicomflow.engine.durable import fsync_directory, write_durably
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, JobStatus
 

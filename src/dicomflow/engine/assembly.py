@@ -11,8 +11,8 @@ from pydicom import Dataset
 from dicomflow.engine.node import Node
 from dicomflow.engine.protocols import PipelineClass
 from dicomflow.engine.screen import Screen
-from dicomflow.net import status
-from dicomflow.node.series import SeriesConsumer
+from dicomflow.engine.series_jobs import SeriesConsumer
+from dicomflow.net import storage as status
 from dicomflow.settings import NodeSettings
 
 

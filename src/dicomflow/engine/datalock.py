@@ -11,12 +11,10 @@ import contextlib
 import fcntl
 import logging
 import os
-import stat
 from pathlib import Path
 
 from dicomflow.errors import DataDirectoryInUseError
 from dicomflow.logs import make_private_folders
-from dicomflow.node.spool import make_private_directory
 
 logger = logging.getLogger(__name__)
 
@@ -63,4 +61,3 @@ class DataDirectoryLock:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = -1
-

@@ -3,7 +3,7 @@ durably in the spool (and the series stage's spool), then offered to the collect
 noted by the trigger.
 
 Refusals are typed errors (:mod:`dicomflow.errors`); the network edge turns them into
-statuses with :mod:`dicomflow.net.status`'s table, as :meth:`Ingest.receive` does for
+statuses with :mod:`dicomflow.net.storage`'s table, as :meth:`Ingest.receive` does for
 an upload. The statuses returned here are that module's.
 """
 
@@ -27,6 +27,8 @@ from dicomflow.dicom.pixel_length import check_pixel_data_length
 from dicomflow.engine.collector import Collector
 from dicomflow.engine.counters import Count, NodeCounters
 from dicomflow.engine.screen import Screen
+from dicomflow.engine.series_jobs import SeriesStage
+from dicomflow.engine.spool import Spool
 from dicomflow.engine.trigger import Trigger
 from dicomflow.errors import (
     InstanceTooLargeError,
@@ -34,11 +36,10 @@ from dicomflow.errors import (
     SpoolError,
     UnreadableInstanceError,
 )
-from dicomflow.net import status
-from dicomflow.net.lean import LeanStoreSCP
-from dicomflow.net.scp import AccessPolicy, ReceivedInstance, StoreSCP
-from dicomflow.node.series import SeriesStage
-from dicomflow.node.spool import Spool
+from dicomflow.net import storage as status
+from dicomflow.net.acceptor import LeanStoreSCP
+from dicomflow.net.pynetdicom_acceptor import StoreSCP
+from dicomflow.net.storage import AccessPolicy, ReceivedInstance
 from dicomflow.settings import NodeSettings
 
 logger = logging.getLogger(__name__)

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dicomflow import metrics
-from dicomflow.engine.durable import (
+from dicomflow.durable import (
     Buffer,
     can_sync_filesystems,
     flush_paths,
@@ -69,8 +69,8 @@ from dicomflow.engine.durable import (
     sync_filesystems,
     write_then_rename,
 )
-from dicomflow.errors import SpoolError
 from dicomflow.engine.diskspace import free_bytes, no_space
+from dicomflow.errors import SpoolError
 
 logger = logging.getLogger(__name__)
 

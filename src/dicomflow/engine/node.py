@@ -22,14 +22,16 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from dicomflow.address import Address
 from dicomflow.dicom.tags import parse_tag
+from dicomflow.durable import keep_private
 from dicomflow.engine.archive_outputs import ArchiveOutbox
 from dicomflow.engine.collector import Collector
 from dicomflow.engine.counters import Count, NodeCounters
 from dicomflow.engine.datalock import DataDirectoryLock
-from dicomflow.engine.durable import keep_private
 from dicomflow.engine.export import Export
 from dicomflow.engine.ingest import Callers, Ingest, access_policy, open_acceptor
+from dicomflow.engine.journal import Journal
 from dicomflow.engine.outbox import Outbox
 from dicomflow.engine.pipeline_ref import PipelineRef, qualified_name
 from dicomflow.engine.protocols import PipelineClass
@@ -38,15 +40,13 @@ from dicomflow.engine.round_runner import RoundRunner
 from dicomflow.engine.round_store import RoundStore
 from dicomflow.engine.rounds import Rounds
 from dicomflow.engine.screen import Screen
+from dicomflow.engine.series_jobs import SeriesConsumer, SeriesStage
+from dicomflow.engine.spool import Spool
 from dicomflow.engine.trigger import Trigger
 from dicomflow.engine.watcher import JobWatcher
 from dicomflow.engine.worker_processes import LocalWorkers, preload_modules, with_options
-from dicomflow.net.address import Address
-from dicomflow.net.lean import LeanStoreSCP
-from dicomflow.net.scp import StoreSCP
-from dicomflow.node.journal import Journal
-from dicomflow.node.series import SeriesConsumer, SeriesStage
-from dicomflow.node.spool import Spool
+from dicomflow.net.acceptor import LeanStoreSCP
+from dicomflow.net.pynetdicom_acceptor import StoreSCP
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.settings import NodeSettings
 

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow import metrics
+from dicomflow.address import Address
 from dicomflow.destinations import FileDestination, OutboxDestination
 from dicomflow.dicom.keys import instance_file_name, uid_name
-from dicomflow.engine.durable import fsync_directory, write_durably
-from dicomflow.net.address import Address
+from dicomflow.durable import fsync_directory, write_durably
 from dicomflow.net.requestor import send
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from pydicom import Dataset
 
-from dicomflow.net.address import Address
+from dicomflow.address import Address
 
 
 class InputObject(Protocol):

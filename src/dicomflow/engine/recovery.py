@@ -11,12 +11,12 @@ from dicomflow.dicom.header import header_of
 from dicomflow.engine.archive_outputs import ArchiveOutbox
 from dicomflow.engine.collector import Collector
 from dicomflow.engine.diskspace import SpaceWait, is_no_space
+from dicomflow.engine.journal import Journal
 from dicomflow.engine.rounds import Rounds
+from dicomflow.engine.series_jobs import SeriesStage
+from dicomflow.engine.spool import Spool
 from dicomflow.engine.trigger import Trigger
 from dicomflow.errors import SpoolError
-from dicomflow.node.journal import Journal
-from dicomflow.node.series import SeriesStage
-from dicomflow.node.spool import Spool
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicomflow.address import Address
 from dicomflow.engine.pipeline_ref import PipelineRef
 from dicomflow.engine.protocols import PipelineClass
 from dicomflow.errors import ProcessingError
-from dicomflow.net.address import Address
 from dicomflow.queue.landlock import protect_job
 
 logger = logging.getLogger(__name__)

@@ -21,14 +21,14 @@ from functools import partial
 from pathlib import Path
 
 from dicomflow import metrics
+from dicomflow.address import Address
 from dicomflow.destinations import OUTPUT_MANIFEST
+from dicomflow.durable import write_durably
 from dicomflow.engine.pipeline_ref import PipelineRef
 from dicomflow.engine.resubmit import Resubmitter
 from dicomflow.engine.round_job import PROCESS_ROUND, WorkerTask
 from dicomflow.engine.round_store import Round
 from dicomflow.engine.watcher import JobWatcher
-from dicomflow.net.address import Address
-from dicomflow.engine.durable import write_durably
 from dicomflow.queue.backend import Backend, PerThreadBackend
 from dicomflow.queue.job import Job, JobKind, JobStatus
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow.dicom.keys import instance_file_name
-from dicomflow.engine.durable import fsync_directory, make_private_directory, write_durably
+from dicomflow.durable import fsync_directory, make_private_directory, write_durably
 from dicomflow.engine.spool import Spool
 
 logger = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from dicomflow.engine.collector import Collector
 from dicomflow.engine.counters import Count, NodeCounters
 from dicomflow.engine.round_runner import RoundOutcome, RoundRunner
 from dicomflow.engine.round_store import Round, RoundStore
+from dicomflow.engine.spool import Spool
 from dicomflow.errors import DicomflowError
-from dicomflow.node.spool import Spool
 from dicomflow.queue.backend import PerThreadBackend
 
 logger = logging.getLogger(__name__)

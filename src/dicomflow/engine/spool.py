@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dicomflow.dicom.keys import instance_file_name, is_key
-from dicomflow.engine.durable import (
+from dicomflow.durable import (
     Encoded,
     fsync_directory,
     make_private_directory,

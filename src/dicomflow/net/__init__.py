@@ -2,6 +2,6 @@
 acceptor (the receiver), the requestor (the sender) and the storage service both
 receivers share (:mod:`~dicomflow.net.storage`)."""
 
-from dicomflow.net.address import Address
+from dicomflow.address import Address
 
 __all__ = ["Address"]

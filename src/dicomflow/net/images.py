@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
 
+from dicomflow.address import Address
 from dicomflow.errors import CouldNotCompleteDIMSEMessage, PeerUnreachableError
-from dicomflow.net.address import Address
 from dicomflow.net.requestor import send
 
 logger = logging.getLogger(__name__)

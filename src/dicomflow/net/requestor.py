@@ -53,10 +53,10 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import encode
 
+from dicomflow.address import Address
 from dicomflow.dicom import part10
 from dicomflow.errors import AssociationLost, PeerUnreachableError, ProtocolError, TranscodeError
 from dicomflow.net import pdu
-from dicomflow.net.address import Address
 from dicomflow.net.pdu import (
     ABORT,
     ASSOCIATE_AC,

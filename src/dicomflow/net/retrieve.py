@@ -11,8 +11,8 @@ from pydicom import DataElement, Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.uid import UID
 
+from dicomflow.address import Address
 from dicomflow.errors import CouldNotCompleteDIMSEMessage, InvalidQueryDataset, PeerUnreachableError
-from dicomflow.net.address import Address
 from dicomflow.net.requestor import SUCCESS_STATUSES, move
 
 logger = logging.getLogger(__name__)

@@ -38,6 +38,7 @@ from pydicom import Dataset
 from pydicom.uid import UID
 
 from dicomflow import metrics
+from dicomflow.address import valid_ae_title
 from dicomflow.dicom.filemeta import encode_file_meta
 from dicomflow.dicom.inflate import Reserve, unlimited
 from dicomflow.dicom.integrity import DEFAULT_MAXIMUM_BYTES, decode_complete
@@ -52,7 +53,6 @@ from dicomflow.errors import (
     UnreadableInstanceError,
 )
 from dicomflow.logs import escaped
-from dicomflow.net.address import valid_ae_title
 from dicomflow.net.agreement import check_agreement
 
 logger = logging.getLogger(__name__)

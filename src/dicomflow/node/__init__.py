@@ -1,6 +1,6 @@
 """The pipeline API: declare inputs, a processor and endpoints; the node does the rest."""
 
-from dicomflow.net.address import Address
+from dicomflow.address import Address
 from dicomflow.node.container import InputContainer
 from dicomflow.node.dynamic_input import DynamicInput
 from dicomflow.node.input import AbstractInput

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 
-from dicomflow.net.address import Address
+from dicomflow.address import Address
 
 
 class InputContainer(dict[str, Any]):

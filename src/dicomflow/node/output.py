@@ -34,6 +34,7 @@ from typing import Any
 
 from pydicom import Dataset
 
+from dicomflow.address import Address, valid_ae_title
 from dicomflow.destinations import (
     OUTPUT_MANIFEST,
     ArchiveDestination,
@@ -45,9 +46,8 @@ from dicomflow.destinations import (
 )
 from dicomflow.dicom.files import save_dicom, uid_layout
 from dicomflow.dicom.keys import instance_file_name, value_key
-from dicomflow.engine.durable import write_durably
+from dicomflow.durable import write_durably
 from dicomflow.errors import CouldNotCompleteDIMSEMessage, ProcessingError
-from dicomflow.net.address import Address, valid_ae_title
 from dicomflow.net.images import send_images
 
 logger = logging.getLogger(__name__)

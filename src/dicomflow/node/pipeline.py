@@ -15,11 +15,12 @@ from typing import Any, ClassVar
 
 from pydicom import Dataset
 
+from dicomflow.address import Address
 from dicomflow.dicom.tags import TagLike, parse_tag
+from dicomflow.engine.assembly import run
 from dicomflow.errors import IncorrectlyConfigured, PipelineDefinitionError
 from dicomflow.logs import configure_logging
 from dicomflow.net import storage as status
-from dicomflow.net.address import Address
 from dicomflow.node import attributes
 from dicomflow.node.input import AbstractInput, InputOptions
 from dicomflow.node.processor import AbstractProcessor, LegacyProcessor
@@ -107,10 +108,6 @@ class AbstractPipeline:
         if self.is_open or self._served:
             self.logger.error("Attempted to open a node, that was already open")
             return
-        # Imported here while the engine's spool, journal and series stage still live in
-        # dicomflow.node (importing them imports this package): hoist once they moved.
-        from dicomflow.engine.assembly import run
-
         if configure_logs:
             self._configure_logging()
         screened = type(self).filter is not AbstractPipeline.filter

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dicomflow.net.address import Address
+from dicomflow.address import Address
 from dicomflow.node.container import InputContainer
 from dicomflow.node.input import InputOptions
 from dicomflow.node.output import normalise, send_custom, write_outputs

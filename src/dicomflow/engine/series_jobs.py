@@ -32,10 +32,10 @@ from pydicom import Dataset
 
 from dicomflow import metrics
 from dicomflow.dicom.keys import value_key
-from dicomflow.engine.durable import Encoded, write_then_rename
-from dicomflow.engine.spool import Journaling, Spool
+from dicomflow.durable import Encoded, write_then_rename
 from dicomflow.engine.resubmit import Resubmitter, retryable
 from dicomflow.engine.round_store import Round, RoundStore
+from dicomflow.engine.spool import Journaling, Spool
 from dicomflow.engine.trigger import Trigger
 from dicomflow.engine.watcher import JobWatcher
 from dicomflow.queue.job import Job, JobStatus

@@ -1,4 +1,4 @@
-"""Ingest: decide what appending one instance to a series means.
+"""Appending one instance to a series: what it means (the checks before an append).
 
 An instance is a *duplicate* (same SOPInstanceUID, same crc32c: decided from
 the hints alone when they give both, so nothing is fetched), a *conflict*
