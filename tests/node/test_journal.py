@@ -15,10 +15,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE
 from sample_pipelines import RELEASE, HoldingPipeline
 
-from dicomflow import metrics
+from dicomflow import durable, metrics
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import value_key
-from dicomflow.engine import durable
 from dicomflow.engine import journal as journal_module
 from dicomflow.engine.journal import DATA_START, SLOT_SIZE, Journal
 from dicomflow.engine.spool import Spool

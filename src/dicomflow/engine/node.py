@@ -87,9 +87,29 @@ class Node:
             raise
 
     def _wire(self, root: Path, consumer: SeriesConsumer | None, screen: Screen | None) -> None:
-        settings, pipeline_class, counters = self.settings, self.pipeline_class, self.counters
-        url = settings.resolved_queue_url()
-        protected = self._protected()
+        """Make the stages, each given what it needs of the others (never this node)."""
+        url = self.settings.resolved_queue_url()
+        store = self._wire_storage(root)
+        self._wire_outputs(root, url, store)
+        self.series = self._series_stage(root, consumer)
+        self._wire_rounds(store, screen)
+        self.workers = self._local_workers(root, url)
+        self.scp: StoreSCP | LeanStoreSCP | None = None
+        self.recovery = Recovery(
+            name=self.name,
+            journal=self.journal,
+            series=self.series,
+            archive_outbox=self.archive_outbox,
+            rounds=self.rounds,
+            spool=self.spool,
+            collector=self.collector,
+            trigger=self.trigger,
+            accepting=self.ingest.accepting,
+        )
+
+    def _wire_storage(self, root: Path) -> RoundStore:
+        """The journal in front of the spool, the rounds' store and the collector."""
+        settings, pipeline_class = self.settings, self.pipeline_class
         self.journal: Journal | None = None
         if settings.fsync and settings.spool_journal_max_bytes > 0:
             self.journal = Journal(
@@ -100,10 +120,14 @@ class Node:
         self.spool = Spool(
             root / "spool", fsync=settings.fsync, journal=self.journal, journal_name="pipeline"
         )
-        store = RoundStore(root, self.spool)
         inputs = pipeline_class.input if pipeline_class else {}
         options = pipeline_class._input_options(settings.ae_title) if pipeline_class else None
         self.collector = Collector(inputs, options)  # an input that cannot be made stops here
+        return RoundStore(root, self.spool)
+
+    def _wire_outputs(self, root: Path, url: str, store: RoundStore) -> None:
+        """The job watcher and queue, the outboxes and the export stage."""
+        settings, counters = self.settings, self.counters
         self.watcher = JobWatcher(url)
         self._queue = PerThreadBackend(url)
         self.outbox = Outbox(
@@ -114,25 +138,31 @@ class Node:
             retry_interval_s=settings.outbox_retry_interval_s,
             on_delivered=lambda _item: counters.add(Count.DELIVERED),
         )
-        self.archive_outbox = ArchiveOutbox(root / "archive-outbox", self.watcher, protected)
-        self.export = Export(
-            outbox=self.outbox,
-            archive_outbox=self.archive_outbox,
-            store=store,
-            settings=settings,
+        self.archive_outbox = ArchiveOutbox(
+            root / "archive-outbox", self.watcher, self._protected()
         )
-        self.series: SeriesStage | None = None
-        if consumer is not None:
-            self.series = SeriesStage(
-                root / "series",
-                consumer,
-                self.watcher,
-                self.export.service_folder,
-                quiet_period_s=settings.series_quiet_period_s,
-                fsync=settings.fsync,
-                protected=protected,
-                journal=self.journal,
-            )
+        self.export = Export(
+            outbox=self.outbox, archive_outbox=self.archive_outbox, store=store, settings=settings
+        )
+
+    def _series_stage(self, root: Path, consumer: SeriesConsumer | None) -> SeriesStage | None:
+        """The registry services' series stage, when a consumer schedules them."""
+        if consumer is None:
+            return None
+        return SeriesStage(
+            root / "series",
+            consumer,
+            self.watcher,
+            self.export.service_folder,
+            quiet_period_s=self.settings.series_quiet_period_s,
+            fsync=self.settings.fsync,
+            protected=self._protected(),
+            journal=self.journal,
+        )
+
+    def _wire_rounds(self, store: RoundStore, screen: Screen | None) -> None:
+        """Rounds, the trigger that starts them, and ingest that feeds the trigger."""
+        settings, pipeline_class = self.settings, self.pipeline_class
         callers = Callers()
         self.rounds = Rounds(
             name=self.name,
@@ -140,7 +170,7 @@ class Node:
             spool=self.spool,
             collector=self.collector,
             queue=self._queue,
-            counters=counters,
+            counters=self.counters,
             take_caller=callers.take,
             export=self.export.round,
         )
@@ -154,28 +184,19 @@ class Node:
             collector=self.collector,
             trigger=self.trigger,
             screen=screen,
-            counters=counters,
+            counters=self.counters,
             callers=callers,
         )
-        preload = ",".join(preload_modules(pipeline_class))
-        self.workers = LocalWorkers(
+
+    def _local_workers(self, root: Path, url: str) -> LocalWorkers:
+        settings, counters = self.settings, self.counters
+        preload = ",".join(preload_modules(self.pipeline_class))
+        return LocalWorkers(
             with_options(url, {"preload": preload, **settings.job_options()}),
             settings.local_workers(),
             log_level=settings.log_level,
             log_file=root / "logs" / "workers.log",
             on_restart=lambda: counters.add(Count.WORKER_RESTARTS),
-        )
-        self.scp: StoreSCP | LeanStoreSCP | None = None
-        self.recovery = Recovery(
-            name=self.name,
-            journal=self.journal,
-            series=self.series,
-            archive_outbox=self.archive_outbox,
-            rounds=self.rounds,
-            spool=self.spool,
-            collector=self.collector,
-            trigger=self.trigger,
-            accepting=self.ingest.accepting,
         )
 
     @property
