@@ -51,7 +51,8 @@ def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
 
 class StoreSCPPeer:
     """A dcmtk ``storescp`` storing what it receives in ``folder``; with ``options``
-    (default ``+xa``: every transfer syntax it knows)."""
+    (default ``+xa``: every transfer syntax it knows). An ``-xcr`` command among the
+    options runs as well as the one that marks each file whole."""
 
     def __init__(
         self, folder: Path, ae_title: str = "PACS", options: tuple[str, ...] = ("+xa",)
@@ -60,15 +61,24 @@ class StoreSCPPeer:
         self.ae_title = ae_title
         self.port = free_port()
         folder.mkdir(parents=True, exist_ok=True)
+        on_reception = 'touch "#p/.#f.received"'  # run once the file is whole
+        kept = list(options)
+        if "-xcr" in kept:
+            at = kept.index("-xcr")
+            on_reception = f"{kept[at + 1]}; {on_reception}"
+            del kept[at : at + 2]
+        self.command = [
+            "storescp",
+            *("-aet", ae_title, "-od", str(folder), *kept),
+            *("-xcr", on_reception),
+            str(self.port),
+        ]
+        self.start()
+
+    def start(self) -> None:
+        """Run storescp (again, after :meth:`stop`) on the same port and folder."""
         self.process = subprocess.Popen(
-            [
-                "storescp",
-                *("-aet", ae_title, "-od", str(folder), *options),
-                *("-xcr", 'touch "#p/.#f.received"'),  # run once the file is whole
-                str(self.port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for_port(self.port)
 

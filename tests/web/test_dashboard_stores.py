@@ -1,7 +1,6 @@
 """The dashboard's archive, outbox and services pages, with their actions."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.engine.outbox import last_error
 from dicomflow.engine.series_archive import archive_series
 from dicomflow.settings import build_settings
-from support import StoreSCPPeer, storescu, wait_for, wait_for_port
+from support import StoreSCPPeer, storescu, wait_for
 
 HOSTILE = "<script>alert(1)</script>"
 JSON = {"accept": "application/json"}
@@ -149,20 +148,14 @@ def test_an_item_waiting_in_the_outbox_is_shown_and_re_sent(  # type: ignore[no-
         assert peer.endpoint().split("@")[0] in shown["last_error"]  # why it is waiting
         assert item.name in client.get("/outbox").text
         assert client.post("/outbox/no-such-item/resend").status_code == 404
-        restarted = subprocess.Popen(
-            ["storescp", "-aet", "PACS", "-od", str(peer.folder), "+xa", str(peer.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        peer.start()
         try:
-            wait_for_port(peer.port)
             response = client.post(f"/outbox/{item.name}/resend", headers=JSON)
             assert response.status_code == 200 and response.json()["ok"]
             wait_for(lambda: len(peer.files()) == 2, 30, "the re-sent instances")
             wait_for(lambda: not node.outbox.items(), 30, "an empty outbox")
         finally:
-            restarted.terminate()
-            restarted.wait(timeout=10)
+            peer.stop()
         assert "The outbox is empty" in client.get("/outbox").text
 
 
