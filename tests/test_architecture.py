@@ -254,3 +254,29 @@ def test_one_file_name_means_one_thing() -> None:
         if not paths <= allowed:
             problems.append(f"{basename}: {' '.join(sorted(paths))}")
     assert not problems, "file names that mean more than one thing:\n" + "\n".join(problems)
+
+
+def _base_names(node: ast.ClassDef) -> set[str]:
+    names = set()
+    for base in node.bases:
+        if isinstance(base, ast.Name):
+            names.add(base.id)
+        elif isinstance(base, ast.Attribute):
+            names.add(base.attr)
+    return names
+
+
+def test_every_exception_lives_in_errors() -> None:
+    """One exception tree: a class deriving from an exception is defined in ``errors.py``
+    (faces re-export the original names)."""
+    problems = []
+    for name, (_, _, tree) in sorted(MODULES.items()):
+        if name == "dicomflow.errors":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and any(
+                base == "Exception" or base.endswith(("Error", "Exception"))
+                for base in _base_names(node)
+            ):
+                problems.append(f"{_relative(name)}:{node.lineno}: {node.name}")
+    assert not problems, "exceptions outside errors.py:\n" + "\n".join(problems)

@@ -258,3 +258,15 @@ class HintMismatchError(CODInstanceError, AssertionError):
 
 class MultipartError(DicomflowError, ValueError):
     """A multipart body cannot be split into parts."""
+
+
+class ArchiveError(DicomflowError, RuntimeError):
+    """Some instances of a series could not be archived."""
+
+
+class FactoryError(DicomflowError, ValueError):
+    """A synthetic dataset was requested with impossible parameters."""
+
+
+class GrinderError(DicomflowError, ValueError):
+    """The instances of an input cannot be ground into the requested form."""

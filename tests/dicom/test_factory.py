@@ -6,8 +6,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from dicomflow.dicom.factory import FactoryError, make_ct_series, make_dataset, write_series
-from dicomflow.errors import DicomflowError
+from dicomflow.dicom.factory import make_ct_series, make_dataset, write_series
+from dicomflow.errors import DicomflowError, FactoryError
 
 # Attributes of the CT Image IOD modules (Type 1 and 2) the factory must fill in.
 CT_IMAGE_KEYWORDS = [

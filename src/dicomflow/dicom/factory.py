@@ -31,16 +31,12 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DSfloat
 
-from dicomflow.errors import DicomflowError
+from dicomflow.errors import FactoryError
 
 PIXEL_SPACING = 0.5
 RESCALE_INTERCEPT = -1024
 _MAX_STORED = 4095  # BitsStored 12
 _AIR, _TISSUE, _BONE, _NOISE_SD = -1000.0, 40.0, 1000.0, 10.0
-
-
-class FactoryError(DicomflowError, ValueError):
-    """A synthetic dataset was requested with impossible parameters."""
 
 
 def make_ct_series(

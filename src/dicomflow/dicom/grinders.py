@@ -24,8 +24,8 @@ from pydicom import Dataset
 
 from dicomflow.dicom.keys import UID_MAX_LENGTH, shorten
 from dicomflow.dicom.tags import TagLike, parse_tags
-from dicomflow.dicom.volume import GrinderError, changes_values, stack_frames
-from dicomflow.errors import PipelineDefinitionError
+from dicomflow.dicom.volume import changes_values, stack_frames
+from dicomflow.errors import GrinderError, PipelineDefinitionError
 
 Grinder = Callable[[Iterator[Dataset]], Any]
 GrindType = Any

@@ -20,8 +20,8 @@ import numpy.typing as npt
 from pydicom import Dataset
 
 from dicomflow.dicom.grinders import dataset_list_grinder
-from dicomflow.dicom.volume import GrinderError, changes_values, safe_uid, stack_frames
-from dicomflow.errors import InvalidDataset, MissingOptionalDependency
+from dicomflow.dicom.volume import changes_values, safe_uid, stack_frames
+from dicomflow.errors import GrinderError, InvalidDataset, MissingOptionalDependency
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")

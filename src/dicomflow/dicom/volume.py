@@ -16,7 +16,7 @@ import numpy.typing as npt
 from pydicom import Dataset
 
 from dicomflow.dicom.keys import UID_MAX_LENGTH, shorten
-from dicomflow.errors import DicomflowError
+from dicomflow.errors import GrinderError
 
 _UNSIGNED: dict[int, type[np.unsignedinteger[Any]]] = {
     8: np.uint8,
@@ -39,10 +39,6 @@ _DECODE_ERRORS = (
     TypeError,
     ValueError,
 )
-
-
-class GrinderError(DicomflowError, ValueError):
-    """The instances of an input cannot be ground into the requested form."""
 
 
 def stored_dtype(instance: Dataset) -> np.dtype[Any] | None:

@@ -49,7 +49,7 @@ from dicomflow.cod.transfer import (
 )
 from dicomflow.dicom.keys import is_valid_uid, shorten
 from dicomflow.engine.resubmit import retryable
-from dicomflow.errors import CODError, DicomflowError
+from dicomflow.errors import ArchiveError, CODError
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, JobKind, Priority
 from dicomflow.queue.landlock import protect_job
@@ -59,10 +59,6 @@ logger = logging.getLogger(__name__)
 ARCHIVE_JOB = "archive"
 ARCHIVE_FUNCTION = "dicomflow.engine.series_archive:archive_series"
 RETRIES = 5
-
-
-class ArchiveError(DicomflowError, RuntimeError):
-    """Some instances of a series could not be archived."""
 
 
 class SeriesJobs:

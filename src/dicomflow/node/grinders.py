@@ -38,8 +38,9 @@ from dicomflow.dicom.keys import value_key
 from dicomflow.dicom.nifti import require_nibabel, series_to_nifti
 from dicomflow.dicom.series import DicomSeries
 from dicomflow.dicom.tags import TagLike, parse_tags
-from dicomflow.dicom.volume import GrinderError, has_rescale, safe_uid, stack_frames, stored_dtype
+from dicomflow.dicom.volume import has_rescale, safe_uid, stack_frames, stored_dtype
 from dicomflow.errors import (
+    GrinderError,
     IncorrectlyConfigured,
     InvalidDataset,
     MissingOptionalDependency,
