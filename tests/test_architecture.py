@@ -36,8 +36,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "net": {"dicom"},
     "queue": {"dicom"},
     "cod": {"dicom"},
-    # The public pipeline API; of the engine, only its one assembly function.
-    "node": {"dicom", "net", "engine"},  # engine: its assembly function only (test_engine_imports)
+    # The public pipeline API; of the engine, only run() and the protocols it declares
+    # (tests/node/test_engine_imports.py).
+    "node": {"dicom", "net", "engine"},
     # Everything below web except node: the engine knows pipelines through its own protocols.
     "engine": {"dicom", "net", "queue", "cod", "services"},
     "services": {"dicom", "queue", "cod"},

@@ -18,13 +18,14 @@ from pydicom import Dataset
 from dicomflow.address import Address
 from dicomflow.dicom.tags import TagLike, parse_tag
 from dicomflow.engine.assembly import run
+from dicomflow.engine.protocols import RoundWork
 from dicomflow.errors import IncorrectlyConfigured, PipelineDefinitionError
 from dicomflow.logs import configure_logging
 from dicomflow.net import storage as status
 from dicomflow.node import attributes
 from dicomflow.node.input import AbstractInput, InputOptions
 from dicomflow.node.processor import AbstractProcessor, LegacyProcessor
-from dicomflow.node.round_processing import RoundWork, run_round
+from dicomflow.node.round_processing import run_round
 from dicomflow.settings import NodeSettings, build_settings, format_endpoint
 
 logger = logging.getLogger(__name__)

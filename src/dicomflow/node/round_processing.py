@@ -7,46 +7,16 @@ The job (:mod:`dicomflow.engine.round_job`) calls it through
 """
 
 import logging
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dicomflow.address import Address
+from dicomflow.engine.protocols import RoundWork
 from dicomflow.node.container import InputContainer
 from dicomflow.node.input import InputOptions
 from dicomflow.node.output import normalise, send_custom, write_outputs
 
 logger = logging.getLogger(__name__)
-
-
-class RoundWork(Protocol):
-    """One round as its job gives it: its instances per input and its folders."""
-
-    @property
-    def round_id(self) -> str: ...
-
-    @property
-    def patient_key(self) -> str: ...
-
-    @property
-    def inputs(self) -> Mapping[str, Sequence[tuple[str, Path]]]:
-        """Per input, the ``(SOP Instance UID, file)`` pairs of its instances."""
-
-    @property
-    def work_dir(self) -> Path: ...
-
-    @property
-    def output_dir(self) -> Path: ...
-
-    @property
-    def endpoints(self) -> Sequence[Address]: ...
-
-    @property
-    def ae_title(self) -> str: ...
-
-    @property
-    def caller(self) -> tuple[str, str] | None:
-        """The AE title and IP of the peer that completed the round, if known."""
 
 
 def run_round(pipeline_class: Any, work: RoundWork) -> int:
