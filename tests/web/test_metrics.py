@@ -80,7 +80,17 @@ def test_a_round_is_counted_from_reception_to_acknowledgement(
     refused = storescu(node.port, files[:1], aet="INTRUDER", check=False)
     assert refused.returncode != 0
     assert echoscu(node.port, "STORESCU").returncode == 0
-    assert node.receive(b"not DICOM", "upload") != 0
+    with web.client() as http:  # an upload refused at its edge, STOW-RS
+        boundary = "b"
+        refused_upload = http.post(
+            "/dicomweb/studies",
+            content=f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\nnot DICOM\r\n"
+            f"--{boundary}--\r\n",
+            headers={
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'
+            },
+        )
+    assert refused_upload.status_code == 409
     wait_for(lambda: node.counters.delivered == 1, 60, "the results to be delivered")
     after = scrape(web)
 

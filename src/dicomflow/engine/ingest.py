@@ -2,9 +2,9 @@
 durably in the spool (and the series stage's spool), then offered to the collector and
 noted by the trigger.
 
-Refusals are typed errors (:mod:`dicomflow.errors`); the network edge turns them into
-statuses with :mod:`dicomflow.net.storage`'s table, as :meth:`Ingest.receive` does for
-an upload. The statuses returned here are that module's.
+Refusals are typed errors (:mod:`dicomflow.errors`); the edge turns them into statuses
+with :mod:`dicomflow.net.storage`'s table: the acceptor for a C-STORE, STOW-RS for an
+upload. What is returned here is the status of a kept or discarded instance.
 """
 
 import contextlib
@@ -104,18 +104,12 @@ class Ingest:
             raise UnreadableInstanceError("The dataset has no SOPInstanceUID.")
         return self._keep(instance, dataset, str(dataset.SOPInstanceUID))
 
-    def receive(self, encoded: bytes, origin: str) -> int:
-        """Store one Part-10 instance that arrived other than by C-STORE, exactly as a
-        C-STORE would be stored; return the DICOM status a C-STORE would get. The
-        instance is its own "association": its patient is checked once it is stored."""
-        with self.upload(origin) as receive:
-            return receive(encoded)
-
     @contextlib.contextmanager
     def upload(self, origin: str) -> Iterator[Callable[[bytes], int]]:
         """One upload (a STOW-RS request) as one association: the function it gives
-        stores one Part-10 instance and returns its DICOM status; the patients are
-        checked when the upload ends, as after an association's release."""
+        stores one Part-10 instance and returns the status of a kept or discarded one,
+        or raises the typed error of a refused one; the patients are checked when the
+        upload ends, as after an association's release."""
         association_id = -next(self._uploads)
         try:
             yield partial(self._receive, origin, association_id)
@@ -128,9 +122,9 @@ class Ingest:
             dataset = _decoded_upload(encoded, self.settings.maximum_instance_bytes)
             uid = str(dataset.SOPInstanceUID)
             return self._keep(_Upload(association_id, encoded), dataset, uid)
-        except (Exception, MemoryError) as exc:
+        except (Exception, MemoryError):
             self._counters.add(Count.REFUSED)
-            return status.refused(origin, exc)
+            raise  # the upload's edge (STOW-RS) turns it into a status
 
     def _keep(self, instance: "ReceivedInstance | _Upload", dataset: Dataset, uid: str) -> int:
         if not self.accepting.is_set():

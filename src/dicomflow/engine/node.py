@@ -205,9 +205,6 @@ class Node:
 
     # -- the stages' entry points for the dashboard and STOW-RS (see there) --------
 
-    def receive(self, encoded: bytes, origin: str) -> int:
-        return self.ingest.receive(encoded, origin)
-
     def upload(self, origin: str) -> AbstractContextManager[Callable[[bytes], int]]:
         return self.ingest.upload(origin)
 

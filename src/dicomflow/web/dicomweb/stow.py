@@ -25,6 +25,7 @@ from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import is_valid_uid
 from dicomflow.dicom.part10 import decode_file_meta
 from dicomflow.errors import MultipartError
+from dicomflow.net import storage
 from dicomflow.web.context import WebContext
 from dicomflow.web.dicomweb import multipart
 from dicomflow.web.dicomweb.resources import checked_uid, instance_url, study_url
@@ -160,7 +161,10 @@ def _store_part(
         return _item(uids, CANNOT_UNDERSTAND), False
     if study is not None and uids.study not in (None, study):
         return _item(uids, STUDY_MISMATCH), False
-    result = receive(data)
+    try:
+        result = receive(data)
+    except (Exception, MemoryError) as exc:  # refused: the status is decided here, at the edge
+        result = storage.refused(ORIGIN, exc)
     if result != 0 and result >> 12 != 0xB:  # success or warning: stored
         return _item(uids, result), False
     item = _item(uids, None)
