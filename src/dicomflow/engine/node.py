@@ -264,26 +264,43 @@ class Node:
         return (self.settings.data_directory.resolve(),)
 
     def stop(self) -> None:
-        """Stop serving (idempotent); unfinished work stays on disk for the next start."""
+        """Stop serving (idempotent); unfinished work stays on disk for the next start.
+
+        A part that takes longer than :data:`SLOW_STOP_S` to stop is named in a warning.
+        """
         if self.scp is None:
             self._data_lock.release()
             return
-        self.scp.close()
-        self.scp = None
-        self.recovery.stop()
-        self.trigger.stop()
-        if self.rounds.runner is not None:
-            self.rounds.runner.close()
-        self.rounds.runner = None
-        self.archive_outbox.stop()
-        for part in (self.series, self.watcher, self.workers):
-            if part is not None:
-                part.stop()
-        self.outbox.stop()
-        if self.journal is not None:
-            self.journal.close()
+        scp, self.scp = self.scp, None
+        runner, self.rounds.runner = self.rounds.runner, None
+        parts: list[tuple[str, Any]] = [
+            ("receiver", scp.close),
+            ("recovery", self.recovery.stop),
+            ("trigger", self.trigger.stop),
+            ("round runner", runner.close if runner is not None else None),
+            ("archive outbox", self.archive_outbox.stop),
+            ("series stage", self.series.stop if self.series is not None else None),
+            ("job watcher", self.watcher.stop if self.watcher is not None else None),
+            ("local workers", self.workers.stop if self.workers is not None else None),
+            ("outbox", self.outbox.stop),
+            ("journal", self.journal.close if self.journal is not None else None),
+        ]
+        for name, stop in parts:
+            if stop is not None:
+                _timed_stop(name, stop)
         self._data_lock.release()
         logger.info("node %s stopped", self.name)
+
+
+SLOW_STOP_S = 2.0
+
+
+def _timed_stop(name: str, stop: Callable[[], None]) -> None:
+    started = time.monotonic()
+    stop()
+    took = time.monotonic() - started
+    if took > SLOW_STOP_S:
+        logger.warning("stopping the %s took %.1f s", name, took)
 
 
 def _name(pipeline_class: PipelineClass | None) -> str:
