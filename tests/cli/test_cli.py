@@ -35,6 +35,7 @@ def stops_cleanly(process: subprocess.Popen[bytes], log: Path) -> None:
         pytest.fail(f"not stopped within {STOP_TIMEOUT_S} s; its log ends:\n{tail}")
     assert code == 0, log.read_text(errors="replace")[-4000:]
 
+
 SEED_PIPELINE = """
 from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor, Address
 
