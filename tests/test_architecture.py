@@ -30,6 +30,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "address": set(),  # a DICOM peer's address: settings, net and the pipeline API use it
     "durable": set(),  # fsync, atomic replace, private folders: engine and pipeline outputs
     "destinations": set(),  # where results go, typed: the pipeline API and the engine
+    "tls": set(),  # TLS contexts and certificates: the receiver, the sender and the web
     "dicomflow": set(),  # the root package: its version
     # the layers
     "dicom": set(),
@@ -62,6 +63,7 @@ LEAVES = {
     "address",
     "durable",
     "destinations",
+    "tls",
 }
 
 # Leaf modules that are also faces (the original's ``dicomnode.constants``).

@@ -134,6 +134,10 @@ class UnreadableInstanceError(InstanceRefusedError):
     """A C-STORE's command set or dataset cannot be decoded."""
 
 
+class TLSConfigurationError(DicomflowError, ValueError):
+    """A TLS certificate, private key or CA file cannot be used; the message names it."""
+
+
 class SettingsFileError(DicomflowError, ValueError):
     """The TOML settings file named by ``DICOMFLOW_CONFIG`` is missing or unreadable."""
 

@@ -28,6 +28,7 @@ from pydantic_settings import (
 
 from dicomflow.address import Address, valid_ae_title
 from dicomflow.errors import SettingsFileError
+from dicomflow.tls import TLSFiles
 
 ENV_PREFIX = "DICOMFLOW_"
 CONFIG_VARIABLE = "DICOMFLOW_CONFIG"  # names the optional TOML settings file
@@ -70,6 +71,13 @@ class NodeSettings(BaseSettings):
         SPOOL_JOURNAL_SEGMENT_BYTES, ge=4 * 1024 * 1024, le=64 * 1024 * 1024 * 1024
     )
     receiver: Literal["lean", "pynetdicom"] = "lean"
+    # DICOM TLS (PS3.15 Annex B). With a certificate and key the node's `port` speaks
+    # TLS; with `tls_port` too, `port` stays plain and `tls_port` speaks TLS.
+    tls_certificate: Path | None = None
+    tls_private_key: Path | None = None
+    tls_ca_certificates: Path | None = None
+    tls_require_client_certificate: bool | None = None  # None: on when a CA is given
+    tls_port: int | None = Field(None, ge=0, le=65535)
     require_called_ae_title: bool = True
     maximum_associations: int = Field(64, ge=1, le=4096)
     association_request_timeout_s: float = Field(10.0, gt=0)
@@ -95,6 +103,20 @@ class NodeSettings(BaseSettings):
     web_trusted_proxies: list[str] = Field(default_factory=list)
     web_session_hours: float = Field(12.0, gt=0)
     show_patient_identifiers: bool = False
+
+    def tls_files(self) -> TLSFiles:
+        """The node's own TLS files (to listen, and its client identity to send)."""
+        return TLSFiles(
+            certificate=self.tls_certificate,
+            private_key=self.tls_private_key,
+            ca_certificates=self.tls_ca_certificates,
+            require_client_certificate=self.tls_require_client_certificate,
+        )
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the node has a certificate to speak TLS with."""
+        return self.tls_certificate is not None
 
     def resolved_queue_url(self) -> str:
         """The queue URL; by default an embedded SQLite queue in the data directory."""
