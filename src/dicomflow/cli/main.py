@@ -12,8 +12,9 @@ from rich.markup import escape
 
 from dicomflow.address import Address
 from dicomflow.cli.cod import app as cod_app
+from dicomflow.cli.identity import app as identity_app
 from dicomflow.cli.loader import load_pipeline
-from dicomflow.cli.sending import collect_files, send_with_progress
+from dicomflow.cli.sending import collect_files, identity_from, send_with_progress
 from dicomflow.cli.service import app as service_app
 from dicomflow.cli.setting_error import class_origins, option_name, setting_error
 from dicomflow.engine import assembly
@@ -22,6 +23,7 @@ from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.errors import DicomflowError
 from dicomflow.logs import configure_logging
 from dicomflow.net.requestor import echo as dicom_echo
+from dicomflow.net.user_identity import UserIdentity
 from dicomflow.node.pipeline import AbstractPipeline
 from dicomflow.queue.worker import run_worker
 from dicomflow.services.consumer import ServiceScheduler
@@ -32,6 +34,7 @@ from dicomflow.web.server import WebServer, start_web
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(service_app, name="service")
 app.add_typer(cod_app, name="cod")
+app.add_typer(identity_app, name="identity")
 console = Console(stderr=True, soft_wrap=True)  # errors, progress, what a server is doing
 results = Console(soft_wrap=True, highlight=False)  # what a command reports back, on stdout
 logger = logging.getLogger(__name__)
@@ -52,6 +55,13 @@ WebIp = Annotated[str | None, typer.Option(help="Dashboard address.")]
 PeerPort = Annotated[int, typer.Argument(help="The peer's port.", min=1, max=65535)]
 Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
 Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
+Username = Annotated[
+    str | None, typer.Option("--username", help="Present this user identity (PS3.7 D.3.3.7).")
+]
+Password = Annotated[str | None, typer.Option("--password", help="The user's password.")]
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from stdin's first line.")
+]
 
 
 def main() -> None:
@@ -292,13 +302,17 @@ def send(
     files: Annotated[list[Path], typer.Argument(help="Files or folders (recursive).", exists=True)],
     aet: Aet = "DICOMFLOW",
     aec: Aec = "ANY-SCP",
+    username: Username = None,
+    password: Password = None,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """Send DICOM files to a peer over one association (C-STORE)."""
+    identity = _identity(username, password, password_stdin)
     paths = collect_files(files)
     if not paths:
         fail("no DICOM files found in the given paths.", 2)
     try:
-        report = send_with_progress(Address(host, port, aec), paths, aet, console)
+        report = send_with_progress(Address(host, port, aec), paths, aet, console, identity)
     except (DicomflowError, ValueError) as exc:
         fail(str(exc))
     results.print(f"sent {len(report.sent)} of {len(paths)} instance(s) to {aec}@{host}:{port}")
@@ -308,11 +322,29 @@ def send(
         raise typer.Exit(1)
 
 
-@app.command()
-def echo(host: str, port: PeerPort, aet: Aet = "DICOMFLOW", aec: Aec = "ANY-SCP") -> None:
-    """Check that a peer answers C-ECHO."""
+def _identity(
+    username: str | None, password: str | None, password_stdin: bool
+) -> UserIdentity | None:
     try:
-        dicom_echo(Address(host, port, aec), aet)
+        return identity_from(username, password, password_stdin)
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+
+@app.command()
+def echo(
+    host: str,
+    port: PeerPort,
+    aet: Aet = "DICOMFLOW",
+    aec: Aec = "ANY-SCP",
+    username: Username = None,
+    password: Password = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Check that a peer answers C-ECHO."""
+    identity = _identity(username, password, password_stdin)
+    try:
+        dicom_echo(Address(host, port, aec), aet, identity=identity)
     except (DicomflowError, ValueError) as exc:
         fail(str(exc))
     results.print(f"C-ECHO to {aec}@{host}:{port}: success")

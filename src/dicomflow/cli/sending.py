@@ -1,5 +1,6 @@
 """File collection and a Rich progress bar around :func:`dicomflow.net.requestor.send`."""
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -7,6 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 
 from dicomflow.address import Address
 from dicomflow.net.requestor import SendReport, send
+from dicomflow.net.user_identity import UserIdentity
 
 PREAMBLE_END = 132
 
@@ -30,8 +32,30 @@ def is_part10(path: Path) -> bool:
     return head[128:132] == b"DICM"
 
 
+def identity_from(
+    username: str | None, password: str | None, password_stdin: bool
+) -> UserIdentity | None:
+    """The user identity ``--username``/``--password``/``--password-stdin`` give (the
+    password on stdin is its first line); ``ValueError`` if they do not fit together."""
+    if username is None:
+        if password is not None or password_stdin:
+            raise ValueError("--password and --password-stdin need --username.")
+        return None
+    if not username:
+        raise ValueError("--username must not be empty.")
+    if password is not None and password_stdin:
+        raise ValueError("give --password or --password-stdin, not both.")
+    if password_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    return UserIdentity.of(username, password)
+
+
 def send_with_progress(
-    address: Address, files: list[Path], calling_ae_title: str, console: Console
+    address: Address,
+    files: list[Path],
+    calling_ae_title: str,
+    console: Console,
+    identity: UserIdentity | None = None,
 ) -> SendReport:
     """Send ``files`` over one association, showing a progress bar."""
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -44,7 +68,13 @@ def send_with_progress(
         progress.update(task, completed=done)
 
     try:
-        return send(address, files, calling_ae_title=calling_ae_title, on_progress=advance)
+        return send(
+            address,
+            files,
+            calling_ae_title=calling_ae_title,
+            on_progress=advance,
+            identity=identity,
+        )
     finally:
         if progress.live.is_started:
             progress.stop()
