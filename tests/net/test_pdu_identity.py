@@ -153,6 +153,7 @@ def test_a_password_hash_round_trips_and_checks():
         "scrypt$1024$8$1$not base64$" + "A" * 44,
         "scrypt$1024$8$1$c2FsdHNhbHQ=",
         "scrypt$1048576000$8$1$c2FsdHNhbHQ=$" + "A" * 44,
+        "scrypt$1048576$32$1$c2FsdHNhbHQ=$" + "A" * 44,  # 4 GiB per check
     ],
 )
 def test_a_malformed_hash_is_refused(text: str):

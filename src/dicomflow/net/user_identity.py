@@ -39,6 +39,7 @@ import hmac
 import logging
 import os
 import stat
+import threading
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,10 @@ logger = logging.getLogger(__name__)
 SCHEME = "scrypt"
 DEFAULT_N, DEFAULT_R, DEFAULT_P = 1 << 14, 8, 1  # 16 MiB and ~50 ms per check
 MAXIMUM_N, MAXIMUM_R, MAXIMUM_P = 1 << 20, 32, 16
+MAXIMUM_HASH_MEMORY = 128 << 20  # 128 * r * N bytes per check
+CONCURRENT_CHECKS = 4
+"""Checks at once: each takes 128 * r * N bytes, and a peer needs no slot to ask for one."""
+_checks = threading.BoundedSemaphore(CONCURRENT_CHECKS)
 SALT_BYTES = 16
 LOGGED_NAME_CHARACTERS = 64
 RESPONSE_KINDS = frozenset({1, 2})  # the kinds a positive response is sent for (zero length)
@@ -159,13 +164,16 @@ class PasswordHash:
         power_of_two = 2 <= n <= MAXIMUM_N and not n & (n - 1)
         if not power_of_two or not 0 < r <= MAXIMUM_R or not 0 < p <= MAXIMUM_P:
             raise ValueError(f"N must be a power of two up to {MAXIMUM_N}, r 1-32, p 1-16")
+        if 128 * r * n > MAXIMUM_HASH_MEMORY:
+            raise ValueError(f"128 * r * N must be at most {MAXIMUM_HASH_MEMORY} bytes")
         if not 8 <= len(salt) <= 64 or not 16 <= len(digest) <= 64:
             raise ValueError("the salt must be 8-64 bytes and the hash 16-64")
         return cls(n, r, p, salt, digest)
 
     def matches(self, password: bytes) -> bool:
         """Whether ``password`` hashes to this digest (compared in constant time)."""
-        candidate = _scrypt(password, self.salt, self.n, self.r, self.p, len(self.digest))
+        with _checks:
+            candidate = _scrypt(password, self.salt, self.n, self.r, self.p, len(self.digest))
         return hmac.compare_digest(candidate, self.digest)
 
     def __str__(self) -> str:
