@@ -142,6 +142,10 @@ class SettingsFileError(DicomflowError, ValueError):
     """The TOML settings file named by ``DICOMFLOW_CONFIG`` is missing or unreadable."""
 
 
+class UserIdentitiesFileError(SettingsFileError):
+    """The user identities file (``user_identities_file``) is missing or malformed."""
+
+
 # The pipeline library's exception names (re-exported by dicomflow.lib.exceptions).
 
 

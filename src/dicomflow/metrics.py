@@ -58,6 +58,7 @@ REASON_TOO_LARGE = "too_large"  # an instance over maximum_instance_bytes (assoc
 REASON_MEMORY = "memory"  # instances being received would pass maximum_held_bytes (aborted)
 REASON_NOT_ARCHIVABLE = "not_archivable"  # no valid Study/SeriesInstanceUID to archive it by
 REASON_TLS = "tls"  # a connection to a DICOM TLS port whose TLS handshake failed
+REASON_IDENTITY = "identity"  # association whose user identity was refused (or missing)
 REASONS = (
     REASON_AE_TITLE,
     REASON_CALLED_AE_TITLE,
@@ -72,6 +73,7 @@ REASONS = (
     REASON_MEMORY,
     REASON_NOT_ARCHIVABLE,
     REASON_TLS,
+    REASON_IDENTITY,
 )
 
 INSTANCES_RECEIVED = Counter(

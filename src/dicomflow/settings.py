@@ -60,6 +60,10 @@ class NodeSettings(BaseSettings):
     endpoints: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_ae_titles: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # User identities (PS3.7 D.3.3.7) checked against a TOML file of users (format in
+    # dicomflow.net.user_identity); without one, identities are accepted and recorded.
+    user_identities_file: Path | None = None
+    require_user_identity: bool = False  # reject associations without a valid identity
     quiet_period_s: float | None = Field(None, ge=0)
     processing_timeout_s: float = Field(3600.0, gt=0)
     workers: int = Field(1, ge=1, le=64)
@@ -151,7 +155,7 @@ class NodeSettings(BaseSettings):
             return self.queue_workers
         return self.workers if self.resolved_queue_url().startswith("sqlite") else 0
 
-    @field_validator("data_directory", "log_path", "services_directory")
+    @field_validator("data_directory", "log_path", "services_directory", "user_identities_file")
     @classmethod
     def _absolute_path(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().absolute()

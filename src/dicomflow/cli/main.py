@@ -12,8 +12,9 @@ from rich.markup import escape
 
 from dicomflow.address import Address
 from dicomflow.cli.cod import app as cod_app
+from dicomflow.cli.identity import app as identity_app
 from dicomflow.cli.loader import load_pipeline
-from dicomflow.cli.sending import collect_files, send_with_progress, tls_files
+from dicomflow.cli.sending import collect_files, identity_from, send_with_progress, tls_files
 from dicomflow.cli.service import app as service_app
 from dicomflow.cli.setting_error import class_origins, option_name, setting_error
 from dicomflow.cli.tls import app as tls_app
@@ -23,6 +24,7 @@ from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.errors import DicomflowError
 from dicomflow.logs import configure_logging
 from dicomflow.net.requestor import echo as dicom_echo
+from dicomflow.net.user_identity import UserIdentity
 from dicomflow.node.pipeline import AbstractPipeline
 from dicomflow.queue.worker import run_worker
 from dicomflow.services.consumer import ServiceScheduler
@@ -34,6 +36,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(service_app, name="service")
 app.add_typer(cod_app, name="cod")
 app.add_typer(tls_app, name="tls")
+app.add_typer(identity_app, name="identity")
 console = Console(stderr=True, soft_wrap=True)  # errors, progress, what a server is doing
 results = Console(soft_wrap=True, highlight=False)  # what a command reports back, on stdout
 logger = logging.getLogger(__name__)
@@ -77,13 +80,20 @@ Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
 Tls = Annotated[
     bool, typer.Option("--tls", help="Speak DICOM TLS (implied by the --tls-* options).")
 ]
-TlsCert = Annotated[
+ClientTlsCert = Annotated[
     Path | None, typer.Option("--tls-cert", help="Client certificate (PEM) for mutual TLS.")
 ]
-TlsKey = Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")]
-TlsCa = Annotated[
+ClientTlsKey = Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")]
+ClientTlsCa = Annotated[
     Path | None,
     typer.Option("--tls-ca", help="Trusted server certificates (PEM); default: the system's."),
+]
+Username = Annotated[
+    str | None, typer.Option("--username", help="Present this user identity (PS3.7 D.3.3.7).")
+]
+Password = Annotated[str | None, typer.Option("--password", help="The user's password.")]
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from stdin's first line.")
 ]
 
 
@@ -355,18 +365,24 @@ def send(
     aet: Aet = "DICOMFLOW",
     aec: Aec = "ANY-SCP",
     tls: Tls = False,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_ca: TlsCa = None,
+    tls_cert: ClientTlsCert = None,
+    tls_key: ClientTlsKey = None,
+    tls_ca: ClientTlsCa = None,
+    username: Username = None,
+    password: Password = None,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """Send DICOM files to a peer over one association (C-STORE); with --tls over DICOM
-    TLS."""
+    TLS, with --username presenting a user identity."""
+    identity = _identity(username, password, password_stdin)
     paths = collect_files(files)
     if not paths:
         fail("no DICOM files found in the given paths.", 2)
     files_tls = tls_files(tls, tls_cert, tls_key, tls_ca)
     try:
-        report = send_with_progress(Address(host, port, aec), paths, aet, console, files_tls)
+        report = send_with_progress(
+            Address(host, port, aec), paths, aet, console, files_tls, identity
+        )
     except (DicomflowError, ValueError) as exc:
         fail(str(exc))
     over = " over TLS" if files_tls is not None else ""
@@ -379,6 +395,15 @@ def send(
         raise typer.Exit(1)
 
 
+def _identity(
+    username: str | None, password: str | None, password_stdin: bool
+) -> UserIdentity | None:
+    try:
+        return identity_from(username, password, password_stdin)
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+
 @app.command()
 def echo(
     host: str,
@@ -386,14 +411,18 @@ def echo(
     aet: Aet = "DICOMFLOW",
     aec: Aec = "ANY-SCP",
     tls: Tls = False,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_ca: TlsCa = None,
+    tls_cert: ClientTlsCert = None,
+    tls_key: ClientTlsKey = None,
+    tls_ca: ClientTlsCa = None,
+    username: Username = None,
+    password: Password = None,
+    password_stdin: PasswordStdin = False,
 ) -> None:
     """Check that a peer answers C-ECHO; with --tls over DICOM TLS."""
+    identity = _identity(username, password, password_stdin)
     files_tls = tls_files(tls, tls_cert, tls_key, tls_ca)
     try:
-        dicom_echo(Address(host, port, aec), aet, files_tls)
+        dicom_echo(Address(host, port, aec), aet, files_tls, identity=identity)
     except (DicomflowError, ValueError) as exc:
         fail(str(exc))
     over = " over TLS" if files_tls is not None else ""

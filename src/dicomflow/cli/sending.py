@@ -1,6 +1,7 @@
 """File collection, the TLS options and a Rich progress bar around
 :func:`dicomflow.net.requestor.send`."""
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -8,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 
 from dicomflow.address import Address
 from dicomflow.net.requestor import SendReport, send
+from dicomflow.net.user_identity import UserIdentity
 from dicomflow.tls import TLSFiles
 
 PREAMBLE_END = 132
@@ -42,12 +44,31 @@ def tls_files(
     return TLSFiles(certificate, private_key, ca_certificates)
 
 
+def identity_from(
+    username: str | None, password: str | None, password_stdin: bool
+) -> UserIdentity | None:
+    """The user identity ``--username``/``--password``/``--password-stdin`` give (the
+    password on stdin is its first line); ``ValueError`` if they do not fit together."""
+    if username is None:
+        if password is not None or password_stdin:
+            raise ValueError("--password and --password-stdin need --username.")
+        return None
+    if not username:
+        raise ValueError("--username must not be empty.")
+    if password is not None and password_stdin:
+        raise ValueError("give --password or --password-stdin, not both.")
+    if password_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    return UserIdentity.of(username, password)
+
+
 def send_with_progress(
     address: Address,
     files: list[Path],
     calling_ae_title: str,
     console: Console,
     tls: TLSFiles | None = None,
+    identity: UserIdentity | None = None,
 ) -> SendReport:
     """Send ``files`` over one association (over TLS with ``tls``), showing a progress
     bar."""
@@ -61,7 +82,14 @@ def send_with_progress(
         progress.update(task, completed=done)
 
     try:
-        return send(address, files, calling_ae_title=calling_ae_title, on_progress=advance, tls=tls)
+        return send(
+            address,
+            files,
+            calling_ae_title=calling_ae_title,
+            on_progress=advance,
+            tls=tls,
+            identity=identity,
+        )
     finally:
         if progress.live.is_started:
             progress.stop()

@@ -42,6 +42,7 @@ from dicomflow.net import storage as status
 from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.pynetdicom_acceptor import StoreSCP
 from dicomflow.net.storage import AccessPolicy, ReceivedInstance
+from dicomflow.net.user_identity import IdentityPolicy, load_policy
 from dicomflow.settings import NodeSettings
 
 logger = logging.getLogger(__name__)
@@ -193,7 +194,9 @@ class Ingest:
 
 
 def access_policy(settings: NodeSettings) -> AccessPolicy:
-    """Which peers the settings let in (a warning if every one)."""
+    """Which peers the settings let in (a warning if every one); the user identities file
+    is read here too, so that an error in it stops the node before anything starts."""
+    identity_policy(settings)
     policy = AccessPolicy.build(settings.allowed_ae_titles, settings.allowed_ips)
     if not (policy.ae_titles or policy.networks):
         logger.warning("no allowed_ae_titles or allowed_ips: accepting every peer")
@@ -222,6 +225,12 @@ def listening_tls(settings: NodeSettings) -> ssl.SSLContext | None:
             " or leave tls_port unset to speak TLS on port."
         )
     return tls.server_context(files)
+
+
+def identity_policy(settings: NodeSettings) -> IdentityPolicy:
+    """The user identities the receivers accept (:class:`UserIdentitiesFileError`, one
+    line naming the file and the field, if the file is wrong)."""
+    return load_policy(settings.user_identities_file, settings.require_user_identity)
 
 
 def open_acceptor(
@@ -254,6 +263,7 @@ def open_acceptor(
         request_timeout_s=settings.association_request_timeout_s,
         idle_timeout_s=settings.association_idle_timeout_s,
         maximum_instance_bytes=settings.maximum_instance_bytes,
+        identity_policy=identity_policy(settings),
     )
 
 

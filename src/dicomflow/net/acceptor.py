@@ -18,7 +18,9 @@ fsyncing the instance. An SCP that only accepts storage needs little of it:
    pynetdicom's PDU classes). A called AE title other than ours (unless
    ``require_called_ae_title`` is off) or a calling AE title outside the
    allow-list gets an A-ASSOCIATE-RJ (permanent,
-   "called/calling AE title not recognized"); only then does the association
+   "called/calling AE title not recognized"), and so does (permanent, no reason
+   given) a user identity the ``identity_policy`` refuses
+   (:mod:`dicomflow.net.user_identity`); only then does the association
    take one of the ``maximum_associations`` slots (transient rejection when
    none is free), so connections that never associate block nobody. Each
    presentation context is accepted when its abstract syntax is a storage SOP
@@ -111,6 +113,7 @@ from dicomflow.net.storage import (
     admit_ip,
     store_guarded,
 )
+from dicomflow.net.user_identity import IdentityPolicy, Verdict, shown
 
 logger = logging.getLogger(__name__)
 
@@ -172,12 +175,14 @@ class LeanStoreSCP:
         maximum_held_bytes: int | None = None,
         require_called_ae_title: bool = True,
         tls: ssl.SSLContext | None = None,
+        identity_policy: IdentityPolicy | None = None,
     ) -> None:
         self.ae_title = ae_title.strip()
         # DICOM TLS: each connection's handshake, in its own thread, must end within
         # request_timeout_s; at most maximum_associations connections handshake at once.
         self.tls = tls
         self.handshakes = PendingHandshakes(maximum_associations)
+        self.identity_policy = identity_policy or IdentityPolicy()
         self.policy = policy or AccessPolicy()
         self.on_store = on_store
         self.on_release = on_release
@@ -304,6 +309,8 @@ class _Association:
         self.deadline = time.monotonic() + scp.request_timeout_s  # for the A-ASSOCIATE-RQ
         self.slot = False  # counted among the SCP's associations
         self.calling_ae_title = ""
+        self.identity = ""  # the username the peer presented (verified, if checked); "" none
+        self.identity_response: bytes | None = None  # a 0x59 sub-item's, to send
         self.contexts: dict[int, _Context] = {}
         self.peer_max_pdu = 0
         self.holding = 0  # bytes of the instance being received, counted by the SCP
@@ -399,9 +406,8 @@ class _Association:
                 self.contexts[context_id] = _Context(abstract, UID(syntax))
             items.append(pdu.context_item(context_id, result, syntax))
         called, calling = request.called_ae_title, request.calling_ae_title
-        self._send(
-            ASSOCIATE_AC, pdu.associate_ac(called, calling, items, self.scp.maximum_pdu_size)
-        )
+        maximum_pdu, response = self.scp.maximum_pdu_size, self.identity_response
+        self._send(ASSOCIATE_AC, pdu.associate_ac(called, calling, items, maximum_pdu, response))
         metrics.ASSOCIATIONS.inc()
         return True
 
@@ -413,7 +419,8 @@ class _Association:
         return request
 
     def _admitted(self, request: AssociateRequest) -> bool:
-        """Whether the association may go on: AE titles, then a free slot; else rejected."""
+        """Whether the association may go on: AE titles, the user identity, then a free
+        slot; else rejected."""
         called = ae_text(request.called_ae_title)
         if self.scp.require_called_ae_title and called != self.scp.ae_title:
             logger.warning(
@@ -436,12 +443,37 @@ class _Association:
             self._refuse("ae_title", self.calling_ae_title, metrics.REASON_AE_TITLE)
             self.reject(result=1, source=1, reason=3)  # permanent, calling AE not recognized
             return False
+        if not self._identified(request):
+            return False
         if not self.scp.enter():
             logger.warning("refused association from %s: too many associations", self.ip)
             self.reject(result=2, source=3, reason=2)  # transient, local limit
             return False
         self.slot = True
         return True
+
+    def _identified(self, request: AssociateRequest) -> bool:
+        """Whether the SCP accepts the user identity presented (or its absence); else
+        rejected (permanent, no reason given: PS3.7 D.3.3.7 names none)."""
+        verdict = self.scp.identity_policy.check(request.user_identity, self.calling_ae_title)
+        self.identity = verdict.name
+        if verdict.accepted:
+            self.identity_response = verdict.response
+            return True
+        self._identity_refused(verdict)
+        self.reject(result=1, source=1, reason=1)
+        return False
+
+    def _identity_refused(self, verdict: Verdict) -> None:
+        logger.warning(
+            "rejected association %d from %s: calling AE title %s, user %s: %s",
+            self.id,
+            self.ip,
+            escaped(repr(self.calling_ae_title)),
+            shown(verdict.name),
+            verdict.problem,
+        )
+        self._refuse("identity", verdict.name, metrics.REASON_IDENTITY)
 
     def _refuse(self, kind: str, value: str, reason: str) -> None:
         metrics.rejected(reason)

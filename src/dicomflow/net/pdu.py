@@ -21,6 +21,7 @@ from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from dicomflow.errors import ProtocolError
 from dicomflow.net.socket import receive_exactly
+from dicomflow.net.user_identity import IdentityKind, UserIdentity, primary_text
 
 VERIFICATION = "1.2.840.10008.1.1"
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
@@ -40,6 +41,10 @@ NO_DATASET = 0x0101
 AFFECTED_SOP_CLASS_UID, COMMAND_FIELD, MESSAGE_ID = 0x0002, 0x0100, 0x0110
 MESSAGE_ID_RESPONDED_TO, MOVE_DESTINATION, PRIORITY = 0x0120, 0x0600, 0x0700
 COMMAND_DATA_SET_TYPE, STATUS, AFFECTED_SOP_INSTANCE_UID = 0x0800, 0x0900, 0x1000
+# items and sub-items of an A-ASSOCIATE (PS3.8 9.3.2, PS3.7 D.3.3)
+USER_INFORMATION, MAXIMUM_LENGTH = 0x50, 0x51
+USER_IDENTITY_RQ, USER_IDENTITY_AC = 0x58, 0x59
+ASSOCIATE_FIXED = 68  # protocol version, reserved, called and calling AE titles, reserved
 # PDV message control header bits (PS3.8 E.2)
 COMMAND, LAST = 0x01, 0x02
 # A-ABORT sources (PS3.8 9.3.8)
@@ -112,10 +117,15 @@ class AssociateRequest:
     calling_ae_title: str
     contexts: list[ProposedContext]
     maximum_pdu: int
+    user_identity: UserIdentity | None = None
 
 
 def associate_rq(
-    called: Any, calling: Any, proposals: Sequence[tuple[str, str]], maximum_pdu: int
+    called: Any,
+    calling: Any,
+    proposals: Sequence[tuple[str, str]],
+    maximum_pdu: int,
+    identity: UserIdentity | None = None,
 ) -> bytes:
     """The body of an A-ASSOCIATE-RQ proposing one context per (abstract syntax, transfer
     syntax) pair, with the odd context ids 1, 3, 5, ... in order."""
@@ -128,11 +138,14 @@ def associate_rq(
         )
         for index, (abstract, syntax) in enumerate(proposals)
     ]
-    return _associate(called, calling, contexts, maximum_pdu)
+    extra = user_identity_item(identity) if identity is not None else b""
+    return _associate(called, calling, contexts, maximum_pdu, extra)
 
 
 def parse_associate_rq(body: bytes | bytearray) -> AssociateRequest:
-    """The A-ASSOCIATE-RQ in ``body`` (decoded with pynetdicom's PDU class)."""
+    """The A-ASSOCIATE-RQ in ``body`` (decoded with pynetdicom's PDU class; its User
+    Identity sub-item by :func:`parse_user_identity`)."""
+    identity = _user_identity_of(body)  # first: its errors said in words of its own
     request = A_ASSOCIATE_RQ()
     try:
         request.decode(struct.pack(">BBI", ASSOCIATE_RQ, 0, len(body)) + body)
@@ -151,7 +164,105 @@ def parse_associate_rq(body: bytes | bytearray) -> AssociateRequest:
             for context in request.presentation_context
         ],
         maximum_pdu=int(getattr(user, "maximum_length", 0) or 0) if user else 0,
+        user_identity=identity,
     )
+
+
+def _user_identity_of(body: bytes | bytearray) -> UserIdentity | None:
+    """The User Identity sub-item of an A-ASSOCIATE-RQ's user information, if any."""
+    for item_type, value in _items(body, ASSOCIATE_FIXED, "A-ASSOCIATE-RQ", strict=False):
+        if item_type != USER_INFORMATION:
+            continue
+        for sub_type, sub_value in _items(value, 0, "user information", strict=False):
+            if sub_type == USER_IDENTITY_RQ:
+                return parse_user_identity(sub_value)
+    return None
+
+
+def _items(
+    data: bytes | bytearray, offset: int, what: str, *, strict: bool = True
+) -> Iterator[tuple[int, bytes]]:
+    """The (type, value) of each item from ``offset`` on: one whose length runs past the
+    end is a protocol error; so are trailing bytes too few for a header, if ``strict``."""
+    end = len(data)
+    while offset < end:
+        if offset + 4 > end:
+            if not strict:
+                return
+            raise ProtocolError(f"truncated item in the {what}")
+        item_type, _, length = struct.unpack_from(">BBH", data, offset)
+        if offset + 4 + length > end:
+            raise ProtocolError(f"item 0x{item_type:02x} runs past the end of the {what}")
+        yield item_type, bytes(data[offset + 4 : offset + 4 + length])
+        offset += 4 + length
+
+
+def parse_user_identity(value: bytes) -> UserIdentity:
+    """A User Identity sub-item's value (PS3.7 D.3.3.7.1: type, positive response
+    requested, primary field, secondary field); fields running past it, or an unknown
+    type, are a protocol error."""
+    if len(value) < 4:
+        raise ProtocolError("truncated user identity sub-item")
+    kind, wanted, primary_length = struct.unpack_from(">BBH", value, 0)
+    end = 4 + primary_length
+    if end + 2 > len(value):
+        raise ProtocolError("user identity primary field runs past its sub-item")
+    (secondary_length,) = struct.unpack_from(">H", value, end)
+    if end + 2 + secondary_length > len(value):
+        raise ProtocolError("user identity secondary field runs past its sub-item")
+    try:
+        identity_kind = IdentityKind(kind)
+    except ValueError:
+        raise ProtocolError(f"user identity type {kind} is not defined (1-5)") from None
+    return UserIdentity(
+        kind=identity_kind,
+        primary=primary_text(identity_kind, value[4:end]),
+        secondary=value[end + 2 : end + 2 + secondary_length],
+        positive_response_requested=wanted == 1,
+    )
+
+
+def user_identity_item(identity: UserIdentity) -> bytes:
+    """The User Identity sub-item (0x58) of an A-ASSOCIATE-RQ for ``identity``.
+
+    Raises:
+        ValueError: if the username and passcode do not fit one sub-item (64 KiB).
+    """
+    primary, secondary = identity.primary_bytes(), identity.secondary
+    if not primary:
+        raise ValueError("a user identity needs a username (or token)")
+    if 6 + len(primary) + len(secondary) > 0xFFFF:
+        raise ValueError("the user identity is too long for its sub-item (64 KiB)")
+    wanted = 1 if identity.positive_response_requested else 0
+    return item(
+        USER_IDENTITY_RQ,
+        struct.pack(">BBH", int(identity.kind), wanted, len(primary))
+        + primary
+        + struct.pack(">H", len(secondary))
+        + secondary,
+    )
+
+
+def user_identity_ac_item(response: bytes) -> bytes:
+    """The User Identity sub-item (0x59) of an A-ASSOCIATE-AC: the server response, of
+    zero length for a username (and passcode) identity."""
+    return item(USER_IDENTITY_AC, struct.pack(">H", len(response)) + response)
+
+
+def user_identity_response(body: bytes | bytearray) -> bytes | None:
+    """The server response of an A-ASSOCIATE-AC's User Identity sub-item; None without one."""
+    for item_type, value in _items(body, ASSOCIATE_FIXED, "A-ASSOCIATE-AC", strict=False):
+        if item_type != USER_INFORMATION:
+            continue
+        for sub_type, sub_value in _items(value, 0, "user information", strict=False):
+            if sub_type == USER_IDENTITY_AC:
+                if len(sub_value) < 2:
+                    raise ProtocolError("truncated user identity response")
+                (length,) = struct.unpack_from(">H", sub_value, 0)
+                if 2 + length > len(sub_value):
+                    raise ProtocolError("user identity server response runs past its sub-item")
+                return sub_value[2 : 2 + length]
+    return None
 
 
 def context_item(context_id: int, result: int, syntax: str) -> bytes:
@@ -160,17 +271,29 @@ def context_item(context_id: int, result: int, syntax: str) -> bytes:
     return item(0x21, bytes((context_id, 0, result, 0)) + sub_item)
 
 
-def associate_ac(called: Any, calling: Any, contexts: list[bytes], maximum_pdu: int) -> bytes:
-    """The body of an A-ASSOCIATE-AC with ``contexts`` (:func:`context_item`)."""
-    return _associate(called, calling, contexts, maximum_pdu)
+def associate_ac(
+    called: Any,
+    calling: Any,
+    contexts: list[bytes],
+    maximum_pdu: int,
+    identity_response: bytes | None = None,
+) -> bytes:
+    """The body of an A-ASSOCIATE-AC with ``contexts`` (:func:`context_item`), and a
+    User Identity sub-item when there is an ``identity_response`` (even empty)."""
+    extra = user_identity_ac_item(identity_response) if identity_response is not None else b""
+    return _associate(called, calling, contexts, maximum_pdu, extra)
 
 
-def _associate(called: Any, calling: Any, contexts: Iterable[bytes], maximum_pdu: int) -> bytes:
+def _associate(
+    called: Any, calling: Any, contexts: Iterable[bytes], maximum_pdu: int, extra: bytes = b""
+) -> bytes:
+    """An A-ASSOCIATE-RQ or -AC body; ``extra``: user information sub-items after ours."""
     user = b"".join(
         (
-            item(0x51, struct.pack(">I", maximum_pdu)),
+            item(MAXIMUM_LENGTH, struct.pack(">I", maximum_pdu)),
             item(0x52, uid_bytes(IMPLEMENTATION_CLASS_UID)),
             item(0x55, IMPLEMENTATION_VERSION_NAME),
+            extra,
         )
     )
     return b"".join(

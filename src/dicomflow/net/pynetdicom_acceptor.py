@@ -7,6 +7,15 @@ The server only moves bytes and statuses: each C-STORE becomes a
 ``on_store`` callback and turns any exception into a failure status and a log
 line, never a crash. pynetdicom runs stock, but for where a DICOM TLS handshake is
 done: in the connection's own thread, not in the one accepting every connection.
+
+User identities (:mod:`dicomflow.net.user_identity`) are decided when the
+A-ASSOCIATE-RQ arrives (``EVT_REQUESTED``), before pynetdicom negotiates: that
+is where an association presenting none can be rejected, and where the
+rejection can be the one PS3.7 D.3.3.7 and the lean receiver give (permanent,
+service user, no reason given; pynetdicom's own is transient). The
+``EVT_USER_ID`` handler answers with that decision, and an accepted username
+(and passcode) identity gets its positive response, which pynetdicom sends only
+for the token types.
 """
 
 import logging
@@ -17,6 +26,7 @@ from typing import Any, cast
 
 from pydicom.uid import UID
 from pynetdicom import AE, evt
+from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomflow import metrics, tls
@@ -35,6 +45,15 @@ from dicomflow.net.storage import (
     StoreCallback,
     admit_ip,
     store_guarded,
+)
+from dicomflow.net.user_identity import (
+    IdentityKind,
+    IdentityPolicy,
+    IdentityProblem,
+    UserIdentity,
+    Verdict,
+    primary_text,
+    shown,
 )
 
 logger = logging.getLogger(__name__)
@@ -119,10 +138,14 @@ class StoreSCP:
         maximum_associations: int = 64,
         maximum_instance_bytes: int = DEFAULT_MAXIMUM_BYTES,
         tls: ssl.SSLContext | None = None,
+        identity_policy: IdentityPolicy | None = None,
     ) -> None:
         self._on_store = on_store
         self._tls = tls
         self._request_timeout_s = request_timeout_s
+        self.identity_policy = identity_policy or IdentityPolicy()
+        self._verdicts: dict[int, Verdict] = {}  # by association, from request to its end
+        self._require_called = require_called_ae_title
         self.maximum_instance_bytes = maximum_instance_bytes  # what a deflated one may inflate to
         self._on_release = on_release
         self._on_refused = on_refused
@@ -155,8 +178,15 @@ class StoreSCP:
         self._server.shutdown()
         self._server.server_close()
 
+    def identity_of(self, association_id: int) -> str:
+        """The username association ``association_id`` presented ("" none)."""
+        verdict = self._verdicts.get(association_id)
+        return verdict.name if verdict is not None else ""
+
     def _start(self, ip: str, port: int) -> _Server:
         handlers: list[Any] = [
+            (evt.EVT_REQUESTED, self._handle_requested),
+            (evt.EVT_USER_ID, self._handle_user_id),
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, _handle_echo),
             (evt.EVT_RELEASED, self._handle_release),
@@ -202,7 +232,63 @@ class StoreSCP:
         )
         return store_guarded(self._on_store, instance, self._on_refused)
 
+    def _handle_requested(self, event: Any) -> None:
+        """Decide the association's user identity; reject it here if refused."""
+        assoc = event.assoc
+        request = assoc.requestor.primitive
+        calling = str(request.calling_ae_title).strip()
+        if not self._titles_admitted(calling, str(request.called_ae_title).strip()):
+            return  # pynetdicom rejects it for its AE titles
+        verdict = self._verdict(assoc.requestor.user_identity, calling)
+        self._verdicts[id(assoc)] = verdict
+        if verdict.accepted:
+            if verdict.response is not None:
+                response = UserIdentityNegotiation()
+                response.server_response = verdict.response
+                assoc.acceptor.add_negotiation_item(response)
+            return
+        logger.warning(
+            "rejected association from %s: calling AE title %s, user %s: %s",
+            assoc.requestor.address,
+            escaped(repr(calling)),
+            shown(verdict.name),
+            verdict.problem,
+        )
+        metrics.rejected(metrics.REASON_IDENTITY)
+        if self._on_refused is not None:
+            self._on_refused("identity", verdict.name)
+        self._verdicts.pop(id(assoc), None)
+        assoc.acse.send_reject(0x01, 0x01, 0x01)  # permanent, service user, no reason given
+        assoc.kill()  # as pynetdicom after its own rejections: the RJ is sent, the peer closes
+
+    def _titles_admitted(self, calling: str, called: str) -> bool:
+        if self._require_called and called != str(self._ae.ae_title).strip():
+            return False
+        return self.policy.allows_ae_title(calling)
+
+    def _verdict(self, item: UserIdentityNegotiation | None, calling: str) -> Verdict:
+        if item is None:
+            return self.identity_policy.check(None, calling)
+        try:
+            kind = IdentityKind(item.user_identity_type or 0)
+        except ValueError:
+            return Verdict("", IdentityProblem.UNVERIFIABLE)
+        identity = UserIdentity(
+            kind=kind,
+            primary=primary_text(kind, bytes(item.primary_field or b"")),
+            secondary=bytes(item.secondary_field or b""),
+            positive_response_requested=bool(item.positive_response_requested),
+        )
+        return self.identity_policy.check(identity, calling)
+
+    def _handle_user_id(self, event: Any) -> tuple[bool, bytes | None]:
+        """pynetdicom's question, answered with what :meth:`_handle_requested` decided
+        (it sends a response itself only for token types, which the node does not give)."""
+        verdict = self._verdicts.get(id(event.assoc))
+        return (verdict is None or verdict.accepted), None
+
     def _handle_release(self, event: Any) -> None:
+        self._verdicts.pop(id(event.assoc), None)
         if self._on_release is None:
             return
         try:
@@ -211,6 +297,7 @@ class StoreSCP:
             logger.exception("association %s: release handler failed", id(event.assoc))
 
     def _handle_rejected(self, event: Any) -> None:
+        self._verdicts.pop(id(event.assoc), None)
         title = str(event.assoc.requestor.ae_title).strip()
         logger.warning("rejected association from AE title %s", escaped(repr(title)))
         metrics.rejected(metrics.REASON_AE_TITLE)

@@ -11,7 +11,10 @@ reading of Part-10 files to :mod:`dicomflow.dicom.part10`:
 1. Association: for each SOP class of the sources, one presentation context
    per transfer syntax the sources have, and one each for explicit and
    implicit VR little endian, so that an uncompressed instance can be
-   re-encoded for a peer that takes only one of them. A rejection, a closed
+   re-encoded for a peer that takes only one of them; with a user ``identity``
+   (PS3.7 D.3.3.7: a username and, if given, a passcode), its sub-item too,
+   asking for a positive response unless told not to (a peer that gives none
+   is named in a warning and used all the same, as PS3.7 allows). A rejection, a closed
    connection or no answer within ``ACSE_TIMEOUT_S`` raise
    :class:`~dicomflow.errors.PeerUnreachableError` naming the peer.
 2. Each Part-10 file is read whole (one over ``STREAM_BYTES``: its head, then
@@ -81,6 +84,7 @@ from dicomflow.net.pdu import (
     VERIFICATION,
 )
 from dicomflow.net.socket import tune_requesting_socket
+from dicomflow.net.user_identity import UserIdentity, shown
 from dicomflow.tls import TLSFiles
 
 logger = logging.getLogger(__name__)
@@ -190,14 +194,17 @@ def echo(
     address: Address,
     calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
     tls: TLSFiles | None = None,
+    *,
+    identity: UserIdentity | None = None,
 ) -> None:
-    """Send a C-ECHO (over TLS with ``tls``, or to an address with ``tls``); raise
-    :class:`PeerUnreachableError` unless it succeeds."""
+    """Send a C-ECHO (over TLS with ``tls``, or to an address with ``tls``; presenting
+    ``identity``, if given); raise :class:`PeerUnreachableError` unless it succeeds."""
     association = _Association.open(
         address,
         calling_ae_title,
         [(VERIFICATION, str(ImplicitVRLittleEndian))],
         client_tls_context(address, tls),
+        identity,
     )
     try:
         status: int | None = association.echo()
@@ -218,10 +225,13 @@ def send(
     calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
     on_progress: Callable[[int], None] | None = None,
     tls: TLSFiles | None = None,
+    *,
+    identity: UserIdentity | None = None,
 ) -> SendReport:
     """Send every source (Part-10 file or dataset) over one association, and over a new
     one after an instance lost it (see :class:`_Associations`); over TLS with ``tls``,
-    or to an address with ``tls``.
+    or to an address with ``tls``; each association presents ``identity``, if given
+    (``UserIdentity.of(username, password)``).
 
     Raises:
         PeerUnreachableError: the peer cannot be associated with (TLS handshake included).
@@ -234,7 +244,7 @@ def send(
     context = client_tls_context(address, tls)
     # Without one readable source there is nothing to associate for: each fails in _store_one.
     associations = _Associations(
-        partial(_Association.open, address, calling_ae_title, proposals, context)
+        partial(_Association.open, address, calling_ae_title, proposals, context, identity)
     )
     if proposals:
         associations.open()
@@ -513,6 +523,7 @@ class _Association:
         calling_ae_title: str,
         proposals: list[tuple[str, str]],
         context: ssl.SSLContext | None = None,
+        identity: UserIdentity | None = None,
     ) -> "_Association":
         """Connect (and with ``context`` do the TLS handshake) and associate.
 
@@ -520,12 +531,13 @@ class _Association:
             PeerUnreachableError: naming the peer and why.
         """
         address.validate()
+        title = address.ae_title
+        request = pdu.associate_rq(title, calling_ae_title, proposals, MAXIMUM_PDU, identity)
         connection = _connect(address)
         if context is not None:
             connection = _secure(connection, context, address)
         try:
             connection.settimeout(ACSE_TIMEOUT_S)
-            request = pdu.associate_rq(address.ae_title, calling_ae_title, proposals, MAXIMUM_PDU)
             pdu.send_pdu(connection, ASSOCIATE_RQ, request)
             pdu_type, body = _read_pdu(connection)
         except ssl.SSLError as exc:  # e.g. a TLS 1.3 peer refusing our certificate only now
@@ -557,6 +569,8 @@ class _Association:
         except ProtocolError as exc:
             connection.close()
             raise PeerUnreachableError(f"Cannot associate with {address}: {exc}.") from exc
+        if identity is not None and identity.positive_response_requested:
+            _check_identity_response(address, identity, body)
         accepted = pdu.accepted_contexts(proposals, results)
         connection.settimeout(DIMSE_TIMEOUT_S)
         logger.debug(
@@ -672,6 +686,22 @@ class _Association:
                     if control & pdu.LAST:
                         command = pdu.parse_command(b"".join(fragments))
                         return pdu.response_status(command, command_field, message_id)
+
+
+def _check_identity_response(address: Address, identity: UserIdentity, body: bytearray) -> None:
+    """Warn when the peer accepted without the positive response asked for (PS3.7
+    D.3.3.7.2 lets the association go on: the peer may not support user identities)."""
+    try:
+        response = pdu.user_identity_response(body)
+    except ProtocolError as exc:
+        logger.warning("%s: malformed user identity response (%s)", address, exc)
+        return
+    if response is None:
+        logger.warning(
+            "%s accepted the association without confirming user %s (no positive response)",
+            address,
+            shown(identity.name),
+        )
 
 
 def _connect(address: Address) -> socket.socket:
