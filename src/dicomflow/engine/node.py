@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from dicomflow import audit
 from dicomflow.address import Address
 from dicomflow.dicom.tags import parse_tag
 from dicomflow.durable import keep_private
@@ -218,6 +219,10 @@ class Node:
         node answers associations and refuses instances (out of resources), and
         resumes once there is space."""
         policy = access_policy(self.settings)
+        settings = self.settings
+        audit.configure(
+            settings.audit_log_file(), settings.audit_log_max_bytes, settings.audit_log_backups
+        )
         journal_open = self.recovery.open_journal()  # before anything reads the spools
         if self.pipeline_class is not None:
             self.rounds.runner = self._runner(self.pipeline_class)

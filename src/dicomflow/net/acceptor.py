@@ -56,7 +56,8 @@ from typing import Any, NoReturn
 
 from pydicom.uid import UID
 
-from dicomflow import metrics
+from dicomflow import audit, metrics
+from dicomflow.dicom.element_values import text_value
 from dicomflow.errors import PortInUseError, ProtocolError
 from dicomflow.logs import escaped
 from dicomflow.net import pdu
@@ -122,6 +123,8 @@ def default_held_bytes() -> int:
 
 # How long a rejecting or aborting acceptor waits for the peer to close (PS3.8 ARTIM).
 ARTIM_S = 1.0
+STUDY_INSTANCE_UID = 0x0020000D
+REJECTIONS = {7: "called AE title", 3: "calling AE title", 2: "too many associations"}
 
 
 @dataclass
@@ -256,7 +259,10 @@ class _Server(socketserver.ThreadingTCPServer):
         super().__init__(address, handler)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        return admit_ip(self.scp.policy, str(client_address[0]), self.scp.on_refused)
+        if admit_ip(self.scp.policy, str(client_address[0]), self.scp.on_refused):
+            return True
+        audit.refused(str(client_address[0]), int(client_address[1]), "ip")
+        return False
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -282,6 +288,9 @@ class _Association:
         self.contexts: dict[int, _Context] = {}
         self.peer_max_pdu = 0
         self.holding = 0  # bytes of the instance being received, counted by the SCP
+        self.audit = audit.AssociationAudit(
+            audit.Direction.RECEIVED, ip, audit.peer_port(connection)
+        )
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -292,21 +301,27 @@ class _Association:
             if established:
                 self._serve()
         except TimeoutError:
+            self.audit.result = "aborted: timeout"
             self._timed_out(established)
         except ProtocolError as exc:
+            self.audit.result = "aborted: protocol error"
             what = "association" if established else "connection"
             logger.warning("%s %d from %s: %s; aborted", what, self.id, self.ip, escaped(exc))
             self._abort(reason=2)
         except EOFError:
+            self.audit.result = "closed before an association"
             logger.debug("connection %d from %s closed before an association", self.id, self.ip)
         except (ConnectionError, OSError) as exc:
+            self.audit.result = "connection lost"
             logger.info(
                 "association %d from %s: connection lost: %s", self.id, self.ip, escaped(exc)
             )
         except Exception:
+            self.audit.result = "aborted: unexpected error"
             logger.exception("association %d from %s: unexpected error; aborted", self.id, self.ip)
             self._abort()
         finally:
+            self._audited()
             self.scp.let_go(self.holding)  # an instance cut off by an abort
             self.holding = 0
             if self.slot:
@@ -316,6 +331,15 @@ class _Association:
                     self.scp.on_release(self.id)
                 except Exception:
                     logger.exception("association %d: release handler failed", self.id)
+
+    def _audited(self) -> None:
+        """Write the association's audit record (TLS and identity where they were set)."""
+        record = self.audit
+        record.calling_ae_title = self.calling_ae_title
+        record.tls = getattr(self, "tls_version", "")
+        record.peer_certificate = getattr(self, "peer_certificate", "")
+        record.identity = getattr(self, "identity", "")
+        record.finish("released")
 
     def _timed_out(self, established: bool) -> None:
         if established:
@@ -358,6 +382,7 @@ class _Association:
         _, body = self._read_pdu(self.deadline, expected=ASSOCIATE_RQ)
         request = pdu.parse_associate_rq(body)
         self.calling_ae_title = ae_text(request.calling_ae_title)
+        self.audit.called_ae_title = ae_text(request.called_ae_title)
         return request
 
     def _admitted(self, request: AssociateRequest) -> bool:
@@ -397,6 +422,7 @@ class _Association:
             self.scp.on_refused(kind, value)
 
     def reject(self, *, result: int, source: int, reason: int) -> None:
+        self.audit.result = f"rejected: {REJECTIONS.get(reason, f'reason {reason}')}"
         with contextlib.suppress(OSError):
             self._send(ASSOCIATE_RJ, pdu.associate_rj(result=result, source=source, reason=reason))
             self._await_close()
@@ -427,6 +453,7 @@ class _Association:
             try:
                 pdu_type, body = self._read_pdu(time.monotonic() + self.scp.idle_timeout_s)
             except EOFError:
+                self.audit.result = "closed by the peer"
                 logger.info("association %d from %s: closed by the peer", self.id, self.ip)
                 return
             if pdu_type == P_DATA_TF:
@@ -435,6 +462,7 @@ class _Association:
                 self._send(RELEASE_RP, pdu.RELEASE_BODY)
                 return
             elif pdu_type == ABORT:
+                self.audit.result = "aborted by the peer"
                 logger.info("association %d from %s: aborted by the peer", self.id, self.ip)
                 return
             else:
@@ -544,7 +572,9 @@ class _Association:
             reserve=self._reserve,
             abstract_syntax=context.abstract_syntax,
         )
-        return store_guarded(self.scp.on_store, instance, self.scp.on_refused)
+        status = store_guarded(self.scp.on_store, instance, self.scp.on_refused)
+        self.audit.count_received(status == SUCCESS, study_uid(instance) if not status else None)
+        return status
 
     def _respond(
         self,
@@ -573,3 +603,11 @@ class _Association:
     def _send(self, pdu_type: int, body: bytes) -> None:
         self.connection.settimeout(self.scp.idle_timeout_s)
         pdu.send_pdu(self.connection, pdu_type, body)
+
+
+def study_uid(instance: ReceivedInstance) -> str | None:
+    """The Study Instance UID of an instance that was stored (decoded by then: no cost)."""
+    try:
+        return text_value(instance.dataset, STUDY_INSTANCE_UID)
+    except Exception:  # an instance stored undecoded has no study to report
+        return None

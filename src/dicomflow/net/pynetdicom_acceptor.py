@@ -17,10 +17,11 @@ from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomflow import metrics
+from dicomflow import audit, metrics
 from dicomflow.dicom.integrity import DEFAULT_MAXIMUM_BYTES
 from dicomflow.errors import PortInUseError
 from dicomflow.logs import escaped
+from dicomflow.net.acceptor import study_uid
 from dicomflow.net.contexts import storage_contexts
 from dicomflow.net.socket import tune_accepted_socket
 from dicomflow.net.storage import (
@@ -49,7 +50,10 @@ class _Server(ThreadedAssociationServer):
         return connection, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        return admit_ip(self.policy, str(client_address[0]), self.on_refused)
+        if admit_ip(self.policy, str(client_address[0]), self.on_refused):
+            return True
+        audit.refused(str(client_address[0]), int(client_address[1]), "ip")
+        return False
 
 
 class StoreSCP:
@@ -86,6 +90,7 @@ class StoreSCP:
         self._ae.require_called_aet = require_called_ae_title
         if self.policy.ae_titles:
             self._ae.require_calling_aet = sorted(self.policy.ae_titles)
+        self._audits: dict[int, audit.AssociationAudit] = {}  # by id(association)
         self._server = self._start(ip, port)
 
     @property
@@ -105,7 +110,7 @@ class StoreSCP:
             (evt.EVT_RELEASED, self._handle_release),
             (evt.EVT_ABORTED, self._handle_release),
             (evt.EVT_REJECTED, self._handle_rejected),
-            (evt.EVT_ACCEPTED, _handle_accepted),
+            (evt.EVT_ACCEPTED, self._handle_accepted),
         ]
         try:
             server = self._ae.make_server(
@@ -139,9 +144,16 @@ class StoreSCP:
             maximum_bytes=self.maximum_instance_bytes,
             abstract_syntax=str(event.context.abstract_syntax),
         )
-        return store_guarded(self._on_store, instance, self._on_refused)
+        status = store_guarded(self._on_store, instance, self._on_refused)
+        record = self._audits.get(id(assoc))
+        if record is not None:
+            record.count_received(status == SUCCESS, study_uid(instance) if not status else None)
+        return status
 
     def _handle_release(self, event: Any) -> None:
+        record = self._audits.pop(id(event.assoc), None)
+        if record is not None:
+            record.finish("released" if event.event is evt.EVT_RELEASED else "aborted")
         if self._on_release is None:
             return
         try:
@@ -153,14 +165,25 @@ class StoreSCP:
         title = str(event.assoc.requestor.ae_title).strip()
         logger.warning("rejected association from AE title %s", escaped(repr(title)))
         metrics.rejected(metrics.REASON_AE_TITLE)
+        _audit_of(event.assoc).finish("rejected: AE title")
         if self._on_refused is not None:
             self._on_refused("ae_title", title)
+
+    def _handle_accepted(self, event: Any) -> None:
+        metrics.ASSOCIATIONS.inc()
+        self._audits[id(event.assoc)] = _audit_of(event.assoc)
+
+
+def _audit_of(assoc: Any) -> audit.AssociationAudit:
+    """A record for one of pynetdicom's associations, its peer and AE titles filled in."""
+    record = audit.AssociationAudit(
+        audit.Direction.RECEIVED, str(assoc.requestor.address), int(assoc.requestor.port or 0)
+    )
+    record.calling_ae_title = str(assoc.requestor.ae_title).strip()
+    record.called_ae_title = str(assoc.acceptor.ae_title).strip()
+    return record
 
 
 def _handle_echo(event: Any) -> int:
     metrics.ECHOES.inc()
     return SUCCESS
-
-
-def _handle_accepted(event: Any) -> None:
-    metrics.ASSOCIATIONS.inc()
