@@ -104,6 +104,9 @@ class NodeSettings(BaseSettings):
     web_trusted_proxies: list[str] = Field(default_factory=list)
     web_session_hours: float = Field(12.0, gt=0)
     show_patient_identifiers: bool = False
+    # HTTPS for the dashboard and DICOMweb: None = exactly when tls_certificate is set;
+    # False serves plain HTTP (behind a TLS-terminating proxy); True requires a certificate.
+    web_tls: bool | None = None
     # The audit trail (dicomflow.audit): one JSON line per association and web request.
     audit_log_path: Path | None = None  # default: {data_directory}/audit/audit.jsonl
     audit_log_max_bytes: int = Field(AUDIT_LOG_MAX_BYTES, ge=1024)
@@ -122,6 +125,12 @@ class NodeSettings(BaseSettings):
     def tls_enabled(self) -> bool:
         """Whether the node has a certificate to speak TLS with."""
         return self.tls_certificate is not None
+
+    @property
+    def web_https(self) -> bool:
+        """Whether the dashboard and DICOMweb are served over HTTPS (``web_tls``, by
+        default exactly when the node has a certificate)."""
+        return self.tls_enabled if self.web_tls is None else self.web_tls
 
     def audit_log_file(self) -> Path:
         """Where the audit trail is written."""

@@ -49,6 +49,14 @@ Archive = Annotated[str | None, typer.Option(help="Archive datastore (dir or URL
 Services = Annotated[Path | None, typer.Option(help="Registry services folder.")]
 WebPort = Annotated[int | None, typer.Option(help="Dashboard port (0: any free).")]
 WebIp = Annotated[str | None, typer.Option(help="Dashboard address.")]
+WebTls = Annotated[
+    bool | None,
+    typer.Option(
+        "--web-tls/--no-web-tls",
+        help="HTTPS for the dashboard (default: when a TLS certificate is set).",
+        show_default=False,
+    ),
+]
 PeerPort = Annotated[int, typer.Argument(help="The peer's port.", min=1, max=65535)]
 Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
 Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
@@ -202,6 +210,7 @@ def serve(
     web_port: WebPort = None,
     web_ip: WebIp = None,
     no_web: Annotated[bool, typer.Option("--no-web", help="Serve no dashboard.")] = False,
+    web_tls: WebTls = None,
 ) -> None:
     """Run a node (a pipeline, registry services, or both) until Ctrl-C."""
     _open(
@@ -222,6 +231,7 @@ def serve(
             "archive_datastore": archive,
             "web_port": web_port,
             "web_ip": web_ip,
+            "web_tls": web_tls,
         },
         no_web=no_web,
     )
@@ -245,9 +255,14 @@ def dashboard(
     services: Services = None,
     web_port: WebPort = None,
     web_ip: WebIp = None,
+    web_tls: WebTls = None,
+    tls_certificate: Annotated[
+        Path | None, typer.Option(help="PEM certificate to serve HTTPS with.")
+    ] = None,
+    tls_private_key: Annotated[Path | None, typer.Option(help="Its PEM private key.")] = None,
 ) -> None:
     """Serve the dashboard, DICOMweb and /metrics without a node (e.g. beside Redis workers,
-    or to browse an archive), until Ctrl-C."""
+    or to browse an archive), until Ctrl-C; over HTTPS with a certificate."""
     settings, _ = _settings_for(
         None,
         {
@@ -257,6 +272,9 @@ def dashboard(
             "services_directory": services,
             "web_port": web_port,
             "web_ip": web_ip,
+            "web_tls": web_tls,
+            "tls_certificate": tls_certificate,
+            "tls_private_key": tls_private_key,
         },
     )
     configure_logging(settings.log_level, settings.log_path)
