@@ -22,6 +22,7 @@ from dicomweb_client.api import DICOMwebClient
 from dicomweb_support import part10
 from playwright.sync_api import Browser, expect
 
+from dicomflow import audit
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.engine.node import Node
 from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
@@ -215,6 +216,34 @@ def test_the_session_cookie_is_not_secure_over_plain_http(tmp_path: Path):
         server.stop()
     assert response.status_code == 303
     assert "secure" not in response.headers["set-cookie"].lower()
+
+
+def test_web_requests_are_audited_without_query_strings(https_node: HttpsNode, stored: list[Any]):
+    settings = https_node.node.settings
+    audit.configure(
+        settings.audit_log_file(), settings.audit_log_max_bytes, settings.audit_log_backups
+    )
+    with https_node.client() as client:
+        found = client.get("/dicomweb/studies?PatientID=SECRET123&PatientName=Doe*", headers=AUTH)
+        assert found.status_code == 200
+        assert client.get("/dicomweb/studies", headers={"Authorization": "Bearer wrong"}).is_error
+        client.get("/static/dashboard.css")
+        client.get("/health")
+        client.get("/metrics", headers=AUTH)
+
+    def queries() -> list[dict[str, Any]]:
+        return https_node.audit_records(type="http", path="/dicomweb/studies", method="GET")
+
+    wait_for(lambda: len(queries()) == 2, 10, "the two QIDO records")
+    answered, refused = queries()
+    assert (answered["status"], answered["user"], answered["tls"]) == (200, "token", True)
+    assert answered["client_ip"] == "127.0.0.1" and answered["duration_ms"] >= 0
+    assert (refused["status"], refused["user"]) == (401, "")
+    (upload,) = https_node.audit_records(type="http", method="POST", path="/dicomweb/studies")
+    assert (upload["stored"], upload["status"], upload["user"]) == (2, 200, "token")
+    paths = {r["path"] for r in https_node.audit_records(type="http")}
+    assert not {"/health", "/metrics", "/static/dashboard.css"} & paths
+    assert b"SECRET123" not in settings.audit_log_file().read_bytes()
 
 
 def test_no_client_certificate_is_asked_of_browsers(tmp_path: Path):
