@@ -23,7 +23,7 @@ import logging.handlers
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -121,8 +121,8 @@ Record = AssociationAudit | HttpAudit
 def as_json(record: Record) -> str:
     """The record as one line of JSON (strings cut and escaped, times in ISO 8601 UTC)."""
     values: dict[str, Any] = {"type": _kind(record)}
-    for name, value in asdict(record).items():
-        values[name] = _plain(name, value)
+    for item in fields(record):  # not asdict(): it deep-copies every value
+        values[item.name] = _plain(item.name, getattr(record, item.name))
     return json.dumps(values, ensure_ascii=True, separators=(",", ":"))
 
 
