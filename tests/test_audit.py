@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from dicomflow import audit
 from dicomflow.audit import AssociationAudit, Direction, HttpAudit
+from dicomflow.settings import build_settings
 
 
 @pytest.fixture
@@ -105,3 +107,14 @@ def test_nothing_is_written_before_it_is_configured(tmp_path: Path) -> None:
     assert not audit.enabled()
     audit.refused("192.0.2.1", 1, "ip")  # no file, no error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_settings_place_the_audit_log_in_the_data_directory(tmp_path: Path) -> None:
+    settings = build_settings(data_directory=tmp_path / "data")
+    assert settings.audit_log_file() == tmp_path / "data" / "audit" / "audit.jsonl"
+    assert (settings.audit_log_max_bytes, settings.audit_log_backups) == (10 << 20, 10)
+    chosen = build_settings(data_directory=tmp_path, audit_log_path="logs/audit.jsonl")
+    assert chosen.audit_log_file() == Path.cwd() / "logs" / "audit.jsonl"
+    for bad in ({"audit_log_max_bytes": 10}, {"audit_log_backups": 0}):
+        with pytest.raises(ValidationError):
+            build_settings(**bad)
