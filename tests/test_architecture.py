@@ -31,6 +31,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "durable": set(),  # fsync, atomic replace, private folders: engine and pipeline outputs
     "destinations": set(),  # where results go, typed: the pipeline API and the engine
     "tls": set(),  # TLS contexts and certificates: the receiver, the sender and the web
+    "audit": set(),  # the audit trail's records and file: the receiver, the sender, the web
     "dicomflow": set(),  # the root package: its version
     # the layers
     "dicom": set(),
@@ -64,6 +65,7 @@ LEAVES = {
     "durable",
     "destinations",
     "tls",
+    "audit",
 }
 
 # Leaf modules that are also faces (the original's ``dicomnode.constants``).

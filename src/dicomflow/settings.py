@@ -44,6 +44,7 @@ LIST_EXAMPLES = {
 SPOOL_JOURNAL_MAX_BYTES = 1024 * 1024  # instances up to this size go through the journal
 SPOOL_JOURNAL_SEGMENT_BYTES = 256 * 1024 * 1024  # what can wait there for a checkpoint
 JOB_OUTPUT_LIMIT_BYTES = 16 * 1024 * 1024  # head and tail of a job's output kept in its log
+AUDIT_LOG_MAX_BYTES = 10 * 1024 * 1024  # the audit log is rotated past this size
 
 
 class NodeSettings(BaseSettings):
@@ -108,6 +109,13 @@ class NodeSettings(BaseSettings):
     web_trusted_proxies: list[str] = Field(default_factory=list)
     web_session_hours: float = Field(12.0, gt=0)
     show_patient_identifiers: bool = False
+    # HTTPS for the dashboard and DICOMweb: None = exactly when tls_certificate is set;
+    # False serves plain HTTP (behind a TLS-terminating proxy); True requires a certificate.
+    web_tls: bool | None = None
+    # The audit trail (dicomflow.audit): one JSON line per association and web request.
+    audit_log_path: Path | None = None  # default: {data_directory}/audit/audit.jsonl
+    audit_log_max_bytes: int = Field(AUDIT_LOG_MAX_BYTES, ge=1024)
+    audit_log_backups: int = Field(10, ge=1, le=1000)
 
     def tls_files(self) -> TLSFiles:
         """The node's own TLS files (to listen, and its client identity to send)."""
@@ -122,6 +130,18 @@ class NodeSettings(BaseSettings):
     def tls_enabled(self) -> bool:
         """Whether the node has a certificate to speak TLS with."""
         return self.tls_certificate is not None
+
+    @property
+    def web_https(self) -> bool:
+        """Whether the dashboard and DICOMweb are served over HTTPS (``web_tls``, by
+        default exactly when the node has a certificate)."""
+        return self.tls_enabled if self.web_tls is None else self.web_tls
+
+    def audit_log_file(self) -> Path:
+        """Where the audit trail is written."""
+        if self.audit_log_path is not None:
+            return self.audit_log_path
+        return self.data_directory.resolve() / "audit" / "audit.jsonl"
 
     def resolved_queue_url(self) -> str:
         """The queue URL; by default an embedded SQLite queue in the data directory."""
@@ -155,7 +175,9 @@ class NodeSettings(BaseSettings):
             return self.queue_workers
         return self.workers if self.resolved_queue_url().startswith("sqlite") else 0
 
-    @field_validator("data_directory", "log_path", "services_directory", "user_identities_file")
+    @field_validator(
+        "data_directory", "log_path", "services_directory", "user_identities_file", "audit_log_path"
+    )
     @classmethod
     def _absolute_path(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().absolute()

@@ -74,6 +74,14 @@ TlsRequireClientCert = Annotated[
         help="Refuse peers without a trusted certificate (default: when --tls-ca is given).",
     ),
 ]
+WebTls = Annotated[
+    bool | None,
+    typer.Option(
+        "--web-tls/--no-web-tls",
+        help="HTTPS for the dashboard (default: when a TLS certificate is set).",
+        show_default=False,
+    ),
+]
 PeerPort = Annotated[int, typer.Argument(help="The peer's port.", min=1, max=65535)]
 Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
 Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
@@ -250,6 +258,7 @@ def serve(
     tls_ca: TlsCa = None,
     tls_port: TlsPort = None,
     tls_require_client_cert: TlsRequireClientCert = None,
+    web_tls: WebTls = None,
 ) -> None:
     """Run a node (a pipeline, registry services, or both) until Ctrl-C."""
     _open(
@@ -271,6 +280,7 @@ def serve(
             "archive_datastore": archive,
             "web_port": web_port,
             "web_ip": web_ip,
+            "web_tls": web_tls,
         },
         no_web=no_web,
     )
@@ -317,9 +327,14 @@ def dashboard(
     services: Services = None,
     web_port: WebPort = None,
     web_ip: WebIp = None,
+    web_tls: WebTls = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate to serve HTTPS with.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its PEM private key.")] = None,
 ) -> None:
     """Serve the dashboard, DICOMweb and /metrics without a node (e.g. beside Redis workers,
-    or to browse an archive), until Ctrl-C."""
+    or to browse an archive), until Ctrl-C; over HTTPS with a certificate."""
     settings, _ = _settings_for(
         None,
         {
@@ -329,6 +344,9 @@ def dashboard(
             "services_directory": services,
             "web_port": web_port,
             "web_ip": web_ip,
+            "web_tls": web_tls,
+            "tls_certificate": tls_cert,
+            "tls_private_key": tls_key,
         },
     )
     configure_logging(settings.log_level, settings.log_path)

@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from dicomflow import audit
 from dicomflow.address import Address
 from dicomflow.dicom.tags import parse_tag
 from dicomflow.durable import keep_private
@@ -247,6 +248,10 @@ class Node:
             self._data_lock.release()
             raise
         policy = access_policy(self.settings)
+        settings = self.settings
+        audit.configure(
+            settings.audit_log_file(), settings.audit_log_max_bytes, settings.audit_log_backups
+        )
         journal_open = self.recovery.open_journal()  # before anything reads the spools
         if self.pipeline_class is not None:
             self.rounds.runner = self._runner(self.pipeline_class)

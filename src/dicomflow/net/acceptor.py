@@ -66,7 +66,8 @@ from typing import Any, NoReturn
 
 from pydicom.uid import UID
 
-from dicomflow import metrics, tls
+from dicomflow import audit, metrics, tls
+from dicomflow.dicom.element_values import text_value
 from dicomflow.errors import PortInUseError, ProtocolError
 from dicomflow.logs import escaped
 from dicomflow.net import pdu
@@ -134,6 +135,8 @@ def default_held_bytes() -> int:
 
 # How long a rejecting or aborting acceptor waits for the peer to close (PS3.8 ARTIM).
 ARTIM_S = 1.0
+STUDY_INSTANCE_UID = 0x0020000D
+REJECTIONS = {7: "called AE title", 3: "calling AE title", 2: "too many associations"}
 
 
 @dataclass
@@ -277,7 +280,10 @@ class _Server(socketserver.ThreadingTCPServer):
         super().__init__(address, handler)
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        return admit_ip(self.scp.policy, str(client_address[0]), self.scp.on_refused)
+        if admit_ip(self.scp.policy, str(client_address[0]), self.scp.on_refused):
+            return True
+        audit.refused(str(client_address[0]), int(client_address[1]), "ip")
+        return False
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Count a TLS connection as handshaking before its thread starts (the bound)."""
@@ -314,6 +320,9 @@ class _Association:
         self.contexts: dict[int, _Context] = {}
         self.peer_max_pdu = 0
         self.holding = 0  # bytes of the instance being received, counted by the SCP
+        self.audit = audit.AssociationAudit(
+            audit.Direction.RECEIVED, ip, audit.peer_port(connection)
+        )
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -326,23 +335,29 @@ class _Association:
             if established:
                 self._serve()
         except TimeoutError:
+            self.audit.result = "aborted: timeout"
             self._timed_out(established)
         except ProtocolError as exc:
+            self.audit.result = "aborted: protocol error"
             what = "association" if established else "connection"
             logger.warning("%s %d from %s: %s; aborted", what, self.id, self.ip, escaped(exc))
             self._abort(reason=2)
         except EOFError:
+            self.audit.result = "closed before an association"
             logger.debug("connection %d from %s closed before an association", self.id, self.ip)
         except (ConnectionError, OSError) as exc:
+            self.audit.result = "connection lost"
             logger.info(
                 "association %d from %s: connection lost: %s", self.id, self.ip, escaped(exc)
             )
         except Exception:
+            self.audit.result = "aborted: unexpected error"
             logger.exception("association %d from %s: unexpected error; aborted", self.id, self.ip)
             self._abort()
         finally:
             if self.connection is not self.accepted:  # TLS took the socket over
                 self.connection.close()
+            self._audited()
             self.scp.let_go(self.holding)  # an instance cut off by an abort
             self.holding = 0
             if self.slot:
@@ -369,12 +384,22 @@ class _Association:
                 escaped(reason),
             )
             self._refuse("tls", self.ip, metrics.REASON_TLS)
+            self.audit.result = "refused: tls"
             return False
         self.scp.handshakes.end(self.accepted)
         self.connection = wrapped
         self.tls_version = wrapped.version() or ""
         self.peer_certificate = tls.peer_subject(wrapped)
         return True
+
+    def _audited(self) -> None:
+        """Write the association's audit record (TLS and identity where they were set)."""
+        record = self.audit
+        record.calling_ae_title = self.calling_ae_title
+        record.tls = self.tls_version
+        record.peer_certificate = self.peer_certificate
+        record.identity = self.identity
+        record.finish("released")
 
     def _timed_out(self, established: bool) -> None:
         if established:
@@ -416,6 +441,7 @@ class _Association:
         _, body = self._read_pdu(self.deadline, expected=ASSOCIATE_RQ)
         request = pdu.parse_associate_rq(body)
         self.calling_ae_title = ae_text(request.calling_ae_title)
+        self.audit.called_ae_title = ae_text(request.called_ae_title)
         return request
 
     def _admitted(self, request: AssociateRequest) -> bool:
@@ -481,6 +507,7 @@ class _Association:
             self.scp.on_refused(kind, value)
 
     def reject(self, *, result: int, source: int, reason: int) -> None:
+        self.audit.result = f"rejected: {REJECTIONS.get(reason, f'reason {reason}')}"
         with contextlib.suppress(OSError):
             self._send(ASSOCIATE_RJ, pdu.associate_rj(result=result, source=source, reason=reason))
             self._await_close()
@@ -511,6 +538,7 @@ class _Association:
             try:
                 pdu_type, body = self._read_pdu(time.monotonic() + self.scp.idle_timeout_s)
             except EOFError:
+                self.audit.result = "closed by the peer"
                 logger.info("association %d from %s: closed by the peer", self.id, self.ip)
                 return
             if pdu_type == P_DATA_TF:
@@ -519,6 +547,7 @@ class _Association:
                 self._send(RELEASE_RP, pdu.RELEASE_BODY)
                 return
             elif pdu_type == ABORT:
+                self.audit.result = "aborted by the peer"
                 logger.info("association %d from %s: aborted by the peer", self.id, self.ip)
                 return
             else:
@@ -628,7 +657,9 @@ class _Association:
             reserve=self._reserve,
             abstract_syntax=context.abstract_syntax,
         )
-        return store_guarded(self.scp.on_store, instance, self.scp.on_refused)
+        status = store_guarded(self.scp.on_store, instance, self.scp.on_refused)
+        self.audit.count_received(status == SUCCESS, study_uid(instance) if not status else None)
+        return status
 
     def _respond(
         self,
@@ -657,3 +688,11 @@ class _Association:
     def _send(self, pdu_type: int, body: bytes) -> None:
         self.connection.settimeout(self.scp.idle_timeout_s)
         pdu.send_pdu(self.connection, pdu_type, body)
+
+
+def study_uid(instance: ReceivedInstance) -> str | None:
+    """The Study Instance UID of an instance that was stored (decoded by then: no cost)."""
+    try:
+        return text_value(instance.dataset, STUDY_INSTANCE_UID)
+    except Exception:  # an instance stored undecoded has no study to report
+        return None

@@ -29,10 +29,11 @@ from pynetdicom import AE, evt
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomflow import metrics, tls
+from dicomflow import audit, metrics, tls
 from dicomflow.dicom.integrity import DEFAULT_MAXIMUM_BYTES
 from dicomflow.errors import PortInUseError
 from dicomflow.logs import escaped
+from dicomflow.net.acceptor import study_uid
 from dicomflow.net.contexts import storage_contexts
 from dicomflow.net.handshakes import PendingHandshakes, failure
 from dicomflow.net.socket import tune_accepted_socket
@@ -82,7 +83,10 @@ class _Server(ThreadedAssociationServer):
         return connection, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        return admit_ip(self.policy, str(client_address[0]), self.on_refused)
+        if admit_ip(self.policy, str(client_address[0]), self.on_refused):
+            return True
+        audit.refused(str(client_address[0]), int(client_address[1]), "ip")
+        return False
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if self.ssl_context is not None:
@@ -93,6 +97,7 @@ class _Server(ThreadedAssociationServer):
         if self.ssl_context is not None:
             request = self._secure(self.ssl_context, request, str(client_address[0]))
             if request is None:
+                audit.refused(str(client_address[0]), int(client_address[1]), "tls")
                 return
         super().process_request_thread(request, client_address)
 
@@ -159,6 +164,7 @@ class StoreSCP:
         self._ae.require_called_aet = require_called_ae_title
         if self.policy.ae_titles:
             self._ae.require_calling_aet = sorted(self.policy.ae_titles)
+        self._audits: dict[int, audit.AssociationAudit] = {}  # by id(association)
         self._server = self._start(ip, port)
 
     @property
@@ -192,7 +198,7 @@ class StoreSCP:
             (evt.EVT_RELEASED, self._handle_release),
             (evt.EVT_ABORTED, self._handle_release),
             (evt.EVT_REJECTED, self._handle_rejected),
-            (evt.EVT_ACCEPTED, _handle_accepted),
+            (evt.EVT_ACCEPTED, self._handle_accepted),
             (evt.EVT_CONN_OPEN, _note_transport),
         ]
         try:
@@ -230,7 +236,11 @@ class StoreSCP:
             maximum_bytes=self.maximum_instance_bytes,
             abstract_syntax=str(event.context.abstract_syntax),
         )
-        return store_guarded(self._on_store, instance, self._on_refused)
+        status = store_guarded(self._on_store, instance, self._on_refused)
+        record = self._audits.get(id(assoc))
+        if record is not None:
+            record.count_received(status == SUCCESS, study_uid(instance) if not status else None)
+        return status
 
     def _handle_requested(self, event: Any) -> None:
         """Decide the association's user identity; reject it here if refused."""
@@ -289,6 +299,9 @@ class StoreSCP:
 
     def _handle_release(self, event: Any) -> None:
         self._verdicts.pop(id(event.assoc), None)
+        record = self._audits.pop(id(event.assoc), None)
+        if record is not None:
+            record.finish("released" if event.event is evt.EVT_RELEASED else "aborted")
         if self._on_release is None:
             return
         try:
@@ -301,17 +314,33 @@ class StoreSCP:
         title = str(event.assoc.requestor.ae_title).strip()
         logger.warning("rejected association from AE title %s", escaped(repr(title)))
         metrics.rejected(metrics.REASON_AE_TITLE)
+        _audit_of(event.assoc).finish("rejected: AE title")
         if self._on_refused is not None:
             self._on_refused("ae_title", title)
+
+    def _handle_accepted(self, event: Any) -> None:
+        metrics.ASSOCIATIONS.inc()
+        record = _audit_of(event.assoc)
+        verdict = self._verdicts.get(id(event.assoc))
+        record.identity = verdict.name if verdict is not None else ""
+        self._audits[id(event.assoc)] = record
+
+
+def _audit_of(assoc: Any) -> audit.AssociationAudit:
+    """A record for one of pynetdicom's associations, its peer and AE titles filled in."""
+    record = audit.AssociationAudit(
+        audit.Direction.RECEIVED, str(assoc.requestor.address), int(assoc.requestor.port or 0)
+    )
+    record.calling_ae_title = str(assoc.requestor.ae_title).strip()
+    record.called_ae_title = str(assoc.acceptor.ae_title).strip()
+    record.tls = getattr(assoc, "tls_version", "")  # noted when its connection opened
+    record.peer_certificate = getattr(assoc, "peer_certificate", "")
+    return record
 
 
 def _handle_echo(event: Any) -> int:
     metrics.ECHOES.inc()
     return SUCCESS
-
-
-def _handle_accepted(event: Any) -> None:
-    metrics.ASSOCIATIONS.inc()
 
 
 def _note_transport(event: Any) -> None:

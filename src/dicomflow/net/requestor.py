@@ -65,6 +65,7 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import encode
 
+from dicomflow import audit
 from dicomflow import tls as dicom_tls
 from dicomflow.address import Address
 from dicomflow.dicom import part10
@@ -85,7 +86,7 @@ from dicomflow.net.pdu import (
 )
 from dicomflow.net.socket import tune_requesting_socket
 from dicomflow.net.user_identity import UserIdentity, shown
-from dicomflow.tls import TLSFiles
+from dicomflow.tls import TLSFiles, peer_subject
 
 logger = logging.getLogger(__name__)
 
@@ -504,9 +505,11 @@ class _Association:
         connection: socket.socket,
         accepted: dict[int, tuple[str, str]],
         peer_maximum_pdu: int,
+        calling_ae_title: str = "",
     ) -> None:
         self.address = address
         self.connection = connection
+        self.audit = _audit_of(address, connection, calling_ae_title)
         self.accepted = accepted
         limit = peer_maximum_pdu if 0 < peer_maximum_pdu <= MAXIMUM_PDU else MAXIMUM_PDU
         self.fragment_bytes = max(limit - 6, 1)
@@ -554,6 +557,9 @@ class _Association:
             ) from exc
         rejection = pdu.rejection(body) if pdu_type == ASSOCIATE_RJ else None
         if rejection is not None:
+            record = _audit_of(address, connection, calling_ae_title)
+            record.identity = identity.name if identity is not None else ""
+            record.finish(f"rejected: {rejection}")
             connection.close()
             raise PeerUnreachableError(
                 f"Cannot associate with {address}: the peer rejected the association {rejection}."
@@ -580,7 +586,9 @@ class _Association:
             len(proposals),
             peer_maximum_pdu,
         )
-        return cls(address, connection, accepted, peer_maximum_pdu)
+        association = cls(address, connection, accepted, peer_maximum_pdu, calling_ae_title)
+        association.audit.identity = identity.name if identity is not None else ""
+        return association
 
     def fit(self, instance: _Instance) -> tuple[int, _Instance]:
         """The accepted context for ``instance``, and the instance encoded for it."""
@@ -605,6 +613,15 @@ class _Association:
 
     def store(self, context_id: int, instance: _Instance) -> int:
         """Send one C-STORE-RQ with its dataset; return the response's status."""
+        try:
+            status = self._store(context_id, instance)
+        except BaseException:
+            self.audit.count_sent(False)
+            raise
+        self.audit.count_sent(status in SUCCESS_STATUSES)
+        return status
+
+    def _store(self, context_id: int, instance: _Instance) -> int:
         message_id = self._next_message_id()
         command = pdu.c_store_rq(message_id, instance.sop_class, instance.sop_instance)
         pieces = instance.pieces()
@@ -657,11 +674,13 @@ class _Association:
             logger.debug("release of the association with %s: %s", self.address, exc)
         finally:
             self.connection.close()
+            self.audit.finish("released")
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
             pdu.send_pdu(self.connection, ABORT, pdu.abort(pdu.SERVICE_USER))
         self.connection.close()
+        self.audit.finish("aborted")
 
     def _next_message_id(self) -> int:
         self._message_id = self._message_id % 0xFFFF + 1
@@ -702,6 +721,21 @@ def _check_identity_response(address: Address, identity: UserIdentity, body: byt
             address,
             shown(identity.name),
         )
+
+
+def _audit_of(
+    address: Address, connection: socket.socket, calling_ae_title: str
+) -> audit.AssociationAudit:
+    """The audit record of an association with ``address`` (TLS where it was set up)."""
+    try:
+        ip = str(connection.getpeername()[0])
+    except OSError:
+        ip = address.ip
+    record = audit.AssociationAudit(audit.Direction.SENT, ip, address.port, calling_ae_title)
+    record.called_ae_title = address.ae_title
+    if isinstance(connection, ssl.SSLSocket):
+        record.tls, record.peer_certificate = connection.version() or "", peer_subject(connection)
+    return record
 
 
 def _connect(address: Address) -> socket.socket:

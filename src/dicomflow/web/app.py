@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from dicomflow.web import login, prometheus
+from dicomflow.web.access_audit import AccessAudit
 from dicomflow.web.auth import Guard, require_auth
 from dicomflow.web.context import WebContext
 from dicomflow.web.dicomweb import routes as dicomweb
@@ -36,6 +37,7 @@ def create_app(context: WebContext) -> FastAPI:
     app.add_exception_handler(HTTPException, _unauthorized_page)
     app.add_exception_handler(Exception, server_error)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessAudit)
     return app
 
 

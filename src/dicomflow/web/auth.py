@@ -97,13 +97,16 @@ class Guard:
         credentials: Credentials = request.app.state.context.credentials
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and credentials.is_token(value.strip()):
+            request.state.audit_user = "token"
             return None
         if scheme.lower() == "basic":
             user, password = _basic(value)
             if password is not None and self.password_login(request, user, password):
+                request.state.audit_user = credentials.user or "token"
                 return None
         session = self.sessions.find(request.cookies.get(SESSION_COOKIE))
         if session is not None:
+            request.state.audit_user = credentials.user or "token"  # who logged in
             return session
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -1,15 +1,24 @@
-"""Run the web application with uvicorn in a background thread."""
+"""Run the web application with uvicorn in a background thread, over HTTPS when the
+node has a certificate (``web_tls``).
+
+HTTPS uses the node's own context (:func:`dicomflow.tls.server_context`: TLS 1.2 or
+newer, the BCP 195 cipher suites), handed to uvicorn by :class:`_Config`. Browsers are
+never asked for a client certificate, even when the DICOM port requires one.
+"""
 
 import asyncio
+import dataclasses
 import logging
 import socket
+import ssl
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
 
+from dicomflow import audit, tls
 from dicomflow.errors import DicomflowError
 
 if TYPE_CHECKING:
@@ -21,12 +30,34 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 15.0
 
 
-class WebServer:
-    """``app`` served on ``ip:port`` (0 for any free port) until :meth:`stop`."""
+class _Config(uvicorn.Config):
+    """uvicorn's configuration, serving with a TLS context made by :mod:`dicomflow.tls`
+    (uvicorn would make its own from file names, without the minimum version)."""
 
-    def __init__(self, app: FastAPI, ip: str = "127.0.0.1", port: int = 8080) -> None:
-        config = uvicorn.Config(
+    def __init__(self, app: FastAPI, context: ssl.SSLContext | None, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.tls_context = context
+
+    def load(self) -> None:
+        super().load()
+        if self.tls_context is not None:
+            self.ssl = self.tls_context
+
+
+class WebServer:
+    """``app`` served on ``ip:port`` (0 for any free port) until :meth:`stop`; over
+    HTTPS with the ``tls`` context, if given."""
+
+    def __init__(
+        self,
+        app: FastAPI,
+        ip: str = "127.0.0.1",
+        port: int = 8080,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        config = _Config(
             app,
+            tls,
             host=ip,
             port=port,
             log_config=None,
@@ -35,6 +66,7 @@ class WebServer:
             proxy_headers=False,  # X-Forwarded-* only from web_trusted_proxies (web/proxies.py)
         )
         self.app = app
+        self.https = tls is not None
         self._server = uvicorn.Server(config)
         self.ip = ip
         self._requested_port = port
@@ -93,7 +125,8 @@ class WebServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.ip}:{self.port}"
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{'https' if self.https else 'http'}://{host}:{self.port}"
 
     def stop(self) -> None:
         self._server.should_exit = True
@@ -118,8 +151,30 @@ def start_web(settings: "NodeSettings", node: "Node | None") -> WebServer | None
         credentials = Credentials.from_settings(settings)
     except ValueError as exc:
         raise DicomflowError(f"Dashboard settings: {exc}.") from None
-    server = WebServer(
-        create_app(WebContext(settings, credentials, node)), settings.web_ip, settings.web_port
+    context = https_context(settings)
+    audit.configure(
+        settings.audit_log_file(), settings.audit_log_max_bytes, settings.audit_log_backups
     )
+    app = create_app(WebContext(settings, credentials, node))
+    server = WebServer(app, settings.web_ip, settings.web_port, context)
     server.start()
     return server
+
+
+def https_context(settings: "NodeSettings") -> ssl.SSLContext | None:
+    """The context the dashboard serves HTTPS with; None for plain HTTP.
+
+    The node's certificate and key; no client certificate is asked for (browsers).
+
+    Raises:
+        DicomflowError: ``web_tls`` is on without a certificate, or a file cannot be used.
+    """
+    if not settings.web_https:
+        return None
+    if settings.tls_certificate is None:
+        raise DicomflowError(
+            "Dashboard settings: web_tls is on but tls_certificate is not set; give"
+            " tls_certificate and tls_private_key, or turn web_tls off."
+        )
+    files = dataclasses.replace(settings.tls_files(), require_client_certificate=False)
+    return tls.server_context(files)

@@ -143,6 +143,7 @@ def _store_parts(
             if not stored and not failed:
                 raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
             failed.append(_item(_Uids(), CANNOT_UNDERSTAND))
+    request.state.audit_stored = len(stored)  # for the audit trail (web/access_audit.py)
     return _response(request, stored, failed, study)
 
 
