@@ -2,6 +2,7 @@
 against both receivers, hostile identities on a raw socket, and the node's sender
 presenting an identity to a pynetdicom peer that checks it."""
 
+import json
 import logging
 import socket
 import struct
@@ -132,6 +133,13 @@ def test_identities_are_checked_against_the_file(
     assert any("'MR1'" in line and "'ct-only'" in line for line in lines), lines
     assert identity_rejections() == before + 3
     wait_for(lambda: node.counters.refused == 3, timeout_s=5, what="three refusals counted")
+    audit = [json.loads(line) for line in node.settings.audit_log_file().read_text().splitlines()]
+    rejected = {(r["identity"], r["result"]) for r in audit if r["result"].startswith("rejected")}
+    assert rejected == {
+        ("alice", "rejected: user identity: wrong password"),
+        ("mallory", "rejected: user identity: unknown user"),
+        ("ct-only", "rejected: user identity: calling AE title not allowed for this user"),
+    }
 
     assert storescu(node.port, series, "-usr", "ct-only", "-pwd", "pw", aet="CT1").returncode == 0
     username_only = storescu(node.port, series, "-usr", "robot", "-rsp")

@@ -500,6 +500,7 @@ class _Association:
             verdict.problem,
         )
         self._refuse("identity", verdict.name, metrics.REASON_IDENTITY)
+        self.audit.result = f"rejected: user identity: {verdict.problem}"
 
     def _refuse(self, kind: str, value: str, reason: str) -> None:
         metrics.rejected(reason)
@@ -507,7 +508,8 @@ class _Association:
             self.scp.on_refused(kind, value)
 
     def reject(self, *, result: int, source: int, reason: int) -> None:
-        self.audit.result = f"rejected: {REJECTIONS.get(reason, f'reason {reason}')}"
+        rejection = f"rejected: {REJECTIONS.get(reason, f'reason {reason}')}"
+        self.audit.result = self.audit.result or rejection  # a more precise one set already
         with contextlib.suppress(OSError):
             self._send(ASSOCIATE_RJ, pdu.associate_rj(result=result, source=source, reason=reason))
             self._await_close()

@@ -268,6 +268,9 @@ class StoreSCP:
         if self._on_refused is not None:
             self._on_refused("identity", verdict.name)
         self._verdicts.pop(id(assoc), None)
+        record = _audit_of(assoc)
+        record.identity = verdict.name
+        record.finish(f"rejected: user identity: {verdict.problem}")
         assoc.acse.send_reject(0x01, 0x01, 0x01)  # permanent, service user, no reason given
         assoc.kill()  # as pynetdicom after its own rejections: the RJ is sent, the peer closes
 
