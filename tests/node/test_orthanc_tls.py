@@ -23,7 +23,6 @@ from support import (
     OrthancTLS,
     StoreSCPPeer,
     dcmtk_tls_options,
-    free_port,
     wait_for,
 )
 
@@ -147,7 +146,3 @@ def test_orthanc_cannot_echo_a_storescp_it_does_not_trust(tmp_path: Path, identi
     finally:
         pacs.stop()
         peer.stop()
-
-
-def unused_port() -> int:
-    return free_port()
