@@ -7,14 +7,17 @@ and echoes to the node's TLS port, and an Orthanc whose certificate the node doe
 trust is refused. Certificates are self-signed and each is its own CA."""
 
 import json
+import logging
 import subprocess
 import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
+from sample_pipelines import MARK, CTCopyPipeline
 
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.tls import SelfSigned, make_self_signed
@@ -23,6 +26,8 @@ from support import (
     OrthancTLS,
     StoreSCPPeer,
     dcmtk_tls_options,
+    free_port,
+    storescu,
     wait_for,
 )
 
@@ -146,3 +151,94 @@ def test_orthanc_cannot_echo_a_storescp_it_does_not_trust(tmp_path: Path, identi
     finally:
         pacs.stop()
         peer.stop()
+
+
+# --- the node and Orthanc, mutual TLS both ways -----------------------------------------
+
+
+def node_tls(identities: Identities, tls_port: int) -> dict[str, Any]:
+    """The node's TLS settings: its identity, trusting Orthanc's certificate (as the
+    server it exports to and as the client that sends to it), TLS on ``tls_port``."""
+    return {
+        "tls_certificate": identities.node.certificate,
+        "tls_private_key": identities.node.private_key,
+        "tls_ca_certificates": identities.orthanc.certificate,
+        "tls_port": tls_port,
+    }
+
+
+def marked_in(pacs: OrthancPeer) -> set[str]:
+    """SOP instance UIDs of the pipeline's results that Orthanc holds."""
+    found = set()
+    for orthanc_id in pacs.rest("GET", "/instances"):
+        tags = pacs.rest("GET", f"/instances/{orthanc_id}/simplified-tags")
+        if tags.get("ImageComments") == MARK:
+            found.add(tags["SOPInstanceUID"])
+    return found
+
+
+def test_the_node_exports_to_orthanc_over_mutual_tls(
+    make_node, tls_orthanc: OrthancPeer, identities: Identities, tmp_path: Path
+):
+    node = make_node(
+        CTCopyPipeline,
+        endpoints=[f"{tls_orthanc.endpoint()}?tls"],
+        **node_tls(identities, free_port()),
+    )
+    files = write_series(make_ct_series(4, rows=32, columns=32), tmp_path / "ct")
+    storescu(node.port, files)  # in on the plain port
+    wanted = sop_instance_uids(files)
+    wait_for(lambda: marked_in(tls_orthanc) == wanted, timeout_s=60, what="results in Orthanc")
+
+
+def test_orthanc_echoes_and_stores_to_the_node_over_mutual_tls(
+    make_node, identities: Identities, tmp_path: Path
+):
+    """The round trip over TLS: Orthanc sends to the node's TLS port, the pipeline runs,
+    its results go back to Orthanc's TLS port."""
+    tls_port = free_port()
+    pacs = OrthancPeer(
+        tmp_path / "orthanc",
+        modalities={"dicomflow": f"DICOMFLOW@127.0.0.1:{tls_port}?tls"},
+        tls=orthanc_tls(identities.orthanc, identities.node),
+    )
+    try:
+        node = make_node(
+            CTCopyPipeline, endpoints=[f"{pacs.endpoint()}?tls"], **node_tls(identities, tls_port)
+        )
+        assert node.tls_port == tls_port != node.port
+        pacs.rest("POST", "/modalities/dicomflow/echo", "{}")
+        files = write_series(make_ct_series(6, rows=32, columns=32), tmp_path / "ct")
+        ids = [pacs.rest("POST", "/instances", path.read_bytes())["ID"] for path in files]
+        pacs.rest("POST", "/modalities/dicomflow/store", json.dumps(ids))
+        wanted = sop_instance_uids(files)
+        wait_for(lambda: marked_in(pacs) == wanted, timeout_s=60, what="results in Orthanc")
+    finally:
+        pacs.stop()
+
+
+def test_the_node_refuses_an_orthanc_whose_certificate_it_does_not_trust(
+    make_node, identities: Identities, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    tls_port = free_port()
+    pacs = OrthancPeer(
+        tmp_path / "orthanc",
+        modalities={"dicomflow": f"DICOMFLOW@127.0.0.1:{tls_port}?tls"},
+        tls=orthanc_tls(identities.stranger, identities.node),  # trusts the node
+    )
+    try:
+        node = make_node(CTCopyPipeline, **node_tls(identities, tls_port))
+        with caplog.at_level(logging.WARNING, logger="dicomflow"):
+            with pytest.raises(urllib.error.HTTPError):
+                pacs.rest("POST", "/modalities/dicomflow/echo", "{}")
+            files = write_series(make_ct_series(2, rows=32, columns=32), tmp_path / "ct")
+            ids = [pacs.rest("POST", "/instances", path.read_bytes())["ID"] for path in files]
+            with pytest.raises(urllib.error.HTTPError):
+                pacs.rest("POST", "/modalities/dicomflow/store", json.dumps(ids))
+        refusals = [
+            r.getMessage() for r in caplog.records if "TLS handshake failed" in r.getMessage()
+        ]
+        assert refusals and all("127.0.0.1" in message for message in refusals)
+        assert node.counters.received == 0
+    finally:
+        pacs.stop()
