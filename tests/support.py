@@ -29,6 +29,7 @@ from pydicom.uid import (
 
 from dicomflow.engine.node import Node, wait_until
 from dicomflow.net.pdu import APPLICATION_CONTEXT, VERIFICATION, item
+from dicomflow.tls import SelfSigned
 
 DCMTK_TOOLS = ("storescu", "storescp", "echoscu")
 
@@ -53,17 +54,28 @@ def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
 class StoreSCPPeer:
     """A dcmtk ``storescp`` storing what it receives in ``folder``; with ``options``
     (default ``+xa``: every transfer syntax it knows). An ``-xcr`` command among the
-    options runs as well as the one that marks each file whole."""
+    options runs as well as the one that marks each file whole. With ``tls`` (its
+    certificate and key) it speaks DICOM TLS; with ``client_ca`` too it requires a client
+    certificate that file trusts."""
 
     def __init__(
-        self, folder: Path, ae_title: str = "PACS", options: tuple[str, ...] = ("+xa",)
+        self,
+        folder: Path,
+        ae_title: str = "PACS",
+        options: tuple[str, ...] = ("+xa",),
+        tls: SelfSigned | None = None,
+        client_ca: Path | None = None,
     ) -> None:
         self.folder = folder
         self.ae_title = ae_title
         self.port = free_port()
+        self.tls = tls is not None
         folder.mkdir(parents=True, exist_ok=True)
         on_reception = 'touch "#p/.#f.received"'  # run once the file is whole
         kept = list(options)
+        if tls is not None:
+            kept += ["+tls", str(tls.private_key), str(tls.certificate)]
+            kept += ["+cf", str(client_ca), "-rc"] if client_ca is not None else ["-ic"]
         if "-xcr" in kept:
             at = kept.index("-xcr")
             on_reception = f"{kept[at + 1]}; {on_reception}"
@@ -99,7 +111,7 @@ class StoreSCPPeer:
         return found
 
     def endpoint(self) -> str:
-        return f"{self.ae_title}@127.0.0.1:{self.port}"
+        return f"{self.ae_title}@127.0.0.1:{self.port}" + ("?tls" if self.tls else "")
 
     def stop(self) -> None:
         self.process.terminate()

@@ -1,17 +1,19 @@
 """The address of a DICOM application entity."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 AE_TITLE_MAX_LENGTH = 16
 
 
 @dataclass(frozen=True)
 class Address:
-    """Where a DICOM peer listens: ``Address(ip="127.0.0.1", port=104, ae_title="PACS")``."""
+    """Where a DICOM peer listens: ``Address(ip="127.0.0.1", port=104, ae_title="PACS")``;
+    ``tls=True``: the peer speaks DICOM TLS (PS3.15 Annex B) there."""
 
     ip: str
     port: int
     ae_title: str = "ANY-SCP"
+    tls: bool = field(default=False, kw_only=True)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field if this address cannot be used.
@@ -24,6 +26,8 @@ class Address:
             raise ValueError(f'Address ip "{self.ip}" is empty; give a host name or IP address.')
         if not isinstance(self.port, int) or not 0 < self.port <= 65535:
             raise ValueError(f'Address port "{self.port}" is not a port number (1-65535).')
+        if not isinstance(self.tls, bool):
+            raise ValueError(f'Address tls "{self.tls}" must be True or False.')
         if not valid_ae_title(self.ae_title):
             raise ValueError(
                 f'Address AE title "{self.ae_title}" must be 1-16 printable ASCII characters '

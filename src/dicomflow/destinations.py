@@ -26,7 +26,9 @@ class DestinationKind(StrEnum):
 
 @dataclass(frozen=True)
 class DicomDestination:
-    """A DICOM peer; ``calling_ae_title`` is the AE title to send as (None: the node's).
+    """A DICOM peer; ``calling_ae_title`` is the AE title to send as (None: the node's);
+    ``tls``: it speaks DICOM TLS (``"tls": true`` on disk; plain when absent, as older
+    versions wrote it).
 
     ``key`` (a digest of the address) is set on the destinations of a pipeline's outputs;
     those carry ``calling_ae_title`` and ``key`` on disk, a service's exports neither."""
@@ -36,6 +38,7 @@ class DicomDestination:
     ae_title: str
     calling_ae_title: str | None = None
     key: str = ""
+    tls: bool = False
 
     kind = DestinationKind.DICOM
 
@@ -48,14 +51,17 @@ class DicomDestination:
         }
         if self.key:
             data |= {"calling_ae_title": self.calling_ae_title, "key": self.key}
+        if self.tls:
+            data["tls"] = True
         return data
 
     def lane(self) -> str:
         """The destination as one string: items with the same one share an outbox lane."""
-        return f"{self.ae_title}@{self.ip}:{self.port} {self.calling_ae_title or ''}"
+        return f"{self.describe()} {self.calling_ae_title or ''}"
 
     def describe(self) -> str:
-        return f"{self.ae_title}@{self.ip}:{self.port}"
+        text = f"{self.ae_title}@{self.ip}:{self.port}"
+        return f"{text}?tls" if self.tls else text
 
 
 @dataclass(frozen=True)
@@ -121,9 +127,16 @@ def destination_from_json(data: object) -> Destination:
             str(data["ae_title"]),
             None if calling is None else str(calling),
             str(data.get("key") or ""),
+            _flag(data.get("tls", False)),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"Not a destination: {exc!r} in {data!r}") from exc
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"tls must be true or false, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from dicomflow.tls import TLSFiles
 ENV_PREFIX = "DICOMFLOW_"
 CONFIG_VARIABLE = "DICOMFLOW_CONFIG"  # names the optional TOML settings file
 ENDPOINT_FORM = "AE_TITLE@host:port (e.g. PACS@10.0.0.5:104)"
+TLS_SUFFIX = "tls"
 SQLITE_SCHEME = "sqlite://"
 LIST_EXAMPLES = {
     "endpoints": '["PACS@10.0.0.5:104"]',
@@ -264,17 +265,31 @@ def build_settings(**values: Any) -> NodeSettings:
 
 
 def parse_endpoint(text: str) -> Address:
-    """Parse ``AE@host:port`` into an :class:`Address`: the AE title, the host and the port
-    are all required (a peer's AE title is never guessed)."""
+    """Parse ``AE@host:port`` (``?tls`` after it: the peer speaks DICOM TLS) into an
+    :class:`Address`: the AE title, the host and the port are all required (a peer's AE
+    title is never guessed)."""
     title, _, location = text.rpartition("@")
+    location, question, suffix = location.partition("?")
+    if question and suffix != TLS_SUFFIX:
+        raise ValueError(
+            f'endpoint "{_shown(text)}": only "?{TLS_SUFFIX}" (the peer speaks DICOM TLS)'
+            f' may follow the port, not "?{_shown(suffix)}"'
+        )
     host, _, port = location.rpartition(":")
     if not title or not host or not port.isdigit():
-        raise ValueError(f'endpoint "{text}" must look like {ENDPOINT_FORM}')
-    address = Address(host, int(port), title)
+        raise ValueError(f'endpoint "{_shown(text)}" must look like {ENDPOINT_FORM}')
+    address = Address(host, int(port), title, tls=bool(question))
     address.validate()
     return address
 
 
+def _shown(text: str, limit: int = 200) -> str:
+    """``text`` for a one-line message: control characters escaped, at most ``limit``."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
 def format_endpoint(address: Address) -> str:
-    """The ``AE@host:port`` form of an address."""
-    return f"{address.ae_title}@{address.ip}:{address.port}"
+    """The ``AE@host:port`` form of an address (``AE@host:port?tls`` for a TLS peer)."""
+    text = f"{address.ae_title}@{address.ip}:{address.port}"
+    return f"{text}?{TLS_SUFFIX}" if address.tls else text

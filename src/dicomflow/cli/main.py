@@ -13,7 +13,7 @@ from rich.markup import escape
 from dicomflow.address import Address
 from dicomflow.cli.cod import app as cod_app
 from dicomflow.cli.loader import load_pipeline
-from dicomflow.cli.sending import collect_files, send_with_progress
+from dicomflow.cli.sending import collect_files, send_with_progress, tls_files
 from dicomflow.cli.service import app as service_app
 from dicomflow.cli.setting_error import class_origins, option_name, setting_error
 from dicomflow.engine import assembly
@@ -52,6 +52,15 @@ WebIp = Annotated[str | None, typer.Option(help="Dashboard address.")]
 PeerPort = Annotated[int, typer.Argument(help="The peer's port.", min=1, max=65535)]
 Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
 Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
+Tls = Annotated[bool, typer.Option("--tls", help="Speak DICOM TLS to the peer.")]
+TlsCert = Annotated[
+    Path | None, typer.Option("--tls-cert", help="Client certificate (PEM) for mutual TLS.")
+]
+TlsKey = Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")]
+TlsCa = Annotated[
+    Path | None,
+    typer.Option("--tls-ca", help="Trusted server certificates (PEM); default: the system's."),
+]
 
 
 def main() -> None:
@@ -292,16 +301,25 @@ def send(
     files: Annotated[list[Path], typer.Argument(help="Files or folders (recursive).", exists=True)],
     aet: Aet = "DICOMFLOW",
     aec: Aec = "ANY-SCP",
+    tls: Tls = False,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_ca: TlsCa = None,
 ) -> None:
-    """Send DICOM files to a peer over one association (C-STORE)."""
+    """Send DICOM files to a peer over one association (C-STORE); with --tls over DICOM
+    TLS."""
     paths = collect_files(files)
     if not paths:
         fail("no DICOM files found in the given paths.", 2)
+    files_tls = tls_files(tls, tls_cert, tls_key, tls_ca)
     try:
-        report = send_with_progress(Address(host, port, aec), paths, aet, console)
+        report = send_with_progress(Address(host, port, aec), paths, aet, console, files_tls)
     except (DicomflowError, ValueError) as exc:
         fail(str(exc))
-    results.print(f"sent {len(report.sent)} of {len(paths)} instance(s) to {aec}@{host}:{port}")
+    over = " over TLS" if files_tls is not None else ""
+    results.print(
+        f"sent {len(report.sent)} of {len(paths)} instance(s) to {aec}@{host}:{port}{over}"
+    )
     for name, reason in report.failed.items():
         results.print(f"[red]failed[/red] {name}: {reason}", highlight=False)
     if report.failed:
@@ -309,13 +327,24 @@ def send(
 
 
 @app.command()
-def echo(host: str, port: PeerPort, aet: Aet = "DICOMFLOW", aec: Aec = "ANY-SCP") -> None:
-    """Check that a peer answers C-ECHO."""
+def echo(
+    host: str,
+    port: PeerPort,
+    aet: Aet = "DICOMFLOW",
+    aec: Aec = "ANY-SCP",
+    tls: Tls = False,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_ca: TlsCa = None,
+) -> None:
+    """Check that a peer answers C-ECHO; with --tls over DICOM TLS."""
+    files_tls = tls_files(tls, tls_cert, tls_key, tls_ca)
     try:
-        dicom_echo(Address(host, port, aec), aet)
+        dicom_echo(Address(host, port, aec), aet, files_tls)
     except (DicomflowError, ValueError) as exc:
         fail(str(exc))
-    results.print(f"C-ECHO to {aec}@{host}:{port}: success")
+    over = " over TLS" if files_tls is not None else ""
+    results.print(f"C-ECHO to {aec}@{host}:{port}{over}: success")
 
 
 @app.command()

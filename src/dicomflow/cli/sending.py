@@ -1,4 +1,5 @@
-"""File collection and a Rich progress bar around :func:`dicomflow.net.requestor.send`."""
+"""File collection, the TLS options and a Rich progress bar around
+:func:`dicomflow.net.requestor.send`."""
 
 from pathlib import Path
 
@@ -7,6 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 
 from dicomflow.address import Address
 from dicomflow.net.requestor import SendReport, send
+from dicomflow.tls import TLSFiles
 
 PREAMBLE_END = 132
 
@@ -30,10 +32,25 @@ def is_part10(path: Path) -> bool:
     return head[128:132] == b"DICM"
 
 
+def tls_files(
+    tls: bool, certificate: Path | None, private_key: Path | None, ca_certificates: Path | None
+) -> TLSFiles | None:
+    """The files ``--tls``, ``--tls-cert``, ``--tls-key`` and ``--tls-ca`` give (any of
+    them means TLS); None for plain DICOM. They are checked when the context is made."""
+    if not (tls or certificate or private_key or ca_certificates):
+        return None
+    return TLSFiles(certificate, private_key, ca_certificates)
+
+
 def send_with_progress(
-    address: Address, files: list[Path], calling_ae_title: str, console: Console
+    address: Address,
+    files: list[Path],
+    calling_ae_title: str,
+    console: Console,
+    tls: TLSFiles | None = None,
 ) -> SendReport:
-    """Send ``files`` over one association, showing a progress bar."""
+    """Send ``files`` over one association (over TLS with ``tls``), showing a progress
+    bar."""
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     progress = Progress(*columns, console=console, transient=False)
     task = progress.add_task(f"C-STORE to {address}", total=len(files))
@@ -44,7 +61,7 @@ def send_with_progress(
         progress.update(task, completed=done)
 
     try:
-        return send(address, files, calling_ae_title=calling_ae_title, on_progress=advance)
+        return send(address, files, calling_ae_title=calling_ae_title, on_progress=advance, tls=tls)
     finally:
         if progress.live.is_started:
             progress.stop()

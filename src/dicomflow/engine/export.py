@@ -75,7 +75,9 @@ class Export:
         for index, address in enumerate(self._settings.endpoint_addresses()):
             staging = folder.parent / f".{folder.name}.outbox-{index}"
             shutil.copytree(folder, staging, dirs_exist_ok=True)
-            destination = DicomDestination(address.ip, address.port, address.ae_title)
+            destination = DicomDestination(
+                address.ip, address.port, address.ae_title, tls=address.tls
+            )
             item = OutboxDestination(destination, processed_at, metrics.KIND_SERVICE)
             self.outbox.add(f"{name}-{index}", staging, item)
 

@@ -137,6 +137,7 @@ class Node:
             backoff_s=settings.export_backoff_s,
             retry_interval_s=settings.outbox_retry_interval_s,
             on_delivered=lambda _item: counters.add(Count.DELIVERED),
+            client_tls=settings.tls_files(),
         )
         self.archive_outbox = ArchiveOutbox(
             root / "archive-outbox", self.watcher, self._protected()
@@ -254,6 +255,7 @@ class Node:
             log_dir=settings.job_log_directory() if not settings.queue_url else None,
             on_done=self.rounds.done,
             protected=self._protected(),
+            client_tls=settings.tls_files(),
         )
 
     def _protected(self) -> tuple[Path, ...]:

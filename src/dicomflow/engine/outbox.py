@@ -5,7 +5,10 @@ the Part-10 files to send. Each destination has its own lane (a thread), so a
 peer that is down or never answers delays only its own items. A lane sends its
 items with retries and exponential backoff; a file is deleted only once the
 peer acknowledged it; an item whose peer stays down is retried every
-``retry_interval_s`` and after a restart. A file no retry would send (unreadable,
+``retry_interval_s`` and after a restart. A destination with ``"tls": true`` is sent
+to over DICOM TLS with the node's TLS files (``client_tls``); a failed handshake (an
+untrusted certificate, say) is a failed attempt like a peer that refuses: the files stay
+and are tried again. A file no retry would send (unreadable,
 or compressed for a peer that takes only uncompressed syntaxes and not
 decodable) is moved once to ``outbox-unsendable/{item}/`` with the reason in
 ``reasons.json``. Nothing is dropped.
@@ -29,6 +32,7 @@ from dicomflow.destinations import FileDestination, OutboxDestination
 from dicomflow.dicom.keys import instance_file_name, uid_name
 from dicomflow.durable import fsync_directory, write_durably
 from dicomflow.net.requestor import send
+from dicomflow.tls import TLSFiles
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +54,14 @@ class Delivery:
 Sender = Callable[[Address, list[Path], str], Delivery]
 
 
-def send_files(address: Address, files: list[Path], calling_ae_title: str) -> Delivery:
-    """Send ``files`` over one association; say which the peer acknowledged."""
-    report = send(address, files, calling_ae_title=calling_ae_title)
+def send_files(
+    address: Address, files: list[Path], calling_ae_title: str, tls: TLSFiles | None = None
+) -> Delivery:
+    """Send ``files`` over one association (with ``tls`` files to an address with
+    ``tls``); say which the peer acknowledged."""
+    report = send(
+        address, files, calling_ae_title=calling_ae_title, tls=tls if address.tls else None
+    )
     unsendable = {Path(name): report.failed[name] for name in report.unsendable}
     return Delivery({Path(name) for name in report.sent}, unsendable)
 
@@ -68,9 +77,14 @@ class Outbox:
         retries: int = 5,
         backoff_s: float = 2.0,
         retry_interval_s: float = 60.0,
-        sender: Sender = send_files,
+        sender: Sender | None = None,
         on_delivered: Callable[[Path], None] | None = None,
+        client_tls: TLSFiles | None = None,
     ) -> None:
+        """``client_tls``: the files to send to TLS destinations with (the node's own
+        certificate as client identity, its CA certificates as the trusted ones); None:
+        no client certificate and the system's trust store. ``sender`` replaces
+        :func:`send_files`."""
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.calling_ae_title = calling_ae_title
@@ -78,7 +92,7 @@ class Outbox:
         self.backoff_s = backoff_s
         self.retry_interval_s = retry_interval_s
         self.unsendable_root = root.with_name(f"{root.name}-unsendable")
-        self._sender = sender
+        self._sender = sender or partial(send_files, tls=client_tls or TLSFiles())
         self._on_delivered = on_delivered
         self._stop = threading.Event()
         self._lanes: dict[str, _Lane] = {}
@@ -192,9 +206,11 @@ class Outbox:
             folder = Path(destination.path)
             layout = dict(destination.layout or {})
             return str(folder), lambda files: Delivery(copy_files(folder, files, layout))
-        address = Address(destination.ip, destination.port, destination.ae_title)
+        address = Address(
+            destination.ip, destination.port, destination.ae_title, tls=destination.tls
+        )
         calling = destination.calling_ae_title or self.calling_ae_title
-        return str(address), lambda files: self._sender(address, files, calling)
+        return destination.describe(), lambda files: self._sender(address, files, calling)
 
     def _attempt(
         self,

@@ -28,7 +28,9 @@ from dicomflow.address import Address
 from dicomflow.engine.pipeline_ref import PipelineRef
 from dicomflow.engine.protocols import PipelineClass
 from dicomflow.errors import ProcessingError
+from dicomflow.net.requestor import use_client_tls
 from dicomflow.queue.landlock import protect_job
+from dicomflow.tls import TLSFiles
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class WorkerTask:
     ae_title: str = "DICOMFLOW"
     protected: tuple[str, ...] = ()
     caller: tuple[str, str] | None = None  # AE title and IP of the peer that completed it
+    client_tls: TLSFiles | None = None  # the node's, for sends to TLS peers from the job
 
     def to_kwargs(self) -> dict[str, Any]:
         return {
@@ -57,10 +60,11 @@ class WorkerTask:
             "patient_key": self.patient_key,
             "inputs": {name: [list(pair) for pair in pairs] for name, pairs in self.inputs.items()},
             "directory": self.directory,
-            "endpoints": [[a.ip, a.port, a.ae_title] for a in self.endpoints],
+            "endpoints": [[a.ip, a.port, a.ae_title, a.tls] for a in self.endpoints],
             "ae_title": self.ae_title,
             "protected": list(self.protected),
             "caller": list(self.caller) if self.caller else None,
+            "client_tls": _tls_paths(self.client_tls),
         }
 
     @classmethod
@@ -72,11 +76,31 @@ class WorkerTask:
             patient_key=kwargs["patient_key"],
             inputs={name: [(u, p) for u, p in pairs] for name, pairs in kwargs["inputs"].items()},
             directory=kwargs["directory"],
-            endpoints=tuple(Address(ip, port, ae) for ip, port, ae in kwargs["endpoints"]),
+            endpoints=tuple(_address(*values) for values in kwargs["endpoints"]),
             ae_title=kwargs["ae_title"],
             protected=tuple(kwargs.get("protected", ())),
             caller=_pair(kwargs.get("caller")),
+            client_tls=_tls_files(kwargs.get("client_tls")),
         )
+
+
+def _address(ip: str, port: int, ae_title: str, tls: bool = False) -> Address:
+    """An endpoint as a job's arguments carry it (without ``tls`` from older versions)."""
+    return Address(ip, port, ae_title, tls=bool(tls))
+
+
+def _tls_paths(files: TLSFiles | None) -> list[str | None] | None:
+    if files is None:
+        return None
+    paths = (files.certificate, files.private_key, files.ca_certificates)
+    return [None if path is None else str(path) for path in paths]
+
+
+def _tls_files(value: Any) -> TLSFiles | None:
+    if not value:
+        return None
+    certificate, key, ca = (None if path is None else Path(path) for path in value)
+    return TLSFiles(certificate, key, ca)
 
 
 def _pair(value: Any) -> tuple[str, str] | None:
@@ -98,6 +122,8 @@ def process_round(**kwargs: Any) -> int:
     os.chdir(work)
     if task.protected:
         _protect(task, work, directory / "output")
+    if task.client_tls is not None:
+        use_client_tls(task.client_tls)  # for DicomOutput.send() and send_images()
     pipeline_class: PipelineClass = task.pipeline.resolve()
     return pipeline_class._run_round(
         RoundWork(

@@ -31,6 +31,7 @@ from dicomflow.engine.round_store import Round
 from dicomflow.engine.watcher import JobWatcher
 from dicomflow.queue.backend import Backend, PerThreadBackend
 from dicomflow.queue.job import Job, JobKind, JobStatus
+from dicomflow.tls import TLSFiles
 
 logger = logging.getLogger(__name__)
 process_logger = logging.getLogger("dicomflow.process")
@@ -64,8 +65,10 @@ class RoundRunner:
         log_dir: Path | None,
         on_done: Callable[[Round, RoundOutcome], None],
         protected: tuple[Path, ...] = (),
+        client_tls: TLSFiles | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.client_tls = client_tls
         self.url = url
         self.watcher = watcher
         self.endpoints = tuple(endpoints)
@@ -119,6 +122,7 @@ class RoundRunner:
             ae_title=self.ae_title,
             protected=self.protected,
             caller=(job.caller[0], job.caller[1]) if job.caller else None,
+            client_tls=self.client_tls,
         )
         queued = self._backend.get().enqueue(
             Job(

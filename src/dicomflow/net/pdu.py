@@ -10,6 +10,7 @@ PDU itself.
 """
 
 import socket
+import ssl
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ COMMAND, LAST = 0x01, 0x02
 SERVICE_USER, SERVICE_PROVIDER = 0, 2
 RELEASE_BODY = b"\x00\x00\x00\x00"
 IOV_BATCH = 512
+TLS_BATCH_BYTES = 1 << 20
+"""Over TLS, small buffers are joined into writes of about this size (no sendmsg there)."""
 REJECT_REASONS = {
     (1, 1): "no reason given",
     (1, 2): "application context name not supported",
@@ -463,3 +466,22 @@ def send_buffers(connection: socket.socket, buffers: list[Any]) -> None:
             else:
                 views[index] = views[index][sent:]
                 sent = 0
+
+
+def send_views(connection: socket.socket, views: list[Any]) -> None:
+    """Send ``views`` in order: with ``sendmsg`` on a plain socket; on a TLS one, which has
+    no ``sendmsg``, joined into writes of about ``TLS_BATCH_BYTES`` (a write per view
+    would cost a TLS record and a system call each)."""
+    if not isinstance(connection, ssl.SSLSocket):
+        send_buffers(connection, views)
+        return
+    batch: list[Any] = []
+    size = 0
+    for view in views:
+        batch.append(view)
+        size += len(view)
+        if size >= TLS_BATCH_BYTES:
+            connection.sendall(b"".join(batch) if len(batch) > 1 else batch[0])
+            batch, size = [], 0
+    if batch:
+        connection.sendall(b"".join(batch))

@@ -31,12 +31,21 @@ reading of Part-10 files to :mod:`dicomflow.dicom.part10`:
    ``MAX_LOSSES_IN_A_ROW`` losses in a row, or if the peer no longer accepts
    an association, the rest are reported failed without being tried.
 4. A-RELEASE-RQ; the A-RELEASE-RP is awaited for up to ``ACSE_TIMEOUT_S``.
+
+DICOM TLS (PS3.15 Annex B, BCP 195 through :mod:`dicomflow.tls`): with ``tls`` files, or
+to an :class:`Address` with ``tls``, the connection is wrapped and its handshake done
+within ``ACSE_TIMEOUT_S`` before the association request. A handshake that fails (the
+peer's certificate is not trusted, it wants a client certificate we do not have, it does
+not speak TLS) raises :class:`~dicomflow.errors.PeerUnreachableError` naming the peer and
+why. Over TLS the buffers of a message are written in batches
+(:func:`dicomflow.net.pdu.send_views`): an ``ssl.SSLSocket`` has no ``sendmsg``.
 """
 
 import contextlib
 import copy
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,6 +62,7 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import encode
 
+from dicomflow import tls as dicom_tls
 from dicomflow.address import Address
 from dicomflow.dicom import part10
 from dicomflow.errors import AssociationLost, PeerUnreachableError, ProtocolError, TranscodeError
@@ -71,6 +81,7 @@ from dicomflow.net.pdu import (
     VERIFICATION,
 )
 from dicomflow.net.socket import tune_requesting_socket
+from dicomflow.tls import TLSFiles
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +112,28 @@ STREAM_BYTES = 64 << 20
 STREAM_CHUNK = 4 << 20
 """What is read of a streamed file at a time."""
 Source = Path | Dataset
+_process_tls = TLSFiles()
+"""The files an Address with ``tls`` is sent to with when a send names none."""
+
+
+def use_client_tls(files: TLSFiles) -> None:
+    """Send to TLS peers with ``files`` when a send names none (a worker process sets the
+    node's own, for the sends of pipeline code); by default the system's trust store and
+    no client certificate."""
+    global _process_tls
+    _process_tls = files
+
+
+def client_tls_context(address: Address, files: TLSFiles | None) -> ssl.SSLContext | None:
+    """The context to send to ``address`` with: with ``files``, or when the address speaks
+    TLS (then with :func:`use_client_tls`'s files); None for plain DICOM.
+
+    Raises:
+        TLSConfigurationError: a file cannot be used (the message names it).
+    """
+    if files is None and not address.tls:
+        return None
+    return dicom_tls.client_context(files or _process_tls)
 
 
 @dataclass
@@ -153,10 +186,18 @@ class _Instance:
                 yield buffer[:count]
 
 
-def echo(address: Address, calling_ae_title: str = DEFAULT_CALLING_AE_TITLE) -> None:
-    """Send a C-ECHO; raise :class:`PeerUnreachableError` unless it succeeds."""
+def echo(
+    address: Address,
+    calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
+    tls: TLSFiles | None = None,
+) -> None:
+    """Send a C-ECHO (over TLS with ``tls``, or to an address with ``tls``); raise
+    :class:`PeerUnreachableError` unless it succeeds."""
     association = _Association.open(
-        address, calling_ae_title, [(VERIFICATION, str(ImplicitVRLittleEndian))]
+        address,
+        calling_ae_title,
+        [(VERIFICATION, str(ImplicitVRLittleEndian))],
+        client_tls_context(address, tls),
     )
     try:
         status: int | None = association.echo()
@@ -176,15 +217,25 @@ def send(
     sources: Sequence[Source],
     calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
     on_progress: Callable[[int], None] | None = None,
+    tls: TLSFiles | None = None,
 ) -> SendReport:
     """Send every source (Part-10 file or dataset) over one association, and over a new
-    one after an instance lost it (see :class:`_Associations`)."""
+    one after an instance lost it (see :class:`_Associations`); over TLS with ``tls``,
+    or to an address with ``tls``.
+
+    Raises:
+        PeerUnreachableError: the peer cannot be associated with (TLS handshake included).
+        TLSConfigurationError: a file of ``tls`` cannot be used.
+    """
     report = SendReport()
     if not sources:
         return report
     proposals = _contexts_for(sources)
+    context = client_tls_context(address, tls)
     # Without one readable source there is nothing to associate for: each fails in _store_one.
-    associations = _Associations(partial(_Association.open, address, calling_ae_title, proposals))
+    associations = _Associations(
+        partial(_Association.open, address, calling_ae_title, proposals, context)
+    )
     if proposals:
         associations.open()
     try:
@@ -217,7 +268,8 @@ def move(
             ends before the final response.
     """
     proposals = [(information_model, str(ImplicitVRLittleEndian))]
-    association = _Association.open(address, calling_ae_title, proposals)
+    context = client_tls_context(address, None)
+    association = _Association.open(address, calling_ae_title, proposals, context)
     try:
         statuses = association.move(identifier, destination_ae_title)
     except (AssociationLost, ProtocolError, OSError) as exc:
@@ -449,18 +501,40 @@ class _Association:
         limit = peer_maximum_pdu if 0 < peer_maximum_pdu <= MAXIMUM_PDU else MAXIMUM_PDU
         self.fragment_bytes = max(limit - 6, 1)
         self._message_id = 0
+        self.tls_version = ""
+        """The TLS version spoken ("TLSv1.3"), "" for plain DICOM."""
+        if isinstance(connection, ssl.SSLSocket):
+            self.tls_version = connection.version() or ""
 
     @classmethod
     def open(
-        cls, address: Address, calling_ae_title: str, proposals: list[tuple[str, str]]
+        cls,
+        address: Address,
+        calling_ae_title: str,
+        proposals: list[tuple[str, str]],
+        context: ssl.SSLContext | None = None,
     ) -> "_Association":
+        """Connect (and with ``context`` do the TLS handshake) and associate.
+
+        Raises:
+            PeerUnreachableError: naming the peer and why.
+        """
         address.validate()
         connection = _connect(address)
+        if context is not None:
+            connection = _secure(connection, context, address)
         try:
             connection.settimeout(ACSE_TIMEOUT_S)
             request = pdu.associate_rq(address.ae_title, calling_ae_title, proposals, MAXIMUM_PDU)
             pdu.send_pdu(connection, ASSOCIATE_RQ, request)
             pdu_type, body = _read_pdu(connection)
+        except ssl.SSLError as exc:  # e.g. a TLS 1.3 peer refusing our certificate only now
+            connection.close()
+            raise PeerUnreachableError(
+                f"Cannot associate with {address}: the peer ended the TLS connection"
+                f" ({dicom_tls.describe(exc)}; a peer that requires a trusted client"
+                " certificate does so)."
+            ) from exc
         except (OSError, EOFError, ProtocolError) as exc:
             connection.close()
             raise PeerUnreachableError(
@@ -523,7 +597,7 @@ class _Association:
         for buffers in pdu.message_pdus(
             context_id, command, pieces, instance.size, self.fragment_bytes
         ):
-            pdu.send_buffers(self.connection, buffers)
+            pdu.send_views(self.connection, buffers)
         return self._response(C_STORE_RSP, message_id)
 
     def echo(self) -> int:
@@ -534,7 +608,7 @@ class _Association:
         for buffers in pdu.message_pdus(
             context_id, pdu.c_echo_rq(message_id), (), 0, self.fragment_bytes
         ):
-            pdu.send_buffers(self.connection, buffers)
+            pdu.send_views(self.connection, buffers)
         return self._response(C_ECHO_RSP, message_id)
 
     def move(self, identifier: Dataset, destination_ae_title: str) -> list[int]:
@@ -551,7 +625,7 @@ class _Association:
         for buffers in pdu.message_pdus(
             context_id, command, [data], len(data), self.fragment_bytes
         ):
-            pdu.send_buffers(self.connection, buffers)
+            pdu.send_views(self.connection, buffers)
         statuses = [self._response(C_MOVE_RSP, message_id)]
         while statuses[-1] in PENDING_STATUSES:
             statuses.append(self._response(C_MOVE_RSP, message_id))
@@ -621,6 +695,31 @@ def _connect(address: Address) -> socket.socket:
     raise PeerUnreachableError(
         f"Cannot associate with {address}: the peer is unreachable ({reason})."
     )
+
+
+def _secure(connection: socket.socket, context: ssl.SSLContext, address: Address) -> ssl.SSLSocket:
+    """The connection with its TLS handshake done.
+
+    Raises:
+        PeerUnreachableError: the handshake failed (the message says why).
+    """
+    try:
+        return dicom_tls.handshake(context, connection, server_side=False, timeout_s=ACSE_TIMEOUT_S)
+    except (ssl.SSLError, OSError) as exc:  # TimeoutError and a closed connection too
+        connection.close()
+        raise PeerUnreachableError(
+            f"Cannot associate with {address}: the TLS handshake failed ({_why(exc)})."
+        ) from exc
+
+
+def _why(exc: BaseException) -> str:
+    """Why a handshake failed, with what it usually means."""
+    reason = dicom_tls.describe(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the peer's certificate is not trusted: {reason}"
+    if not isinstance(exc, ssl.SSLError):
+        return f"{reason}; does the peer speak TLS on this port?"
+    return reason
 
 
 def _read_pdu(connection: socket.socket) -> tuple[int, bytearray]:

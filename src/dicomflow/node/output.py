@@ -294,4 +294,6 @@ def _write_entry(
 
 def _dicom_destination(address: Address, ae_title: str | None) -> DicomDestination:
     key = value_key(f"{address.ip}:{address.port}:{address.ae_title}")[:12]
-    return DicomDestination(address.ip, address.port, address.ae_title, ae_title, key)
+    return DicomDestination(
+        address.ip, address.port, address.ae_title, ae_title, key, tls=address.tls
+    )
