@@ -261,8 +261,10 @@ def start(kind: str, output: Path, tls: bool = False) -> Iterator[tuple[int, int
     if kind == "storescp":
         port = free_port()
         command = ["storescp", *tls_options(tls), "-od", str(output), str(port)]
+        # storescp +tls complains of the plain probe wait_for_listener makes: not shown.
+        quiet = subprocess.DEVNULL if tls else None
         process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=quiet, text=True
         )
         wait_for_listener(port)
     else:
@@ -380,9 +382,11 @@ def print_tls_table(title: str, runs: list[Run], size: int) -> None:
     target = TLS_TARGETS[size]
     versus_storescp = node_tls.per_second / storescp_tls.per_second
     storescp_cost = storescp_tls.per_second / runs[3].per_second
+    cpu = [run.cpu_seconds / run.sent * 1e3 for run in (node_tls, node_plain)]
     print(f"\nnode TLS / node plain: {plain:.2f} (target >= {target}: "
           f"{'met' if plain >= target else 'MISSED'}); node TLS / storescp +tls: "
-          f"{versus_storescp:.2f}; storescp +tls / storescp: {storescp_cost:.2f}")  # fmt: skip
+          f"{versus_storescp:.2f}; storescp +tls / storescp: {storescp_cost:.2f}; "
+          f"node CPU per instance, TLS / plain: {cpu[0]:.2f} / {cpu[1]:.2f} ms")  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float:
