@@ -91,6 +91,10 @@ SAME_CONCEPT: dict[str, tuple[set[str], str]] = {
         {"dicom/grinders.py", "node/grinders.py"},
         "grinders: the function grinders, and the pipeline API's grinder classes over them",
     ),
+    "tls.py": (
+        {"tls.py", "cli/tls.py"},
+        "DICOM TLS and HTTPS: the contexts and certificates, and the command making a pair",
+    ),
     "worker.py": (
         {"queue/worker.py", "queue/embedded/worker.py", "queue/rq/worker.py"},
         "the queue worker for any URL and the worker of each backend",

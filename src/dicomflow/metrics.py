@@ -57,6 +57,7 @@ REASON_HANDLER_ERROR = "handler_error"  # storing failed unexpectedly
 REASON_TOO_LARGE = "too_large"  # an instance over maximum_instance_bytes (association aborted)
 REASON_MEMORY = "memory"  # instances being received would pass maximum_held_bytes (aborted)
 REASON_NOT_ARCHIVABLE = "not_archivable"  # no valid Study/SeriesInstanceUID to archive it by
+REASON_TLS = "tls"  # a connection to a DICOM TLS port whose TLS handshake failed
 REASONS = (
     REASON_AE_TITLE,
     REASON_CALLED_AE_TITLE,
@@ -70,6 +71,7 @@ REASONS = (
     REASON_TOO_LARGE,
     REASON_MEMORY,
     REASON_NOT_ARCHIVABLE,
+    REASON_TLS,
 )
 
 INSTANCES_RECEIVED = Counter(

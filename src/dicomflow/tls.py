@@ -183,7 +183,8 @@ def handshake(
     """Wrap ``connection`` and complete the TLS handshake within ``timeout_s``.
 
     Raises:
-        ssl.SSLError, OSError, TimeoutError: the handshake failed (``describe`` says why).
+        ssl.SSLError, OSError, TimeoutError: the handshake failed (``describe`` says why);
+        the connection is closed.
     """
     connection.settimeout(timeout_s)
     wrapped = context.wrap_socket(
@@ -192,7 +193,11 @@ def handshake(
         do_handshake_on_connect=False,
         server_hostname=server_hostname,
     )
-    wrapped.do_handshake()
+    try:
+        wrapped.do_handshake()
+    except BaseException:
+        wrapped.close()  # it owns the connection now
+        raise
     return wrapped
 
 

@@ -16,6 +16,7 @@ from dicomflow.cli.loader import load_pipeline
 from dicomflow.cli.sending import collect_files, send_with_progress, tls_files
 from dicomflow.cli.service import app as service_app
 from dicomflow.cli.setting_error import class_origins, option_name, setting_error
+from dicomflow.cli.tls import app as tls_app
 from dicomflow.engine import assembly
 from dicomflow.engine.assembly import wait_for_signal
 from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
@@ -32,6 +33,7 @@ from dicomflow.web.server import WebServer, start_web
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(service_app, name="service")
 app.add_typer(cod_app, name="cod")
+app.add_typer(tls_app, name="tls")
 console = Console(stderr=True, soft_wrap=True)  # errors, progress, what a server is doing
 results = Console(soft_wrap=True, highlight=False)  # what a command reports back, on stdout
 logger = logging.getLogger(__name__)
@@ -49,6 +51,25 @@ Archive = Annotated[str | None, typer.Option(help="Archive datastore (dir or URL
 Services = Annotated[Path | None, typer.Option(help="Registry services folder.")]
 WebPort = Annotated[int | None, typer.Option(help="Dashboard port (0: any free).")]
 WebIp = Annotated[str | None, typer.Option(help="Dashboard address.")]
+TlsCert = Annotated[
+    Path | None, typer.Option("--tls-cert", help="DICOM TLS: the node's certificate (PEM).")
+]
+TlsKey = Annotated[Path | None, typer.Option("--tls-key", help="DICOM TLS: its private key.")]
+TlsCa = Annotated[
+    Path | None,
+    typer.Option("--tls-ca", help="DICOM TLS: CA certificates peers' certificates must chain to."),
+]
+TlsPort = Annotated[
+    int | None,
+    typer.Option("--tls-port", help="DICOM TLS on this port; --port stays plain DICOM."),
+]
+TlsRequireClientCert = Annotated[
+    bool | None,
+    typer.Option(
+        "--tls-require-client-cert/--no-tls-require-client-cert",
+        help="Refuse peers without a trusted certificate (default: when --tls-ca is given).",
+    ),
+]
 PeerPort = Annotated[int, typer.Argument(help="The peer's port.", min=1, max=65535)]
 Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
 Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
@@ -211,11 +232,17 @@ def serve(
     web_port: WebPort = None,
     web_ip: WebIp = None,
     no_web: Annotated[bool, typer.Option("--no-web", help="Serve no dashboard.")] = False,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_ca: TlsCa = None,
+    tls_port: TlsPort = None,
+    tls_require_client_cert: TlsRequireClientCert = None,
 ) -> None:
     """Run a node (a pipeline, registry services, or both) until Ctrl-C."""
     _open(
         pipeline,
         {
+            **_tls_settings(tls_cert, tls_key, tls_ca, tls_port, tls_require_client_cert),
             "port": port,
             "ip": ip,
             "ae_title": ae_title,
@@ -241,9 +268,32 @@ def run(
     pipeline: PipelineArg,
     port: Port = None,
     data_dir: DataDir = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_ca: TlsCa = None,
+    tls_port: TlsPort = None,
+    tls_require_client_cert: TlsRequireClientCert = None,
 ) -> None:
     """Run a pipeline file as ``python PIPELINE.py`` would, until Ctrl-C."""
-    _open(pipeline, {"port": port, "data_directory": data_dir})
+    tls = _tls_settings(tls_cert, tls_key, tls_ca, tls_port, tls_require_client_cert)
+    _open(pipeline, {"port": port, "data_directory": data_dir, **tls})
+
+
+def _tls_settings(
+    certificate: Path | None,
+    private_key: Path | None,
+    ca_certificates: Path | None,
+    port: int | None,
+    require_client_certificate: bool | None,
+) -> dict[str, Any]:
+    """The DICOM TLS options as settings (an option not given leaves its setting be)."""
+    return {
+        "tls_certificate": certificate,
+        "tls_private_key": private_key,
+        "tls_ca_certificates": ca_certificates,
+        "tls_port": port,
+        "tls_require_client_certificate": require_client_certificate,
+    }
 
 
 @app.command()

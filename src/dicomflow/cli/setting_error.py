@@ -23,6 +23,10 @@ OPTION_NAMES = {
     "queue_url": "--queue",
     "archive_datastore": "--archive",
     "web_enabled": "--no-web",
+    "tls_certificate": "--tls-cert",
+    "tls_private_key": "--tls-key",
+    "tls_ca_certificates": "--tls-ca",
+    "tls_require_client_certificate": "--tls-require-client-cert",
 }
 
 

@@ -10,6 +10,7 @@ upload. What is returned here is the status of a kept or discarded instance.
 import contextlib
 import itertools
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 from pydicom import Dataset
 from pydicom.uid import UID
 
-from dicomflow import metrics
+from dicomflow import metrics, tls
 from dicomflow.dicom.header import header_of
 from dicomflow.dicom.integrity import decode_part10
 from dicomflow.dicom.keys import shorten, value_key
@@ -34,6 +35,7 @@ from dicomflow.errors import (
     InstanceTooLargeError,
     NotArchivableError,
     SpoolError,
+    TLSConfigurationError,
     UnreadableInstanceError,
 )
 from dicomflow.net import storage as status
@@ -198,22 +200,51 @@ def access_policy(settings: NodeSettings) -> AccessPolicy:
     return policy
 
 
+def listening_tls(settings: NodeSettings) -> ssl.SSLContext | None:
+    """The DICOM TLS context the receiver listens with (PS3.15 Annex B), built once from
+    the settings' files; None when no certificate or key is set (plain DICOM).
+
+    Raises:
+        TLSConfigurationError: a file cannot be used, or ``tls_port`` has no certificate
+            to speak TLS with, or is ``port``.
+    """
+    files = settings.tls_files()
+    if files.certificate is None and files.private_key is None:
+        if settings.tls_port is not None:
+            raise TLSConfigurationError(
+                "tls_port is set but tls_certificate is not: give the certificate and"
+                " private key the TLS port presents."
+            )
+        return None
+    if settings.tls_port is not None and settings.tls_port == settings.port != 0:
+        raise TLSConfigurationError(
+            f"tls_port {settings.tls_port} is also port: give the TLS port a port of its own,"
+            " or leave tls_port unset to speak TLS on port."
+        )
+    return tls.server_context(files)
+
+
 def open_acceptor(
     settings: NodeSettings,
     policy: AccessPolicy,
     ingest: Ingest,
     on_release: Callable[[int], None],
     on_refused: Callable[[str, str], None],
+    *,
+    port: int | None = None,
+    tls_context: ssl.SSLContext | None = None,
 ) -> StoreSCP | LeanStoreSCP:
     """Open the network edge that hands C-STOREs to ``ingest``: the receiver the settings
-    choose, on their port, with their limits, letting in the peers of ``policy``."""
+    choose, on their port (or ``port``), with their limits, letting in the peers of
+    ``policy``; speaking DICOM TLS with ``tls_context``."""
     server_class: Callable[..., StoreSCP | LeanStoreSCP] = StoreSCP
     if settings.receiver == "lean":
         server_class = partial(LeanStoreSCP, maximum_held_bytes=settings.maximum_held_bytes)
     return server_class(
         ae_title=settings.ae_title,
         ip=settings.ip,
-        port=settings.port,
+        port=settings.port if port is None else port,
+        tls=tls_context,
         on_store=ingest.on_store,
         on_release=on_release,
         policy=policy,

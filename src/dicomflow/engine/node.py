@@ -16,9 +16,11 @@ Data directory layout (no raw DICOM value ever becomes a path)::
 """
 
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,13 @@ from dicomflow.engine.collector import Collector
 from dicomflow.engine.counters import Count, NodeCounters
 from dicomflow.engine.datalock import DataDirectoryLock
 from dicomflow.engine.export import Export
-from dicomflow.engine.ingest import Callers, Ingest, access_policy, open_acceptor
+from dicomflow.engine.ingest import (
+    Callers,
+    Ingest,
+    access_policy,
+    listening_tls,
+    open_acceptor,
+)
 from dicomflow.engine.journal import Journal
 from dicomflow.engine.outbox import Outbox
 from dicomflow.engine.pipeline_ref import PipelineRef, qualified_name
@@ -45,8 +53,10 @@ from dicomflow.engine.spool import Spool
 from dicomflow.engine.trigger import Trigger
 from dicomflow.engine.watcher import JobWatcher
 from dicomflow.engine.worker_processes import LocalWorkers, preload_modules, with_options
+from dicomflow.errors import TLSConfigurationError
 from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.pynetdicom_acceptor import StoreSCP
+from dicomflow.net.storage import AccessPolicy
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.settings import NodeSettings
 
@@ -94,7 +104,9 @@ class Node:
         self.series = self._series_stage(root, consumer)
         self._wire_rounds(store, screen)
         self.workers = self._local_workers(root, url)
-        self.scp: StoreSCP | LeanStoreSCP | None = None
+        self.scp: StoreSCP | LeanStoreSCP | None = None  # on `port`
+        self.tls_scp: StoreSCP | LeanStoreSCP | None = None  # on `tls_port`, beside `port`
+        self.tls_context: ssl.SSLContext | None = None
         self.recovery = Recovery(
             name=self.name,
             journal=self.journal,
@@ -204,6 +216,13 @@ class Node:
     def port(self) -> int:
         return self.scp.port if self.scp is not None else self.settings.port
 
+    @property
+    def tls_port(self) -> int | None:
+        """The port that speaks DICOM TLS: ``tls_port``, or ``port`` when that does."""
+        if self.tls_scp is not None:
+            return self.tls_scp.port
+        return self.port if self.tls_context is not None else None
+
     # -- the stages' entry points for the dashboard and STOW-RS (see there) --------
 
     def upload(self, origin: str) -> AbstractContextManager[Callable[[bytes], int]]:
@@ -217,7 +236,16 @@ class Node:
 
         While the disk is too full for the spool journal to be replayed or made, the
         node answers associations and refuses instances (out of resources), and
-        resumes once there is space."""
+        resumes once there is space.
+
+        Raises:
+            TLSConfigurationError: a TLS file cannot be used (before anything starts).
+        """
+        try:
+            self.tls_context = listening_tls(self.settings)
+        except TLSConfigurationError:
+            self._data_lock.release()
+            raise
         policy = access_policy(self.settings)
         journal_open = self.recovery.open_journal()  # before anything reads the spools
         if self.pipeline_class is not None:
@@ -227,21 +255,43 @@ class Node:
         recovered = self.recovery.recover() if journal_open else set()
         self.trigger.start()
         self.outbox.start()
-        self.scp = open_acceptor(
+        self._open_receivers(policy)
+        self.recovery.accept(journal_open, recovered)
+        logger.info(
+            "node %s listening on %s as %s", self.name, self._listening(), self.settings.ae_title
+        )
+
+    def _open_receivers(self, policy: AccessPolicy) -> None:
+        """The receiver on `port` (TLS when a certificate is set and no `tls_port`), and
+        with `tls_port` a second one speaking TLS there, both feeding the same ingest."""
+        open_one = partial(
+            open_acceptor,
             self.settings,
             policy,
             self.ingest,
             on_release=self.trigger.released,
             on_refused=lambda _reason, _value: self.counters.add(Count.REFUSED),
         )
-        self.recovery.accept(journal_open, recovered)
-        logger.info(
-            "node %s listening on %s:%d as %s",
-            self.name,
-            self.settings.ip,
-            self.port,
-            self.settings.ae_title,
-        )
+        context, tls_port = self.tls_context, self.settings.tls_port
+        separate = context is not None and tls_port is not None
+        self.scp = open_one(tls_context=None if separate else context)
+        if separate:
+            try:
+                self.tls_scp = open_one(port=tls_port, tls_context=context)
+            except BaseException:
+                self.scp.close()
+                self.scp = None
+                raise
+
+    def _listening(self) -> str:
+        """Where the node listens, and which port speaks what, for its log."""
+        where = f"{self.settings.ip}:{self.port}"
+        if self.tls_context is None:
+            return where
+        kind = "DICOM TLS, mutual" if self.settings.tls_files().mutual else "DICOM TLS"
+        if self.tls_scp is None:
+            return f"{where} ({kind})"
+        return f"{where} (plain) and {self.settings.ip}:{self.tls_scp.port} ({kind})"
 
     def _runner(self, pipeline_class: PipelineClass) -> RoundRunner:
         settings = self.settings
@@ -274,9 +324,11 @@ class Node:
             self._data_lock.release()
             return
         scp, self.scp = self.scp, None
+        tls_scp, self.tls_scp = self.tls_scp, None
         runner, self.rounds.runner = self.rounds.runner, None
         parts: list[tuple[str, Any]] = [
             ("receiver", scp.close),
+            ("TLS receiver", tls_scp.close if tls_scp is not None else None),
             ("recovery", self.recovery.stop),
             ("trigger", self.trigger.stop),
             ("round runner", runner.close if runner is not None else None),

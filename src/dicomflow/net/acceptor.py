@@ -5,6 +5,13 @@ threads per association, and decodes each command set with pydicom. That is
 ~1.5 ms of Python per instance on a small machine, more than writing and
 fsyncing the instance. An SCP that only accepts storage needs little of it:
 
+0. DICOM TLS (with ``tls``, PS3.15 Annex B): the connection's own thread does the
+   TLS handshake, within the ``request_timeout_s`` that also bounds the
+   A-ASSOCIATE-RQ; at most ``maximum_associations`` connections handshake at once,
+   a newer one dropping the one waiting longest
+   (:mod:`dicomflow.net.handshakes`). A failed handshake is refused with one log
+   line naming the peer and why, counted as ``tls``. The association notes
+   ``tls_version`` and ``peer_certificate`` (the certificate's common name).
 1. Association: the whole A-ASSOCIATE-RQ (at most 128 KiB, and no other PDU)
    must arrive within ``request_timeout_s`` of the connection, however its
    bytes are paced; it is decoded by :mod:`dicomflow.net.pdu` (with
@@ -49,6 +56,7 @@ import logging
 import os
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -56,12 +64,13 @@ from typing import Any, NoReturn
 
 from pydicom.uid import UID
 
-from dicomflow import metrics
+from dicomflow import metrics, tls
 from dicomflow.errors import PortInUseError, ProtocolError
 from dicomflow.logs import escaped
 from dicomflow.net import pdu
 from dicomflow.net.agreement import readable_uid
 from dicomflow.net.contexts import ACCEPTED_TRANSFER_SYNTAXES, UNCOMPRESSED, storage_contexts
+from dicomflow.net.handshakes import PendingHandshakes, failure
 from dicomflow.net.pdu import (
     ABORT,
     ABSTRACT_SYNTAX_NOT_SUPPORTED,
@@ -162,8 +171,13 @@ class LeanStoreSCP:
         maximum_instance_bytes: int = DEFAULT_MAXIMUM_INSTANCE,
         maximum_held_bytes: int | None = None,
         require_called_ae_title: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.ae_title = ae_title.strip()
+        # DICOM TLS: each connection's handshake, in its own thread, must end within
+        # request_timeout_s; at most maximum_associations connections handshake at once.
+        self.tls = tls
+        self.handshakes = PendingHandshakes(maximum_associations)
         self.policy = policy or AccessPolicy()
         self.on_store = on_store
         self.on_release = on_release
@@ -258,6 +272,12 @@ class _Server(socketserver.ThreadingTCPServer):
     def verify_request(self, request: Any, client_address: Any) -> bool:
         return admit_ip(self.scp.policy, str(client_address[0]), self.scp.on_refused)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Count a TLS connection as handshaking before its thread starts (the bound)."""
+        if self.scp.tls is not None:
+            self.scp.handshakes.begin(request)
+        super().process_request(request, client_address)
+
 
 class _Handler(socketserver.BaseRequestHandler):
     """One association, from A-ASSOCIATE-RQ to release or abort."""
@@ -273,8 +293,11 @@ class _Handler(socketserver.BaseRequestHandler):
 class _Association:
     def __init__(self, scp: LeanStoreSCP, connection: socket.socket, ip: str) -> None:
         self.scp = scp
+        self.accepted = connection  # the TCP connection; ``connection`` once TLS wraps it
         self.connection = connection
         self.ip = ip
+        self.tls_version = ""  # e.g. "TLSv1.3"; "" on a plain connection
+        self.peer_certificate = ""  # the common name of the peer's certificate, if any
         self.id = scp.next_association_id()
         self.deadline = time.monotonic() + scp.request_timeout_s  # for the A-ASSOCIATE-RQ
         self.slot = False  # counted among the SCP's associations
@@ -288,6 +311,8 @@ class _Association:
     def run(self) -> None:
         established = False
         try:
+            if self.scp.tls is not None and not self._secure(self.scp.tls):
+                return
             established = self._associate()
             if established:
                 self._serve()
@@ -307,6 +332,8 @@ class _Association:
             logger.exception("association %d from %s: unexpected error; aborted", self.id, self.ip)
             self._abort()
         finally:
+            if self.connection is not self.accepted:  # TLS took the socket over
+                self.connection.close()
             self.scp.let_go(self.holding)  # an instance cut off by an abort
             self.holding = 0
             if self.slot:
@@ -316,6 +343,29 @@ class _Association:
                     self.scp.on_release(self.id)
                 except Exception:
                     logger.exception("association %d: release handler failed", self.id)
+
+    def _secure(self, context: ssl.SSLContext) -> bool:
+        """Do the TLS handshake by the request deadline; a failure is refused, logged
+        once with the peer's address and why, and counted."""
+        timeout_s = max(self.deadline - time.monotonic(), 0.001)
+        try:
+            wrapped = tls.handshake(context, self.accepted, server_side=True, timeout_s=timeout_s)
+        except (OSError, ValueError) as exc:  # ssl.SSLError and TimeoutError are OSErrors
+            waited = self.scp.handshakes.end(self.accepted)
+            reason = failure(exc, waited=waited, timeout_s=self.scp.request_timeout_s)
+            logger.warning(
+                "refused connection %d from %s: TLS handshake failed: %s",
+                self.id,
+                self.ip,
+                escaped(reason),
+            )
+            self._refuse("tls", self.ip, metrics.REASON_TLS)
+            return False
+        self.scp.handshakes.end(self.accepted)
+        self.connection = wrapped
+        self.tls_version = wrapped.version() or ""
+        self.peer_certificate = tls.peer_subject(wrapped)
+        return True
 
     def _timed_out(self, established: bool) -> None:
         if established:

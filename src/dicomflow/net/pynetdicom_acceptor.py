@@ -10,18 +10,20 @@ line, never a crash. pynetdicom runs stock.
 
 import logging
 import socket
+import ssl
 import threading
-from typing import Any
+from typing import Any, cast
 
 from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomflow import metrics
+from dicomflow import metrics, tls
 from dicomflow.dicom.integrity import DEFAULT_MAXIMUM_BYTES
 from dicomflow.errors import PortInUseError
 from dicomflow.logs import escaped
 from dicomflow.net.contexts import storage_contexts
+from dicomflow.net.handshakes import PendingHandshakes, failure
 from dicomflow.net.socket import tune_accepted_socket
 from dicomflow.net.storage import (
     SUCCESS,
@@ -38,18 +40,62 @@ logger = logging.getLogger(__name__)
 
 
 class _Server(ThreadedAssociationServer):
-    """pynetdicom's threaded server with socket tuning and an IP allow-list."""
+    """pynetdicom's threaded server with socket tuning, an IP allow-list, and the TLS
+    handshake (with :attr:`ssl_context`) done in each connection's thread.
 
+    pynetdicom itself does the handshake as it accepts, in the one thread that
+    accepts every connection: a peer that connects and stays silent would stop the
+    server. Here the handshake is bounded by ``handshake_timeout_s`` and by
+    :class:`~dicomflow.net.handshakes.PendingHandshakes`, as in the lean receiver.
+    """
+
+    request_queue_size = 64  # as the lean receiver: a burst of connections waits, unrefused
     policy: AccessPolicy = AccessPolicy()
     on_refused: RefusedCallback | None = None
+    handshake_timeout_s = 10.0
+    handshakes = PendingHandshakes(64)
 
     def get_request(self) -> tuple[socket.socket, Any]:
-        connection, address = super().get_request()
+        listening = cast(socket.socket, self.socket)
+        connection, address = listening.accept()  # pynetdicom's would handshake here
         tune_accepted_socket(connection)
         return connection, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         return admit_ip(self.policy, str(client_address[0]), self.on_refused)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            self.handshakes.begin(request)
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            request = self._secure(self.ssl_context, request, str(client_address[0]))
+            if request is None:
+                return
+        super().process_request_thread(request, client_address)
+
+    def _secure(
+        self, context: ssl.SSLContext, connection: socket.socket, ip: str
+    ) -> ssl.SSLSocket | None:
+        """The connection after its TLS handshake; None (logged, counted) if that failed."""
+        try:
+            wrapped = tls.handshake(
+                context, connection, server_side=True, timeout_s=self.handshake_timeout_s
+            )
+        except (OSError, ValueError) as exc:  # ssl.SSLError and TimeoutError are OSErrors
+            waited = self.handshakes.end(connection)
+            connection.close()  # if the handshake did not take it over
+            reason = failure(exc, waited=waited, timeout_s=self.handshake_timeout_s)
+            logger.warning("refused connection from %s: TLS handshake failed: %s", ip, reason)
+            metrics.rejected(metrics.REASON_TLS)
+            if self.on_refused is not None:
+                self.on_refused("tls", ip)
+            return None
+        self.handshakes.end(connection)
+        wrapped.settimeout(None)  # as pynetdicom leaves an accepted connection
+        return wrapped
 
 
 class StoreSCP:
@@ -71,8 +117,11 @@ class StoreSCP:
         request_timeout_s: float = 10.0,
         maximum_associations: int = 64,
         maximum_instance_bytes: int = DEFAULT_MAXIMUM_BYTES,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._on_store = on_store
+        self._tls = tls
+        self._request_timeout_s = request_timeout_s
         self.maximum_instance_bytes = maximum_instance_bytes  # what a deflated one may inflate to
         self._on_release = on_release
         self._on_refused = on_refused
@@ -106,6 +155,7 @@ class StoreSCP:
             (evt.EVT_ABORTED, self._handle_release),
             (evt.EVT_REJECTED, self._handle_rejected),
             (evt.EVT_ACCEPTED, _handle_accepted),
+            (evt.EVT_CONN_OPEN, _note_transport),
         ]
         try:
             server = self._ae.make_server(
@@ -113,6 +163,7 @@ class StoreSCP:
                 contexts=storage_contexts(),
                 evt_handlers=handlers,
                 server_class=_Server,
+                ssl_context=self._tls,
             )
         except OSError as exc:
             raise PortInUseError(f"Cannot listen on {ip}:{port}: {exc.strerror}.") from exc
@@ -120,6 +171,8 @@ class StoreSCP:
             raise TypeError("pynetdicom did not build the requested server class.")
         server.policy = self.policy
         server.on_refused = self._on_refused
+        server.handshake_timeout_s = self._request_timeout_s
+        server.handshakes = PendingHandshakes(self._ae.maximum_associations)
         thread = threading.Thread(target=server.serve_forever, name="dicomflow-scp", daemon=True)
         thread.start()
         self._ae._servers.append(server)
@@ -164,3 +217,12 @@ def _handle_echo(event: Any) -> int:
 
 def _handle_accepted(event: Any) -> None:
     metrics.ASSOCIATIONS.inc()
+
+
+def _note_transport(event: Any) -> None:
+    """Note on the association how its peer connected, under the lean receiver's names:
+    ``tls_version`` ("" when plain) and ``peer_certificate`` (its common name or "")."""
+    connection = event.assoc.dul.socket.socket
+    secure = isinstance(connection, ssl.SSLSocket)
+    event.assoc.tls_version = (connection.version() or "") if secure else ""
+    event.assoc.peer_certificate = tls.peer_subject(connection) if secure else ""
