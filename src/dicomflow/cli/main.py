@@ -74,11 +74,11 @@ PeerPort = Annotated[int, typer.Argument(help="The peer's port.", min=1, max=655
 Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
 Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
 Tls = Annotated[bool, typer.Option("--tls", help="Speak DICOM TLS to the peer.")]
-TlsCert = Annotated[
+ClientTlsCert = Annotated[
     Path | None, typer.Option("--tls-cert", help="Client certificate (PEM) for mutual TLS.")
 ]
-TlsKey = Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")]
-TlsCa = Annotated[
+ClientTlsKey = Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")]
+ClientTlsCa = Annotated[
     Path | None,
     typer.Option("--tls-ca", help="Trusted server certificates (PEM); default: the system's."),
 ]
@@ -352,9 +352,9 @@ def send(
     aet: Aet = "DICOMFLOW",
     aec: Aec = "ANY-SCP",
     tls: Tls = False,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_ca: TlsCa = None,
+    tls_cert: ClientTlsCert = None,
+    tls_key: ClientTlsKey = None,
+    tls_ca: ClientTlsCa = None,
 ) -> None:
     """Send DICOM files to a peer over one association (C-STORE); with --tls over DICOM
     TLS."""
@@ -383,9 +383,9 @@ def echo(
     aet: Aet = "DICOMFLOW",
     aec: Aec = "ANY-SCP",
     tls: Tls = False,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    tls_ca: TlsCa = None,
+    tls_cert: ClientTlsCert = None,
+    tls_key: ClientTlsKey = None,
+    tls_ca: ClientTlsCa = None,
 ) -> None:
     """Check that a peer answers C-ECHO; with --tls over DICOM TLS."""
     files_tls = tls_files(tls, tls_cert, tls_key, tls_ca)
