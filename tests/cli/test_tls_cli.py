@@ -161,13 +161,26 @@ def test_a_bad_tls_file_is_one_error_line_naming_the_setting(
     assert_one_line_error(result, 1, message)
 
 
-def test_a_tls_port_without_a_certificate_is_one_error_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--tls-port", "0"), "tls_port is set but tls_certificate is not"),
+        (("--tls-require-client-cert",), "tls_require_client_certificate is on but"),
+    ],
+    ids=["tls-port-without-certificate", "client-certificates-without-ca"],
+)
+def test_incomplete_tls_options_are_one_error_line(
+    options: tuple[str, ...], message: str, tmp_path: Path
+) -> None:
+    certificate, key = selfsigned(tmp_path, "node")
+    own = () if "--tls-port" in options else ("--tls-cert", certificate, "--tls-key", key)
     result = dicomflow(
-        *("serve", PIPELINE, "--data-dir", "data", "--no-web"),
-        *("--port", free_port(), "--tls-port", free_port()),
+        *("serve", PIPELINE, "--data-dir", "data", "--no-web", "--port", free_port()),
+        *own,
+        *options,
         cwd=tmp_path,
     )
-    assert_one_line_error(result, 1, "tls_port is set but tls_certificate is not")
+    assert_one_line_error(result, 1, message)
 
 
 def test_an_invalid_tls_port_names_the_option(tmp_path: Path) -> None:

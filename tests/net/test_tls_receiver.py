@@ -293,3 +293,19 @@ def test_a_silent_connection_is_dropped_after_the_request_timeout(
     assert 0.8 < elapsed < 3.0
     assert received.refused == [("tls", "127.0.0.1")]
     assert any("no TLS handshake within 1s" in line for line in refusals(caplog))
+
+
+@pytest.mark.parametrize("receiver_class", RECEIVERS)
+def test_closing_cuts_off_connections_in_a_handshake(receiver_class: Any, pairs: Pairs) -> None:
+    with receiving(receiver_class, mutual(pairs), request_timeout_s=60.0) as received:
+        silent = socket.create_connection(("127.0.0.1", received.scp.port), timeout=5)
+        deadline = time.monotonic() + 5
+        while not len(received.scp.handshakes) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        started = time.monotonic()
+    took = time.monotonic() - started
+    with silent:
+        silent.settimeout(2)
+        with contextlib.suppress(ConnectionResetError):
+            assert silent.recv(1024) == b""
+    assert took < 3.0

@@ -217,7 +217,9 @@ class LeanStoreSCP:
         return int(self._server.server_address[1])
 
     def close(self) -> None:
-        """Stop accepting associations and wait for the server thread to end."""
+        """Stop accepting associations and wait for the server thread to end; connections
+        still in a TLS handshake are cut off."""
+        self.handshakes.cut_all()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)

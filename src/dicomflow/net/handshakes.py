@@ -27,6 +27,7 @@ class PendingHandshakes:
         # handshake's wrapper takes the original's file descriptor over.
         self._pending: OrderedDict[int, socket.socket] = OrderedDict()
         self._lock = threading.Lock()
+        self._closed = False  # the server is closing: no new handshake waits
 
     def begin(self, connection: socket.socket) -> None:
         """Count ``connection`` as handshaking; past the limit, cut off the oldest."""
@@ -35,6 +36,9 @@ class PendingHandshakes:
         except OSError:
             return  # closed already: its handshake fails at once
         with self._lock:
+            if self._closed:
+                _cut(duplicate)
+                return
             while len(self._pending) >= self.limit:
                 _, oldest = self._pending.popitem(last=False)
                 _cut(oldest)
@@ -49,6 +53,15 @@ class PendingHandshakes:
             return False
         duplicate.close()
         return True
+
+    def cut_all(self) -> None:
+        """End every connection in its handshake, now and from now on (the server is
+        closing)."""
+        with self._lock:
+            self._closed = True
+            pending, self._pending = list(self._pending.values()), OrderedDict()
+        for duplicate in pending:
+            _cut(duplicate)
 
     def __len__(self) -> int:
         with self._lock:

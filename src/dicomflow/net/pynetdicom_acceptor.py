@@ -5,7 +5,8 @@ The server only moves bytes and statuses: each C-STORE becomes a
 :class:`~dicomflow.net.storage.ReceivedInstance` handed to
 :func:`~dicomflow.net.storage.store_guarded`, which checks it, calls the
 ``on_store`` callback and turns any exception into a failure status and a log
-line, never a crash. pynetdicom runs stock.
+line, never a crash. pynetdicom runs stock, but for where a DICOM TLS handshake is
+done: in the connection's own thread, not in the one accepting every connection.
 """
 
 import logging
@@ -52,7 +53,7 @@ class _Server(ThreadedAssociationServer):
     request_queue_size = 64  # as the lean receiver: a burst of connections waits, unrefused
     policy: AccessPolicy = AccessPolicy()
     on_refused: RefusedCallback | None = None
-    handshake_timeout_s = 10.0
+    handshake_timeout_s = 10.0  # both set by StoreSCP for each server
     handshakes = PendingHandshakes(64)
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -142,8 +143,15 @@ class StoreSCP:
         """The port actually bound (useful when asked for port 0)."""
         return int(self._server.server_address[1])
 
+    @property
+    def handshakes(self) -> PendingHandshakes:
+        """The connections in a TLS handshake (as the lean receiver's)."""
+        return self._server.handshakes
+
     def close(self) -> None:
-        """Stop accepting associations and wait for the server thread to end."""
+        """Stop accepting associations and wait for the server thread to end (and the
+        connections' threads: those still in a TLS handshake are cut off first)."""
+        self._server.handshakes.cut_all()
         self._server.shutdown()
         self._server.server_close()
 
