@@ -44,7 +44,8 @@ Ip = Annotated[str | None, typer.Option("--ip", help="Address to listen on.")]
 AeTitle = Annotated[str | None, typer.Option("--ae-title", help="The node's AE title.")]
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
 Endpoint = Annotated[
-    list[str] | None, typer.Option("--endpoint", "-e", help="AE@host:port; repeatable.")
+    list[str] | None,
+    typer.Option("--endpoint", "-e", help="AE@host:port (?tls: over DICOM TLS); repeatable."),
 ]
 QueueUrl = Annotated[str | None, typer.Option(help="sqlite:///path or redis://host/db")]
 Archive = Annotated[str | None, typer.Option(help="Archive datastore (dir or URL).")]
@@ -73,7 +74,9 @@ TlsRequireClientCert = Annotated[
 PeerPort = Annotated[int, typer.Argument(help="The peer's port.", min=1, max=65535)]
 Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
 Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
-Tls = Annotated[bool, typer.Option("--tls", help="Speak DICOM TLS to the peer.")]
+Tls = Annotated[
+    bool, typer.Option("--tls", help="Speak DICOM TLS (implied by the --tls-* options).")
+]
 ClientTlsCert = Annotated[
     Path | None, typer.Option("--tls-cert", help="Client certificate (PEM) for mutual TLS.")
 ]
