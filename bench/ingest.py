@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python bench/ingest.py [--small N] [--large N] [--reference-small N]
                                      [--reference-large N] [--associations N]
-                                     [--workdir DIR] [--keep]
+                                     [--tls | --only-tls] [--workdir DIR] [--keep]
 
 Generates N small (64x64, ~9 kB) and N large (512x512, ~0.5 MB) CT instances as
 Part-10 files, then sends each data set with ONE ``storescu`` association (or
@@ -16,6 +16,13 @@ times (a fresh process each time) and the median run is shown, with the range
 of instances/s. The slow reference receivers (dcmtk ``storescp``, stock
 pynetdicom) run once, on the first ``--reference-*`` instances only; their
 rates are computed from what they received.
+
+``--tls`` adds, and ``--only-tls`` runs alone, the DICOM TLS rows: ``storescu +tls``
+(mutual TLS, one self-signed certificate trusted by both sides) to a node's TLS port
+and, ``storescu`` plain, to the same node's plain port, to dcmtk ``storescp +tls`` and
+to ``storescp`` plain: the node's ports ``--repeat`` times, interleaved (a fresh node
+each time), the references once on their ``--reference-*`` instances; with the ratios
+node TLS / node plain and node TLS / ``storescp +tls``.
 """
 
 # ruff: noqa: E402
@@ -55,6 +62,7 @@ class Receiver:
     kind: str  # "storescp" or a kind of bench/receivers.py
     reference: bool = False
     stores: bool = True
+    tls: bool = False  # storescu +tls, to the receiver's TLS port
 
 
 RECEIVERS = [
@@ -74,6 +82,15 @@ RECEIVERS = [
     ),
     Receiver("no network: temp/fsync/rename of the files' bytes (disk ceiling)", "disk"),
 ]
+NODE_TLS = Receiver("dicomflow node, TLS port (mutual TLS)", "node-tls", tls=True)
+NODE_PLAIN = Receiver("dicomflow node, plain port of the same node", "node-tls")
+STORESCP_TLS = Receiver(
+    "dcmtk storescp +tls (mutual TLS; reference)", "storescp", reference=True, tls=True
+)
+STORESCP_PLAIN = Receiver("dcmtk storescp (reference)", "storescp", reference=True)
+TLS_RECEIVERS = [NODE_TLS, NODE_PLAIN, STORESCP_TLS, STORESCP_PLAIN]
+TLS_TARGETS = {64: 0.8, 512: 0.6}  # node TLS / node plain, instances/s
+TLS_IDENTITY: Path | None = None  # certificate.pem + private-key.pem, set by main()
 
 
 @dataclass
@@ -109,6 +126,8 @@ def main() -> None:
         ):
             if count:
                 files = generate(workdir / "data" / label, count, size)
+                if args.only_tls:
+                    continue
                 if ASSOCIATIONS > 1:
                     label = f"{label}, {ASSOCIATIONS} concurrent associations"
                 output = workdir / "out" / label
@@ -117,7 +136,9 @@ def main() -> None:
                     receivers = [r for r in receivers if r.kind in args.only]
                 runs = [measure(r, files, references, output, args.repeat) for r in receivers]
                 print_table(f"{label}: {count} instances of {size}x{size}", runs)
-        if args.latency_rounds:
+        if args.tls or args.only_tls:
+            measure_tls(workdir, args)
+        if args.latency_rounds and not args.only_tls:
             print_latency(args.latency_rounds)
     finally:
         if args.keep:
@@ -155,6 +176,11 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=1,
         help="concurrent storescu associations the instances are dealt out to (1)",
+    )
+    tls = parser.add_mutually_exclusive_group()
+    tls.add_argument("--tls", action="store_true", help="add the DICOM TLS rows")
+    tls.add_argument(
+        "--only-tls", action="store_true", help="run only the DICOM TLS rows (no latency part)"
     )
     parser.add_argument("--workdir", help="where to put the temporary directory")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -202,10 +228,10 @@ def measure_once(receiver: Receiver, files: list[Path], output: Path) -> Run:
     output.mkdir(parents=True)
     if receiver.kind == "disk":
         return measure_disk(receiver, files, output)
-    with start(receiver.kind, output) as (port, pid):
+    with start(receiver.kind, output, receiver.tls) as (port, pid):
         cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
-        ok = storescu(port, files)
+        ok = storescu(port, files, receiver.tls)
         seconds = time.perf_counter() - started
         cpu = cpu_seconds(pid) - cpu_before
     spool = output / "spool" / "incoming"  # a whole node writes more than the instances
@@ -230,22 +256,29 @@ def measure_disk(receiver: Receiver, files: list[Path], output: Path) -> Run:
 
 
 @contextmanager
-def start(kind: str, output: Path) -> Iterator[tuple[int, int]]:
-    """Run a receiver in its own process; yield its (port, pid)."""
+def start(kind: str, output: Path, tls: bool = False) -> Iterator[tuple[int, int]]:
+    """Run a receiver in its own process; yield its (port, pid): its TLS port with ``tls``."""
     if kind == "storescp":
         port = free_port()
-        command = ["storescp", "-od", str(output), str(port)]
+        command = ["storescp", *tls_options(tls), "-od", str(output), str(port)]
+        # storescp +tls complains of the plain probe wait_for_listener makes: not shown.
+        quiet = subprocess.DEVNULL if tls else None
         process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=quiet, text=True
         )
         wait_for_listener(port)
     else:
         command = [sys.executable, str(RECEIVERS_SCRIPT), kind, str(output)]
+        if kind == "node-tls":
+            command.append(str(TLS_IDENTITY))
         process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         assert process.stdout is not None
         port = int(process.stdout.readline().split()[1])
+        if kind == "node-tls":
+            tls_port = int(process.stdout.readline().split()[1])
+            port = tls_port if tls else port
     try:
         yield port, process.pid
     finally:
@@ -260,10 +293,11 @@ def stop(process: subprocess.Popen[str], kind: str) -> None:
     process.wait(30)
 
 
-def storescu(port: int, files: list[Path]) -> bool:
+def storescu(port: int, files: list[Path], tls: bool = False) -> bool:
     """Send ``files`` with ``ASSOCIATIONS`` concurrent ``storescu`` runs (one association
-    each, the files dealt out in turn); whether all succeeded."""
-    command = ["storescu", "-aet", "BENCH", "-aec", "RECEIVER", "127.0.0.1", str(port)]
+    each, the files dealt out in turn; over TLS with ``tls``); whether all succeeded."""
+    command = ["storescu", *tls_options(tls), "-aet", "BENCH", "-aec", "RECEIVER"]
+    command += ["127.0.0.1", str(port)]
     senders = [
         subprocess.Popen(
             [*command, *map(str, files[index::ASSOCIATIONS])],
@@ -280,6 +314,79 @@ def storescu(port: int, files: list[Path]) -> bool:
             print(f"storescu failed ({sender.returncode}): {stderr[-500:]}", file=sys.stderr)
             ok = False
     return ok
+
+
+def tls_options(tls: bool) -> list[str]:
+    """dcmtk's options for mutual TLS with the benchmark's self-signed certificate (both
+    sides present it and trust only it); none without ``tls``."""
+    if not tls:
+        return []
+    assert TLS_IDENTITY is not None
+    certificate = str(TLS_IDENTITY / "certificate.pem")
+    return ["+tls", str(TLS_IDENTITY / "private-key.pem"), certificate, "+cf", certificate]
+
+
+def measure_tls(workdir: Path, args: argparse.Namespace) -> None:
+    """The TLS rows for the small and the large instances generated by ``main``."""
+    global TLS_IDENTITY
+    from dicomflow.tls import make_self_signed
+
+    TLS_IDENTITY = make_self_signed(workdir / "tls", common_name="BENCH").certificate.parent
+    for label, count, references, size in (
+        ("small", args.small, args.reference_small, 64),
+        ("large", args.large, args.reference_large or args.large, 512),
+    ):
+        if count:
+            files = sorted((workdir / "data" / label).glob("*.dcm"))
+            output = workdir / "out" / f"tls-{label}"
+            runs = measure_interleaved(TLS_RECEIVERS, files, references, output, args.repeat)
+            print_tls_table(f"DICOM TLS, {label}: {count} instances of {size}x{size}", runs, size)
+
+
+def measure_interleaved(
+    receivers: list[Receiver], files: list[Path], references: int, output: Path, repeat: int
+) -> list[Run]:
+    """Each dicomflow receiver ``repeat`` times, in turn (a loaded machine slows all
+    alike), the median run of each with its range; a reference once, on the first
+    ``references`` files (storescp takes ~90 ms an instance from storescu)."""
+    runs: list[list[Run]] = [[] for _ in receivers]
+    for index in range(repeat):
+        for receiver, found in zip(receivers, runs, strict=True):
+            if receiver.reference and index:
+                continue
+            sent = files[:references] if receiver.reference else files
+            name = f"{receiver.kind}-{'tls' if receiver.tls else 'plain'}-{index}"
+            found.append(measure_once(receiver, sent, output / name))
+    medians = []
+    for found in runs:
+        ordered = sorted(found, key=lambda run: run.seconds)
+        median = ordered[len(ordered) // 2]
+        median.range_per_second = (ordered[-1].per_second, ordered[0].per_second)
+        medians.append(median)
+    return medians
+
+
+def print_tls_table(title: str, runs: list[Run], size: int) -> None:
+    node_tls, node_plain, storescp_tls = runs[0], runs[1], runs[2]
+    print(f"\n### {title}\n")
+    print("| receiver | sent | stored | s | instances/s (range) | MB/s | receiver CPU s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for run in runs:
+        failed = not run.ok or run.stored != run.sent
+        print(
+            f"| {run.receiver.name}{' (FAILED)' if failed else ''} | {run.sent} | {run.stored} "
+            f"| {run.seconds:.2f} | {run.per_second:.0f}{spread(run)} "
+            f"| {run.megabytes_per_second:.1f} | {run.cpu_seconds:.2f} |"
+        )
+    plain = node_tls.per_second / node_plain.per_second
+    target = TLS_TARGETS[size]
+    versus_storescp = node_tls.per_second / storescp_tls.per_second
+    storescp_cost = storescp_tls.per_second / runs[3].per_second
+    cpu = [run.cpu_seconds / run.sent * 1e3 for run in (node_tls, node_plain)]
+    print(f"\nnode TLS / node plain: {plain:.2f} (target >= {target}: "
+          f"{'met' if plain >= target else 'MISSED'}); node TLS / storescp +tls: "
+          f"{versus_storescp:.2f}; storescp +tls / storescp: {storescp_cost:.2f}; "
+          f"node CPU per instance, TLS / plain: {cpu[0]:.2f} / {cpu[1]:.2f} ms")  # fmt: skip
 
 
 def cpu_seconds(pid: int) -> float:

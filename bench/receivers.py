@@ -23,6 +23,10 @@ standard input is closed. KIND is one of:
   never validates, so nothing but receiving and spooling happens.
 - ``lean-spool-classic``: ``lean-spool`` without the journal (two flushes per
   instance: the file, then its directory).
+- ``node-tls``: ``node`` with DICOM TLS on a second port (``tls_port``), mutual TLS
+  with the self-signed certificate in the directory given as third argument
+  (``certificate.pem``, ``private-key.pem``; it is also the only CA trusted). Prints
+  ``PORT <plain>`` and then ``TLS_PORT <tls>``: the same node answers on both.
 """
 
 # ruff: noqa: E402
@@ -38,6 +42,7 @@ import queue  # noqa: F401
 sys.path.insert(0, str(BENCH_DIR))
 
 import os
+import socket
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -126,7 +131,7 @@ def spool_store(output: Path, journal: bool = True) -> Callable[[Any], int]:
     return store
 
 
-def serve_node(output: Path) -> Callable[[], None]:
+def serve_node(output: Path, **settings: Any) -> Callable[[], None]:
     """A whole node on the embedded defaults whose pipeline never completes."""
     sys.path.insert(0, str(BENCH_DIR / "pipelines"))
     from spool_pipeline import SpoolOnlyPipeline
@@ -138,10 +143,33 @@ def serve_node(output: Path) -> Callable[[], None]:
         data_directory=output,
         log_level="WARNING",
         web_enabled=False,
+        **settings,
     )
     pipeline.open(blocking=False, configure_logs=False)
     print(f"PORT {pipeline.node.port}", flush=True)
     return pipeline.close
+
+
+def serve_node_tls(output: Path, identity: Path) -> Callable[[], None]:
+    """``serve_node`` listening plain on its port and with mutual DICOM TLS on a second."""
+    from dicomflow.tls import CERTIFICATE_FILE, PRIVATE_KEY_FILE
+
+    tls_port = free_port()
+    stop = serve_node(
+        output,
+        tls_certificate=identity / CERTIFICATE_FILE,
+        tls_private_key=identity / PRIVATE_KEY_FILE,
+        tls_ca_certificates=identity / CERTIFICATE_FILE,
+        tls_port=tls_port,
+    )
+    print(f"TLS_PORT {tls_port}", flush=True)
+    return stop
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def memory_store(output: Path) -> Callable[[Any], int]:
@@ -170,7 +198,10 @@ RECEIVERS: dict[str, Callable[[Path], Callable[[], None]]] = {
 
 def main() -> None:
     kind, output = sys.argv[1], Path(sys.argv[2])
-    stop = RECEIVERS[kind](output)
+    if kind == "node-tls":
+        stop = serve_node_tls(output, Path(sys.argv[3]))
+    else:
+        stop = RECEIVERS[kind](output)
     sys.stdin.read()
     stop()
 

@@ -12,6 +12,7 @@ import time
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,15 @@ def storescu(
     return result
 
 
+def dcmtk_tls_options(certificate: Path, private_key: Path, *trusted: Path) -> list[str]:
+    """dcmtk's options for DICOM TLS with this identity, trusting ``trusted`` (the peer
+    must present a certificate: dcmtk's default ``--require-peer-cert``)."""
+    options = ["+tls", str(private_key), str(certificate)]
+    for path in trusted:
+        options += ["+cf", str(path)]
+    return options
+
+
 NodeFactory = Callable[..., Node]
 PeerStarter = Callable[[int], Path]  # starts dcmtk storescp on a port; returns its folder
 
@@ -188,12 +198,32 @@ class RedisServer:
         self.process.wait(timeout=10)
 
 
+@dataclass(frozen=True)
+class OrthancTLS:
+    """Orthanc's DICOM TLS: its identity (``DicomTlsCertificate``/``DicomTlsPrivateKey``,
+    used both listening and sending), the certificates it trusts
+    (``DicomTlsTrustedCertificates``, written as one PEM bundle) and whether a peer must
+    present one (``DicomTlsRemoteCertificateRequired``: mutual TLS). With TLS on,
+    Orthanc's DICOM port speaks only TLS."""
+
+    certificate: Path
+    private_key: Path
+    trusted: tuple[Path, ...]
+    remote_certificate_required: bool = True
+
+
 class OrthancPeer:
     """A throw-away Orthanc (Debian's ``orthanc``) as the PACS: DICOM and REST on free
-    loopback ports, storage in ``folder``; ``modalities`` maps a name to ``AE@host:port``."""
+    loopback ports, storage in ``folder``; ``modalities`` maps a name to ``AE@host:port``,
+    ``AE@host:port?tls`` for a modality Orthanc reaches over DICOM TLS (``UseDicomTls``).
+    With ``tls`` its DICOM port speaks TLS (and it sends over TLS with that identity)."""
 
     def __init__(
-        self, folder: Path, ae_title: str = "ORTHANC", modalities: dict[str, str] | None = None
+        self,
+        folder: Path,
+        ae_title: str = "ORTHANC",
+        modalities: dict[str, str] | None = None,
+        tls: OrthancTLS | None = None,
     ) -> None:
         binary = shutil.which("Orthanc")
         if binary is None:
@@ -201,12 +231,7 @@ class OrthancPeer:
         self.ae_title = ae_title
         self.dicom_port, self.http_port = free_port(), free_port()
         folder.mkdir(parents=True, exist_ok=True)
-        peers = {}
-        for name, endpoint in (modalities or {}).items():
-            title, _, location = endpoint.partition("@")
-            host, _, port = location.rpartition(":")
-            peers[name] = [title, host, int(port)]
-        config = {
+        config: dict[str, Any] = {
             "Name": "dicomflow-test-pacs",
             "StorageDirectory": str(folder / "storage"),
             "IndexDirectory": str(folder / "index"),
@@ -215,13 +240,16 @@ class OrthancPeer:
             "DicomAet": ae_title,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
-            "DicomModalities": peers,
+            "DicomModalities": orthanc_modalities(modalities or {}),
             "Plugins": [],
             "StorageCompression": False,
             "OverwriteInstances": True,
         }
+        if tls is not None:
+            config.update(orthanc_tls_configuration(tls, folder / "trusted.pem"))
         (folder / "orthanc.json").write_text(json.dumps(config))
-        self.log = (folder / "orthanc.log").open("w")
+        self.log_path = folder / "orthanc.log"
+        self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
             [binary, str(folder / "orthanc.json")], stdout=self.log, stderr=subprocess.STDOUT
         )
@@ -247,6 +275,33 @@ class OrthancPeer:
         self.process.terminate()
         self.process.wait(timeout=20)
         self.log.close()
+
+
+def orthanc_modalities(modalities: dict[str, str]) -> dict[str, Any]:
+    """Orthanc's ``DicomModalities`` for ``{name: "AE@host:port[?tls]"}``: the object
+    form, which alone carries ``UseDicomTls``."""
+    peers: dict[str, Any] = {}
+    for name, endpoint in modalities.items():
+        address, _, option = endpoint.partition("?")
+        title, _, location = address.partition("@")
+        host, _, port = location.rpartition(":")
+        peers[name] = {"AET": title, "Host": host, "Port": int(port)}
+        if option == "tls":
+            peers[name]["UseDicomTls"] = True
+    return peers
+
+
+def orthanc_tls_configuration(tls: OrthancTLS, bundle: Path) -> dict[str, Any]:
+    """The ``DicomTls*`` options of Orthanc 1.9+; the trusted certificates are written to
+    ``bundle``, one PEM file, as Orthanc wants them."""
+    bundle.write_text("".join(path.read_text() for path in tls.trusted))
+    return {
+        "DicomTlsEnabled": True,
+        "DicomTlsCertificate": str(tls.certificate),
+        "DicomTlsPrivateKey": str(tls.private_key),
+        "DicomTlsTrustedCertificates": str(bundle),
+        "DicomTlsRemoteCertificateRequired": tls.remote_certificate_required,
+    }
 
 
 S3_ENVIRONMENT = {
