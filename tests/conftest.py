@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from dicomflow.engine.node import Node
+from dicomflow.tls import SelfSigned, make_self_signed
 from support import DCMTK_TOOLS, NodeFactory, PeerStarter, RedisServer, StoreSCPPeer, wait_for_port
 
 # Nodes in tests (and the ones they start as processes) make a 16 MiB spool journal
@@ -78,3 +79,33 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def server_pair(tmp_path: Path) -> SelfSigned:
+    """A PACS's self-signed certificate and key (DICOM TLS tests)."""
+    return make_self_signed(tmp_path / "server", common_name="pacs")
+
+
+@pytest.fixture
+def client_pair(tmp_path: Path) -> SelfSigned:
+    """The sender's self-signed certificate and key, for mutual TLS."""
+    return make_self_signed(tmp_path / "client", common_name="client")
+
+
+@pytest.fixture
+def tls_pacs(tmp_path: Path, server_pair: SelfSigned) -> Iterator[StoreSCPPeer]:
+    """dcmtk ``storescp +tls`` with ``server_pair``, not asking for a client certificate."""
+    peer = StoreSCPPeer(tmp_path / "pacs", tls=server_pair)
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def mutual_pacs(
+    tmp_path: Path, server_pair: SelfSigned, client_pair: SelfSigned
+) -> Iterator[StoreSCPPeer]:
+    """dcmtk ``storescp +tls`` requiring ``client_pair``'s certificate (mutual TLS)."""
+    peer = StoreSCPPeer(tmp_path / "mutual", tls=server_pair, client_ca=client_pair.certificate)
+    yield peer
+    peer.stop()

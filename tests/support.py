@@ -444,3 +444,8 @@ def association_request(
         )
     )
     return struct.pack(">BBI", 0x01, 0, len(body)) + body
+
+
+def sop_uids(paths: list[Path]) -> set[str]:
+    """The SOPInstanceUIDs of the Part-10 files ``paths``."""
+    return {str(dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in paths}

@@ -28,6 +28,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from dicomflow.logs import make_private_folders
+
 LOGGER_NAME = "dicomflow.audit"
 MAX_TEXT = 256  # characters kept of any value a peer or client chose
 MAX_STUDY_UIDS = 100  # Study Instance UIDs kept per association (the count goes on)
@@ -208,7 +210,7 @@ def configure(
         and (current.maxBytes, current.backupCount) == (max_bytes, backups)
     ):
         return
-    _private_folders(path.parent)
+    make_private_folders(path.parent)
     handler = _PrivateRotatingFileHandler(
         path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
     )
@@ -222,12 +224,3 @@ def close() -> None:
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-
-
-def _private_folders(directory: Path) -> None:
-    missing = []
-    while not directory.exists():
-        missing.append(directory)
-        directory = directory.parent
-    for folder in reversed(missing):
-        folder.mkdir(mode=0o700, exist_ok=True)

@@ -2,46 +2,15 @@
 ``--tls-ca`` trusts the server, ``--tls-cert``/``--tls-key`` are the client certificate;
 a bad file or a failed handshake is one ``error:`` line."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
 from test_cli_errors import assert_one_line_error, dicomflow
 
 from dicomflow.dicom.factory import make_ct_series, write_series
-from dicomflow.tls import SelfSigned, make_self_signed
+from dicomflow.tls import SelfSigned
 from support import StoreSCPPeer
-
-
-@pytest.fixture
-def server_pair(tmp_path: Path) -> SelfSigned:
-    return make_self_signed(tmp_path / "server", common_name="pacs")
-
-
-@pytest.fixture
-def client_pair(tmp_path: Path) -> SelfSigned:
-    return make_self_signed(tmp_path / "client", common_name="sender")
-
-
-@pytest.fixture
-def tls_pacs(tmp_path: Path, server_pair: SelfSigned) -> Iterator[StoreSCPPeer]:
-    peer = StoreSCPPeer(tmp_path / "pacs", tls=server_pair)
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def mutual_pacs(
-    tmp_path: Path, server_pair: SelfSigned, client_pair: SelfSigned
-) -> Iterator[StoreSCPPeer]:
-    peer = StoreSCPPeer(tmp_path / "mutual", tls=server_pair, client_ca=client_pair.certificate)
-    yield peer
-    peer.stop()
-
-
-def uids(paths: list[Path]) -> set[str]:
-    return {str(dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in paths}
+from support import sop_uids as uids
 
 
 def test_send_with_tls_delivers_every_file(

@@ -3,7 +3,6 @@ servers, mutual TLS, plain peers, large instances through the batched TLS writes
 
 import socket
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,36 +16,7 @@ from dicomflow.net.requestor import echo, send
 from dicomflow.settings import parse_endpoint
 from dicomflow.tls import SelfSigned, TLSFiles, make_self_signed
 from support import StoreSCPPeer
-
-
-@pytest.fixture
-def server_pair(tmp_path: Path) -> SelfSigned:
-    return make_self_signed(tmp_path / "server", common_name="pacs")
-
-
-@pytest.fixture
-def client_pair(tmp_path: Path) -> SelfSigned:
-    return make_self_signed(tmp_path / "client", common_name="node")
-
-
-@pytest.fixture
-def tls_pacs(tmp_path: Path, server_pair: SelfSigned) -> Iterator[StoreSCPPeer]:
-    peer = StoreSCPPeer(tmp_path / "pacs", tls=server_pair)
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def mutual_pacs(
-    tmp_path: Path, server_pair: SelfSigned, client_pair: SelfSigned
-) -> Iterator[StoreSCPPeer]:
-    peer = StoreSCPPeer(tmp_path / "mutual", tls=server_pair, client_ca=client_pair.certificate)
-    yield peer
-    peer.stop()
-
-
-def uids(paths: list[Path]) -> set[str]:
-    return {str(dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in paths}
+from support import sop_uids as uids
 
 
 def test_send_over_tls_delivers_every_instance(

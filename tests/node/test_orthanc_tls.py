@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
 from sample_pipelines import MARK, CTCopyPipeline
 
@@ -30,6 +29,7 @@ from support import (
     storescu,
     wait_for,
 )
+from support import sop_uids as sop_instance_uids
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,6 @@ def orthanc_sop_instance_uids(pacs: OrthancPeer) -> set[str]:
         tags = pacs.rest("GET", f"/instances/{orthanc_id}/simplified-tags")
         uids.add(tags["SOPInstanceUID"])
     return uids
-
-
-def sop_instance_uids(files: list[Path]) -> set[str]:
-    return {str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in files}
 
 
 # --- Orthanc's DICOM TLS configuration, proved with dcmtk -------------------------------

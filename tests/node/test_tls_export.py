@@ -17,6 +17,7 @@ from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.engine.node import Node
 from dicomflow.tls import SelfSigned, make_self_signed
 from support import StoreSCPPeer, free_port, storescu, wait_for
+from support import sop_uids as uids
 
 KEPT = "still unreachable; kept for later"
 
@@ -35,10 +36,6 @@ def server_pair(tmp_path: Path) -> SelfSigned:
 @pytest.fixture
 def node_pair(tmp_path: Path) -> SelfSigned:
     return make_self_signed(tmp_path / "node-tls", common_name="node")
-
-
-def uids(paths: list[Path]) -> set[str]:
-    return {str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID) for path in paths}
 
 
 def outbox_files(data: Path) -> list[Path]:
