@@ -29,11 +29,6 @@ def outbox_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 @pytest.fixture
-def server_pair(tmp_path: Path) -> SelfSigned:
-    return make_self_signed(tmp_path / "server-tls", common_name="pacs")
-
-
-@pytest.fixture
 def node_pair(tmp_path: Path) -> SelfSigned:
     return make_self_signed(tmp_path / "node-tls", common_name="node")
 
