@@ -13,7 +13,11 @@ from dicomflow.address import valid_ae_title
 from dicomflow.errors import DicomflowError
 from dicomflow.net.user_identity import Identities, KnownUser, PasswordHash, save
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="The user identities file DICOM peers are checked against: add a user.",
+)
 console = Console(stderr=True, soft_wrap=True)  # errors
 results = Console(soft_wrap=True, highlight=False)  # what a command reports back, on stdout
 

@@ -9,7 +9,11 @@ from rich.markup import escape
 
 from dicomflow import tls
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Certificates for DICOM TLS and HTTPS: selfsigned DIR writes a pair to try them with.",
+)
 console = Console(stderr=True, soft_wrap=True)  # errors
 results = Console(soft_wrap=True, highlight=False)  # what the command reports, on stdout
 
