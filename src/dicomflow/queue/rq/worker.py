@@ -245,6 +245,12 @@ class RQWorker:
     def work(self, *, burst: bool = False) -> None:
         """Run jobs, high priority first, until stopped (or, with ``burst``, idle); while
         Redis does not answer, wait for it."""
+        try:
+            self._work_until_stopped(burst)
+        except StopRequested:  # SIGTERM/SIGINT between RQ's loops, by the last loop's handler
+            return
+
+    def _work_until_stopped(self, burst: bool) -> None:
         wait_s = RECONNECT_FIRST_S
         while True:
             started = time.monotonic()
