@@ -237,6 +237,11 @@ class InvalidQueryDataset(InvalidDataset):
     """A query dataset is not valid for the DIMSE message it is sent with."""
 
 
+class QueryKeyError(DicomflowError, ValueError):
+    """A query key or paging parameter (QIDO-RS or C-FIND) names no attribute or has a
+    value that cannot be matched; the message names it."""
+
+
 # The archive library's exception names (re-exported by dicomflow.cod.errors).
 
 

@@ -1,9 +1,86 @@
-"""Catalog: the studies and series of a datastore, from its layout alone."""
+"""Catalog: the patients, studies, series and instances of an archive, indexed.
+
+The datastore (series tars plus ``metadata.json``) is the source of truth; a
+catalog is an index of it, updated by every archive sync and rebuildable from the
+datastore at any time. It answers QIDO-RS, C-FIND, the retrievals of C-MOVE and
+C-GET, and the dashboard's archive pages, without listing the datastore.
+
+:class:`Catalog` is what its users call; :func:`open_catalog` opens one by
+location (a SQLite file by default, ``postgresql://…`` scaled out).
+
+Also here: :func:`list_studies` and :func:`list_series`, which read the
+datastore's layout alone.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
 
 from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
 
 from dicomflow.cod.layout import METADATA_NAME, open_datastore
+from dicomflow.cod.query import SeriesDocument
 from dicomflow.dicom.keys import is_valid_uid, uid_key
+from dicomflow.dicom.matching import DicomJson, Query
+
+
+class Level(StrEnum):
+    """The query/retrieve levels (PS3.4 C.3): what one search result is."""
+
+    PATIENT = "PATIENT"
+    STUDY = "STUDY"
+    SERIES = "SERIES"
+    IMAGE = "IMAGE"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Restricts a search to one study, or one series of a study (QIDO-RS paths)."""
+
+    study_uid: str | None = None
+    series_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class LocatedInstance:
+    """An archived instance, with what a retrieval needs to read and send it."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+
+
+class Catalog(Protocol):
+    """An index of one archive's patients, studies, series and instances."""
+
+    def record(self, document: SeriesDocument) -> None:
+        """Add or replace one series and its instances, from its metadata; a series whose
+        metadata holds no instance is forgotten. Idempotent."""
+
+    def forget(self, study_uid: str, series_uid: str) -> None:
+        """Remove one series and its instances (nothing if it is not catalogued)."""
+
+    def search(self, level: Level, query: Query, scope: Scope = Scope()) -> list[DicomJson]:
+        """The entities at ``level`` within ``scope`` matching every key of ``query``
+        (PS3.4 C.2.2.2 matching, as :meth:`Query.matches`), in a stable order, paged by
+        ``query.offset``/``query.limit``.
+
+        Each result is DICOM JSON holding the stored attributes of its level and the
+        levels above it, the unique keys of every level down to its own, and the
+        computed attributes of its level: NumberOfPatientRelatedStudies/Series/Instances
+        (PATIENT), NumberOfStudyRelatedSeries/Instances and ModalitiesInStudy (STUDY),
+        NumberOfSeriesRelatedInstances (SERIES), AvailableTransferSyntaxUID (IMAGE).
+        Callers pick what to return and add what is theirs (URLs, availability).
+        """
+
+    def locate(self, level: Level, query: Query, scope: Scope = Scope()) -> list[LocatedInstance]:
+        """Every instance under the entities :meth:`search` would find (unpaged), ordered
+        by study, series and instance number."""
+
+    def close(self) -> None:
+        """Release connections."""
 
 
 def _directories(fs: AbstractFileSystem, path: str) -> list[str]:

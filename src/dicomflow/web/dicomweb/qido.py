@@ -9,12 +9,13 @@ has no results.
 from collections import defaultdict
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
 from dicomflow.cod.query import SeriesSummary, instance_number, plain_attributes
+from dicomflow.dicom.matching import DicomJson, Query, parse_query
+from dicomflow.errors import QueryKeyError
 from dicomflow.web.dicomweb.accept import accepts_single
-from dicomflow.web.dicomweb.matching import DicomJson, Query, parse_query
 from dicomflow.web.dicomweb.resources import (
     archive_reader,
     checked_uid,
@@ -122,7 +123,10 @@ def _search_instances(request: Request, study: str | None, series: str | None) -
 
 def _query(request: Request) -> Query:
     accepts_single(request, DICOM_JSON, "application/json")
-    return parse_query(request.query_params.multi_items())
+    try:
+        return parse_query(request.query_params.multi_items())
+    except QueryKeyError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
 
 
 def _summaries(request: Request, study: str | None = None) -> list[SeriesSummary]:

@@ -1,4 +1,5 @@
-"""QIDO-RS query parameters and matching over DICOM JSON (PS3.18 8.3.4, PS3.4 C.2.2.2).
+"""Query keys and matching over DICOM JSON (PS3.18 8.3.4, PS3.4 C.2.2.2), shared by
+QIDO-RS, C-FIND and the archive catalog.
 
 Matching keys are given by keyword (``PatientID``) or tag (``00100020``):
 
@@ -21,10 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import HTTPException, status
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from dicomflow.dicom.keys import shorten
+from dicomflow.errors import QueryKeyError
 
 DicomJson = dict[str, Any]
 
@@ -55,7 +56,8 @@ class Key:
 
 @dataclass
 class Query:
-    """The parsed query string of a QIDO-RS request."""
+    """Matching keys, the attributes asked for, and paging: a QIDO-RS query string or a
+    C-FIND identifier."""
 
     keys: list[Key] = field(default_factory=list)
     include: set[str] = field(default_factory=set)
@@ -77,8 +79,12 @@ class Query:
 
 
 def parse_query(items: Iterable[tuple[str, str]]) -> Query:
-    """Parse query parameters; 400 naming the parameter for unknown attributes or bad
-    ``limit``/``offset`` values."""
+    """Parse QIDO-RS query parameters.
+
+    Raises:
+        QueryKeyError: naming the parameter, for unknown attributes or bad
+            ``limit``/``offset`` values.
+    """
     query = Query()
     for name, value in items:
         lowered = name.lower()
@@ -93,15 +99,18 @@ def parse_query(items: Iterable[tuple[str, str]]) -> Query:
 
 
 def attribute_tag(name: str) -> str:
-    """Return the tag (8 upper-case hex digits) of a keyword or tag; 400 otherwise."""
+    """Return the tag (8 upper-case hex digits) of a keyword or tag.
+
+    Raises:
+        QueryKeyError: if ``name`` is neither.
+    """
     if TAG_PATTERN.match(name):
         return name.upper()
     tag = tag_for_keyword(name)
     if tag is None:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
+        raise QueryKeyError(
             f'Query parameter "{shorten(name)}" is neither a DICOM keyword nor a tag '
-            "(sequence paths are not supported).",
+            "(sequence paths are not supported)."
         )
     return f"{tag:08X}"
 
@@ -120,9 +129,8 @@ def _add_includes(query: Query, value: str) -> None:
 
 def _count(name: str, value: str) -> int:
     if not re.fullmatch(r"[0-9]{1,9}", value) or int(value) > MAX_LIMIT:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST,
-            f'Query parameter {name} "{shorten(value)}" is not a whole number up to {MAX_LIMIT}.',
+        raise QueryKeyError(
+            f'Query parameter {name} "{shorten(value)}" is not a whole number up to {MAX_LIMIT}.'
         )
     return int(value)
 
