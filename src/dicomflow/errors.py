@@ -237,6 +237,10 @@ class InvalidQueryDataset(InvalidDataset):
     """A query dataset is not valid for the DIMSE message it is sent with."""
 
 
+class UnknownMoveDestinationError(DicomflowError, KeyError):
+    """A C-MOVE names a destination AE title the node does not know."""
+
+
 class QueryKeyError(DicomflowError, ValueError):
     """A query key or paging parameter (QIDO-RS or C-FIND) names no attribute or has a
     value that cannot be matched; the message names it."""
