@@ -1,6 +1,7 @@
 """A Query/Retrieve provider over a folder of Part-10 files, for the lean acceptor's tests:
 matching by :class:`dicomflow.dicom.matching.Query` over each file's DICOM JSON."""
 
+import contextlib
 import socket
 from collections.abc import Iterator
 from functools import partial
@@ -15,6 +16,8 @@ from dicomflow.net.query_retrieve import QueryRequest, RetrievedInstance
 from support import association_request
 
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+ABORTED = -1
+"""What :func:`raw_find` reports for an A-ABORT instead of a response."""
 
 UNIQUE_KEYS = {
     "PATIENT": "PatientID",
@@ -79,7 +82,8 @@ def _query(identifier: Dataset) -> Query:
 
 def raw_find(port: int, identifier: bytes, syntax: str = "1.2.840.10008.1.2") -> list[int]:
     """Send a C-FIND-RQ with ``identifier`` as raw bytes (malformed if need be) over a
-    study root context; the statuses of its responses (the final one last)."""
+    study root context; the statuses of its responses (the final one last), ending with
+    ``ABORTED`` if the SCP aborts the association."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(association_request(contexts=((STUDY_ROOT_FIND, syntax),)))
         pdu_type, _ = pdu.read_pdu(connection, maximum_data=1 << 20, maximum_other=1 << 20)
@@ -91,11 +95,14 @@ def raw_find(port: int, identifier: bytes, syntax: str = "1.2.840.10008.1.2") ->
             (pdu.PRIORITY, b"\x00\x00"),
             (pdu.COMMAND_DATA_SET_TYPE, b"\x00\x00"),
         )
-        for buffers in pdu.message_pdus(1, command, [identifier], len(identifier), 16000):
-            connection.sendall(b"".join(bytes(b) for b in buffers))
+        with contextlib.suppress(ConnectionError):  # an SCP aborting may close it meanwhile
+            for buffers in pdu.message_pdus(1, command, [identifier], len(identifier), 16000):
+                connection.sendall(b"".join(bytes(b) for b in buffers))
         statuses: list[int] = []
         while not statuses or statuses[-1] in (0xFF00, 0xFF01):
-            _, body = pdu.read_pdu(connection, maximum_data=1 << 20, maximum_other=1 << 20)
+            kind, body = pdu.read_pdu(connection, maximum_data=1 << 20, maximum_other=1 << 20)
+            if kind == pdu.ABORT:
+                return [*statuses, ABORTED]
             for _, control, fragment in pdu.pdv_items(body):
                 if control & pdu.COMMAND:
                     statuses.append(pdu.us(pdu.parse_command(bytes(fragment)), pdu.STATUS))

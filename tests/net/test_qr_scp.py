@@ -4,6 +4,7 @@ folder of pydicom's test files and synthetic series."""
 
 import logging
 import shutil
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,16 +16,18 @@ from pydicom.uid import CTImageStorage
 from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
     Verification,
 )
-from qr_support import FolderProvider, raw_find
+from qr_support import ABORTED, FolderProvider, raw_find
 
 from dicomflow.address import Address
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.net.acceptor import LeanStoreSCP
+from dicomflow.net.query_retrieve import QueryRequest, RetrievedInstance
 from dicomflow.net.storage import ReceivedInstance
-from support import StoreSCPPeer, storescu
+from support import StoreSCPPeer, free_port, storescu
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("findscu", "getscu", "movescu", "storescp")),
@@ -37,9 +40,9 @@ CORPUS = ("CT_small.dcm", "MR_small.dcm", "SC_rgb_rle.dcm")
 class Node:
     """The lean acceptor with a folder provider; ``stored`` what peers C-STORE to it."""
 
-    def __init__(self, folder: Path, destinations: dict[str, Address]) -> None:
+    def __init__(self, provider: FolderProvider) -> None:
         self.stored: list[ReceivedInstance] = []
-        self.provider = FolderProvider(folder, destinations)
+        self.provider = provider
         self.scp = LeanStoreSCP(
             ae_title="DICOMFLOW",
             ip="127.0.0.1",
@@ -83,7 +86,7 @@ def destination(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreSCPPe
 @pytest.fixture(scope="module")
 def node(archive: Path, destination: StoreSCPPeer) -> Iterator[Node]:
     address = Address(ip="127.0.0.1", port=destination.port, ae_title="PACS")
-    running = Node(archive, {"PACS": address})
+    running = Node(FolderProvider(archive, {"PACS": address}))
     yield running
     running.scp.close()
 
@@ -363,3 +366,65 @@ def test_storage_still_works_on_the_same_node(node: Node, tmp_path: Path) -> Non
     storescu(node.scp.port, paths)
     assert len(node.stored) == before + 2
     assert {i.sop_class_uid for i in node.stored} == {CTImageStorage}
+
+
+# -- failed sub-operations and limits ----------------------------------------------------------
+
+
+class Flaky(FolderProvider):
+    """Retrieves one more instance than the folder holds, whose read fails."""
+
+    def retrieve(self, request: QueryRequest) -> list[RetrievedInstance]:
+        def lost() -> bytes:
+            raise OSError("the archive lost it")
+
+        missing = RetrievedInstance(str(CTImageStorage), "1.2.3.4.5", "1.2.840.10008.1.2.1", lost)
+        return [*super().retrieve(request), missing]
+
+
+@pytest.fixture(scope="module")
+def flaky(archive: Path) -> Iterator[Node]:
+    down = Address(ip="127.0.0.1", port=free_port(), ae_title="DOWN")
+    running = Node(Flaky(archive, {"DOWN": down}))
+    yield running
+    running.scp.close()
+
+
+def test_getscu_counts_a_failed_sub_operation(flaky: Node, tmp_path: Path) -> None:
+    log = getscu(flaky, tmp_path, "QueryRetrieveLevel=STUDY", "PatientID=PAT_B")
+    assert "Number of Completed Suboperations : 2" in log, log
+    assert "Number of Failed Suboperations    : 1" in log
+    assert "Received C-GET Response (Warning: SubOperationsCompleteOneOrMoreFailures)" in log
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_movescu_to_a_destination_that_is_down_fails_every_sub_operation(
+    flaky: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="dicomflow.net.qr_scp"):
+        log = movescu(flaky, "DOWN", "QueryRetrieveLevel=PATIENT", "PatientID=PAT_B")
+    assert "Received Final Move Response (Refused: OutOfResourcesSubOperations)" in log, log
+    assert any("3 failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failed_move_lists_the_failed_instances(flaky: Node, archive: Path) -> None:
+    ae = AE(ae_title="MOVER")
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelMove)
+    association = ae.associate("127.0.0.1", flaky.scp.port, ae_title="DICOMFLOW")
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "PATIENT"
+    identifier.PatientID = "PAT_B"
+    try:
+        model = PatientRootQueryRetrieveInformationModelMove
+        (final, failed), *_ = reversed(list(association.send_c_move(identifier, "DOWN", model)))
+    finally:
+        association.release()
+    assert final.Status == 0xA702
+    assert final.NumberOfFailedSuboperations == 3
+    wanted = {dcmread(p).SOPInstanceUID for p in archive.glob("PAT_B-*.dcm")} | {"1.2.3.4.5"}
+    assert set(failed.FailedSOPInstanceUIDList) == wanted
+
+
+def test_an_identifier_over_the_limit_aborts_the_association(node: Node) -> None:
+    huge = b"\x10\x00\x20\x00" + struct.pack("<I", 2 << 20) + b"X" * (2 << 20)
+    assert raw_find(node.scp.port, huge) == [ABORTED]

@@ -375,7 +375,9 @@ class QueryRetrieveSCP:
 
         try:
             requestor.send(address, instances, self.ae_title, progress, report=report)
-        except PeerUnreachableError as exc:
+        except ProtocolError:
+            raise  # our association with the requestor (ValueErrors below are the send's)
+        except (PeerUnreachableError, ValueError) as exc:  # unreachable, TLS files, contexts
             logger.warning("C-MOVE to %s: %s", address, escaped(exc))
             for instance in instances[len(instances) - counts.remaining :]:
                 counts.done(instance.sop_instance_uid, None)
