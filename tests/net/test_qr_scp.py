@@ -13,20 +13,23 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import CTImageStorage
-from pynetdicom import AE
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     Verification,
 )
 from qr_support import ABORTED, FolderProvider, raw_find
 
 from dicomflow.address import Address
 from dicomflow.dicom.factory import make_ct_series
+from dicomflow.net import requestor
 from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.query_retrieve import QueryRequest, RetrievedInstance
 from dicomflow.net.storage import ReceivedInstance
+from dicomflow.tls import SelfSigned, TLSFiles
 from support import StoreSCPPeer, free_port, storescu
 
 pytestmark = pytest.mark.skipif(
@@ -428,3 +431,57 @@ def test_a_failed_move_lists_the_failed_instances(flaky: Node, archive: Path) ->
 def test_an_identifier_over_the_limit_aborts_the_association(node: Node) -> None:
     huge = b"\x10\x00\x20\x00" + struct.pack("<I", 2 << 20) + b"X" * (2 << 20)
     assert raw_find(node.scp.port, huge) == [ABORTED]
+
+
+def test_a_move_to_a_tls_destination(
+    monkeypatch: pytest.MonkeyPatch, archive: Path, tls_pacs: StoreSCPPeer, server_pair: SelfSigned
+) -> None:
+    """The destination's address says TLS: the instances go over DICOM TLS, trusted with
+    the node's client files."""
+    monkeypatch.setattr(requestor, "_process_tls", requestor._process_tls)
+    requestor.use_client_tls(TLSFiles(ca_certificates=server_pair.certificate))
+    address = Address(ip="127.0.0.1", port=tls_pacs.port, ae_title="PACS", tls=True)
+    secure = Node(FolderProvider(archive, {"PACS": address}))
+    try:
+        log = movescu(secure, "PACS", "QueryRetrieveLevel=PATIENT", "PatientID=PAT_B")
+    finally:
+        secure.scp.close()
+    assert "Received Final Move Response (Success)" in log, log
+    wanted = {dcmread(p).SOPInstanceUID for p in archive.glob("PAT_B-*.dcm")}
+    assert {dcmread(p).SOPInstanceUID for p in tls_pacs.files()} == wanted
+
+
+def test_a_c_get_cancelled_between_sub_operations(node: Node) -> None:
+    """pynetdicom cancels after the first pending response: the next sub-operation is
+    not started and the final status is 0xFE00."""
+    received: list[str] = []
+
+    def store(event: evt.Event) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    ae = AE(ae_title="GETTER")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    role = build_role(CTImageStorage, scp_role=True)
+    association = ae.associate(
+        "127.0.0.1",
+        node.scp.port,
+        ae_title="DICOMFLOW",
+        ext_neg=[role],
+        evt_handlers=[(evt.EVT_C_STORE, store)],
+    )
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientID = "PAT_A"  # two studies, five instances
+    statuses = []
+    try:
+        model = StudyRootQueryRetrieveInformationModelGet
+        for status, _ in association.send_c_get(identifier, model, msg_id=9):
+            statuses.append(int(status.Status))
+            if len(statuses) == 1:
+                association.send_c_cancel(9, query_model=model)
+    finally:
+        association.release()
+    assert statuses[0] == 0xFF00 and statuses[-1] == 0xFE00, statuses
+    assert 1 <= len(received) < 5
