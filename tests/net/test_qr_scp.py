@@ -2,6 +2,7 @@
 (and pynetdicom or raw PDUs where a status or a malformed message must be seen), over a
 folder of pydicom's test files and synthetic series."""
 
+import json
 import logging
 import shutil
 import struct
@@ -30,7 +31,7 @@ from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.query_retrieve import QueryRequest, RetrievedInstance
 from dicomflow.net.storage import ReceivedInstance
 from dicomflow.tls import SelfSigned, TLSFiles
-from support import StoreSCPPeer, free_port, storescu
+from support import OrthancPeer, StoreSCPPeer, free_port, storescu
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("findscu", "getscu", "movescu", "storescp")),
@@ -485,3 +486,28 @@ def test_a_c_get_cancelled_between_sub_operations(node: Node) -> None:
         association.release()
     assert statuses[0] == 0xFF00 and statuses[-1] == 0xFE00, statuses
     assert 1 <= len(received) < 5
+
+
+# -- Orthanc as the Q/R SCU ---------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("Orthanc") is None, reason="Orthanc is not installed")
+def test_orthanc_queries_and_retrieves_from_the_node(
+    node: Node, archive: Path, tmp_path: Path
+) -> None:
+    orthanc = OrthancPeer(
+        tmp_path / "orthanc", modalities={"node": f"DICOMFLOW@127.0.0.1:{node.scp.port}"}
+    )
+    node.provider.destinations["ORTHANC"] = Address("127.0.0.1", orthanc.dicom_port, "ORTHANC")
+    try:
+        query = {"Level": "Study", "Query": {"PatientID": "PAT_A", "StudyDate": ""}}
+        found = orthanc.rest("POST", "/modalities/node/query", json.dumps(query))
+        answers = orthanc.rest("GET", f"/queries/{found['ID']}/answers?expand&simplify")
+        assert sorted(a["StudyDate"] for a in answers) == ["20240110", "20240320"]
+        orthanc.rest("POST", f"/queries/{found['ID']}/retrieve", "ORTHANC")
+        instances = orthanc.rest("GET", "/instances?expand")
+    finally:
+        del node.provider.destinations["ORTHANC"]
+        orthanc.stop()
+    wanted = {dcmread(p).SOPInstanceUID for p in archive.glob("PAT_A-*.dcm")}
+    assert {i["MainDicomTags"]["SOPInstanceUID"] for i in instances} == wanted
