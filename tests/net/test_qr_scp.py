@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from qr_support import ABORTED, FolderProvider, raw_find
 
+from dicomflow import tls
 from dicomflow.address import Address
 from dicomflow.dicom.factory import make_ct_series
 from dicomflow.net import requestor
@@ -31,7 +32,7 @@ from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.query_retrieve import QueryRequest, RetrievedInstance
 from dicomflow.net.storage import ReceivedInstance
 from dicomflow.tls import SelfSigned, TLSFiles
-from support import OrthancPeer, StoreSCPPeer, free_port, storescu
+from support import OrthancPeer, StoreSCPPeer, dcmtk_tls_options, free_port, storescu
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("findscu", "getscu", "movescu", "storescp")),
@@ -511,3 +512,30 @@ def test_orthanc_queries_and_retrieves_from_the_node(
         orthanc.stop()
     wanted = {dcmread(p).SOPInstanceUID for p in archive.glob("PAT_A-*.dcm")}
     assert {i["MainDicomTags"]["SOPInstanceUID"] for i in instances} == wanted
+
+
+def test_findscu_over_dicom_tls(server_pair: SelfSigned, client_pair: SelfSigned) -> None:
+    """Over TLS a cancel is looked for in the TLS layer's buffer as well as the socket's."""
+    context = tls.server_context(
+        TLSFiles(server_pair.certificate, server_pair.private_key, client_pair.certificate)
+    )
+    scp = LeanStoreSCP(
+        ae_title="DICOMFLOW",
+        ip="127.0.0.1",
+        port=0,
+        on_store=lambda _: 0,
+        tls=context,
+        query_retrieve=Endless(),  # type: ignore[arg-type]
+    )
+    options = dcmtk_tls_options(
+        client_pair.certificate, client_pair.private_key, server_pair.certificate
+    )
+    command = ["findscu", "-v", "-aec", "DICOMFLOW", "-S", *options, "--cancel", "1"]
+    command += ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID"]
+    command += ["127.0.0.1", str(scp.port)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        scp.close()
+    log = done.stdout + done.stderr
+    assert "Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)" in log, log
