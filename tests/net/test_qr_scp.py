@@ -27,6 +27,7 @@ from qr_support import ABORTED, FolderProvider, raw_find
 from dicomflow import tls
 from dicomflow.address import Address
 from dicomflow.dicom.factory import make_ct_series
+from dicomflow.errors import QueryKeyError
 from dicomflow.net import requestor
 from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.query_retrieve import QueryRequest, RetrievedInstance
@@ -233,12 +234,12 @@ def test_findscu_cancel_stops_a_million_matches(tmp_path: Path) -> None:
 # -- hostile identifiers ---------------------------------------------------------------------
 
 
-def _find(node: Node, identifier: Dataset, model: object) -> list[int]:
+def _find(port: int, identifier: Dataset, model: object) -> list[int]:
     """The statuses of one C-FIND over pynetdicom; checks the association still answers."""
     ae = AE(ae_title="HOSTILE")
     ae.add_requested_context(model)
     ae.add_requested_context(Verification)
-    association = ae.associate("127.0.0.1", node.scp.port, ae_title="DICOMFLOW")
+    association = ae.associate("127.0.0.1", port, ae_title="DICOMFLOW")
     assert association.is_established
     try:
         statuses = [int(s.Status) for s, _ in association.send_c_find(identifier, model) if s]
@@ -265,7 +266,9 @@ def test_hostile_identifiers_fail_with_a_status_and_a_log_line(
     identifier.StudyInstanceUID = ""
     setattr(identifier, key, value)
     with caplog.at_level(logging.WARNING, logger="dicomflow.net.qr_scp"):
-        assert _find(node, identifier, StudyRootQueryRetrieveInformationModelFind) == [status]
+        assert _find(node.scp.port, identifier, StudyRootQueryRetrieveInformationModelFind) == [
+            status
+        ]
     assert any("C-FIND from HOSTILE at 127.0.0.1" in r.getMessage() for r in caplog.records)
 
 
@@ -273,8 +276,8 @@ def test_patient_level_is_unknown_to_the_study_root_model(node: Node) -> None:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "PATIENT"
     identifier.PatientID = ""
-    assert _find(node, identifier, StudyRootQueryRetrieveInformationModelFind) == [0xC000]
-    statuses = _find(node, identifier, PatientRootQueryRetrieveInformationModelFind)
+    assert _find(node.scp.port, identifier, StudyRootQueryRetrieveInformationModelFind) == [0xC000]
+    statuses = _find(node.scp.port, identifier, PatientRootQueryRetrieveInformationModelFind)
     assert statuses == [0xFF00] * 5 + [0x0000]  # PAT_A, PAT_B and the corpus's three
 
 
@@ -539,3 +542,40 @@ def test_findscu_over_dicom_tls(server_pair: SelfSigned, client_pair: SelfSigned
         scp.close()
     log = done.stdout + done.stderr
     assert "Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)" in log, log
+
+
+class Broken(Endless):
+    """A provider that fails: a bad key at once, anything else after one match."""
+
+    def find(self, request: object) -> Iterator[Dataset]:
+        identifier = request.identifier  # type: ignore[attr-defined]
+        if identifier.PatientID == "BADKEY":
+            raise QueryKeyError('Query parameter "PatientID" cannot be matched.')
+        found = Dataset()
+        found.StudyInstanceUID = "1.2.3"
+        yield found
+        raise RuntimeError("the catalog's disk is on fire")
+
+
+@pytest.mark.parametrize(("patient", "statuses"), [("BADKEY", [0xA900]), ("", [0xFF00, 0xC000])])
+def test_provider_errors_become_statuses(
+    caplog: pytest.LogCaptureFixture, patient: str, statuses: list[int]
+) -> None:
+    scp = LeanStoreSCP(
+        ae_title="DICOMFLOW",
+        ip="127.0.0.1",
+        port=0,
+        on_store=lambda _: 0,
+        query_retrieve=Broken(),  # type: ignore[arg-type]
+    )
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientID = patient
+    identifier.StudyInstanceUID = ""
+    try:
+        with caplog.at_level(logging.WARNING, logger="dicomflow.net.qr_scp"):
+            found = _find(scp.port, identifier, StudyRootQueryRetrieveInformationModelFind)
+    finally:
+        scp.close()
+    assert found == statuses
+    assert any("C-FIND from HOSTILE at 127.0.0.1" in r.getMessage() for r in caplog.records)

@@ -255,10 +255,7 @@ class QueryRetrieveSCP:
             if self._cancelled(request):
                 self._respond(C_FIND_RSP, request, CANCELLED)
                 return
-            answer = trimmed(found, query.identifier)
-            data = encode(answer, implicit, True)
-            if data is None:
-                raise QueryRetrieveRefused(UNABLE_TO_PROCESS, "a match cannot be encoded")
+            data = provided(lambda: encoded_match(found, query.identifier, implicit))
             self._respond(C_FIND_RSP, request, PENDING, data)
         self._respond(C_FIND_RSP, request, SUCCESS)
 
@@ -450,6 +447,15 @@ def checked(identifier: Dataset) -> None:
             )
         if "\x00" in text.rstrip("\x00"):
             raise QueryRetrieveRefused(INVALID_IDENTIFIER, f"{name} holds a NUL character")
+
+
+def encoded_match(found: Dataset, identifier: Dataset, implicit: bool) -> bytes:
+    """A match trimmed to the keys asked for, encoded for the response (a provider
+    yielding what cannot be encoded fails the request, not the association)."""
+    data = encode(trimmed(found, identifier), implicit, True)
+    if data is None:
+        raise ValueError("a match cannot be encoded")
+    return data
 
 
 def trimmed(found: Dataset, identifier: Dataset) -> Dataset:
