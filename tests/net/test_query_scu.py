@@ -24,6 +24,7 @@ from dicomflow.errors import PeerUnreachableError, QueryKeyError, QueryRetrieveS
 from dicomflow.net.query_retrieve import InformationModel, Operation
 from dicomflow.net.requestor import check_report, find, get, move_report, sop_class_of
 from dicomflow.net.retrieve import query_identifier
+from dicomflow.net.sub_operations import MAX_KEPT_STATUSES, RetrieveReport
 from dicomflow.tls import TLSFiles, make_self_signed
 from support import OrthancPeer, OrthancTLS, StoreSCPPeer, free_port, sop_uids
 
@@ -308,3 +309,12 @@ def test_find_and_get_over_tls_with_a_client_certificate(tmp_path: Path) -> None
             list(find(address, identifier, calling_ae_title=SCU))  # its certificate untrusted
     finally:
         pacs.stop()
+
+
+def test_a_report_keeps_a_bounded_number_of_statuses() -> None:
+    report = RetrieveReport()
+    for _ in range(100_000):
+        report.update(0xFF00, (65535, 1, 0, 0))
+    report.update(0x0000, (0, 2, 0, 0))
+    assert len(report.statuses) == MAX_KEPT_STATUSES and report.statuses[-1] == 0x0000
+    assert report.ok and report.completed == 2
