@@ -25,6 +25,7 @@ from dicomflow.net.query_retrieve import InformationModel, Operation
 from dicomflow.net.requestor import check_report, find, get, move_report, sop_class_of
 from dicomflow.net.retrieve import query_identifier
 from dicomflow.net.sub_operations import MAX_KEPT_STATUSES, RetrieveReport
+from dicomflow.net.user_identity import UserIdentity
 from dicomflow.tls import TLSFiles, make_self_signed
 from support import OrthancPeer, OrthancTLS, StoreSCPPeer, free_port, sop_uids
 
@@ -206,6 +207,7 @@ def test_unknown_levels_are_refused() -> None:
 class Hostile:
     address: Address
     cancelled: list[bool]
+    users: list[tuple[bytes, bytes]]
 
 
 def hostile_find(event: Any, cancelled: list[bool]) -> Iterator[tuple[int, Dataset | None]]:
@@ -240,6 +242,12 @@ def hostile_get(event: Any) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def hostile() -> Iterator[Hostile]:
     cancelled: list[bool] = []
+    users: list[tuple[bytes, bytes]] = []
+
+    def identify(event: Any) -> tuple[bool, None]:
+        users.append((event.primary_field, event.secondary_field))
+        return True, None
+
     ae = AE(ae_title="HOSTILE")
     ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
     ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
@@ -249,9 +257,10 @@ def hostile() -> Iterator[Hostile]:
     handlers = [
         (evt.EVT_C_FIND, hostile_find, [cancelled]),
         (evt.EVT_C_GET, hostile_get),
+        (evt.EVT_USER_ID, identify),
     ]
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
-    yield Hostile(Address("127.0.0.1", port, "HOSTILE"), cancelled)
+    yield Hostile(Address("127.0.0.1", port, "HOSTILE"), cancelled, users)
     server.shutdown()
 
 
@@ -260,6 +269,13 @@ def test_endless_matches_with_10_kb_values_stay_bounded(hostile: Hostile) -> Non
     seen = [len(match.StudyDescription) for match in matches]
     assert seen == [10_000] * 50
     assert hostile.cancelled  # the peer got a C-CANCEL
+
+
+def test_find_presents_the_user_identity(hostile: Hostile) -> None:
+    identity = UserIdentity.of("alice", "secret")
+    matches = find(hostile.address, query_identifier("STUDY", []), identity=identity, limit=1)
+    assert len(list(matches)) == 1
+    assert hostile.users[-1] == (b"alice", b"secret")
 
 
 def test_an_identifier_over_the_limit_is_a_protocol_error(hostile: Hostile) -> None:
