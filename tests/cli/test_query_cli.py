@@ -93,6 +93,15 @@ def test_find_json_lines_with_a_date_range(pacs: Pacs, tmp_path: Path) -> None:
     assert [line["00100020"]["Value"] for line in lines] == [["CLI-2"]]
 
 
+def test_find_stops_at_its_limit_and_says_so(pacs: Pacs, tmp_path: Path) -> None:
+    result = dicomflow(
+        "find", pacs.endpoint(), "--calling-ae", SCU, "--json", "--limit", "1", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1
+    assert "1 match(es)" in result.stderr and "see --limit" in result.stderr
+
+
 def test_find_at_patient_level_in_the_patient_root_model(pacs: Pacs, tmp_path: Path) -> None:
     result = dicomflow(
         "find", pacs.endpoint(), "--calling-ae", SCU, "--model", "patient", "--level", "patient",

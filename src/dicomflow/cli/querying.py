@@ -149,7 +149,8 @@ def find(
         count = _json_lines(matches) if as_json else _table(matches, identifier)
     except (DicomflowError, ValueError) as exc:
         fail(str(exc))
-    console.print(f"{count} match(es) from {peer.address}", highlight=False)
+    cut = f" (the first {limit}: see --limit)" if limit and count >= limit else ""
+    console.print(f"{count} match(es) from {peer.address}{cut}", highlight=False)
 
 
 def _json_lines(matches: Iterable[Dataset]) -> int:
