@@ -42,6 +42,14 @@ peer's certificate is not trusted, it wants a client certificate we do not have,
 not speak TLS) raises :class:`~dicomflow.errors.PeerUnreachableError` naming the peer and
 why. Over TLS the buffers of a message are written in batches
 (:func:`dicomflow.net.pdu.send_views`): an ``ssl.SSLSocket`` has no ``sendmsg``.
+
+Query/retrieve (PS3.4 C): :func:`find` yields each C-FIND match as it arrives (an
+identifier over ``MAX_IDENTIFIER_BYTES`` is a protocol error; at its ``limit`` a
+C-CANCEL-RQ ends the query); :func:`move_report` follows a C-MOVE's responses and
+keeps its sub-operation counts (:func:`move` returns their statuses); :func:`get`
+proposes storage contexts with the SCP role (PS3.7 D.3.3.4) and answers the C-STORE
+sub-operations on the same association, each instance kept (a durable file, or a
+callback) before its success status (:mod:`dicomflow.net.sub_operations`).
 """
 
 import contextlib
