@@ -24,6 +24,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
 from dicomflow.dicom.keys import instance_file_name, shorten
+from dicomflow.durable import fsync_directory
 
 logger = logging.getLogger(__name__)
 
@@ -158,11 +159,7 @@ class _FileReceipt:
         os.fsync(self.file.fileno())
         self.file.close()
         os.replace(self.temporary, self.target)
-        directory = os.open(self.target.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(self.target.parent)
         return STORED
 
     def discard(self) -> None:

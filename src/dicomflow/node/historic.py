@@ -30,12 +30,13 @@ returns 0). Deliberate differences:
   a PACS slower than that to answer needs the pipeline's ``quiet_period_s``.
 - In the processing worker the input is rebuilt from the node's files of the
   instances it held, without fetching again.
-- The C-FIND and C-MOVE go over dicomflow's requestor (over TLS when ``address.tls``),
-  in ``information_model`` (patient root, as DicomNode), each on its own association.
+- The C-FIND and C-MOVE go over dicomflow's requestor (over TLS when ``address.tls``,
+  with the files of ``tls``), in ``information_model`` (patient root, as DicomNode),
+  each on its own association.
 """
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,6 +49,10 @@ from dicomflow.net.query_retrieve import InformationModel, Operation
 from dicomflow.net.requestor import check_report, find, move_report, sop_class_of
 from dicomflow.net.retrieve import QueryLevels, create_query_dataset
 from dicomflow.node.input import AbstractInput, InputOptions
+from dicomflow.tls import TLSFiles
+
+MAX_MATCHES = 10_000
+"""A C-FIND of the fetch is cancelled after this many matches (a patient's studies)."""
 
 
 class HistoricInputState(Enum):
@@ -84,6 +89,9 @@ class HistoricAbstractInput(AbstractInput):
     HistoricAction = HistoricAction
     address: ClassVar[Address | None] = None
     information_model: ClassVar[InformationModel] = InformationModel.PATIENT_ROOT
+    tls: ClassVar[TLSFiles | None] = None
+    """The client TLS files for an ``address`` with ``tls`` (default: the system's trust
+    store, no client certificate)."""
     fetch_wait_s: ClassVar[float] = 1.0
     image_grinder = HistoricGrinder()
 
@@ -175,7 +183,7 @@ class HistoricAbstractInput(AbstractInput):
         while queries:
             found: list[Dataset] = []
             for query in queries:
-                for answer in find(self._address, query, self.information_model, self.ae_title):
+                for answer in self._find(query):
                     action = self.check_query_dataset(answer, query)
                     if action is None:
                         continue
@@ -184,9 +192,15 @@ class HistoricAbstractInput(AbstractInput):
             queries = found
         return moves
 
+    def _find(self, query: Dataset) -> Iterator[Dataset]:
+        model, ae_title = self.information_model, self.ae_title
+        return find(self._address, query, model, ae_title, self.tls, limit=MAX_MATCHES)
+
     def _move(self, query: Dataset) -> None:
         sop_class = sop_class_of(self.information_model, Operation.MOVE)
-        report = move_report(self._address, query, self.ae_title, sop_class, self.ae_title)
+        report = move_report(
+            self._address, query, self.ae_title, sop_class, self.ae_title, tls=self.tls
+        )
         check_report(report, "C-MOVE", self._address)
 
     # -- holding ---------------------------------------------------------------------------
