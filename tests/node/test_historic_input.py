@@ -3,6 +3,8 @@
 moved to the node (C-MOVE), and the round sees the new study and the earlier ones."""
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from historic_pipelines import PORT_VARIABLE, HistoricPipeline, PriorStudies
 from pydicom import Dataset
 
+from dicomflow.address import Address
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import IncorrectlyConfigured, InvalidDataset
 from dicomflow.node.historic import HistoricAbstractInput, HistoricInputState
@@ -28,39 +31,63 @@ def study(
     return write_series(series, folder)
 
 
-def test_the_round_sees_the_new_study_and_the_earlier_ones(
-    make_node: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@dataclass(frozen=True)
+class Pacs:
+    orthanc: OrthancPeer
+    node_port: int  # where Orthanc moves studies to (AE title DICOMFLOW)
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
+    """Orthanc holding, for patient HIST-1, a 2019 study and a 2024 one; for HIST-2 a
+    2018 one. HIST-3 has nothing."""
+    root = tmp_path_factory.mktemp("historic")
     node_port = free_port()
-    pacs = OrthancPeer(
-        tmp_path / "orthanc", modalities={"node": f"DICOMFLOW@127.0.0.1:{node_port}"}
-    )
-    try:
-        monkeypatch.setenv(PORT_VARIABLE, str(pacs.dicom_port))
-        monkeypatch.setattr(
-            PriorStudies,
-            "address",
-            PriorStudies.address.__class__("127.0.0.1", pacs.dicom_port, pacs.ae_title),
-        )
-        earlier = study(tmp_path / "2019", "20190101", "baseline", 3)
-        later = study(tmp_path / "2024", "20240601", "future", 1)  # after the new one
-        other = study(tmp_path / "other", "20180101", "other", 1, patient="HIST-2")
-        for path in earlier + later + other:
-            pacs.rest("POST", "/instances", path.read_bytes())
-        new = study(tmp_path / "new", "20230301", "current", 2)
-        make_node(HistoricPipeline, port=node_port)
-        storescu(node_port, new, aec="DICOMFLOW")
-        record = tmp_path / "records" / "historic.json"
-        wait_for(record.exists, timeout_s=60, what="the round with the historic input")
-        seen = json.loads(record.read_text())
-        assert seen["new"] == [str(pydicom.dcmread(new[0]).StudyInstanceUID)]
-        assert seen["history"] == {"20190101": {"baseline": 3}}
-    finally:
-        pacs.stop()
+    orthanc = OrthancPeer(root / "orthanc", modalities={"node": f"DICOMFLOW@127.0.0.1:{node_port}"})
+    earlier = study(root / "2019", "20190101", "baseline", 3)
+    later = study(root / "2024", "20240601", "future", 1)  # after the new one
+    other = study(root / "other", "20180101", "other", 1, patient="HIST-2")
+    for path in earlier + later + other:
+        orthanc.rest("POST", "/instances", path.read_bytes())
+    yield Pacs(orthanc, node_port)
+    orthanc.stop()
+
+
+def round_of(
+    pacs: Pacs, patient: str, make_node: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[Path], dict[str, Any]]:
+    """Start a node whose historic input fetches from ``pacs``, send it a new study of
+    ``patient`` dated 2023-03-01; return its files and what the round saw."""
+    port = pacs.orthanc.dicom_port
+    monkeypatch.setenv(PORT_VARIABLE, str(port))  # for a worker that imports the pipeline
+    address = Address("127.0.0.1", port, pacs.orthanc.ae_title)
+    monkeypatch.setattr(PriorStudies, "address", address)
+    new = study(tmp_path / "new", "20230301", "current", 2, patient=patient)
+    make_node(HistoricPipeline, port=pacs.node_port)
+    storescu(pacs.node_port, new, aec="DICOMFLOW")
+    record = tmp_path / "records" / "historic.json"
+    wait_for(record.exists, timeout_s=60, what="the round with the historic input")
+    return new, json.loads(record.read_text())
+
+
+def test_the_round_sees_the_new_study_and_the_earlier_ones(
+    pacs: Pacs, make_node: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new, seen = round_of(pacs, "HIST-1", make_node, tmp_path, monkeypatch)
+    assert seen["new"] == [str(pydicom.dcmread(new[0]).StudyInstanceUID)]
+    assert seen["history"] == {"20190101": {"baseline": 3}}
+
+
+def test_a_patient_without_earlier_studies_still_gets_a_round(
+    pacs: Pacs, make_node: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new, seen = round_of(pacs, "HIST-3", make_node, tmp_path, monkeypatch)
+    assert seen["new"] == [str(pydicom.dcmread(new[0]).StudyInstanceUID)]
+    assert seen["history"] == {}
 
 
 class Unreachable(HistoricAbstractInput):
-    address = PriorStudies.address.__class__("127.0.0.1", free_port(), "NOBODY")
+    address = Address("127.0.0.1", free_port(), "NOBODY")
     fetch_wait_s = 10.0
 
 
