@@ -154,7 +154,7 @@ def test_get_writes_each_instance_into_the_folder(archive: Archive, tmp_path: Pa
     uid = uid_of(archive, 2)
     identifier = query_identifier("STUDY", [f"StudyInstanceUID={uid}"], return_keys=False)
     out = tmp_path / "got"
-    report = get(archive.address, identifier, InformationModel.STUDY_ROOT, out, SCU)
+    report = get(archive.address, identifier, InformationModel.STUDY_ROOT, str(out), SCU)
     assert report.ok and (report.stored, report.completed, report.refused) == (2, 2, 0)
     files = sorted(out.iterdir())
     assert [path.name for path in files] == sorted(f"{u}.dcm" for u in sop_uids(files))

@@ -55,6 +55,7 @@ callback) before its success status (:mod:`dicomflow.net.sub_operations`).
 import contextlib
 import copy
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -401,7 +402,7 @@ def get(
     address: Address,
     identifier: Dataset,
     model: InformationModel,
-    destination: Path | Callable[[bytes], int],
+    destination: str | os.PathLike[str] | Callable[[bytes], int],
     calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
     tls: TLSFiles | None = None,
     *,
@@ -418,9 +419,10 @@ def get(
     Raises:
         PeerUnreachableError: as :func:`find`.
     """
-    store = (
-        FolderStore(destination) if isinstance(destination, Path) else CallbackStore(destination)
-    )
+    if isinstance(destination, str | os.PathLike):
+        store: InstanceStore = FolderStore(Path(destination))
+    else:
+        store = CallbackStore(destination)
     contexts = _get_contexts(sop_class_of(model, Operation.GET), sop_classes)
     association = _Association.open_with_roles(
         address, calling_ae_title, contexts, client_tls_context(address, tls), identity
