@@ -246,6 +246,15 @@ class QueryKeyError(DicomflowError, ValueError):
     value that cannot be matched; the message names it."""
 
 
+class QueryRetrieveStatusError(DicomflowError, RuntimeError):
+    """A peer answered a C-FIND, C-MOVE or C-GET with a failure status; the message
+    names the status. ``status`` holds its code."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 # The archive library's exception names (re-exported by dicomflow.cod.errors).
 
 

@@ -329,11 +329,6 @@ def test_a_bad_union_is_named_when_the_pipeline_is_loaded() -> None:
         type("Empty", (AbstractInputProxy,), {"type_options": []})()
 
 
-def test_historic_input_import_names_why_it_is_missing() -> None:
-    with pytest.raises(ImportError, match="C-FIND and C-MOVE"):
-        from dicomflow.server.input import HistoricAbstractInput  # noqa: F401
-
-
 # -- the collector: headers, refusals, restarts -------------------------------------------
 
 

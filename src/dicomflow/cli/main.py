@@ -11,10 +11,23 @@ from rich.console import Console
 from rich.markup import escape
 
 from dicomflow.address import Address
+from dicomflow.cli import querying
 from dicomflow.cli.cod import app as cod_app
 from dicomflow.cli.identity import app as identity_app
 from dicomflow.cli.loader import load_pipeline
-from dicomflow.cli.sending import collect_files, identity_from, send_with_progress, tls_files
+from dicomflow.cli.sending import (
+    ClientTlsCa,
+    ClientTlsCert,
+    ClientTlsKey,
+    Password,
+    PasswordStdin,
+    Tls,
+    Username,
+    collect_files,
+    identity_from,
+    send_with_progress,
+    tls_files,
+)
 from dicomflow.cli.service import app as service_app
 from dicomflow.cli.setting_error import class_origins, option_name, setting_error
 from dicomflow.cli.tls import app as tls_app
@@ -37,6 +50,9 @@ app.add_typer(service_app, name="service")
 app.add_typer(cod_app, name="cod")
 app.add_typer(tls_app, name="tls")
 app.add_typer(identity_app, name="identity")
+app.command("find")(querying.find)
+app.command("move")(querying.move)
+app.command("get")(querying.get)
 console = Console(stderr=True, soft_wrap=True)  # errors, progress, what a server is doing
 results = Console(soft_wrap=True, highlight=False)  # what a command reports back, on stdout
 logger = logging.getLogger(__name__)
@@ -85,24 +101,6 @@ WebTls = Annotated[
 PeerPort = Annotated[int, typer.Argument(help="The peer's port.", min=1, max=65535)]
 Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
 Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
-Tls = Annotated[
-    bool, typer.Option("--tls", help="Speak DICOM TLS (implied by the --tls-* options).")
-]
-ClientTlsCert = Annotated[
-    Path | None, typer.Option("--tls-cert", help="Client certificate (PEM) for mutual TLS.")
-]
-ClientTlsKey = Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")]
-ClientTlsCa = Annotated[
-    Path | None,
-    typer.Option("--tls-ca", help="Trusted server certificates (PEM); default: the system's."),
-]
-Username = Annotated[
-    str | None, typer.Option("--username", help="Present this user identity (PS3.7 D.3.3.7).")
-]
-Password = Annotated[str | None, typer.Option("--password", help="The user's password.")]
-PasswordStdin = Annotated[
-    bool, typer.Option("--password-stdin", help="Read the password from stdin's first line.")
-]
 
 
 def main() -> None:

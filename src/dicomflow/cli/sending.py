@@ -3,7 +3,9 @@
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -13,6 +15,26 @@ from dicomflow.net.user_identity import UserIdentity
 from dicomflow.tls import TLSFiles
 
 PREAMBLE_END = 132
+
+# The options of every command that associates with a peer (send, echo, find, move, get).
+Tls = Annotated[
+    bool, typer.Option("--tls", help="Speak DICOM TLS (implied by the --tls-* options).")
+]
+ClientTlsCert = Annotated[
+    Path | None, typer.Option("--tls-cert", help="Client certificate (PEM) for mutual TLS.")
+]
+ClientTlsKey = Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM).")]
+ClientTlsCa = Annotated[
+    Path | None,
+    typer.Option("--tls-ca", help="Trusted server certificates (PEM); default: the system's."),
+]
+Username = Annotated[
+    str | None, typer.Option("--username", help="Present this user identity (PS3.7 D.3.3.7).")
+]
+Password = Annotated[str | None, typer.Option("--password", help="The user's password.")]
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from stdin's first line.")
+]
 
 
 def collect_files(paths: list[Path]) -> list[Path]:

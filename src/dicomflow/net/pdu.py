@@ -14,8 +14,11 @@ import ssl
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from typing import Any
 
+from pydicom import Dataset
+from pydicom.filereader import read_dataset
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 
@@ -195,7 +198,9 @@ def _roles(user: Any) -> dict[str, Role]:
 
 
 def role_item(sop_class_uid: str, role: Role) -> bytes:
-    """An SCP/SCU Role Selection sub-item (0x54) of an A-ASSOCIATE-AC accepting ``role``."""
+    """An SCP/SCU Role Selection sub-item (0x54, PS3.7 D.3.3.4): in an A-ASSOCIATE-RQ
+    the roles proposed (a C-GET requestor proposes the SCP role for the storage SOP
+    classes it takes sub-operations of), in an A-ASSOCIATE-AC the roles accepted."""
     value = uid_bytes(sop_class_uid)
     return item(ROLE_SELECTION, struct.pack(">H", len(value)) + value + bytes((role.scu, role.scp)))
 
@@ -674,3 +679,107 @@ def send_views(connection: socket.socket, views: list[Any]) -> None:
             batch, size = [], 0
     if batch:
         connection.sendall(b"".join(batch))
+
+
+# -- query/retrieve requests (C-FIND, C-GET, C-CANCEL; C-MOVE above) -----------------------
+
+
+def c_find_rq(message_id: int, sop_class_uid: str) -> bytes:
+    """A C-FIND-RQ command set; its identifier follows as the data set."""
+    return _query_rq(C_FIND_RQ, message_id, sop_class_uid)
+
+
+def c_get_rq(message_id: int, sop_class_uid: str) -> bytes:
+    """A C-GET-RQ command set; its identifier follows as the data set."""
+    return _query_rq(C_GET_RQ, message_id, sop_class_uid)
+
+
+def _query_rq(command_field: int, message_id: int, sop_class_uid: str) -> bytes:
+    return command_set(
+        (AFFECTED_SOP_CLASS_UID, pad_uid(sop_class_uid)),
+        (COMMAND_FIELD, _us(command_field)),
+        (MESSAGE_ID, _us(message_id)),
+        (PRIORITY, _us(0)),  # medium
+        (COMMAND_DATA_SET_TYPE, _us(0)),  # an identifier follows
+    )
+
+
+def c_cancel_rq(message_id: int) -> bytes:
+    """A C-CANCEL-RQ for the request ``message_id`` (PS3.7 9.3.2.3)."""
+    return command_set(
+        (COMMAND_FIELD, _us(C_CANCEL_RQ)),
+        (MESSAGE_ID_RESPONDED_TO, _us(message_id)),
+        (COMMAND_DATA_SET_TYPE, _us(NO_DATASET)),
+    )
+
+
+def has_dataset(command: dict[int, bytes]) -> bool:
+    """Tell whether a data set follows the command (PS3.7 E.1: 0x0101 means none)."""
+    return us(command, COMMAND_DATA_SET_TYPE) != NO_DATASET
+
+
+def sub_operations(command: dict[int, bytes]) -> tuple[int, int, int, int]:
+    """A C-MOVE-RSP's or C-GET-RSP's (remaining, completed, failed, warning) counts
+    (absent ones are 0)."""
+    return (
+        us(command, REMAINING),
+        us(command, COMPLETED),
+        us(command, FAILED),
+        us(command, WARNING),
+    )
+
+
+def associate_rq_with_roles(
+    called: Any,
+    calling: Any,
+    contexts: Sequence[tuple[str, Sequence[str]]],
+    maximum_pdu: int,
+    scp_roles: Sequence[str],
+    identity: UserIdentity | None = None,
+) -> bytes:
+    """An A-ASSOCIATE-RQ body proposing each (abstract syntax, transfer syntaxes) as
+    one context (ids 1, 3, 5, ...) and the SCP role for ``scp_roles``."""
+    items = [
+        item(
+            0x20,
+            bytes((2 * index + 1, 0, 0, 0))
+            + item(0x30, uid_bytes(abstract))
+            + b"".join(item(0x40, uid_bytes(syntax)) for syntax in syntaxes),
+        )
+        for index, (abstract, syntaxes) in enumerate(contexts)
+    ]
+    roles = b"".join(role_item(uid, Role(scu=False, scp=True)) for uid in scp_roles)
+    extra = roles + (user_identity_item(identity) if identity is not None else b"")
+    return _associate(called, calling, items, maximum_pdu, extra)
+
+
+def accepted_with_roles(
+    contexts: Sequence[tuple[str, Sequence[str]]], results: dict[int, tuple[int, str]]
+) -> dict[int, tuple[str, str]]:
+    """The contexts of :func:`associate_rq_with_roles` the peer accepted: id ->
+    (abstract syntax, the transfer syntax it chose among those proposed)."""
+    accepted: dict[int, tuple[str, str]] = {}
+    for context_id, (result, syntax) in results.items():
+        index = (context_id - 1) // 2
+        if result != ACCEPTED or context_id % 2 == 0 or index >= len(contexts):
+            continue
+        abstract, syntaxes = contexts[index]
+        if syntax in syntaxes:
+            accepted[context_id] = (abstract, syntax)
+    return accepted
+
+
+def decode_identifier(data: bytes) -> Dataset:
+    """The identifier of a Q/R message (implicit VR little endian, as the requestor
+    proposes) as a pydicom ``Dataset``, every element read now.
+
+    Raises:
+        ProtocolError: if it cannot be decoded.
+    """
+    try:
+        dataset = read_dataset(BytesIO(data), is_implicit_VR=True, is_little_endian=True)
+        for _ in dataset.iterall():  # decode every element here, not in the caller
+            pass
+    except Exception as exc:  # pydicom raises many kinds on malformed input
+        raise ProtocolError(f"an identifier that cannot be decoded ({exc})") from exc
+    return Dataset(dataset)

@@ -42,11 +42,20 @@ peer's certificate is not trusted, it wants a client certificate we do not have,
 not speak TLS) raises :class:`~dicomflow.errors.PeerUnreachableError` naming the peer and
 why. Over TLS the buffers of a message are written in batches
 (:func:`dicomflow.net.pdu.send_views`): an ``ssl.SSLSocket`` has no ``sendmsg``.
+
+Query/retrieve (PS3.4 C): :func:`find` yields each C-FIND match as it arrives (an
+identifier over ``MAX_IDENTIFIER_BYTES`` is a protocol error; at its ``limit`` a
+C-CANCEL-RQ ends the query); :func:`move_report` follows a C-MOVE's responses and
+keeps its sub-operation counts (:func:`move` returns their statuses); :func:`get`
+proposes storage contexts with the SCP role (PS3.7 D.3.3.4) and answers the C-STORE
+sub-operations on the same association, each instance kept (a durable file, or a
+callback) before its success status (:mod:`dicomflow.net.sub_operations`).
 """
 
 import contextlib
 import copy
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -64,12 +73,20 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pynetdicom.dsutils import encode
+from pynetdicom.presentation import StoragePresentationContexts
 
 from dicomflow import audit
 from dicomflow import tls as dicom_tls
 from dicomflow.address import Address
 from dicomflow.dicom import part10
-from dicomflow.errors import AssociationLost, PeerUnreachableError, ProtocolError, TranscodeError
+from dicomflow.errors import (
+    AssociationLost,
+    InvalidKeyError,
+    PeerUnreachableError,
+    ProtocolError,
+    QueryRetrieveStatusError,
+    TranscodeError,
+)
 from dicomflow.net import pdu, transcode
 from dicomflow.net.pdu import (
     ABORT,
@@ -84,8 +101,24 @@ from dicomflow.net.pdu import (
     RELEASE_RQ,
     VERIFICATION,
 )
-from dicomflow.net.query_retrieve import RetrievedInstance
+from dicomflow.net.query_retrieve import (
+    SOP_CLASSES,
+    InformationModel,
+    Operation,
+    RetrievedInstance,
+)
 from dicomflow.net.socket import tune_requesting_socket
+from dicomflow.net.sub_operations import (
+    OUT_OF_RESOURCES,
+    CallbackStore,
+    FolderStore,
+    IncomingInstance,
+    InstanceStore,
+    Receipt,
+    RetrieveReport,
+    refusal,
+    status_name,
+)
 from dicomflow.net.user_identity import UserIdentity, shown
 from dicomflow.tls import TLSFiles, peer_subject
 
@@ -119,6 +152,24 @@ STREAM_CHUNK = 4 << 20
 """What is read of a streamed file at a time."""
 Source = Path | Dataset | RetrievedInstance
 """A Part-10 file, a dataset, or an archived instance's Part-10 bytes (read when sent)."""
+MAX_IDENTIFIER_BYTES = 1 << 20
+"""A C-FIND-RSP identifier longer than this is a protocol error (a hostile peer's)."""
+MAX_AFTER_CANCEL = 64
+"""Responses read after a C-CANCEL-RQ before the association is aborted instead."""
+GET_TRANSFER_SYNTAXES = (
+    str(ExplicitVRLittleEndian),
+    str(ImplicitVRLittleEndian),
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.5",  # RLE lossless
+)
+"""A C-GET's storage contexts take these: instances are written as they come."""
+GET_STORAGE_CLASSES = tuple(str(context.abstract_syntax) for context in StoragePresentationContexts)
+"""The storage SOP classes a C-GET proposes by default (pynetdicom's list, cut to fit
+the 128 presentation contexts of an association with the C-GET one)."""
 _process_tls = TLSFiles()
 """The files an Address with ``tls`` is sent to with when a send names none."""
 
@@ -274,24 +325,166 @@ def move(
     destination_ae_title: str,
     information_model: str,
     calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
+    *,
+    tls: TLSFiles | None = None,
+    identity: UserIdentity | None = None,
+    on_progress: Callable[[RetrieveReport], None] | None = None,
 ) -> list[int]:
     """Send a C-MOVE-RQ asking the peer to C-STORE what ``identifier`` matches to
-    ``destination_ae_title``; return the statuses of its responses, the final one last.
+    ``destination_ae_title``; return the statuses of its responses, the final one last
+    (:func:`move_report` returns the counts too; ``on_progress`` sees them after each
+    response).
 
     Raises:
         PeerUnreachableError: if the peer cannot be associated with, or the association
             ends before the final response.
     """
+    report = move_report(
+        address,
+        identifier,
+        destination_ae_title,
+        information_model,
+        calling_ae_title,
+        tls=tls,
+        identity=identity,
+        on_progress=on_progress,
+    )
+    return report.statuses
+
+
+def find(
+    address: Address,
+    identifier: Dataset,
+    model: InformationModel = InformationModel.STUDY_ROOT,
+    calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
+    tls: TLSFiles | None = None,
+    *,
+    identity: UserIdentity | None = None,
+    limit: int | None = None,
+) -> Iterator[Dataset]:
+    """Send a C-FIND-RQ in ``model`` and yield each pending response's identifier as it
+    arrives (one at a time: a query matching a million entities is never one list).
+    Each identifier is at most ``MAX_IDENTIFIER_BYTES``. After ``limit`` identifiers a
+    C-CANCEL-RQ ends the query. The association opens at the first ``next()``.
+
+    Raises:
+        PeerUnreachableError: the peer cannot be associated with, or the association
+            ends before the final response.
+        QueryRetrieveStatusError: the final status is a failure (named).
+        ProtocolError: an identifier is too long or cannot be decoded.
+    """
+    sop_class = sop_class_of(model, Operation.FIND)
+    association = _Association.open(
+        address,
+        calling_ae_title,
+        [(sop_class, str(ImplicitVRLittleEndian))],
+        client_tls_context(address, tls),
+        identity,
+    )
+    with _closing(association, "C-FIND"):
+        yield from association.find(identifier, limit)
+
+
+def move_report(
+    address: Address,
+    identifier: Dataset,
+    destination_ae_title: str,
+    information_model: str,
+    calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
+    *,
+    tls: TLSFiles | None = None,
+    identity: UserIdentity | None = None,
+    on_progress: Callable[[RetrieveReport], None] | None = None,
+) -> RetrieveReport:
+    """:func:`move`, returning the peer's counts of completed, failed, warning and
+    remaining sub-operations and its final status (a failure does not raise: see
+    ``report.ok`` and :func:`check_report`)."""
     proposals = [(information_model, str(ImplicitVRLittleEndian))]
-    context = client_tls_context(address, None)
-    association = _Association.open(address, calling_ae_title, proposals, context)
+    context = client_tls_context(address, tls)
+    association = _Association.open(address, calling_ae_title, proposals, context, identity)
+    with _closing(association, "C-MOVE"):
+        return association.retrieve_move(identifier, destination_ae_title, on_progress)
+
+
+def get(
+    address: Address,
+    identifier: Dataset,
+    model: InformationModel,
+    destination: str | os.PathLike[str] | Callable[[bytes], int],
+    calling_ae_title: str = DEFAULT_CALLING_AE_TITLE,
+    tls: TLSFiles | None = None,
+    *,
+    identity: UserIdentity | None = None,
+    sop_classes: Sequence[str] | None = None,
+    on_progress: Callable[[RetrieveReport], None] | None = None,
+) -> RetrieveReport:
+    """Send a C-GET-RQ and store the instances the peer sends back on the same
+    association: into the folder ``destination`` (``<SOPInstanceUID>.dcm``, each durable
+    before its success status) or through the callable ``destination`` (Part-10 bytes ->
+    C-STORE-RSP status). Storage contexts are proposed for ``sop_classes`` (default
+    :data:`GET_STORAGE_CLASSES`) with the SCP role (PS3.7 D.3.3.4).
+
+    Raises:
+        PeerUnreachableError: as :func:`find`.
+    """
+    if isinstance(destination, str | os.PathLike):
+        store: InstanceStore = FolderStore(Path(destination))
+    else:
+        store = CallbackStore(destination)
+    contexts = _get_contexts(sop_class_of(model, Operation.GET), sop_classes)
+    association = _Association.open_with_roles(
+        address, calling_ae_title, contexts, client_tls_context(address, tls), identity
+    )
+    with _closing(association, "C-GET"):
+        return association.retrieve_get(identifier, store, on_progress)
+
+
+def check_report(report: RetrieveReport, operation: str, address: Address) -> RetrieveReport:
+    """``report``, unless its final status is a failure.
+
+    Raises:
+        QueryRetrieveStatusError: naming the status.
+    """
+    if report.status is not None and not report.ok:
+        raise QueryRetrieveStatusError(
+            f"{operation} to {address} failed with status {status_name(report.status)}.",
+            report.status,
+        )
+    return report
+
+
+def sop_class_of(model: InformationModel, operation: Operation) -> str:
+    """The SOP class UID of ``operation`` in ``model``."""
+    return next(uid for uid, kind in SOP_CLASSES.items() if kind == (model, operation))
+
+
+@contextlib.contextmanager
+def _closing(association: "_Association", operation: str) -> Iterator[None]:
+    """Release the association after its operation; abort it if the operation broke it
+    (or a consumer stopped reading a C-FIND early), as a :class:`PeerUnreachableError`."""
     try:
-        statuses = association.move(identifier, destination_ae_title)
+        yield
     except (AssociationLost, ProtocolError, OSError) as exc:
         association.abort()
-        raise PeerUnreachableError(f"C-MOVE to {address} did not complete: {exc}.") from exc
+        raise PeerUnreachableError(
+            f"{operation} to {association.address} did not complete: {exc}."
+        ) from exc
+    except QueryRetrieveStatusError:
+        association.release()
+        raise
+    except BaseException:
+        association.abort()
+        raise
     association.release()
-    return statuses
+
+
+def _get_contexts(
+    get_sop_class: str, sop_classes: Sequence[str] | None
+) -> list[tuple[str, list[str]]]:
+    storage = list(dict.fromkeys(sop_classes or GET_STORAGE_CLASSES))[: MAX_CONTEXTS - 1]
+    return [(get_sop_class, [str(ImplicitVRLittleEndian)])] + [
+        (uid, list(GET_TRANSFER_SYNTAXES)) for uid in storage
+    ]
 
 
 class _Associations:
@@ -526,6 +719,9 @@ class _Association:
         limit = peer_maximum_pdu if 0 < peer_maximum_pdu <= MAXIMUM_PDU else MAXIMUM_PDU
         self.fragment_bytes = max(limit - 6, 1)
         self._message_id = 0
+        self._pdvs = self._pdv_stream()
+        self.results: dict[int, tuple[int, str]] = {}
+        """Each proposed context's result and transfer syntax, as the peer answered."""
         self.tls_version = ""
         """The TLS version spoken ("TLSv1.3"), "" for plain DICOM."""
         if isinstance(connection, ssl.SSLSocket):
@@ -539,15 +735,19 @@ class _Association:
         proposals: list[tuple[str, str]],
         context: ssl.SSLContext | None = None,
         identity: UserIdentity | None = None,
+        *,
+        request: bytes | None = None,
     ) -> "_Association":
-        """Connect (and with ``context`` do the TLS handshake) and associate.
+        """Connect (and with ``context`` do the TLS handshake) and associate (with the
+        A-ASSOCIATE-RQ body ``request`` if given, else one proposing ``proposals``).
 
         Raises:
             PeerUnreachableError: naming the peer and why.
         """
         address.validate()
         title = address.ae_title
-        request = pdu.associate_rq(title, calling_ae_title, proposals, MAXIMUM_PDU, identity)
+        if request is None:
+            request = pdu.associate_rq(title, calling_ae_title, proposals, MAXIMUM_PDU, identity)
         connection = _connect(address)
         if context is not None:
             connection = _secure(connection, context, address)
@@ -599,6 +799,7 @@ class _Association:
             peer_maximum_pdu,
         )
         association = cls(address, connection, accepted, peer_maximum_pdu, calling_ae_title)
+        association.results = results
         association.audit.identity = identity.name if identity is not None else ""
         return association
 
@@ -654,14 +855,150 @@ class _Association:
             pdu.send_views(self.connection, buffers)
         return self._response(C_ECHO_RSP, message_id)
 
-    def move(self, identifier: Dataset, destination_ae_title: str) -> list[int]:
-        """Send one C-MOVE-RQ with its identifier; return every response's status."""
-        context_id = next(iter(self.accepted), None)
-        if context_id is None:
-            raise AssociationLost("the peer did not accept the C-MOVE information model")
+    @classmethod
+    def open_with_roles(
+        cls,
+        address: Address,
+        calling_ae_title: str,
+        contexts: list[tuple[str, list[str]]],
+        context: ssl.SSLContext | None = None,
+        identity: UserIdentity | None = None,
+    ) -> "_Association":
+        """Associate proposing several transfer syntaxes per context and the SCP role for
+        every context after the first (a C-GET's storage contexts)."""
+        request = pdu.associate_rq_with_roles(
+            address.ae_title,
+            calling_ae_title,
+            contexts,
+            MAXIMUM_PDU,
+            [uid for uid, _ in contexts[1:]],
+            identity,
+        )
+        association = cls.open(address, calling_ae_title, [], context, identity, request=request)
+        results = association.results
+        association.accepted = pdu.accepted_with_roles(contexts, results)
+        return association
+
+    def find(self, identifier: Dataset, limit: int | None) -> Iterator[Dataset]:
+        """Send one C-FIND-RQ; yield each pending response's identifier."""
+        context_id, sop_class = self._query_context("C-FIND")
         message_id = self._next_message_id()
-        sop_class = self.accepted[context_id][0]
+        self._send_message(context_id, pdu.c_find_rq(message_id, sop_class), identifier)
+        found = 0
+        while True:
+            _, command = self._next_command()
+            status = pdu.response_status(command, pdu.C_FIND_RSP, message_id)
+            data = self._identifier() if pdu.has_dataset(command) else None
+            if status not in PENDING_STATUSES:
+                self._check_final(status, "C-FIND")
+                return
+            if data is not None:
+                found += 1
+                yield data
+            if limit is not None and found >= limit:
+                self._cancel(context_id, message_id, pdu.C_FIND_RSP)
+                return
+
+    def retrieve_move(
+        self,
+        identifier: Dataset,
+        destination_ae_title: str,
+        on_progress: Callable[[RetrieveReport], None] | None,
+    ) -> RetrieveReport:
+        """Send one C-MOVE-RQ; follow its responses to the final one."""
+        context_id, sop_class = self._query_context("C-MOVE")
+        message_id = self._next_message_id()
         command = pdu.c_move_rq(message_id, sop_class, destination_ae_title)
+        self._send_message(context_id, command, identifier)
+        return self._follow(C_MOVE_RSP, message_id, on_progress, None)
+
+    def retrieve_get(
+        self,
+        identifier: Dataset,
+        store: InstanceStore,
+        on_progress: Callable[[RetrieveReport], None] | None,
+    ) -> RetrieveReport:
+        """Send one C-GET-RQ; answer its C-STORE sub-operations; follow its responses."""
+        context_id, sop_class = self._query_context("C-GET")
+        message_id = self._next_message_id()
+        self._send_message(context_id, pdu.c_get_rq(message_id, sop_class), identifier)
+        return self._follow(pdu.C_GET_RSP, message_id, on_progress, store)
+
+    def _follow(
+        self,
+        response_field: int,
+        message_id: int,
+        on_progress: Callable[[RetrieveReport], None] | None,
+        store: InstanceStore | None,
+    ) -> RetrieveReport:
+        report = RetrieveReport()
+        while True:
+            context_id, command = self._next_command()
+            if store is not None and pdu.us(command, pdu.COMMAND_FIELD) == pdu.C_STORE_RQ:
+                self._answer_store(context_id, command, store, report)
+            else:
+                status = pdu.response_status(command, response_field, message_id)
+                if pdu.has_dataset(command):
+                    self._identifier()  # the failed SOP instance UID list: bounded, unused
+                report.update(status, pdu.sub_operations(command))
+                if status not in PENDING_STATUSES:
+                    return report
+            if on_progress is not None:
+                on_progress(report)
+
+    def _answer_store(
+        self,
+        context_id: int,
+        command: dict[int, bytes],
+        store: InstanceStore,
+        report: RetrieveReport,
+    ) -> None:
+        """Receive one C-STORE sub-operation's instance into ``store``; answer it."""
+        instance = IncomingInstance(
+            pdu.uid(command, pdu.AFFECTED_SOP_CLASS_UID),
+            pdu.uid(command, pdu.AFFECTED_SOP_INSTANCE_UID),
+            self.accepted.get(context_id, ("", str(ImplicitVRLittleEndian)))[1],
+        )
+        try:
+            receipt = store.begin(instance)
+        except (InvalidKeyError, OSError, ValueError) as exc:
+            self._read_data(lambda _fragment: None)
+            status = refusal(instance, exc)
+        else:
+            status = self._receive(receipt)
+        if status in SUCCESS_STATUSES:
+            report.stored += 1
+        else:
+            report.refused += 1
+        message_id = pdu.us(command, pdu.MESSAGE_ID)
+        answer = pdu.response(
+            C_STORE_RSP, message_id, instance.sop_class_uid, instance.sop_instance_uid, status
+        )
+        pdu.send_pdu(self.connection, P_DATA_TF, pdu.command_pdv(context_id, answer))
+
+    def _receive(self, receipt: Receipt) -> int:
+        """Pass the data set to ``receipt`` and keep it; a local failure to keep it (a
+        full disk) is answered with 0xA700, a lost association ends the retrieval."""
+        try:
+            self._read_data(receipt.write)
+            return receipt.finish()
+        except OSError as exc:
+            receipt.discard()
+            if isinstance(exc, AssociationLost | TimeoutError | ConnectionError):
+                raise
+            logger.error("C-GET from %s: cannot keep an instance: %s", self.address, exc)
+            return OUT_OF_RESOURCES
+        except BaseException:
+            receipt.discard()
+            raise
+
+    def _query_context(self, operation: str) -> tuple[int, str]:
+        context_id = next(iter(sorted(self.accepted)), None)
+        if context_id is None or self.accepted[context_id][0] not in SOP_CLASSES:
+            raise AssociationLost(f"the peer did not accept the {operation} information model")
+        return context_id, self.accepted[context_id][0]
+
+    def _send_message(self, context_id: int, command: bytes, identifier: Dataset) -> None:
         data = encode(identifier, True, True)
         if data is None:
             raise ValueError("the identifier cannot be encoded")
@@ -669,10 +1006,83 @@ class _Association:
             context_id, command, [data], len(data), self.fragment_bytes
         ):
             pdu.send_views(self.connection, buffers)
-        statuses = [self._response(C_MOVE_RSP, message_id)]
-        while statuses[-1] in PENDING_STATUSES:
-            statuses.append(self._response(C_MOVE_RSP, message_id))
-        return statuses
+
+    def _check_final(self, status: int, operation: str) -> None:
+        if status not in SUCCESS_STATUSES:
+            raise QueryRetrieveStatusError(
+                f"{operation} to {self.address} failed with status {status_name(status)}.", status
+            )
+
+    def _cancel(self, context_id: int, message_id: int, response_field: int) -> None:
+        """Send a C-CANCEL-RQ; read up to ``MAX_AFTER_CANCEL`` responses for the final one
+        (a peer that goes on sending is left to the abort that follows)."""
+        command = pdu.c_cancel_rq(message_id)
+        for buffers in pdu.message_pdus(context_id, command, [], 0, self.fragment_bytes):
+            pdu.send_views(self.connection, buffers)
+        for _ in range(MAX_AFTER_CANCEL):
+            _, answer = self._next_command()
+            status = pdu.response_status(answer, response_field, message_id)
+            if pdu.has_dataset(answer):
+                self._identifier()
+            if status not in PENDING_STATUSES:
+                return
+        raise AssociationLost(f"the peer did not end the query within {MAX_AFTER_CANCEL} responses")
+
+    def _identifier(self) -> Dataset:
+        """The data set that follows a command: at most ``MAX_IDENTIFIER_BYTES``."""
+        data = bytearray()
+
+        def keep(fragment: memoryview) -> None:
+            if len(data) + len(fragment) > MAX_IDENTIFIER_BYTES:
+                raise ProtocolError(
+                    f"an identifier longer than {MAX_IDENTIFIER_BYTES} bytes from {self.address}"
+                )
+            data.extend(fragment)
+
+        self._read_data(keep)
+        return pdu.decode_identifier(bytes(data))
+
+    def _next_command(self) -> tuple[int, dict[int, bytes]]:
+        """The next command set (and the context it came on)."""
+        fragments: list[bytes] = []
+        size = 0
+        for context_id, control, fragment in self._pdvs:
+            if not control & pdu.COMMAND:
+                raise ProtocolError("a data set fragment where a command was expected")
+            size += len(fragment)
+            if size > MAX_RESPONSE_PDU:
+                raise ProtocolError("a command set longer than 1 MiB")
+            fragments.append(bytes(fragment))
+            if control & pdu.LAST:
+                return context_id, pdu.parse_command(b"".join(fragments))
+        raise AssociationLost("the peer closed the connection")
+
+    def _read_data(self, write: Callable[[memoryview], None]) -> None:
+        """Pass the fragments of the data set that follows a command to ``write``."""
+        for _, control, fragment in self._pdvs:
+            if control & pdu.COMMAND:
+                raise ProtocolError("a command where a data set fragment was expected")
+            write(fragment)
+            if control & pdu.LAST:
+                return
+        raise AssociationLost("the peer closed the connection")
+
+    def _pdv_stream(self) -> Iterator[tuple[int, int, memoryview]]:
+        """The PDV items the peer sends, across P-DATA-TF PDUs (each up to our maximum)."""
+        while True:
+            try:
+                pdu_type, body = pdu.read_pdu(
+                    self.connection, maximum_data=MAXIMUM_PDU, maximum_other=MAX_RESPONSE_PDU
+                )
+            except TimeoutError as exc:
+                raise AssociationLost(f"no response within {DIMSE_TIMEOUT_S:g} s") from exc
+            except EOFError as exc:
+                raise AssociationLost("the peer closed the connection") from exc
+            if pdu_type == ABORT:
+                raise AssociationLost("aborted by the peer")
+            if pdu_type != P_DATA_TF:
+                raise ProtocolError(f"PDU type 0x{pdu_type:02x} instead of a response")
+            yield from pdu.pdv_items(body, strict=False)
 
     def release(self) -> None:
         try:

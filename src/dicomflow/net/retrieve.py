@@ -1,6 +1,7 @@
 """C-MOVE from pipeline code: ``send_move(ae_title, address, identifier)``, and the
-identifiers of C-FIND and C-MOVE requests: their query levels and the keys each level
-needs (patient root information model)."""
+identifiers of C-FIND, C-MOVE and C-GET requests: their query levels, the keys each
+level needs, the return keys asked for by default, and identifiers built from
+``Keyword=value`` keys as people type them (``query_identifier``)."""
 
 import logging
 import threading
@@ -12,7 +13,14 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.uid import UID
 
 from dicomflow.address import Address
-from dicomflow.errors import CouldNotCompleteDIMSEMessage, InvalidQueryDataset, PeerUnreachableError
+from dicomflow.dicom.keys import shorten
+from dicomflow.dicom.matching import attribute_tag
+from dicomflow.errors import (
+    CouldNotCompleteDIMSEMessage,
+    InvalidQueryDataset,
+    PeerUnreachableError,
+    QueryKeyError,
+)
 from dicomflow.net.requestor import SUCCESS_STATUSES, move
 
 logger = logging.getLogger(__name__)
@@ -150,3 +158,82 @@ def send_move_thread(
     )
     thread.start()
     return thread
+
+
+QUERY_LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+DEFAULT_RETURN_KEYS: dict[str, tuple[str, ...]] = {
+    "PATIENT": ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"),
+    "STUDY": (
+        "PatientName",
+        "PatientID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyDescription",
+        "ModalitiesInStudy",
+        "StudyInstanceUID",
+    ),
+    "SERIES": (
+        "StudyInstanceUID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "SeriesInstanceUID",
+    ),
+    "IMAGE": ("StudyInstanceUID", "SeriesInstanceUID", "InstanceNumber", "SOPInstanceUID"),
+}
+"""What a query at each level asks the peer to return unless told otherwise."""
+MAX_KEY_VALUE = 1024
+"""A matching value longer than this is refused (no DICOM VR a key uses needs more)."""
+
+
+def query_identifier(level: str, keys: list[str], *, return_keys: bool = True) -> Dataset:
+    """An identifier at ``level`` (PATIENT, STUDY, SERIES or IMAGE) with ``keys`` of the
+    form ``Keyword=value`` (or a tag ``00100020=value``; an empty value or no ``=`` asks
+    for the attribute back) and, with ``return_keys``, the level's default return keys.
+
+    Raises:
+        QueryKeyError: naming the level or the key that is not valid (an unknown keyword,
+            a sequence, a value over ``MAX_KEY_VALUE`` characters or with control
+            characters).
+    """
+    if level not in QUERY_LEVELS:
+        raise QueryKeyError(
+            f'Query level "{shorten(level)}" is not one of {", ".join(QUERY_LEVELS)}.'
+        )
+    dataset = Dataset()
+    dataset.QueryRetrieveLevel = level
+    for keyword in DEFAULT_RETURN_KEYS[level] if return_keys else ():
+        setattr(dataset, keyword, None)
+    for key in keys:
+        element = key_element(key)
+        dataset[element.tag] = element
+    return dataset
+
+
+def key_element(key: str) -> DataElement:
+    """The element ``Keyword=value`` asks to match (see :func:`query_identifier`)."""
+    name, _, value = key.partition("=")
+    tag = int(attribute_tag(name.strip()), 16)
+    vr = dictionary_vr_of(tag, name)
+    if len(value) > MAX_KEY_VALUE:
+        raise QueryKeyError(
+            f'Query key "{shorten(name)}": its value is {len(value)} characters long;'
+            f" at most {MAX_KEY_VALUE} are allowed."
+        )
+    if any(ord(character) < 0x20 for character in value):
+        raise QueryKeyError(f'Query key "{shorten(name)}": its value has control characters.')
+    return DataElement(tag, vr, value or None)
+
+
+def dictionary_vr_of(tag: int, name: str) -> str:
+    """The VR of ``tag``; raise :class:`QueryKeyError` for a sequence or unknown tag."""
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError as exc:
+        raise QueryKeyError(f'Query key "{shorten(name)}" is not in the DICOM dictionary.') from exc
+    if vr == "SQ":
+        raise QueryKeyError(
+            f'Query key "{shorten(name)}" is a sequence; sequences are not supported.'
+        )
+    return vr

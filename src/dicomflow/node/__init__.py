@@ -3,6 +3,7 @@
 from dicomflow.address import Address
 from dicomflow.node.container import InputContainer
 from dicomflow.node.dynamic_input import DynamicInput
+from dicomflow.node.historic import HistoricAbstractInput
 from dicomflow.node.input import AbstractInput
 from dicomflow.node.output import (
     ArchiveOutput,
@@ -25,6 +26,7 @@ __all__ = [
     "DicomOutput",
     "DynamicInput",
     "FileOutput",
+    "HistoricAbstractInput",
     "InputContainer",
     "MultiOutput",
     "NoOutput",
