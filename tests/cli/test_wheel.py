@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -55,12 +56,21 @@ def resources() -> set[str]:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    """(the wheel, the ``bin`` folder of a fresh virtual environment it is installed in)."""
+    """(the wheel, the ``bin`` folder of a fresh virtual environment it is installed in).
+
+    The wheel is installed without its dependencies; they come from the test run's own
+    environment, added as a path (not as a site folder, so its editable dicomflow is
+    not seen): installing them all again took a minute and tests pip, not the wheel.
+    """
     folder = tmp_path_factory.mktemp("wheel")
     wheel = build_wheel(folder)
     run([sys.executable, "-m", "venv", str(folder / "venv")], folder)
     bin_folder = folder / "venv" / "bin"
-    run([str(bin_folder / "python"), "-m", "pip", "install", "-q", str(wheel)], folder)
+    python = str(bin_folder / "python")
+    site = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], folder)
+    dependencies = sysconfig.get_path("purelib")
+    (Path(site.strip()) / "test-dependencies.pth").write_text(dependencies + "\n")
+    run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], folder)
     yield wheel, bin_folder
 
 
