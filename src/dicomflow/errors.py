@@ -237,6 +237,10 @@ class InvalidQueryDataset(InvalidDataset):
     """A query dataset is not valid for the DIMSE message it is sent with."""
 
 
+class UnknownQueryLevelError(InvalidQueryDataset):
+    """A query's QueryRetrieveLevel is missing or not a level of its information model."""
+
+
 class UnknownMoveDestinationError(DicomflowError, KeyError):
     """A C-MOVE names a destination AE title the node does not know."""
 
