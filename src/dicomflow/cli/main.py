@@ -50,6 +50,13 @@ Endpoint = Annotated[
     list[str] | None,
     typer.Option("--endpoint", "-e", help="AE@host:port (?tls: over DICOM TLS); repeatable."),
 ]
+MoveDestination = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--move-destination",
+        help="Where C-MOVE may send: AE@host:port (?tls: over DICOM TLS); repeatable.",
+    ),
+]
 QueueUrl = Annotated[str | None, typer.Option(help="sqlite:///path or redis://host/db")]
 Archive = Annotated[str | None, typer.Option(help="Archive datastore (dir or URL).")]
 Services = Annotated[Path | None, typer.Option(help="Registry services folder.")]
@@ -242,6 +249,7 @@ def serve(
     ae_title: AeTitle = None,
     data_dir: DataDir = None,
     endpoint: Endpoint = None,
+    move_destination: MoveDestination = None,
     quiet_period: Annotated[float | None, typer.Option(help="Seconds without instances.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Processing timeout (s).")] = None,
     workers: Annotated[int | None, typer.Option(help="Concurrent rounds.")] = None,
@@ -270,6 +278,7 @@ def serve(
             "ae_title": ae_title,
             "data_directory": data_dir,
             "endpoints": endpoint,
+            "move_destinations": move_destination,
             "quiet_period_s": quiet_period,
             "processing_timeout_s": timeout,
             "workers": workers,
@@ -296,10 +305,12 @@ def run(
     tls_ca: TlsCa = None,
     tls_port: TlsPort = None,
     tls_require_client_cert: TlsRequireClientCert = None,
+    move_destination: MoveDestination = None,
 ) -> None:
     """Run a pipeline file as ``python PIPELINE.py`` would, until Ctrl-C."""
     tls = _tls_settings(tls_cert, tls_key, tls_ca, tls_port, tls_require_client_cert)
-    _open(pipeline, {"port": port, "data_directory": data_dir, **tls})
+    settings = {"port": port, "data_directory": data_dir, "move_destinations": move_destination}
+    _open(pipeline, {**settings, **tls})
 
 
 def _tls_settings(
