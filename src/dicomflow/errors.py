@@ -291,3 +291,16 @@ class FactoryError(DicomflowError, ValueError):
 
 class GrinderError(DicomflowError, ValueError):
     """The instances of an input cannot be ground into the requested form."""
+
+
+class QueryRetrieveRefused(DicomflowError):
+    """A C-FIND, C-GET or C-MOVE request is answered with the failure ``status`` (the
+    message says why)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class OperationCancelled(DicomflowError):
+    """The peer sent a C-CANCEL-RQ for the operation under way."""
