@@ -6,6 +6,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -69,9 +70,10 @@ def archive(
         receiver=request.param,
         move_destinations=[moved.endpoint(), orthanc.endpoint()],
     )
-    node = Node(
-        None, settings, Consumers(ArchiveScheduler(str(datastore), settings.resolved_queue_url()))
+    scheduler = ArchiveScheduler(
+        str(datastore), settings.resolved_queue_url(), settings.catalog_location()
     )
+    node = Node(None, settings, Consumers(scheduler))
     node.start()
     try:
         studies = make_studies()
@@ -81,18 +83,8 @@ def archive(
         storescu(node.port, files)
         assert node.catalog is not None
         catalog = node.catalog
-
-        def catalogued() -> int:  # TEMPORARY until archive syncs update the catalog
-            from dicomflow.cod.query import ArchiveReader
-
-            reader = ArchiveReader(str(datastore))
-            for summary in reader.summaries():
-                document = reader.document(summary.study_uid, summary.series_uid)
-                if document is not None:
-                    catalog.record(document)
-            return len(catalog.locate(Level.STUDY, Query()))
-
-        wait_for(lambda: catalogued() == 5, 120, "5 catalogued")
+        located = partial(catalog.locate, Level.STUDY, Query())
+        wait_for(lambda: len(located()) == 5, 120, "the archive jobs to catalogue 5 instances")
         orthanc.rest(
             "PUT",
             "/modalities/NODE",

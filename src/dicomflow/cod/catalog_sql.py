@@ -139,6 +139,20 @@ class SQLCatalog:
         self._connect = connect
         self._lock = threading.RLock()
         self._connection: Any = None
+        if not self._has_schema():
+            self._create_schema()
+
+    def _has_schema(self) -> bool:
+        """Whether the tables are there (every archive job opens the catalog: most
+        openings need no write)."""
+        try:
+            rows = self._execute("SELECT value FROM catalog_meta WHERE name = 'schema'")
+        except CatalogError:
+            return False
+        return bool(rows) and rows[0][0] == SCHEMA_VERSION
+
+    def _create_schema(self) -> None:
+        dialect = self.dialect
         with self._transaction():
             if dialect is POSTGRES:  # concurrent first openings create the schema once
                 self._execute("SELECT pg_advisory_xact_lock(4711)")
@@ -153,17 +167,39 @@ class SQLCatalog:
     # -- writing ---------------------------------------------------------------------
 
     def record(self, document: SeriesDocument) -> None:
-        rows = series_rows(document)
-        if rows is None:
-            self.forget(document.study_uid, document.series_uid)
-            return
+        self.record_many([document])
+
+    def record_many(self, documents: Sequence[SeriesDocument], keep_larger: bool = False) -> int:
+        """:meth:`record` several series in one transaction (what a rebuild does); with
+        ``keep_larger`` a series catalogued with more instances than its document holds
+        is kept (an archive job recorded it since the document was read). Returns how
+        many were recorded."""
+        recorded = 0
         with self._transaction():
-            before = self._patient_of(document.study_uid, document.series_uid)
-            self._delete_series(document.study_uid, document.series_uid)
+            for document in documents:
+                recorded += self._record_one(document, keep_larger)
+        return recorded
+
+    def _record_one(self, document: SeriesDocument, keep_larger: bool) -> bool:
+        study_uid, series_uid = document.study_uid, document.series_uid
+        if keep_larger and self._instance_count(study_uid, series_uid) > len(document.instances):
+            return False
+        rows = series_rows(document)
+        before = self._patient_of(study_uid, series_uid)
+        self._delete_series(study_uid, series_uid)
+        if rows is not None:
             self._insert(rows)
-            self._refresh_study(document.study_uid)
-            for key in {rows.series.patient_key, *before}:
-                self._refresh_patient(key)
+        self._refresh_study(study_uid)
+        for key in {*before, *([rows.series.patient_key] if rows else [])}:
+            self._refresh_patient(key)
+        return True
+
+    def _instance_count(self, study_uid: str, series_uid: str) -> int:
+        rows = self._execute(
+            "SELECT instance_count FROM series WHERE study_uid = ? AND series_uid = ?",
+            [study_uid, series_uid],
+        )
+        return int(rows[0][0]) if rows else 0
 
     def forget(self, study_uid: str, series_uid: str) -> None:
         with self._transaction():

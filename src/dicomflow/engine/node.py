@@ -26,7 +26,7 @@ from typing import Any
 
 from dicomflow import audit
 from dicomflow.address import Address
-from dicomflow.cod.catalog import Catalog, default_catalog, open_catalog
+from dicomflow.cod.catalog import Catalog, open_catalog
 from dicomflow.dicom.tags import parse_tag
 from dicomflow.durable import keep_private
 from dicomflow.engine.archive_outputs import ArchiveOutbox
@@ -277,7 +277,7 @@ class Node:
         datastore = settings.archive_datastore
         if datastore is None:
             return None
-        location = default_catalog(datastore, settings.data_directory)
+        location = settings.catalog_location()
         if location is None:
             return None
         self.catalog = open_catalog(location)
