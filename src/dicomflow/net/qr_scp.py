@@ -43,6 +43,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
 
 from dicomflow.address import Address
+from dicomflow.dicom import part10
 from dicomflow.errors import (
     InvalidQueryDataset,
     OperationCancelled,
@@ -374,7 +375,9 @@ class QueryRetrieveSCP:
 
         try:
             requestor.send(address, instances, self.ae_title, progress, report=report)
-        except PeerUnreachableError as exc:
+        except ProtocolError:
+            raise  # our association with the requestor (ValueErrors below are the send's)
+        except (PeerUnreachableError, ValueError) as exc:  # unreachable, TLS files, contexts
             logger.warning("C-MOVE to %s: %s", address, escaped(exc))
             for instance in instances[len(instances) - counts.remaining :]:
                 counts.done(instance.sop_instance_uid, None)
@@ -401,14 +404,30 @@ def decoded(data: bytes | bytearray, syntax: str) -> Dataset:
     Raises:
         QueryRetrieveRefused: 0xA900 if it cannot be decoded.
     """
+    implicit = syntax == ImplicitVRLittleEndian
     try:
-        identifier = decode(BytesIO(bytes(data)), syntax == ImplicitVRLittleEndian, True)
+        _whole(data, implicit)
+        identifier = decode(BytesIO(bytes(data)), implicit, True)
         _parse_all(identifier)
     except Exception as exc:  # pydicom raises many kinds on malformed bytes
         raise QueryRetrieveRefused(
             INVALID_IDENTIFIER, f"the identifier cannot be decoded ({exc})"
         ) from exc
     return identifier
+
+
+def _whole(data: bytes | bytearray, implicit: bool) -> None:
+    """Refuse an identifier whose elements run past its end, or with bytes after them
+    (pydicom reads a value cut short as it is)."""
+    end = 0
+    for element in part10.walk(data, implicit=implicit):
+        if element.length == part10.UNDEFINED_LENGTH:
+            return  # a sequence: pydicom checks its items
+        if element.end > len(data):
+            raise ValueError(f"({element.group:04X},{element.number:04X}) runs past its end")
+        end = element.end
+    if end != len(data):
+        raise ValueError(f"{len(data) - end} bytes after its last element")
 
 
 def _parse_all(dataset: Dataset) -> None:
