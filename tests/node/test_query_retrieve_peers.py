@@ -18,7 +18,16 @@ from dicomflow.dicom.matching import Query
 from dicomflow.engine.node import Node
 from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.settings import build_settings
-from support import OrthancPeer, StoreSCPPeer, free_port, sop_uids, storescu, wait_for
+from dicomflow.tls import SelfSigned, make_self_signed
+from support import (
+    OrthancPeer,
+    StoreSCPPeer,
+    dcmtk_tls_options,
+    free_port,
+    sop_uids,
+    storescu,
+    wait_for,
+)
 
 NODE = "DICOMFLOW"
 
@@ -96,9 +105,9 @@ def archive(
         moved.stop()
 
 
-def dcmtk(tool: str, archive: Archive, *options: str, keys: dict[str, str]) -> str:
-    """Run a dcmtk Q/R tool against the node; its output (stdout and stderr)."""
-    command = [tool, *options, "-aec", NODE, "127.0.0.1", str(archive.node.port)]
+def dcmtk(tool: str, port: int, *options: str, keys: dict[str, str]) -> str:
+    """Run a dcmtk Q/R tool against the node on ``port``; its output (stdout and stderr)."""
+    command = [tool, *options, "-aec", NODE, "127.0.0.1", str(port)]
     for name, value in keys.items():
         command += ["-k", f"{name}={value}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -108,7 +117,7 @@ def dcmtk(tool: str, archive: Archive, *options: str, keys: dict[str, str]) -> s
 def find(archive: Archive, folder: Path, model: str, **keys: str) -> list[Dataset]:
     """findscu's responses (``-X``: each written to a file), read back."""
     folder.mkdir()
-    output = dcmtk("findscu", archive, model, "-X", "-od", str(folder), keys=keys)
+    output = dcmtk("findscu", archive.node.port, model, "-X", "-od", str(folder), keys=keys)
     assert "error status" not in output, output
     return [dcmread(path) for path in sorted(folder.glob("rsp*.dcm"))]
 
@@ -217,14 +226,18 @@ def final_status(output: str) -> int:
 def test_findscu_bad_identifiers_get_failure_statuses(
     archive: Archive, options: tuple[str, ...], keys: dict[str, str], status: int
 ) -> None:
-    assert final_status(dcmtk("findscu", archive, *options, "-d", keys=keys)) == status
+    assert final_status(dcmtk("findscu", archive.node.port, *options, "-d", keys=keys)) == status
     assert archive.node.scp is not None  # still serving
     assert find_count(archive) == 2
 
 
 def find_count(archive: Archive) -> int:
     output = dcmtk(
-        "findscu", archive, "-S", "-v", keys={"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": ""}
+        "findscu",
+        archive.node.port,
+        "-S",
+        "-v",
+        keys={"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": ""},
     )
     return output.count("(Pending)")
 
@@ -233,7 +246,7 @@ def test_getscu_brings_the_study_back_byte_for_byte(archive: Archive, tmp_path: 
     folder = tmp_path / "got"
     folder.mkdir()
     keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid(archive, "A1")}
-    output = dcmtk("getscu", archive, "-S", "-od", str(folder), keys=keys)
+    output = dcmtk("getscu", archive.node.port, "-S", "-od", str(folder), keys=keys)
     got = {str(d.SOPInstanceUID): d for d in (dcmread(p) for p in folder.iterdir())}
     sent = {str(d.SOPInstanceUID): d for d in archive.studies["A1"]}
     assert set(got) == set(sent), output
@@ -243,7 +256,7 @@ def test_getscu_brings_the_study_back_byte_for_byte(archive: Archive, tmp_path: 
 def test_movescu_sends_to_a_move_destination(archive: Archive) -> None:
     before = set(archive.moved.files())
     keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid(archive, "B2")}
-    output = dcmtk("movescu", archive, "-S", "-aem", "MOVED", keys=keys)
+    output = dcmtk("movescu", archive.node.port, "-S", "-aem", "MOVED", keys=keys)
     assert "error status" not in output, output
     wait_for(lambda: len(set(archive.moved.files()) - before) >= 2, 30, "2 moved instances")
     assert sop_uids(archive.moved.files()) >= {str(d.SOPInstanceUID) for d in archive.studies["B2"]}
@@ -252,7 +265,7 @@ def test_movescu_sends_to_a_move_destination(archive: Archive) -> None:
 @pytest.mark.parametrize("destination", ["NOWHERE", "moved", "../x"])
 def test_movescu_to_an_unknown_destination_is_refused(archive: Archive, destination: str) -> None:
     keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid(archive, "B2")}
-    output = dcmtk("movescu", archive, "-S", "-d", "-aem", destination, keys=keys)
+    output = dcmtk("movescu", archive.node.port, "-S", "-d", "-aem", destination, keys=keys)
     assert final_status(output) == 0xA801
 
 
@@ -260,7 +273,7 @@ def test_a_retrieval_without_its_unique_key_is_refused(archive: Archive, tmp_pat
     folder = tmp_path / "none"
     folder.mkdir()
     keys = {"QueryRetrieveLevel": "STUDY"}
-    output = dcmtk("getscu", archive, "-S", "-d", "-od", str(folder), keys=keys)
+    output = dcmtk("getscu", archive.node.port, "-S", "-d", "-od", str(folder), keys=keys)
     assert final_status(output) == 0xA900
     assert not any(folder.iterdir())
 
@@ -285,3 +298,52 @@ def test_orthanc_queries_the_node_and_retrieves_a_study(archive: Archive) -> Non
     assert sorted(i["MainDicomTags"]["SOPInstanceUID"] for i in instances) == sorted(
         str(d.SOPInstanceUID) for d in archive.studies["A1"]
     )
+
+
+@pytest.mark.parametrize("receiver", ["lean", "pynetdicom"])
+def test_query_over_tls_and_move_to_a_tls_destination(
+    tmp_path: Path, receiver: str, server_pair: SelfSigned, client_pair: SelfSigned
+) -> None:
+    """The TLS port answers C-FIND too; a ``?tls`` move destination is sent to over TLS,
+    the node presenting its certificate and trusting the destination's by its CA file."""
+    node_pair = make_self_signed(tmp_path / "node", common_name="node")
+    trusted = tmp_path / "trusted.pem"
+    trusted.write_text(server_pair.certificate.read_text() + client_pair.certificate.read_text())
+    pacs = StoreSCPPeer(tmp_path / "pacs", ae_title="TLSPACS", tls=server_pair)
+    datastore = tmp_path / "archive"
+    settings = build_settings(
+        port=0,
+        tls_port=free_port(),
+        tls_certificate=node_pair.certificate,
+        tls_private_key=node_pair.private_key,
+        tls_ca_certificates=trusted,
+        data_directory=tmp_path / "data",
+        archive_datastore=str(datastore),
+        series_quiet_period_s=0.3,
+        queue_workers=1,
+        receiver=receiver,
+        move_destinations=[pacs.endpoint()],
+    )
+    scheduler = ArchiveScheduler(
+        str(datastore), settings.resolved_queue_url(), settings.catalog_location()
+    )
+    node = Node(None, settings, Consumers(scheduler))
+    node.start()
+    try:
+        series = make_ct_series(2, patient_id="T1")
+        storescu(node.port, write_series(series, tmp_path / "sent"))
+        assert node.catalog is not None and node.tls_port is not None
+        located = partial(node.catalog.locate, Level.STUDY, Query())
+        wait_for(lambda: len(located()) == 2, 120, "the archive jobs to catalogue 2 instances")
+        study = str(series[0].StudyInstanceUID)
+        tls_options = dcmtk_tls_options(client_pair.certificate, client_pair.private_key)
+        options = [*tls_options, "+cf", str(node_pair.certificate), "-v"]
+        keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": ""}
+        assert study in dcmtk("findscu", node.tls_port, "-S", *options, keys=keys)
+        keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study}
+        moved = dcmtk("movescu", node.port, "-S", "-d", "-aem", "TLSPACS", keys=keys)
+        assert final_status(moved) == 0x0000
+        assert sop_uids(pacs.files()) == {str(d.SOPInstanceUID) for d in series}
+    finally:
+        node.stop()
+        pacs.stop()

@@ -59,6 +59,7 @@ from dicomflow.engine.worker_processes import LocalWorkers, preload_modules, wit
 from dicomflow.errors import CatalogError, TLSConfigurationError
 from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.pynetdicom_acceptor import StoreSCP
+from dicomflow.net.requestor import use_client_tls
 from dicomflow.net.storage import AccessPolicy
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.settings import NodeSettings
@@ -281,6 +282,7 @@ class Node:
         if location is None:
             return None
         self.catalog = open_catalog(location)
+        use_client_tls(settings.tls_files())  # the lean receiver's C-MOVE to ?tls destinations
         destinations = settings.move_destination_addresses()
         return ArchiveQueryRetrieve(
             self.catalog, datastore, destinations, ae_title=settings.ae_title
