@@ -1,6 +1,9 @@
 """The archive's Query/Retrieve provider: paging through the catalog, move destinations,
 identifiers refused before any answer; the ``move_destinations`` setting."""
 
+import os
+import subprocess
+import sys
 from itertools import islice
 from pathlib import Path
 
@@ -16,6 +19,8 @@ from dicomflow.engine.query_retrieve import ArchiveQueryRetrieve
 from dicomflow.errors import InvalidQueryDataset, UnknownQueryLevelError
 from dicomflow.net.query_retrieve import InformationModel, QueryRequest
 from dicomflow.settings import build_settings
+
+DICOMFLOW = str(Path(sys.executable).parent / "dicomflow")
 
 ALL = Scope()
 
@@ -137,3 +142,21 @@ def test_move_destinations_from_the_environment_are_json(
     monkeypatch.setenv("DICOMFLOW_MOVE_DESTINATIONS", "VIEWER@10.0.0.7:11112")
     with pytest.raises(ValidationError, match="move_destinations"):
         build_settings()
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_a_bad_move_destination_option_is_one_line_naming_it(tmp_path: Path, command: str) -> None:
+    pipeline = Path(__file__).parents[1] / "cli" / "pipelines" / "copy_pipeline.py"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DICOMFLOW_")}
+    done = subprocess.run(
+        [DICOMFLOW, command, str(pipeline), "--move-destination", "VIEWER@h"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert 'setting move_destinations: endpoint "VIEWER@h" must look like' in done.stderr
+    assert "from option --move-destination" in done.stderr
