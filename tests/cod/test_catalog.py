@@ -450,3 +450,16 @@ def test_default_location_is_beside_a_local_datastore(tmp_path: Path) -> None:
     assert default_catalog(f"file://{tmp_path}/a") == f"{tmp_path}/a/catalog.sqlite"
     assert default_catalog("s3://bucket/archive", tmp_path) == str(tmp_path / "catalog.sqlite")
     assert default_catalog("s3://bucket/archive") is None
+
+
+def test_tables_of_another_version_are_refused_or_replaced_for_a_rebuild(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    open_catalog(str(path)).close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE catalog_meta SET value = '0' WHERE name = 'schema'")
+    with pytest.raises(CatalogError, match="cod reindex"):
+        open_catalog(str(path))
+    replaced = open_catalog(str(path), replace_old=True)
+    assert replaced.search(Level.STUDY, Query()) == []
+    replaced.close()
+    open_catalog(str(path)).close()

@@ -134,27 +134,39 @@ class SQLCatalog:
     """A :class:`~dicomflow.cod.catalog.Catalog` over one SQL connection (shared by the
     threads of a process, one statement at a time)."""
 
-    def __init__(self, location: str, dialect: Dialect, connect: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        location: str,
+        dialect: Dialect,
+        connect: Callable[[], Any],
+        replace_old: bool = False,
+    ) -> None:
         self.location = location
         self.dialect = dialect
         self._connect = connect
         self._lock = threading.RLock()
         self._connection: Any = None
-        if not self._has_schema():
+        if not self._has_schema(replace_old):
             self._create_schema()
 
-    def _has_schema(self) -> bool:
+    def _has_schema(self, replace_old: bool) -> bool:
         """Whether the tables are there (every archive job opens the catalog: most
-        openings need no write)."""
+        openings need no write); tables of another version are dropped with
+        ``replace_old`` (a rebuild fills them again), else refused."""
         try:
             rows = self._execute("SELECT value FROM catalog_meta WHERE name = 'schema'")
         except CatalogError:
             return False
+        if rows and rows[0][0] != SCHEMA_VERSION and replace_old:
+            with self._transaction():
+                for table in ("instances", "series", "studies", "patients", "catalog_meta"):
+                    self._execute(f"DROP TABLE IF EXISTS {table}")
+            return False
         if rows and rows[0][0] != SCHEMA_VERSION:
             raise CatalogError(
                 f'Catalog "{redacted(self.location)}" (the catalog setting) has the tables of '
-                f"version {rows[0][0]}, not {SCHEMA_VERSION}: give a new catalog and fill it "
-                "with dicomflow cod reindex."
+                f"version {rows[0][0]}, not {SCHEMA_VERSION}: rebuild it with dicomflow cod "
+                "reindex."
             )
         return bool(rows)
 
@@ -545,7 +557,7 @@ def _count(value: int) -> DicomJson:
     return {"vr": "IS", "Value": [int(value)]}
 
 
-def open_sqlite(location: str, path: Path) -> SQLCatalog:
+def open_sqlite(location: str, path: Path, replace_old: bool = False) -> SQLCatalog:
     """A catalog in the SQLite file ``path`` (made with its folder when missing)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -563,14 +575,14 @@ def open_sqlite(location: str, path: Path) -> SQLCatalog:
         connection.execute("PRAGMA synchronous = NORMAL")
         return connection
 
-    return SQLCatalog(location, SQLITE, connect)
+    return SQLCatalog(location, SQLITE, connect, replace_old)
 
 
-def open_postgres(location: str) -> SQLCatalog:
+def open_postgres(location: str, replace_old: bool = False) -> SQLCatalog:
     """A catalog in the PostgreSQL database at ``location``."""
     import psycopg
 
     def connect() -> Any:
         return psycopg.connect(location, autocommit=True, connect_timeout=10)
 
-    return SQLCatalog(location, POSTGRES, connect)
+    return SQLCatalog(location, POSTGRES, connect, replace_old)
