@@ -16,6 +16,7 @@ from pydicom.uid import generate_uid
 
 from dicomflow.cod import CODObject, Instance
 from dicomflow.cod.catalog import Catalog, Level, Scope, default_catalog, open_catalog
+from dicomflow.cod.catalog_rows import in_summary
 from dicomflow.cod.query import ArchiveReader, SeriesSummary, instance_number, plain_attributes
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.dicom.keys import is_valid_uid
@@ -110,7 +111,20 @@ def reference(reader: ArchiveReader, level: Level, query: Query, scope: Scope) -
         found = [c for s in summaries for c in _instances(reader, s) if query.matches(c)]
     else:
         found = _grouped(level, summaries, query)
-    return query.page(found)
+    if level is Level.IMAGE or _whole(query):
+        return query.page(found)
+    return [_summarized(item) for item in query.page(found)]
+
+
+def _whole(query: Query) -> bool:
+    """Whether results hold whole first instances' attributes, not series summaries."""
+    return query.include_all or not all(in_summary(t) for t in query.key_tags() | query.include)
+
+
+def _summarized(item: DicomJson) -> DicomJson:
+    computed = ("0020000D", "0020000E", "00080061", "00201200", "00201202", "00201204")
+    computed += ("00201206", "00201208", "00201209")
+    return {t: e for t, e in item.items() if in_summary(t) or t in computed}
 
 
 def _series(s: SeriesSummary) -> DicomJson:
@@ -436,3 +450,16 @@ def test_default_location_is_beside_a_local_datastore(tmp_path: Path) -> None:
     assert default_catalog(f"file://{tmp_path}/a") == f"{tmp_path}/a/catalog.sqlite"
     assert default_catalog("s3://bucket/archive", tmp_path) == str(tmp_path / "catalog.sqlite")
     assert default_catalog("s3://bucket/archive") is None
+
+
+def test_tables_of_another_version_are_refused_or_replaced_for_a_rebuild(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    open_catalog(str(path)).close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE catalog_meta SET value = '0' WHERE name = 'schema'")
+    with pytest.raises(CatalogError, match="cod reindex"):
+        open_catalog(str(path))
+    replaced = open_catalog(str(path), replace_old=True)
+    assert replaced.search(Level.STUDY, Query()) == []
+    replaced.close()
+    open_catalog(str(path)).close()

@@ -188,7 +188,7 @@ def reindex_command(
     datastore = _existing(datastore)
     location = _catalog_location(datastore, catalog)
     try:
-        opened = open_catalog(location)
+        opened = open_catalog(location, replace_old=True)  # tables of an older version
     except DicomflowError as exc:
         _fail(str(exc), 2)
     assert isinstance(opened, SQLCatalog)

@@ -64,24 +64,26 @@ class Catalog(Protocol):
         """Release connections."""
 
 
-def open_catalog(location: str) -> Catalog:
+def open_catalog(location: str, replace_old: bool = False) -> Catalog:
     """Open (creating its tables when missing) the catalog at ``location``: a path or
     ``sqlite:///path`` (SQLite), or ``postgresql://user:password@host/database``.
+    Tables of another version are refused, or dropped with ``replace_old`` (for a
+    rebuild: ``dicomflow cod reindex``).
 
     Raises:
         CatalogError: naming the ``catalog`` setting, for a location of another kind, a
-            file that cannot be made or a server that does not answer.
+            file that cannot be made, a server that does not answer or old tables.
     """
     if location.startswith(POSTGRES_SCHEMES):
-        return open_postgres(location)
+        return open_postgres(location, replace_old)
     if location.startswith("sqlite:///"):
-        return open_sqlite(location, Path(location.removeprefix("sqlite://")))
+        return open_sqlite(location, Path(location.removeprefix("sqlite://")), replace_old)
     if "://" in location or not location.strip():
         raise CatalogError(
             f'The catalog setting "{redacted(location)}" is neither a file path, '
             "sqlite:///… nor postgresql://…."
         )
-    return open_sqlite(location, Path(location))
+    return open_sqlite(location, Path(location), replace_old)
 
 
 def default_catalog(datastore: str, data_directory: Path | None = None) -> str | None:

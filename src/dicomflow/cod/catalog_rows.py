@@ -68,6 +68,22 @@ INSTANCE_COLUMNS = (
 )
 SERIES_TAGS = frozenset(column.tag for column in SERIES_COLUMNS) | {"0020000D", "0020000E"}
 
+# The attributes of the patient (all of group 0010), study and series levels: most
+# searches match and return these alone, read from a series' short summary instead of
+# the attributes of its whole first instance.
+SUMMARY_TAGS = frozenset(
+    {
+        "00080005", "00080020", "00080021", "00080030", "00080031", "00080050", "00080051",
+        "00080060", "00080061", "00080064", "00080070", "00080080", "00080090", "00080096",
+        "00080201", "00081010", "00081030", "00081032", "0008103E", "00081040", "00081048",
+        "00081049", "00081050", "00081052", "00081060", "00081062", "00081070", "00081072",
+        "00081080", "00081090", "00081111", "00180015", "00181030", "0020000D", "0020000E",
+        "00200010", "00200011", "00200060", "00321032", "00321033", "00321060", "00400244",
+        "00400245", "00400253", "00400254", "00400275", "00080056", "00081190", "00201200",
+        "00201202", "00201204", "00201206", "00201208", "00201209",
+    }
+)  # fmt: skip
+
 ColumnValue = str | float | None
 
 
@@ -81,6 +97,7 @@ class SeriesRow:
     irregular: bool
     instance_count: int
     attributes: str  # DICOM JSON text
+    summary: str  # DICOM JSON text: the patient, study and series level attributes alone
 
 
 @dataclass(frozen=True)
@@ -116,8 +133,18 @@ def series_rows(document: SeriesDocument) -> SeriesRows | None:
         irregular=irregular,
         instance_count=len(ordered),
         attributes=_text(attributes),
+        summary=_text(summary_of(attributes)),
     )
     return SeriesRows(series, [_instance_row(uid, r, attributes) for uid, r in ordered])
+
+
+def summary_of(attributes: DicomJson) -> DicomJson:
+    """The patient, study and series level attributes (see ``SUMMARY_TAGS``)."""
+    return {t: e for t, e in attributes.items() if t in SUMMARY_TAGS or t.startswith("0010")}
+
+
+def in_summary(tag: str) -> bool:
+    return tag in SUMMARY_TAGS or tag.startswith("0010")
 
 
 def patient_key(attributes: DicomJson) -> str:

@@ -36,6 +36,7 @@ from dicomflow.cod.catalog_rows import (
     ColumnKind,
     InstanceRow,
     SeriesRows,
+    in_summary,
     series_rows,
 )
 from dicomflow.cod.catalog_types import EVERYWHERE, Level, LocatedInstance, Scope, redacted
@@ -45,7 +46,7 @@ from dicomflow.errors import CatalogError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 SERIES_MAP: Columns = {
     **{column.tag: (f"s.{column.name}", column.kind) for column in SERIES_COLUMNS},
     "0020000D": ("s.study_uid", ColumnKind.UID),
@@ -65,7 +66,7 @@ LEVEL_COLUMNS: dict[Level, Columns] = {
 SERIES_FIELDS = (
     "study_uid", "series_uid", "patient_key", "modality_first",
     *(column.name for column in SERIES_COLUMNS),
-    "irregular", "instance_count", "attributes",
+    "irregular", "instance_count", "attributes", "summary",
 )  # fmt: skip
 INSTANCE_FIELDS = (
     "study_uid", "series_uid", "sop_uid", "sop_class_uid", "transfer_syntax", "position",
@@ -99,7 +100,7 @@ def _schema(d: Dialect) -> list[str]:
         f"""CREATE TABLE IF NOT EXISTS series (
             study_uid {t} NOT NULL, series_uid {t} NOT NULL, patient_key {t} NOT NULL,
             modality_first {t}, {series_columns}, irregular INTEGER NOT NULL,
-            instance_count INTEGER NOT NULL, attributes {t} NOT NULL,
+            instance_count INTEGER NOT NULL, attributes {t} NOT NULL, summary {t} NOT NULL,
             PRIMARY KEY (study_uid, series_uid))""",
         f"""CREATE TABLE IF NOT EXISTS instances (
             study_uid {t} NOT NULL, series_uid {t} NOT NULL, sop_uid {t} NOT NULL,
@@ -118,13 +119,13 @@ def _schema(d: Dialect) -> list[str]:
             series_count INTEGER NOT NULL, instance_count INTEGER NOT NULL,
             irregular INTEGER NOT NULL)""",
     ]
-    indexed = ["patient_key", "series_uid", *(c.name for c in SERIES_COLUMNS)]
+    indexed = ["patient_key", "series_uid", "irregular", *(c.name for c in SERIES_COLUMNS)]
     statements += [
         f"CREATE INDEX IF NOT EXISTS series_{name} ON series ({name})" for name in indexed
     ]
     statements += [
         f"CREATE INDEX IF NOT EXISTS instances_{name} ON instances ({name})"
-        for name in ("sop_uid", "sop_class_key")
+        for name in ("sop_uid", "sop_class_key", "irregular")
     ]
     return statements
 
@@ -133,23 +134,41 @@ class SQLCatalog:
     """A :class:`~dicomflow.cod.catalog.Catalog` over one SQL connection (shared by the
     threads of a process, one statement at a time)."""
 
-    def __init__(self, location: str, dialect: Dialect, connect: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        location: str,
+        dialect: Dialect,
+        connect: Callable[[], Any],
+        replace_old: bool = False,
+    ) -> None:
         self.location = location
         self.dialect = dialect
         self._connect = connect
         self._lock = threading.RLock()
         self._connection: Any = None
-        if not self._has_schema():
+        if not self._has_schema(replace_old):
             self._create_schema()
 
-    def _has_schema(self) -> bool:
+    def _has_schema(self, replace_old: bool) -> bool:
         """Whether the tables are there (every archive job opens the catalog: most
-        openings need no write)."""
+        openings need no write); tables of another version are dropped with
+        ``replace_old`` (a rebuild fills them again), else refused."""
         try:
             rows = self._execute("SELECT value FROM catalog_meta WHERE name = 'schema'")
         except CatalogError:
             return False
-        return bool(rows) and rows[0][0] == SCHEMA_VERSION
+        if rows and rows[0][0] != SCHEMA_VERSION and replace_old:
+            with self._transaction():
+                for table in ("instances", "series", "studies", "patients", "catalog_meta"):
+                    self._execute(f"DROP TABLE IF EXISTS {table}")
+            return False
+        if rows and rows[0][0] != SCHEMA_VERSION:
+            raise CatalogError(
+                f'Catalog "{redacted(self.location)}" (the catalog setting) has the tables of '
+                f"version {rows[0][0]}, not {SCHEMA_VERSION}: rebuild it with dicomflow cod "
+                "reindex."
+            )
+        return bool(rows)
 
     def _create_schema(self) -> None:
         dialect = self.dialect
@@ -210,6 +229,16 @@ class SQLCatalog:
             self._refresh_study(study_uid)
             self._refresh_patient(before[0])
 
+    def count(self, level: Level) -> int:
+        """How many patients, studies, series or instances are catalogued."""
+        table = {
+            Level.PATIENT: "patients",
+            Level.STUDY: "studies",
+            Level.SERIES: "series",
+            Level.IMAGE: "instances",
+        }[level]
+        return int(self._execute(f"SELECT count(*) FROM {table}")[0][0])
+
     def catalogued_series(self) -> list[tuple[str, str]]:
         """Every catalogued (study, series), sorted."""
         rows = self._execute(
@@ -234,7 +263,7 @@ class SQLCatalog:
     def _insert(self, rows: SeriesRows) -> None:
         s = rows.series
         values = [s.study_uid, s.series_uid, s.patient_key, s.modality, *s.columns.values()]
-        values += [int(s.irregular), s.instance_count, s.attributes]
+        values += [int(s.irregular), s.instance_count, s.attributes, s.summary]
         self._execute(_insert_sql("series", SERIES_FIELDS), values)
         instances = [[s.study_uid, s.series_uid, *_instance_values(i)] for i in rows.instances]
         self._executemany(_insert_sql("instances", INSTANCE_FIELDS), instances)
@@ -250,7 +279,7 @@ class SQLCatalog:
             return
         modalities = sorted({str(row[1]) for row in rows if row[1]})
         values = [study_uid, rows[0][4], rows[0][0], len(rows), sum(row[2] for row in rows)]
-        values += [json.dumps(modalities), int(any(row[3] for row in rows))]
+        values += ["\\".join(modalities), int(any(row[3] for row in rows))]
         fields: tuple[str, ...] = ("study_uid", "patient_key", "first_series_uid", "series_count")
         fields += ("instance_count", "modalities", "irregular")
         self._execute(_insert_sql("studies", fields), values)
@@ -322,10 +351,11 @@ class SQLCatalog:
     def _matching(self, level: Level, query: Query, scope: Scope, paged: bool) -> Iterator[Any]:
         """The rows of the matching entities, in order (see :func:`_select`)."""
         found = pushdown(query, LEVEL_COLUMNS[level], self.dialect.wildcard)
-        sql, params = _select(level, found, scope)
+        column = "attributes" if _needs_attributes(level, query) else "summary"
+        sql, params = _select(level, found, scope, column)
         wanted = query.offset + query.limit if paged and query.limit is not None else None
         for row in self._pages(sql, params, wanted):
-            if (found.exact and not row[3]) or self._check(level, query, row):
+            if (found.exact and not row[3]) or self._check(level, query, row, column):
                 yield row
 
     def _pages(self, sql: str, params: list[Any], wanted: int | None) -> Iterator[Any]:
@@ -341,13 +371,14 @@ class SQLCatalog:
                 return
             start, size = start + size, size * 2
 
-    def _check(self, level: Level, query: Query, row: Any) -> bool:
-        """:meth:`Query.matches`, for a row SQL could not decide."""
+    def _check(self, level: Level, query: Query, row: Any, column: str) -> bool:
+        """:meth:`Query.matches`, for a row SQL could not decide (on the series' summaries
+        when every key is among their attributes)."""
         if level in (Level.IMAGE, Level.SERIES):
             return query.matches(_result(level, row))
         computed = _computed(level, row)
-        column = "study_uid" if level is Level.STUDY else "patient_key"
-        series = self._execute(f"SELECT attributes FROM series WHERE {column} = ?", [row[0]])
+        key = "study_uid" if level is Level.STUDY else "patient_key"
+        series = self._execute(f"SELECT {column} FROM series WHERE {key} = ?", [row[0]])
         return any(query.matches({**json.loads(s[0]), **computed}) for s in series)
 
     # -- connection ------------------------------------------------------------------
@@ -424,15 +455,23 @@ def _insert_sql(table: str, fields: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({marks})"
 
 
-def _select(level: Level, found: Filter, scope: Scope) -> tuple[str, list[Any]]:
+def _needs_attributes(level: Level, query: Query) -> bool:
+    """Whether a search needs the attributes of whole instances: at the IMAGE level, with
+    ``includefield=all``, or for a key or includefield beyond the series' summaries."""
+    if level is Level.IMAGE or query.include_all:
+        return True
+    return not all(in_summary(tag) for tag in query.key_tags() | query.include)
+
+
+def _select(level: Level, found: Filter, scope: Scope, column: str) -> tuple[str, list[Any]]:
     """The SELECT of one level. Its rows start with the entity's keys (up to 3), the
     irregular flag (3), then what :func:`_result` reads."""
     irregular = "s.irregular = 1 OR i.irregular = 1" if level is Level.IMAGE else "s.irregular = 1"
     where = f"({found.where()} OR {irregular})" if found.conditions else "1 = 1"
     params = list(found.params)
-    for column, value in (("s.study_uid", scope.study_uid), ("s.series_uid", scope.series_uid)):
+    for scoped, value in (("s.study_uid", scope.study_uid), ("s.series_uid", scope.series_uid)):
         if value is not None:
-            where += f" AND {column} = ?"
+            where += f" AND {scoped} = ?"
             params.append(value)
     if level is Level.IMAGE:
         return (
@@ -445,7 +484,7 @@ def _select(level: Level, found: Filter, scope: Scope) -> tuple[str, list[Any]]:
         )
     if level is Level.SERIES:
         return (
-            "SELECT s.study_uid, s.series_uid, NULL, s.irregular, s.attributes, "
+            f"SELECT s.study_uid, s.series_uid, NULL, s.irregular, s.{column}, "
             f"s.instance_count FROM series s WHERE {where} ORDER BY s.study_uid, s.series_uid",
             params,
         )
@@ -456,7 +495,7 @@ def _select(level: Level, found: Filter, scope: Scope) -> tuple[str, list[Any]]:
             else f"WHERE st.study_uid IN (SELECT s.study_uid FROM series s WHERE {where})"
         )
         return (
-            "SELECT st.study_uid, NULL, NULL, st.irregular, f.attributes, st.series_count, "
+            f"SELECT st.study_uid, NULL, NULL, st.irregular, f.{column}, st.series_count, "
             "st.instance_count, st.modalities FROM studies st JOIN series f "
             "ON f.study_uid = st.study_uid AND f.series_uid = st.first_series_uid "
             f"{matched} ORDER BY st.study_uid",
@@ -468,7 +507,7 @@ def _select(level: Level, found: Filter, scope: Scope) -> tuple[str, list[Any]]:
         else f"WHERE p.patient_key IN (SELECT s.patient_key FROM series s WHERE {where})"
     )
     return (
-        "SELECT p.patient_key, NULL, NULL, p.irregular, f.attributes, p.study_count, "
+        f"SELECT p.patient_key, NULL, NULL, p.irregular, f.{column}, p.study_count, "
         "p.series_count, p.instance_count FROM patients p JOIN series f "
         "ON f.study_uid = p.first_study_uid AND f.series_uid = p.first_series_uid "
         f"{matched} ORDER BY p.patient_key",
@@ -500,7 +539,7 @@ def _computed(level: Level, row: Any) -> DicomJson:
             "00201209": _count(row[5]),
         }
     if level is Level.STUDY:
-        modalities = json.loads(row[7])
+        modalities = row[7].split("\\") if row[7] else []
         return {
             "0020000D": _uid(row[0]),
             "00201206": _count(row[5]),
@@ -518,7 +557,7 @@ def _count(value: int) -> DicomJson:
     return {"vr": "IS", "Value": [int(value)]}
 
 
-def open_sqlite(location: str, path: Path) -> SQLCatalog:
+def open_sqlite(location: str, path: Path, replace_old: bool = False) -> SQLCatalog:
     """A catalog in the SQLite file ``path`` (made with its folder when missing)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -536,14 +575,14 @@ def open_sqlite(location: str, path: Path) -> SQLCatalog:
         connection.execute("PRAGMA synchronous = NORMAL")
         return connection
 
-    return SQLCatalog(location, SQLITE, connect)
+    return SQLCatalog(location, SQLITE, connect, replace_old)
 
 
-def open_postgres(location: str) -> SQLCatalog:
+def open_postgres(location: str, replace_old: bool = False) -> SQLCatalog:
     """A catalog in the PostgreSQL database at ``location``."""
     import psycopg
 
     def connect() -> Any:
         return psycopg.connect(location, autocommit=True, connect_timeout=10)
 
-    return SQLCatalog(location, POSTGRES, connect)
+    return SQLCatalog(location, POSTGRES, connect, replace_old)

@@ -29,6 +29,7 @@ contains the data directory leaves the job unprotected (with a warning in its lo
 
 import logging
 import shutil
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -200,12 +201,23 @@ def archive_series(
         CatalogError: if the catalog cannot be updated (the datastore is; a retry records).
     """
     location = catalog or default_catalog(absolute_datastore(datastore))
-    opened = open_catalog(location) if location else None
-    try:
-        return _archive(input_dir, datastore, opened, input_url, remove_input, thumbnail, protected)
-    finally:
-        if opened is not None:
-            opened.close()
+    opened = _catalog(location) if location else None
+    return _archive(input_dir, datastore, opened, input_url, remove_input, thumbnail, protected)
+
+
+_catalogs: dict[str, Catalog] = {}
+_catalogs_lock = threading.Lock()
+
+
+def _catalog(location: str) -> Catalog:
+    """The catalog at ``location``, opened once per process and kept open: the next job
+    of the process uses it again, and a job's own process ends with it (closing the last
+    connection to a SQLite catalog checkpoints it, which would cost each job more than
+    its recording)."""
+    with _catalogs_lock:
+        if location not in _catalogs:
+            _catalogs[location] = open_catalog(location)
+        return _catalogs[location]
 
 
 def _archive(
