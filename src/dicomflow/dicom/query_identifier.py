@@ -148,18 +148,17 @@ def response_identifier(
 ) -> Dataset:
     """The response identifier of one match (``result``, DICOM JSON of the catalog): the
     request's keys with the match's values, empty where it has none; bulk data dropped."""
-    response = Dataset()
-    non_ascii = False
-    for tag in _returned_tags(identifier):
-        found = result.get(f"{int(tag):08X}")
-        element = _from_json(int(tag), found) if found else None
-        non_ascii = non_ascii or (element is not None and _any_non_ascii(found))
-        response.add(element or DataElement(tag, _vr(identifier, tag), None))
+    tags = list(_returned_tags(identifier))
+    found = {f"{int(tag):08X}": result.get(f"{int(tag):08X}") for tag in tags}
+    response, kept = _from_json({key: _without_bulk(e) for key, e in found.items() if e})
+    for tag in tags:
+        if tag not in response:
+            response.add(DataElement(tag, _vr(identifier, tag), None))
     response.QueryRetrieveLevel = level
     response.RetrieveAETitle = ae_title
     if INSTANCE_AVAILABILITY in identifier:
         response.InstanceAvailability = "ONLINE"
-    if non_ascii:
+    if _any_non_ascii(kept):
         response.SpecificCharacterSet = UTF8
     return response
 
@@ -177,14 +176,22 @@ def _vr(identifier: Dataset, tag: Any) -> str:
         return "UN"
 
 
-def _from_json(tag: int, element: DicomJson) -> DataElement | None:
-    """One DICOM JSON element as a pydicom element; None (logged) if it cannot be."""
+def _from_json(elements: DicomJson) -> tuple[Dataset, DicomJson]:
+    """DICOM JSON elements as a dataset, and those it holds: all in one conversion, or
+    each on its own when one fails (a stored value pydicom refuses is answered empty,
+    with a log line)."""
     try:
-        dataset = Dataset.from_json({f"{tag:08X}": _without_bulk(element)})
-        return dataset[tag]
-    except Exception as exc:  # a stored value pydicom refuses is answered empty
-        logger.warning("attribute %08X answered empty: %s", tag, shorten(str(exc), 200))
-        return None
+        return Dataset.from_json(elements), elements
+    except Exception:  # pydicom raises what its value conversion raises
+        pass
+    dataset, kept = Dataset(), {}
+    for key, element in elements.items():
+        try:
+            dataset.update(Dataset.from_json({key: element}))
+            kept[key] = element
+        except Exception as exc:
+            logger.warning("attribute %s answered empty: %s", key, shorten(str(exc), 200))
+    return dataset, kept
 
 
 def _without_bulk(element: DicomJson) -> DicomJson:
