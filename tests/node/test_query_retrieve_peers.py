@@ -231,6 +231,12 @@ def test_findscu_bad_identifiers_get_failure_statuses(
     assert find_count(archive) == 2
 
 
+def test_wildcards_everywhere_match_everything(archive: Archive, tmp_path: Path) -> None:
+    keys = {"QueryRetrieveLevel": "STUDY", "PatientName": "*", "PatientID": "*?*"}
+    found = find(archive, tmp_path / "all", "-S", **keys, AccessionNumber="*", StudyID="*")
+    assert sorted(str(d.PatientID) for d in found) == ["A1", "B2"]
+
+
 def find_count(archive: Archive) -> int:
     output = dcmtk(
         "findscu",

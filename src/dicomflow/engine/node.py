@@ -352,6 +352,8 @@ class Node:
         A part that takes longer than :data:`SLOW_STOP_S` to stop is named in a warning.
         """
         if self.scp is None:
+            if self.catalog is not None:  # opened by a start() that failed later
+                self.catalog.close()
             self._data_lock.release()
             return
         scp, self.scp = self.scp, None
