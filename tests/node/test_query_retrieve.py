@@ -16,7 +16,14 @@ from dicomflow.cod.catalog import Level, LocatedInstance, Scope
 from dicomflow.cod.query import SeriesDocument
 from dicomflow.dicom.matching import DicomJson, Query
 from dicomflow.engine.query_retrieve import ArchiveQueryRetrieve
-from dicomflow.errors import InvalidQueryDataset, UnknownQueryLevelError
+from dicomflow.errors import (
+    CODIntegrityError,
+    InvalidQueryDataset,
+    QueryKeyError,
+    UnknownMoveDestinationError,
+    UnknownQueryLevelError,
+)
+from dicomflow.net.pynetdicom_query_retrieve import failure_status
 from dicomflow.net.query_retrieve import InformationModel, QueryRequest
 from dicomflow.settings import build_settings
 
@@ -160,3 +167,21 @@ def test_a_bad_move_destination_option_is_one_line_naming_it(tmp_path: Path, com
     assert "Traceback" not in done.stderr
     assert 'setting move_destinations: endpoint "VIEWER@h" must look like' in done.stderr
     assert "from option --move-destination" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (UnknownQueryLevelError("QueryRetrieveLevel"), 0xC000),
+        (InvalidQueryDataset("bad"), 0xA900),
+        (QueryKeyError("PatientID"), 0xA900),
+        (UnknownMoveDestinationError("X"), 0xA801),
+        (CODIntegrityError("crc32c"), 0xC000),
+        (RuntimeError("?"), 0xC000),
+    ],
+)
+def test_pynetdicom_statuses_follow_the_provider_errors(
+    error: Exception, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert failure_status(error, "C-FIND from FINDSCU (127.0.0.1)") == status
+    assert "C-FIND from FINDSCU (127.0.0.1) failed" in caplog.text

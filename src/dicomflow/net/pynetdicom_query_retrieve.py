@@ -24,6 +24,7 @@ from dicomflow.errors import (
     InvalidQueryDataset,
     QueryKeyError,
     TLSConfigurationError,
+    UnknownMoveDestinationError,
     UnknownQueryLevelError,
 )
 from dicomflow.logs import escaped
@@ -41,6 +42,7 @@ SUCCESS = 0x0000
 PENDING = 0xFF00
 CANCELLED = 0xFE00
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
+UNKNOWN_DESTINATION = 0xA801
 UNABLE_TO_PROCESS = 0xC000
 MAXIMUM_CONTEXTS = 128  # what one association may propose (PS3.8 9.3.2.2)
 
@@ -56,6 +58,8 @@ def failure_status(exc: Exception, request: str) -> int:
     """The final status of a request the provider raised ``exc`` for, logged."""
     if isinstance(exc, UnknownQueryLevelError):
         status = UNABLE_TO_PROCESS
+    elif isinstance(exc, UnknownMoveDestinationError):
+        status = UNKNOWN_DESTINATION
     elif isinstance(exc, InvalidQueryDataset | QueryKeyError):
         status = IDENTIFIER_DOES_NOT_MATCH
     else:
