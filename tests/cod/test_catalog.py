@@ -463,3 +463,41 @@ def test_tables_of_another_version_are_refused_or_replaced_for_a_rebuild(tmp_pat
     assert replaced.search(Level.STUDY, Query()) == []
     replaced.close()
     open_catalog(str(path)).close()
+
+
+def test_hostile_values_are_recorded_and_matched_as_query_matches_does(
+    tmp_path: Path, location_factory: Any
+) -> None:
+    datasets = make_ct_series(1, rows=4, columns=4)
+    paths = write_series(datasets, tmp_path / "series")
+    datastore = str(tmp_path / "archive")
+    study, series = str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID)
+    with CODObject(datastore_path=datastore, study_uid=study, series_uid=series, lock=True) as cod:
+        cod.append([Instance(dicom_uri=str(p)) for p in paths])
+        cod.sync()
+    document = ArchiveReader(datastore).document(study, series)
+    assert document is not None
+    hostile = {
+        "00100020": {"vr": "LO", "Value": ["ID\x00'; DROP TABLE series; --"]},
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "N" * 10_000 + "\ud800"}]},
+        "00080060": {"vr": "CS", "Value": ["CT", "MR"]},
+        "00080016": {"vr": "UI", "Value": ["1.2\x00.3"]},
+    }
+    instances = {
+        uid: {**record, "metadata": {**record["metadata"], **hostile}}
+        for uid, record in document.instances.items()
+    }
+    catalog = open_catalog(location_factory())
+    catalog.record(type(document)(study, series, instances))
+    for items, count in [
+        ([("PatientID", "ID\x00'; DROP TABLE series; --")], 1),
+        ([("PatientID", "ID*")], 1),
+        ([("PatientName", "n" * 10_000 + "*")], 1),
+        ([("Modality", "MR")], 1),
+        ([("ModalitiesInStudy", "CT")], 1),
+        ([("PatientID", "ID")], 0),
+    ]:
+        assert len(catalog.search(Level.STUDY, parse_query(items))) == count, items
+    [located] = catalog.locate(Level.IMAGE, Query())
+    assert "\x00" not in located.sop_class_uid
+    catalog.close()
