@@ -12,6 +12,7 @@ condition, SQL alone pages. Studies and patients match when one of their series
 does (its attributes with the study's or patient's computed ones).
 """
 
+import itertools
 import json
 import logging
 import sqlite3
@@ -307,16 +308,10 @@ class SQLCatalog:
     # -- reading ---------------------------------------------------------------------
 
     def search(self, level: Level, query: Query, scope: Scope = EVERYWHERE) -> list[DicomJson]:
-        results: list[DicomJson] = []
-        skipped = 0
-        for row in self._matching(level, query, scope, paged=True):
-            if skipped < query.offset:
-                skipped += 1
-                continue
-            results.append(_result(level, row))
-            if query.limit is not None and len(results) >= query.limit:
-                break
-        return results
+        matching = self._matching(level, query, scope, paged=True)
+        start = query.offset - matching.skipped
+        end = None if query.limit is None else start + query.limit
+        return [_result(level, row) for row in itertools.islice(matching, start, end)]
 
     def locate(
         self, level: Level, query: Query, scope: Scope = EVERYWHERE
@@ -348,22 +343,29 @@ class SQLCatalog:
         )
         return list(rows)
 
-    def _matching(self, level: Level, query: Query, scope: Scope, paged: bool) -> Iterator[Any]:
-        """The rows of the matching entities, in order (see :func:`_select`)."""
+    def _matching(self, level: Level, query: Query, scope: Scope, paged: bool) -> "_Rows":
+        """The rows of the matching entities, in order (see :func:`_select`); paged, SQL
+        skips ``query.offset`` rows itself when every row it selects matches."""
         found = pushdown(query, LEVEL_COLUMNS[level], self.dialect.wildcard)
         column = "attributes" if _needs_attributes(level, query) else "summary"
         sql, params = _select(level, found, scope, column)
+        skipped = query.offset if paged and found.exact and not found.conditions else 0
         wanted = query.offset + query.limit if paged and query.limit is not None else None
-        for row in self._pages(sql, params, wanted):
-            if (found.exact and not row[3]) or self._check(level, query, row, column):
-                yield row
+        rows = self._pages(sql, params, skipped, wanted)
+        checked = (
+            row
+            for row in rows
+            if (found.exact and not row[3]) or self._check(level, query, row, column)
+        )
+        return _Rows(checked, skipped)
 
-    def _pages(self, sql: str, params: list[Any], wanted: int | None) -> Iterator[Any]:
-        """The rows of ``sql``: all at once, or in growing pages from ``wanted`` on."""
-        if wanted is None:
+    def _pages(self, sql: str, params: list[Any], start: int, wanted: int | None) -> Iterator[Any]:
+        """The rows of ``sql`` from ``start``: all at once, or in growing pages up to
+        ``wanted`` first."""
+        if wanted is None and not start:
             yield from self._execute(sql, params)
             return
-        size, start = max(wanted, 1), 0
+        size = max((wanted or 0) - start, 1) if wanted is not None else 1 << 62
         while True:
             rows = self._execute(f"{sql} LIMIT ? OFFSET ?", [*params, size, start])
             yield from rows
@@ -453,6 +455,17 @@ def _instance_values(row: InstanceRow) -> list[Any]:
 def _insert_sql(table: str, fields: Sequence[str]) -> str:
     marks = ", ".join("?" for _ in fields)
     return f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({marks})"
+
+
+@dataclass
+class _Rows:
+    """Matching rows, and how many SQL skipped already."""
+
+    rows: Iterator[Any]
+    skipped: int
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.rows
 
 
 def _needs_attributes(level: Level, query: Query) -> bool:
