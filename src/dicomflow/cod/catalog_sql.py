@@ -349,7 +349,8 @@ class SQLCatalog:
         found = pushdown(query, LEVEL_COLUMNS[level], self.dialect.wildcard)
         column = "attributes" if _needs_attributes(level, query) else "summary"
         sql, params = _select(level, found, scope, column)
-        skipped = query.offset if paged and found.exact and not found.conditions else 0
+        skips = paged and query.offset > 0 and self._all_match(level, found, scope)
+        skipped = query.offset if skips else 0
         wanted = query.offset + query.limit if paged and query.limit is not None else None
         rows = self._pages(sql, params, skipped, wanted)
         checked = (
@@ -358,6 +359,14 @@ class SQLCatalog:
             if (found.exact and not row[3]) or self._check(level, query, row, column)
         )
         return _Rows(checked, skipped)
+
+    def _all_match(self, level: Level, found: Filter, scope: Scope) -> bool:
+        """Whether every row SQL selects matches (then SQL may skip the offset): all keys
+        became conditions, and no selected row is irregular."""
+        if not found.exact or not found.conditions:
+            return found.exact
+        sql, params = _select(level, found, scope, "summary", irregular_only=True)
+        return not self._execute(f"{sql} LIMIT 1", params)
 
     def _pages(self, sql: str, params: list[Any], start: int, wanted: int | None) -> Iterator[Any]:
         """The rows of ``sql`` from ``start``: all at once, or in growing pages up to
@@ -476,9 +485,12 @@ def _needs_attributes(level: Level, query: Query) -> bool:
     return not all(in_summary(tag) for tag in query.key_tags() | query.include)
 
 
-def _select(level: Level, found: Filter, scope: Scope, column: str) -> tuple[str, list[Any]]:
-    """The SELECT of one level. Its rows start with the entity's keys (up to 3), the
-    irregular flag (3), then what :func:`_result` reads."""
+def _select(
+    level: Level, found: Filter, scope: Scope, column: str, irregular_only: bool = False
+) -> tuple[str, list[Any]]:
+    """The SELECT of one level (of its irregular rows alone with ``irregular_only``). Its
+    rows start with the entity's keys (up to 3), the irregular flag (3), then what
+    :func:`_result` reads."""
     irregular = "s.irregular = 1 OR i.irregular = 1" if level is Level.IMAGE else "s.irregular = 1"
     where = f"({found.where()} OR {irregular})" if found.conditions else "1 = 1"
     params = list(found.params)
@@ -486,27 +498,17 @@ def _select(level: Level, found: Filter, scope: Scope, column: str) -> tuple[str
         if value is not None:
             where += f" AND {scoped} = ?"
             params.append(value)
-    if level is Level.IMAGE:
-        return (
-            "SELECT i.study_uid, i.series_uid, i.sop_uid, s.irregular + i.irregular, "
-            "s.attributes, i.delta, 0, i.sop_class_uid, i.transfer_syntax "
-            "FROM instances i JOIN series s "
-            "ON s.study_uid = i.study_uid AND s.series_uid = i.series_uid "
-            f"WHERE {where} ORDER BY i.study_uid, i.series_uid, i.position, i.sop_uid",
-            params,
-        )
-    if level is Level.SERIES:
-        return (
-            f"SELECT s.study_uid, s.series_uid, NULL, s.irregular, s.{column}, "
-            f"s.instance_count FROM series s WHERE {where} ORDER BY s.study_uid, s.series_uid",
-            params,
-        )
+    if level in (Level.IMAGE, Level.SERIES):
+        return _select_rows(level, where, column, irregular_only), params
+    table, key = ("st", "study_uid") if level is Level.STUDY else ("p", "patient_key")
+    outer = (
+        []
+        if where == "1 = 1"
+        else [f"{table}.{key} IN (SELECT s.{key} FROM series s WHERE {where})"]
+    )
+    outer += [f"{table}.irregular = 1"] if irregular_only else []
+    matched = f"WHERE {' AND '.join(outer)}" if outer else ""
     if level is Level.STUDY:
-        matched = (
-            ""
-            if where == "1 = 1"
-            else f"WHERE st.study_uid IN (SELECT s.study_uid FROM series s WHERE {where})"
-        )
         return (
             f"SELECT st.study_uid, NULL, NULL, st.irregular, f.{column}, st.series_count, "
             "st.instance_count, st.modalities FROM studies st JOIN series f "
@@ -514,17 +516,29 @@ def _select(level: Level, found: Filter, scope: Scope, column: str) -> tuple[str
             f"{matched} ORDER BY st.study_uid",
             params,
         )
-    matched = (
-        ""
-        if where == "1 = 1"
-        else f"WHERE p.patient_key IN (SELECT s.patient_key FROM series s WHERE {where})"
-    )
     return (
         f"SELECT p.patient_key, NULL, NULL, p.irregular, f.{column}, p.study_count, "
         "p.series_count, p.instance_count FROM patients p JOIN series f "
         "ON f.study_uid = p.first_study_uid AND f.series_uid = p.first_series_uid "
         f"{matched} ORDER BY p.patient_key",
         params,
+    )
+
+
+def _select_rows(level: Level, where: str, column: str, irregular_only: bool) -> str:
+    if level is Level.IMAGE:
+        where += " AND (s.irregular = 1 OR i.irregular = 1)" if irregular_only else ""
+        return (
+            "SELECT i.study_uid, i.series_uid, i.sop_uid, s.irregular + i.irregular, "
+            "s.attributes, i.delta, 0, i.sop_class_uid, i.transfer_syntax "
+            "FROM instances i JOIN series s "
+            "ON s.study_uid = i.study_uid AND s.series_uid = i.series_uid "
+            f"WHERE {where} ORDER BY i.study_uid, i.series_uid, i.position, i.sop_uid"
+        )
+    where += " AND s.irregular = 1" if irregular_only else ""
+    return (
+        f"SELECT s.study_uid, s.series_uid, NULL, s.irregular, s.{column}, "
+        f"s.instance_count FROM series s WHERE {where} ORDER BY s.study_uid, s.series_uid"
     )
 
 
