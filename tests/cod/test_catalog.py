@@ -2,7 +2,9 @@
 with :meth:`Query.matches`, over pydicom's corpus and synthetic series; records, forgets,
 locates; hostile keys; bad locations."""
 
+import multiprocessing
 import sqlite3
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -503,4 +505,45 @@ def test_hostile_values_are_recorded_and_matched_as_query_matches_does(
         assert len(catalog.search(Level.STUDY, parse_query(items))) == count, items
     [located] = catalog.locate(Level.IMAGE, Query())
     assert "\x00" not in located.sop_class_uid
+    catalog.close()
+
+
+def _record_copies(location: str, document: Any, count: int) -> None:
+    catalog = open_catalog(location)
+    for index in range(count):
+        series = f"{document.series_uid}.{index + 1}"
+        catalog.record(type(document)(document.study_uid, series, document.instances))
+    catalog.close()
+
+
+def test_a_writer_process_and_reader_threads_share_a_sqlite_catalog(
+    tmp_path: Path, datastore: str
+) -> None:
+    location = str(tmp_path / "shared.sqlite")
+    catalog = open_catalog(location)
+    reader = ArchiveReader(datastore)
+    first = reader.summaries()[0]
+    document = reader.document(first.study_uid, first.series_uid)
+    writer = multiprocessing.get_context("spawn").Process(
+        target=_record_copies, args=(location, document, 60)
+    )
+    writer.start()
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            while writer.is_alive():
+                catalog.search(Level.SERIES, parse_query([("PatientID", "*")]))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    writer.join(60)
+    for thread in threads:
+        thread.join(10)
+    assert writer.exitcode == 0 and failures == []
+    assert len(catalog.search(Level.SERIES, Query())) == 60
+    assert catalog.search(Level.STUDY, Query())[0]["00201206"]["Value"] == [60]
     catalog.close()

@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,8 +132,9 @@ def _schema(d: Dialect) -> list[str]:
 
 
 class SQLCatalog:
-    """A :class:`~dicomflow.cod.catalog.Catalog` over one SQL connection (shared by the
-    threads of a process, one statement at a time)."""
+    """A :class:`~dicomflow.cod.catalog.Catalog` over SQL: SQLite with a connection per
+    thread (WAL: readers do not wait for the writer, writers wait for each other), or
+    PostgreSQL with one connection the threads of a process use in turn."""
 
     def __init__(
         self,
@@ -145,8 +146,11 @@ class SQLCatalog:
         self.location = location
         self.dialect = dialect
         self._connect = connect
+        self._shared = dialect is POSTGRES  # one connection for all threads, in turn
         self._lock = threading.RLock()
-        self._connection: Any = None
+        self._local = threading.local()  # SQLite: a connection per thread, reading at once
+        self.current: Any = None  # the shared connection (PostgreSQL)
+        self._opened: list[Any] = []
         if not self._has_schema(replace_old):
             self._create_schema()
 
@@ -396,13 +400,18 @@ class SQLCatalog:
 
     def close(self) -> None:
         with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            for connection in self._opened:
+                connection.close()
+            self._opened.clear()
+            self._local = threading.local()
+            self.current = None
+
+    def _guard(self) -> AbstractContextManager[Any]:
+        return self._lock if self._shared else nullcontext()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self._lock:
+        with self._guard():
             self._execute("BEGIN" if self.dialect is POSTGRES else "BEGIN IMMEDIATE")
             try:
                 yield
@@ -412,13 +421,13 @@ class SQLCatalog:
             self._execute("COMMIT")
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock, self._errors():
+        with self._guard(), self._errors():
             cursor = self._cursor()
             cursor.execute(self._sql(sql), params)
             return list(cursor.fetchall()) if cursor.description else []
 
     def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
-        with self._lock, self._errors():
+        with self._guard(), self._errors():
             self._cursor().executemany(self._sql(sql), rows)
 
     def _execute_quietly(self, sql: str) -> None:
@@ -428,9 +437,13 @@ class SQLCatalog:
             logger.warning("catalog: %s failed: %s", sql, exc)
 
     def _cursor(self) -> Any:
-        if self._connection is None or getattr(self._connection, "closed", False):
-            self._connection = self._connect()
-        return self._connection.cursor()
+        holder = self if self._shared else self._local
+        connection = getattr(holder, "current", None)
+        if connection is None or getattr(connection, "closed", False):
+            connection = holder.current = self._connect()
+            with self._lock:
+                self._opened.append(connection)
+        return connection.cursor()
 
     def _sql(self, sql: str) -> str:
         return sql if self.dialect is SQLITE else sql.replace("?", "%s")
@@ -440,8 +453,8 @@ class SQLCatalog:
         try:
             yield
         except (sqlite3.Error, _postgres_error()) as exc:
-            if self.dialect is POSTGRES and getattr(self._connection, "broken", False):
-                self._connection = None  # reconnect on the next statement
+            if self._shared and getattr(self.current, "broken", False):
+                self.current = None  # reconnect on the next statement
             raise CatalogError(
                 f'Catalog "{redacted(self.location)}" (the catalog setting): '
                 f"{type(exc).__name__}: {str(exc).strip()}"
