@@ -2,7 +2,9 @@
 with :meth:`Query.matches`, over pydicom's corpus and synthetic series; records, forgets,
 locates; hostile keys; bad locations."""
 
+import multiprocessing
 import sqlite3
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,6 +287,9 @@ QUERIES: list[list[tuple[str, str]]] = [
     [("PatientID", "*"), ("includefield", "all")],
     [("limit", "3")],
     [("limit", "2"), ("offset", "3")],
+    [("limit", "0")],
+    [("offset", "100000")],
+    [("Modality", "CT"), ("limit", "2"), ("offset", "2")],
     [("offset", "5")],
     [("PatientName", "smi*"), ("limit", "1"), ("offset", "1")],
     [("StudyDescription", "Study*"), ("limit", "2"), ("offset", "1")],
@@ -463,3 +468,82 @@ def test_tables_of_another_version_are_refused_or_replaced_for_a_rebuild(tmp_pat
     assert replaced.search(Level.STUDY, Query()) == []
     replaced.close()
     open_catalog(str(path)).close()
+
+
+def test_hostile_values_are_recorded_and_matched_as_query_matches_does(
+    tmp_path: Path, location_factory: Any
+) -> None:
+    datasets = make_ct_series(1, rows=4, columns=4)
+    paths = write_series(datasets, tmp_path / "series")
+    datastore = str(tmp_path / "archive")
+    study, series = str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID)
+    with CODObject(datastore_path=datastore, study_uid=study, series_uid=series, lock=True) as cod:
+        cod.append([Instance(dicom_uri=str(p)) for p in paths])
+        cod.sync()
+    document = ArchiveReader(datastore).document(study, series)
+    assert document is not None
+    hostile = {
+        "00100020": {"vr": "LO", "Value": ["ID\x00'; DROP TABLE series; --"]},
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "N" * 10_000 + "\ud800"}]},
+        "00080060": {"vr": "CS", "Value": ["CT", "MR"]},
+        "00080016": {"vr": "UI", "Value": ["1.2\x00.3"]},
+    }
+    instances = {
+        uid: {**record, "metadata": {**record["metadata"], **hostile}}
+        for uid, record in document.instances.items()
+    }
+    catalog = open_catalog(location_factory())
+    catalog.record(type(document)(study, series, instances))
+    for items, count in [
+        ([("PatientID", "ID\x00'; DROP TABLE series; --")], 1),
+        ([("PatientID", "ID*")], 1),
+        ([("PatientName", "n" * 10_000 + "*")], 1),
+        ([("Modality", "MR")], 1),
+        ([("ModalitiesInStudy", "CT")], 1),
+        ([("PatientID", "ID")], 0),
+    ]:
+        assert len(catalog.search(Level.STUDY, parse_query(items))) == count, items
+    [located] = catalog.locate(Level.IMAGE, Query())
+    assert "\x00" not in located.sop_class_uid
+    catalog.close()
+
+
+def _record_copies(location: str, document: Any, count: int) -> None:
+    catalog = open_catalog(location)
+    for index in range(count):
+        series = f"{document.series_uid}.{index + 1}"
+        catalog.record(type(document)(document.study_uid, series, document.instances))
+    catalog.close()
+
+
+def test_a_writer_process_and_reader_threads_share_a_sqlite_catalog(
+    tmp_path: Path, datastore: str
+) -> None:
+    location = str(tmp_path / "shared.sqlite")
+    catalog = open_catalog(location)
+    reader = ArchiveReader(datastore)
+    first = reader.summaries()[0]
+    document = reader.document(first.study_uid, first.series_uid)
+    writer = multiprocessing.get_context("spawn").Process(
+        target=_record_copies, args=(location, document, 60)
+    )
+    writer.start()
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            while writer.is_alive():
+                catalog.search(Level.SERIES, parse_query([("PatientID", "*")]))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    writer.join(60)
+    for thread in threads:
+        thread.join(10)
+    assert writer.exitcode == 0 and failures == []
+    assert len(catalog.search(Level.SERIES, Query())) == 60
+    assert catalog.search(Level.STUDY, Query())[0]["00201206"]["Value"] == [60]
+    catalog.close()

@@ -149,7 +149,7 @@ def in_summary(tag: str) -> bool:
 
 def patient_key(attributes: DicomJson) -> str:
     """What identifies a patient: the PatientID's values (empty when it has none)."""
-    return "\\".join(str(v) for v in _values(attributes.get("00100020")))
+    return storable("\\".join(str(v) for v in _values(attributes.get("00100020"))))
 
 
 def _instance_row(uid: str, record: Record, series: DicomJson) -> InstanceRow:
@@ -213,7 +213,7 @@ def column_value(kind: ColumnKind, element: Any) -> tuple[ColumnValue, bool]:
     elif kind is ColumnKind.NUMBER:
         return _number(value)
     text = str(value)
-    if "\x00" in text:
+    if storable(text) != text:
         return None, False
     if kind is ColumnKind.DATE:
         return _normal("DA", text), True
@@ -238,7 +238,14 @@ def _values(element: Any) -> list[Any]:
 
 def _first(attributes: DicomJson, tag: str) -> str | None:
     values = _values(attributes.get(tag))
-    return str(values[0]) if values else None
+    return storable(str(values[0])) if values else None
+
+
+def storable(text: str) -> str:
+    """``text`` as every database stores it: without NUL characters (PostgreSQL refuses
+    them) or lone surrogates (no UTF-8 encoding has them)."""
+    cleaned = text.replace("\x00", "")
+    return cleaned.encode("utf-8", "replace").decode("utf-8")
 
 
 def _text(attributes: DicomJson) -> str:

@@ -12,12 +12,13 @@ condition, SQL alone pages. Studies and patients match when one of their series
 does (its attributes with the study's or patient's computed ones).
 """
 
+import itertools
 import json
 import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,9 @@ def _schema(d: Dialect) -> list[str]:
 
 
 class SQLCatalog:
-    """A :class:`~dicomflow.cod.catalog.Catalog` over one SQL connection (shared by the
-    threads of a process, one statement at a time)."""
+    """A :class:`~dicomflow.cod.catalog.Catalog` over SQL: SQLite with a connection per
+    thread (WAL: readers do not wait for the writer, writers wait for each other), or
+    PostgreSQL with one connection the threads of a process use in turn."""
 
     def __init__(
         self,
@@ -144,8 +146,11 @@ class SQLCatalog:
         self.location = location
         self.dialect = dialect
         self._connect = connect
+        self._shared = dialect is POSTGRES  # one connection for all threads, in turn
         self._lock = threading.RLock()
-        self._connection: Any = None
+        self._local = threading.local()  # SQLite: a connection per thread, reading at once
+        self.current: Any = None  # the shared connection (PostgreSQL)
+        self._opened: list[Any] = []
         if not self._has_schema(replace_old):
             self._create_schema()
 
@@ -307,16 +312,10 @@ class SQLCatalog:
     # -- reading ---------------------------------------------------------------------
 
     def search(self, level: Level, query: Query, scope: Scope = EVERYWHERE) -> list[DicomJson]:
-        results: list[DicomJson] = []
-        skipped = 0
-        for row in self._matching(level, query, scope, paged=True):
-            if skipped < query.offset:
-                skipped += 1
-                continue
-            results.append(_result(level, row))
-            if query.limit is not None and len(results) >= query.limit:
-                break
-        return results
+        matching = self._matching(level, query, scope, paged=True)
+        start = query.offset - matching.skipped
+        end = None if query.limit is None else start + query.limit
+        return [_result(level, row) for row in itertools.islice(matching, start, end)]
 
     def locate(
         self, level: Level, query: Query, scope: Scope = EVERYWHERE
@@ -348,22 +347,38 @@ class SQLCatalog:
         )
         return list(rows)
 
-    def _matching(self, level: Level, query: Query, scope: Scope, paged: bool) -> Iterator[Any]:
-        """The rows of the matching entities, in order (see :func:`_select`)."""
+    def _matching(self, level: Level, query: Query, scope: Scope, paged: bool) -> "_Rows":
+        """The rows of the matching entities, in order (see :func:`_select`); paged, SQL
+        skips ``query.offset`` rows itself when every row it selects matches."""
         found = pushdown(query, LEVEL_COLUMNS[level], self.dialect.wildcard)
         column = "attributes" if _needs_attributes(level, query) else "summary"
         sql, params = _select(level, found, scope, column)
+        skips = paged and query.offset > 0 and self._all_match(level, found, scope)
+        skipped = query.offset if skips else 0
         wanted = query.offset + query.limit if paged and query.limit is not None else None
-        for row in self._pages(sql, params, wanted):
-            if (found.exact and not row[3]) or self._check(level, query, row, column):
-                yield row
+        rows = self._pages(sql, params, skipped, wanted)
+        checked = (
+            row
+            for row in rows
+            if (found.exact and not row[3]) or self._check(level, query, row, column)
+        )
+        return _Rows(checked, skipped)
 
-    def _pages(self, sql: str, params: list[Any], wanted: int | None) -> Iterator[Any]:
-        """The rows of ``sql``: all at once, or in growing pages from ``wanted`` on."""
-        if wanted is None:
+    def _all_match(self, level: Level, found: Filter, scope: Scope) -> bool:
+        """Whether every row SQL selects matches (then SQL may skip the offset): all keys
+        became conditions, and no selected row is irregular."""
+        if not found.exact or not found.conditions:
+            return found.exact
+        sql, params = _select(level, found, scope, "summary", irregular_only=True)
+        return not self._execute(f"{sql} LIMIT 1", params)
+
+    def _pages(self, sql: str, params: list[Any], start: int, wanted: int | None) -> Iterator[Any]:
+        """The rows of ``sql`` from ``start``: all at once, or in growing pages up to
+        ``wanted`` first."""
+        if wanted is None and not start:
             yield from self._execute(sql, params)
             return
-        size, start = max(wanted, 1), 0
+        size = max((wanted or 0) - start, 1) if wanted is not None else 1 << 62
         while True:
             rows = self._execute(f"{sql} LIMIT ? OFFSET ?", [*params, size, start])
             yield from rows
@@ -385,13 +400,18 @@ class SQLCatalog:
 
     def close(self) -> None:
         with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
+            for connection in self._opened:
+                connection.close()
+            self._opened.clear()
+            self._local = threading.local()
+            self.current = None
+
+    def _guard(self) -> AbstractContextManager[Any]:
+        return self._lock if self._shared else nullcontext()
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        with self._lock:
+        with self._guard():
             self._execute("BEGIN" if self.dialect is POSTGRES else "BEGIN IMMEDIATE")
             try:
                 yield
@@ -401,13 +421,13 @@ class SQLCatalog:
             self._execute("COMMIT")
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock, self._errors():
+        with self._guard(), self._errors():
             cursor = self._cursor()
             cursor.execute(self._sql(sql), params)
             return list(cursor.fetchall()) if cursor.description else []
 
     def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
-        with self._lock, self._errors():
+        with self._guard(), self._errors():
             self._cursor().executemany(self._sql(sql), rows)
 
     def _execute_quietly(self, sql: str) -> None:
@@ -417,9 +437,13 @@ class SQLCatalog:
             logger.warning("catalog: %s failed: %s", sql, exc)
 
     def _cursor(self) -> Any:
-        if self._connection is None or getattr(self._connection, "closed", False):
-            self._connection = self._connect()
-        return self._connection.cursor()
+        holder = self if self._shared else self._local
+        connection = getattr(holder, "current", None)
+        if connection is None or getattr(connection, "closed", False):
+            connection = holder.current = self._connect()
+            with self._lock:
+                self._opened.append(connection)
+        return connection.cursor()
 
     def _sql(self, sql: str) -> str:
         return sql if self.dialect is SQLITE else sql.replace("?", "%s")
@@ -429,8 +453,8 @@ class SQLCatalog:
         try:
             yield
         except (sqlite3.Error, _postgres_error()) as exc:
-            if self.dialect is POSTGRES and getattr(self._connection, "broken", False):
-                self._connection = None  # reconnect on the next statement
+            if self._shared and getattr(self.current, "broken", False):
+                self.current = None  # reconnect on the next statement
             raise CatalogError(
                 f'Catalog "{redacted(self.location)}" (the catalog setting): '
                 f"{type(exc).__name__}: {str(exc).strip()}"
@@ -455,6 +479,17 @@ def _insert_sql(table: str, fields: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({marks})"
 
 
+@dataclass
+class _Rows:
+    """Matching rows, and how many SQL skipped already."""
+
+    rows: Iterator[Any]
+    skipped: int
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.rows
+
+
 def _needs_attributes(level: Level, query: Query) -> bool:
     """Whether a search needs the attributes of whole instances: at the IMAGE level, with
     ``includefield=all``, or for a key or includefield beyond the series' summaries."""
@@ -463,9 +498,12 @@ def _needs_attributes(level: Level, query: Query) -> bool:
     return not all(in_summary(tag) for tag in query.key_tags() | query.include)
 
 
-def _select(level: Level, found: Filter, scope: Scope, column: str) -> tuple[str, list[Any]]:
-    """The SELECT of one level. Its rows start with the entity's keys (up to 3), the
-    irregular flag (3), then what :func:`_result` reads."""
+def _select(
+    level: Level, found: Filter, scope: Scope, column: str, irregular_only: bool = False
+) -> tuple[str, list[Any]]:
+    """The SELECT of one level (of its irregular rows alone with ``irregular_only``). Its
+    rows start with the entity's keys (up to 3), the irregular flag (3), then what
+    :func:`_result` reads."""
     irregular = "s.irregular = 1 OR i.irregular = 1" if level is Level.IMAGE else "s.irregular = 1"
     where = f"({found.where()} OR {irregular})" if found.conditions else "1 = 1"
     params = list(found.params)
@@ -473,27 +511,17 @@ def _select(level: Level, found: Filter, scope: Scope, column: str) -> tuple[str
         if value is not None:
             where += f" AND {scoped} = ?"
             params.append(value)
-    if level is Level.IMAGE:
-        return (
-            "SELECT i.study_uid, i.series_uid, i.sop_uid, s.irregular + i.irregular, "
-            "s.attributes, i.delta, 0, i.sop_class_uid, i.transfer_syntax "
-            "FROM instances i JOIN series s "
-            "ON s.study_uid = i.study_uid AND s.series_uid = i.series_uid "
-            f"WHERE {where} ORDER BY i.study_uid, i.series_uid, i.position, i.sop_uid",
-            params,
-        )
-    if level is Level.SERIES:
-        return (
-            f"SELECT s.study_uid, s.series_uid, NULL, s.irregular, s.{column}, "
-            f"s.instance_count FROM series s WHERE {where} ORDER BY s.study_uid, s.series_uid",
-            params,
-        )
+    if level in (Level.IMAGE, Level.SERIES):
+        return _select_rows(level, where, column, irregular_only), params
+    table, key = ("st", "study_uid") if level is Level.STUDY else ("p", "patient_key")
+    outer = (
+        []
+        if where == "1 = 1"
+        else [f"{table}.{key} IN (SELECT s.{key} FROM series s WHERE {where})"]
+    )
+    outer += [f"{table}.irregular = 1"] if irregular_only else []
+    matched = f"WHERE {' AND '.join(outer)}" if outer else ""
     if level is Level.STUDY:
-        matched = (
-            ""
-            if where == "1 = 1"
-            else f"WHERE st.study_uid IN (SELECT s.study_uid FROM series s WHERE {where})"
-        )
         return (
             f"SELECT st.study_uid, NULL, NULL, st.irregular, f.{column}, st.series_count, "
             "st.instance_count, st.modalities FROM studies st JOIN series f "
@@ -501,17 +529,29 @@ def _select(level: Level, found: Filter, scope: Scope, column: str) -> tuple[str
             f"{matched} ORDER BY st.study_uid",
             params,
         )
-    matched = (
-        ""
-        if where == "1 = 1"
-        else f"WHERE p.patient_key IN (SELECT s.patient_key FROM series s WHERE {where})"
-    )
     return (
         f"SELECT p.patient_key, NULL, NULL, p.irregular, f.{column}, p.study_count, "
         "p.series_count, p.instance_count FROM patients p JOIN series f "
         "ON f.study_uid = p.first_study_uid AND f.series_uid = p.first_series_uid "
         f"{matched} ORDER BY p.patient_key",
         params,
+    )
+
+
+def _select_rows(level: Level, where: str, column: str, irregular_only: bool) -> str:
+    if level is Level.IMAGE:
+        where += " AND (s.irregular = 1 OR i.irregular = 1)" if irregular_only else ""
+        return (
+            "SELECT i.study_uid, i.series_uid, i.sop_uid, s.irregular + i.irregular, "
+            "s.attributes, i.delta, 0, i.sop_class_uid, i.transfer_syntax "
+            "FROM instances i JOIN series s "
+            "ON s.study_uid = i.study_uid AND s.series_uid = i.series_uid "
+            f"WHERE {where} ORDER BY i.study_uid, i.series_uid, i.position, i.sop_uid"
+        )
+    where += " AND s.irregular = 1" if irregular_only else ""
+    return (
+        f"SELECT s.study_uid, s.series_uid, NULL, s.irregular, s.{column}, "
+        f"s.instance_count FROM series s WHERE {where} ORDER BY s.study_uid, s.series_uid"
     )
 
 
