@@ -2,6 +2,7 @@
 (and pynetdicom or raw PDUs where a status or a malformed message must be seen), over a
 folder of pydicom's test files and synthetic series."""
 
+import json
 import logging
 import shutil
 import struct
@@ -23,14 +24,16 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from qr_support import ABORTED, FolderProvider, raw_find
 
+from dicomflow import tls
 from dicomflow.address import Address
 from dicomflow.dicom.factory import make_ct_series
+from dicomflow.errors import QueryKeyError
 from dicomflow.net import requestor
 from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.query_retrieve import QueryRequest, RetrievedInstance
 from dicomflow.net.storage import ReceivedInstance
 from dicomflow.tls import SelfSigned, TLSFiles
-from support import StoreSCPPeer, free_port, storescu
+from support import OrthancPeer, StoreSCPPeer, dcmtk_tls_options, free_port, storescu
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("findscu", "getscu", "movescu", "storescp")),
@@ -231,12 +234,12 @@ def test_findscu_cancel_stops_a_million_matches(tmp_path: Path) -> None:
 # -- hostile identifiers ---------------------------------------------------------------------
 
 
-def _find(node: Node, identifier: Dataset, model: object) -> list[int]:
+def _find(port: int, identifier: Dataset, model: object) -> list[int]:
     """The statuses of one C-FIND over pynetdicom; checks the association still answers."""
     ae = AE(ae_title="HOSTILE")
     ae.add_requested_context(model)
     ae.add_requested_context(Verification)
-    association = ae.associate("127.0.0.1", node.scp.port, ae_title="DICOMFLOW")
+    association = ae.associate("127.0.0.1", port, ae_title="DICOMFLOW")
     assert association.is_established
     try:
         statuses = [int(s.Status) for s, _ in association.send_c_find(identifier, model) if s]
@@ -263,7 +266,9 @@ def test_hostile_identifiers_fail_with_a_status_and_a_log_line(
     identifier.StudyInstanceUID = ""
     setattr(identifier, key, value)
     with caplog.at_level(logging.WARNING, logger="dicomflow.net.qr_scp"):
-        assert _find(node, identifier, StudyRootQueryRetrieveInformationModelFind) == [status]
+        assert _find(node.scp.port, identifier, StudyRootQueryRetrieveInformationModelFind) == [
+            status
+        ]
     assert any("C-FIND from HOSTILE at 127.0.0.1" in r.getMessage() for r in caplog.records)
 
 
@@ -271,8 +276,8 @@ def test_patient_level_is_unknown_to_the_study_root_model(node: Node) -> None:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "PATIENT"
     identifier.PatientID = ""
-    assert _find(node, identifier, StudyRootQueryRetrieveInformationModelFind) == [0xC000]
-    statuses = _find(node, identifier, PatientRootQueryRetrieveInformationModelFind)
+    assert _find(node.scp.port, identifier, StudyRootQueryRetrieveInformationModelFind) == [0xC000]
+    statuses = _find(node.scp.port, identifier, PatientRootQueryRetrieveInformationModelFind)
     assert statuses == [0xFF00] * 5 + [0x0000]  # PAT_A, PAT_B and the corpus's three
 
 
@@ -485,3 +490,92 @@ def test_a_c_get_cancelled_between_sub_operations(node: Node) -> None:
         association.release()
     assert statuses[0] == 0xFF00 and statuses[-1] == 0xFE00, statuses
     assert 1 <= len(received) < 5
+
+
+# -- Orthanc as the Q/R SCU ---------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("Orthanc") is None, reason="Orthanc is not installed")
+def test_orthanc_queries_and_retrieves_from_the_node(
+    node: Node, archive: Path, tmp_path: Path
+) -> None:
+    orthanc = OrthancPeer(
+        tmp_path / "orthanc", modalities={"node": f"DICOMFLOW@127.0.0.1:{node.scp.port}"}
+    )
+    node.provider.destinations["ORTHANC"] = Address("127.0.0.1", orthanc.dicom_port, "ORTHANC")
+    try:
+        query = {"Level": "Study", "Query": {"PatientID": "PAT_A", "StudyDate": ""}}
+        found = orthanc.rest("POST", "/modalities/node/query", json.dumps(query))
+        answers = orthanc.rest("GET", f"/queries/{found['ID']}/answers?expand&simplify")
+        assert sorted(a["StudyDate"] for a in answers) == ["20240110", "20240320"]
+        orthanc.rest("POST", f"/queries/{found['ID']}/retrieve", "ORTHANC")
+        instances = orthanc.rest("GET", "/instances?expand")
+    finally:
+        del node.provider.destinations["ORTHANC"]
+        orthanc.stop()
+    wanted = {dcmread(p).SOPInstanceUID for p in archive.glob("PAT_A-*.dcm")}
+    assert {i["MainDicomTags"]["SOPInstanceUID"] for i in instances} == wanted
+
+
+def test_findscu_over_dicom_tls(server_pair: SelfSigned, client_pair: SelfSigned) -> None:
+    """Over TLS a cancel is looked for in the TLS layer's buffer as well as the socket's."""
+    context = tls.server_context(
+        TLSFiles(server_pair.certificate, server_pair.private_key, client_pair.certificate)
+    )
+    scp = LeanStoreSCP(
+        ae_title="DICOMFLOW",
+        ip="127.0.0.1",
+        port=0,
+        on_store=lambda _: 0,
+        tls=context,
+        query_retrieve=Endless(),  # type: ignore[arg-type]
+    )
+    options = dcmtk_tls_options(
+        client_pair.certificate, client_pair.private_key, server_pair.certificate
+    )
+    command = ["findscu", "-v", "-aec", "DICOMFLOW", "-S", *options, "--cancel", "1"]
+    command += ["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID"]
+    command += ["127.0.0.1", str(scp.port)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        scp.close()
+    log = done.stdout + done.stderr
+    assert "Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)" in log, log
+
+
+class Broken(Endless):
+    """A provider that fails: a bad key at once, anything else after one match."""
+
+    def find(self, request: object) -> Iterator[Dataset]:
+        identifier = request.identifier  # type: ignore[attr-defined]
+        if identifier.PatientID == "BADKEY":
+            raise QueryKeyError('Query parameter "PatientID" cannot be matched.')
+        found = Dataset()
+        found.StudyInstanceUID = "1.2.3"
+        yield found
+        raise RuntimeError("the catalog's disk is on fire")
+
+
+@pytest.mark.parametrize(("patient", "statuses"), [("BADKEY", [0xA900]), ("", [0xFF00, 0xC000])])
+def test_provider_errors_become_statuses(
+    caplog: pytest.LogCaptureFixture, patient: str, statuses: list[int]
+) -> None:
+    scp = LeanStoreSCP(
+        ae_title="DICOMFLOW",
+        ip="127.0.0.1",
+        port=0,
+        on_store=lambda _: 0,
+        query_retrieve=Broken(),  # type: ignore[arg-type]
+    )
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientID = patient
+    identifier.StudyInstanceUID = ""
+    try:
+        with caplog.at_level(logging.WARNING, logger="dicomflow.net.qr_scp"):
+            found = _find(scp.port, identifier, StudyRootQueryRetrieveInformationModelFind)
+    finally:
+        scp.close()
+    assert found == statuses
+    assert any("C-FIND from HOSTILE at 127.0.0.1" in r.getMessage() for r in caplog.records)

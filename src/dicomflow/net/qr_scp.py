@@ -84,6 +84,8 @@ MAX_IDENTIFIER_BYTES = 1 << 20
 """A C-FIND, C-GET or C-MOVE identifier longer than this aborts its association."""
 MAX_VALUE_CHARS = 1024
 """A key's value longer than this (a UID list included) is refused with 0xA900."""
+MAX_FAILURES_LOGGED = 10
+"""Instances of one C-GET that cannot be sent are logged one by one up to this many."""
 SUCCESS, CANCELLED, PENDING = 0x0000, 0xFE00, 0xFF00
 SOME_FAILED, ALL_FAILED, UNKNOWN_DESTINATION = 0xB000, 0xA702, 0xA801
 INVALID_IDENTIFIER, UNABLE_TO_PROCESS, SOP_CLASS_NOT_SUPPORTED = 0xA900, 0xC000, 0x0122
@@ -169,6 +171,7 @@ class QueryRetrieveSCP:
         self.link = link
         self.ae_title = ae_title
         self._message_id = 0
+        self._unsent = 0  # instances of the C-GET under way that could not be sent
 
     def handle(self, field_: int, request: Request) -> None:
         """Answer one request to its final response."""
@@ -255,10 +258,7 @@ class QueryRetrieveSCP:
             if self._cancelled(request):
                 self._respond(C_FIND_RSP, request, CANCELLED)
                 return
-            answer = trimmed(found, query.identifier)
-            data = encode(answer, implicit, True)
-            if data is None:
-                raise QueryRetrieveRefused(UNABLE_TO_PROCESS, "a match cannot be encoded")
+            data = provided(lambda: encoded_match(found, query.identifier, implicit))
             self._respond(C_FIND_RSP, request, PENDING, data)
         self._respond(C_FIND_RSP, request, SUCCESS)
 
@@ -312,6 +312,7 @@ class QueryRetrieveSCP:
         return address
 
     def _get(self, request: Request, instances: list[RetrievedInstance], counts: Counts) -> None:
+        self._unsent = 0
         for instance in instances:
             if self._cancelled(request):
                 raise OperationCancelled
@@ -328,6 +329,9 @@ class QueryRetrieveSCP:
                 raise ValueError("no storage context on which the peer is the SCP")
             context_id, data = fitted(instance.read(), accepted)
         except Exception as exc:  # reading and re-encoding raise many kinds
+            self._unsent += 1
+            if self._unsent > MAX_FAILURES_LOGGED:
+                return None  # the final response's log line counts the rest
             logger.warning(
                 "C-GET from %s at %s: cannot send %s: %s",
                 escaped(self.link.calling_ae_title),
@@ -450,6 +454,15 @@ def checked(identifier: Dataset) -> None:
             )
         if "\x00" in text.rstrip("\x00"):
             raise QueryRetrieveRefused(INVALID_IDENTIFIER, f"{name} holds a NUL character")
+
+
+def encoded_match(found: Dataset, identifier: Dataset, implicit: bool) -> bytes:
+    """A match trimmed to the keys asked for, encoded for the response (a provider
+    yielding what cannot be encoded fails the request, not the association)."""
+    data = encode(trimmed(found, identifier), implicit, True)
+    if data is None:
+        raise ValueError("a match cannot be encoded")
+    return data
 
 
 def trimmed(found: Dataset, identifier: Dataset) -> Dataset:

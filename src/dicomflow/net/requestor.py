@@ -70,7 +70,7 @@ from dicomflow import tls as dicom_tls
 from dicomflow.address import Address
 from dicomflow.dicom import part10
 from dicomflow.errors import AssociationLost, PeerUnreachableError, ProtocolError, TranscodeError
-from dicomflow.net import pdu
+from dicomflow.net import pdu, transcode
 from dicomflow.net.pdu import (
     ABORT,
     ASSOCIATE_AC,
@@ -469,12 +469,7 @@ def _streamed(path: Path, size: int) -> _Instance | None:
 
 def _reencode(instance: _Instance, syntax: str) -> _Instance:
     """The instance's dataset in another uncompressed transfer syntax."""
-    dataset = _dataset_of(instance)
-    implicit = syntax == ImplicitVRLittleEndian
-    little = syntax != ExplicitVRBigEndian
-    data = encode(dataset, implicit, little, syntax == DeflatedExplicitVRLittleEndian)
-    if data is None:
-        raise ValueError(f"the dataset cannot be encoded in {UID(syntax).name}")
+    data = transcode.encoded(_dataset_of(instance), syntax)
     return _Instance(instance.sop_class, instance.sop_instance, syntax, data)
 
 
@@ -488,13 +483,7 @@ def _decompressed(instance: _Instance) -> _Instance:
     dataset = _dataset_of(instance)
     if dataset is instance.dataset:
         dataset = copy.deepcopy(dataset)  # the caller's: left as it was
-    try:
-        dataset.decompress(generate_instance_uid=False)
-    except Exception as exc:  # each decoder raises its own kinds
-        raise TranscodeError(
-            f"the peer accepts only uncompressed syntaxes and the pixel data in"
-            f" {UID(instance.syntax).name} cannot be decoded ({exc})"
-        ) from exc
+    transcode.decompress(dataset, instance.syntax)
     logger.debug("instance %s decoded from %s", instance.sop_instance, UID(instance.syntax).name)
     syntax = str(ExplicitVRLittleEndian)
     return _Instance(instance.sop_class, instance.sop_instance, syntax, b"", dataset)

@@ -1,6 +1,7 @@
-"""Part-10 bytes made fit for a presentation context: the dataset as stored when the
-peer accepted its transfer syntax, else re-encoded in an uncompressed one (its pixel
-data decoded first by pydicom and pylibjpeg), for a C-STORE sub-operation of a C-GET.
+"""Instances made fit for a presentation context: the dataset as stored when the peer
+accepted its transfer syntax, else re-encoded in an uncompressed one (its pixel data
+decoded first by pydicom and pylibjpeg). The requestor's C-STOREs and the C-STORE
+sub-operations of a C-GET both use it.
 
 The instance is decoded only when its own syntax was not accepted: an archived
 instance otherwise goes out as the bytes read.
@@ -9,7 +10,7 @@ instance otherwise goes out as the bytes read.
 import logging
 from io import BytesIO
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -75,15 +76,36 @@ def reencoded(data: bytes, syntax: str, target: str) -> bytes:
     """The dataset of Part-10 ``data`` (in ``syntax``) encoded in uncompressed ``target``."""
     dataset = dcmread(BytesIO(data), force=True)
     if syntax not in PLAIN:
-        try:
-            dataset.decompress(generate_instance_uid=False)
-        except Exception as exc:  # each decoder raises its own kinds
-            raise TranscodeError(
-                f"the peer accepts only uncompressed syntaxes and the pixel data in"
-                f" {UID(syntax).name} cannot be decoded ({exc})"
-            ) from exc
-    encoded = encode(dataset, target == ImplicitVRLittleEndian, True)
-    if encoded is None:
-        raise ValueError(f"the dataset cannot be encoded in {UID(target).name}")
+        decompress(dataset, syntax)
     logger.debug("instance re-encoded from %s to %s", UID(syntax).name, UID(target).name)
-    return encoded
+    return encoded(dataset, target)
+
+
+def decompress(dataset: Dataset, syntax: str) -> None:
+    """Decode the pixel data of ``dataset`` (in compressed ``syntax``) in place, with
+    pydicom and pylibjpeg.
+
+    Raises:
+        TranscodeError: if it cannot be decoded.
+    """
+    try:
+        dataset.decompress(generate_instance_uid=False)
+    except Exception as exc:  # each decoder raises its own kinds
+        raise TranscodeError(
+            f"the peer accepts only uncompressed syntaxes and the pixel data in"
+            f" {UID(syntax).name} cannot be decoded ({exc})"
+        ) from exc
+
+
+def encoded(dataset: Dataset, syntax: str) -> bytes:
+    """``dataset`` encoded in an uncompressed ``syntax`` (deflated included).
+
+    Raises:
+        ValueError: if pydicom cannot encode it so.
+    """
+    implicit = syntax == ImplicitVRLittleEndian
+    little = syntax != ExplicitVRBigEndian
+    data = encode(dataset, implicit, little, syntax == DeflatedExplicitVRLittleEndian)
+    if data is None:
+        raise ValueError(f"the dataset cannot be encoded in {UID(syntax).name}")
+    return data
