@@ -43,6 +43,14 @@ def test_non_empty_elements_are_keys_and_empty_ones_return_keys() -> None:
     assert parsed.query.include == {"00081030"}
 
 
+def test_keys_match_with_the_dictionarys_vr_whatever_the_peer_encoded() -> None:
+    dataset = identifier()
+    dataset.add_new(0x00100010, "LO", "doe*")  # PatientName sent as LO
+    key = parse_identifier(dataset, "STUDY_ROOT").query.keys[0]
+    assert key.vr == "PN"
+    assert key.matches({"00100010": {"vr": "PN", "Value": [{"Alphabetic": "DOE^JOHN"}]}})
+
+
 def test_level_and_character_set_are_not_keys() -> None:
     dataset = identifier(SpecificCharacterSet="ISO_IR 192", StudyInstanceUID="1.2.3")
     assert keys_of(dataset) == {"0020000D": "1.2.3"}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -73,8 +74,17 @@ def parse_identifier(identifier: Dataset, model: str) -> QueryIdentifier:
         if value is None:
             query.include.add(tag)
         else:
-            query.keys.append(Key(tag, element.VR, value))
+            query.keys.append(Key(tag, _matching_vr(element), value))
     return QueryIdentifier(level, query)
+
+
+def _matching_vr(element: DataElement) -> str:
+    """The VR the dictionary gives (how the archive holds the attribute), whatever VR the
+    peer encoded it with; the element's own for attributes the dictionary lacks."""
+    try:
+        return str(dictionary_VR(element.tag))
+    except KeyError:
+        return str(element.VR)
 
 
 def query_level(identifier: Dataset, model: str) -> str:
