@@ -210,8 +210,9 @@ class SQLCatalog:
             return False
         rows = series_rows(document)
         before = self._patient_of(study_uid, series_uid)
-        self._delete_series(study_uid, series_uid)
-        if rows is not None:
+        if rows is None:
+            self._delete_series(study_uid, series_uid)
+        else:
             self._insert(rows)
         self._refresh_study(study_uid)
         for key in {*before, *([rows.series.patient_key] if rows else [])}:
@@ -269,7 +270,11 @@ class SQLCatalog:
         s = rows.series
         values = [s.study_uid, s.series_uid, s.patient_key, s.modality, *s.columns.values()]
         values += [int(s.irregular), s.instance_count, s.attributes, s.summary]
-        self._execute(_insert_sql("series", SERIES_FIELDS), values)
+        self._execute(
+            "DELETE FROM instances WHERE study_uid = ? AND series_uid = ?",
+            [s.study_uid, s.series_uid],
+        )
+        self._execute(_upsert_sql("series", SERIES_FIELDS, keys=2), values)
         instances = [[s.study_uid, s.series_uid, *_instance_values(i)] for i in rows.instances]
         self._executemany(_insert_sql("instances", INSTANCE_FIELDS), instances)
 
@@ -279,15 +284,15 @@ class SQLCatalog:
             "FROM series WHERE study_uid = ? ORDER BY series_uid",
             [study_uid],
         )
-        self._execute("DELETE FROM studies WHERE study_uid = ?", [study_uid])
         if not rows:
+            self._execute("DELETE FROM studies WHERE study_uid = ?", [study_uid])
             return
         modalities = sorted({str(row[1]) for row in rows if row[1]})
         values = [study_uid, rows[0][4], rows[0][0], len(rows), sum(row[2] for row in rows)]
         values += ["\\".join(modalities), int(any(row[3] for row in rows))]
         fields: tuple[str, ...] = ("study_uid", "patient_key", "first_series_uid", "series_count")
         fields += ("instance_count", "modalities", "irregular")
-        self._execute(_insert_sql("studies", fields), values)
+        self._execute(_upsert_sql("studies", fields), values)
 
     def _refresh_patient(self, patient_key: str) -> None:
         rows = self._execute(
@@ -295,8 +300,8 @@ class SQLCatalog:
             "WHERE patient_key = ? ORDER BY study_uid, series_uid",
             [patient_key],
         )
-        self._execute("DELETE FROM patients WHERE patient_key = ?", [patient_key])
         if not rows:
+            self._execute("DELETE FROM patients WHERE patient_key = ?", [patient_key])
             return
         values = [patient_key, rows[0][0], rows[0][1], len({row[0] for row in rows})]
         values += [len(rows), sum(row[2] for row in rows), int(any(row[3] for row in rows))]
@@ -307,7 +312,7 @@ class SQLCatalog:
             "study_count",
         )
         fields += ("series_count", "instance_count", "irregular")
-        self._execute(_insert_sql("patients", fields), values)
+        self._execute(_upsert_sql("patients", fields), values)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -472,6 +477,13 @@ def _postgres_error() -> type[Exception]:
 def _instance_values(row: InstanceRow) -> list[Any]:
     fixed = [row.sop_uid, row.sop_class_uid, row.transfer_syntax, row.position]
     return [*fixed, *row.columns.values(), int(row.irregular), row.delta]
+
+
+def _upsert_sql(table: str, fields: Sequence[str], keys: int = 1) -> str:
+    """An INSERT that replaces the row of the same key (the first ``keys`` fields)."""
+    updates = ", ".join(f"{name} = excluded.{name}" for name in fields[keys:])
+    conflict = ", ".join(fields[:keys])
+    return f"{_insert_sql(table, fields)} ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
 
 
 def _insert_sql(table: str, fields: Sequence[str]) -> str:
