@@ -47,7 +47,7 @@ from dicomflow.errors import CatalogError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 SERIES_MAP: Columns = {
     **{column.tag: (f"s.{column.name}", column.kind) for column in SERIES_COLUMNS},
     "0020000D": ("s.study_uid", ColumnKind.UID),
@@ -120,9 +120,16 @@ def _schema(d: Dialect) -> list[str]:
             series_count INTEGER NOT NULL, instance_count INTEGER NOT NULL,
             irregular INTEGER NOT NULL)""",
     ]
-    indexed = ["patient_key", "series_uid", "irregular", *(c.name for c in SERIES_COLUMNS)]
+    # each column with the study and patient keys: the study and patient searches read
+    # the index alone
+    indexed = ["irregular", *(c.name for c in SERIES_COLUMNS)]
     statements += [
-        f"CREATE INDEX IF NOT EXISTS series_{name} ON series ({name})" for name in indexed
+        f"CREATE INDEX IF NOT EXISTS series_{name} ON series ({name}, study_uid, patient_key)"
+        for name in indexed
+    ]
+    statements += [
+        f"CREATE INDEX IF NOT EXISTS series_{name} ON series ({name})"
+        for name in ("patient_key", "series_uid")
     ]
     statements += [
         f"CREATE INDEX IF NOT EXISTS instances_{name} ON instances ({name})"
@@ -517,20 +524,23 @@ def _select(
     rows start with the entity's keys (up to 3), the irregular flag (3), then what
     :func:`_result` reads."""
     irregular = "s.irregular = 1 OR i.irregular = 1" if level is Level.IMAGE else "s.irregular = 1"
-    where = f"({found.where()} OR {irregular})" if found.conditions else "1 = 1"
-    params = list(found.params)
-    for scoped, value in (("s.study_uid", scope.study_uid), ("s.series_uid", scope.series_uid)):
-        if value is not None:
-            where += f" AND {scoped} = ?"
-            params.append(value)
+    scoped, scope_params = _scoped(scope)
     if level in (Level.IMAGE, Level.SERIES):
-        return _select_rows(level, where, column, irregular_only), params
+        where = f"({found.where()} OR {irregular})" if found.conditions else "1 = 1"
+        return _select_rows(level, where + scoped, column, irregular_only), [
+            *found.params,
+            *scope_params,
+        ]
     table, key = ("st", "study_uid") if level is Level.STUDY else ("p", "patient_key")
-    outer = (
-        []
-        if where == "1 = 1"
-        else [f"{table}.{key} IN (SELECT s.{key} FROM series s WHERE {where})"]
-    )
+    outer, params = [], []
+    if found.conditions or scoped:
+        # UNION rather than OR: each half reads one index alone (covering, see _schema)
+        inner = f"SELECT s.{key} FROM series s WHERE {found.where()}{scoped}"
+        if found.conditions:
+            inner += f" UNION SELECT s.{key} FROM series s WHERE s.irregular = 1{scoped}"
+        outer.append(f"{table}.{key} IN ({inner})")
+        params = [*found.params, *scope_params]
+        params += scope_params if found.conditions else []
     outer += [f"{table}.irregular = 1"] if irregular_only else []
     matched = f"WHERE {' AND '.join(outer)}" if outer else ""
     if level is Level.STUDY:
@@ -548,6 +558,16 @@ def _select(
         f"{matched} ORDER BY p.patient_key",
         params,
     )
+
+
+def _scoped(scope: Scope) -> tuple[str, list[str]]:
+    """The conditions of ``scope`` (`` AND …``) and their parameters."""
+    sql, params = "", []
+    for column, value in (("s.study_uid", scope.study_uid), ("s.series_uid", scope.series_uid)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    return sql, params
 
 
 def _select_rows(level: Level, where: str, column: str, irregular_only: bool) -> str:
