@@ -75,6 +75,7 @@ INSTANCE_FIELDS = (
 )  # fmt: skip
 PATIENT_TAGS = ("0010", "00080005")
 LOCATE_BATCH = 200
+WAL_PAGES = 10_000  # checkpoint (and sync) every ~40 MB of changes, not every ~4 MB
 
 
 @dataclass(frozen=True)
@@ -644,7 +645,8 @@ def open_sqlite(location: str, path: Path, replace_old: bool = False) -> SQLCata
         )
         connection.execute("PRAGMA busy_timeout = 60000")
         connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA synchronous = NORMAL")  # a checkpoint syncs, not a commit
+        connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
         return connection
 
     return SQLCatalog(location, SQLITE, connect, replace_old)
