@@ -233,7 +233,22 @@ class PostgresServer:
             command, user=self.user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for_port(self.port)
+        self._wait_ready()
         self._count = 0
+
+    def _wait_ready(self, timeout_s: float = 30.0) -> None:
+        """Until the server accepts sessions (its port opens while it is starting up)."""
+        import psycopg
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                psycopg.connect(self.url(), connect_timeout=5).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(

@@ -47,7 +47,7 @@ from dicomflow.errors import CatalogError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 SERIES_MAP: Columns = {
     **{column.tag: (f"s.{column.name}", column.kind) for column in SERIES_COLUMNS},
     "0020000D": ("s.study_uid", ColumnKind.UID),
@@ -75,6 +75,7 @@ INSTANCE_FIELDS = (
 )  # fmt: skip
 PATIENT_TAGS = ("0010", "00080005")
 LOCATE_BATCH = 200
+WAL_PAGES = 10_000  # checkpoint (and sync) every ~40 MB of changes, not every ~4 MB
 
 
 @dataclass(frozen=True)
@@ -120,9 +121,16 @@ def _schema(d: Dialect) -> list[str]:
             series_count INTEGER NOT NULL, instance_count INTEGER NOT NULL,
             irregular INTEGER NOT NULL)""",
     ]
-    indexed = ["patient_key", "series_uid", "irregular", *(c.name for c in SERIES_COLUMNS)]
+    # each column with the study and patient keys: the study and patient searches read
+    # the index alone
+    indexed = ["irregular", *(c.name for c in SERIES_COLUMNS)]
     statements += [
-        f"CREATE INDEX IF NOT EXISTS series_{name} ON series ({name})" for name in indexed
+        f"CREATE INDEX IF NOT EXISTS series_{name} ON series ({name}, study_uid, patient_key)"
+        for name in indexed
+    ]
+    statements += [
+        f"CREATE INDEX IF NOT EXISTS series_{name} ON series ({name})"
+        for name in ("patient_key", "series_uid")
     ]
     statements += [
         f"CREATE INDEX IF NOT EXISTS instances_{name} ON instances ({name})"
@@ -210,8 +218,9 @@ class SQLCatalog:
             return False
         rows = series_rows(document)
         before = self._patient_of(study_uid, series_uid)
-        self._delete_series(study_uid, series_uid)
-        if rows is not None:
+        if rows is None:
+            self._delete_series(study_uid, series_uid)
+        else:
             self._insert(rows)
         self._refresh_study(study_uid)
         for key in {*before, *([rows.series.patient_key] if rows else [])}:
@@ -269,7 +278,11 @@ class SQLCatalog:
         s = rows.series
         values = [s.study_uid, s.series_uid, s.patient_key, s.modality, *s.columns.values()]
         values += [int(s.irregular), s.instance_count, s.attributes, s.summary]
-        self._execute(_insert_sql("series", SERIES_FIELDS), values)
+        self._execute(
+            "DELETE FROM instances WHERE study_uid = ? AND series_uid = ?",
+            [s.study_uid, s.series_uid],
+        )
+        self._execute(_upsert_sql("series", SERIES_FIELDS, keys=2), values)
         instances = [[s.study_uid, s.series_uid, *_instance_values(i)] for i in rows.instances]
         self._executemany(_insert_sql("instances", INSTANCE_FIELDS), instances)
 
@@ -279,15 +292,15 @@ class SQLCatalog:
             "FROM series WHERE study_uid = ? ORDER BY series_uid",
             [study_uid],
         )
-        self._execute("DELETE FROM studies WHERE study_uid = ?", [study_uid])
         if not rows:
+            self._execute("DELETE FROM studies WHERE study_uid = ?", [study_uid])
             return
         modalities = sorted({str(row[1]) for row in rows if row[1]})
         values = [study_uid, rows[0][4], rows[0][0], len(rows), sum(row[2] for row in rows)]
         values += ["\\".join(modalities), int(any(row[3] for row in rows))]
         fields: tuple[str, ...] = ("study_uid", "patient_key", "first_series_uid", "series_count")
         fields += ("instance_count", "modalities", "irregular")
-        self._execute(_insert_sql("studies", fields), values)
+        self._execute(_upsert_sql("studies", fields), values)
 
     def _refresh_patient(self, patient_key: str) -> None:
         rows = self._execute(
@@ -295,8 +308,8 @@ class SQLCatalog:
             "WHERE patient_key = ? ORDER BY study_uid, series_uid",
             [patient_key],
         )
-        self._execute("DELETE FROM patients WHERE patient_key = ?", [patient_key])
         if not rows:
+            self._execute("DELETE FROM patients WHERE patient_key = ?", [patient_key])
             return
         values = [patient_key, rows[0][0], rows[0][1], len({row[0] for row in rows})]
         values += [len(rows), sum(row[2] for row in rows), int(any(row[3] for row in rows))]
@@ -307,7 +320,7 @@ class SQLCatalog:
             "study_count",
         )
         fields += ("series_count", "instance_count", "irregular")
-        self._execute(_insert_sql("patients", fields), values)
+        self._execute(_upsert_sql("patients", fields), values)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -474,6 +487,13 @@ def _instance_values(row: InstanceRow) -> list[Any]:
     return [*fixed, *row.columns.values(), int(row.irregular), row.delta]
 
 
+def _upsert_sql(table: str, fields: Sequence[str], keys: int = 1) -> str:
+    """An INSERT that replaces the row of the same key (the first ``keys`` fields)."""
+    updates = ", ".join(f"{name} = excluded.{name}" for name in fields[keys:])
+    conflict = ", ".join(fields[:keys])
+    return f"{_insert_sql(table, fields)} ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+
+
 def _insert_sql(table: str, fields: Sequence[str]) -> str:
     marks = ", ".join("?" for _ in fields)
     return f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({marks})"
@@ -505,20 +525,23 @@ def _select(
     rows start with the entity's keys (up to 3), the irregular flag (3), then what
     :func:`_result` reads."""
     irregular = "s.irregular = 1 OR i.irregular = 1" if level is Level.IMAGE else "s.irregular = 1"
-    where = f"({found.where()} OR {irregular})" if found.conditions else "1 = 1"
-    params = list(found.params)
-    for scoped, value in (("s.study_uid", scope.study_uid), ("s.series_uid", scope.series_uid)):
-        if value is not None:
-            where += f" AND {scoped} = ?"
-            params.append(value)
+    scoped, scope_params = _scoped(scope)
     if level in (Level.IMAGE, Level.SERIES):
-        return _select_rows(level, where, column, irregular_only), params
+        where = f"({found.where()} OR {irregular})" if found.conditions else "1 = 1"
+        return _select_rows(level, where + scoped, column, irregular_only), [
+            *found.params,
+            *scope_params,
+        ]
     table, key = ("st", "study_uid") if level is Level.STUDY else ("p", "patient_key")
-    outer = (
-        []
-        if where == "1 = 1"
-        else [f"{table}.{key} IN (SELECT s.{key} FROM series s WHERE {where})"]
-    )
+    outer, params = [], []
+    if found.conditions or scoped:
+        # UNION rather than OR: each half reads one index alone (covering, see _schema)
+        inner = f"SELECT s.{key} FROM series s WHERE {found.where()}{scoped}"
+        if found.conditions:
+            inner += f" UNION SELECT s.{key} FROM series s WHERE s.irregular = 1{scoped}"
+        outer.append(f"{table}.{key} IN ({inner})")
+        params = [*found.params, *scope_params]
+        params += scope_params if found.conditions else []
     outer += [f"{table}.irregular = 1"] if irregular_only else []
     matched = f"WHERE {' AND '.join(outer)}" if outer else ""
     if level is Level.STUDY:
@@ -536,6 +559,16 @@ def _select(
         f"{matched} ORDER BY p.patient_key",
         params,
     )
+
+
+def _scoped(scope: Scope) -> tuple[str, list[str]]:
+    """The conditions of ``scope`` (`` AND …``) and their parameters."""
+    sql, params = "", []
+    for column, value in (("s.study_uid", scope.study_uid), ("s.series_uid", scope.series_uid)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    return sql, params
 
 
 def _select_rows(level: Level, where: str, column: str, irregular_only: bool) -> str:
@@ -612,7 +645,8 @@ def open_sqlite(location: str, path: Path, replace_old: bool = False) -> SQLCata
         )
         connection.execute("PRAGMA busy_timeout = 60000")
         connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA synchronous = NORMAL")  # a checkpoint syncs, not a commit
+        connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
         return connection
 
     return SQLCatalog(location, SQLITE, connect, replace_old)
