@@ -99,6 +99,11 @@ class CODNotFoundError(DicomflowError, KeyError):
     """A COD series does not hold the requested instance."""
 
 
+class CatalogError(DicomflowError, RuntimeError):
+    """The archive's catalog cannot be opened, read or updated (bad location, server
+    unreachable, database error); the message names the ``catalog`` setting."""
+
+
 class InstanceTooLargeError(DicomflowError, ValueError):
     """An instance, as received or once decoded, is larger than a limit allows.
 
@@ -235,6 +240,10 @@ class InvalidDataset(DicomflowError, ValueError):
 
 class InvalidQueryDataset(InvalidDataset):
     """A query dataset is not valid for the DIMSE message it is sent with."""
+
+
+class UnknownQueryLevelError(InvalidQueryDataset):
+    """A query's QueryRetrieveLevel is missing or not a level of its information model."""
 
 
 class UnknownMoveDestinationError(DicomflowError, KeyError):
