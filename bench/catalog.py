@@ -52,25 +52,31 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from catalog_data import (
     SERIES_PER_STUDY,
     STUDIES_PER_PATIENT,
     Orthanc,
     dicomflow,
+    fill,
     free_port,
     ingest_archive,
     load_orthanc,
     make_instances,
+    part10,
     patient,
+    remove,
     running_orthanc,
+    template,
     wait_for_port,
 )
 
@@ -128,6 +134,7 @@ class SizeResult:
     peak_rss_mb: float = 0.0
     orthanc_rss_mb: float = 0.0
     orthanc_first: float = 0.0
+    node_rss_mb: float = 0.0
     echo_node: Timing | None = None
     echo_orthanc: Timing | None = None
 
@@ -224,7 +231,7 @@ def dicomflow_process(arguments: list[str], data: Path, port: int) -> Iterator[S
         log.close()
 
 
-def dashboard(datastore: Path, data: Path) -> Iterator[Server]:
+def dashboard(datastore: Path, data: Path) -> AbstractContextManager[Server]:
     port = free_port()
     arguments = ["dashboard", "--archive", str(datastore), "--data-dir", str(data)]
     return dicomflow_process(
@@ -264,7 +271,7 @@ def measure_cfind(
     port = free_port()
     arguments = ["serve", "--archive", str(datastore), "--data-dir", str(work / "node-data")]
     arguments += ["--port", str(port), "--ip", "127.0.0.1", "--ae-title", "DICOMFLOW", "--no-web"]
-    with dicomflow_process(arguments, work / "node-data", port):
+    with dicomflow_process(arguments, work / "node-data", port) as node:
         wait_for_port(port, 120)
         result.echo_node = timed(echo_call(port, "DICOMFLOW"), args.repeat, 5)
         result.echo_orthanc = timed(echo_call(orthanc.dicom_port, orthanc.ae_title), args.repeat, 5)
@@ -278,9 +285,10 @@ def measure_cfind(
                 print(f"  node C-FIND {query.label}: {exc}", flush=True)
             call = cfind_call(orthanc.dicom_port, orthanc.ae_title, query)
             result.cfind_orthanc[query.label] = timed(call, args.repeat, args.budget)
-            node = result.cfind_node[query.label]
-            if node is not None:
-                same_answers(f"C-FIND {query.label}", node, result.cfind_orthanc[query.label])
+            ours = result.cfind_node[query.label]
+            if ours is not None:
+                same_answers(f"C-FIND {query.label}", ours, result.cfind_orthanc[query.label])
+        result.node_rss_mb = rss_mb(node.process.pid)[0]
 
 
 def echo_call(port: int, ae_title: str) -> Callable[[], int]:
@@ -354,7 +362,7 @@ def build_catalog(datastore: Path) -> float | None:
     if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
         return None
     started = time.perf_counter()
-    dicomflow(["cod", "reindex", "--datastore", str(datastore)])
+    dicomflow(["cod", "reindex", str(datastore)])
     seconds = time.perf_counter() - started
     marker.touch()
     return seconds
@@ -448,7 +456,8 @@ def size_report(result: SizeResult) -> str:
         f"{result.first_request * 1000:.0f} ms once listening "
         f"(Orthanc: {result.orthanc_first:.2f} s from its start to its first /tools/find)",
         f"dashboard RSS after the queries: {result.rss_mb:.0f} MB "
-        f"(peak {result.peak_rss_mb:.0f} MB); Orthanc: {result.orthanc_rss_mb:.0f} MB",
+        f"(peak {result.peak_rss_mb:.0f} MB); node after its C-FINDs: {result.node_rss_mb:.0f} MB; "
+        f"Orthanc: {result.orthanc_rss_mb:.0f} MB",
     ]
     return "\n".join(lines)
 
@@ -536,9 +545,75 @@ def summary(results: list[SizeResult], share: float | None) -> str:
     return "\n".join([*header, *rows, "", *targets(results, growth, share)])
 
 
-def catalog_share(work: Path) -> float | None:
-    """Percent of an archive sync spent updating the catalog; None without a catalog."""
-    return None
+class CatalogClock:
+    """Wraps a catalog: the seconds spent opening it and in its calls (record, close)."""
+
+    def __init__(self, open_catalog: Callable[[str], Any]) -> None:
+        self.seconds = 0.0
+        self._open = open_catalog
+
+    def open(self, location: str) -> Any:
+        started = time.perf_counter()
+        try:
+            return TimedCatalog(self._open(location), self)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+class TimedCatalog:
+    def __init__(self, inner: Any, clock: CatalogClock) -> None:
+        self._inner, self._clock = inner, clock
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._clock.seconds += time.perf_counter() - started
+
+        return timed_call
+
+
+@dataclass
+class SyncShare:
+    syncs: int
+    sync_ms: float
+    catalog_ms: float
+
+    @property
+    def percent(self) -> float:
+        return 100 * self.catalog_ms / self.sync_ms
+
+
+def catalog_share(work: Path, size: int, count: int = 20) -> SyncShare | None:
+    """``archive_series`` of ``count`` new 1-instance series into a copy of the catalog of
+    the ``size`` archive: the time in the catalog (open, record, close) against the whole
+    job (append, sync, catalog, thumbnail). None before the catalog exists."""
+    from dicomflow.engine import series_archive
+
+    if not hasattr(series_archive, "open_catalog"):
+        return None
+    probe = work / "sync-probe"
+    remove(probe)
+    (probe / "archive").mkdir(parents=True)
+    for name in ("catalog.sqlite", "catalog.sqlite-wal"):
+        if (work / f"archive-{size}" / name).exists():
+            shutil.copyfile(work / f"archive-{size}" / name, probe / "archive" / name)
+    clock = CatalogClock(series_archive.open_catalog)
+    series_archive.open_catalog = clock.open
+    ds, total = template(), 0.0
+    for number in range(count):
+        folder = probe / f"in-{number}"
+        folder.mkdir()
+        fill(ds, 10**8 + number)
+        (folder / "instance.dcm").write_bytes(part10(ds))
+        started = time.perf_counter()
+        series_archive.archive_series(str(folder), str(probe / "archive"))
+        total += time.perf_counter() - started
+    return SyncShare(count, 1000 * total / count, 1000 * clock.seconds / count)
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -572,7 +647,14 @@ def main() -> None:
     for size in args.sizes:
         results.append(run_size(size, args.workdir, args))
         print(size_report(results[-1]) + "\n", flush=True)
-    print(summary(results, catalog_share(args.workdir)))
+    share = catalog_share(args.workdir, args.sizes[-1])
+    if share is not None:
+        print(
+            f"archive_series of {share.syncs} new 1-instance series beside {args.sizes[-1]:,}: "
+            f"{share.sync_ms:.1f} ms per job, {share.catalog_ms:.1f} ms of it in the catalog "
+            f"({share.percent:.1f} %)\n"
+        )
+    print(summary(results, share.percent if share else None))
 
 
 if __name__ == "__main__":
