@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(dcmtk dicom3tools redis-server orthanc chromium dcm2niix)
+DEBIAN_PACKAGES=(dcmtk dicom3tools redis-server orthanc chromium dcm2niix postgresql)
 PYTHON=${PYTHON:-python3}
 
 missing=()

@@ -11,7 +11,15 @@ import pytest
 
 from dicomflow.engine.node import Node
 from dicomflow.tls import SelfSigned, make_self_signed
-from support import DCMTK_TOOLS, NodeFactory, PeerStarter, RedisServer, StoreSCPPeer, wait_for_port
+from support import (
+    DCMTK_TOOLS,
+    NodeFactory,
+    PeerStarter,
+    PostgresServer,
+    RedisServer,
+    StoreSCPPeer,
+    wait_for_port,
+)
 
 # Nodes in tests (and the ones they start as processes) make a 16 MiB spool journal
 # instead of the default 256 MiB: zeroing that for every node would cost minutes.
@@ -72,6 +80,14 @@ def make_node(tmp_path: Path) -> Iterator[NodeFactory]:
     yield factory
     for pipeline in started:
         pipeline.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throw-away PostgreSQL for the session; tests take their own database of it."""
+    server = PostgresServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 import urllib.request
 import zlib
@@ -196,6 +197,65 @@ class RedisServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+POSTGRES_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL (``initdb`` + ``postgres``) on a free loopback port, trusting
+    local connections, its cluster in a fresh temporary folder (owned by the ``postgres``
+    account when the tests run as root: PostgreSQL refuses to run as root). ``database()``
+    makes an empty database and returns its URL."""
+
+    def __init__(self) -> None:
+        binaries = [Path(p).parent for p in (shutil.which("initdb"),) if p] or POSTGRES_BIN
+        if not binaries or not (binaries[-1] / "postgres").exists():
+            raise AssertionError("PostgreSQL is missing; `make bootstrap` installs it")
+        self.bin = binaries[-1]
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="dicomflow-pg-"))
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user:
+            shutil.chown(self.folder, self.user)
+        self._run("initdb", "-D", str(self.folder / "data"), "-U", "postgres", "-A", "trust")
+        settings = ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        command = [
+            str(self.bin / "postgres"),
+            "-D",
+            str(self.folder / "data"),
+            "-p",
+            str(self.port),
+        ]
+        command += ["-k", str(self.folder), "-c", "listen_addresses=127.0.0.1", *settings]
+        self.process = subprocess.Popen(
+            command, user=self.user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port)
+        self._count = 0
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run(
+            [str(self.bin / tool), *args], user=self.user, check=True, capture_output=True
+        )
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def database(self) -> str:
+        """A new, empty database; its URL."""
+        import psycopg
+
+        self._count += 1
+        name = f"catalog{self._count}"
+        with psycopg.connect(self.url(), autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,11 @@ class CODNotFoundError(DicomflowError, KeyError):
     """A COD series does not hold the requested instance."""
 
 
+class CatalogError(DicomflowError, RuntimeError):
+    """The archive's catalog cannot be opened, read or updated (bad location, server
+    unreachable, database error); the message names the ``catalog`` setting."""
+
+
 class InstanceTooLargeError(DicomflowError, ValueError):
     """An instance, as received or once decoded, is larger than a limit allows.
 

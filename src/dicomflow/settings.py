@@ -100,6 +100,10 @@ class NodeSettings(BaseSettings):
     services_directory: Path | None = None
     series_quiet_period_s: float = Field(5.0, gt=0)
     archive_datastore: str | None = None
+    # The archive's catalog (dicomflow.cod.catalog): a SQLite file path or sqlite:///path,
+    # or postgresql://… (needed when workers on other machines archive); by default
+    # catalog.sqlite at the root of a local datastore, else in the data directory.
+    catalog: str | None = None
     web_enabled: bool = True
     web_ip: str = "127.0.0.1"
     web_port: int = Field(8080, ge=0, le=65535)
@@ -142,6 +146,19 @@ class NodeSettings(BaseSettings):
         if self.audit_log_path is not None:
             return self.audit_log_path
         return self.data_directory.resolve() / "audit" / "audit.jsonl"
+
+    def catalog_location(self) -> str | None:
+        """Where the archive's catalog is (None without an archive): ``catalog``, by default
+        ``catalog.sqlite`` beside ``studies/`` in a local datastore, else in the data
+        directory."""
+        if self.catalog:
+            return self.catalog
+        datastore = self.archive_datastore
+        if datastore is None:
+            return None
+        local = datastore.removeprefix("file://")
+        folder = Path(local) if "://" not in local else self.data_directory.resolve()
+        return str(folder / "catalog.sqlite")
 
     def resolved_queue_url(self) -> str:
         """The queue URL; by default an embedded SQLite queue in the data directory."""

@@ -15,7 +15,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 
 from dicomflow.cli.sending import collect_files
 from dicomflow.cod import CODObject, Instance, list_series, list_studies
+from dicomflow.cod.catalog import Catalog, default_catalog, open_catalog
+from dicomflow.cod.catalog_reindex import ReindexReport, reindex
+from dicomflow.cod.catalog_sql import SQLCatalog
 from dicomflow.cod.layout import SeriesLayout, open_datastore
+from dicomflow.cod.query import SeriesDocument
 from dicomflow.errors import DicomflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -25,7 +29,16 @@ results = Console(soft_wrap=True, highlight=False)  # what a command reports bac
 Datastore = Annotated[
     str, typer.Option("--datastore", "-d", help="Datastore URL (a local folder by default).")
 ]
+CatalogOption = Annotated[
+    str | None,
+    typer.Option(
+        "--catalog",
+        help="The catalog to keep: a SQLite file, sqlite:///path or postgresql://… "
+        "(default: catalog.sqlite at the root of a local datastore).",
+    ),
+]
 SeriesKey = tuple[str, str]
+_opened: dict[str, Catalog] = {}  # per worker process: one connection for all its series
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -70,21 +83,41 @@ def group_by_series(paths: list[Path]) -> tuple[dict[SeriesKey, list[str]], list
     return dict(groups), errors
 
 
-def ingest_series(datastore: str, study: str, series: str, files: list[str]) -> SeriesReport:
-    """Append and sync one series under its lock (runs in a worker process)."""
+def ingest_series(
+    datastore: str, study: str, series: str, files: list[str], catalog: str | None = None
+) -> SeriesReport:
+    """Append and sync one series under its lock, then record it in ``catalog`` (runs in
+    a worker process)."""
     report = SeriesReport()
     with CODObject(datastore, study, series, lock=True) as cod:
         result = cod.append([Instance(file) for file in files])
         if result.new or result.conflicts:
             cod.sync()
+        instances = cod.get_metadata().instances if catalog else {}
+        if catalog and instances:
+            _catalog(catalog).record(SeriesDocument(study, series, dict(instances)))
     report.new, report.duplicates = len(result.new), len(result.duplicates)
     report.conflicts = len(result.conflicts)
     report.errors = [str(exc) for _, exc in result.errors]
     return report
 
 
+def _catalog(location: str) -> Catalog:
+    if location not in _opened:
+        _opened[location] = open_catalog(location)
+    return _opened[location]
+
+
+def _catalog_location(datastore: str, catalog: str | None) -> str:
+    """``catalog``, or the default one of a local datastore; a one-line error without."""
+    location = catalog or default_catalog(datastore)
+    if location is None:
+        _fail(f'Datastore "{datastore}" is not a local folder: give --catalog.', 2)
+    return location
+
+
 def _run_ingest(
-    datastore: str, groups: dict[SeriesKey, list[str]], workers: int | None
+    datastore: str, groups: dict[SeriesKey, list[str]], workers: int | None, catalog: str | None
 ) -> SeriesReport:
     total = SeriesReport()
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -92,7 +125,8 @@ def _run_ingest(
     with Progress(*columns, console=console) as progress, ProcessPoolExecutor(workers) as pool:
         task = progress.add_task(f"ingest into {datastore}", total=count)
         futures: dict[Future[SeriesReport], SeriesKey] = {
-            pool.submit(ingest_series, datastore, *key, files): key for key, files in groups.items()
+            pool.submit(ingest_series, datastore, *key, files, catalog): key
+            for key, files in groups.items()
         }
         for future in as_completed(futures):
             study, series = futures[future]
@@ -114,13 +148,23 @@ def ingest_command(
     sources: Annotated[list[Path], typer.Argument(help="Files or folders (recursive).")],
     datastore: Datastore,
     workers: Annotated[int | None, typer.Option(help="Worker processes.", min=1)] = None,
+    catalog: CatalogOption = None,
 ) -> None:
-    """Add Part-10 files to the datastore, one locked task per series."""
+    """Add Part-10 files to the datastore, one locked task per series, each recorded in
+    the catalog."""
     paths = collect_files(sources)
     if not paths:
         _fail("no DICOM files found in the given paths.", 2)
+    location = catalog or default_catalog(datastore)
+    if location is None:
+        console.print("[yellow]warning:[/yellow] no catalog kept: give --catalog", highlight=False)
+    try:
+        if location is not None:
+            open_catalog(location).close()  # a bad location fails before any work
+    except DicomflowError as exc:
+        _fail(str(exc), 2)
     groups, errors = group_by_series(paths)
-    total = _run_ingest(datastore, groups, workers) if groups else SeriesReport()
+    total = _run_ingest(datastore, groups, workers, location) if groups else SeriesReport()
     total.errors = errors + total.errors
     for message in total.errors:
         _error(message)
@@ -131,6 +175,50 @@ def ingest_command(
     )
     if total.errors:
         raise typer.Exit(1)
+
+
+@app.command("reindex")
+def reindex_command(
+    datastore: Annotated[str, typer.Argument(help="Datastore URL (or a local folder).")],
+    catalog: CatalogOption = None,
+    threads: Annotated[int, typer.Option(help="Metadata reads at once.", min=1)] = 16,
+) -> None:
+    """Rebuild the catalog from the datastore: record every series' metadata, forget the
+    series that are gone. Safe while the node runs."""
+    datastore = _existing(datastore)
+    location = _catalog_location(datastore, catalog)
+    try:
+        opened = open_catalog(location)
+    except DicomflowError as exc:
+        _fail(str(exc), 2)
+    assert isinstance(opened, SQLCatalog)
+    try:
+        report = _run_reindex(datastore, opened, threads)
+    except (DicomflowError, OSError) as exc:
+        _fail(str(exc))
+    finally:
+        opened.close()
+    for message in report.errors:
+        _error(message)
+    results.print(
+        f"{report.found} series found, {report.recorded} recorded, {report.forgotten} "
+        f"forgotten, {len(report.errors)} error(s)"
+    )
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def _run_reindex(datastore: str, catalog: SQLCatalog, threads: int) -> ReindexReport:
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"reindex {datastore}", total=None)
+        return reindex(
+            datastore,
+            catalog,
+            threads,
+            advance=lambda count: progress.advance(task, count),
+            started=lambda total: progress.update(task, total=total),
+        )
 
 
 def _print_instances(datastore: str, study: str, series: str) -> None:

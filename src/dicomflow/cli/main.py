@@ -52,6 +52,14 @@ Endpoint = Annotated[
 ]
 QueueUrl = Annotated[str | None, typer.Option(help="sqlite:///path or redis://host/db")]
 Archive = Annotated[str | None, typer.Option(help="Archive datastore (dir or URL).")]
+CatalogUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--catalog",
+        help="The archive's catalog: a SQLite file, sqlite:///path or postgresql://… "
+        "(default: catalog.sqlite in a local datastore, else in the data directory).",
+    ),
+]
 Services = Annotated[Path | None, typer.Option(help="Registry services folder.")]
 WebPort = Annotated[int | None, typer.Option(help="Dashboard port (0: any free).")]
 WebIp = Annotated[str | None, typer.Option(help="Dashboard address.")]
@@ -227,7 +235,9 @@ def _consumer(settings: NodeSettings) -> Consumers | None:
         )
     consumers = Consumers(
         ServiceScheduler(services, url) if services is not None else None,
-        ArchiveScheduler(settings.archive_datastore, url) if settings.archive_datastore else None,
+        ArchiveScheduler(settings.archive_datastore, url, settings.catalog_location())
+        if settings.archive_datastore
+        else None,
     )
     return consumers if consumers.consumers else None
 
@@ -250,6 +260,7 @@ def serve(
     queue: QueueUrl = None,
     queue_workers: Annotated[int | None, typer.Option(help="Local worker processes.")] = None,
     archive: Archive = None,
+    catalog: CatalogUrl = None,
     web_port: WebPort = None,
     web_ip: WebIp = None,
     no_web: Annotated[bool, typer.Option("--no-web", help="Serve no dashboard.")] = False,
@@ -278,6 +289,7 @@ def serve(
             "queue_url": queue,
             "queue_workers": queue_workers,
             "archive_datastore": archive,
+            "catalog": catalog,
             "web_port": web_port,
             "web_ip": web_ip,
             "web_tls": web_tls,
@@ -296,10 +308,11 @@ def run(
     tls_ca: TlsCa = None,
     tls_port: TlsPort = None,
     tls_require_client_cert: TlsRequireClientCert = None,
+    catalog: CatalogUrl = None,
 ) -> None:
     """Run a pipeline file as ``python PIPELINE.py`` would, until Ctrl-C."""
     tls = _tls_settings(tls_cert, tls_key, tls_ca, tls_port, tls_require_client_cert)
-    _open(pipeline, {"port": port, "data_directory": data_dir, **tls})
+    _open(pipeline, {"port": port, "data_directory": data_dir, "catalog": catalog, **tls})
 
 
 def _tls_settings(
@@ -324,6 +337,7 @@ def dashboard(
     data_dir: DataDir = None,
     queue: QueueUrl = None,
     archive: Archive = None,
+    catalog: CatalogUrl = None,
     services: Services = None,
     web_port: WebPort = None,
     web_ip: WebIp = None,
@@ -341,6 +355,7 @@ def dashboard(
             "data_directory": data_dir,
             "queue_url": queue,
             "archive_datastore": archive,
+            "catalog": catalog,
             "services_directory": services,
             "web_port": web_port,
             "web_ip": web_ip,

@@ -12,44 +12,23 @@ Also here: :func:`list_studies` and :func:`list_series`, which read the
 datastore's layout alone.
 """
 
-from dataclasses import dataclass
-from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 from fsspec import AbstractFileSystem  # type: ignore[import-untyped]
 
+from dicomflow.cod.catalog_sql import open_postgres, open_sqlite
+from dicomflow.cod.catalog_types import EVERYWHERE, Level, LocatedInstance, Scope, redacted
 from dicomflow.cod.layout import METADATA_NAME, open_datastore
 from dicomflow.cod.query import SeriesDocument
 from dicomflow.dicom.keys import is_valid_uid, uid_key
 from dicomflow.dicom.matching import DicomJson, Query
+from dicomflow.errors import CatalogError
 
+__all__ = ["Catalog", "Level", "LocatedInstance", "Scope", "default_catalog", "open_catalog"]
 
-class Level(StrEnum):
-    """The query/retrieve levels (PS3.4 C.3): what one search result is."""
-
-    PATIENT = "PATIENT"
-    STUDY = "STUDY"
-    SERIES = "SERIES"
-    IMAGE = "IMAGE"
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Restricts a search to one study, or one series of a study (QIDO-RS paths)."""
-
-    study_uid: str | None = None
-    series_uid: str | None = None
-
-
-@dataclass(frozen=True)
-class LocatedInstance:
-    """An archived instance, with what a retrieval needs to read and send it."""
-
-    study_uid: str
-    series_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax: str
+CATALOG_NAME = "catalog.sqlite"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 class Catalog(Protocol):
@@ -62,7 +41,7 @@ class Catalog(Protocol):
     def forget(self, study_uid: str, series_uid: str) -> None:
         """Remove one series and its instances (nothing if it is not catalogued)."""
 
-    def search(self, level: Level, query: Query, scope: Scope = Scope()) -> list[DicomJson]:
+    def search(self, level: Level, query: Query, scope: Scope = EVERYWHERE) -> list[DicomJson]:
         """The entities at ``level`` within ``scope`` matching every key of ``query``
         (PS3.4 C.2.2.2 matching, as :meth:`Query.matches`), in a stable order, paged by
         ``query.offset``/``query.limit``.
@@ -75,12 +54,43 @@ class Catalog(Protocol):
         Callers pick what to return and add what is theirs (URLs, availability).
         """
 
-    def locate(self, level: Level, query: Query, scope: Scope = Scope()) -> list[LocatedInstance]:
+    def locate(
+        self, level: Level, query: Query, scope: Scope = EVERYWHERE
+    ) -> list[LocatedInstance]:
         """Every instance under the entities :meth:`search` would find (unpaged), ordered
         by study, series and instance number."""
 
     def close(self) -> None:
         """Release connections."""
+
+
+def open_catalog(location: str) -> Catalog:
+    """Open (creating its tables when missing) the catalog at ``location``: a path or
+    ``sqlite:///path`` (SQLite), or ``postgresql://user:password@host/database``.
+
+    Raises:
+        CatalogError: naming the ``catalog`` setting, for a location of another kind, a
+            file that cannot be made or a server that does not answer.
+    """
+    if location.startswith(POSTGRES_SCHEMES):
+        return open_postgres(location)
+    if location.startswith("sqlite:///"):
+        return open_sqlite(location, Path(location.removeprefix("sqlite://")))
+    if "://" in location or not location.strip():
+        raise CatalogError(
+            f'The catalog setting "{redacted(location)}" is neither a file path, '
+            "sqlite:///… nor postgresql://…."
+        )
+    return open_sqlite(location, Path(location))
+
+
+def default_catalog(datastore: str, data_directory: Path | None = None) -> str | None:
+    """Where a datastore's catalog is by default: ``catalog.sqlite`` at the root of a
+    local datastore (beside ``studies/``), else in ``data_directory`` (None without)."""
+    local = datastore.removeprefix("file://") if datastore.startswith("file://") else datastore
+    if "://" not in local:
+        return str(Path(local).absolute() / CATALOG_NAME)
+    return None if data_directory is None else str(data_directory.absolute() / CATALOG_NAME)
 
 
 def _directories(fs: AbstractFileSystem, path: str) -> list[str]:

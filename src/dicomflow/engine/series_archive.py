@@ -38,6 +38,8 @@ import fsspec  # type: ignore[import-untyped]
 from pydicom import Dataset, dcmread
 
 from dicomflow.cod import CODObject, Instance
+from dicomflow.cod.catalog import Catalog, default_catalog, open_catalog
+from dicomflow.cod.query import SeriesDocument
 from dicomflow.cod.transfer import (
     ArchivedSeries,
     download_folder,
@@ -81,8 +83,9 @@ class ArchiveScheduler:
     can be scheduled again from it.
     """
 
-    def __init__(self, datastore: str, queue_url: str) -> None:
+    def __init__(self, datastore: str, queue_url: str, catalog: str | None = None) -> None:
         self.datastore = absolute_datastore(datastore)
+        self.catalog = catalog or default_catalog(self.datastore)
         self.queue_url = queue_url
         self.stage_inputs = not queue_url.startswith("sqlite")
         self._backend = PerThreadBackend(queue_url)
@@ -109,7 +112,12 @@ class ArchiveScheduler:
             source["protected"] = [str(path) for path in protected]
         job = Job(
             function=ARCHIVE_FUNCTION,
-            kwargs={"input_dir": None, **source, "datastore": self.datastore},
+            kwargs={
+                "input_dir": None,
+                **source,
+                "datastore": self.datastore,
+                "catalog": self.catalog,
+            },
             name=ARCHIVE_JOB,
             priority=Priority.LOW,
             retries=RETRIES,
@@ -176,19 +184,40 @@ def archive_series(
     remove_input: bool = False,
     thumbnail: bool = True,
     protected: list[str] | None = None,
+    catalog: str | None = None,
     **_: Any,
 ) -> dict[str, int]:
     """Queue job: append every instance of ``input_dir`` (a folder; emptied once archived
     with ``remove_input``) or ``input_url`` (a staging prefix, removed once archived) to
-    its series in ``datastore``, then (``thumbnail``) renew the series' thumbnail when
-    anything was added. Beneath ``protected`` it writes only a local datastore and the
-    folder it empties.
+    its series in ``datastore``, record each series in the ``catalog`` (by default the
+    one beside a local datastore), then (``thumbnail``) renew the series' thumbnail when
+    anything was added. Beneath ``protected`` it writes only a local datastore, the
+    catalog it opened before and the folder it empties.
 
     Raises:
         ArchiveError: if an instance could not be stored (the others are kept).
         LockAcquisitionError: if another writer holds the series lock.
+        CatalogError: if the catalog cannot be updated (the datastore is; a retry records).
     """
-    if protected:
+    location = catalog or default_catalog(absolute_datastore(datastore))
+    opened = open_catalog(location) if location else None
+    try:
+        return _archive(input_dir, datastore, opened, input_url, remove_input, thumbnail, protected)
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _archive(
+    input_dir: str | None,
+    datastore: str,
+    catalog: Catalog | None,
+    input_url: str | None,
+    remove_input: bool,
+    thumbnail: bool,
+    protected: list[str] | None,
+) -> dict[str, int]:
+    if protected:  # the catalog is open already: its files stay writable
         _protect(datastore, [Path(path) for path in protected], input_dir if remove_input else None)
     source = input_url or input_dir or ""
     groups: dict[tuple[str, str], list[Instance]] = defaultdict(list)
@@ -201,6 +230,8 @@ def archive_series(
         ) as cod:
             result = cod.append(instances)
             cod.sync()
+            if catalog is not None:  # under the series lock: writers record in turn
+                catalog.record(_synced(cod))
             if thumbnail and (result.new or result.conflicts):
                 _renew_thumbnail(cod)
         if result.errors:
@@ -215,6 +246,12 @@ def archive_series(
         _empty(Path(input_dir))
     logger.info("archived %s into %s: %s", source, datastore, totals)
     return totals
+
+
+def _synced(cod: CODObject) -> SeriesDocument:
+    """The series as its metadata now holds it (what the catalog records)."""
+    instances = cod.get_metadata().instances
+    return SeriesDocument(cod.study_uid, cod.series_uid, dict(instances))
 
 
 def _empty(folder: Path) -> None:

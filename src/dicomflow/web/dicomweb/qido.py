@@ -1,23 +1,22 @@
 """QIDO-RS: search the archive's studies, series and instances (PS3.18 10.6).
 
-Answers come from metadata.json alone (see :mod:`dicomflow.cod.query`): study and
-series searches read only the series summaries, instance searches the records of
-the series that pass the study and series keys. Without an archive every search
-has no results.
+Answers come from the archive's catalog (:mod:`dicomflow.cod.catalog`), which
+matches the keys (PS3.4 C.2.2.2) and pages; this module adds what is the web's
+(RetrieveURL, InstanceAvailability) and picks the attributes returned. Keys on those
+two attributes are matched here, so the paging is then done here too. Without an
+archive every search has no results.
 """
-
-from collections import defaultdict
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
-from dicomflow.cod.query import SeriesSummary, instance_number, plain_attributes
+from dicomflow.cod.catalog import Level, Scope
 from dicomflow.dicom.matching import DicomJson, Query, parse_query
 from dicomflow.errors import QueryKeyError
 from dicomflow.web.dicomweb.accept import accepts_single
 from dicomflow.web.dicomweb.resources import (
-    archive_reader,
+    archive_catalog,
+    catalog_call,
     checked_uid,
     instance_url,
     series_url,
@@ -47,78 +46,60 @@ INSTANCE = {
 ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
 
 
+OURS = {"00080056", "00081190"}  # InstanceAvailability, RetrieveURL: matched here
+
+
 @router.get("/studies")
 def search_studies(request: Request) -> JSONResponse:
-    query = _query(request)
-    by_study: dict[str, list[SeriesSummary]] = defaultdict(list)
-    for summary in _summaries(request):
-        by_study[summary.study_uid].append(summary)
-    results = []
-    for study_uid, series in by_study.items():
-        computed = _study_computed(request, study_uid, series)
-        if any(query.matches({**s.attributes, **computed}) for s in series):
-            results.append(_pick({**series[0].attributes, **computed}, STUDY, query))
-    return _answer(query.page(results))
+    return _search(request, Level.STUDY, Scope(), STUDY)
 
 
 @router.get("/series")
 def search_all_series(request: Request) -> JSONResponse:
-    return _search_series(request, None)
+    return _search(request, Level.SERIES, Scope(), SERIES | STUDY_STORED)
 
 
 @router.get("/studies/{study}/series")
 def search_study_series(request: Request, study: str) -> JSONResponse:
-    return _search_series(request, checked_uid(study, "StudyInstanceUID"))
+    return _search(request, Level.SERIES, Scope(checked_uid(study, "StudyInstanceUID")), SERIES)
 
 
 @router.get("/instances")
 def search_all_instances(request: Request) -> JSONResponse:
-    return _search_instances(request, None, None)
+    returned = INSTANCE | SERIES_STORED | STUDY_STORED
+    return _search(request, Level.IMAGE, Scope(), returned)
 
 
 @router.get("/studies/{study}/instances")
 def search_study_instances(request: Request, study: str) -> JSONResponse:
-    return _search_instances(request, checked_uid(study, "StudyInstanceUID"), None)
+    scope = Scope(checked_uid(study, "StudyInstanceUID"))
+    return _search(request, Level.IMAGE, scope, INSTANCE | SERIES_STORED)
 
 
 @router.get("/studies/{study}/series/{series}/instances")
 def search_series_instances(request: Request, study: str, series: str) -> JSONResponse:
     checked_uid(study, "StudyInstanceUID")
-    return _search_instances(request, study, checked_uid(series, "SeriesInstanceUID"))
+    scope = Scope(study, checked_uid(series, "SeriesInstanceUID"))
+    return _search(request, Level.IMAGE, scope, INSTANCE)
 
 
-def _search_series(request: Request, study: str | None) -> JSONResponse:
+def _search(request: Request, level: Level, scope: Scope, returned: set[str]) -> JSONResponse:
     query = _query(request)
-    returned = SERIES | (STUDY_STORED if study is None else set())
+    catalog = archive_catalog(request)
+    if catalog is None:
+        return _answer([])
+    ours = [key for key in query.keys if key.tag in OURS and key.value not in ("", "*")]
+    asked = query
+    if ours:  # the catalog cannot match these: it returns every candidate, unpaged
+        kept = [key for key in query.keys if key not in ours]
+        asked = Query(kept, query.include, query.include_all)
+    found = catalog_call(lambda: catalog.search(level, asked, scope))
     results = []
-    for summary in _summaries(request, study):
-        candidate = {**summary.attributes, **_series_computed(request, summary)}
-        if query.matches(candidate):
+    for item in found:
+        candidate = {**item, **_web_attributes(request, level, item)}
+        if all(key.matches(candidate) for key in ours):
             results.append(_pick(candidate, returned, query))
-    return _answer(query.page(results))
-
-
-def _search_instances(request: Request, study: str | None, series: str | None) -> JSONResponse:
-    query = _query(request)
-    reader = archive_reader(request)
-    returned = INSTANCE | (SERIES_STORED if series is None else set())
-    returned |= STUDY_STORED if study is None else set()
-    prefilter = query.key_tags() - STUDY_STORED - SERIES_STORED
-    results: list[DicomJson] = []
-    for summary in _summaries(request, study):
-        if series not in (None, summary.series_uid) or not query.matches(
-            summary.attributes, skip=prefilter
-        ):
-            continue
-        document = reader.document(summary.study_uid, summary.series_uid) if reader else None
-        records = document.instances.items() if document else []
-        for uid, record in sorted(records, key=lambda item: (instance_number(item[1]), item[0])):
-            candidate = _instance_candidate(request, summary, uid, record.get("metadata", {}))
-            if query.matches(candidate):
-                results.append(_pick(candidate, returned, query))
-        if query.limit is not None and len(results) >= query.offset + query.limit:
-            break
-    return _answer(query.page(results))
+    return _answer(query.page(results) if ours else results)
 
 
 def _query(request: Request) -> Query:
@@ -129,52 +110,20 @@ def _query(request: Request) -> Query:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
 
 
-def _summaries(request: Request, study: str | None = None) -> list[SeriesSummary]:
-    """The series with at least one archived instance (a failed archive write can leave
-    a series' metadata without any)."""
-    reader = archive_reader(request)
-    summaries = reader.summaries(study) if reader is not None else []
-    return [summary for summary in summaries if summary.instance_count > 0]
+def _web_attributes(request: Request, level: Level, item: DicomJson) -> DicomJson:
+    """InstanceAvailability and RetrieveURL of a result."""
+    study = _uid(item, "0020000D")
+    if level is Level.STUDY:
+        url = study_url(request, study)
+    elif level is Level.SERIES:
+        url = series_url(request, study, _uid(item, "0020000E"))
+    else:
+        url = instance_url(request, study, _uid(item, "0020000E"), _uid(item, "00080018"))
+    return {"00080056": ONLINE, "00081190": {"vr": "UR", "Value": [url]}}
 
 
-def _study_computed(request: Request, study: str, series: list[SeriesSummary]) -> DicomJson:
-    modalities = sorted({s.modality for s in series if s.modality})
-    computed: DicomJson = {
-        "0020000D": {"vr": "UI", "Value": [study]},
-        "00080056": ONLINE,
-        "00081190": {"vr": "UR", "Value": [study_url(request, study)]},
-        "00201206": {"vr": "IS", "Value": [len(series)]},
-        "00201208": {"vr": "IS", "Value": [sum(s.instance_count for s in series)]},
-    }
-    computed["00080061"] = {"vr": "CS", "Value": modalities} if modalities else {"vr": "CS"}
-    return computed
-
-
-def _series_computed(request: Request, summary: SeriesSummary) -> DicomJson:
-    url = series_url(request, summary.study_uid, summary.series_uid)
-    return {
-        "0020000D": {"vr": "UI", "Value": [summary.study_uid]},
-        "0020000E": {"vr": "UI", "Value": [summary.series_uid]},
-        "00080056": ONLINE,
-        "00081190": {"vr": "UR", "Value": [url]},
-        "00201209": {"vr": "IS", "Value": [summary.instance_count]},
-    }
-
-
-def _instance_candidate(
-    request: Request, summary: SeriesSummary, uid: str, metadata: DicomJson
-) -> DicomJson:
-    syntax = metadata.get("00020010", {}).get("Value")
-    url = instance_url(request, summary.study_uid, summary.series_uid, uid)
-    candidate = {**summary.attributes, **plain_attributes(metadata)}
-    candidate["0020000D"] = {"vr": "UI", "Value": [summary.study_uid]}
-    candidate["0020000E"] = {"vr": "UI", "Value": [summary.series_uid]}
-    candidate["00080018"] = {"vr": "UI", "Value": [uid]}
-    candidate["00080056"] = ONLINE
-    candidate["00081190"] = {"vr": "UR", "Value": [url]}
-    if syntax:
-        candidate["00083002"] = {"vr": "UI", "Value": list(syntax)}
-    return candidate
+def _uid(item: DicomJson, tag: str) -> str:
+    return str(item[tag]["Value"][0])
 
 
 def _pick(candidate: DicomJson, returned: set[str], query: Query) -> DicomJson:
@@ -186,5 +135,5 @@ def _pick(candidate: DicomJson, returned: set[str], query: Query) -> DicomJson:
     return {tag: candidate[tag] for tag in sorted(tags)}
 
 
-def _answer(results: list[Any]) -> JSONResponse:
+def _answer(results: list[DicomJson]) -> JSONResponse:
     return JSONResponse(results, media_type=DICOM_JSON)

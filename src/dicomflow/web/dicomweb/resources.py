@@ -1,18 +1,27 @@
-"""What every DICOMweb route needs: the archive reader, checked UIDs and URLs.
+"""What every DICOMweb route needs: the archive reader and catalog, checked UIDs and URLs.
 
-Path parameters are checked against the DICOM UID grammar before anything else
-(HTTP 400 naming the parameter); unknown UIDs give 404; a node without an archive
-answers searches with no results and retrievals with 404. A series whose metadata
-holds no instance (what a failed archive write leaves) is not archived for any route.
+Searches, and the series of a study, come from the archive's catalog (see
+:mod:`dicomflow.cod.catalog`; one connection per process, no per-series state);
+the records and bytes of a series from its metadata and tar (:class:`ArchiveReader`,
+which keeps the few most recently used). Path parameters are checked against the
+DICOM UID grammar before anything else (HTTP 400 naming the parameter); unknown
+UIDs give 404; a node without an archive answers searches with no results and
+retrievals with 404; a catalog that fails, 503. A series whose metadata holds no
+instance (what a failed archive write leaves) is not archived for any route.
 """
 
 import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from fastapi import HTTPException, Request, status
 
+from dicomflow.cod.catalog import Catalog, Level, Scope, open_catalog
 from dicomflow.cod.query import ArchiveReader, SeriesDocument
 from dicomflow.dicom.keys import is_valid_uid, shorten
-from dicomflow.errors import CODIntegrityError, CODNotFoundError
+from dicomflow.dicom.matching import Query
+from dicomflow.errors import CatalogError, CODIntegrityError, CODNotFoundError
 from dicomflow.web.context import WebContext
 
 logger = logging.getLogger(__name__)
@@ -20,6 +29,9 @@ logger = logging.getLogger(__name__)
 NO_ARCHIVE = "This node has no archive: set archive_datastore to serve DICOMweb retrievals."
 ROUTE_PREFIX = "/dicomweb"
 READER_STATE = "dicomweb_archive_reader"
+CATALOG_STATE = "archive_catalog"
+_opening = threading.Lock()
+Answer = TypeVar("Answer")
 
 
 def archive_reader(request: Request) -> ArchiveReader | None:
@@ -33,6 +45,43 @@ def archive_reader(request: Request) -> ArchiveReader | None:
         reader = ArchiveReader(datastore)
         setattr(request.app.state, READER_STATE, reader)
     return reader
+
+
+def archive_catalog(request: Request) -> Catalog | None:
+    """The archive's catalog (opened once per app), or None without an archive.
+
+    Raises:
+        HTTPException: 503 naming the catalog setting when it cannot be opened.
+    """
+    context: WebContext = request.app.state.context
+    location = context.settings.catalog_location()
+    if location is None:
+        return None
+    with _opening:
+        opened: tuple[str, Catalog] | None = getattr(request.app.state, CATALOG_STATE, None)
+        if opened is None or opened[0] != location:
+            catalog = catalog_call(lambda: open_catalog(location))
+            opened = (location, catalog)
+            setattr(request.app.state, CATALOG_STATE, opened)
+    return opened[1]
+
+
+def catalog_call(call: Callable[[], Answer]) -> Answer:
+    """``call()``; a catalog that fails (a database server down) gives 503 naming it."""
+    try:
+        return call()
+    except CatalogError as exc:
+        logger.error("archive catalog: %s", exc)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+
+
+def study_series_uids(request: Request, study: str) -> list[str]:
+    """The catalogued series of a study, in UID order."""
+    catalog = archive_catalog(request)
+    if catalog is None:
+        return []
+    found = catalog_call(lambda: catalog.search(Level.SERIES, Query(), Scope(study)))
+    return [str(item["0020000E"]["Value"][0]) for item in found]
 
 
 def required_reader(request: Request) -> ArchiveReader:
@@ -75,9 +124,12 @@ def instance_document(
 
 
 def study_documents(request: Request, study: str) -> list[SeriesDocument]:
-    """The records of every series of a study; 404 when none is archived."""
+    """The records of every series of a study (the catalog lists them); 404 when none is
+    archived."""
     checked_uid(study, "StudyInstanceUID")
-    documents = [d for d in required_reader(request).study_documents(study) if d.instances]
+    reader = required_reader(request)
+    loaded = [reader.document(study, series) for series in study_series_uids(request, study)]
+    documents = [d for d in loaded if d is not None and d.instances]
     if not documents:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f'No archived study "{study}".')
     return documents
