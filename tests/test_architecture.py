@@ -93,6 +93,10 @@ SAME_CONCEPT: dict[str, tuple[set[str], str]] = {
         {"dicom/grinders.py", "node/grinders.py"},
         "grinders: the function grinders, and the pipeline API's grinder classes over them",
     ),
+    "query_retrieve.py": (
+        {"net/query_retrieve.py", "engine/query_retrieve.py"},
+        "Query/Retrieve: the service types and provider protocol, and the archive's provider",
+    ),
     "tls.py": (
         {"tls.py", "cli/tls.py"},
         "DICOM TLS and HTTPS: the contexts and certificates, and the command making a pair",

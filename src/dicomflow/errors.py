@@ -242,6 +242,10 @@ class InvalidQueryDataset(InvalidDataset):
     """A query dataset is not valid for the DIMSE message it is sent with."""
 
 
+class UnknownQueryLevelError(InvalidQueryDataset):
+    """A query's QueryRetrieveLevel is missing or not a level of its information model."""
+
+
 class UnknownMoveDestinationError(DicomflowError, KeyError):
     """A C-MOVE names a destination AE title the node does not know."""
 
@@ -292,3 +296,16 @@ class FactoryError(DicomflowError, ValueError):
 
 class GrinderError(DicomflowError, ValueError):
     """The instances of an input cannot be ground into the requested form."""
+
+
+class QueryRetrieveRefused(DicomflowError):
+    """A C-FIND, C-GET or C-MOVE request is answered with the failure ``status`` (the
+    message says why)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class OperationCancelled(DicomflowError):
+    """The peer sent a C-CANCEL-RQ for the operation under way."""

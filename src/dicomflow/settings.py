@@ -39,6 +39,7 @@ LIST_EXAMPLES = {
     "endpoints": '["PACS@10.0.0.5:104"]',
     "allowed_ae_titles": '["CT1", "PACS"]',
     "allowed_ips": '["10.0.0.0/8"]',
+    "move_destinations": '["VIEWER@10.0.0.7:11112"]',
 }
 
 SPOOL_JOURNAL_MAX_BYTES = 1024 * 1024  # instances up to this size go through the journal
@@ -59,6 +60,8 @@ class NodeSettings(BaseSettings):
     log_path: Path | None = None
     log_level: str = "INFO"
     endpoints: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Where C-MOVE may send (AE@host:port[?tls]), besides the endpoints, by AE title.
+    move_destinations: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_ae_titles: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # User identities (PS3.7 D.3.3.7) checked against a TOML file of users (format in
@@ -243,7 +246,7 @@ class NodeSettings(BaseSettings):
             ipaddress.ip_network(text, strict=False)
         return value
 
-    @field_validator("endpoints")
+    @field_validator("endpoints", "move_destinations")
     @classmethod
     def _check_endpoints(cls, value: list[str]) -> list[str]:
         for text in value:
@@ -253,6 +256,10 @@ class NodeSettings(BaseSettings):
     def endpoint_addresses(self) -> list[Address]:
         """The endpoints as addresses."""
         return [parse_endpoint(text) for text in self.endpoints]
+
+    def move_destination_addresses(self) -> list[Address]:
+        """Where a C-MOVE may send: ``move_destinations``, then the endpoints."""
+        return [parse_endpoint(text) for text in [*self.move_destinations, *self.endpoints]]
 
     @classmethod
     def settings_customise_sources(

@@ -50,6 +50,13 @@ Endpoint = Annotated[
     list[str] | None,
     typer.Option("--endpoint", "-e", help="AE@host:port (?tls: over DICOM TLS); repeatable."),
 ]
+MoveDestination = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--move-destination",
+        help="Where C-MOVE may send: AE@host:port (?tls: over DICOM TLS); repeatable.",
+    ),
+]
 QueueUrl = Annotated[str | None, typer.Option(help="sqlite:///path or redis://host/db")]
 Archive = Annotated[str | None, typer.Option(help="Archive datastore (dir or URL).")]
 CatalogUrl = Annotated[
@@ -252,6 +259,7 @@ def serve(
     ae_title: AeTitle = None,
     data_dir: DataDir = None,
     endpoint: Endpoint = None,
+    move_destination: MoveDestination = None,
     quiet_period: Annotated[float | None, typer.Option(help="Seconds without instances.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Processing timeout (s).")] = None,
     workers: Annotated[int | None, typer.Option(help="Concurrent rounds.")] = None,
@@ -281,6 +289,7 @@ def serve(
             "ae_title": ae_title,
             "data_directory": data_dir,
             "endpoints": endpoint,
+            "move_destinations": move_destination,
             "quiet_period_s": quiet_period,
             "processing_timeout_s": timeout,
             "workers": workers,
@@ -308,11 +317,13 @@ def run(
     tls_ca: TlsCa = None,
     tls_port: TlsPort = None,
     tls_require_client_cert: TlsRequireClientCert = None,
+    move_destination: MoveDestination = None,
     catalog: CatalogUrl = None,
 ) -> None:
     """Run a pipeline file as ``python PIPELINE.py`` would, until Ctrl-C."""
     tls = _tls_settings(tls_cert, tls_key, tls_ca, tls_port, tls_require_client_cert)
-    _open(pipeline, {"port": port, "data_directory": data_dir, "catalog": catalog, **tls})
+    settings = {"port": port, "data_directory": data_dir, "catalog": catalog}
+    _open(pipeline, {**settings, "move_destinations": move_destination, **tls})
 
 
 def _tls_settings(

@@ -17,6 +17,7 @@ from dicomflow.settings import ENV_PREFIX, NodeSettings, settings_file
 OPTION_NAMES = {
     "data_directory": "--data-dir",
     "endpoints": "--endpoint",
+    "move_destinations": "--move-destination",
     "quiet_period_s": "--quiet-period",
     "processing_timeout_s": "--timeout",
     "services_directory": "--services",

@@ -41,6 +41,7 @@ from dicomflow.errors import (
 from dicomflow.net import storage as status
 from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.pynetdicom_acceptor import StoreSCP
+from dicomflow.net.query_retrieve import QueryRetrieveProvider
 from dicomflow.net.storage import AccessPolicy, ReceivedInstance
 from dicomflow.net.user_identity import IdentityPolicy, load_policy
 from dicomflow.settings import NodeSettings
@@ -242,14 +243,19 @@ def open_acceptor(
     *,
     port: int | None = None,
     tls_context: ssl.SSLContext | None = None,
+    query_retrieve: QueryRetrieveProvider | None = None,
 ) -> StoreSCP | LeanStoreSCP:
     """Open the network edge that hands C-STOREs to ``ingest``: the receiver the settings
     choose, on their port (or ``port``), with their limits, letting in the peers of
-    ``policy``; speaking DICOM TLS with ``tls_context``."""
-    server_class: Callable[..., StoreSCP | LeanStoreSCP] = StoreSCP
+    ``policy``; speaking DICOM TLS with ``tls_context``; answering C-FIND, C-MOVE and
+    C-GET with ``query_retrieve`` when given."""
+    server_class: Callable[..., StoreSCP | LeanStoreSCP] = partial(
+        StoreSCP, client_tls=settings.tls_files()
+    )
     if settings.receiver == "lean":
         server_class = partial(LeanStoreSCP, maximum_held_bytes=settings.maximum_held_bytes)
     return server_class(
+        query_retrieve=query_retrieve,
         ae_title=settings.ae_title,
         ip=settings.ip,
         port=settings.port if port is None else port,

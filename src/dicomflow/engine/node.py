@@ -26,6 +26,7 @@ from typing import Any
 
 from dicomflow import audit
 from dicomflow.address import Address
+from dicomflow.cod.catalog import Catalog, open_catalog
 from dicomflow.dicom.tags import parse_tag
 from dicomflow.durable import keep_private
 from dicomflow.engine.archive_outputs import ArchiveOutbox
@@ -44,6 +45,7 @@ from dicomflow.engine.journal import Journal
 from dicomflow.engine.outbox import Outbox
 from dicomflow.engine.pipeline_ref import PipelineRef, qualified_name
 from dicomflow.engine.protocols import PipelineClass
+from dicomflow.engine.query_retrieve import ArchiveQueryRetrieve
 from dicomflow.engine.recovery import Recovery
 from dicomflow.engine.round_runner import RoundRunner
 from dicomflow.engine.round_store import RoundStore
@@ -54,9 +56,10 @@ from dicomflow.engine.spool import Spool
 from dicomflow.engine.trigger import Trigger
 from dicomflow.engine.watcher import JobWatcher
 from dicomflow.engine.worker_processes import LocalWorkers, preload_modules, with_options
-from dicomflow.errors import TLSConfigurationError
+from dicomflow.errors import CatalogError, TLSConfigurationError
 from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.pynetdicom_acceptor import StoreSCP
+from dicomflow.net.requestor import use_client_tls
 from dicomflow.net.storage import AccessPolicy
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.settings import NodeSettings
@@ -108,6 +111,7 @@ class Node:
         self.scp: StoreSCP | LeanStoreSCP | None = None  # on `port`
         self.tls_scp: StoreSCP | LeanStoreSCP | None = None  # on `tls_port`, beside `port`
         self.tls_context: ssl.SSLContext | None = None
+        self.catalog: Catalog | None = None  # open while serving Query/Retrieve
         self.recovery = Recovery(
             name=self.name,
             journal=self.journal,
@@ -244,7 +248,8 @@ class Node:
         """
         try:
             self.tls_context = listening_tls(self.settings)
-        except TLSConfigurationError:
+            query_retrieve = self._query_retrieve()
+        except (TLSConfigurationError, CatalogError):
             self._data_lock.release()
             raise
         policy = access_policy(self.settings)
@@ -260,15 +265,35 @@ class Node:
         recovered = self.recovery.recover() if journal_open else set()
         self.trigger.start()
         self.outbox.start()
-        self._open_receivers(policy)
+        self._open_receivers(policy, query_retrieve)
         self.recovery.accept(journal_open, recovered)
         logger.info(
             "node %s listening on %s as %s", self.name, self._listening(), self.settings.ae_title
         )
 
-    def _open_receivers(self, policy: AccessPolicy) -> None:
+    def _query_retrieve(self) -> ArchiveQueryRetrieve | None:
+        """C-FIND, C-MOVE and C-GET over the archive's catalog, when the node keeps an
+        archive (:class:`CatalogError` if the catalog cannot be opened)."""
+        settings = self.settings
+        datastore = settings.archive_datastore
+        if datastore is None:
+            return None
+        location = settings.catalog_location()
+        if location is None:
+            return None
+        self.catalog = open_catalog(location)
+        use_client_tls(settings.tls_files())  # the lean receiver's C-MOVE to ?tls destinations
+        destinations = settings.move_destination_addresses()
+        return ArchiveQueryRetrieve(
+            self.catalog, datastore, destinations, ae_title=settings.ae_title
+        )
+
+    def _open_receivers(
+        self, policy: AccessPolicy, query_retrieve: ArchiveQueryRetrieve | None
+    ) -> None:
         """The receiver on `port` (TLS when a certificate is set and no `tls_port`), and
-        with `tls_port` a second one speaking TLS there, both feeding the same ingest."""
+        with `tls_port` a second one speaking TLS there, both feeding the same ingest and
+        answering Query/Retrieve with ``query_retrieve``."""
         open_one = partial(
             open_acceptor,
             self.settings,
@@ -276,6 +301,7 @@ class Node:
             self.ingest,
             on_release=self.trigger.released,
             on_refused=lambda _reason, _value: self.counters.add(Count.REFUSED),
+            query_retrieve=query_retrieve,
         )
         context, tls_port = self.tls_context, self.settings.tls_port
         separate = context is not None and tls_port is not None
@@ -343,6 +369,7 @@ class Node:
             ("local workers", self.workers.stop if self.workers is not None else None),
             ("outbox", self.outbox.stop),
             ("journal", self.journal.close if self.journal is not None else None),
+            ("catalog", self.catalog.close if self.catalog is not None else None),
         ]
         for name, stop in parts:
             if stop is not None:

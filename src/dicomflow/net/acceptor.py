@@ -39,6 +39,13 @@ fsyncing the instance. An SCP that only accepts storage needs little of it:
    ``on_store`` decides its status (errors become statuses in
    :mod:`dicomflow.net.storage`), and the C-STORE-RSP goes back at once. C-ECHO
    is answered with success.
+   With a ``query_retrieve`` provider, the Q/R SOP classes
+   (:data:`~dicomflow.net.query_retrieve.SOP_CLASSES`, implicit or explicit VR
+   little endian) are accepted too, and the SCP/SCU roles a requestor proposes for
+   storage SOP classes (the C-GET requestor as storage SCP) are accepted as proposed,
+   in the A-ASSOCIATE-AC; C-FIND, C-GET and C-MOVE are answered by
+   :mod:`dicomflow.net.qr_scp` in the association's thread (an identifier may hold at
+   most ``qr_scp.MAX_IDENTIFIER_BYTES``).
 3. End: A-RELEASE-RQ gets A-RELEASE-RP; an A-ABORT, a closed connection, a
    protocol error (A-ABORT sent) or ``idle_timeout_s`` without a whole PDU end
    the association. ``on_release`` is called in every case. After an
@@ -56,6 +63,7 @@ import contextlib
 import itertools
 import logging
 import os
+import select
 import socket
 import socketserver
 import ssl
@@ -70,7 +78,7 @@ from dicomflow import audit, metrics, tls
 from dicomflow.dicom.element_values import text_value
 from dicomflow.errors import PortInUseError, ProtocolError
 from dicomflow.logs import escaped
-from dicomflow.net import pdu
+from dicomflow.net import pdu, qr_scp
 from dicomflow.net.agreement import readable_uid
 from dicomflow.net.contexts import ACCEPTED_TRANSFER_SYNTAXES, UNCOMPRESSED, storage_contexts
 from dicomflow.net.handshakes import PendingHandshakes, failure
@@ -83,6 +91,7 @@ from dicomflow.net.pdu import (
     ASSOCIATE_AC,
     ASSOCIATE_RJ,
     ASSOCIATE_RQ,
+    C_CANCEL_RQ,
     C_ECHO_RQ,
     C_ECHO_RSP,
     C_STORE_RQ,
@@ -99,10 +108,12 @@ from dicomflow.net.pdu import (
     TRANSFER_SYNTAXES_NOT_SUPPORTED,
     VERIFICATION,
     AssociateRequest,
+    Role,
     ae_text,
     uid,
     us,
 )
+from dicomflow.net.query_retrieve import SOP_CLASSES, QueryRetrieveProvider
 from dicomflow.net.socket import tune_accepted_socket
 from dicomflow.net.storage import (
     SUCCESS,
@@ -179,8 +190,11 @@ class LeanStoreSCP:
         require_called_ae_title: bool = True,
         tls: ssl.SSLContext | None = None,
         identity_policy: IdentityPolicy | None = None,
+        query_retrieve: QueryRetrieveProvider | None = None,
     ) -> None:
         self.ae_title = ae_title.strip()
+        # With a provider, the Q/R SOP classes are accepted too (:mod:`qr_scp`).
+        self.query_retrieve = query_retrieve
         # DICOM TLS: each connection's handshake, in its own thread, must end within
         # request_timeout_s; at most maximum_associations connections handshake at once.
         self.tls = tls
@@ -210,6 +224,8 @@ class LeanStoreSCP:
         self._ids = itertools.count(1)
         self._supported = {str(c.abstract_syntax) for c in storage_contexts()}
         self._syntaxes = [str(uid) for uid in ACCEPTED_TRANSFER_SYNTAXES]
+        self._little_endian = {str(uid) for uid in UNCOMPRESSED[:2]}
+        self._query_retrieve = set(SOP_CLASSES) if query_retrieve is not None else set()
         try:
             self._server = _Server((ip, port), _Handler, scp=self)
         except OSError as exc:
@@ -259,13 +275,21 @@ class LeanStoreSCP:
         with self._active_lock:
             self._active -= 1
 
+    def roles(self, proposed: dict[str, Role]) -> dict[str, Role]:
+        """The SCP/SCU roles accepted as proposed: those of storage SOP classes, when
+        C-GET is served (its requestor is the storage SCP)."""
+        if self.query_retrieve is None:
+            return {}
+        return {uid: role for uid, role in proposed.items() if uid in self._supported}
+
     def negotiate(self, abstract_syntax: str, proposed: list[str]) -> tuple[int, str]:
         """The result and transfer syntax for one proposed presentation context."""
-        if abstract_syntax not in self._supported:
+        plain = abstract_syntax == VERIFICATION or abstract_syntax in self._query_retrieve
+        if abstract_syntax not in self._supported and not plain:
             return ABSTRACT_SYNTAX_NOT_SUPPORTED, proposed[0] if proposed else ""
-        accepted = [str(u) for u in UNCOMPRESSED[:2]] if abstract_syntax == VERIFICATION else None
+        accepted = self._little_endian if plain else self._syntaxes
         for syntax in proposed:
-            if syntax in (accepted or self._syntaxes):
+            if syntax in accepted:
                 return ACCEPTED, syntax
         return TRANSFER_SYNTAXES_NOT_SUPPORTED, proposed[0] if proposed else ""
 
@@ -320,6 +344,9 @@ class _Association:
         self.contexts: dict[int, _Context] = {}
         self.peer_max_pdu = 0
         self.holding = 0  # bytes of the instance being received, counted by the SCP
+        self.roles: dict[str, Role] = {}  # the SCP/SCU roles accepted, by SOP class
+        provider = scp.query_retrieve
+        self.qr = qr_scp.QueryRetrieveSCP(provider, self, scp.ae_title) if provider else None
         self.audit = audit.AssociationAudit(
             audit.Direction.RECEIVED, ip, audit.peer_port(connection)
         )
@@ -430,9 +457,13 @@ class _Association:
             if result == ACCEPTED:
                 self.contexts[context_id] = _Context(abstract, UID(syntax))
             items.append(pdu.context_item(context_id, result, syntax))
+        self.roles = self.scp.roles(request.roles)
+        roles = [pdu.role_item(uid, role) for uid, role in self.roles.items()]
         called, calling = request.called_ae_title, request.calling_ae_title
         maximum_pdu, response = self.scp.maximum_pdu_size, self.identity_response
-        self._send(ASSOCIATE_AC, pdu.associate_ac(called, calling, items, maximum_pdu, response))
+        self._send(
+            ASSOCIATE_AC, pdu.associate_ac(called, calling, items, maximum_pdu, response, roles)
+        )
         metrics.ASSOCIATIONS.inc()
         return True
 
@@ -605,7 +636,12 @@ class _Association:
     def _append(self, message: _Message, fragment: memoryview) -> None:
         """Add a dataset fragment to its instance, counting the memory it really takes
         (the buffer's growth) against the limits; past one, abort."""
-        if len(message.data) + len(fragment) > self.scp.maximum_instance_bytes:
+        if us(message.command, COMMAND_FIELD) != C_STORE_RQ:
+            if len(message.data) + len(fragment) > qr_scp.MAX_IDENTIFIER_BYTES:
+                raise ProtocolError(
+                    f"an identifier larger than {qr_scp.MAX_IDENTIFIER_BYTES} bytes"
+                )
+        elif len(message.data) + len(fragment) > self.scp.maximum_instance_bytes:
             metrics.rejected(metrics.REASON_TOO_LARGE)
             raise ProtocolError(
                 f"an instance larger than {self.scp.maximum_instance_bytes} bytes"
@@ -643,6 +679,14 @@ class _Association:
                 sop_instance_uid if readable_uid(sop_instance_uid) else None,  # optional
                 status,
             )
+        elif self.qr is not None and field_ in qr_scp.REQUESTS:
+            syntax = str(context.transfer_syntax)
+            request = qr_scp.Request(
+                message.context_id, context.abstract_syntax, syntax, command, message.data
+            )
+            self.qr.handle(field_, request)
+        elif self.qr is not None and field_ == C_CANCEL_RQ:
+            pass  # its operation has ended already (PS3.7 9.3.2.3): nothing to cancel
         else:
             raise ProtocolError(f"DIMSE command 0x{field_:04x} is not supported")
 
@@ -674,6 +718,51 @@ class _Association:
     ) -> None:
         command = pdu.response(field_, message_id, sop_class_uid, sop_instance_uid, status)
         self._send(P_DATA_TF, pdu.command_pdv(context_id, command))
+
+    # -- what a query/retrieve operation needs (qr_scp.Link) ------------------------
+
+    def send_message(self, context_id: int, command: bytes, data: bytes | memoryview) -> None:
+        """Send a command and its data set in PDUs no longer than the peer takes."""
+        limit = self.peer_max_pdu if 0 < self.peer_max_pdu <= DEFAULT_MAXIMUM_PDU else 0
+        fragment_bytes = max((limit or DEFAULT_MAXIMUM_PDU) - 6, 1)
+        pieces = [data] if len(data) else []
+        self.connection.settimeout(self.scp.idle_timeout_s)
+        for buffers in pdu.message_pdus(context_id, command, pieces, len(data), fragment_bytes):
+            pdu.send_views(self.connection, buffers)
+
+    def next_command(self, wait: bool) -> tuple[int, dict[int, bytes]] | None:
+        """The next command set the peer sends (no data set may come with it); None at
+        once when nothing has arrived and not ``wait``."""
+        if not wait and not self._readable():
+            return None
+        fragments: list[bytes] = []
+        while True:
+            pdu_type, body = self._read_pdu(time.monotonic() + self.scp.idle_timeout_s)
+            if pdu_type == ABORT:
+                raise ConnectionAbortedError("aborted by the peer")
+            if pdu_type != P_DATA_TF:
+                raise ProtocolError(f"PDU type 0x{pdu_type:02x} during a query/retrieve")
+            for context_id, header, fragment in pdu.pdv_items(body):
+                if context_id not in self.contexts or not header & COMMAND:
+                    raise ProtocolError("a data set or unknown context during a query/retrieve")
+                fragments.append(bytes(fragment))
+                if header & LAST:
+                    return context_id, pdu.parse_command(b"".join(fragments))
+
+    def _readable(self) -> bool:
+        if isinstance(self.connection, ssl.SSLSocket) and self.connection.pending():
+            return True
+        return bool(select.select([self.connection], [], [], 0)[0])
+
+    def storage_contexts(self, sop_class_uid: str) -> dict[str, int]:
+        role = self.roles.get(sop_class_uid)
+        if role is None or not role.scp:
+            return {}
+        return {
+            str(context.transfer_syntax): context_id
+            for context_id, context in self.contexts.items()
+            if context.abstract_syntax == sop_class_uid
+        }
 
     # -- PDUs ----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import socket
 import ssl
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
@@ -36,14 +36,18 @@ ACCEPTED, ABSTRACT_SYNTAX_NOT_SUPPORTED, TRANSFER_SYNTAXES_NOT_SUPPORTED = 0, 3,
 # command fields (PS3.7 E.1)
 C_STORE_RQ, C_STORE_RSP, C_ECHO_RQ, C_ECHO_RSP = 0x0001, 0x8001, 0x0030, 0x8030
 C_MOVE_RQ, C_MOVE_RSP = 0x0021, 0x8021
-NO_DATASET = 0x0101
+C_GET_RQ, C_GET_RSP, C_FIND_RQ, C_FIND_RSP = 0x0010, 0x8010, 0x0020, 0x8020
+C_CANCEL_RQ = 0x0FFF
+NO_DATASET, WITH_DATASET = 0x0101, 0x0000
 # command set elements (group 0000, PS3.7 E.1)
 AFFECTED_SOP_CLASS_UID, COMMAND_FIELD, MESSAGE_ID = 0x0002, 0x0100, 0x0110
 MESSAGE_ID_RESPONDED_TO, MOVE_DESTINATION, PRIORITY = 0x0120, 0x0600, 0x0700
 COMMAND_DATA_SET_TYPE, STATUS, AFFECTED_SOP_INSTANCE_UID = 0x0800, 0x0900, 0x1000
+ERROR_COMMENT = 0x0902
+REMAINING, COMPLETED, FAILED, WARNING = 0x1020, 0x1021, 0x1022, 0x1023
 # items and sub-items of an A-ASSOCIATE (PS3.8 9.3.2, PS3.7 D.3.3)
 USER_INFORMATION, MAXIMUM_LENGTH = 0x50, 0x51
-USER_IDENTITY_RQ, USER_IDENTITY_AC = 0x58, 0x59
+ROLE_SELECTION, USER_IDENTITY_RQ, USER_IDENTITY_AC = 0x54, 0x58, 0x59
 ASSOCIATE_FIXED = 68  # protocol version, reserved, called and calling AE titles, reserved
 # PDV message control header bits (PS3.8 E.2)
 COMMAND, LAST = 0x01, 0x02
@@ -118,6 +122,17 @@ class AssociateRequest:
     contexts: list[ProposedContext]
     maximum_pdu: int
     user_identity: UserIdentity | None = None
+    roles: dict[str, "Role"] = field(default_factory=dict)
+    """The SCP/SCU Role Selection sub-items (PS3.7 D.3.3.4), by SOP class UID."""
+
+
+@dataclass(frozen=True)
+class Role:
+    """The roles a requestor proposes to take for a SOP class: a C-GET's requestor
+    proposes to be the storage SCP (``scp``) on its storage contexts."""
+
+    scu: bool
+    scp: bool
 
 
 def associate_rq(
@@ -165,7 +180,24 @@ def parse_associate_rq(body: bytes | bytearray) -> AssociateRequest:
         ],
         maximum_pdu=int(getattr(user, "maximum_length", 0) or 0) if user else 0,
         user_identity=identity,
+        roles=_roles(user),
     )
+
+
+def _roles(user: Any) -> dict[str, Role]:
+    """The role selection sub-items pynetdicom decoded from the user information."""
+    if user is None:
+        return {}
+    return {
+        str(sop_class): Role(scu=bool(sub.scu_role), scp=bool(sub.scp_role))
+        for sop_class, sub in user.role_selection.items()
+    }
+
+
+def role_item(sop_class_uid: str, role: Role) -> bytes:
+    """An SCP/SCU Role Selection sub-item (0x54) of an A-ASSOCIATE-AC accepting ``role``."""
+    value = uid_bytes(sop_class_uid)
+    return item(ROLE_SELECTION, struct.pack(">H", len(value)) + value + bytes((role.scu, role.scp)))
 
 
 def _user_identity_of(body: bytes | bytearray) -> UserIdentity | None:
@@ -277,10 +309,14 @@ def associate_ac(
     contexts: list[bytes],
     maximum_pdu: int,
     identity_response: bytes | None = None,
+    roles: Sequence[bytes] = (),
 ) -> bytes:
-    """The body of an A-ASSOCIATE-AC with ``contexts`` (:func:`context_item`), and a
-    User Identity sub-item when there is an ``identity_response`` (even empty)."""
-    extra = user_identity_ac_item(identity_response) if identity_response is not None else b""
+    """The body of an A-ASSOCIATE-AC with ``contexts`` (:func:`context_item`), the
+    ``roles`` accepted (:func:`role_item`), and a User Identity sub-item when there is an
+    ``identity_response`` (even empty)."""
+    extra = b"".join(roles)
+    if identity_response is not None:
+        extra += user_identity_ac_item(identity_response)
     return _associate(called, calling, contexts, maximum_pdu, extra)
 
 
@@ -495,6 +531,36 @@ def response(
     ]
     if sop_instance_uid is not None:
         elements.append((AFFECTED_SOP_INSTANCE_UID, pad_uid(sop_instance_uid)))
+    return command_set(*elements)
+
+
+def query_response(
+    command_field: int,
+    message_id: int,
+    sop_class_uid: str,
+    status: int,
+    *,
+    with_dataset: bool = False,
+    counts: tuple[int, int, int, int] | None = None,
+    error_comment: str = "",
+) -> bytes:
+    """The command set of a C-FIND, C-GET or C-MOVE response (PS3.7 9.3.2-9.3.4): an
+    identifier follows ``with_dataset``; ``counts`` are the remaining, completed, failed
+    and warning sub-operations; ``error_comment`` (at most 64 characters) says why a
+    request failed."""
+    elements = [
+        (AFFECTED_SOP_CLASS_UID, pad_uid(sop_class_uid)),
+        (COMMAND_FIELD, _us(command_field)),
+        (MESSAGE_ID_RESPONDED_TO, _us(message_id)),
+        (COMMAND_DATA_SET_TYPE, _us(WITH_DATASET if with_dataset else NO_DATASET)),
+        (STATUS, _us(status)),
+    ]
+    if error_comment:
+        text = error_comment.encode("ascii", "replace")[:64]
+        elements.append((ERROR_COMMENT, text + b" " * (len(text) % 2)))
+    if counts is not None:
+        for number, count in zip((REMAINING, COMPLETED, FAILED, WARNING), counts, strict=True):
+            elements.append((number, _us(min(count, 0xFFFF))))
     return command_set(*elements)
 
 

@@ -1,5 +1,7 @@
 """The optional receiver on pynetdicom's server (``receiver = "pynetdicom"``), answering
-C-ECHO and C-STORE; the default is :mod:`dicomflow.net.acceptor`.
+C-ECHO and C-STORE, and with a Q/R provider C-FIND, C-MOVE and C-GET
+(:mod:`dicomflow.net.pynetdicom_query_retrieve`); the default is
+:mod:`dicomflow.net.acceptor`.
 
 The server only moves bytes and statuses: each C-STORE becomes a
 :class:`~dicomflow.net.storage.ReceivedInstance` handed to
@@ -36,6 +38,11 @@ from dicomflow.logs import escaped
 from dicomflow.net.acceptor import study_uid
 from dicomflow.net.contexts import storage_contexts
 from dicomflow.net.handshakes import PendingHandshakes, failure
+from dicomflow.net.pynetdicom_query_retrieve import (
+    QueryRetrieveHandlers,
+    query_retrieve_contexts,
+)
+from dicomflow.net.query_retrieve import QueryRetrieveProvider
 from dicomflow.net.socket import tune_accepted_socket
 from dicomflow.net.storage import (
     SUCCESS,
@@ -144,8 +151,13 @@ class StoreSCP:
         maximum_instance_bytes: int = DEFAULT_MAXIMUM_BYTES,
         tls: ssl.SSLContext | None = None,
         identity_policy: IdentityPolicy | None = None,
+        query_retrieve: QueryRetrieveProvider | None = None,
+        client_tls: tls.TLSFiles | None = None,
     ) -> None:
         self._on_store = on_store
+        self._query_retrieve = (
+            QueryRetrieveHandlers(query_retrieve, client_tls) if query_retrieve else None
+        )
         self._tls = tls
         self._request_timeout_s = request_timeout_s
         self.identity_policy = identity_policy or IdentityPolicy()
@@ -201,10 +213,14 @@ class StoreSCP:
             (evt.EVT_ACCEPTED, self._handle_accepted),
             (evt.EVT_CONN_OPEN, _note_transport),
         ]
+        contexts = storage_contexts()
+        if self._query_retrieve is not None:
+            handlers += self._query_retrieve.handlers()
+            contexts = _with_retrieve_roles(contexts) + query_retrieve_contexts()
         try:
             server = self._ae.make_server(
                 (ip, port),
-                contexts=storage_contexts(),
+                contexts=contexts,
                 evt_handlers=handlers,
                 server_class=_Server,
                 ssl_context=self._tls,
@@ -339,6 +355,14 @@ def _audit_of(assoc: Any) -> audit.AssociationAudit:
     record.tls = getattr(assoc, "tls_version", "")  # noted when its connection opened
     record.peer_certificate = getattr(assoc, "peer_certificate", "")
     return record
+
+
+def _with_retrieve_roles(contexts: list[Any]) -> list[Any]:
+    """The storage contexts, agreeing to a C-GET requestor's role of storage SCP."""
+    for context in contexts:
+        context.scu_role = True
+        context.scp_role = True
+    return contexts
 
 
 def _handle_echo(event: Any) -> int:

@@ -84,6 +84,7 @@ from dicomflow.net.pdu import (
     RELEASE_RQ,
     VERIFICATION,
 )
+from dicomflow.net.query_retrieve import RetrievedInstance
 from dicomflow.net.socket import tune_requesting_socket
 from dicomflow.net.user_identity import UserIdentity, shown
 from dicomflow.tls import TLSFiles, peer_subject
@@ -116,7 +117,8 @@ STREAM_BYTES = 64 << 20
 """A file larger than this is not read whole: its dataset is read while it is sent."""
 STREAM_CHUNK = 4 << 20
 """What is read of a streamed file at a time."""
-Source = Path | Dataset
+Source = Path | Dataset | RetrievedInstance
+"""A Part-10 file, a dataset, or an archived instance's Part-10 bytes (read when sent)."""
 _process_tls = TLSFiles()
 """The files an Address with ``tls`` is sent to with when a send names none."""
 
@@ -228,17 +230,19 @@ def send(
     tls: TLSFiles | None = None,
     *,
     identity: UserIdentity | None = None,
+    report: SendReport | None = None,
 ) -> SendReport:
-    """Send every source (Part-10 file or dataset) over one association, and over a new
-    one after an instance lost it (see :class:`_Associations`); over TLS with ``tls``,
-    or to an address with ``tls``; each association presents ``identity``, if given
-    (``UserIdentity.of(username, password)``).
+    """Send every source (Part-10 file, dataset or archived instance) over one association,
+    and over a new one after an instance lost it (see :class:`_Associations`); over TLS
+    with ``tls``, or to an address with ``tls``; each association presents ``identity``,
+    if given (``UserIdentity.of(username, password)``). The outcomes go to ``report``
+    (a new one by default), where ``on_progress`` may read them as they come.
 
     Raises:
         PeerUnreachableError: the peer cannot be associated with (TLS handshake included).
         TLSConfigurationError: a file of ``tls`` cannot be used.
     """
-    report = SendReport()
+    report = report if report is not None else SendReport()
     if not sources:
         return report
     proposals = _contexts_for(sources)
@@ -373,6 +377,8 @@ def _cannot_send(report: SendReport, name: str, exc: Exception, *, unsendable: b
 
 
 def _name(source: Source) -> str:
+    if isinstance(source, RetrievedInstance):
+        return source.sop_instance_uid
     return str(source) if isinstance(source, Path) else str(source.get("SOPInstanceUID", "?"))
 
 
@@ -400,12 +406,16 @@ def _contexts_for(sources: Iterable[Source]) -> list[tuple[str, str]]:
 
 
 def _sop_class_and_syntax(source: Source) -> tuple[str, str]:
+    if isinstance(source, RetrievedInstance):
+        return source.sop_class_uid, source.transfer_syntax
     if isinstance(source, Path):
         return part10.sop_class_and_syntax(source)
     return part10.dataset_sop_class_and_syntax(source)
 
 
 def _read(source: Source) -> _Instance:
+    if isinstance(source, RetrievedInstance):
+        return _archived(source)
     if isinstance(source, Dataset):
         sop_class, syntax = part10.dataset_sop_class_and_syntax(source)
         sop_instance = part10.dataset_uid(source, "SOPInstanceUID")
@@ -427,6 +437,19 @@ def _read(source: Source) -> _Instance:
     if syntax == DeflatedExplicitVRLittleEndian and len(dataset) % 2:
         dataset = bytes(dataset) + b"\x00"  # PS3.5 A.5: a deflated stream is padded to even
     return _Instance(sop_class, sop_instance, syntax, dataset)
+
+
+def _archived(source: RetrievedInstance) -> _Instance:
+    """An archived instance's Part-10 bytes, read now (one instance held at a time)."""
+    data = source.read()
+    meta = part10.file_meta(data)
+    if meta.dataset_offset >= len(data):
+        raise ValueError("the instance has no dataset after its file meta")
+    dataset: bytes | memoryview = memoryview(data)[meta.dataset_offset :]
+    if meta.transfer_syntax == DeflatedExplicitVRLittleEndian and len(dataset) % 2:
+        dataset = bytes(dataset) + b"\x00"  # PS3.5 A.5: a deflated stream is padded to even
+    sop_class, sop_instance = source.sop_class_uid, source.sop_instance_uid
+    return _Instance(sop_class, sop_instance, meta.transfer_syntax, dataset)
 
 
 def _streamed(path: Path, size: int) -> _Instance | None:
