@@ -210,6 +210,16 @@ class SQLCatalog:
             self._refresh_study(study_uid)
             self._refresh_patient(before[0])
 
+    def count(self, level: Level) -> int:
+        """How many patients, studies, series or instances are catalogued."""
+        table = {
+            Level.PATIENT: "patients",
+            Level.STUDY: "studies",
+            Level.SERIES: "series",
+            Level.IMAGE: "instances",
+        }[level]
+        return int(self._execute(f"SELECT count(*) FROM {table}")[0][0])
+
     def catalogued_series(self) -> list[tuple[str, str]]:
         """Every catalogued (study, series), sorted."""
         rows = self._execute(

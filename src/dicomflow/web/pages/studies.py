@@ -1,5 +1,6 @@
-"""The archive: studies, their series and instances (with thumbnails from DICOMweb), and
-releasing a series lock left by a writer that died."""
+"""The archive: studies (listed from the catalog, a page at a time), their series and
+instances (with thumbnails from DICOMweb), and releasing a series lock left by a writer
+that died."""
 
 import logging
 from typing import Annotated, Any
@@ -7,10 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from dicomflow.cod import CODObject, list_series, list_studies
+from dicomflow.cod import CODObject, list_series
+from dicomflow.cod.catalog import Catalog, Level
+from dicomflow.cod.catalog_sql import SQLCatalog
 from dicomflow.cod.layout import SeriesLayout, open_datastore
 from dicomflow.cod.locker import Locker
+from dicomflow.dicom.matching import DicomJson, Query
 from dicomflow.errors import DicomflowError
+from dicomflow.web.dicomweb.resources import archive_catalog, catalog_call
 from dicomflow.web.privacy import hashed, json_identifiers, json_value
 from dicomflow.web.views import (
     ago,
@@ -27,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
-PAGE_SIZE = 50  # studies per page: each costs a metadata read
+PAGE_SIZE = 50  # studies per page
 CONFIRM = "release"
 
 
@@ -80,18 +85,30 @@ def lock_state(datastore: str, study: str, series: str) -> dict[str, Any]:
 
 
 def studies(
-    datastore: str, show: bool, offset: int = 0, limit: int = PAGE_SIZE
+    catalog: Catalog, show: bool, offset: int = 0, limit: int = PAGE_SIZE
 ) -> tuple[list[dict[str, Any]], int]:
     """The studies ``offset`` to ``offset + limit`` (in UID order) with their series
-    count and header summary, and how many studies the archive holds."""
-    every = list_studies(datastore)
-    found: list[dict[str, Any]] = []
-    for study in every[offset : offset + limit]:
-        series = list_series(datastore, study)
-        first = series_info(datastore, study, series[0], show) if series else _summary({}, show)
-        first_series = series[0] if series else ""
-        found.append({**first, "uid": study, "series": len(series), "first_series": first_series})
-    return found, len(every)
+    count and header summary (of their first series), and how many studies the archive
+    holds, from the catalog."""
+    page = catalog_call(lambda: catalog.search(Level.STUDY, Query(limit=limit, offset=offset)))
+    total = catalog_call(lambda: _count(catalog))
+    return [_study_row(study, show) for study in page], total
+
+
+def _count(catalog: Catalog) -> int:
+    if isinstance(catalog, SQLCatalog):
+        return catalog.count(Level.STUDY)
+    return len(catalog.search(Level.STUDY, Query()))
+
+
+def _study_row(study: DicomJson, show: bool) -> dict[str, Any]:
+    return {
+        **_summary(study, show),
+        "uid": json_value(study, "StudyInstanceUID"),
+        "series": int(json_value(study, "NumberOfStudyRelatedSeries") or 0),
+        "instances": int(json_value(study, "NumberOfStudyRelatedInstances") or 0),
+        "first_series": json_value(study, "SeriesInstanceUID"),
+    }
 
 
 def _page(offset: int, limit: int) -> None:
@@ -138,9 +155,9 @@ def _number(text: str) -> float:
 def archive_page(request: Request, offset: int = 0, limit: int = PAGE_SIZE) -> HTMLResponse:
     _page(offset, limit)
     datastore = context_of(request).archive_datastore
-    found, total = (
-        studies(datastore, shows_identifiers(request), offset, limit) if datastore else ([], 0)
-    )
+    catalog = archive_catalog(request)
+    show = shows_identifiers(request)
+    found, total = studies(catalog, show, offset, limit) if catalog else ([], 0)
     values = {"datastore": datastore, "studies": found, "total": total}
     values |= {"offset": offset, "limit": limit}
     return render(request, "archive.html", values)
@@ -151,7 +168,10 @@ def studies_json(request: Request, offset: int = 0, limit: int = PAGE_SIZE) -> J
     """``{"studies": [{"uid", "series", "modality", "study_date", ...}], "total": n}``,
     one page (``offset``, ``limit``) at a time."""
     _page(offset, limit)
-    found, total = studies(_datastore(request), shows_identifiers(request), offset, limit)
+    _datastore(request)
+    catalog = archive_catalog(request)
+    assert catalog is not None  # there is an archive
+    found, total = studies(catalog, shows_identifiers(request), offset, limit)
     return JSONResponse({"studies": found, "total": total, "offset": offset})
 
 
