@@ -546,10 +546,11 @@ def summary(results: list[SizeResult], share: float | None) -> str:
 
 
 class CatalogClock:
-    """Wraps a catalog: the seconds spent opening it and in its calls (record, close)."""
+    """Wraps ``open_catalog``: the seconds spent opening catalogs and in each of their
+    methods (record, close)."""
 
     def __init__(self, open_catalog: Callable[[str], Any]) -> None:
-        self.seconds = 0.0
+        self.seconds: dict[str, float] = {"open": 0.0}
         self._open = open_catalog
 
     def open(self, location: str) -> Any:
@@ -557,7 +558,10 @@ class CatalogClock:
         try:
             return TimedCatalog(self._open(location), self)
         finally:
-            self.seconds += time.perf_counter() - started
+            self.add("open", started)
+
+    def add(self, name: str, started: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
 
 class TimedCatalog:
@@ -572,20 +576,29 @@ class TimedCatalog:
             try:
                 return method(*args, **kwargs)
             finally:
-                self._clock.seconds += time.perf_counter() - started
+                self._clock.add(name, started)
 
         return timed_call
 
 
 @dataclass
 class SyncShare:
+    """Milliseconds per archive job, and in the catalog per step (open, record, close)."""
+
     syncs: int
     sync_ms: float
-    catalog_ms: float
+    catalog_ms: dict[str, float]
 
     @property
     def percent(self) -> float:
-        return 100 * self.catalog_ms / self.sync_ms
+        return 100 * sum(self.catalog_ms.values()) / self.sync_ms
+
+    def __str__(self) -> str:
+        steps = ", ".join(f"{name} {ms:.1f}" for name, ms in self.catalog_ms.items())
+        return (
+            f"{self.sync_ms:.1f} ms per job, {sum(self.catalog_ms.values()):.1f} ms of it in "
+            f"the catalog ({steps}): {self.percent:.1f} %"
+        )
 
 
 def catalog_share(work: Path, size: int, count: int = 20) -> SyncShare | None:
@@ -613,7 +626,8 @@ def catalog_share(work: Path, size: int, count: int = 20) -> SyncShare | None:
         started = time.perf_counter()
         series_archive.archive_series(str(folder), str(probe / "archive"))
         total += time.perf_counter() - started
-    return SyncShare(count, 1000 * total / count, 1000 * clock.seconds / count)
+    per_job = {name: 1000 * seconds / count for name, seconds in clock.seconds.items()}
+    return SyncShare(count, 1000 * total / count, per_job)
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -651,8 +665,7 @@ def main() -> None:
     if share is not None:
         print(
             f"archive_series of {share.syncs} new 1-instance series beside {args.sizes[-1]:,}: "
-            f"{share.sync_ms:.1f} ms per job, {share.catalog_ms:.1f} ms of it in the catalog "
-            f"({share.percent:.1f} %)\n"
+            f"{share}\n"
         )
     print(summary(results, share.percent if share else None))
 
