@@ -2,38 +2,43 @@
 
 Usage::
 
-    .venv/bin/python bench/catalog.py [--sizes 1000,10000] [--repeat 20]
-                                      [--workdir /work/bench-catalog] [--no-cfind]
+    .venv/bin/python bench/catalog.py [--sizes 1000,10000,100000] [--repeat 20]
+                                      [--budget 20] [--workdir /work/bench-catalog]
+                                      [--no-cfind] [--prepare-only]
 
-For each size N (a multiple of 1,000), once and cached under ``--workdir`` (see
-``bench/catalog_data.py``): N synthetic 64x64 MR instances, one per series, two series
-per study and three studies per patient; a dicomflow archive of them made by
-``dicomflow cod ingest`` (its process pool; the catalog is built by that path, and by
-``dicomflow cod reindex`` where the ingest leaves none); an Orthanc 1.10 holding the same
-instances, loaded by REST ``POST /instances`` from 4 threads. Loading times are printed.
+For each size N (a multiple of 1,000; default 1,000 and 10,000, 100,000 on request),
+once and cached under ``--workdir`` (see ``bench/catalog_data.py``): N synthetic 64x64
+MR instances, one per series, two series per study and three studies per patient; a
+dicomflow archive of them made by ``dicomflow cod ingest`` (its process pool, which
+records each series in the archive's catalog), then ``dicomflow cod reindex`` once (for
+archives ingested before the catalog existed); an Orthanc 1.10 holding the same
+instances, loaded by REST ``POST /instances`` from 4 threads. Each step prints how long
+it took; ``--prepare-only`` stops there.
 
-Then, on the warm machine:
+Then, on the warm machine (OS caches warm):
 
 - QIDO-RS: ``dicomflow dashboard --archive`` started in a fresh process; the time from
-  its start to the answer of its first QIDO (and of that request alone, once the port
-  listens); then per query 3 warm-up requests and the median of ``--repeat`` (one
-  request per connection, at most ``--budget`` seconds per query): ``GET
-  /dicomweb/studies?...&limit=100`` against Orthanc's ``POST /tools/find`` (Level Study,
-  the same keys, Limit 100, Expand true: what a QIDO answer carries); the dashboard's
-  RSS (and peak) after the queries.
-- C-FIND (unless ``--no-cfind``): the same keys at STUDY level (Study Root) with dcmtk
-  ``findscu`` (one process, one association per query) against Orthanc's SCP and the
-  node's (``dicomflow serve --archive``). C-FIND has no limit: the all-studies query
-  returns every study (so its growth is not a target). The node's rows read "n/a" while
-  the node offers no Study Root C-FIND.
-- The catalog's share of an archive sync (once the catalog exists): ``archive_series``
-  of a 1-instance series with and without the catalog's ``record``.
+  its start to the answer of its first QIDO, and of that request alone once the port
+  listens; then per query, back to back with Orthanc, 3 warm-up requests and the median
+  of ``--repeat`` (one request per connection, at most ``--budget`` seconds per query
+  once 3 are timed): ``GET /dicomweb/studies?KEYS&limit=100`` against Orthanc's ``POST
+  /tools/find`` (Level Study, the same keys, Limit 100, Expand true: what a QIDO answer
+  carries); the dashboard's RSS (and peak) after the queries.
+- C-FIND (unless ``--no-cfind``): the same keys at STUDY level (Study Root, 14 return
+  keys) with dcmtk ``findscu`` (one process and association per query) against the
+  node's SCP (``dicomflow serve --archive``) and Orthanc's, back to back; ``echoscu``
+  against both shows the fixed cost in each row. C-FIND has no limit: the all-studies
+  query returns every study (its growth is no target). The node's rows read "n/a"
+  when it offers no Study Root C-FIND.
+- The catalog's share of an archive job: ``archive_series`` (what the node's archive
+  jobs run: append, sync, catalog, thumbnail) of 20 new 1-instance series into a copy of
+  the largest size's catalog, with the time spent in the catalog (open, record, close).
 
-The targets (PASS/FAIL): QIDO and C-FIND warm ≤ Orthanc on every query; growth from
-10k to 100k ≤ 1.5x per query; the first QIDO after a start ≤ 1 s at the largest size;
-the dashboard's RSS at the largest size ≤ 1.25x its RSS at the smallest; a catalog
-update ≤ 10 % of a sync. The machine's load average is printed with each size: on a
-shared machine the figures are indicative.
+The targets (PASS/FAIL): QIDO and C-FIND warm ≤ Orthanc on every query and size; growth
+between the two largest sizes (10k -> 100k) ≤ 1.5x per query; the first QIDO after a
+start ≤ 1 s at the largest size; the dashboard's RSS at the largest size ≤ 1.25x its RSS
+at the smallest; the catalog ≤ 10 % of an archive job. The machine's load average is
+printed with each size: on a shared machine the figures are indicative.
 """
 
 # ruff: noqa: E402
