@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from catalog_data import (
+    REINDEXED,
     SERIES_PER_STUDY,
     STUDIES_PER_PATIENT,
     Orthanc,
@@ -360,7 +361,7 @@ def prepare(size: int, work: Path, instances: Path) -> dict[str, float]:
 
 def build_catalog(datastore: Path) -> float | None:
     """``dicomflow cod reindex`` of the archive, once, where the command exists; seconds."""
-    marker = datastore / ".reindexed"
+    marker = datastore / REINDEXED
     if marker.exists():
         return 0.0
     probe = [str(Path(sys.executable).with_name("dicomflow")), "cod", "reindex", "--help"]
