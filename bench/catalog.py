@@ -466,8 +466,9 @@ def size_report(result: SizeResult) -> str:
         f"{result.first_request * 1000:.0f} ms once listening "
         f"(Orthanc: {result.orthanc_first:.2f} s from its start to its first /tools/find)",
         f"dashboard RSS after the queries: {result.rss_mb:.0f} MB "
-        f"(peak {result.peak_rss_mb:.0f} MB); node after its C-FINDs: {result.node_rss_mb:.0f} MB; "
-        f"Orthanc: {result.orthanc_rss_mb:.0f} MB",
+        f"(peak {result.peak_rss_mb:.0f} MB); "
+        + (f"node after its C-FINDs: {result.node_rss_mb:.0f} MB; " if result.node_rss_mb else "")
+        + f"Orthanc: {result.orthanc_rss_mb:.0f} MB",
     ]
     return "\n".join(lines)
 
@@ -510,7 +511,7 @@ def target_row(name: str, figure: str, passed: bool | None) -> str:
 
 def ratio_target(name: str, worst: float | None) -> str:
     if worst is None:
-        return target_row(name, "not measured (no C-FIND SCP)", None)
+        return target_row(name, "not measured (--no-cfind, or the node has no SCP)", None)
     return target_row(name, f"worst ratio {worst:.2f}", worst <= 1)
 
 
