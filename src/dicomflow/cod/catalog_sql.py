@@ -206,17 +206,19 @@ class SQLCatalog:
         ``keep_larger`` a series catalogued with more instances than its document holds
         is kept (an archive job recorded it since the document was read). Returns how
         many were recorded."""
+        prepared = [(document, series_rows(document)) for document in documents]
         recorded = 0
-        with self._transaction():
-            for document in documents:
-                recorded += self._record_one(document, keep_larger)
+        with self._writing():
+            for document, rows in prepared:
+                recorded += self._record_one(document, rows, keep_larger)
         return recorded
 
-    def _record_one(self, document: SeriesDocument, keep_larger: bool) -> bool:
+    def _record_one(
+        self, document: SeriesDocument, rows: SeriesRows | None, keep_larger: bool
+    ) -> bool:
         study_uid, series_uid = document.study_uid, document.series_uid
         if keep_larger and self._instance_count(study_uid, series_uid) > len(document.instances):
             return False
-        rows = series_rows(document)
         before = self._patient_of(study_uid, series_uid)
         if rows is None:
             self._delete_series(study_uid, series_uid)
@@ -235,7 +237,7 @@ class SQLCatalog:
         return int(rows[0][0]) if rows else 0
 
     def forget(self, study_uid: str, series_uid: str) -> None:
-        with self._transaction():
+        with self._writing():
             before = self._patient_of(study_uid, series_uid)
             if not before:
                 return
@@ -421,6 +423,17 @@ class SQLCatalog:
 
     def _guard(self) -> AbstractContextManager[Any]:
         return self._lock if self._shared else nullcontext()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A transaction that updates series with their studies and patients, one at a
+        time (SQLite's writers take turns; PostgreSQL's take an advisory lock, or two
+        series of one study recorded at once would each count the study without the
+        other)."""
+        with self._transaction():
+            if self._shared:
+                self._execute("SELECT pg_advisory_xact_lock(4712)")
+            yield
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
