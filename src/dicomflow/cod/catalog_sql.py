@@ -541,10 +541,16 @@ def _select(
     scoped, scope_params = _scoped(scope)
     if level in (Level.IMAGE, Level.SERIES):
         where = f"({found.where()} OR {irregular})" if found.conditions else "1 = 1"
-        return _select_rows(level, where + scoped, column, irregular_only), [
-            *found.params,
-            *scope_params,
-        ]
+        params = [*found.params, *scope_params]
+        if found.conditions and found.tables == {"s"}:  # the matching series drive it
+            alias = "i" if level is Level.IMAGE else "s"
+            series = "SELECT s.study_uid, s.series_uid FROM series s WHERE"
+            keys = f"{series} {found.where()}{scoped} UNION {series} s.irregular = 1{scoped}"
+            if level is Level.IMAGE:  # and instances that differ from their series
+                keys += " UNION SELECT study_uid, series_uid FROM instances WHERE irregular = 1"
+            where = f"({alias}.study_uid, {alias}.series_uid) IN ({keys}) AND {where}"
+            params = [*found.params, *scope_params, *scope_params, *params]
+        return _select_rows(level, where + scoped, column, irregular_only), params
     table, key = ("st", "study_uid") if level is Level.STUDY else ("p", "patient_key")
     outer, params = [], []
     if found.conditions or scoped:
