@@ -47,7 +47,7 @@ from dicomflow.errors import CatalogError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 SERIES_MAP: Columns = {
     **{column.tag: (f"s.{column.name}", column.kind) for column in SERIES_COLUMNS},
     "0020000D": ("s.study_uid", ColumnKind.UID),
