@@ -371,13 +371,35 @@ class SQLCatalog:
         skips = paged and query.offset > 0 and self._all_match(level, found, scope)
         skipped = query.offset if skips else 0
         wanted = query.offset + query.limit if paged and query.limit is not None else None
-        rows = self._pages(sql, params, skipped, wanted)
-        checked = (
-            row
-            for row in rows
-            if (found.exact and not row[3]) or self._check(level, query, row, column)
-        )
-        return _Rows(checked, skipped)
+        pages = self._pages(sql, params, skipped, wanted)
+        return _Rows(self._checked(level, query, found, pages, column), skipped)
+
+    def _checked(
+        self, level: Level, query: Query, found: Filter, pages: Iterator[list[Any]], column: str
+    ) -> Iterator[Any]:
+        """The rows of ``pages`` that match: as SQL selected them, or by
+        :meth:`Query.matches` for those it could not decide."""
+        for page in pages:
+            undecided = [row for row in page if not found.exact or row[3]]
+            series = self._series_of(level, undecided, column)
+            for row in page:
+                if (found.exact and not row[3]) or _matches(level, query, row, series):
+                    yield row
+
+    def _series_of(self, level: Level, rows: list[Any], column: str) -> dict[str, list[str]]:
+        """The series attributes (``column``) of the studies or patients of ``rows``, by
+        entity: what their matching reads, fetched a batch at a time."""
+        if level in (Level.IMAGE, Level.SERIES) or not rows:
+            return {}
+        key = "study_uid" if level is Level.STUDY else "patient_key"
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(rows), LOCATE_BATCH):
+            keys = [row[0] for row in rows[start : start + LOCATE_BATCH]]
+            marks = ", ".join("?" for _ in keys)
+            sql = f"SELECT {key}, {column} FROM series WHERE {key} IN ({marks})"
+            for entity, attributes in self._execute(sql, keys):
+                found.setdefault(entity, []).append(attributes)
+        return found
 
     def _all_match(self, level: Level, found: Filter, scope: Scope) -> bool:
         """Whether every row SQL selects matches (then SQL may skip the offset): all keys
@@ -387,29 +409,21 @@ class SQLCatalog:
         sql, params = _select(level, found, scope, "summary", irregular_only=True)
         return not self._execute(f"{sql} LIMIT 1", params)
 
-    def _pages(self, sql: str, params: list[Any], start: int, wanted: int | None) -> Iterator[Any]:
+    def _pages(
+        self, sql: str, params: list[Any], start: int, wanted: int | None
+    ) -> Iterator[list[Any]]:
         """The rows of ``sql`` from ``start``: all at once, or in growing pages up to
         ``wanted`` first."""
         if wanted is None and not start:
-            yield from self._execute(sql, params)
+            yield self._execute(sql, params)
             return
         size = max((wanted or 0) - start, 1) if wanted is not None else 1 << 62
         while True:
             rows = self._execute(f"{sql} LIMIT ? OFFSET ?", [*params, size, start])
-            yield from rows
+            yield rows
             if len(rows) < size:
                 return
             start, size = start + size, size * 2
-
-    def _check(self, level: Level, query: Query, row: Any, column: str) -> bool:
-        """:meth:`Query.matches`, for a row SQL could not decide (on the series' summaries
-        when every key is among their attributes)."""
-        if level in (Level.IMAGE, Level.SERIES):
-            return query.matches(_result(level, row))
-        computed = _computed(level, row)
-        key = "study_uid" if level is Level.STUDY else "patient_key"
-        series = self._execute(f"SELECT {column} FROM series WHERE {key} = ?", [row[0]])
-        return any(query.matches({**json.loads(s[0]), **computed}) for s in series)
 
     # -- connection ------------------------------------------------------------------
 
@@ -521,6 +535,15 @@ class _Rows:
 
     def __iter__(self) -> Iterator[Any]:
         return self.rows
+
+
+def _matches(level: Level, query: Query, row: Any, series: dict[str, list[str]]) -> bool:
+    """:meth:`Query.matches` for a row SQL could not decide: a study or patient matches
+    when one of its series does (``series``: their attributes, by entity)."""
+    if level in (Level.IMAGE, Level.SERIES):
+        return query.matches(_result(level, row))
+    computed = _computed(level, row)
+    return any(query.matches({**json.loads(s), **computed}) for s in series.get(row[0], []))
 
 
 def _needs_attributes(level: Level, query: Query) -> bool:
