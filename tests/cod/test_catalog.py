@@ -508,10 +508,10 @@ def test_hostile_values_are_recorded_and_matched_as_query_matches_does(
     catalog.close()
 
 
-def _record_copies(location: str, document: Any, count: int) -> None:
+def _record_copies(location: str, document: Any, count: int, first: int = 1) -> None:
     catalog = open_catalog(location)
-    for index in range(count):
-        series = f"{document.series_uid}.{index + 1}"
+    for index in range(first, first + count):
+        series = f"{document.series_uid}.{index}"
         catalog.record(type(document)(document.study_uid, series, document.instances))
     catalog.close()
 
@@ -546,4 +546,30 @@ def test_a_writer_process_and_reader_threads_share_a_sqlite_catalog(
     assert writer.exitcode == 0 and failures == []
     assert len(catalog.search(Level.SERIES, Query())) == 60
     assert catalog.search(Level.STUDY, Query())[0]["00201206"]["Value"] == [60]
+    catalog.close()
+
+
+def test_writers_recording_series_of_one_study_at_once_count_them_all(
+    datastore: str, location_factory: Any
+) -> None:
+    location = location_factory()
+    open_catalog(location).close()
+    reader = ArchiveReader(datastore)
+    first = reader.summaries()[0]
+    document = reader.document(first.study_uid, first.series_uid)
+    context = multiprocessing.get_context("spawn")
+    writers = [
+        context.Process(target=_record_copies, args=(location, document, 25, 1 + 100 * index))
+        for index in range(2)
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    catalog = open_catalog(location)
+    [study] = catalog.search(Level.STUDY, Query())
+    assert study["00201206"]["Value"] == [50]
+    [patient] = catalog.search(Level.PATIENT, Query())
+    assert patient["00201202"]["Value"] == [50]
     catalog.close()

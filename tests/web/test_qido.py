@@ -269,3 +269,14 @@ def test_the_dashboard_lists_studies_from_the_catalog_a_page_at_a_time(archive: 
     studies = [s["uid"] for s in first["studies"] + rest["studies"]]
     qido = [s["0020000D"]["Value"][0] for s in archive.http.get("/dicomweb/studies").json()]
     assert studies == qido and first["total"] == len(qido)
+
+
+def test_the_dashboard_lists_patients_from_the_catalog(archive: Archive) -> None:
+    first = archive.http.get("/api/archive/patients", params={"limit": 2}).json()
+    rest = archive.http.get("/api/archive/patients", params={"limit": 500, "offset": 2}).json()
+    patients = first["patients"] + rest["patients"]
+    assert len(patients) == first["total"] and len({p["patient"] for p in patients}) > 5
+    assert all(p["identifiers"] == {} for p in patients)  # hashed unless shown
+    counts = [p for p in patients if p["series"] == 1 and p["instances"] == 3]
+    assert len(counts) >= 4  # the synthetic patients: one series of three instances
+    assert archive.http.get("/api/archive/patients", params={"limit": 0}).status_code == 400

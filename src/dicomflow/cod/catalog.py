@@ -6,7 +6,10 @@ datastore at any time. It answers QIDO-RS, C-FIND, the retrievals of C-MOVE and
 C-GET, and the dashboard's archive pages, without listing the datastore.
 
 :class:`Catalog` is what its users call; :func:`open_catalog` opens one by
-location (a SQLite file by default, ``postgresql://…`` scaled out).
+location (a SQLite file by default, ``postgresql://…`` scaled out). The one
+implementation is SQL (:mod:`dicomflow.cod.catalog_sql`: tables and searches;
+:mod:`dicomflow.cod.catalog_rows`: what a series becomes; :mod:`dicomflow.cod.catalog_filter`:
+matching keys as SQL conditions; :mod:`dicomflow.cod.catalog_reindex`: the rebuild).
 
 Also here: :func:`list_studies` and :func:`list_series`, which read the
 datastore's layout alone.
@@ -25,7 +28,16 @@ from dicomflow.dicom.keys import is_valid_uid, uid_key
 from dicomflow.dicom.matching import DicomJson, Query
 from dicomflow.errors import CatalogError
 
-__all__ = ["Catalog", "Level", "LocatedInstance", "Scope", "default_catalog", "open_catalog"]
+__all__ = [
+    "Catalog",
+    "Level",
+    "LocatedInstance",
+    "Scope",
+    "default_catalog",
+    "list_series",
+    "list_studies",
+    "open_catalog",
+]
 
 CATALOG_NAME = "catalog.sqlite"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

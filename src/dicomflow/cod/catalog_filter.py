@@ -35,10 +35,12 @@ class Filter:
     conditions: list[str] = field(default_factory=list)
     params: list[Any] = field(default_factory=list)
     exact: bool = True
+    tables: set[str] = field(default_factory=set)  # the aliases the conditions read
 
-    def add(self, condition: str, *params: Any) -> None:
+    def add(self, condition: str, table: str, *params: Any) -> None:
         self.conditions.append(condition)
         self.params.extend(params)
+        self.tables.add(table)
 
     def where(self) -> str:
         return " AND ".join(self.conditions) if self.conditions else "1 = 1"
@@ -52,10 +54,10 @@ def pushdown(query: Query, columns: Columns, wildcard: Wildcard) -> Filter:
             continue  # universal: returns the attribute, matches everything
         column = columns.get(key.tag)
         condition = None if column is None else _condition(key, *column, wildcard)
-        if condition is None:
+        if column is None or condition is None:
             result.exact = False
         else:
-            result.add(condition[0], *condition[1])
+            result.add(condition[0], column[0].partition(".")[0], *condition[1])
     return result
 
 

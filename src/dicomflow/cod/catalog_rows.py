@@ -61,6 +61,8 @@ SERIES_COLUMNS = (
     Column("study_id", "00200010", ColumnKind.TEXT),
     Column("modality", "00080060", ColumnKind.CODE),
     Column("series_number", "00200011", ColumnKind.NUMBER),
+    Column("study_description", "00081030", ColumnKind.TEXT),
+    Column("series_description", "0008103E", ColumnKind.TEXT),
 )
 INSTANCE_COLUMNS = (
     Column("sop_class_key", SOP_CLASS, ColumnKind.UID),

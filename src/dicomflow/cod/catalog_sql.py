@@ -47,7 +47,7 @@ from dicomflow.errors import CatalogError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 SERIES_MAP: Columns = {
     **{column.tag: (f"s.{column.name}", column.kind) for column in SERIES_COLUMNS},
     "0020000D": ("s.study_uid", ColumnKind.UID),
@@ -206,17 +206,19 @@ class SQLCatalog:
         ``keep_larger`` a series catalogued with more instances than its document holds
         is kept (an archive job recorded it since the document was read). Returns how
         many were recorded."""
+        prepared = [(document, series_rows(document)) for document in documents]
         recorded = 0
-        with self._transaction():
-            for document in documents:
-                recorded += self._record_one(document, keep_larger)
+        with self._writing():
+            for document, rows in prepared:
+                recorded += self._record_one(document, rows, keep_larger)
         return recorded
 
-    def _record_one(self, document: SeriesDocument, keep_larger: bool) -> bool:
+    def _record_one(
+        self, document: SeriesDocument, rows: SeriesRows | None, keep_larger: bool
+    ) -> bool:
         study_uid, series_uid = document.study_uid, document.series_uid
         if keep_larger and self._instance_count(study_uid, series_uid) > len(document.instances):
             return False
-        rows = series_rows(document)
         before = self._patient_of(study_uid, series_uid)
         if rows is None:
             self._delete_series(study_uid, series_uid)
@@ -235,7 +237,7 @@ class SQLCatalog:
         return int(rows[0][0]) if rows else 0
 
     def forget(self, study_uid: str, series_uid: str) -> None:
-        with self._transaction():
+        with self._writing():
             before = self._patient_of(study_uid, series_uid)
             if not before:
                 return
@@ -369,13 +371,35 @@ class SQLCatalog:
         skips = paged and query.offset > 0 and self._all_match(level, found, scope)
         skipped = query.offset if skips else 0
         wanted = query.offset + query.limit if paged and query.limit is not None else None
-        rows = self._pages(sql, params, skipped, wanted)
-        checked = (
-            row
-            for row in rows
-            if (found.exact and not row[3]) or self._check(level, query, row, column)
-        )
-        return _Rows(checked, skipped)
+        pages = self._pages(sql, params, skipped, wanted)
+        return _Rows(self._checked(level, query, found, pages, column), skipped)
+
+    def _checked(
+        self, level: Level, query: Query, found: Filter, pages: Iterator[list[Any]], column: str
+    ) -> Iterator[Any]:
+        """The rows of ``pages`` that match: as SQL selected them, or by
+        :meth:`Query.matches` for those it could not decide."""
+        for page in pages:
+            undecided = [row for row in page if not found.exact or row[3]]
+            series = self._series_of(level, undecided, column)
+            for row in page:
+                if (found.exact and not row[3]) or _matches(level, query, row, series):
+                    yield row
+
+    def _series_of(self, level: Level, rows: list[Any], column: str) -> dict[str, list[str]]:
+        """The series attributes (``column``) of the studies or patients of ``rows``, by
+        entity: what their matching reads, fetched a batch at a time."""
+        if level in (Level.IMAGE, Level.SERIES) or not rows:
+            return {}
+        key = "study_uid" if level is Level.STUDY else "patient_key"
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(rows), LOCATE_BATCH):
+            keys = [row[0] for row in rows[start : start + LOCATE_BATCH]]
+            marks = ", ".join("?" for _ in keys)
+            sql = f"SELECT {key}, {column} FROM series WHERE {key} IN ({marks})"
+            for entity, attributes in self._execute(sql, keys):
+                found.setdefault(entity, []).append(attributes)
+        return found
 
     def _all_match(self, level: Level, found: Filter, scope: Scope) -> bool:
         """Whether every row SQL selects matches (then SQL may skip the offset): all keys
@@ -385,29 +409,21 @@ class SQLCatalog:
         sql, params = _select(level, found, scope, "summary", irregular_only=True)
         return not self._execute(f"{sql} LIMIT 1", params)
 
-    def _pages(self, sql: str, params: list[Any], start: int, wanted: int | None) -> Iterator[Any]:
+    def _pages(
+        self, sql: str, params: list[Any], start: int, wanted: int | None
+    ) -> Iterator[list[Any]]:
         """The rows of ``sql`` from ``start``: all at once, or in growing pages up to
         ``wanted`` first."""
         if wanted is None and not start:
-            yield from self._execute(sql, params)
+            yield self._execute(sql, params)
             return
         size = max((wanted or 0) - start, 1) if wanted is not None else 1 << 62
         while True:
             rows = self._execute(f"{sql} LIMIT ? OFFSET ?", [*params, size, start])
-            yield from rows
+            yield rows
             if len(rows) < size:
                 return
             start, size = start + size, size * 2
-
-    def _check(self, level: Level, query: Query, row: Any, column: str) -> bool:
-        """:meth:`Query.matches`, for a row SQL could not decide (on the series' summaries
-        when every key is among their attributes)."""
-        if level in (Level.IMAGE, Level.SERIES):
-            return query.matches(_result(level, row))
-        computed = _computed(level, row)
-        key = "study_uid" if level is Level.STUDY else "patient_key"
-        series = self._execute(f"SELECT {column} FROM series WHERE {key} = ?", [row[0]])
-        return any(query.matches({**json.loads(s[0]), **computed}) for s in series)
 
     # -- connection ------------------------------------------------------------------
 
@@ -421,6 +437,17 @@ class SQLCatalog:
 
     def _guard(self) -> AbstractContextManager[Any]:
         return self._lock if self._shared else nullcontext()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A transaction that updates series with their studies and patients, one at a
+        time (SQLite's writers take turns; PostgreSQL's take an advisory lock, or two
+        series of one study recorded at once would each count the study without the
+        other)."""
+        with self._transaction():
+            if self._shared:
+                self._execute("SELECT pg_advisory_xact_lock(4712)")
+            yield
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -510,6 +537,15 @@ class _Rows:
         return self.rows
 
 
+def _matches(level: Level, query: Query, row: Any, series: dict[str, list[str]]) -> bool:
+    """:meth:`Query.matches` for a row SQL could not decide: a study or patient matches
+    when one of its series does (``series``: their attributes, by entity)."""
+    if level in (Level.IMAGE, Level.SERIES):
+        return query.matches(_result(level, row))
+    computed = _computed(level, row)
+    return any(query.matches({**json.loads(s), **computed}) for s in series.get(row[0], []))
+
+
 def _needs_attributes(level: Level, query: Query) -> bool:
     """Whether a search needs the attributes of whole instances: at the IMAGE level, with
     ``includefield=all``, or for a key or includefield beyond the series' summaries."""
@@ -528,10 +564,16 @@ def _select(
     scoped, scope_params = _scoped(scope)
     if level in (Level.IMAGE, Level.SERIES):
         where = f"({found.where()} OR {irregular})" if found.conditions else "1 = 1"
-        return _select_rows(level, where + scoped, column, irregular_only), [
-            *found.params,
-            *scope_params,
-        ]
+        params = [*found.params, *scope_params]
+        if found.conditions and found.tables == {"s"}:  # the matching series drive it
+            alias = "i" if level is Level.IMAGE else "s"
+            series = "SELECT s.study_uid, s.series_uid FROM series s WHERE"
+            keys = f"{series} {found.where()}{scoped} UNION {series} s.irregular = 1{scoped}"
+            if level is Level.IMAGE:  # and instances that differ from their series
+                keys += " UNION SELECT study_uid, series_uid FROM instances WHERE irregular = 1"
+            where = f"({alias}.study_uid, {alias}.series_uid) IN ({keys}) AND {where}"
+            params = [*found.params, *scope_params, *scope_params, *params]
+        return _select_rows(level, where + scoped, column, irregular_only), params
     table, key = ("st", "study_uid") if level is Level.STUDY else ("p", "patient_key")
     outer, params = [], []
     if found.conditions or scoped:

@@ -30,7 +30,7 @@ contains the data directory leaves the job unprotected (with a warning in its lo
 import logging
 import shutil
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -205,18 +205,22 @@ def archive_series(
     return _archive(input_dir, datastore, opened, input_url, remove_input, thumbnail, protected)
 
 
-_catalogs: dict[str, Catalog] = {}
+_catalogs: OrderedDict[str, Catalog] = OrderedDict()
 _catalogs_lock = threading.Lock()
+CATALOGS_KEPT = 4
 
 
 def _catalog(location: str) -> Catalog:
-    """The catalog at ``location``, opened once per process and kept open: the next job
-    of the process uses it again, and a job's own process ends with it (closing the last
-    connection to a SQLite catalog checkpoints it, which would cost each job more than
-    its recording)."""
+    """The catalog at ``location``, opened once per process and kept open (the few most
+    recently used): the next job of the process uses it again, and a job's own process
+    ends with it (closing the last connection to a SQLite catalog checkpoints it, which
+    would cost each job more than its recording)."""
     with _catalogs_lock:
         if location not in _catalogs:
             _catalogs[location] = open_catalog(location)
+            while len(_catalogs) > CATALOGS_KEPT:
+                _catalogs.popitem(last=False)[1].close()
+        _catalogs.move_to_end(location)
         return _catalogs[location]
 
 

@@ -95,10 +95,10 @@ def studies(
     return [_study_row(study, show) for study in page], total
 
 
-def _count(catalog: Catalog) -> int:
+def _count(catalog: Catalog, level: Level = Level.STUDY) -> int:
     if isinstance(catalog, SQLCatalog):
-        return catalog.count(Level.STUDY)
-    return len(catalog.search(Level.STUDY, Query()))
+        return catalog.count(level)
+    return len(catalog.search(level, Query()))
 
 
 def _study_row(study: DicomJson, show: bool) -> dict[str, Any]:
@@ -173,6 +173,32 @@ def studies_json(request: Request, offset: int = 0, limit: int = PAGE_SIZE) -> J
     assert catalog is not None  # there is an archive
     found, total = studies(catalog, shows_identifiers(request), offset, limit)
     return JSONResponse({"studies": found, "total": total, "offset": offset})
+
+
+@router.get("/api/archive/patients")
+def patients_json(request: Request, offset: int = 0, limit: int = PAGE_SIZE) -> JSONResponse:
+    """``{"patients": [{"patient", "identifiers", "studies", "series", "instances"}],
+    "total": n}``, one page (``offset``, ``limit``) at a time, from the catalog."""
+    _page(offset, limit)
+    _datastore(request)
+    catalog = archive_catalog(request)
+    assert catalog is not None  # there is an archive
+    query = Query(limit=limit, offset=offset)
+    page = catalog_call(lambda: catalog.search(Level.PATIENT, query))
+    total = catalog_call(lambda: _count(catalog, Level.PATIENT))
+    show = shows_identifiers(request)
+    found = [_patient_row(patient, show) for patient in page]
+    return JSONResponse({"patients": found, "total": total, "offset": offset})
+
+
+def _patient_row(patient: DicomJson, show: bool) -> dict[str, Any]:
+    return {
+        "patient": hashed(json_value(patient, "PatientID")),
+        "identifiers": json_identifiers(patient, show),
+        "studies": int(json_value(patient, "NumberOfPatientRelatedStudies") or 0),
+        "series": int(json_value(patient, "NumberOfPatientRelatedSeries") or 0),
+        "instances": int(json_value(patient, "NumberOfPatientRelatedInstances") or 0),
+    }
 
 
 @router.get("/archive/studies/{study}", response_class=HTMLResponse)
