@@ -47,6 +47,10 @@ class AssociationLost(DicomflowError, ConnectionError):
     """A DICOM association ended before the exchange on it did."""
 
 
+class CancelIgnoredError(AssociationLost):
+    """A peer went on answering a query after our C-CANCEL-RQ."""
+
+
 class ProtocolError(DicomflowError, ValueError):
     """A DICOM peer broke the upper-layer or DIMSE protocol: the association is aborted."""
 

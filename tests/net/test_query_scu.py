@@ -2,6 +2,7 @@
 against Orthanc as the PACS, and against a hostile peer (pynetdicom, in-process) whose
 answers are huge, endless or name files outside the destination."""
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,14 @@ from dicomflow.address import Address
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.errors import PeerUnreachableError, QueryKeyError, QueryRetrieveStatusError
 from dicomflow.net.query_retrieve import InformationModel, Operation
-from dicomflow.net.requestor import check_report, find, get, move_report, sop_class_of
+from dicomflow.net.requestor import (
+    CANCEL_DRAIN_S,
+    check_report,
+    find,
+    get,
+    move_report,
+    sop_class_of,
+)
 from dicomflow.net.retrieve import query_identifier
 from dicomflow.net.sub_operations import MAX_KEPT_STATUSES, RetrieveReport
 from dicomflow.net.user_identity import UserIdentity
@@ -264,11 +272,16 @@ def hostile() -> Iterator[Hostile]:
     server.shutdown()
 
 
-def test_endless_matches_with_10_kb_values_stay_bounded(hostile: Hostile) -> None:
+def test_endless_matches_with_10_kb_values_stay_bounded(hostile: Hostile, caplog) -> None:
+    started = time.monotonic()
     matches = find(hostile.address, query_identifier("STUDY", []), limit=50)
     seen = [len(match.StudyDescription) for match in matches]
     assert seen == [10_000] * 50
-    assert hostile.cancelled  # the peer got a C-CANCEL
+    # The peer got a C-CANCEL and ended the query, or (pynetdicom sometimes misses a
+    # cancel) went on answering and was aborted after CANCEL_DRAIN_S: either way, bounded.
+    assert time.monotonic() - started < CANCEL_DRAIN_S + 40  # a loaded machine: not hung
+    ignored = any("of its C-CANCEL; association aborted" in r.getMessage() for r in caplog.records)
+    assert hostile.cancelled or ignored
 
 
 def test_find_presents_the_user_identity(hostile: Hostile) -> None:

@@ -58,6 +58,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -81,6 +82,7 @@ from dicomflow.address import Address
 from dicomflow.dicom import part10
 from dicomflow.errors import (
     AssociationLost,
+    CancelIgnoredError,
     InvalidKeyError,
     PeerUnreachableError,
     ProtocolError,
@@ -154,8 +156,12 @@ Source = Path | Dataset | RetrievedInstance
 """A Part-10 file, a dataset, or an archived instance's Part-10 bytes (read when sent)."""
 MAX_IDENTIFIER_BYTES = 1 << 20
 """A C-FIND-RSP identifier longer than this is a protocol error (a hostile peer's)."""
-MAX_AFTER_CANCEL = 64
-"""Responses read after a C-CANCEL-RQ before the association is aborted instead."""
+MAX_AFTER_CANCEL = 10_000
+CANCEL_DRAIN_S = 5.0
+"""After a C-CANCEL-RQ, responses already on their way are read (and dropped) until the
+final one, for at most this many responses and seconds; a peer that goes on past that
+is aborted, and the query keeps the matches it asked for (a peer pipelines its answers,
+and pynetdicom's SCP sometimes misses a cancel altogether)."""
 GET_TRANSFER_SYNTAXES = (
     str(ExplicitVRLittleEndian),
     str(ImplicitVRLittleEndian),
@@ -464,6 +470,10 @@ def _closing(association: "_Association", operation: str) -> Iterator[None]:
     (or a consumer stopped reading a C-FIND early), as a :class:`PeerUnreachableError`."""
     try:
         yield
+    except CancelIgnoredError as exc:  # the caller has what it asked for
+        logger.warning("%s to %s: %s; association aborted", operation, association.address, exc)
+        association.abort()
+        return
     except (AssociationLost, ProtocolError, OSError) as exc:
         association.abort()
         raise PeerUnreachableError(
@@ -1019,14 +1029,20 @@ class _Association:
         command = pdu.c_cancel_rq(message_id)
         for buffers in pdu.message_pdus(context_id, command, [], 0, self.fragment_bytes):
             pdu.send_views(self.connection, buffers)
+        deadline = time.monotonic() + CANCEL_DRAIN_S
         for _ in range(MAX_AFTER_CANCEL):
+            if time.monotonic() > deadline:
+                break
             _, answer = self._next_command()
             status = pdu.response_status(answer, response_field, message_id)
             if pdu.has_dataset(answer):
                 self._identifier()
             if status not in PENDING_STATUSES:
                 return
-        raise AssociationLost(f"the peer did not end the query within {MAX_AFTER_CANCEL} responses")
+        raise CancelIgnoredError(
+            f"the peer did not end the query within {MAX_AFTER_CANCEL} responses or"
+            f" {CANCEL_DRAIN_S:.0f} s of its C-CANCEL"
+        )
 
     def _identifier(self) -> Dataset:
         """The data set that follows a command: at most ``MAX_IDENTIFIER_BYTES``."""
