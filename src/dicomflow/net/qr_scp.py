@@ -12,7 +12,9 @@ responses or sub-operations:
   ``MAX_VALUE_CHARS`` nor holding a NUL, else 0xA900). Each identifier the
   provider yields goes back at once in a pending (0xFF00) response, trimmed here
   to the keys asked for (those the provider did not return are sent empty), the
-  QueryRetrieveLevel, and SpecificCharacterSet: a provider may return more. Then
+  QueryRetrieveLevel, and SpecificCharacterSet: a provider may return more. An
+  answer that encodes itself (:class:`~dicomflow.net.query_retrieve.FindAnswer`, the
+  engine's) is sent as it encodes, already trimmed; as its dataset if it cannot. Then
   success (0x0000), or 0xFE00 after a C-CANCEL-RQ.
 - C-GET: each instance the provider retrieves is read (one at a time) and sent
   in a C-STORE-RQ on the association's storage context for its SOP class on which
@@ -69,6 +71,7 @@ from dicomflow.net.pdu import (
 )
 from dicomflow.net.query_retrieve import (
     SOP_CLASSES,
+    FindAnswer,
     InformationModel,
     Operation,
     QueryRequest,
@@ -258,7 +261,7 @@ class QueryRetrieveSCP:
             if self._cancelled(request):
                 self._respond(C_FIND_RSP, request, CANCELLED)
                 return
-            data = provided(lambda: encoded_match(found, query.identifier, implicit))
+            data = provided(lambda: answer_bytes(found, query.identifier, implicit))
             self._respond(C_FIND_RSP, request, PENDING, data)
         self._respond(C_FIND_RSP, request, SUCCESS)
 
@@ -454,6 +457,14 @@ def checked(identifier: Dataset) -> None:
             )
         if "\x00" in text.rstrip("\x00"):
             raise QueryRetrieveRefused(INVALID_IDENTIFIER, f"{name} holds a NUL character")
+
+
+def answer_bytes(found: Dataset | FindAnswer, identifier: Dataset, implicit: bool) -> bytes:
+    """A provider's answer as sent: its own encoding when it has one, else trimmed and
+    encoded by pydicom."""
+    if isinstance(found, Dataset):
+        return encoded_match(found, identifier, implicit)
+    return found.encoded(implicit) or encoded_match(found.dataset(), identifier, implicit)
 
 
 def encoded_match(found: Dataset, identifier: Dataset, implicit: bool) -> bytes:
