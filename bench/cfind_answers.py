@@ -8,17 +8,20 @@ from catalog DICOM JSON, both ways, and prints microseconds per answer:
 - ``pydicom``: ``response_identifier`` (``Dataset.from_json``), trimmed to the keys and
   encoded by pydicom (what it sent before, and still sends for what the encoder leaves).
 
-With ``--catalog FILE`` the matches are every study of that catalog (SQLite, e.g. one
-``dicomflow cod reindex`` made), read a page at a time through the engine's provider,
-so the figure includes the catalog; otherwise ``--matches`` synthetic ones (a tenth with
-non-ASCII names).
+With ``--catalog FILE`` the matches are also every study of that catalog (SQLite, e.g.
+one ``dicomflow cod reindex`` made), read a page at a time through the engine's
+provider, so the figure includes the catalog; with ``--findscu`` as well, dcmtk
+``findscu`` asks the lean acceptor for them all over loopback (one association, one
+C-FIND), the provider's answers sent as they encode or as datasets: end to end, wire
+and peer included. Synthetic matches: ``--matches`` (a tenth with non-ASCII names).
 
-    .venv/bin/python bench/cfind_answers.py [--matches 5000] [--catalog catalog.sqlite]
+    .venv/bin/python bench/cfind_answers.py [--matches 5000] [--catalog FILE [--findscu]]
 """
 
 import argparse
+import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -28,8 +31,14 @@ from dicomflow.cod.catalog import open_catalog
 from dicomflow.dicom.query_identifier import response_identifier
 from dicomflow.dicom.response_encoder import ResponsePlan
 from dicomflow.engine.query_retrieve import ArchiveQueryRetrieve
+from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.qr_scp import answer_bytes, encoded_match
-from dicomflow.net.query_retrieve import InformationModel, QueryRequest
+from dicomflow.net.query_retrieve import (
+    FindAnswer,
+    InformationModel,
+    QueryRequest,
+    RetrievedInstance,
+)
 
 RETURN_KEYS = [
     "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID",
@@ -113,14 +122,68 @@ def catalog_figures(location: str) -> None:
     catalog.close()
 
 
+class Served:
+    """The provider, counting its answers; ``as_datasets``: each answer's dataset, which
+    the acceptor trims and pydicom encodes (what the acceptor did before)."""
+
+    def __init__(self, provider: ArchiveQueryRetrieve, as_datasets: bool) -> None:
+        self.provider = provider
+        self.as_datasets = as_datasets
+        self.count = 0
+
+    def find(self, request: QueryRequest) -> Iterator[FindAnswer | Dataset]:
+        for answer in self.provider.find(request):
+            self.count += 1
+            yield answer.dataset() if self.as_datasets else answer
+
+    def retrieve(self, request: QueryRequest) -> list[RetrievedInstance]:
+        return []
+
+    def destination(self, ae_title: str) -> None:
+        return None
+
+
+def findscu_figures(location: str) -> None:
+    """Every study of the catalog asked for by findscu, from the lean acceptor."""
+    catalog = open_catalog(location)
+    provider = ArchiveQueryRetrieve(catalog, "/nonexistent", [], ae_title="DICOMFLOW")
+    for label, as_datasets in (("encoder", False), ("pydicom", True)):
+        served = Served(provider, as_datasets)
+        scp = LeanStoreSCP(
+            ae_title="DICOMFLOW", ip="127.0.0.1", port=0, on_store=lambda _: 0,
+            query_retrieve=served,
+        )  # fmt: skip
+        try:
+            seconds = timed_findscu(scp.port)
+        finally:
+            scp.close()
+        count = max(served.count, 1)
+        print(f"findscu   {count} studies: {label} {seconds / count * 1e6:7.1f} µs/answer")
+    catalog.close()
+
+
+def timed_findscu(port: int) -> float:
+    """Seconds one findscu run takes (one association, one C-FIND, answers not printed)."""
+    command = ["findscu", "-S", "-aec", "DICOMFLOW", "-k", "QueryRetrieveLevel=STUDY"]
+    for keyword in RETURN_KEYS:
+        command += ["-k", keyword]
+    command += ["127.0.0.1", str(port)]
+    start = time.perf_counter()
+    subprocess.run(command, capture_output=True, check=True)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--matches", type=int, default=5000)
     parser.add_argument("--catalog", help="a catalog (SQLite file) to answer every study of")
+    parser.add_argument("--findscu", action="store_true", help="and ask it with findscu")
     arguments = parser.parse_args()
     synthetic_figures(arguments.matches)
     if arguments.catalog:
         catalog_figures(arguments.catalog)
+        if arguments.findscu:
+            findscu_figures(arguments.catalog)
 
 
 if __name__ == "__main__":

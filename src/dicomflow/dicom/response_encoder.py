@@ -232,18 +232,23 @@ def _non_ascii(field_: Field) -> bool:
     return field_.vr in TEXT_VRS and any(not value.isascii() for value in field_.values)
 
 
+IMPLICIT_HEADER = struct.Struct("<HHI")
+EXPLICIT_HEADER = struct.Struct("<HH2sH")
+EXPLICIT_LONG_HEADER = struct.Struct("<HH2s2xI")
+VR_BYTES = {vr: vr.encode("ascii") for vr in ENCODED_VRS}
+
+
 def _element(field_: Field, encoding: str, implicit: bool) -> bytes:
     value = _value_bytes(field_, encoding)
-    length = len(value)
-    tag = struct.pack("<HH", field_.tag >> 16, field_.tag & 0xFFFF)
+    group, number, length = field_.tag >> 16, field_.tag & 0xFFFF, len(value)
     if implicit:
-        return tag + struct.pack("<I", length) + value
-    vr = field_.vr.encode("ascii")
+        return IMPLICIT_HEADER.pack(group, number, length) + value
+    vr = VR_BYTES[field_.vr]
     if field_.vr in EXPLICIT_VR_LENGTH_32:
-        return tag + vr + struct.pack("<xxI", length) + value
+        return EXPLICIT_LONG_HEADER.pack(group, number, vr, length) + value
     if length > MAX_SHORT_LENGTH:
         raise UnencodableAnswer("too long for its length field")
-    return tag + vr + struct.pack("<H", length) + value
+    return EXPLICIT_HEADER.pack(group, number, vr, length) + value
 
 
 def _value_bytes(field_: Field, encoding: str) -> bytes:
@@ -269,8 +274,9 @@ def _texts(vr: str, values: list[Any]) -> list[str]:
     number = NUMBER_STRING_VRS.get(vr)
     if number is not None:
         return [_number_text(number, value) for value in values]
-    if not all(isinstance(value, str) for value in values):
-        raise UnencodableAnswer("not a string")
+    for value in values:
+        if type(value) is not str:
+            raise UnencodableAnswer("not a string")
     return values
 
 
