@@ -191,6 +191,14 @@ CASES: dict[str, tuple[Dataset, DicomJson]] = {
         identifier(PatientName="", IssuerOfPatientID="", StudyComments=""),
         {"00100010": element("PN", {"Alphabetic": "Doe"}), "00080060": element("CS", "MR")},
     ),
+    "long values": (
+        identifier(StudyDescription="", PatientComments="", StudyInstanceUID=""),
+        {
+            "00081030": element("LO", "x" * 10_001),
+            "00104000": element("LT", "é" * 5_000),
+            "0020000D": element("UI", *(f"1.2.{n}" for n in range(1_000))),
+        },
+    ),
     "text with backslashes and odd lengths": (
         identifier(PatientComments="", StudyDescription="", PatientAge=""),
         {
@@ -299,3 +307,8 @@ def test_the_plan_is_made_once_per_query() -> None:
     tags = [slot.tag for slot in plan.slots]
     assert tags == sorted(tags)
     assert len(tags) == len(request) + 1  # and SpecificCharacterSet, for when it is needed
+
+
+def test_a_malformed_catalog_element_is_left_to_pydicom() -> None:
+    plan = ResponsePlan(identifier(PatientName=""), "STUDY", AE_TITLE)
+    assert plan.answer({"00100010": "Doe^John"}).encoded(True) is None

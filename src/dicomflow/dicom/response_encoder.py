@@ -145,10 +145,9 @@ def _slots(identifier: Dataset, ae_title: str) -> list[Slot]:
     slots = []
     for tag in sorted(map(int, identifier.keys())):
         try:
-            vr = str(identifier[tag].VR)
-        except Exception:  # an undecodable request element: pydicom answers it
-            vr = "UN"
-        slots.append(_slot(identifier, tag, vr, ae_title))
+            slots.append(_slot(identifier, tag, str(identifier[tag].VR), ae_title))
+        except Exception:  # an undecodable request element: pydicom answers it (as UN)
+            slots.append(Slot(tag, f"{tag:08X}", "UN", Source.FIXED))
     if SPECIFIC_CHARACTER_SET not in identifier:
         slots.insert(0, Slot(SPECIFIC_CHARACTER_SET, "", "CS", Source.CHARSET))
     return slots
@@ -184,6 +183,8 @@ def _field(slot: Slot, result: DicomJson) -> Field:
         element = result.get(slot.key)
         if not element:
             return Field(slot.tag, _checked_vr(slot.vr), [])
+        if not isinstance(element, dict):
+            raise UnencodableAnswer("not a DICOM JSON element")
         vr = _checked_vr(str(element.get("vr", "")))
         return Field(slot.tag, vr, _json_values(element, vr))
     if slot.fixed is None:
