@@ -623,19 +623,23 @@ def test_findscu_over_dicom_tls(server_pair: SelfSigned, client_pair: SelfSigned
 
 
 class Broken(Endless):
-    """A provider that fails: a bad key at once, anything else after one match."""
+    """A provider that fails: a bad key at once, anything else after three matches (the
+    last two held by the acceptor to go out with the next response: the failure's)."""
 
     def find(self, request: object) -> Iterator[Dataset]:
         identifier = request.identifier  # type: ignore[attr-defined]
         if identifier.PatientID == "BADKEY":
             raise QueryKeyError('Query parameter "PatientID" cannot be matched.')
-        found = Dataset()
-        found.StudyInstanceUID = "1.2.3"
-        yield found
+        for number in range(3):
+            found = Dataset()
+            found.StudyInstanceUID = f"1.2.{number}"
+            yield found
         raise RuntimeError("the catalog's disk is on fire")
 
 
-@pytest.mark.parametrize(("patient", "statuses"), [("BADKEY", [0xA900]), ("", [0xFF00, 0xC000])])
+@pytest.mark.parametrize(
+    ("patient", "statuses"), [("BADKEY", [0xA900]), ("", [0xFF00, 0xFF00, 0xFF00, 0xC000])]
+)
 def test_provider_errors_become_statuses(
     caplog: pytest.LogCaptureFixture, patient: str, statuses: list[int]
 ) -> None:

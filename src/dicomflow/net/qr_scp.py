@@ -110,8 +110,11 @@ class Link(Protocol):
     ip: str
     calling_ae_title: str
 
-    def send_message(self, context_id: int, command: bytes, data: bytes | memoryview) -> None:
-        """Send a command set and its data set (none if empty)."""
+    def send_message(
+        self, context_id: int, command: bytes, data: bytes | memoryview, hold: bool = False
+    ) -> None:
+        """Send a command set and its data set (none if empty), after those held;
+        ``hold``: it may wait to go out with the next message (not past a bound)."""
 
     def next_command(self, wait: bool) -> tuple[int, dict[int, bytes]] | None:
         """The next command set the peer sends (a response or a C-CANCEL-RQ); None if
@@ -226,6 +229,7 @@ class QueryRetrieveSCP:
         data: bytes = b"",
         counts: Counts | None = None,
         comment: str = "",
+        hold: bool = False,
     ) -> None:
         command = pdu.query_response(
             field_,
@@ -236,7 +240,7 @@ class QueryRetrieveSCP:
             counts=counts.as_tuple() if counts is not None else None,
             error_comment=comment,
         )
-        self.link.send_message(request.context_id, command, data)
+        self.link.send_message(request.context_id, command, data, hold)
 
     def _cancelled(self, request: Request) -> bool:
         """Whether a C-CANCEL-RQ for ``request`` has arrived (without waiting for one)."""
@@ -254,15 +258,19 @@ class QueryRetrieveSCP:
     # -- C-FIND --------------------------------------------------------------------------
 
     def _find(self, request: Request, query: QueryRequest) -> None:
-        """One pending response per match, as the provider yields them; never a list."""
+        """One pending response per match, as the provider yields them; never a list.
+        The first goes at once; the others may wait for a few more to go out with
+        (a system call per answer costs as much as the answer), the final one sends all."""
         implicit = request.transfer_syntax == ImplicitVRLittleEndian
         matches = provided(lambda: iter(self.provider.find(query)))
+        hold = False
         while (found := provided(lambda: next(matches, None))) is not None:
             if self._cancelled(request):
                 self._respond(C_FIND_RSP, request, CANCELLED)
                 return
             data = provided(lambda: answer_bytes(found, query.identifier, implicit))
-            self._respond(C_FIND_RSP, request, PENDING, data)
+            self._respond(C_FIND_RSP, request, PENDING, data, hold=hold)
+            hold = True
         self._respond(C_FIND_RSP, request, SUCCESS)
 
     # -- C-GET and C-MOVE ----------------------------------------------------------------
