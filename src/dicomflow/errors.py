@@ -250,6 +250,11 @@ class UnknownQueryLevelError(InvalidQueryDataset):
     """A query's QueryRetrieveLevel is missing or not a level of its information model."""
 
 
+class UnencodableAnswer(DicomflowError):
+    """A C-FIND answer holds a value the node's own encoder does not write (pydicom
+    encodes that answer instead)."""
+
+
 class UnknownMoveDestinationError(DicomflowError, KeyError):
     """A C-MOVE names a destination AE title the node does not know."""
 

@@ -27,10 +27,11 @@ from qr_support import ABORTED, FolderProvider, raw_find
 from dicomflow import tls
 from dicomflow.address import Address
 from dicomflow.dicom.factory import make_ct_series
+from dicomflow.dicom.response_encoder import ResponsePlan
 from dicomflow.errors import QueryKeyError
 from dicomflow.net import requestor
 from dicomflow.net.acceptor import LeanStoreSCP
-from dicomflow.net.query_retrieve import QueryRequest, RetrievedInstance
+from dicomflow.net.query_retrieve import FindAnswer, QueryRequest, RetrievedInstance
 from dicomflow.net.storage import ReceivedInstance
 from dicomflow.tls import SelfSigned, TLSFiles
 from support import OrthancPeer, StoreSCPPeer, dcmtk_tls_options, free_port, storescu
@@ -229,6 +230,83 @@ def test_findscu_cancel_stops_a_million_matches(tmp_path: Path) -> None:
     assert "Sending Cancel Request" in log, log
     assert "Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)" in log
     assert provider.yielded < 100_000  # streamed and stopped, never one list
+
+
+class JsonProvider:
+    """Answers every C-FIND with the same catalog matches (DICOM JSON), as the engine
+    does: encoded by the node's encoder, or by pydicom for what it does not write."""
+
+    def __init__(self, results: list[dict[str, object]]) -> None:
+        self.results = results
+
+    def find(self, request: QueryRequest) -> Iterator[FindAnswer]:
+        level = str(request.identifier.QueryRetrieveLevel)
+        plan = ResponsePlan(request.identifier, level, "DICOMFLOW")
+        return (plan.answer(result) for result in self.results)
+
+    def retrieve(self, request: object) -> list[object]:
+        return []
+
+    def destination(self, ae_title: str) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def json_node() -> Iterator[LeanStoreSCP]:
+    names = [{"Alphabetic": "Müller^Jürgen", "Ideographic": "山田^太郎"}, {"Alphabetic": "Doe"}]
+    results: list[dict[str, object]] = [
+        {
+            "0020000D": {"vr": "UI", "Value": [f"1.2.3.{number}"]},
+            "00100010": {"vr": "PN", "Value": [name]},
+            "00080061": {"vr": "CS", "Value": ["CT", "MR"]},
+            "00201208": {"vr": "IS", "Value": [number * 7]},
+        }
+        for number, name in enumerate(names)
+    ]
+    # not a number: pydicom answers this one, with the count empty and a log line
+    results.append(
+        {
+            "0020000D": {"vr": "UI", "Value": ["1.2.3.9"]},
+            "00201208": {"vr": "IS", "Value": ["many"]},
+        }
+    )
+    scp = LeanStoreSCP(
+        ae_title="DICOMFLOW",
+        ip="127.0.0.1",
+        port=0,
+        on_store=lambda _: 0,
+        query_retrieve=JsonProvider(results),  # type: ignore[arg-type]
+    )
+    yield scp
+    scp.close()
+
+
+@pytest.mark.parametrize("syntax", ["-xi", "-xe"])
+def test_findscu_reads_the_encoders_answers(
+    json_node: LeanStoreSCP, tmp_path: Path, syntax: str
+) -> None:
+    keys = ["QueryRetrieveLevel=STUDY", "StudyInstanceUID", "PatientName", "ModalitiesInStudy"]
+    keys += ["NumberOfStudyRelatedInstances", "StudyDate"]
+    command = ["findscu", "-v", "-aec", "DICOMFLOW", "-S", syntax, "-X", "-od", str(tmp_path)]
+    for key in keys:
+        command += ["-k", key]
+    command += ["127.0.0.1", str(json_node.port)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert "Received Final Find Response (Success)" in done.stdout + done.stderr
+    first, second, third = [dcmread(path) for path in sorted(tmp_path.glob("rsp*.dcm"))]
+    assert first.SpecificCharacterSet == "ISO_IR 192"
+    assert (first.PatientName.alphabetic, first.PatientName.ideographic) == (
+        "Müller^Jürgen",
+        "山田^太郎",
+    )
+    assert first.ModalitiesInStudy == ["CT", "MR"]
+    assert first.NumberOfStudyRelatedInstances == 0
+    assert first.StudyDate == ""  # asked for, the match has none: sent empty
+    assert "SpecificCharacterSet" not in second
+    assert (second.StudyInstanceUID, second.NumberOfStudyRelatedInstances) == ("1.2.3.1", 7)
+    assert "RetrieveAETitle" not in second  # not asked for
+    assert third.StudyInstanceUID == "1.2.3.9"
+    assert third.NumberOfStudyRelatedInstances is None
 
 
 # -- hostile identifiers ---------------------------------------------------------------------
@@ -545,19 +623,23 @@ def test_findscu_over_dicom_tls(server_pair: SelfSigned, client_pair: SelfSigned
 
 
 class Broken(Endless):
-    """A provider that fails: a bad key at once, anything else after one match."""
+    """A provider that fails: a bad key at once, anything else after three matches (the
+    last two held by the acceptor to go out with the next response: the failure's)."""
 
     def find(self, request: object) -> Iterator[Dataset]:
         identifier = request.identifier  # type: ignore[attr-defined]
         if identifier.PatientID == "BADKEY":
             raise QueryKeyError('Query parameter "PatientID" cannot be matched.')
-        found = Dataset()
-        found.StudyInstanceUID = "1.2.3"
-        yield found
+        for number in range(3):
+            found = Dataset()
+            found.StudyInstanceUID = f"1.2.{number}"
+            yield found
         raise RuntimeError("the catalog's disk is on fire")
 
 
-@pytest.mark.parametrize(("patient", "statuses"), [("BADKEY", [0xA900]), ("", [0xFF00, 0xC000])])
+@pytest.mark.parametrize(
+    ("patient", "statuses"), [("BADKEY", [0xA900]), ("", [0xFF00, 0xFF00, 0xFF00, 0xC000])]
+)
 def test_provider_errors_become_statuses(
     caplog: pytest.LogCaptureFixture, patient: str, statuses: list[int]
 ) -> None:

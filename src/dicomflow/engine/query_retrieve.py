@@ -2,8 +2,9 @@
 :class:`~dicomflow.net.query_retrieve.QueryRetrieveProvider` over the catalog.
 
 Matches come from the catalog a page at a time (a query matching millions streams,
-and a peer's C-CANCEL stops the paging); instances are read from the datastore's
-series tars only when sent, through one
+and a peer's C-CANCEL stops the paging), each answered from its DICOM JSON by a
+:class:`~dicomflow.dicom.response_encoder.ResponsePlan` made once per query; instances
+are read from the datastore's series tars only when sent, through one
 :class:`~dicomflow.cod.query.ArchiveReader`. C-MOVE destinations are the
 ``move_destinations`` and the export ``endpoints``, known by AE title: a peer
 never makes the node connect anywhere it was not told to.
@@ -23,8 +24,8 @@ from dicomflow.dicom.query_identifier import (
     QueryIdentifier,
     check_retrieval,
     parse_identifier,
-    response_identifier,
 )
+from dicomflow.dicom.response_encoder import FindAnswer, ResponsePlan
 from dicomflow.errors import CODNotFoundError
 from dicomflow.net.query_retrieve import QueryRequest, RetrievedInstance
 
@@ -54,7 +55,7 @@ class ArchiveQueryRetrieve:
         for address in destinations:  # the first one given for an AE title wins
             self._destinations.setdefault(address.ae_title.strip(), address)
 
-    def find(self, request: QueryRequest) -> Iterator[Dataset]:
+    def find(self, request: QueryRequest) -> Iterator[FindAnswer]:
         """The matches' response identifiers, lazily (the identifier is checked now:
         :class:`InvalidQueryDataset` or :class:`QueryKeyError` before any answer)."""
         parsed = parse_identifier(request.identifier, request.model)
@@ -67,9 +68,11 @@ class ArchiveQueryRetrieve:
         )
         return self._answers(request.identifier, parsed)
 
-    def _answers(self, identifier: Dataset, parsed: QueryIdentifier) -> Iterator[Dataset]:
+    def _answers(self, identifier: Dataset, parsed: QueryIdentifier) -> Iterator[FindAnswer]:
+        """Each match as it comes, encoded when sent (the per-query work done once)."""
+        plan = ResponsePlan(identifier, parsed.level, self.ae_title)
         for result in self._matches(Level(parsed.level), parsed.query):
-            yield response_identifier(identifier, parsed.level, result, self.ae_title)
+            yield plan.answer(result)
 
     def _matches(self, level: Level, query: Query) -> Iterator[dict[str, object]]:
         """Every match, read from the catalog ``page_size`` at a time."""

@@ -146,6 +146,7 @@ def default_held_bytes() -> int:
 
 # How long a rejecting or aborting acceptor waits for the peer to close (PS3.8 ARTIM).
 ARTIM_S = 1.0
+HELD_BYTES = 32 << 10  # C-FIND responses held to go out together, at most
 STUDY_INSTANCE_UID = 0x0020000D
 REJECTIONS = {7: "called AE title", 3: "calling AE title", 2: "too many associations"}
 
@@ -343,6 +344,8 @@ class _Association:
         self.identity_response: bytes | None = None  # a 0x59 sub-item's, to send
         self.contexts: dict[int, _Context] = {}
         self.peer_max_pdu = 0
+        self._held: list[bytes | memoryview] = []  # messages waiting to go out with the next
+        self._held_bytes = 0
         self.holding = 0  # bytes of the instance being received, counted by the SCP
         self.roles: dict[str, Role] = {}  # the SCP/SCU roles accepted, by SOP class
         provider = scp.query_retrieve
@@ -721,14 +724,23 @@ class _Association:
 
     # -- what a query/retrieve operation needs (qr_scp.Link) ------------------------
 
-    def send_message(self, context_id: int, command: bytes, data: bytes | memoryview) -> None:
-        """Send a command and its data set in PDUs no longer than the peer takes."""
+    def send_message(
+        self, context_id: int, command: bytes, data: bytes | memoryview, hold: bool = False
+    ) -> None:
+        """Send a command and its data set in PDUs no longer than the peer takes, after
+        the messages held; ``hold``: this one may wait too (up to ``HELD_BYTES`` in all),
+        to go out with the next in one system call."""
         limit = self.peer_max_pdu if 0 < self.peer_max_pdu <= DEFAULT_MAXIMUM_PDU else 0
         fragment_bytes = max((limit or DEFAULT_MAXIMUM_PDU) - 6, 1)
         pieces = [data] if len(data) else []
-        self.connection.settimeout(self.scp.idle_timeout_s)
         for buffers in pdu.message_pdus(context_id, command, pieces, len(data), fragment_bytes):
-            pdu.send_views(self.connection, buffers)
+            self._held += buffers
+        self._held_bytes += len(command) + len(data)
+        if hold and self._held_bytes < HELD_BYTES:
+            return
+        held, self._held, self._held_bytes = self._held, [], 0
+        self.connection.settimeout(self.scp.idle_timeout_s)
+        pdu.send_views(self.connection, held)
 
     def next_command(self, wait: bool) -> tuple[int, dict[int, bytes]] | None:
         """The next command set the peer sends (no data set may come with it); None at

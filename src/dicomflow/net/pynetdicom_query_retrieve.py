@@ -90,7 +90,7 @@ class QueryRetrieveHandlers:
                 if event.is_cancelled:
                     yield CANCELLED, None
                     return
-                yield PENDING, answer
+                yield PENDING, answer if isinstance(answer, Dataset) else answer.dataset()
         except Exception as exc:
             yield failure_status(exc, where), None
             return

@@ -12,7 +12,9 @@ responses or sub-operations:
   ``MAX_VALUE_CHARS`` nor holding a NUL, else 0xA900). Each identifier the
   provider yields goes back at once in a pending (0xFF00) response, trimmed here
   to the keys asked for (those the provider did not return are sent empty), the
-  QueryRetrieveLevel, and SpecificCharacterSet: a provider may return more. Then
+  QueryRetrieveLevel, and SpecificCharacterSet: a provider may return more. An
+  answer that encodes itself (:class:`~dicomflow.net.query_retrieve.FindAnswer`, the
+  engine's) is sent as it encodes, already trimmed; as its dataset if it cannot. Then
   success (0x0000), or 0xFE00 after a C-CANCEL-RQ.
 - C-GET: each instance the provider retrieves is read (one at a time) and sent
   in a C-STORE-RQ on the association's storage context for its SOP class on which
@@ -69,6 +71,7 @@ from dicomflow.net.pdu import (
 )
 from dicomflow.net.query_retrieve import (
     SOP_CLASSES,
+    FindAnswer,
     InformationModel,
     Operation,
     QueryRequest,
@@ -107,8 +110,11 @@ class Link(Protocol):
     ip: str
     calling_ae_title: str
 
-    def send_message(self, context_id: int, command: bytes, data: bytes | memoryview) -> None:
-        """Send a command set and its data set (none if empty)."""
+    def send_message(
+        self, context_id: int, command: bytes, data: bytes | memoryview, hold: bool = False
+    ) -> None:
+        """Send a command set and its data set (none if empty), after those held;
+        ``hold``: it may wait to go out with the next message (not past a bound)."""
 
     def next_command(self, wait: bool) -> tuple[int, dict[int, bytes]] | None:
         """The next command set the peer sends (a response or a C-CANCEL-RQ); None if
@@ -223,6 +229,7 @@ class QueryRetrieveSCP:
         data: bytes = b"",
         counts: Counts | None = None,
         comment: str = "",
+        hold: bool = False,
     ) -> None:
         command = pdu.query_response(
             field_,
@@ -233,7 +240,7 @@ class QueryRetrieveSCP:
             counts=counts.as_tuple() if counts is not None else None,
             error_comment=comment,
         )
-        self.link.send_message(request.context_id, command, data)
+        self.link.send_message(request.context_id, command, data, hold)
 
     def _cancelled(self, request: Request) -> bool:
         """Whether a C-CANCEL-RQ for ``request`` has arrived (without waiting for one)."""
@@ -251,15 +258,19 @@ class QueryRetrieveSCP:
     # -- C-FIND --------------------------------------------------------------------------
 
     def _find(self, request: Request, query: QueryRequest) -> None:
-        """One pending response per match, as the provider yields them; never a list."""
+        """One pending response per match, as the provider yields them; never a list.
+        The first goes at once; the others may wait for a few more to go out with
+        (a system call per answer costs as much as the answer), the final one sends all."""
         implicit = request.transfer_syntax == ImplicitVRLittleEndian
         matches = provided(lambda: iter(self.provider.find(query)))
+        hold = False
         while (found := provided(lambda: next(matches, None))) is not None:
             if self._cancelled(request):
                 self._respond(C_FIND_RSP, request, CANCELLED)
                 return
-            data = provided(lambda: encoded_match(found, query.identifier, implicit))
-            self._respond(C_FIND_RSP, request, PENDING, data)
+            data = provided(lambda: answer_bytes(found, query.identifier, implicit))
+            self._respond(C_FIND_RSP, request, PENDING, data, hold=hold)
+            hold = True
         self._respond(C_FIND_RSP, request, SUCCESS)
 
     # -- C-GET and C-MOVE ----------------------------------------------------------------
@@ -454,6 +465,14 @@ def checked(identifier: Dataset) -> None:
             )
         if "\x00" in text.rstrip("\x00"):
             raise QueryRetrieveRefused(INVALID_IDENTIFIER, f"{name} holds a NUL character")
+
+
+def answer_bytes(found: Dataset | FindAnswer, identifier: Dataset, implicit: bool) -> bytes:
+    """A provider's answer as sent: its own encoding when it has one, else trimmed and
+    encoded by pydicom."""
+    if isinstance(found, Dataset):
+        return encoded_match(found, identifier, implicit)
+    return found.encoded(implicit) or encoded_match(found.dataset(), identifier, implicit)
 
 
 def encoded_match(found: Dataset, identifier: Dataset, implicit: bool) -> bytes:

@@ -70,12 +70,25 @@ class RetrievedInstance:
     read: Callable[[], bytes]
 
 
+class FindAnswer(Protocol):
+    """A C-FIND match a provider has not made a dataset of (building one per match is
+    most of the cost of a large answer): the acceptor asks for its bytes first."""
+
+    def encoded(self, implicit: bool) -> bytes | None:
+        """The response identifier in implicit or explicit VR little endian, holding the
+        request identifier's elements only; None if :meth:`dataset` must be encoded."""
+
+    def dataset(self) -> Dataset:
+        """The response identifier as a dataset (the acceptor trims it to the keys)."""
+
+
 class QueryRetrieveProvider(Protocol):
     """What matches a query and where matched instances come from."""
 
-    def find(self, request: QueryRequest) -> Iterator[Dataset]:
+    def find(self, request: QueryRequest) -> Iterator[Dataset | FindAnswer]:
         """The C-FIND responses' identifiers, one per match, produced lazily (a peer may
-        cancel, and a query may match millions)."""
+        cancel, and a query may match millions): datasets, or answers that encode
+        themselves."""
 
     def retrieve(self, request: QueryRequest) -> list[RetrievedInstance]:
         """The instances a C-MOVE or C-GET of ``request`` sends."""
