@@ -3,7 +3,7 @@
 import logging
 from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -14,7 +14,6 @@ from dicomflow.address import Address
 from dicomflow.cli import querying
 from dicomflow.cli.cod import app as cod_app
 from dicomflow.cli.identity import app as identity_app
-from dicomflow.cli.loader import load_pipeline
 from dicomflow.cli.sending import (
     ClientTlsCa,
     ClientTlsCert,
@@ -23,27 +22,18 @@ from dicomflow.cli.sending import (
     PasswordStdin,
     Tls,
     Username,
-    collect_files,
-    identity_from,
-    send_with_progress,
-    tls_files,
 )
 from dicomflow.cli.service import app as service_app
-from dicomflow.cli.setting_error import class_origins, option_name, setting_error
 from dicomflow.cli.tls import app as tls_app
-from dicomflow.engine import assembly
-from dicomflow.engine.assembly import wait_for_signal
-from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.errors import DicomflowError
-from dicomflow.logs import configure_logging
-from dicomflow.net.requestor import echo as dicom_echo
-from dicomflow.net.user_identity import UserIdentity
-from dicomflow.node.pipeline import AbstractPipeline
-from dicomflow.queue.worker import run_worker
-from dicomflow.services.consumer import ServiceScheduler
-from dicomflow.settings import NodeSettings, build_settings
-from dicomflow.web.auth import TOKEN_FILE
-from dicomflow.web.server import WebServer, start_web
+
+if TYPE_CHECKING:  # the engine, web and pipeline modules are imported by the commands that
+    # run them: `dicomflow send`, `find` or an error message start without them
+    from dicomflow.engine.series_archive import Consumers
+    from dicomflow.net.user_identity import UserIdentity
+    from dicomflow.node.pipeline import AbstractPipeline
+    from dicomflow.settings import NodeSettings
+    from dicomflow.web.server import WebServer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(service_app, name="service")
@@ -167,6 +157,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _open(spec: str | None, overrides: dict[str, Any], no_web: bool = False) -> None:
+    from dicomflow.engine import assembly
+    from dicomflow.logs import configure_logging
+    from dicomflow.web.server import start_web
+
     given = {**overrides, "web_enabled": False} if no_web else overrides
     settings, pipeline = _settings_for(spec, given)
     try:
@@ -196,8 +190,12 @@ def _open(spec: str | None, overrides: dict[str, Any], no_web: bool = False) -> 
 
 def _settings_for(
     spec: str | None, given: dict[str, Any]
-) -> tuple[NodeSettings, AbstractPipeline | None]:
+) -> "tuple[NodeSettings, AbstractPipeline | None]":
     """The settings (and the pipeline, if ``spec`` names one), or a one-line error."""
+    from dicomflow.cli.loader import load_pipeline
+    from dicomflow.cli.setting_error import class_origins, option_name, setting_error
+    from dicomflow.settings import build_settings
+
     given = {key: value for key, value in given.items() if value is not None}
     origins = {field: f"option {option_name(field)}" for field in given}
     try:
@@ -213,8 +211,10 @@ def _settings_for(
         fail(str(exc), 2)
 
 
-def _serve_until_signal(settings: NodeSettings, web: WebServer | None) -> None:
+def _serve_until_signal(settings: "NodeSettings", web: "WebServer | None") -> None:
     """Say where the dashboard is (and its token), wait for Ctrl-C, stop the dashboard."""
+    from dicomflow.engine.assembly import wait_for_signal
+
     if web is not None:
         console.print(f"dashboard: {web.url}  (token: {_token_hint(settings)})", highlight=False)
     wait_for_signal()
@@ -222,14 +222,19 @@ def _serve_until_signal(settings: NodeSettings, web: WebServer | None) -> None:
         web.stop()
 
 
-def _token_hint(settings: NodeSettings) -> str:
+def _token_hint(settings: "NodeSettings") -> str:
+    from dicomflow.web.auth import TOKEN_FILE
+
     if settings.web_token is not None or settings.web_user:
         return "as configured"
     return str(settings.data_directory.resolve() / TOKEN_FILE)
 
 
-def _consumer(settings: NodeSettings) -> Consumers | None:
+def _consumer(settings: "NodeSettings") -> "Consumers | None":
     """What stable series go to: registry services and/or the archive."""
+    from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
+    from dicomflow.services.consumer import ServiceScheduler
+
     url = settings.resolved_queue_url()
     services = settings.services_directory
     if services is not None and not services.is_dir():
@@ -358,6 +363,9 @@ def dashboard(
 ) -> None:
     """Serve the dashboard, DICOMweb and /metrics without a node (e.g. beside Redis workers,
     or to browse an archive), until Ctrl-C; over HTTPS with a certificate."""
+    from dicomflow.logs import configure_logging
+    from dicomflow.web.server import start_web
+
     settings, _ = _settings_for(
         None,
         {
@@ -390,6 +398,9 @@ def worker(
     burst: Annotated[bool, typer.Option(help="Stop when no job is ready.")] = False,
 ) -> None:
     """Run a queue worker (on this or any other machine) until Ctrl-C."""
+    from dicomflow.logs import configure_logging
+    from dicomflow.queue.worker import run_worker
+
     configure_logging("INFO")
     try:
         run_worker(queue, name=name, burst=burst)
@@ -416,6 +427,8 @@ def send(
 ) -> None:
     """Send DICOM files to a peer over one association (C-STORE); with --tls over DICOM
     TLS, with --username presenting a user identity."""
+    from dicomflow.cli.sending import collect_files, send_with_progress, tls_files
+
     identity = _identity(username, password, password_stdin)
     paths = collect_files(files)
     if not paths:
@@ -439,7 +452,9 @@ def send(
 
 def _identity(
     username: str | None, password: str | None, password_stdin: bool
-) -> UserIdentity | None:
+) -> "UserIdentity | None":
+    from dicomflow.cli.sending import identity_from
+
     try:
         return identity_from(username, password, password_stdin)
     except ValueError as exc:
@@ -461,6 +476,9 @@ def echo(
     password_stdin: PasswordStdin = False,
 ) -> None:
     """Check that a peer answers C-ECHO; with --tls over DICOM TLS."""
+    from dicomflow.cli.sending import tls_files
+    from dicomflow.net.requestor import echo as dicom_echo
+
     identity = _identity(username, password, password_stdin)
     files_tls = tls_files(tls, tls_cert, tls_key, tls_ca)
     try:

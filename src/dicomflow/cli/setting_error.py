@@ -11,7 +11,6 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
-from dicomflow.node.pipeline import SETTING_ATTRIBUTES
 from dicomflow.settings import ENV_PREFIX, NodeSettings, settings_file
 
 OPTION_NAMES = {
@@ -38,6 +37,8 @@ def option_name(field: str) -> str:
 
 def class_origins(pipeline_class: type) -> dict[str, str]:
     """The settings a pipeline class sets, each described as its attribute."""
+    from dicomflow.node.pipeline import SETTING_ATTRIBUTES  # only where a pipeline is loaded
+
     origins = {
         setting: f"class attribute {pipeline_class.__name__}.{attribute}"
         for attribute, setting in SETTING_ATTRIBUTES.items()
