@@ -327,3 +327,17 @@ class QueryRetrieveRefused(DicomflowError):
 
 class OperationCancelled(DicomflowError):
     """The peer sent a C-CANCEL-RQ for the operation under way."""
+
+
+class DeidError(DicomflowError, ValueError):
+    """An instance could not be de-identified."""
+
+
+class DeidConfigError(DeidError, SettingsFileError):
+    """De-identification is configured wrongly (profile, option, key file, table); the
+    message names the setting."""
+
+
+class DeidRefusedError(DeidError):
+    """An instance may carry identifying pixels (burned-in annotation) and no
+    pixel-cleaning rule is configured for it."""

@@ -40,6 +40,9 @@ LIST_EXAMPLES = {
     "allowed_ae_titles": '["CT1", "PACS"]',
     "allowed_ips": '["10.0.0.0/8"]',
     "move_destinations": '["VIEWER@10.0.0.7:11112"]',
+    "deid_options": '["retain_longitudinal_modified_dates", "clean_descriptors"]',
+    "deid_safe_private": '["SIEMENS MR HEADER,0019,0C"]',
+    "deid_pixel_cleaning": '["deid"]',
 }
 
 SPOOL_JOURNAL_MAX_BYTES = 1024 * 1024  # instances up to this size go through the journal
@@ -107,6 +110,19 @@ class NodeSettings(BaseSettings):
     # or postgresql://… (needed when workers on other machines archive); by default
     # catalog.sqlite at the root of a local datastore, else in the data directory.
     catalog: str | None = None
+    # De-identification (dicomflow.dicom.deid): the PS3.15 profile and its options by name,
+    # the HMAC key file (0600; by default {data_directory}/deid/key, made on first use), an
+    # optional administrator-only re-identification table, the safe private attributes
+    # (CREATOR,GGGG,EE, with retain_safe_private) and pixel-cleaning rules for burned-in
+    # annotation (deid recipe files with %filter sections, or "deid" for the library's).
+    deid_profile: str = "basic"
+    deid_options: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    deid_key_file: Path | None = None
+    deid_reidentification_table: Path | None = None
+    deid_safe_private: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    deid_pixel_cleaning: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The archive keeps de-identified instances only (names, metadata, thumbnails, catalog).
+    archive_deid: bool = False
     web_enabled: bool = True
     web_ip: str = "127.0.0.1"
     web_port: int = Field(8080, ge=0, le=65535)
@@ -184,6 +200,13 @@ class NodeSettings(BaseSettings):
             options["memory_limit_bytes"] = self.job_memory_limit_bytes
         return options
 
+    def deid_key_path(self) -> Path:
+        """The de-identification key file: ``deid_key_file``, by default in the data
+        directory."""
+        if self.deid_key_file is not None:
+            return self.deid_key_file
+        return self.data_directory.resolve() / "deid" / "key"
+
     def job_log_directory(self) -> Path:
         """Where the default embedded queue keeps every job's full output."""
         return self.data_directory.resolve() / "logs" / "jobs"
@@ -196,7 +219,13 @@ class NodeSettings(BaseSettings):
         return self.workers if self.resolved_queue_url().startswith("sqlite") else 0
 
     @field_validator(
-        "data_directory", "log_path", "services_directory", "user_identities_file", "audit_log_path"
+        "data_directory",
+        "log_path",
+        "services_directory",
+        "user_identities_file",
+        "audit_log_path",
+        "deid_key_file",
+        "deid_reidentification_table",
     )
     @classmethod
     def _absolute_path(cls, value: Path | None) -> Path | None:

@@ -1,0 +1,413 @@
+"""De-identify a dataset: PS3.15 Table E.1-1 applied through pydicom's ``deid`` recipes.
+
+:class:`Deidentifier` turns a :class:`~dicomflow.dicom.deid.profile.DeidProfile` into a
+``deid`` recipe once (one line per attribute of Table E.1-1: REMOVE for X, BLANK for Z,
+REPLACE with our functions for D, C and U, nothing for K) and runs ``deid``'s parser,
+which applies it at every depth of nested sequences and in the file meta. Then it
+does what a recipe cannot: keyed pseudonyms for the patient, private attributes removed
+except the safe-private list, the repeating overlay and curve groups, and the attributes
+that say what was done (PatientIdentityRemoved, DeidentificationMethod and its code
+sequence, LongitudinalTemporalInformationModified).
+
+An instance that may carry identifying pixels (BurnedInAnnotation YES, or a SOP class
+known for burned-in text) is refused with :class:`DeidRefusedError` unless the profile
+names pixel-cleaning rules that match it (:mod:`dicomflow.dicom.deid.pixel_cleaning`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pydicom.dataelem import DataElement
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+
+from dicomflow.dicom.deid.profile import Action, DeidProfile, Option, SafePrivate
+from dicomflow.dicom.deid.pseudonyms import Pseudonymizer
+from dicomflow.dicom.deid.reidentification import (
+    IdentityKind,
+    Reidentification,
+    ReidentificationTable,
+)
+from dicomflow.errors import DeidError, DeidRefusedError
+
+__all__ = ["BURNED_IN_SOP_CLASSES", "DeidIdentity", "Deidentifier", "burned_in_reason"]
+
+log = logging.getLogger(__name__)
+
+# SOP classes whose pixels often carry burned-in text whatever BurnedInAnnotation says.
+BURNED_IN_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.1": "Multi-frame Single Bit Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.2": "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.3": "Multi-frame Grayscale Word Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.7.4": "Multi-frame True Color Secondary Capture Image Storage",
+    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
+    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
+    "1.2.840.10008.5.1.4.1.1.6": "Ultrasound Image Storage (Retired)",
+    "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)",
+}
+_SILENT = -6  # below deid's ABORT level: its own messages off
+_DEID_LOCK = threading.Lock()  # deid patches FileDataset.__hash__ while it parses
+_DATE_VRS = {"DA", "DT"}
+_TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "CS", "AE", "UR", "PN"}
+_MAX_LENGTH = {"SH": 16, "CS": 16, "AE": 16, "LO": 64, "PN": 64}
+_PATIENT_NAME, _PATIENT_ID, _ISSUER = 0x00100010, 0x00100020, 0x00100021
+_IDENTIFYING_TEXT = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "AccessionNumber",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "ReferringPhysicianName",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+)
+
+
+@dataclass(frozen=True)
+class DeidIdentity:
+    """The pseudonyms an instance gets (UIDs are the originals under Retain UIDs)."""
+
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+
+
+def burned_in_reason(dataset: Dataset) -> str | None:
+    """Why ``dataset``'s pixels may identify the patient, or None."""
+    if "PixelData" not in dataset and "FloatPixelData" not in dataset:
+        return None
+    if str(dataset.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+        return "BurnedInAnnotation is YES"
+    sop_class = str(dataset.get("SOPClassUID", "")).strip()
+    if sop_class in BURNED_IN_SOP_CLASSES:
+        return f"{BURNED_IN_SOP_CLASSES[sop_class]} often has burned-in text"
+    return None
+
+
+class Deidentifier:
+    """Applies one profile with one key; safe to share between threads of a process."""
+
+    def __init__(
+        self,
+        profile: DeidProfile,
+        pseudonymizer: Pseudonymizer,
+        reidentification: ReidentificationTable | None = None,
+    ) -> None:
+        self.profile = profile
+        self.pseudonymizer = pseudonymizer
+        self.reidentification = reidentification
+        self._actions = profile.actions()
+        self._recipe = _recipe(profile)
+
+    def identity(self, dataset: Dataset) -> DeidIdentity:
+        """The pseudonyms ``dataset`` will get, without changing it."""
+        keep = Option.RETAIN_UIDS in self.profile.options
+        uid = (lambda value: value) if keep else self.pseudonymizer.uid
+
+        def mapped(keyword: str) -> str:
+            value = str(dataset.get(keyword, "") or "").strip()
+            return uid(value) if value else ""
+
+        return DeidIdentity(
+            self._patient(dataset),
+            mapped("StudyInstanceUID"),
+            mapped("SeriesInstanceUID"),
+            mapped("SOPInstanceUID"),
+        )
+
+    def deidentify(self, dataset: Dataset) -> DeidIdentity:
+        """De-identify ``dataset`` in place; returns its pseudonyms.
+
+        Raises:
+            DeidRefusedError: burned-in annotation without a matching pixel-cleaning rule.
+            DeidError: the dataset cannot be de-identified (the message says why).
+        """
+        pixels_cleaned = self._check_pixels(dataset)
+        identity = self.identity(dataset)
+        originals = _originals(dataset)
+        context = _Context(self, identity.patient_id, _identifying_pattern(dataset))
+        try:
+            self._run_recipe(dataset, context)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, SystemExit) as error:
+            message = f"de-identification failed: {type(error).__name__}: {error}"
+            raise DeidError(message) from None
+        self._finish(dataset, identity, pixels_cleaned)
+        self._record(originals, identity)
+        return identity
+
+    def deidentify_bytes(self, data: bytes) -> tuple[bytes, DeidIdentity]:
+        """De-identify a Part-10 file's bytes; same transfer syntax, new file meta."""
+        try:
+            dataset = dcmread(io.BytesIO(data))
+        except Exception as error:  # pydicom raises many types on malformed input
+            raise DeidError(f"not a readable DICOM file: {error}") from None
+        identity = self.deidentify(dataset)
+        buffer = io.BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        return buffer.getvalue(), identity
+
+    def _check_pixels(self, dataset: Dataset) -> bool:
+        reason = burned_in_reason(dataset)
+        if reason is None:
+            return False
+        if not self.profile.pixel_cleaning:
+            raise DeidRefusedError(
+                f"{reason}: refused, since no pixel-cleaning rule is configured "
+                "(setting deid_pixel_cleaning)"
+            )
+        from dicomflow.dicom.deid.pixel_cleaning import clean_pixels
+
+        clean_pixels(dataset, self.profile.pixel_cleaning, reason)
+        return True
+
+    def _run_recipe(self, dataset: Dataset, context: _Context) -> None:
+        from deid.dicom.fields import _get_fields_inner
+        from deid.dicom.parser import DicomParser
+
+        with _DEID_LOCK:
+            try:
+                parser = DicomParser(dataset, recipe=self._recipe)
+                parser.define("dicomflow_dummy", context.dummy)
+                parser.define("dicomflow_uid", context.uid)
+                parser.define("dicomflow_clean", context.clean)
+                parser.parse(remove_private=False)
+            finally:
+                _get_fields_inner.cache_clear()  # it would keep every dataset alive
+
+    def _finish(self, dataset: Dataset, identity: DeidIdentity, pixels_cleaned: bool) -> None:
+        dataset.PatientID = identity.patient_id
+        dataset.PatientName = identity.patient_id
+        _remove_private(dataset, self.profile)
+        _remove_repeating_groups(dataset, self.profile)
+        dataset.PatientIdentityRemoved = "YES"
+        dataset.DeidentificationMethod = self.profile.description()
+        dataset.DeidentificationMethodCodeSequence = Sequence(
+            [_code(code.value, code.meaning) for code in self.profile.method_codes(pixels_cleaned)]
+        )
+        dataset.LongitudinalTemporalInformationModified = _longitudinal(self.profile)
+        meta = getattr(dataset, "file_meta", None)
+        if meta is not None and "SOPInstanceUID" in dataset:
+            meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+
+    def _record(self, originals: dict[IdentityKind, str], identity: DeidIdentity) -> None:
+        if self.reidentification is None:
+            return
+        pseudonyms = {
+            IdentityKind.PATIENT: identity.patient_id,
+            IdentityKind.STUDY: identity.study_uid,
+            IdentityKind.SERIES: identity.series_uid,
+            IdentityKind.INSTANCE: identity.sop_instance_uid,
+        }
+        self.reidentification.record(
+            [
+                Reidentification(kind, pseudonyms[kind], original)
+                for kind, original in originals.items()
+                if original and pseudonyms[kind]
+            ]
+        )
+
+    def _patient(self, dataset: Dataset) -> str:
+        original = str(dataset.get(_PATIENT_ID, DataElement(0, "LO", "")).value or "")
+        issuer = str(dataset.get(_ISSUER, DataElement(0, "LO", "")).value or "")
+        return self.pseudonymizer.patient_id(original, issuer)
+
+
+class _Context:
+    """The recipe's functions for one dataset (they need its patient and identifiers)."""
+
+    def __init__(self, owner: Deidentifier, patient: str, pattern: re.Pattern[str] | None):
+        self.pseudonymizer = owner.pseudonymizer
+        self.keep_uids = Option.RETAIN_UIDS in owner.profile.options
+        self.offset = owner.pseudonymizer.date_offset_days(patient)
+        self.pattern = pattern
+
+    def uid(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
+        return _map_values(field.element, self._uid)
+
+    def dummy(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
+        element: DataElement = field.element
+        return _map_values(element, lambda text: self._dummy(element, text))
+
+    def clean(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
+        element: DataElement = field.element
+        return _map_values(element, lambda text: self._clean(element, text))
+
+    def _uid(self, text: Any) -> Any:
+        if not isinstance(text, str) or not text.strip() or self.keep_uids:
+            return text
+        return self.pseudonymizer.uid(text)
+
+    def _dummy(self, element: DataElement, text: Any) -> Any:
+        vr = element.VR
+        if vr == "UI":
+            return self._uid(text)
+        if vr in _DATE_VRS or vr == "TM":
+            return {"DA": "19000101", "DT": "19000101000000", "TM": "000000"}[vr]
+        if vr in _TEXT_VRS:
+            purpose = f"{element.tag:08x}"
+            return self.pseudonymizer.token(purpose, str(text), _MAX_LENGTH.get(vr, 16))
+        if vr in {"IS", "DS"}:
+            return "0"
+        if vr in {"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"}:
+            return 0
+        if vr in {"OB", "OW", "OD", "OF", "OL", "OV", "UN"}:
+            return b"\0\0"
+        return text  # SQ: its items are processed by their own rows; AT: not identifying
+
+    def _clean(self, element: DataElement, text: Any) -> Any:
+        vr = element.VR
+        if vr in _DATE_VRS and isinstance(text, str) and text.strip():
+            return Pseudonymizer.shift_date(text, self.offset) or ""
+        if vr == "UI":
+            return self._uid(text)
+        if vr in _TEXT_VRS and isinstance(text, str) and self.pattern is not None:
+            return self.pattern.sub("", text).strip()
+        return text
+
+
+def _map_values(element: DataElement, function: Callable[[Any], Any]) -> Any:
+    value = element.value
+    if element.VR == "SQ" or value is None or value == "":
+        return value
+    if isinstance(value, MultiValue | list):
+        return [function(item) for item in value]
+    return function(value)
+
+
+def _originals(dataset: Dataset) -> dict[IdentityKind, str]:
+    keywords = {
+        IdentityKind.PATIENT: "PatientID",
+        IdentityKind.STUDY: "StudyInstanceUID",
+        IdentityKind.SERIES: "SeriesInstanceUID",
+        IdentityKind.INSTANCE: "SOPInstanceUID",
+    }
+    return {kind: str(dataset.get(keyword, "") or "").strip() for kind, keyword in keywords.items()}
+
+
+def _identifying_pattern(dataset: Dataset) -> re.Pattern[str] | None:
+    """A pattern of the dataset's own identifiers, to clean them out of free text."""
+    words: set[str] = set()
+    for keyword in _IDENTIFYING_TEXT:
+        for value in _strings(dataset.get(keyword)):
+            words.update(w for w in re.split(r"[\^=\s,]+", value) if len(w) >= 2)
+            if len(value) >= 2:
+                words.add(value)
+    birth = str(dataset.get("PatientBirthDate", "") or "").strip()
+    if len(birth) == 8 and birth.isdigit():
+        words.update({birth, f"{birth[:4]}-{birth[4:6]}-{birth[6:]}", f"{birth[6:]}.{birth[4:6]}"})
+    if not words:
+        return None
+    ordered = sorted(words, key=len, reverse=True)[:200]
+    return re.compile("|".join(rf"(?<!\w){re.escape(w)}(?!\w)" for w in ordered), re.IGNORECASE)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if value is None:
+        return
+    if isinstance(value, MultiValue | list):
+        for item in value:
+            yield str(item).strip()
+    else:
+        yield str(value).strip()
+
+
+def _remove_private(dataset: Dataset, profile: DeidProfile) -> None:
+    """Private attributes go, except the safe-private list's (with their creators)."""
+    safe = profile.safe_private if Option.RETAIN_SAFE_PRIVATE in profile.options else ()
+    for element in list(dataset):
+        if element.VR == "SQ":
+            for item in element.value or ():
+                _remove_private(item, profile)
+        if element.tag.is_private and not _is_safe(dataset, element, safe):
+            del dataset[element.tag]
+
+
+def _is_safe(dataset: Dataset, element: DataElement, safe: tuple[SafePrivate, ...]) -> bool:
+    """Whether a private attribute (or the creator of a block holding one) is safe."""
+    tag = element.tag
+    if tag.element < 0x10:
+        return False  # group length or an illegal private element
+    if tag.element <= 0xFF:  # a private creator
+        name = str(element.value).strip()
+        return any(s.creator == name and s.group == tag.group for s in safe)
+    creator = dataset.get((tag.group << 16) | (tag.element >> 8))
+    name = str(creator.value).strip() if creator is not None else ""
+    return any(
+        s.creator == name and s.group == tag.group and s.element == tag.element & 0xFF for s in safe
+    )
+
+
+def _remove_repeating_groups(dataset: Dataset, profile: DeidProfile) -> None:
+    actions = dict(profile.repeating_actions())
+    keep_overlays = actions.get("60xx3000") in (Action.KEEP, Action.CLEAN)
+    removed = {0x4000} if keep_overlays else {0x4000, 0x3000}
+    for element in list(dataset):
+        group, number = element.tag.group, element.tag.element
+        if element.VR == "SQ":
+            for item in element.value or ():
+                _remove_repeating_groups(item, profile)
+        if _is_curve(group) or (_is_overlay(group) and number in removed):
+            del dataset[element.tag]
+
+
+def _is_curve(group: int) -> bool:
+    return 0x5000 <= group <= 0x50FF and group % 2 == 0
+
+
+def _is_overlay(group: int) -> bool:
+    return 0x6000 <= group <= 0x60FF and group % 2 == 0
+
+
+def _longitudinal(profile: DeidProfile) -> str:
+    if Option.RETAIN_LONGITUDINAL_FULL_DATES in profile.options:
+        return "UNMODIFIED"
+    if Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in profile.options:
+        return "MODIFIED"
+    return "REMOVED"
+
+
+def _code(value: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = "DCM"
+    item.CodeMeaning = meaning
+    return item
+
+
+@cache
+def _recipe(profile: DeidProfile) -> Any:
+    """The deid recipe of ``profile`` (built once per profile and process)."""
+    from deid.config import DeidRecipe
+    from deid.logger import bot
+
+    bot.level = _SILENT  # deid prints to stdout; its failures reach us as exceptions
+
+    lines = ["FORMAT dicom", "", "%header", ""]
+    verbs = {
+        Action.REMOVE: "REMOVE {tag}",
+        Action.ZERO: "BLANK {tag}",
+        Action.DUMMY: "REPLACE {tag} func:dicomflow_dummy",
+        Action.UID: "REPLACE {tag} func:dicomflow_uid",
+        Action.CLEAN: "REPLACE {tag} func:dicomflow_clean",
+    }
+    for tag, action in sorted(profile.actions().items()):
+        if action is not Action.KEEP and tag not in (_PATIENT_NAME, _PATIENT_ID):
+            lines.append(verbs[action].format(tag=f"{tag:08X}"))
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "dicomflow.deid"
+        path.write_text("\n".join(lines) + "\n")
+        return DeidRecipe(deid=str(path), base=False)
