@@ -27,12 +27,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydicom import Dataset, dcmread
+from pydicom import Dataset, FileDataset, dcmread
 from pydicom.dataelem import DataElement
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
-from dicomflow.dicom.deid.profile import Action, DeidProfile, Option, SafePrivate
+from dicomflow.dicom.deid.content import replace_sequence_contents
+from dicomflow.dicom.deid.groups import remove_private, remove_repeating_groups
+from dicomflow.dicom.deid.profile import Action, DeidProfile, Option
 from dicomflow.dicom.deid.pseudonyms import Pseudonymizer
 from dicomflow.dicom.deid.reidentification import (
     IdentityKind,
@@ -62,17 +64,36 @@ _DEID_LOCK = threading.Lock()  # deid patches FileDataset.__hash__ while it pars
 _DATE_VRS = {"DA", "DT"}
 _TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "CS", "AE", "UR", "PN"}
 _MAX_LENGTH = {"SH": 16, "CS": 16, "AE": 16, "LO": 64, "PN": 64}
-_PATIENT_NAME, _PATIENT_ID, _ISSUER = 0x00100010, 0x00100020, 0x00100021
+_PATIENT_ID, _ISSUER = 0x00100020, 0x00100021
+_CONTENT_DATE = 0x00080023
+# The values Clean takes out of free text: the patient's identifiers and the names of
+# the people and places of this record (HIPAA Safe Harbor's names, numbers, addresses).
 _IDENTIFYING_TEXT = (
     "PatientName",
     "PatientID",
     "OtherPatientIDs",
+    "OtherPatientNames",
     "AccessionNumber",
     "PatientBirthName",
     "PatientMotherBirthName",
-    "ReferringPhysicianName",
     "PatientAddress",
     "PatientTelephoneNumbers",
+    "MedicalRecordLocator",
+    "AdmissionID",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "PhysiciansOfRecord",
+    "RequestingPhysician",
+    "OperatorsName",
+    "ResponsiblePerson",
+    "InstitutionName",
+    "InstitutionAddress",
+)
+# Calendar dates written in text (2023-01-05, 20230105, 05.01.2023, 1/5/23).
+_DATE_IN_TEXT = (
+    r"(?<![\d.\-/])(?:\d{8}|\d{4}([-./])\d{2}\1\d{2}|\d{1,2}([./-])\d{1,2}\2\d{2}(?:\d{2})?)"
+    r"(?!\d|[.\-/]\d)"
 )
 
 
@@ -139,13 +160,15 @@ class Deidentifier:
         pixels_cleaned = self._check_pixels(dataset)
         identity = self.identity(dataset)
         originals = _originals(dataset)
-        context = _Context(self, identity.patient_id, _identifying_pattern(dataset))
+        context = _Context(self, identity, originals[IdentityKind.PATIENT])
+        context.pattern = _identifying_pattern(dataset)
         try:
             self._run_recipe(dataset, context)
+            replace_sequence_contents(dataset, self._actions, context.inner)
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, SystemExit) as error:
             message = f"de-identification failed: {type(error).__name__}: {error}"
             raise DeidError(message) from None
-        self._finish(dataset, identity, pixels_cleaned)
+        self._finish(dataset, identity, pixels_cleaned, context)
         self._record(originals, identity)
         return identity
 
@@ -180,19 +203,22 @@ class Deidentifier:
 
         with _DEID_LOCK:
             try:
-                parser = DicomParser(dataset, recipe=self._recipe)
+                parser = DicomParser(_hashable(dataset), recipe=self._recipe)
                 parser.define("dicomflow_dummy", context.dummy)
                 parser.define("dicomflow_uid", context.uid)
                 parser.define("dicomflow_clean", context.clean)
+                parser.define("dicomflow_patient_id", context.patient_id)
                 parser.parse(remove_private=False)
             finally:
                 _get_fields_inner.cache_clear()  # it would keep every dataset alive
 
-    def _finish(self, dataset: Dataset, identity: DeidIdentity, pixels_cleaned: bool) -> None:
+    def _finish(
+        self, dataset: Dataset, identity: DeidIdentity, pixels_cleaned: bool, context: _Context
+    ) -> None:
         dataset.PatientID = identity.patient_id
         dataset.PatientName = identity.patient_id
-        _remove_private(dataset, self.profile)
-        _remove_repeating_groups(dataset, self.profile)
+        remove_private(dataset, self.profile)
+        remove_repeating_groups(dataset, self.profile, context.clean_text)
         dataset.PatientIdentityRemoved = "YES"
         dataset.DeidentificationMethod = self.profile.description()
         dataset.DeidentificationMethodCodeSequence = Sequence(
@@ -229,17 +255,44 @@ class Deidentifier:
 class _Context:
     """The recipe's functions for one dataset (they need its patient and identifiers)."""
 
-    def __init__(self, owner: Deidentifier, patient: str, pattern: re.Pattern[str] | None):
+    def __init__(self, owner: Deidentifier, identity: DeidIdentity, original_patient: str):
         self.pseudonymizer = owner.pseudonymizer
         self.keep_uids = Option.RETAIN_UIDS in owner.profile.options
-        self.offset = owner.pseudonymizer.date_offset_days(patient)
-        self.pattern = pattern
+        self.patient, self.original_patient = identity.patient_id, original_patient
+        self.offset = owner.pseudonymizer.date_offset_days(identity.patient_id)
+        self.date_action = owner._actions.get(_CONTENT_DATE, Action.DUMMY)
+        self.pattern: re.Pattern[str] | None = None
+
+    def patient_id(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
+        """PatientID at any depth: this patient's pseudonym, or another patient's."""
+        return _map_values(field.element, self._patient_id)
+
+    def _patient_id(self, text: Any) -> Any:
+        original = str(text).strip()
+        if original == self.original_patient:
+            return self.patient
+        return self.pseudonymizer.patient_id(original)
+
+    def inner(self, element: DataElement, mode: Action) -> None:
+        """A value without a row inside a D or C sequence (see :mod:`.content`)."""
+        if element.VR in ("DA", "DT", "TM"):
+            mode = self.date_action
+            if mode is Action.KEEP:
+                return
+        replace = self._dummy if mode is Action.DUMMY else self._clean
+        element.value = _map_values(element, lambda text: replace(element, text))
+
+    def clean_text(self, text: str) -> str:
+        """``text`` without the record's identifiers and dates (Clean on free text)."""
+        return self.pattern.sub("", text).strip() if self.pattern is not None else text
 
     def uid(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
         return _map_values(field.element, self._uid)
 
     def dummy(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
         element: DataElement = field.element
+        if element.is_empty and element.VR not in ("SQ", "UI"):
+            return self._dummy(element, "")  # D is a non-zero length value, even for an empty one
         return _map_values(element, lambda text: self._dummy(element, text))
 
     def clean(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
@@ -274,8 +327,8 @@ class _Context:
             return Pseudonymizer.shift_date(text, self.offset) or ""
         if vr == "UI":
             return self._uid(text)
-        if vr in _TEXT_VRS and isinstance(text, str) and self.pattern is not None:
-            return self.pattern.sub("", text).strip()
+        if vr in _TEXT_VRS and isinstance(text, str):
+            return self.clean_text(text)
         return text
 
 
@@ -298,7 +351,7 @@ def _originals(dataset: Dataset) -> dict[IdentityKind, str]:
     return {kind: str(dataset.get(keyword, "") or "").strip() for kind, keyword in keywords.items()}
 
 
-def _identifying_pattern(dataset: Dataset) -> re.Pattern[str] | None:
+def _identifying_pattern(dataset: Dataset) -> re.Pattern[str]:
     """A pattern of the dataset's own identifiers, to clean them out of free text."""
     words: set[str] = set()
     for keyword in _IDENTIFYING_TEXT:
@@ -309,10 +362,9 @@ def _identifying_pattern(dataset: Dataset) -> re.Pattern[str] | None:
     birth = str(dataset.get("PatientBirthDate", "") or "").strip()
     if len(birth) == 8 and birth.isdigit():
         words.update({birth, f"{birth[:4]}-{birth[4:6]}-{birth[6:]}", f"{birth[6:]}.{birth[4:6]}"})
-    if not words:
-        return None
     ordered = sorted(words, key=len, reverse=True)[:200]
-    return re.compile("|".join(rf"(?<!\w){re.escape(w)}(?!\w)" for w in ordered), re.IGNORECASE)
+    alternatives = [_DATE_IN_TEXT, *(re.escape(w) for w in ordered)]
+    return re.compile("|".join(rf"(?<!\w)(?:{a})(?!\w)" for a in alternatives), re.IGNORECASE)
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -325,51 +377,12 @@ def _strings(value: Any) -> Iterator[str]:
         yield str(value).strip()
 
 
-def _remove_private(dataset: Dataset, profile: DeidProfile) -> None:
-    """Private attributes go, except the safe-private list's (with their creators)."""
-    safe = profile.safe_private if Option.RETAIN_SAFE_PRIVATE in profile.options else ()
-    for element in list(dataset):
-        if element.VR == "SQ":
-            for item in element.value or ():
-                _remove_private(item, profile)
-        if element.tag.is_private and not _is_safe(dataset, element, safe):
-            del dataset[element.tag]
-
-
-def _is_safe(dataset: Dataset, element: DataElement, safe: tuple[SafePrivate, ...]) -> bool:
-    """Whether a private attribute (or the creator of a block holding one) is safe."""
-    tag = element.tag
-    if tag.element < 0x10:
-        return False  # group length or an illegal private element
-    if tag.element <= 0xFF:  # a private creator
-        name = str(element.value).strip()
-        return any(s.creator == name and s.group == tag.group for s in safe)
-    creator = dataset.get((tag.group << 16) | (tag.element >> 8))
-    name = str(creator.value).strip() if creator is not None else ""
-    return any(
-        s.creator == name and s.group == tag.group and s.element == tag.element & 0xFF for s in safe
-    )
-
-
-def _remove_repeating_groups(dataset: Dataset, profile: DeidProfile) -> None:
-    actions = dict(profile.repeating_actions())
-    keep_overlays = actions.get("60xx3000") in (Action.KEEP, Action.CLEAN)
-    removed = {0x4000} if keep_overlays else {0x4000, 0x3000}
-    for element in list(dataset):
-        group, number = element.tag.group, element.tag.element
-        if element.VR == "SQ":
-            for item in element.value or ():
-                _remove_repeating_groups(item, profile)
-        if _is_curve(group) or (_is_overlay(group) and number in removed):
-            del dataset[element.tag]
-
-
-def _is_curve(group: int) -> bool:
-    return 0x5000 <= group <= 0x50FF and group % 2 == 0
-
-
-def _is_overlay(group: int) -> bool:
-    return 0x6000 <= group <= 0x60FF and group % 2 == 0
+def _hashable(dataset: Dataset) -> Dataset:
+    """``dataset`` itself, or a FileDataset sharing its elements (deid hashes what it parses)."""
+    if isinstance(dataset, FileDataset):
+        return dataset
+    meta = dataset.get("file_meta")
+    return FileDataset("", dataset, file_meta=meta, preamble=b"\0" * 128)
 
 
 def _longitudinal(profile: DeidProfile) -> str:
@@ -391,6 +404,11 @@ def _code(value: str, meaning: str) -> Dataset:
 @cache
 def _recipe(profile: DeidProfile) -> Any:
     """The deid recipe of ``profile`` (built once per profile and process)."""
+    return recipe_from_actions(profile.actions())
+
+
+def recipe_from_actions(actions: dict[int, Action]) -> Any:
+    """A deid recipe applying ``actions`` (tag -> action) at every depth."""
     from deid.config import DeidRecipe
     from deid.logger import bot
 
@@ -404,8 +422,10 @@ def _recipe(profile: DeidProfile) -> Any:
         Action.UID: "REPLACE {tag} func:dicomflow_uid",
         Action.CLEAN: "REPLACE {tag} func:dicomflow_clean",
     }
-    for tag, action in sorted(profile.actions().items()):
-        if action is not Action.KEEP and tag not in (_PATIENT_NAME, _PATIENT_ID):
+    for tag, action in sorted(actions.items()):
+        if tag == _PATIENT_ID:
+            lines.append(f"REPLACE {tag:08X} func:dicomflow_patient_id")
+        elif action is not Action.KEEP:
             lines.append(verbs[action].format(tag=f"{tag:08X}"))
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "dicomflow.deid"

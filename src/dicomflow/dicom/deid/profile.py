@@ -10,7 +10,8 @@ Composite Basic actions are resolved to the one that keeps every IOD conformant 
 knowing the IOD: ``X/Z`` → Z, ``X/D``, ``Z/D`` and ``X/Z/D`` → D, ``X/Z/U*`` → U (the
 sequence stays, the UIDs in it are replaced by their own rows). An option's K or C
 replaces the Basic action; when two selected options name the same attribute, K (retain)
-wins over C (clean).
+wins over C (clean). A C on a binary value (MakerNote, CertifiedTimestamp, ...) falls
+back to the Basic action: there is no text in it to clean.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from enum import StrEnum
 from functools import cache
 from importlib import resources
 from typing import NamedTuple
+
+from pydicom.datadict import dictionary_VR
 
 from dicomflow.errors import DeidConfigError
 
@@ -101,6 +104,7 @@ _OPTION_CODES = {
 _EXCLUSIVE = (Option.RETAIN_LONGITUDINAL_FULL_DATES, Option.RETAIN_LONGITUDINAL_MODIFIED_DATES)
 _COMPOSITE = {"X/Z": "Z", "X/D": "D", "Z/D": "D", "X/Z/D": "D", "X/Z/U*": "U"}
 PROFILES = ("basic",)
+_BINARY_VRS = {"OB", "OW", "OD", "OF", "OL", "OV", "UN", "OB or OW"}
 
 
 class TableEntry(NamedTuple):
@@ -217,7 +221,7 @@ class DeidProfile:
         if not self._actions:
             for entry in table():
                 if "x" not in entry.tag:
-                    self._actions[int(entry.tag, 16)] = entry.action(self.options)
+                    self._actions[int(entry.tag, 16)] = _applied(entry, self.options)
         return self._actions
 
     def repeating_actions(self) -> list[tuple[str, Action]]:
@@ -234,6 +238,21 @@ class DeidProfile:
         names = "+".join(sorted(o.code.value[-2:] for o in self.options))
         text = f"dicomflow PS3.15 E.1-1 {table_edition()} basic" + (f" +{names}" if names else "")
         return text[:64]
+
+
+def _applied(entry: TableEntry, options: frozenset[Option]) -> Action:
+    """The row's action; a C on a binary value (nothing to clean) is the Basic action."""
+    action = entry.action(options)
+    if action is Action.CLEAN and _binary(int(entry.tag, 16)):
+        return Action(_COMPOSITE.get(entry.basic, entry.basic))
+    return action
+
+
+def _binary(tag: int) -> bool:
+    try:
+        return dictionary_VR(tag) in _BINARY_VRS
+    except KeyError:
+        return False
 
 
 def _option(name: str, field_name: str) -> Option:
