@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS pseudonyms (
 """
 
 
+_SEEN_LIMIT = 100_000
+
+
 class IdentityKind(StrEnum):
     """What a pseudonym stands for."""
 
@@ -52,9 +55,13 @@ class ReidentificationTable:
         self.path = path
         _create_private(path)
         _check_private(path)
-        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute(_SCHEMA)
+        try:
+            self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute(_SCHEMA)
+        except sqlite3.Error as error:
+            message = f"deid_reidentification_table: {path} is not a usable SQLite file: {error}"
+            raise DeidConfigError(message) from None
         self._lock = threading.Lock()
         self._seen: set[tuple[str, IdentityKind]] = set()
 
@@ -68,8 +75,9 @@ class ReidentificationTable:
                 "INSERT OR IGNORE INTO pseudonyms VALUES (?, ?, ?)",
                 [(e.pseudonym, e.kind.value, e.original) for e in new],
             )
-            if len(self._seen) < 1_000_000:
-                self._seen.update((e.pseudonym, e.kind) for e in new)
+            if len(self._seen) >= _SEEN_LIMIT:
+                self._seen.clear()  # a cache of recent writes: memory stays bounded
+            self._seen.update((e.pseudonym, e.kind) for e in new)
 
     def lookup(self, pseudonym: str) -> list[Reidentification]:
         """Every original recorded for ``pseudonym``."""
@@ -86,18 +94,22 @@ class ReidentificationTable:
 
 
 def _create_private(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        pass
+        return
     except OSError as error:
         message = f"deid_reidentification_table: cannot create {path}: {error}"
         raise DeidConfigError(message) from None
+    os.close(descriptor)
 
 
 def _check_private(path: Path) -> None:
-    mode = path.stat().st_mode
+    try:
+        mode = path.stat().st_mode
+    except OSError as error:
+        raise DeidConfigError(f"deid_reidentification_table: {path}: {error}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise DeidConfigError(
             f"deid_reidentification_table: {path} is readable by others "
