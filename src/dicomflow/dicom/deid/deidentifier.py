@@ -59,6 +59,7 @@ BURNED_IN_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.6": "Ultrasound Image Storage (Retired)",
     "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)",
 }
+MAX_SEQUENCE_DEPTH = 100
 _SILENT = -6  # below deid's ABORT level: its own messages off
 _DEID_LOCK = threading.Lock()  # deid patches FileDataset.__hash__ while it parses
 _DATE_VRS = {"DA", "DT"}
@@ -140,8 +141,11 @@ class Deidentifier:
         uid = (lambda value: value) if keep else self.pseudonymizer.uid
 
         def mapped(keyword: str) -> str:
-            value = str(dataset.get(keyword, "") or "").strip()
-            return uid(value) if value else ""
+            value = dataset.get(keyword, "") or ""
+            if isinstance(value, MultiValue | list):
+                raise DeidError(f"{keyword} has {len(value)} values; it names one entity")
+            text = str(value).strip()
+            return uid(text) if text else ""
 
         return DeidIdentity(
             self._patient(dataset),
@@ -157,6 +161,7 @@ class Deidentifier:
             DeidRefusedError: burned-in annotation without a matching pixel-cleaning rule.
             DeidError: the dataset cannot be de-identified (the message says why).
         """
+        _check_depth(dataset)
         pixels_cleaned = self._check_pixels(dataset)
         identity = self.identity(dataset)
         originals = _originals(dataset)
@@ -165,6 +170,8 @@ class Deidentifier:
         try:
             self._run_recipe(dataset, context)
             replace_sequence_contents(dataset, self._actions, context.inner)
+        except RecursionError:
+            raise DeidError("sequences are nested too deeply to de-identify") from None
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, SystemExit) as error:
             message = f"de-identification failed: {type(error).__name__}: {error}"
             raise DeidError(message) from None
@@ -180,7 +187,10 @@ class Deidentifier:
             raise DeidError(f"not a readable DICOM file: {error}") from None
         identity = self.deidentify(dataset)
         buffer = io.BytesIO()
-        dataset.save_as(buffer, enforce_file_format=True)
+        try:
+            dataset.save_as(buffer, enforce_file_format=True)
+        except Exception as error:  # pydicom's writer, like its reader, raises many types
+            raise DeidError(f"the de-identified instance cannot be written: {error}") from None
         return buffer.getvalue(), identity
 
     def _check_pixels(self, dataset: Dataset) -> bool:
@@ -375,6 +385,18 @@ def _strings(value: Any) -> Iterator[str]:
             yield str(item).strip()
     else:
         yield str(value).strip()
+
+
+def _check_depth(dataset: Dataset) -> None:
+    """Refuse sequences nested deeper than any IOD needs (deid's walk is quadratic in depth)."""
+    stack = [(dataset, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_SEQUENCE_DEPTH:
+            raise DeidError(f"sequences are nested more than {MAX_SEQUENCE_DEPTH} deep; refused")
+        for element in item:
+            if element.VR == "SQ":
+                stack.extend((child, depth + 1) for child in element.value or ())
 
 
 def _hashable(dataset: Dataset) -> Dataset:
