@@ -60,6 +60,7 @@ BURNED_IN_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)",
 }
 MAX_SEQUENCE_DEPTH = 100
+_SPACES = re.compile(r"[ \t]{2,}")  # what a removed word leaves; line breaks stay
 _SILENT = -6  # below deid's ABORT level: its own messages off
 _DEID_LOCK = threading.Lock()  # deid patches FileDataset.__hash__ while it parses
 _DATE_VRS = {"DA", "DT"}
@@ -69,7 +70,9 @@ _PATIENT_ID, _ISSUER = 0x00100020, 0x00100021
 _CONTENT_DATE = 0x00080023
 # The values Clean takes out of free text: the patient's identifiers and the names of
 # the people and places of this record (HIPAA Safe Harbor's names, numbers, addresses).
-_IDENTIFYING_TEXT = (
+# Names and numbers go word by word (``Doe`` of ``Doe^John``); places as a whole value,
+# since their words (``General``, ``Street``) are common ones.
+_IDENTIFYING_NAMES = (
     "PatientName",
     "PatientID",
     "OtherPatientIDs",
@@ -77,7 +80,6 @@ _IDENTIFYING_TEXT = (
     "AccessionNumber",
     "PatientBirthName",
     "PatientMotherBirthName",
-    "PatientAddress",
     "PatientTelephoneNumbers",
     "MedicalRecordLocator",
     "AdmissionID",
@@ -88,9 +90,8 @@ _IDENTIFYING_TEXT = (
     "RequestingPhysician",
     "OperatorsName",
     "ResponsiblePerson",
-    "InstitutionName",
-    "InstitutionAddress",
 )
+_IDENTIFYING_PLACES = ("PatientAddress", "InstitutionName", "InstitutionAddress")
 # Calendar dates written in text (2023-01-05, 20230105, 05.01.2023, 1/5/23).
 _DATE_IN_TEXT = (
     r"(?<![\d.\-/])(?:\d{8}|\d{4}([-./])\d{2}\1\d{2}|\d{1,2}([./-])\d{1,2}\2\d{2}(?:\d{2})?)"
@@ -294,7 +295,9 @@ class _Context:
 
     def clean_text(self, text: str) -> str:
         """``text`` without the record's identifiers and dates (Clean on free text)."""
-        return self.pattern.sub("", text).strip() if self.pattern is not None else text
+        if self.pattern is None:
+            return text
+        return _SPACES.sub(" ", self.pattern.sub("", text)).strip()
 
     def uid(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
         return _map_values(field.element, self._uid)
@@ -364,9 +367,10 @@ def _originals(dataset: Dataset) -> dict[IdentityKind, str]:
 def _identifying_pattern(dataset: Dataset) -> re.Pattern[str]:
     """A pattern of the dataset's own identifiers, to clean them out of free text."""
     words: set[str] = set()
-    for keyword in _IDENTIFYING_TEXT:
+    for keyword in _IDENTIFYING_NAMES + _IDENTIFYING_PLACES:
         for value in _strings(dataset.get(keyword)):
-            words.update(w for w in re.split(r"[\^=\s,]+", value) if len(w) >= 2)
+            if keyword in _IDENTIFYING_NAMES:
+                words.update(w for w in re.split(r"[\^=\s,]+", value) if len(w) >= 2)
             if len(value) >= 2:
                 words.add(value)
     birth = str(dataset.get("PatientBirthDate", "") or "").strip()
