@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, FileDataset, dcmread
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
@@ -398,9 +399,18 @@ def _check_depth(dataset: Dataset) -> None:
         item, depth = stack.pop()
         if depth > MAX_SEQUENCE_DEPTH:
             raise DeidError(f"sequences are nested more than {MAX_SEQUENCE_DEPTH} deep; refused")
-        for element in item:
-            if element.VR == "SQ":
-                stack.extend((child, depth + 1) for child in element.value or ())
+        for element in item.elements():  # raw elements stay raw: only sequences are read
+            if _is_sequence(item, element):
+                stack.extend((child, depth + 1) for child in item[element.tag].value or ())
+
+
+def _is_sequence(item: Dataset, element: DataElement | RawDataElement) -> bool:
+    if element.VR not in (None, "UN"):
+        return element.VR == "SQ"
+    try:
+        return dictionary_VR(element.tag) == "SQ"
+    except KeyError:  # a private or unknown attribute in implicit VR: read it to know
+        return item[element.tag].VR == "SQ"
 
 
 def _hashable(dataset: Dataset) -> Dataset:
