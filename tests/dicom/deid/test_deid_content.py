@@ -3,6 +3,7 @@ on datasets made to carry the patient's identity where the corpus has none."""
 
 from __future__ import annotations
 
+import io
 import secrets
 
 import pytest
@@ -195,3 +196,24 @@ def test_an_option_keep_wins_over_another_option_clean() -> None:
     assert both.actions()[0x00081010] is Action.KEEP  # StationName
     binary = DeidProfile.from_names(options=["clean_descriptors"]).actions()
     assert binary[0x0016002B] is Action.REMOVE  # MakerNote: C on bytes falls back to X
+
+
+def test_the_new_file_meta_names_no_sender_receiver_or_private_information() -> None:
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    dataset = dcmread(get_testdata_file("CT_small.dcm"))
+    dataset.file_meta.SourceApplicationEntityTitle = "MERCY_CT1"
+    dataset.file_meta.SendingApplicationEntityTitle = "MERCY_PACS"
+    dataset.file_meta.PrivateInformationCreatorUID = "1.2.3.4"
+    dataset.file_meta.PrivateInformation = b"Doe John"
+    transfer_syntax = dataset.file_meta.TransferSyntaxUID
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    deidentifier = Deidentifier(DeidProfile(), Pseudonymizer(secrets.token_bytes(32)))
+    data, identity = deidentifier.deidentify_bytes(buffer.getvalue())
+    assert b"MERCY" not in data and b"Doe John" not in data
+    meta = dcmread(io.BytesIO(data)).file_meta
+    assert meta.MediaStorageSOPInstanceUID == identity.sop_instance_uid
+    assert meta.TransferSyntaxUID == transfer_syntax
+    assert meta.MediaStorageSOPClassUID == dataset.SOPClassUID

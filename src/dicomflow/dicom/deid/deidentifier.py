@@ -27,7 +27,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydicom import Dataset, FileDataset, dcmread
+from pydicom import Dataset, FileDataset, FileMetaDataset, dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.multival import MultiValue
@@ -237,9 +237,8 @@ class Deidentifier:
             [_code(code.value, code.meaning) for code in self.profile.method_codes(pixels_cleaned)]
         )
         dataset.LongitudinalTemporalInformationModified = _longitudinal(self.profile)
-        meta = getattr(dataset, "file_meta", None)
-        if meta is not None and "SOPInstanceUID" in dataset:
-            meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        if getattr(dataset, "file_meta", None) is not None:
+            dataset.file_meta = _file_meta(dataset)
 
     def _record(self, originals: dict[IdentityKind, str], identity: DeidIdentity) -> None:
         if self.reidentification is None:
@@ -419,6 +418,21 @@ def _hashable(dataset: Dataset) -> Dataset:
         return dataset
     meta = dataset.get("file_meta")
     return FileDataset("", dataset, file_meta=meta, preamble=b"\0" * 128)
+
+
+def _file_meta(dataset: Dataset) -> FileMetaDataset:
+    """New file meta for the new file: its SOP class, instance and transfer syntax only.
+
+    The old one named the AE titles and addresses of the sender and receiver, and could
+    hold private information (0002,0102); pydicom writes its own implementation UID.
+    """
+    old, meta = dataset.file_meta, FileMetaDataset()
+    for keyword in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID"):
+        if keyword in old:
+            setattr(meta, keyword, old[keyword].value)
+    if "SOPInstanceUID" in dataset:
+        meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    return meta
 
 
 def _longitudinal(profile: DeidProfile) -> str:
