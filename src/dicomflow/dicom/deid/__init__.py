@@ -3,7 +3,9 @@
 - :mod:`.profile` -- Table E.1-1 (from the standard), options by name, :class:`DeidProfile`.
 - :mod:`.pseudonyms` -- the key file (0600) and HMAC pseudonyms for UIDs, patient IDs, dates.
 - :mod:`.deidentifier` -- :class:`Deidentifier`, which applies a profile with pydicom's
-  ``deid`` library.
+  ``deid`` library; :mod:`.replacements` (the D, C and U values), :mod:`.content` (values
+  without a row inside D and C sequences), :mod:`.groups` (private attributes, curves,
+  overlays).
 - :mod:`.reidentification` -- the optional administrator-only re-identification table.
 - :mod:`.pixel_cleaning` -- cleaning burned-in annotation with ``deid``'s pixel rules.
 """

@@ -2,12 +2,13 @@
 
 :class:`Deidentifier` turns a :class:`~dicomflow.dicom.deid.profile.DeidProfile` into a
 ``deid`` recipe once (one line per attribute of Table E.1-1: REMOVE for X, BLANK for Z,
-REPLACE with our functions for D, C and U, nothing for K) and runs ``deid``'s parser,
-which applies it at every depth of nested sequences and in the file meta. Then it
-does what a recipe cannot: keyed pseudonyms for the patient, private attributes removed
-except the safe-private list, the repeating overlay and curve groups, and the attributes
-that say what was done (PatientIdentityRemoved, DeidentificationMethod and its code
-sequence, LongitudinalTemporalInformationModified).
+REPLACE with the functions of :mod:`.replacements` for D, C and U, nothing for K) and
+runs ``deid``'s parser, which applies it at every depth of nested sequences and in the
+file meta. Then it does what a recipe cannot: the values without a row inside D and C
+sequences (:mod:`.content`), keyed pseudonyms for the patient, private attributes and
+the repeating overlay and curve groups (:mod:`.groups`), new file meta, and the
+attributes that say what was done (PatientIdentityRemoved, DeidentificationMethod and
+its code sequence, LongitudinalTemporalInformationModified).
 
 An instance that may carry identifying pixels (BurnedInAnnotation YES, or a SOP class
 known for burned-in text) is refused with :class:`DeidRefusedError` unless the profile
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -42,6 +41,7 @@ from dicomflow.dicom.deid.reidentification import (
     Reidentification,
     ReidentificationTable,
 )
+from dicomflow.dicom.deid.replacements import Replacements
 from dicomflow.errors import DeidError, DeidRefusedError
 
 __all__ = ["BURNED_IN_SOP_CLASSES", "DeidIdentity", "Deidentifier", "burned_in_reason"]
@@ -61,43 +61,9 @@ BURNED_IN_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)",
 }
 MAX_SEQUENCE_DEPTH = 100
-_SPACES = re.compile(r"[ \t]{2,}")  # what a removed word leaves; line breaks stay
 _SILENT = -6  # below deid's ABORT level: its own messages off
 _DEID_LOCK = threading.Lock()  # deid patches FileDataset.__hash__ while it parses
-_DATE_VRS = {"DA", "DT"}
-_TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "CS", "AE", "UR", "PN"}
-_MAX_LENGTH = {"SH": 16, "CS": 16, "AE": 16, "LO": 64, "PN": 64}
 _PATIENT_ID, _ISSUER = 0x00100020, 0x00100021
-_CONTENT_DATE = 0x00080023
-# The values Clean takes out of free text: the patient's identifiers and the names of
-# the people and places of this record (HIPAA Safe Harbor's names, numbers, addresses).
-# Names and numbers go word by word (``Doe`` of ``Doe^John``); places as a whole value,
-# since their words (``General``, ``Street``) are common ones.
-_IDENTIFYING_NAMES = (
-    "PatientName",
-    "PatientID",
-    "OtherPatientIDs",
-    "OtherPatientNames",
-    "AccessionNumber",
-    "PatientBirthName",
-    "PatientMotherBirthName",
-    "PatientTelephoneNumbers",
-    "MedicalRecordLocator",
-    "AdmissionID",
-    "ReferringPhysicianName",
-    "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy",
-    "PhysiciansOfRecord",
-    "RequestingPhysician",
-    "OperatorsName",
-    "ResponsiblePerson",
-)
-_IDENTIFYING_PLACES = ("PatientAddress", "InstitutionName", "InstitutionAddress")
-# Calendar dates written in text (2023-01-05, 20230105, 05.01.2023, 1/5/23).
-_DATE_IN_TEXT = (
-    r"(?<![\d.\-/])(?:\d{8}|\d{4}([-./])\d{2}\1\d{2}|\d{1,2}([./-])\d{1,2}\2\d{2}(?:\d{2})?)"
-    r"(?!\d|[.\-/]\d)"
-)
 
 
 @dataclass(frozen=True)
@@ -167,8 +133,8 @@ class Deidentifier:
         pixels_cleaned = self._check_pixels(dataset)
         identity = self.identity(dataset)
         originals = _originals(dataset)
-        context = _Context(self, identity, originals[IdentityKind.PATIENT])
-        context.pattern = _identifying_pattern(dataset)
+        patient = (identity.patient_id, originals[IdentityKind.PATIENT])
+        context = Replacements(self.pseudonymizer, self.profile, patient, dataset)
         try:
             self._run_recipe(dataset, context)
             replace_sequence_contents(dataset, self._actions, context.inner)
@@ -209,7 +175,7 @@ class Deidentifier:
         clean_pixels(dataset, self.profile.pixel_cleaning, reason)
         return True
 
-    def _run_recipe(self, dataset: Dataset, context: _Context) -> None:
+    def _run_recipe(self, dataset: Dataset, context: Replacements) -> None:
         from deid.dicom.fields import _get_fields_inner
         from deid.dicom.parser import DicomParser
 
@@ -225,7 +191,7 @@ class Deidentifier:
                 _get_fields_inner.cache_clear()  # it would keep every dataset alive
 
     def _finish(
-        self, dataset: Dataset, identity: DeidIdentity, pixels_cleaned: bool, context: _Context
+        self, dataset: Dataset, identity: DeidIdentity, pixels_cleaned: bool, context: Replacements
     ) -> None:
         dataset.PatientID = identity.patient_id
         dataset.PatientName = identity.patient_id
@@ -263,97 +229,6 @@ class Deidentifier:
         return self.pseudonymizer.patient_id(original, issuer)
 
 
-class _Context:
-    """The recipe's functions for one dataset (they need its patient and identifiers)."""
-
-    def __init__(self, owner: Deidentifier, identity: DeidIdentity, original_patient: str):
-        self.pseudonymizer = owner.pseudonymizer
-        self.keep_uids = Option.RETAIN_UIDS in owner.profile.options
-        self.patient, self.original_patient = identity.patient_id, original_patient
-        self.offset = owner.pseudonymizer.date_offset_days(identity.patient_id)
-        self.date_action = owner._actions.get(_CONTENT_DATE, Action.DUMMY)
-        self.pattern: re.Pattern[str] | None = None
-
-    def patient_id(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
-        """PatientID at any depth: this patient's pseudonym, or another patient's."""
-        return _map_values(field.element, self._patient_id)
-
-    def _patient_id(self, text: Any) -> Any:
-        original = str(text).strip()
-        if original == self.original_patient:
-            return self.patient
-        return self.pseudonymizer.patient_id(original)
-
-    def inner(self, element: DataElement, mode: Action) -> None:
-        """A value without a row inside a D or C sequence (see :mod:`.content`)."""
-        if element.VR in ("DA", "DT", "TM"):
-            mode = self.date_action
-            if mode is Action.KEEP:
-                return
-        replace = self._dummy if mode is Action.DUMMY else self._clean
-        element.value = _map_values(element, lambda text: replace(element, text))
-
-    def clean_text(self, text: str) -> str:
-        """``text`` without the record's identifiers and dates (Clean on free text)."""
-        if self.pattern is None:
-            return text
-        return _SPACES.sub(" ", self.pattern.sub("", text)).strip()
-
-    def uid(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
-        return _map_values(field.element, self._uid)
-
-    def dummy(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
-        element: DataElement = field.element
-        if element.is_empty and element.VR not in ("SQ", "UI"):
-            return self._dummy(element, "")  # D is a non-zero length value, even for an empty one
-        return _map_values(element, lambda text: self._dummy(element, text))
-
-    def clean(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
-        element: DataElement = field.element
-        return _map_values(element, lambda text: self._clean(element, text))
-
-    def _uid(self, text: Any) -> Any:
-        if not isinstance(text, str) or not text.strip() or self.keep_uids:
-            return text
-        return self.pseudonymizer.uid(text)
-
-    def _dummy(self, element: DataElement, text: Any) -> Any:
-        vr = element.VR
-        if vr == "UI":
-            return self._uid(text)
-        if vr in _DATE_VRS or vr == "TM":
-            return {"DA": "19000101", "DT": "19000101000000", "TM": "000000"}[vr]
-        if vr in _TEXT_VRS:
-            purpose = f"{element.tag:08x}"
-            return self.pseudonymizer.token(purpose, str(text), _MAX_LENGTH.get(vr, 16))
-        if vr in {"IS", "DS"}:
-            return "0"
-        if vr in {"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"}:
-            return 0
-        if vr in {"OB", "OW", "OD", "OF", "OL", "OV", "UN"}:
-            return b"\0\0"
-        return text  # SQ: its items are processed by their own rows; AT: not identifying
-
-    def _clean(self, element: DataElement, text: Any) -> Any:
-        vr = element.VR
-        if vr in _DATE_VRS and isinstance(text, str) and text.strip():
-            return Pseudonymizer.shift_date(text, self.offset) or ""
-        if vr == "UI":
-            return self._uid(text)
-        if vr in _TEXT_VRS and isinstance(text, str):
-            return self.clean_text(text)
-        return text
-
-
-def _map_values(element: DataElement, function: Callable[[Any], Any]) -> Any:
-    value = element.value
-    if element.VR == "SQ" or value is None or value == "":
-        return value
-    if isinstance(value, MultiValue | list):
-        return [function(item) for item in value]
-    return function(value)
-
-
 def _originals(dataset: Dataset) -> dict[IdentityKind, str]:
     keywords = {
         IdentityKind.PATIENT: "PatientID",
@@ -362,33 +237,6 @@ def _originals(dataset: Dataset) -> dict[IdentityKind, str]:
         IdentityKind.INSTANCE: "SOPInstanceUID",
     }
     return {kind: str(dataset.get(keyword, "") or "").strip() for kind, keyword in keywords.items()}
-
-
-def _identifying_pattern(dataset: Dataset) -> re.Pattern[str]:
-    """A pattern of the dataset's own identifiers, to clean them out of free text."""
-    words: set[str] = set()
-    for keyword in _IDENTIFYING_NAMES + _IDENTIFYING_PLACES:
-        for value in _strings(dataset.get(keyword)):
-            if keyword in _IDENTIFYING_NAMES:
-                words.update(w for w in re.split(r"[\^=\s,]+", value) if len(w) >= 2)
-            if len(value) >= 2:
-                words.add(value)
-    birth = str(dataset.get("PatientBirthDate", "") or "").strip()
-    if len(birth) == 8 and birth.isdigit():
-        words.update({birth, f"{birth[:4]}-{birth[4:6]}-{birth[6:]}", f"{birth[6:]}.{birth[4:6]}"})
-    ordered = sorted(words, key=len, reverse=True)[:200]
-    alternatives = [_DATE_IN_TEXT, *(re.escape(w) for w in ordered)]
-    return re.compile("|".join(rf"(?<!\w)(?:{a})(?!\w)" for a in alternatives), re.IGNORECASE)
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if value is None:
-        return
-    if isinstance(value, MultiValue | list):
-        for item in value:
-            yield str(item).strip()
-    else:
-        yield str(value).strip()
 
 
 def _check_depth(dataset: Dataset) -> None:
