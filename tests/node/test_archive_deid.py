@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pydicom
@@ -25,9 +26,11 @@ from typer.testing import CliRunner
 
 from dicomflow.cli.main import app
 from dicomflow.cod import CODObject, list_series, list_studies
-from dicomflow.dicom.deid import create_key_file
+from dicomflow.dicom.deid import ReidentificationTable, create_key_file
+from dicomflow.dicom.deid.reidentification import IdentityKind
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.engine import series_archive
+from dicomflow.engine.archive_deid import ArchiveDeid
 from dicomflow.engine.node import Node
 from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.errors import DeidConfigError
@@ -84,8 +87,9 @@ def corpus_files(folder: Path) -> list[Path]:
     return [Path(shutil.copy(str(get_testdata_file(name)), folder / name)) for name in CORPUS]
 
 
-def deid_settings(root: Path, datastore: Path, key: Path) -> NodeSettings:
+def deid_settings(root: Path, datastore: Path, key: Path, **more: object) -> NodeSettings:
     return build_settings(
+        **more,
         port=0,
         data_directory=root / "data",
         archive_datastore=str(datastore),
@@ -114,7 +118,8 @@ def deid_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeidArchi
     root = tmp_path_factory.mktemp("deid-archive")
     key = create_key_file(root / "key")
     datastore = root / "archive"
-    settings = deid_settings(root, datastore, key)
+    table = root / "data" / "deid" / "reidentification.sqlite"
+    settings = deid_settings(root, datastore, key, deid_reidentification_table=table)
     synthetic, capture = synthetic_series(root / "synthetic")
     sent = synthetic + corpus_files(root / "corpus")
     scheduler = ArchiveScheduler.from_settings(settings, str(datastore))
@@ -241,6 +246,57 @@ def test_findscu_answers_with_pseudonyms(deid_archive: DeidArchive, tmp_path: Pa
         assert str(pydicom.dcmread(path).StudyInstanceUID).startswith("2.25.")
 
 
+def test_the_reidentification_table_maps_the_pseudonyms_back(deid_archive: DeidArchive) -> None:
+    table = ReidentificationTable(deid_archive.root / "data" / "deid" / "reidentification.sqlite")
+    original = pydicom.dcmread(deid_archive.sent[0], stop_before_pixels=True)
+    datastore = str(deid_archive.datastore)
+    found = {
+        (entry.kind, entry.original)
+        for study in list_studies(datastore)
+        for series in list_series(datastore, study)
+        for uid in (study, series)
+        for entry in table.lookup(uid)
+    }
+    assert (IdentityKind.STUDY, str(original.StudyInstanceUID)) in found
+    assert (IdentityKind.SERIES, str(original.SeriesInstanceUID)) in found
+    reader = CODObject(datastore, *found_series(deid_archive, original), lock=False)
+    patient = reader.instance_metadata(reader.list_instances()[0])["metadata"]["00100020"]
+    entries = table.lookup(patient["Value"][0])
+    assert [(e.kind, e.original) for e in entries] == [(IdentityKind.PATIENT, "DEIDPAT4711")]
+    table.close()
+
+
+def found_series(deid_archive: DeidArchive, original: Dataset) -> tuple[str, str]:
+    identity = ArchiveDeid.from_settings(deid_archive.settings).deidentifier().identity(original)
+    return identity.study_uid, identity.series_uid
+
+
+def test_a_pipelines_archive_output_is_deidentified(make_node: Any, tmp_path: Path) -> None:
+    from sample_pipelines import ArchivePipeline
+
+    key = create_key_file(tmp_path / "key")
+    series = make_ct_series(2, patient_id="OUTPUT0815")
+    node = make_node(ArchivePipeline, archive_deid=True, deid_key_file=key)
+    storescu(node.port, write_series(series, tmp_path / "s"))
+    datastore = tmp_path / "data" / "archive"
+    wait_for(lambda: datastore.exists() and archived_instances(datastore) == 2, 60, "the output")
+    assert list_studies(str(datastore)) != [str(series[0].StudyInstanceUID)]
+    forbidden = [b"OUTPUT0815", str(series[0].StudyInstanceUID).encode()]
+    assert not [v for v in forbidden for p in every_file(datastore) if v in p.read_bytes()]
+
+
+def test_services_are_told_the_pseudonymous_series(deid_archive: DeidArchive) -> None:
+    scheduler = ArchiveScheduler.from_settings(deid_archive.settings, str(deid_archive.datastore))
+    folder = deid_archive.root / "synthetic"
+    archived = scheduler.archived(folder)
+    assert archived is not None
+    reader = CODObject(
+        str(deid_archive.datastore), archived.study_uid, archived.series_uid, lock=False
+    )
+    assert sorted(archived.sop_instance_uids) == reader.list_instances()  # the capture left out
+    assert len(archived.sop_instance_uids) == 3
+
+
 def series_paths(datastore: Path) -> set[str]:
     """The archive's files (catalog aside), relative to its root."""
     files = every_file(datastore)
@@ -285,3 +341,20 @@ def test_a_key_file_others_can_read_stops_the_start_and_the_ingest(tmp_path: Pat
     report = ingest(tmp_path / "ingested", key, files)
     assert report.startswith("2\n") and "deid_key_file" in report
     assert not (tmp_path / "ingested").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (("--deid-options", "retain_everything"), "deid_options"),
+        (("--deid-profile", "../etc"), "deid_profile"),
+        (("--deid-safe-private", "\0,zz"), "deid_safe_private"),
+    ],
+)
+def test_ingest_names_a_wrong_deid_option(
+    tmp_path: Path, options: tuple[str, str], named: str
+) -> None:
+    key = create_key_file(tmp_path / "key")
+    report = ingest(tmp_path / "ingested", key, corpus_files(tmp_path / "corpus"), *options)
+    assert report.startswith("2\n") and named in report, report
+    assert "Traceback" not in report

@@ -134,7 +134,9 @@ def deidentified_groups(uris: list[str], deidentifier: Deidentifier) -> Gathered
         try:
             data, identity = deidentifier.deidentify_bytes(original)
         except DeidError as error:  # DeidRefusedError too
-            result.refused.append((uri, f"{_sop_class(original)}: {error}"))
+            why = str(error)
+            sop_class = _sop_class(original)
+            result.refused.append((uri, why if sop_class in why else f"{sop_class}: {why}"))
             logger.error("not archived: %s", result.refusals()[-1])
             continue
         name = f"deidentified/{identity.sop_instance_uid}.dcm"

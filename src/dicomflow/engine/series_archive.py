@@ -178,7 +178,7 @@ class ArchiveScheduler:
         deidentifier = deid.deidentifier()
         identities = []
         for path in sorted(instances_dir.glob("*.dcm")):
-            header = dcmread(path, stop_before_pixels=True)
+            header = dcmread(path, defer_size=1024)  # pixel data present, not read
             if burned_in_reason(header) is None or deidentifier.profile.pixel_cleaning:
                 identities.append(deidentifier.identity(header))
         if not identities:
