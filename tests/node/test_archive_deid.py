@@ -9,6 +9,7 @@ the same paths, another key under others; the refused instance is kept, not lost
 """
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -39,7 +40,7 @@ from dicomflow.queue.job import JobKind, JobStatus
 from dicomflow.settings import NodeSettings, build_settings
 from dicomflow.web import WebContext, WebServer, create_app
 from dicomflow.web.auth import Credentials
-from support import storescu, wait_for
+from support import StoreSCPPeer, storescu, wait_for
 
 TOKEN = "deid-test-token"
 NODE = "DICOMFLOW"
@@ -58,6 +59,7 @@ class DeidArchive:
     sent: list[Path]
     burned_in: Dataset
     web: WebServer
+    moved: StoreSCPPeer
 
     def get(self, path: str) -> httpx.Response:
         headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -119,7 +121,14 @@ def deid_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeidArchi
     key = create_key_file(root / "key")
     datastore = root / "archive"
     table = root / "data" / "deid" / "reidentification.sqlite"
-    settings = deid_settings(root, datastore, key, deid_reidentification_table=table)
+    moved = StoreSCPPeer(root / "moved", ae_title="MOVED")
+    settings = deid_settings(
+        root,
+        datastore,
+        key,
+        deid_reidentification_table=table,
+        move_destinations=[moved.endpoint()],
+    )
     synthetic, capture = synthetic_series(root / "synthetic")
     sent = synthetic + corpus_files(root / "corpus")
     scheduler = ArchiveScheduler.from_settings(settings, str(datastore))
@@ -133,10 +142,11 @@ def deid_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeidArchi
             storescu(node.port, sent)
             wait_for(lambda: archived_instances(datastore) == 5, 120, "5 archived instances")
             wait_for(lambda: failed_archive_jobs(settings), 60, "the refused series' job to fail")
-        yield DeidArchive(root, node, settings, datastore, sent, capture, web)
+        yield DeidArchive(root, node, settings, datastore, sent, capture, web, moved)
     finally:
         web.stop()
         node.stop()
+        moved.stop()
 
 
 def originals(paths: list[Path]) -> set[bytes]:
@@ -158,7 +168,8 @@ def every_file(folder: Path) -> list[Path]:
 
 
 def test_no_byte_of_the_archive_holds_an_original_identifier(deid_archive: DeidArchive) -> None:
-    forbidden = originals(deid_archive.sent)
+    key = (deid_archive.root / "key").read_text().strip()
+    forbidden = originals(deid_archive.sent) | {key.encode(), bytes.fromhex(key)}
     files = every_file(deid_archive.datastore)
     kinds = {path.suffix for path in files}
     assert {".tar", ".json", ".sqlite", ".sqlite-wal"} <= kinds, kinds
@@ -167,7 +178,7 @@ def test_no_byte_of_the_archive_holds_an_original_identifier(deid_archive: DeidA
         (path.name, value)
         for path in files
         for value in forbidden
-        if value in path.read_bytes() or value.decode() in str(path)
+        if value in path.read_bytes() or value in str(path).encode()
     ]
     assert not leaks
     assert len(forbidden) > 10  # the check looked for something
@@ -297,6 +308,29 @@ def test_services_are_told_the_pseudonymous_series(deid_archive: DeidArchive) ->
     assert len(archived.sop_instance_uids) == 3
 
 
+def test_the_key_is_never_in_a_job(deid_archive: DeidArchive) -> None:
+    key = (deid_archive.root / "key").read_text().strip()
+    jobs = PerThreadBackend(deid_archive.settings.resolved_queue_url()).get().jobs()
+    archive_jobs = [job for job in jobs if job.meta.get("kind") == JobKind.ARCHIVE]
+    assert len(archive_jobs) == 3
+    for job in archive_jobs:
+        assert job.kwargs["deid"]["key_file"] == str(deid_archive.root / "key")
+        assert key not in json.dumps([job.kwargs, job.meta, job.result, job.error])
+
+
+def test_movescu_sends_deidentified_instances(deid_archive: DeidArchive) -> None:
+    study = list_studies(str(deid_archive.datastore))[0]
+    command = ["movescu", "-S", "-aem", "MOVED", "-aec", NODE, "127.0.0.1"]
+    command += [str(deid_archive.node.port), "-k", "QueryRetrieveLevel=STUDY"]
+    command += ["-k", f"StudyInstanceUID={study}"]
+    subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    wait_for(lambda: deid_archive.moved.files(), 30, "the moved instances")
+    forbidden = originals(deid_archive.sent)
+    for path in deid_archive.moved.files():
+        assert not [value for value in forbidden if value in path.read_bytes()]
+        assert str(pydicom.dcmread(path).StudyInstanceUID) == study
+
+
 def series_paths(datastore: Path) -> set[str]:
     """The archive's files (catalog aside), relative to its root."""
     files = every_file(datastore)
@@ -358,3 +392,20 @@ def test_ingest_names_a_wrong_deid_option(
     report = ingest(tmp_path / "ingested", key, corpus_files(tmp_path / "corpus"), *options)
     assert report.startswith("2\n") and named in report, report
     assert "Traceback" not in report
+
+
+@pytest.mark.parametrize(
+    "malformed", [None, [], {}, {"profile": "basic"}, {"options": "x", "unknown": 1}]
+)
+def test_malformed_job_settings_are_named(malformed: object) -> None:
+    with pytest.raises(DeidConfigError, match="archive_deid"):
+        ArchiveDeid.from_kwargs(malformed)
+
+
+def test_job_settings_round_trip(tmp_path: Path) -> None:
+    settings = deid_settings(tmp_path, tmp_path / "archive", tmp_path / "key")
+    deid = ArchiveDeid.from_settings(
+        settings.model_copy(update={"deid_options": ["clean_descriptors"]})
+    )
+    assert ArchiveDeid.from_kwargs(json.loads(json.dumps(deid.to_kwargs()))) == deid
+    assert deid.settings().deid_key_path() == tmp_path / "key"
