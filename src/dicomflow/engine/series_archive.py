@@ -183,14 +183,9 @@ class ArchiveScheduler:
                 identities.append(deidentifier.identity(header))
         if not identities:
             return None
-        first = identities[0]
-        same = [
-            i
-            for i in identities
-            if (i.study_uid, i.series_uid) == (first.study_uid, first.series_uid)
-        ]
-        uids = tuple(i.sop_instance_uid for i in same)
-        return ArchivedSeries(self.datastore, first.study_uid, first.series_uid, uids)
+        key = (identities[0].study_uid, identities[0].series_uid)
+        uids = tuple(i.sop_instance_uid for i in identities if (i.study_uid, i.series_uid) == key)
+        return ArchivedSeries(self.datastore, *key, uids)
 
 
 def archive_refusal(dataset: Dataset) -> str | None:
