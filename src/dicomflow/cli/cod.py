@@ -4,7 +4,7 @@ from collections import defaultdict
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import pydicom
 import typer
@@ -22,6 +22,10 @@ from dicomflow.cod.layout import SeriesLayout, open_datastore
 from dicomflow.cod.query import SeriesDocument
 from dicomflow.errors import DicomflowError
 
+if TYPE_CHECKING:  # the de-identification modules load with --deid only
+    from dicomflow.dicom.deid import Deidentifier
+    from dicomflow.engine.archive_deid import ArchiveDeid
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True, soft_wrap=True)  # errors and progress
 results = Console(soft_wrap=True, highlight=False)  # what a command reports back, on stdout
@@ -37,6 +41,23 @@ CatalogOption = Annotated[
         "(default: catalog.sqlite at the root of a local datastore).",
     ),
 ]
+DeidOption = Annotated[
+    bool,
+    typer.Option(
+        "--deid",
+        help="Archive de-identified instances only, filed under pseudonymous UIDs (the "
+        "node's deid_* settings; the options below override them).",
+    ),
+]
+DeidProfile = Annotated[str | None, typer.Option(help="deid_profile: basic.")]
+DeidOptions = Annotated[
+    list[str] | None, typer.Option(help="deid_options, comma-separated or repeated.")
+]
+DeidKeyFile = Annotated[Path | None, typer.Option(help="deid_key_file: the pseudonym key (0600).")]
+DeidTable = Annotated[
+    Path | None, typer.Option(help="deid_reidentification_table: pseudonym -> original (0600).")
+]
+DeidList = Annotated[list[str] | None, typer.Option(help="See the setting of that name.")]
 SeriesKey = tuple[str, str]
 _opened: dict[str, Catalog] = {}  # per worker process: one connection for all its series
 
@@ -68,14 +89,20 @@ class SeriesReport:
     errors: list[str] = field(default_factory=list)
 
 
-def group_by_series(paths: list[Path]) -> tuple[dict[SeriesKey, list[str]], list[str]]:
-    """Group files by (StudyInstanceUID, SeriesInstanceUID); return the groups and errors."""
+def group_by_series(
+    paths: list[Path], deidentifier: "Deidentifier | None" = None
+) -> tuple[dict[SeriesKey, list[str]], list[str]]:
+    """Group files by (StudyInstanceUID, SeriesInstanceUID) -- their pseudonyms with a
+    ``deidentifier`` -- and return the groups and errors."""
     groups: dict[SeriesKey, list[str]] = defaultdict(list)
     errors: list[str] = []
     for path in paths:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             key = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
+            if deidentifier is not None:
+                identity = deidentifier.identity(ds)
+                key = (identity.study_uid, identity.series_uid)
         except (InvalidDicomError, OSError, AttributeError, ValueError) as exc:
             errors.append(f'File "{path}" cannot be read: {exc}.')
             continue
@@ -84,13 +111,19 @@ def group_by_series(paths: list[Path]) -> tuple[dict[SeriesKey, list[str]], list
 
 
 def ingest_series(
-    datastore: str, study: str, series: str, files: list[str], catalog: str | None = None
+    datastore: str,
+    study: str,
+    series: str,
+    files: list[str],
+    catalog: str | None = None,
+    deid: "ArchiveDeid | None" = None,
 ) -> SeriesReport:
-    """Append and sync one series under its lock, then record it in ``catalog`` (runs in
-    a worker process)."""
+    """Append and sync one series under its lock (its files de-identified first with
+    ``deid``), then record it in ``catalog`` (runs in a worker process)."""
     report = SeriesReport()
-    with CODObject(datastore, study, series, lock=True) as cod:
-        result = cod.append([Instance(file) for file in files])
+    loaded, report.errors = _instances(files, deid)
+    with CODObject(datastore, study, series, lock=True, deidentified=deid is not None) as cod:
+        result = cod.append(loaded)
         if result.new or result.conflicts:
             cod.sync()
         instances = cod.get_metadata().instances if catalog else {}
@@ -98,8 +131,20 @@ def ingest_series(
             _catalog(catalog).record(SeriesDocument(study, series, dict(instances)))
     report.new, report.duplicates = len(result.new), len(result.duplicates)
     report.conflicts = len(result.conflicts)
-    report.errors = [str(exc) for _, exc in result.errors]
+    report.errors += [str(exc) for _, exc in result.errors]
     return report
+
+
+def _instances(files: list[str], deid: "ArchiveDeid | None") -> tuple[list[Instance], list[str]]:
+    """The files as instances (de-identified in memory with ``deid``), and the refusals
+    (the files are left as they are)."""
+    if deid is None:
+        return [Instance(file) for file in files], []
+    from dicomflow.engine.archive_deid import deidentified_groups
+
+    gathered = deidentified_groups(files, deid.deidentifier())
+    refused = [f'File "{uri}" not archived: {why}' for uri, why in gathered.refused]
+    return [i for group in gathered.groups.values() for i in group], refused
 
 
 def _catalog(location: str) -> Catalog:
@@ -117,7 +162,11 @@ def _catalog_location(datastore: str, catalog: str | None) -> str:
 
 
 def _run_ingest(
-    datastore: str, groups: dict[SeriesKey, list[str]], workers: int | None, catalog: str | None
+    datastore: str,
+    groups: dict[SeriesKey, list[str]],
+    workers: int | None,
+    catalog: str | None,
+    deid: "ArchiveDeid | None" = None,
 ) -> SeriesReport:
     total = SeriesReport()
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -125,7 +174,7 @@ def _run_ingest(
     with Progress(*columns, console=console) as progress, ProcessPoolExecutor(workers) as pool:
         task = progress.add_task(f"ingest into {datastore}", total=count)
         futures: dict[Future[SeriesReport], SeriesKey] = {
-            pool.submit(ingest_series, datastore, *key, files, catalog): key
+            pool.submit(ingest_series, datastore, *key, files, catalog, deid): key
             for key, files in groups.items()
         }
         for future in as_completed(futures):
@@ -149,9 +198,25 @@ def ingest_command(
     datastore: Datastore,
     workers: Annotated[int | None, typer.Option(help="Worker processes.", min=1)] = None,
     catalog: CatalogOption = None,
+    deid: DeidOption = False,
+    deid_profile: DeidProfile = None,
+    deid_options: DeidOptions = None,
+    deid_key_file: DeidKeyFile = None,
+    deid_reidentification_table: DeidTable = None,
+    deid_safe_private: DeidList = None,
+    deid_pixel_cleaning: DeidList = None,
 ) -> None:
     """Add Part-10 files to the datastore, one locked task per series, each recorded in
-    the catalog."""
+    the catalog; with --deid, de-identified (refused files are reported, not archived)."""
+    given = {
+        "deid_profile": deid_profile,
+        "deid_options": _split(deid_options),
+        "deid_key_file": deid_key_file,
+        "deid_reidentification_table": deid_reidentification_table,
+        "deid_safe_private": deid_safe_private,
+        "deid_pixel_cleaning": deid_pixel_cleaning,
+    }
+    archive_deid = _archive_deid(given) if deid else None
     paths = collect_files(sources)
     if not paths:
         _fail("no DICOM files found in the given paths.", 2)
@@ -163,8 +228,10 @@ def ingest_command(
             open_catalog(location).close()  # a bad location fails before any work
     except DicomflowError as exc:
         _fail(str(exc), 2)
-    groups, errors = group_by_series(paths)
-    total = _run_ingest(datastore, groups, workers, location) if groups else SeriesReport()
+    deidentifier = archive_deid.deidentifier() if archive_deid is not None else None
+    groups, errors = group_by_series(paths, deidentifier)
+    run = (datastore, groups, workers, location, archive_deid)
+    total = _run_ingest(*run) if groups else SeriesReport()
     total.errors = errors + total.errors
     for message in total.errors:
         _error(message)
@@ -175,6 +242,33 @@ def ingest_command(
     )
     if total.errors:
         raise typer.Exit(1)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _archive_deid(given: dict[str, Any]) -> "ArchiveDeid":
+    """The node's de-identification settings with the options given, checked (a one-line
+    error naming the setting otherwise)."""
+    from pydantic import ValidationError
+
+    from dicomflow.engine.archive_deid import archive_deid
+    from dicomflow.settings import build_settings
+
+    values = {key: value for key, value in given.items() if value is not None}
+    try:
+        checked = archive_deid(build_settings(**values, archive_deid=True))
+    except ValidationError as exc:
+        problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        _fail("; ".join(problems), 2)
+    except DicomflowError as exc:
+        _fail(str(exc), 2)
+    if checked is None:  # archive_deid is on: never None
+        _fail("archive_deid: not enabled", 2)
+    return checked
 
 
 @app.command("reindex")

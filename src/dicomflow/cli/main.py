@@ -245,7 +245,7 @@ def _consumer(settings: "NodeSettings") -> "Consumers | None":
         )
     consumers = Consumers(
         ServiceScheduler(services, url) if services is not None else None,
-        ArchiveScheduler(settings.archive_datastore, url, settings.catalog_location())
+        ArchiveScheduler.from_settings(settings, settings.archive_datastore)
         if settings.archive_datastore
         else None,
     )

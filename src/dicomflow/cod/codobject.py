@@ -79,13 +79,18 @@ class CODObject(SeriesURIs):
         create_if_missing: bool = True,
         override_errors: bool = False,
         lock_generation: str | None = None,
+        deidentified: bool = False,
     ) -> None:
-        """Raises:
+        """``deidentified`` marks a writer of de-identified instances (see
+        :meth:`_mark_deidentified`).
+
+        Raises:
         LockUnspecifiedError: (a ``TypeError``) if ``lock`` is not chosen.
         ErrorLogExistsError: if ``lock=True`` and the series has an ``error.log`` (unless
             ``override_errors``); a reader (``lock=False``) is only warned.
         CODObjectNotFoundError: if the series has no metadata and not ``create_if_missing``.
         LockAcquisitionError: if ``lock=True`` and another writer holds the lock.
+        CODError: if ``deidentified`` and the series holds instances not de-identified.
         """
         if lock is None:
             raise LockUnspecifiedError(
@@ -111,8 +116,40 @@ class CODObject(SeriesURIs):
         self._instances, self.other = document.instances, document.other
         self.thumbnail, self._metadata_generation = document.thumbnail, document.generation
         self._deid = (document.deid_study_uid, document.deid_series_uid)
+        self._deidentified = deidentified
+        if deidentified:
+            self._mark_deidentified()
         self._tar_generation = self.store.generation(self.layout.tar) if lock else None
         self._staged: dict[str, _Staged] = {}
+
+    def _mark_deidentified(self) -> None:
+        """A de-identified series is filed under its pseudonymous UIDs: the metadata's
+        ``study_uid``/``series_uid`` and ``deid_study_uid``/``deid_series_uid`` all hold
+        them (no original UID is ever written). A series of identified instances is never
+        turned into one (the lock just taken is released)."""
+        if self._instances and self._deid == (None, None):
+            if self._locker.token is not None:
+                self._locker.release()
+            raise CODError(
+                f'Series "{self.series_uid}" holds instances that are not de-identified; '
+                "de-identified instances are not added to it."
+            )
+        self._deid = (self.study_uid, self.series_uid)
+
+    @property
+    def deid_study_uid(self) -> str | None:
+        """The de-identified StudyInstanceUID (None unless the series is de-identified)."""
+        return self._deid[0]
+
+    @property
+    def deid_series_uid(self) -> str | None:
+        """The de-identified SeriesInstanceUID (None unless the series is de-identified)."""
+        return self._deid[1]
+
+    @property
+    def is_deidentified(self) -> bool:
+        """Whether the series holds de-identified instances only (its metadata says so)."""
+        return self._deid[0] is not None
 
     def _take_lock(self, token: str | None) -> None:
         """Acquire the lock, or re-acquire the one ``token`` names (after deserializing)."""
@@ -203,6 +240,7 @@ class CODObject(SeriesURIs):
             "series_uid": self.layout.series_uid,
             "lock": self.lock,
             "lock_token": self._locker.token,
+            **({"deidentified": True} if self._deidentified else {}),
         }
 
     @classmethod
@@ -228,6 +266,11 @@ class CODObject(SeriesURIs):
         deletes each new instance's local file once it is synced (never before).
         """
         self._check_writable("append", dirty)
+        if self.is_deidentified and not self._deidentified:
+            raise CODError(
+                f'Series "{self.series_uid}" is de-identified: only a de-identified writer '
+                "(deidentified=True) adds instances to it."
+            )
         result = AppendResult()
         for instance in instances:
             try:

@@ -67,6 +67,14 @@ class Instance:
         self._size: int | None = None
         self._crc32c: str | None = None
 
+    @classmethod
+    def from_bytes(cls, data: bytes, dicom_uri: str) -> "Instance":
+        """An instance whose Part-10 bytes the caller already holds (made in memory, e.g.
+        de-identified); ``dicom_uri`` only names it (its recorded original path)."""
+        instance = cls(dicom_uri)
+        instance._data = data
+        return instance
+
     def __repr__(self) -> str:
         return f"Instance({self._original_path!r})"
 

@@ -16,8 +16,10 @@ Shape::
      "thumbnail": {...} | None,
      "other": {...}}
 
-The top level is the original library's (``deid_*`` stay None until the series is
-de-identified), so a reader built for it loads our series.
+The top level is the original library's, so a reader built for it loads our series.
+``deid_*`` stay None unless the series is de-identified (``CODObject(deidentified=True)``,
+the archive's ``archive_deid``); then ``study_uid``/``series_uid`` hold the same
+pseudonyms, since no original UID may be written anywhere in a de-identified archive.
 
 An element whose value cannot be converted (an InstanceNumber of "1A") is given
 in ``metadata`` as UN with its bytes inline and named in ``unparsable``; the

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dicomflow.durable import fsync_directory, write_durably
+from dicomflow.engine.archive_deid import ArchiveDeid
 from dicomflow.engine.resubmit import Resubmitter
 from dicomflow.engine.series_archive import ARCHIVE_JOB, ArchiveScheduler
 from dicomflow.engine.watcher import JobWatcher
@@ -31,12 +32,20 @@ Staged = tuple[Path, str]  # an output's folder in the archive outbox, its datas
 
 
 class ArchiveOutbox:
-    """Archive outputs in ``folder``, archived by jobs on the queue the watcher reads."""
+    """Archive outputs in ``folder``, archived by jobs on the queue the watcher reads
+    (de-identified with ``deid``: the node's ``archive_deid``)."""
 
-    def __init__(self, folder: Path, watcher: JobWatcher, protected: Sequence[Path]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        watcher: JobWatcher,
+        protected: Sequence[Path],
+        deid: ArchiveDeid | None = None,
+    ) -> None:
         self.folder = folder
         self.watcher = watcher
         self.protected = tuple(protected)
+        self.deid = deid
         self._queue = PerThreadBackend(watcher.url)
         self._schedulers: dict[str, ArchiveScheduler] = {}
         self._resubmitter: Resubmitter[Staged] = Resubmitter(self.submit)
@@ -100,7 +109,7 @@ class ArchiveOutbox:
     def _enqueue(self, staged: Path, datastore: str) -> str:
         scheduler = self._schedulers.get(datastore)
         if scheduler is None:  # one per datastore: it holds the queue connections
-            scheduler = ArchiveScheduler(datastore, self.watcher.url)
+            scheduler = ArchiveScheduler(datastore, self.watcher.url, deid=self.deid)
             self._schedulers[datastore] = scheduler
         scheduled = scheduler.schedule(
             staged, staged, f"output {staged.name}", remove_input=True, protected=self.protected

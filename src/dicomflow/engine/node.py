@@ -29,6 +29,7 @@ from dicomflow.address import Address
 from dicomflow.cod.catalog import Catalog, open_catalog
 from dicomflow.dicom.tags import parse_tag
 from dicomflow.durable import keep_private
+from dicomflow.engine.archive_deid import archive_deid
 from dicomflow.engine.archive_outputs import ArchiveOutbox
 from dicomflow.engine.collector import Collector
 from dicomflow.engine.counters import Count, NodeCounters
@@ -157,7 +158,7 @@ class Node:
             client_tls=settings.tls_files(),
         )
         self.archive_outbox = ArchiveOutbox(
-            root / "archive-outbox", self.watcher, self._protected()
+            root / "archive-outbox", self.watcher, self._protected(), archive_deid(settings)
         )
         self.export = Export(
             outbox=self.outbox, archive_outbox=self.archive_outbox, store=store, settings=settings

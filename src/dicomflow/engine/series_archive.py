@@ -50,12 +50,15 @@ from dicomflow.cod.transfer import (
     staging_url,
     upload_folder,
 )
+from dicomflow.dicom.deid import Deidentifier, burned_in_reason
 from dicomflow.dicom.keys import is_valid_uid, shorten
+from dicomflow.engine.archive_deid import ArchiveDeid, Gathered, archive_deid, deidentified_groups
 from dicomflow.engine.resubmit import retryable
 from dicomflow.errors import ArchiveError, CODError
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, JobKind, Priority
 from dicomflow.queue.landlock import protect_job
+from dicomflow.settings import NodeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +85,32 @@ class ArchiveScheduler:
     the job reads and removes once they are archived. The folder itself is kept (even
     with ``remove_input``) until its job has finished, so that a job lost with its queue
     can be scheduled again from it.
+
+    With ``deid`` (``archive_deid``), the job de-identifies every instance before
+    archiving it (see :mod:`dicomflow.engine.archive_deid`).
     """
 
-    def __init__(self, datastore: str, queue_url: str, catalog: str | None = None) -> None:
+    def __init__(
+        self,
+        datastore: str,
+        queue_url: str,
+        catalog: str | None = None,
+        deid: ArchiveDeid | None = None,
+    ) -> None:
         self.datastore = absolute_datastore(datastore)
         self.catalog = catalog or default_catalog(self.datastore)
         self.queue_url = queue_url
         self.stage_inputs = not queue_url.startswith("sqlite")
+        self.deid = deid
         self._backend = PerThreadBackend(queue_url)
+
+    @classmethod
+    def from_settings(cls, settings: NodeSettings, datastore: str) -> "ArchiveScheduler":
+        """The scheduler of the node's archive (or an archive output's ``datastore``):
+        with ``archive_deid``, the de-identification settings are checked first (the key
+        file made if it is the default one), so a wrong one stops the node's start."""
+        catalog = settings.catalog_location() if datastore == settings.archive_datastore else None
+        return cls(datastore, settings.resolved_queue_url(), catalog, archive_deid(settings))
 
     def schedule(
         self,
@@ -118,6 +139,7 @@ class ArchiveScheduler:
                 **source,
                 "datastore": self.datastore,
                 "catalog": self.catalog,
+                **({"deid": self.deid.to_kwargs()} if self.deid is not None else {}),
             },
             name=ARCHIVE_JOB,
             priority=Priority.LOW,
@@ -141,12 +163,29 @@ class ArchiveScheduler:
 
         Instances of another study than the first one's are left out.
         """
+        if self.deid is not None:
+            return self._archived_deid(instances_dir, self.deid)
         keys = {path.stem: _series_of(path) for path in sorted(instances_dir.glob("*.dcm"))}
         if not keys:
             return None
         study_uid, series_uid = next(iter(keys.values()))
         uids = tuple(uid for uid, key in keys.items() if key == (study_uid, series_uid))
         return ArchivedSeries(self.datastore, study_uid, series_uid, uids)
+
+    def _archived_deid(self, instances_dir: Path, deid: ArchiveDeid) -> ArchivedSeries | None:
+        """:meth:`archived` under the pseudonyms the job will give (instances it will
+        refuse for burned-in annotation left out)."""
+        deidentifier = deid.deidentifier()
+        identities = []
+        for path in sorted(instances_dir.glob("*.dcm")):
+            header = dcmread(path, defer_size=1024)  # pixel data present, not read
+            if burned_in_reason(header) is None or deidentifier.profile.pixel_cleaning:
+                identities.append(deidentifier.identity(header))
+        if not identities:
+            return None
+        key = (identities[0].study_uid, identities[0].series_uid)
+        uids = tuple(i.sop_instance_uid for i in identities if (i.study_uid, i.series_uid) == key)
+        return ArchivedSeries(self.datastore, *key, uids)
 
 
 def archive_refusal(dataset: Dataset) -> str | None:
@@ -186,6 +225,7 @@ def archive_series(
     thumbnail: bool = True,
     protected: list[str] | None = None,
     catalog: str | None = None,
+    deid: dict[str, Any] | None = None,
     **_: Any,
 ) -> dict[str, int]:
     """Queue job: append every instance of ``input_dir`` (a folder; emptied once archived
@@ -193,16 +233,45 @@ def archive_series(
     its series in ``datastore``, record each series in the ``catalog`` (by default the
     one beside a local datastore), then (``thumbnail``) renew the series' thumbnail when
     anything was added. Beneath ``protected`` it writes only a local datastore, the
-    catalog it opened before and the folder it empties.
+    catalog it opened before and the folder it empties. With ``deid`` (an
+    :class:`ArchiveDeid`'s JSON form) every instance is de-identified first.
 
     Raises:
-        ArchiveError: if an instance could not be stored (the others are kept).
+        ArchiveError: if an instance could not be stored (the others are kept), or was
+            refused by de-identification (the others are archived; the inputs are kept).
         LockAcquisitionError: if another writer holds the series lock.
         CatalogError: if the catalog cannot be updated (the datastore is; a retry records).
     """
     location = catalog or default_catalog(absolute_datastore(datastore))
     opened = _catalog(location) if location else None
-    return _archive(input_dir, datastore, opened, input_url, remove_input, thumbnail, protected)
+    deidentifier = None if deid is None else ArchiveDeid.from_kwargs(deid).deidentifier()
+    if protected:  # the catalog and key are read already: their files stay writable
+        _protect(datastore, [Path(path) for path in protected], input_dir if remove_input else None)
+    source = input_url or input_dir or ""
+    gathered = _gather(list_files(source), deidentifier)
+    totals = _archive(gathered, datastore, opened, thumbnail)
+    if gathered.refused:
+        raise ArchiveError(
+            f"{len(gathered.refused)} instance(s) of {source} refused by de-identification"
+            f" and not archived (the others are; the inputs are kept): "
+            + "; ".join(gathered.refusals()[:5])
+        )
+    if input_url:
+        remove_folder(input_url)
+    if remove_input and input_dir:
+        _empty(Path(input_dir))
+    logger.info("archived %s into %s: %s", source, datastore, totals)
+    return totals
+
+
+def _gather(uris: list[str], deidentifier: Deidentifier | None) -> Gathered:
+    """The instances of ``uris`` by (study, series): as they are, or de-identified."""
+    if deidentifier is not None:
+        return deidentified_groups(uris, deidentifier)
+    groups: dict[tuple[str, str], list[Instance]] = defaultdict(list)
+    for uri in uris:
+        groups[_series_of(uri)].append(Instance(dicom_uri=uri))
+    return Gathered(groups)
 
 
 _catalogs: OrderedDict[str, Catalog] = OrderedDict()
@@ -225,24 +294,17 @@ def _catalog(location: str) -> Catalog:
 
 
 def _archive(
-    input_dir: str | None,
-    datastore: str,
-    catalog: Catalog | None,
-    input_url: str | None,
-    remove_input: bool,
-    thumbnail: bool,
-    protected: list[str] | None,
+    gathered: Gathered, datastore: str, catalog: Catalog | None, thumbnail: bool
 ) -> dict[str, int]:
-    if protected:  # the catalog is open already: its files stay writable
-        _protect(datastore, [Path(path) for path in protected], input_dir if remove_input else None)
-    source = input_url or input_dir or ""
-    groups: dict[tuple[str, str], list[Instance]] = defaultdict(list)
-    for uri in list_files(source):
-        groups[_series_of(uri)].append(Instance(dicom_uri=uri))
+    """Append each series' instances under its lock, sync, record, renew the thumbnail."""
     totals = {"new": 0, "duplicates": 0, "conflicts": 0}
-    for (study_uid, series_uid), instances in groups.items():
+    for (study_uid, series_uid), instances in gathered.groups.items():
         with CODObject(
-            datastore_path=datastore, study_uid=study_uid, series_uid=series_uid, lock=True
+            datastore_path=datastore,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            lock=True,
+            deidentified=gathered.deidentified,
         ) as cod:
             result = cod.append(instances)
             cod.sync()
@@ -256,11 +318,6 @@ def _archive(
         totals["new"] += len(result.new)
         totals["duplicates"] += len(result.duplicates)
         totals["conflicts"] += len(result.conflicts)
-    if input_url:
-        remove_folder(input_url)
-    if remove_input and input_dir:
-        _empty(Path(input_dir))
-    logger.info("archived %s into %s: %s", source, datastore, totals)
     return totals
 
 
