@@ -13,6 +13,7 @@ from rich.markup import escape
 from dicomflow.address import Address
 from dicomflow.cli import querying
 from dicomflow.cli.cod import app as cod_app
+from dicomflow.cli.deidentify import app as deid_app
 from dicomflow.cli.identity import app as identity_app
 from dicomflow.cli.sending import (
     ClientTlsCa,
@@ -40,6 +41,7 @@ app.add_typer(service_app, name="service")
 app.add_typer(cod_app, name="cod")
 app.add_typer(tls_app, name="tls")
 app.add_typer(identity_app, name="identity")
+app.add_typer(deid_app, name="deid")
 app.command("find")(querying.find)
 app.command("move")(querying.move)
 app.command("get")(querying.get)
