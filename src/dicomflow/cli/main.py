@@ -105,6 +105,32 @@ WebTls = Annotated[
         show_default=False,
     ),
 ]
+ArchiveDeid = Annotated[
+    bool | None,
+    typer.Option(
+        "--archive-deid/--no-archive-deid",
+        help="Archive de-identified instances only (PS3.15 Basic Profile, keyed pseudonyms).",
+        show_default=False,
+    ),
+]
+DeidOptions = Annotated[
+    str | None,
+    typer.Option(
+        "--deid-options",
+        help="De-identification profile options, comma-separated (e.g. clean_descriptors).",
+    ),
+]
+DeidKeyFile = Annotated[
+    Path | None,
+    typer.Option("--deid-key-file", help="The pseudonym key (0600; default: DATA_DIR/deid/key)."),
+]
+DeidTable = Annotated[
+    Path | None,
+    typer.Option(
+        "--deid-reidentification-table",
+        help="Record what each pseudonym stands for in this file (0600).",
+    ),
+]
 PeerPort = Annotated[int, typer.Argument(help="The peer's port.", min=1, max=65535)]
 Aet = Annotated[str, typer.Option("--aet", help="Calling AE title.")]
 Aec = Annotated[str, typer.Option("--aec", help="Called AE title.")]
@@ -283,12 +309,19 @@ def serve(
     tls_port: TlsPort = None,
     tls_require_client_cert: TlsRequireClientCert = None,
     web_tls: WebTls = None,
+    archive_deid: ArchiveDeid = None,
+    deid_options: DeidOptions = None,
+    deid_key_file: DeidKeyFile = None,
+    deid_reidentification_table: DeidTable = None,
 ) -> None:
     """Run a node (a pipeline, registry services, or both) until Ctrl-C."""
     _open(
         pipeline,
         {
             **_tls_settings(tls_cert, tls_key, tls_ca, tls_port, tls_require_client_cert),
+            **_deid_settings(
+                archive_deid, deid_options, deid_key_file, deid_reidentification_table
+            ),
             "port": port,
             "ip": ip,
             "ae_title": ae_title,
@@ -324,11 +357,16 @@ def run(
     tls_require_client_cert: TlsRequireClientCert = None,
     move_destination: MoveDestination = None,
     catalog: CatalogUrl = None,
+    archive_deid: ArchiveDeid = None,
+    deid_options: DeidOptions = None,
+    deid_key_file: DeidKeyFile = None,
+    deid_reidentification_table: DeidTable = None,
 ) -> None:
     """Run a pipeline file as ``python PIPELINE.py`` would, until Ctrl-C."""
     tls = _tls_settings(tls_cert, tls_key, tls_ca, tls_port, tls_require_client_cert)
+    deid = _deid_settings(archive_deid, deid_options, deid_key_file, deid_reidentification_table)
     settings = {"port": port, "data_directory": data_dir, "catalog": catalog}
-    _open(pipeline, {**settings, "move_destinations": move_destination, **tls})
+    _open(pipeline, {**settings, "move_destinations": move_destination, **tls, **deid})
 
 
 def _tls_settings(
@@ -345,6 +383,23 @@ def _tls_settings(
         "tls_ca_certificates": ca_certificates,
         "tls_port": port,
         "tls_require_client_certificate": require_client_certificate,
+    }
+
+
+def _deid_settings(
+    archive_deid: bool | None,
+    options: str | None,
+    key_file: Path | None,
+    reidentification_table: Path | None,
+) -> dict[str, Any]:
+    """The de-identification options as settings (an option not given leaves its setting
+    be); ``--deid-options a,b`` is the list ``deid_options``."""
+    names = None if options is None else [n.strip() for n in options.split(",") if n.strip()]
+    return {
+        "archive_deid": archive_deid,
+        "deid_options": names,
+        "deid_key_file": key_file,
+        "deid_reidentification_table": reidentification_table,
     }
 
 
