@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -15,7 +16,10 @@ from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement
 from pydicom.uid import generate_uid
 
-from dicomflow.dicom.deid import Pseudonymizer, load_key_file
+from dicomflow.dicom.deid import Pseudonymizer, create_key_file, load_key_file
+from dicomflow.errors import DeidConfigError
+from dicomflow.node import AbstractInput, AbstractPipeline, AbstractProcessor
+from support import NodeFactory
 
 DICOMFLOW = str(Path(sys.executable).with_name("dicomflow"))
 CORPUS = ("CT_small.dcm", "MR_small.dcm", "rtdose.dcm", "examples_overlay.dcm")
@@ -258,3 +262,26 @@ def test_node_does_not_start_on_wrong_deid_settings(
     node = ("--archive", tmp_path / "archive", "--data-dir", tmp_path / "data", "--port", 0)
     result = dicomflow("serve", *node, "--no-web", *flags, cwd=tmp_path)
     one_error(result, 1, text)
+
+
+class _AnyInstance(AbstractInput):
+    required_tags = ["SOPInstanceUID"]
+
+
+class _IdlePipeline(AbstractPipeline):
+    input = {"any": _AnyInstance}
+
+    class Processor(AbstractProcessor):
+        def process(self, input_container: Any) -> list[Any]:
+            return []
+
+
+def test_node_start_checks_deid_settings_only_when_used(make_node: NodeFactory, tmp_path: Path):
+    plain = make_node(_IdlePipeline, data_directory=tmp_path / "plain")
+    assert plain.port and not (tmp_path / "plain" / "deid").exists()
+    key = create_key_file(tmp_path / "key")
+    key.chmod(0o644)
+    with pytest.raises(DeidConfigError, match=r"deid_key_file: .* readable by others"):
+        make_node(_IdlePipeline, archive_deid=True, deid_key_file=key)
+    key.chmod(0o600)  # and the refused start left the data directory free
+    assert make_node(_IdlePipeline, archive_deid=True, deid_key_file=key).port

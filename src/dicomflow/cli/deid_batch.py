@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 _PATIENT_PSEUDONYM = re.compile(r"^[A-Z2-7]{16}$")
-_READ_ERRORS = (OSError, ValueError, TypeError, EOFError, AttributeError, KeyError, IndexError)
 
 
 class Outcome(StrEnum):
@@ -92,8 +91,6 @@ def deidentify_file(settings: NodeSettings, out: Path, source: str) -> Result:
     deidentifier = deidentifier_from_settings(settings)  # once per process
     try:
         dataset = dcmread(source)
-    except _READ_ERRORS as error:
-        return Result(source, Outcome.UNREADABLE, _reason(error))
     except Exception as error:  # pydicom raises many types on malformed input
         return Result(source, Outcome.UNREADABLE, _reason(error))
     if "SOPClassUID" not in dataset or "SOPInstanceUID" not in dataset:
@@ -161,8 +158,16 @@ def _in_pool(work: Callable[[str], Result], sources: list[Path], jobs: int) -> I
     context.set_forkserver_preload([__name__, "deid.dicom.parser", "deid.config"])
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=quiet_pydicom) as pool:
         futures: dict[Future[Result], str] = {pool.submit(work, str(s)): str(s) for s in sources}
-        for future in as_completed(futures):
-            try:
-                yield future.result()
-            except Exception as error:  # a worker died (e.g. out of memory)
-                yield Result(futures[future], Outcome.FAILED, _reason(error))
+        try:
+            for future in as_completed(futures):
+                yield _result(future, futures[future])
+        except BaseException:  # Ctrl-C: the files not started yet are not started
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _result(future: "Future[Result]", source: str) -> Result:
+    try:
+        return future.result()
+    except Exception as error:  # a worker died (e.g. out of memory)
+        return Result(source, Outcome.FAILED, _reason(error))

@@ -212,7 +212,7 @@ def _run(settings: "NodeSettings", sources: list[Path], out: Path, jobs: int) ->
 def _report(summary: "Summary", out: Path, skipped: int) -> None:
     from dicomflow.cli.deid_batch import Outcome
 
-    for problem in summary.problems:
+    for problem in sorted(summary.problems, key=lambda result: result.source):
         name = escape(shorten(problem.source, 200))
         results.print(f"[red]{problem.outcome}[/red] {name}: {escape(problem.reason)}")
     counts = summary.counts
