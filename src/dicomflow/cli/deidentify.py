@@ -262,7 +262,7 @@ def reidentify_command(
 
     path = table or _table_setting()
     if not path.is_file():
-        _fail(f'Re-identification table "{path}" does not exist.', 2)
+        _fail(f'Re-identification table "{path}" is not a file.', 2)
     try:
         opened = ReidentificationTable(path)
         found = opened.lookup(pseudonym)
