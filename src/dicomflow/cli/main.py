@@ -13,6 +13,7 @@ from rich.markup import escape
 from dicomflow.address import Address
 from dicomflow.cli import querying
 from dicomflow.cli.cod import app as cod_app
+from dicomflow.cli.deidentify import app as deid_app
 from dicomflow.cli.identity import app as identity_app
 from dicomflow.cli.sending import (
     ClientTlsCa,
@@ -40,6 +41,7 @@ app.add_typer(service_app, name="service")
 app.add_typer(cod_app, name="cod")
 app.add_typer(tls_app, name="tls")
 app.add_typer(identity_app, name="identity")
+app.add_typer(deid_app, name="deid")
 app.command("find")(querying.find)
 app.command("move")(querying.move)
 app.command("get")(querying.get)
@@ -101,6 +103,32 @@ WebTls = Annotated[
         "--web-tls/--no-web-tls",
         help="HTTPS for the dashboard (default: when a TLS certificate is set).",
         show_default=False,
+    ),
+]
+ArchiveDeid = Annotated[
+    bool | None,
+    typer.Option(
+        "--archive-deid/--no-archive-deid",
+        help="Archive de-identified instances only (PS3.15 Basic Profile, keyed pseudonyms).",
+        show_default=False,
+    ),
+]
+DeidOptions = Annotated[
+    str | None,
+    typer.Option(
+        "--deid-options",
+        help="De-identification profile options, comma-separated (e.g. clean_descriptors).",
+    ),
+]
+DeidKeyFile = Annotated[
+    Path | None,
+    typer.Option("--deid-key-file", help="The pseudonym key (0600; default: DATA_DIR/deid/key)."),
+]
+DeidTable = Annotated[
+    Path | None,
+    typer.Option(
+        "--deid-reidentification-table",
+        help="Record what each pseudonym stands for in this file (0600).",
     ),
 ]
 PeerPort = Annotated[int, typer.Argument(help="The peer's port.", min=1, max=65535)]
@@ -281,12 +309,19 @@ def serve(
     tls_port: TlsPort = None,
     tls_require_client_cert: TlsRequireClientCert = None,
     web_tls: WebTls = None,
+    archive_deid: ArchiveDeid = None,
+    deid_options: DeidOptions = None,
+    deid_key_file: DeidKeyFile = None,
+    deid_reidentification_table: DeidTable = None,
 ) -> None:
     """Run a node (a pipeline, registry services, or both) until Ctrl-C."""
     _open(
         pipeline,
         {
             **_tls_settings(tls_cert, tls_key, tls_ca, tls_port, tls_require_client_cert),
+            **_deid_settings(
+                archive_deid, deid_options, deid_key_file, deid_reidentification_table
+            ),
             "port": port,
             "ip": ip,
             "ae_title": ae_title,
@@ -322,11 +357,16 @@ def run(
     tls_require_client_cert: TlsRequireClientCert = None,
     move_destination: MoveDestination = None,
     catalog: CatalogUrl = None,
+    archive_deid: ArchiveDeid = None,
+    deid_options: DeidOptions = None,
+    deid_key_file: DeidKeyFile = None,
+    deid_reidentification_table: DeidTable = None,
 ) -> None:
     """Run a pipeline file as ``python PIPELINE.py`` would, until Ctrl-C."""
     tls = _tls_settings(tls_cert, tls_key, tls_ca, tls_port, tls_require_client_cert)
+    deid = _deid_settings(archive_deid, deid_options, deid_key_file, deid_reidentification_table)
     settings = {"port": port, "data_directory": data_dir, "catalog": catalog}
-    _open(pipeline, {**settings, "move_destinations": move_destination, **tls})
+    _open(pipeline, {**settings, "move_destinations": move_destination, **tls, **deid})
 
 
 def _tls_settings(
@@ -343,6 +383,23 @@ def _tls_settings(
         "tls_ca_certificates": ca_certificates,
         "tls_port": port,
         "tls_require_client_certificate": require_client_certificate,
+    }
+
+
+def _deid_settings(
+    archive_deid: bool | None,
+    options: str | None,
+    key_file: Path | None,
+    reidentification_table: Path | None,
+) -> dict[str, Any]:
+    """The de-identification options as settings (an option not given leaves its setting
+    be); ``--deid-options a,b`` is the list ``deid_options``."""
+    names = None if options is None else [n.strip() for n in options.split(",") if n.strip()]
+    return {
+        "archive_deid": archive_deid,
+        "deid_options": names,
+        "deid_key_file": key_file,
+        "deid_reidentification_table": reidentification_table,
     }
 
 

@@ -19,7 +19,12 @@ from dicomflow.dicom.deid import (
 )
 from dicomflow.settings import NodeSettings
 
-__all__ = ["check_deid_settings", "deid_profile", "deidentifier_from_settings"]
+__all__ = [
+    "check_deid_settings",
+    "deid_in_use",
+    "deid_profile",
+    "deidentifier_from_settings",
+]
 
 _LOCK = threading.Lock()
 _BUILT: dict[tuple[object, ...], Deidentifier] = {}
@@ -51,6 +56,19 @@ def deidentifier_from_settings(settings: NodeSettings) -> Deidentifier:
             built = _build(settings)
             _BUILT[key] = built
         return built
+
+
+def deid_in_use(settings: NodeSettings) -> bool:
+    """Whether the settings ask for de-identification anywhere (the archive, or any
+    de-identification setting given), so that the node checks them when it starts."""
+    return (
+        settings.archive_deid
+        or settings.deid_profile != "basic"
+        or bool(settings.deid_options or settings.deid_safe_private)
+        or bool(settings.deid_pixel_cleaning)
+        or settings.deid_key_file is not None
+        or settings.deid_reidentification_table is not None
+    )
 
 
 def check_deid_settings(settings: NodeSettings) -> None:

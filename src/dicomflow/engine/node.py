@@ -34,6 +34,7 @@ from dicomflow.engine.archive_outputs import ArchiveOutbox
 from dicomflow.engine.collector import Collector
 from dicomflow.engine.counters import Count, NodeCounters
 from dicomflow.engine.datalock import DataDirectoryLock
+from dicomflow.engine.deidentification import check_deid_settings, deid_in_use
 from dicomflow.engine.export import Export
 from dicomflow.engine.ingest import (
     Callers,
@@ -57,7 +58,7 @@ from dicomflow.engine.spool import Spool
 from dicomflow.engine.trigger import Trigger
 from dicomflow.engine.watcher import JobWatcher
 from dicomflow.engine.worker_processes import LocalWorkers, preload_modules, with_options
-from dicomflow.errors import CatalogError, TLSConfigurationError
+from dicomflow.errors import CatalogError, DeidConfigError, TLSConfigurationError
 from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.pynetdicom_acceptor import StoreSCP
 from dicomflow.net.requestor import use_client_tls
@@ -246,11 +247,14 @@ class Node:
 
         Raises:
             TLSConfigurationError: a TLS file cannot be used (before anything starts).
+            DeidConfigError: a de-identification setting is wrong (likewise).
         """
         try:
+            if deid_in_use(self.settings):
+                check_deid_settings(self.settings)
             self.tls_context = listening_tls(self.settings)
             query_retrieve = self._query_retrieve()
-        except (TLSConfigurationError, CatalogError):
+        except (TLSConfigurationError, CatalogError, DeidConfigError):
             self._data_lock.release()
             raise
         policy = access_policy(self.settings)
