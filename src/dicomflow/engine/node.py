@@ -33,6 +33,7 @@ from dicomflow.engine.archive_outputs import ArchiveOutbox
 from dicomflow.engine.collector import Collector
 from dicomflow.engine.counters import Count, NodeCounters
 from dicomflow.engine.datalock import DataDirectoryLock
+from dicomflow.engine.deidentification import check_deid_settings
 from dicomflow.engine.export import Export
 from dicomflow.engine.ingest import (
     Callers,
@@ -56,7 +57,7 @@ from dicomflow.engine.spool import Spool
 from dicomflow.engine.trigger import Trigger
 from dicomflow.engine.watcher import JobWatcher
 from dicomflow.engine.worker_processes import LocalWorkers, preload_modules, with_options
-from dicomflow.errors import CatalogError, TLSConfigurationError
+from dicomflow.errors import CatalogError, DeidConfigError, TLSConfigurationError
 from dicomflow.net.acceptor import LeanStoreSCP
 from dicomflow.net.pynetdicom_acceptor import StoreSCP
 from dicomflow.net.requestor import use_client_tls
@@ -190,7 +191,7 @@ class Node:
             queue=self._queue,
             counters=self.counters,
             take_caller=callers.take,
-            export=self.export.round,
+            export=self.export,
         )
         self.trigger = Trigger(self.rounds.check_patient, settings.quiet_period_s)
         self.ingest = Ingest(
@@ -245,11 +246,14 @@ class Node:
 
         Raises:
             TLSConfigurationError: a TLS file cannot be used (before anything starts).
+            DeidConfigError: an endpoint is ``?deid`` and the ``deid_*`` settings are wrong.
         """
         try:
             self.tls_context = listening_tls(self.settings)
+            if any(address.deidentify for address in self.settings.endpoint_addresses()):
+                check_deid_settings(self.settings)
             query_retrieve = self._query_retrieve()
-        except (TLSConfigurationError, CatalogError):
+        except (TLSConfigurationError, CatalogError, DeidConfigError):
             self._data_lock.release()
             raise
         policy = access_policy(self.settings)
