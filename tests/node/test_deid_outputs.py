@@ -22,10 +22,12 @@ from dicomflow.address import Address
 from dicomflow.dicom.deid import Deidentifier
 from dicomflow.dicom.factory import make_ct_series, write_series
 from dicomflow.engine.deidentification import deidentifier_from_settings
+from dicomflow.engine.deidentified_export import deidentify_folder, shown_reason
 from dicomflow.engine.export import Export
 from dicomflow.engine.node import Node
 from dicomflow.engine.outbox import Outbox
 from dicomflow.engine.round_store import Round
+from dicomflow.errors import DeidError
 from dicomflow.node.output import DicomOutput, write_outputs
 from dicomflow.settings import NodeSettings
 from support import PeerStarter, StoreSCPPeer, free_port, storescu, wait_for
@@ -212,3 +214,18 @@ def test_a_restart_exports_a_deidentified_output_once_and_never_its_originals(tm
     assert {path.name: path.read_bytes() for path in item.glob("*.dcm")} == first
     check_deidentified(sorted(item.glob("*.dcm")), series, settings)
     assert not list(job.output_dir.glob("*.deid*"))
+
+
+def test_a_failure_shows_no_value_of_the_instance(tmp_path: Path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "1.2.3.dcm").write_bytes(b"DICM" + PATIENT_ID.encode() * 40)
+    settings = NodeSettings(data_directory=tmp_path / "data")
+
+    with pytest.raises(DeidError) as failed:
+        deidentify_folder(folder, deidentifier(settings))
+
+    shown = shown_reason(failed.value)
+    assert shown == "instance of an unknown SOP class could not be de-identified (DeidError)"
+    assert not (folder.parent / "results.deid").exists()
+    assert not (folder.parent / "results.deid.partial").exists()
