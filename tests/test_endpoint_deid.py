@@ -14,9 +14,10 @@ from dicomflow.destinations import (
     OutboxDestination,
     destination_from_json,
 )
+from dicomflow.engine.node import Node
 from dicomflow.engine.pipeline_ref import PipelineRef
 from dicomflow.engine.round_job import WorkerTask
-from dicomflow.errors import ProcessingError
+from dicomflow.errors import DeidConfigError, ProcessingError
 from dicomflow.node.output import DicomOutput, FileOutput, normalise
 from dicomflow.settings import NodeSettings, format_endpoint, parse_endpoint
 
@@ -103,3 +104,15 @@ def test_deidentified_outputs_are_not_sent_by_themselves(tmp_path: Path):
     assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="default saving function only"):
         FileOutput([(tmp_path, [])], lambda path, dataset: None, deidentify=True)
+
+
+def test_a_node_with_a_deid_endpoint_checks_the_pixel_cleaning_rules_at_start(tmp_path: Path):
+    settings = NodeSettings(
+        port=0,
+        data_directory=tmp_path / "data",
+        endpoints=["RESEARCH@127.0.0.1:104?deid"],
+        deid_pixel_cleaning=[str(tmp_path / "missing.deid")],
+    )
+    node = Node(None, settings)
+    with pytest.raises(DeidConfigError, match=r"deid_pixel_cleaning: .*missing\.deid"):
+        node.start()

@@ -17,6 +17,7 @@ from dicomflow.dicom.deid import (
     ReidentificationTable,
     load_key_file,
 )
+from dicomflow.dicom.deid.pixel_cleaning import check_rules
 from dicomflow.settings import NodeSettings
 
 __all__ = ["check_deid_settings", "deid_profile", "deidentifier_from_settings"]
@@ -54,8 +55,10 @@ def deidentifier_from_settings(settings: NodeSettings) -> Deidentifier:
 
 
 def check_deid_settings(settings: NodeSettings) -> None:
-    """Fail early on wrong de-identification settings (only when something uses them)."""
+    """Fail early on wrong de-identification settings (only when something uses them),
+    pixel-cleaning rule files included."""
     deidentifier_from_settings(settings)
+    check_rules(settings.deid_pixel_cleaning)
 
 
 def _build(settings: NodeSettings) -> Deidentifier:

@@ -1,11 +1,16 @@
 """Pixel cleaning for instances with burned-in annotation, with ``deid``'s ``%filter`` rules.
 
 A rule source (setting ``deid_pixel_cleaning``) is either ``"deid"``, the rules that ship
-with the deid library (its ``deid/data/deid.dicom``: about a hundred ``LABEL`` rules
-from CTP and Stanford, a graylist with rectangles for CT dose reports and localizers and
-for ultrasound devices of GE (LOGIQ), Philips (iU22, EPIQ...), Siemens, Toshiba, Mindray
-and others, matched on Modality, Manufacturer, ManufacturerModelName, Rows, ...), or the
-path of a deid recipe file with ``%filter`` sections of one's own.
+with the deid library (its ``deid/data/deid.dicom``; in deid 0.4.13, 118 ``LABEL`` rules
+from CTP and Stanford: 2 whitelist, 109 graylist and 7 blacklist rules, matched on
+Modality, Manufacturer, ManufacturerModelName, Rows, Columns, ImageType, ...). Its
+graylist has rectangles for CT dose reports, localizers and screen captures (GE
+LightSpeed, Siemens SOMATOM, Toshiba Aquilion, Vitrea), PET (Philips), NM (Siemens),
+mammography (SENO), CR/DR (Canon) and ultrasound (GE LOGIQ, Philips iU22/EPIQ/Affiniti/
+CX50, Siemens Acuson/Antares/SC2000, Toshiba Aplio, Samsung Medison, Mindray, Esaote,
+Hitachi, SuperSonic Imagine, Ultrasonix, Chison, SIUI, Kretztechnik, ATL HDI); its
+blacklist only flags (no regions). Or the path of a deid recipe file with ``%filter``
+sections of one's own.
 
 deid's detector (:func:`deid.dicom.pixels.has_burned_pixels`) runs the instance's header
 down the rules. Only a matching rule of the ``graylist`` or ``blacklist`` that names
