@@ -8,12 +8,14 @@ AE_TITLE_MAX_LENGTH = 16
 @dataclass(frozen=True)
 class Address:
     """Where a DICOM peer listens: ``Address(ip="127.0.0.1", port=104, ae_title="PACS")``;
-    ``tls=True``: the peer speaks DICOM TLS (PS3.15 Annex B) there."""
+    ``tls=True``: the peer speaks DICOM TLS (PS3.15 Annex B) there; ``deidentify=True``: what
+    the node sends there is de-identified first (the node's ``deid_*`` settings)."""
 
     ip: str
     port: int
     ae_title: str = "ANY-SCP"
     tls: bool = field(default=False, kw_only=True)
+    deidentify: bool = field(default=False, kw_only=True)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field if this address cannot be used.
@@ -28,6 +30,8 @@ class Address:
             raise ValueError(f'Address port "{self.port}" is not a port number (1-65535).')
         if not isinstance(self.tls, bool):
             raise ValueError(f'Address tls "{self.tls}" must be True or False.')
+        if not isinstance(self.deidentify, bool):
+            raise ValueError(f'Address deidentify "{self.deidentify}" must be True or False.')
         if not valid_ae_title(self.ae_title):
             raise ValueError(
                 f'Address AE title "{self.ae_title}" must be 1-16 printable ASCII characters '

@@ -28,7 +28,8 @@ class DestinationKind(StrEnum):
 class DicomDestination:
     """A DICOM peer; ``calling_ae_title`` is the AE title to send as (None: the node's);
     ``tls``: it speaks DICOM TLS (``"tls": true`` on disk; plain when absent, as older
-    versions wrote it).
+    versions wrote it); ``deidentify``: what is sent there is de-identified by the export
+    stage before it enters the outbox (``"deidentify": true`` on disk; absent: originals).
 
     ``key`` (a digest of the address) is set on the destinations of a pipeline's outputs;
     those carry ``calling_ae_title`` and ``key`` on disk, a service's exports neither."""
@@ -39,6 +40,7 @@ class DicomDestination:
     calling_ae_title: str | None = None
     key: str = ""
     tls: bool = False
+    deidentify: bool = False
 
     kind = DestinationKind.DICOM
 
@@ -53,6 +55,8 @@ class DicomDestination:
             data |= {"calling_ae_title": self.calling_ae_title, "key": self.key}
         if self.tls:
             data["tls"] = True
+        if self.deidentify:
+            data["deidentify"] = True
         return data
 
     def lane(self) -> str:
@@ -61,29 +65,35 @@ class DicomDestination:
 
     def describe(self) -> str:
         text = f"{self.ae_title}@{self.ip}:{self.port}"
-        return f"{text}?tls" if self.tls else text
+        flags = [name for name, on in (("tls", self.tls), ("deid", self.deidentify)) if on]
+        return f"{text}?{'&'.join(flags)}" if flags else text
 
 
 @dataclass(frozen=True)
 class FileDestination:
     """A folder the files are copied into; ``layout`` maps a file's name to its path
     beneath the folder (``study/series/instance.dcm``) once the files are written; before,
-    it is None: laid out by UID (``"uid"`` on disk)."""
+    it is None: laid out by UID (``"uid"`` on disk). ``deidentify``: the files are
+    de-identified (and laid out by their pseudonymous UIDs) before they enter the outbox."""
 
     path: str
     layout: Mapping[str, str] | None = None
+    deidentify: bool = False
 
     kind = DestinationKind.FILE
 
     def to_json(self) -> dict[str, Any]:
         layout = "uid" if self.layout is None else dict(self.layout)
-        return {"kind": self.kind.value, "path": self.path, "layout": layout}
+        data: dict[str, Any] = {"kind": self.kind.value, "path": self.path, "layout": layout}
+        if self.deidentify:
+            data["deidentify"] = True
+        return data
 
     def lane(self) -> str:
         return f"folder {self.path}"
 
     def describe(self) -> str:
-        return f"folder {self.path}"
+        return f"folder {self.path}" + (" (de-identified)" if self.deidentify else "")
 
 
 @dataclass(frozen=True)
@@ -113,11 +123,14 @@ def destination_from_json(data: object) -> Destination:
         raise ValueError(f"A destination is a JSON object, not {type(data).__name__}.")
     try:
         kind = DestinationKind(data.get("kind", DestinationKind.DICOM))
+        deidentify = _flag(data.get("deidentify", False), "deidentify")
         if kind is DestinationKind.FILE:
             layout = data.get("layout")
             if layout == "uid":
-                return FileDestination(str(data["path"]))
-            return FileDestination(str(data["path"]), dict(layout) if layout else {})
+                return FileDestination(str(data["path"]), deidentify=deidentify)
+            return FileDestination(
+                str(data["path"]), dict(layout) if layout else {}, deidentify=deidentify
+            )
         if kind is DestinationKind.ARCHIVE:
             return ArchiveDestination(str(data["datastore"]))
         calling = data.get("calling_ae_title")
@@ -127,15 +140,16 @@ def destination_from_json(data: object) -> Destination:
             str(data["ae_title"]),
             None if calling is None else str(calling),
             str(data.get("key") or ""),
-            _flag(data.get("tls", False)),
+            _flag(data.get("tls", False), "tls"),
+            deidentify,
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"Not a destination: {exc!r} in {data!r}") from exc
 
 
-def _flag(value: object) -> bool:
+def _flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
-        raise TypeError(f"tls must be true or false, not {value!r}")
+        raise TypeError(f"{name} must be true or false, not {value!r}")
     return value
 
 

@@ -34,6 +34,8 @@ ENV_PREFIX = "DICOMFLOW_"
 CONFIG_VARIABLE = "DICOMFLOW_CONFIG"  # names the optional TOML settings file
 ENDPOINT_FORM = "AE_TITLE@host:port (e.g. PACS@10.0.0.5:104)"
 TLS_SUFFIX = "tls"
+DEID_SUFFIX = "deid"
+ENDPOINT_FLAGS = (TLS_SUFFIX, DEID_SUFFIX)
 SQLITE_SCHEME = "sqlite://"
 LIST_EXAMPLES = {
     "endpoints": '["PACS@10.0.0.5:104"]',
@@ -62,8 +64,9 @@ class NodeSettings(BaseSettings):
     data_directory: Path = Path("dicomflow-data")
     log_path: Path | None = None
     log_level: str = "INFO"
+    # Endpoints (AE@host:port, ?tls: over DICOM TLS, ?deid: sent de-identified, ?tls&deid).
     endpoints: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # Where C-MOVE may send (AE@host:port[?tls]), besides the endpoints, by AE title.
+    # Where C-MOVE may send (AE@host:port[?tls]), besides the plain endpoints, by AE title.
     move_destinations: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_ae_titles: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -277,9 +280,14 @@ class NodeSettings(BaseSettings):
 
     @field_validator("endpoints", "move_destinations")
     @classmethod
-    def _check_endpoints(cls, value: list[str]) -> list[str]:
+    def _check_endpoints(cls, value: list[str], info: ValidationInfo) -> list[str]:
         for text in value:
-            parse_endpoint(text)
+            address = parse_endpoint(text)
+            if address.deidentify and info.field_name == "move_destinations":
+                raise ValueError(
+                    f'move destination "{_shown(text)}": C-MOVE sends the archive\'s instances'
+                    f' as they are; "?{DEID_SUFFIX}" is for endpoints only'
+                )
         return value
 
     def endpoint_addresses(self) -> list[Address]:
@@ -287,8 +295,10 @@ class NodeSettings(BaseSettings):
         return [parse_endpoint(text) for text in self.endpoints]
 
     def move_destination_addresses(self) -> list[Address]:
-        """Where a C-MOVE may send: ``move_destinations``, then the endpoints."""
-        return [parse_endpoint(text) for text in [*self.move_destinations, *self.endpoints]]
+        """Where a C-MOVE may send: ``move_destinations``, then the endpoints that are not
+        ``?deid`` (a C-MOVE sends instances as they are)."""
+        addresses = [parse_endpoint(text) for text in [*self.move_destinations, *self.endpoints]]
+        return [address for address in addresses if not address.deidentify]
 
     @classmethod
     def settings_customise_sources(
@@ -344,22 +354,36 @@ def build_settings(**values: Any) -> NodeSettings:
 
 
 def parse_endpoint(text: str) -> Address:
-    """Parse ``AE@host:port`` (``?tls`` after it: the peer speaks DICOM TLS) into an
-    :class:`Address`: the AE title, the host and the port are all required (a peer's AE
-    title is never guessed)."""
+    """Parse ``AE@host:port`` into an :class:`Address`: the AE title, the host and the port
+    are all required (a peer's AE title is never guessed). Flags may follow the port:
+    ``?tls`` (the peer speaks DICOM TLS), ``?deid`` (what is sent there is de-identified
+    first), or both, ``?tls&deid``."""
     title, _, location = text.rpartition("@")
     location, question, suffix = location.partition("?")
-    if question and suffix != TLS_SUFFIX:
-        raise ValueError(
-            f'endpoint "{_shown(text)}": only "?{TLS_SUFFIX}" (the peer speaks DICOM TLS)'
-            f' may follow the port, not "?{_shown(suffix)}"'
-        )
+    flags = _endpoint_flags(text, suffix) if question else set()
     host, _, port = location.rpartition(":")
     if not title or not host or not port.isdigit():
         raise ValueError(f'endpoint "{_shown(text)}" must look like {ENDPOINT_FORM}')
-    address = Address(host, int(port), title, tls=bool(question))
+    address = Address(
+        host, int(port), title, tls=TLS_SUFFIX in flags, deidentify=DEID_SUFFIX in flags
+    )
     address.validate()
     return address
+
+
+def _endpoint_flags(text: str, suffix: str) -> set[str]:
+    """The flags after ``?`` (``tls``, ``deid``, joined by ``&``); raises naming a bad one."""
+    flags = suffix.split("&")
+    for flag in flags:
+        if flag not in ENDPOINT_FLAGS:
+            raise ValueError(
+                f'endpoint "{_shown(text)}": only "?{TLS_SUFFIX}" (the peer speaks DICOM TLS)'
+                f' and "?{DEID_SUFFIX}" (sent de-identified), or "?{TLS_SUFFIX}&{DEID_SUFFIX}",'
+                f' may follow the port, not "?{_shown(suffix)}"'
+            )
+    if len(set(flags)) != len(flags):
+        raise ValueError(f'endpoint "{_shown(text)}": a flag is given twice')
+    return set(flags)
 
 
 def _shown(text: str, limit: int = 200) -> str:
@@ -369,6 +393,9 @@ def _shown(text: str, limit: int = 200) -> str:
 
 
 def format_endpoint(address: Address) -> str:
-    """The ``AE@host:port`` form of an address (``AE@host:port?tls`` for a TLS peer)."""
+    """The ``AE@host:port`` form of an address, with its flags (``?tls``, ``?deid``,
+    ``?tls&deid``)."""
     text = f"{address.ae_title}@{address.ip}:{address.port}"
-    return f"{text}?{TLS_SUFFIX}" if address.tls else text
+    chosen = ((TLS_SUFFIX, address.tls), (DEID_SUFFIX, address.deidentify))
+    flags = [name for name, on in chosen if on]
+    return f"{text}?{'&'.join(flags)}" if flags else text

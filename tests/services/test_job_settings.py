@@ -54,6 +54,11 @@ def test_an_array_with_every_field(tmp_path: Path) -> None:
     assert (report.params, report.description) == ({"format": "pdf"}, "A PDF report.")
 
 
+def test_a_job_whose_results_are_sent_deidentified(tmp_path: Path) -> None:
+    [plain, private] = read_settings(write(tmp_path, [JOB, job(jobName="b", deidentify=True)]))
+    assert (plain.deidentify, private.deidentify) == (False, True)
+
+
 def test_a_single_dependency_may_be_a_string(tmp_path: Path) -> None:
     [_, spec] = read_settings(write(tmp_path, [JOB, job(jobName="b", dependsOn="seg")]))
     assert spec.depends_on == ("seg",)
@@ -129,6 +134,7 @@ BROKEN = [
     (job(sortPosition="first"), 'job "seg": field "sortPosition" is "first"; expected a number.'),
     (job(sortPosition=True), 'job "seg": field "sortPosition" is true; expected a number.'),
     (job(description=3), 'job "seg": field "description" is 3; expected a string.'),
+    (job(deidentify="yes"), 'job "seg": field "deidentify" is "yes"; expected true or false.'),
     (
         job(dependson="x"),
         'job "seg": field "dependson" is not a known field; did you mean "dependsOn"?',

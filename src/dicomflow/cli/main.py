@@ -56,7 +56,12 @@ AeTitle = Annotated[str | None, typer.Option("--ae-title", help="The node's AE t
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
 Endpoint = Annotated[
     list[str] | None,
-    typer.Option("--endpoint", "-e", help="AE@host:port (?tls: over DICOM TLS); repeatable."),
+    typer.Option(
+        "--endpoint",
+        "-e",
+        help="AE@host:port (?tls: over DICOM TLS, ?deid: sent de-identified, ?tls&deid);"
+        " repeatable.",
+    ),
 ]
 MoveDestination = Annotated[
     list[str] | None,

@@ -100,6 +100,8 @@ def _peer(
         identity = identity_from(username, password, password_stdin)
     except ValueError as exc:
         fail(str(exc), 2)
+    if address.deidentify:
+        fail(f'"{endpoint[:200]}": ?deid marks endpoints the node sends results to.', 2)
     files = tls_files(*tls)
     return Peer(address, calling_ae, files, identity)
 

@@ -17,6 +17,7 @@ from dicomflow.dicom.deid import (
     ReidentificationTable,
     load_key_file,
 )
+from dicomflow.dicom.deid.pixel_cleaning import check_rules
 from dicomflow.settings import NodeSettings
 
 __all__ = [
@@ -72,8 +73,10 @@ def deid_in_use(settings: NodeSettings) -> bool:
 
 
 def check_deid_settings(settings: NodeSettings) -> None:
-    """Fail early on wrong de-identification settings (only when something uses them)."""
+    """Fail early on wrong de-identification settings (only when something uses them),
+    pixel-cleaning rule files included."""
     deidentifier_from_settings(settings)
+    check_rules(settings.deid_pixel_cleaning)
 
 
 def _build(settings: NodeSettings) -> Deidentifier:

@@ -192,7 +192,7 @@ class Node:
             queue=self._queue,
             counters=self.counters,
             take_caller=callers.take,
-            export=self.export.round,
+            export=self.export,
         )
         self.trigger = Trigger(self.rounds.check_patient, settings.quiet_period_s)
         self.ingest = Ingest(

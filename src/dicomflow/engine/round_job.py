@@ -60,7 +60,7 @@ class WorkerTask:
             "patient_key": self.patient_key,
             "inputs": {name: [list(pair) for pair in pairs] for name, pairs in self.inputs.items()},
             "directory": self.directory,
-            "endpoints": [[a.ip, a.port, a.ae_title, a.tls] for a in self.endpoints],
+            "endpoints": [[a.ip, a.port, a.ae_title, a.tls, a.deidentify] for a in self.endpoints],
             "ae_title": self.ae_title,
             "protected": list(self.protected),
             "caller": list(self.caller) if self.caller else None,
@@ -84,9 +84,12 @@ class WorkerTask:
         )
 
 
-def _address(ip: str, port: int, ae_title: str, tls: bool = False) -> Address:
-    """An endpoint as a job's arguments carry it (without ``tls`` from older versions)."""
-    return Address(ip, port, ae_title, tls=bool(tls))
+def _address(
+    ip: str, port: int, ae_title: str, tls: bool = False, deidentify: bool = False
+) -> Address:
+    """An endpoint as a job's arguments carry it (without ``tls`` or ``deidentify`` from
+    older versions)."""
+    return Address(ip, port, ae_title, tls=bool(tls), deidentify=bool(deidentify))
 
 
 def _tls_paths(files: TLSFiles | None) -> list[str | None] | None:

@@ -3,7 +3,9 @@ submitted to the queue; when its job has ended the round is exported (succeeded)
 in ``failed/`` (failed), from where it can be retried.
 
 A round whose job succeeded gets a ``DONE`` marker before it is exported, so that a
-restart exports it (again) rather than processing it again.
+restart exports it (again) rather than processing it again. A round whose de-identified
+outputs refuse an instance (or cannot de-identify it) is failed before anything of it is
+exported, its inputs kept.
 """
 
 import logging
@@ -12,15 +14,17 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from dicomflow import metrics
 from dicomflow.dicom.keys import shorten
 from dicomflow.engine.collector import Collector
 from dicomflow.engine.counters import Count, NodeCounters
+from dicomflow.engine.deidentified_export import DeidentifiedFolder, log_refusal
 from dicomflow.engine.round_runner import RoundOutcome, RoundRunner
 from dicomflow.engine.round_store import Round, RoundStore
 from dicomflow.engine.spool import Spool
-from dicomflow.errors import DicomflowError
+from dicomflow.errors import DeidError, DicomflowError
 from dicomflow.queue.backend import PerThreadBackend
 
 logger = logging.getLogger(__name__)
@@ -29,6 +33,18 @@ DONE_MARKER = "DONE"
 ROUND_ID = re.compile(r"[0-9a-f]{32}")
 
 Caller = tuple[str, str]
+
+
+class RoundExport(Protocol):
+    """The export stage as rounds use it (:class:`dicomflow.engine.export.Export`)."""
+
+    def prepare(self, job: Round) -> dict[str, DeidentifiedFolder]:
+        """De-identify what must be; raises DeidError before anything is exported."""
+        ...
+
+    def round(self, job: Round, staged: dict[str, DeidentifiedFolder] | None = None) -> None:
+        """Export the round's results and finish it."""
+        ...
 
 
 class Rounds:
@@ -49,7 +65,7 @@ class Rounds:
         queue: PerThreadBackend,
         counters: NodeCounters,
         take_caller: Callable[[str], Caller | None],
-        export: Callable[[Round], None],
+        export: RoundExport,
     ) -> None:
         self.name = name
         self.store = store
@@ -99,24 +115,40 @@ class Rounds:
     def done(self, job: Round, outcome: RoundOutcome) -> None:
         """The runner's report: the round's job has ended."""
         if not outcome.ok:
-            target = self.store.fail(job, outcome.error)
-            self._counters.add(Count.ROUNDS_FAILED)
-            logger.error(
-                "round %s failed; inputs kept in %s: %s", job.round_id, target, outcome.error
-            )
+            self._fail(job, outcome.error)
             return
         self.store.processed(job, outcome.ended_at)
         (job.directory / DONE_MARKER).touch()
-        self._counters.add(Count.ROUNDS_SUCCEEDED)  # before export: a delivery implies the count
-        self._export(job)
-        logger.info("round %s: processed in %.2fs", job.round_id, outcome.duration_s)
+        if self._export_round(job, count=True):
+            logger.info("round %s: processed in %.2fs", job.round_id, outcome.duration_s)
+
+    def _export_round(self, job: Round, *, count: bool) -> bool:
+        """Export a round whose job succeeded; fail it if its de-identified outputs refuse
+        an instance. Return whether it was exported."""
+        try:
+            staged = self._export.prepare(job)
+        except DeidError as error:
+            log_refusal(f"round {job.round_id}", error)
+            (job.directory / DONE_MARKER).unlink(missing_ok=True)  # a retry processes it again
+            self._fail(job, f"Its results were not exported: {error}", shown="see above")
+            return False
+        if count:
+            self._counters.add(Count.ROUNDS_SUCCEEDED)  # before export: a delivery implies it
+        self._export.round(job, staged)
+        return True
+
+    def _fail(self, job: Round, error: str, shown: str | None = None) -> None:
+        """Keep the round in ``failed/`` with ``error``; log ``shown`` (the error if None)."""
+        target = self.store.fail(job, error)
+        self._counters.add(Count.ROUNDS_FAILED)
+        logger.error("round %s failed; inputs kept in %s: %s", job.round_id, target, shown or error)
 
     def resume(self) -> list[Round]:
         """Export or submit again the rounds a previous run left; return them."""
         pending = self.store.pending()
         for job in pending:
             if (job.directory / DONE_MARKER).exists():
-                self._export(job)
+                self._export_round(job, count=False)
             else:
                 self.submit(job)
         return pending

@@ -7,8 +7,9 @@ series is *stable*), its instances move into a round,
 scheduler) enqueues the series jobs that want it, which read ``input_dir`` and
 write ``output_dir``. The round's ``jobs.json`` (:class:`SeriesJobs`) records
 them. When a job finishes, the DICOM files of its output folder go to the node's
-endpoints through the outbox; when every job of the round has ended, the round is
-removed, or moved to ``series/failed/`` if one failed.
+endpoints through the outbox (de-identified first for a job whose meta says
+``deidentify``; a refused instance fails the job, nothing of it sent); when every job of
+the round has ended, the round is removed, or moved to ``series/failed/`` if one failed.
 A round the queue did not take (its server down) is scheduled again until it is
 taken, and a round one of whose jobs the queue no longer knows (a Redis server
 restarted without persistence) is scheduled again as new jobs; a job's results
@@ -33,11 +34,13 @@ from pydicom import Dataset
 from dicomflow import metrics
 from dicomflow.dicom.keys import value_key
 from dicomflow.durable import Encoded, write_then_rename
+from dicomflow.engine.deidentified_export import log_refusal, shown_reason
 from dicomflow.engine.resubmit import Resubmitter, retryable
 from dicomflow.engine.round_store import Round, RoundStore
 from dicomflow.engine.spool import Journaling, Spool
 from dicomflow.engine.trigger import Trigger
 from dicomflow.engine.watcher import JobWatcher
+from dicomflow.errors import DeidError
 from dicomflow.queue.job import Job, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -45,7 +48,8 @@ logger = logging.getLogger(__name__)
 JOBS_FILE = "jobs.json"
 SERIES_ROUND = "services"
 SERIES_SPOOL = "series"  # the series spool's name in the journal's records
-Exporter = Callable[[str, Path, float | None], None]  # name, folder, when the job ended
+# name, folder, when the job ended, whether the job's results are sent de-identified
+Exporter = Callable[[str, Path, float | None, bool], None]
 
 
 class ScheduledSeriesJobs(Protocol):
@@ -324,7 +328,7 @@ class SeriesStage:
         if finished and job_name not in jobs.sent and any(output.glob("*.dcm")):
             jobs.sent.append(job_name)  # not again if run again
             write_jobs(series_round.directory, jobs)
-            self.export(f"{series_round.round_id}-{job_name}", output, job.ended_at)
+            self._export(series_round, job_name, job, jobs)
         else:
             write_jobs(series_round.directory, jobs)
         logger.info(
@@ -332,6 +336,20 @@ class SeriesStage:
         )
         if jobs.all_ended:
             self._close(series_round, jobs)
+
+    def _export(self, series_round: Round, job_name: str, job: Job, jobs: SeriesJobs) -> None:
+        """Send the job's results; a de-identified export that refuses an instance fails
+        the job (nothing of it sent; the round keeps its instances)."""
+        name = f"{series_round.round_id}-{job_name}"
+        output = series_round.output_dir / job_name
+        try:
+            self.export(name, output, job.ended_at, bool(job.meta.get("deidentify")))
+        except DeidError as error:
+            log_refusal(f"series round {series_round.round_id[:12]}: job {job_name}", error)
+            jobs.sent.remove(job_name)
+            reason = f"Results not exported: {shown_reason(error)}"  # logged when the round ends
+            jobs.ended[job_name] = JobEnd(JobStatus.FAILED, reason)
+            write_jobs(series_round.directory, jobs)
 
     def _collect(self, job: Job, job_name: str, output: Path) -> JobEnd | None:
         """Fetch a job's results left in the archive (consumers that have a

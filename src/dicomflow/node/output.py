@@ -23,12 +23,19 @@ A user subclass of :class:`PipelineOutput` overriding :meth:`PipelineOutput.send
 ``send()`` returning false or raising fails the round, which keeps its inputs
 (:func:`send_custom`).
 Calling ``send()`` directly sends at once, without the outbox.
+
+``DicomOutput(..., deidentify=True)``, ``FileOutput(..., deidentify=True)`` and an
+endpoint ``Address(..., deidentify=True)`` (``AE@host:port?deid``) mark results to be
+de-identified with the node's ``deid_*`` settings. The node de-identifies them once, in
+its export stage, before they enter the outbox (see :mod:`dicomflow.engine.export`), so
+their ``send()`` refuses to send them itself.
 """
 
 import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -79,17 +86,25 @@ class PipelineOutput(ABC):
 
 class DicomOutput(PipelineOutput):
     """Send datasets to DICOM peers as ``ae_title`` (the node's AE title if None):
-    ``DicomOutput([(Address(...), datasets)], "MY_AE")``."""
+    ``DicomOutput([(Address(...), datasets)], "MY_AE")``; ``deidentify=True``: the node
+    de-identifies them before it sends them (to every peer of this output)."""
 
     output: list[tuple[Address, Iterable[Dataset]]]
 
     def __init__(
-        self, output: Sequence[tuple[Address, Iterable[Dataset]]], ae_title: str | None = None
+        self,
+        output: Sequence[tuple[Address, Iterable[Dataset]]],
+        ae_title: str | None = None,
+        *,
+        deidentify: bool = False,
     ) -> None:
         super().__init__(output)
         self.ae_title = ae_title
+        self.deidentify = deidentify
 
     def send(self) -> bool:
+        if self.deidentify or any(address.deidentify for address, _ in self):
+            _refuse_direct_send(self)
         success = True
         for address, datasets in self:
             try:
@@ -107,7 +122,10 @@ class DicomOutput(PipelineOutput):
                 f'DicomOutput AE title "{self.ae_title}" must be 1-16 printable ASCII'
                 " characters without backslash."
             )
-        return [(_dicom_destination(address, self.ae_title), data) for address, data in self]
+        return [
+            (_dicom_destination(address, self.ae_title, self.deidentify), data)
+            for address, data in self
+        ]
 
 
 def save_dataset(path: Path | str, dataset: Dataset) -> None:
@@ -121,7 +139,9 @@ def save_dataset(path: Path | str, dataset: Dataset) -> None:
 
 class FileOutput(PipelineOutput):
     """Write datasets as Part-10 files: ``FileOutput([(Path("out"), datasets)])``;
-    ``saving_function(path, dataset)`` does the writing (default :func:`save_dataset`)."""
+    ``saving_function(path, dataset)`` does the writing (default :func:`save_dataset`);
+    ``deidentify=True``: the node writes them de-identified, laid out by their pseudonymous
+    UIDs (only with the default saving function, which the node carries out itself)."""
 
     output: list[tuple[Path, Iterable[Dataset]]]
 
@@ -129,18 +149,40 @@ class FileOutput(PipelineOutput):
         self,
         output: Sequence[tuple[Path | str, Iterable[Dataset]]],
         saving_function: Callable[[Path, Dataset], None] = save_dataset,
+        *,
+        deidentify: bool = False,
     ) -> None:
         super().__init__([(Path(path), datasets) for path, datasets in output])
         self.saving_function = saving_function
+        self.deidentify = deidentify
+        if deidentify and saving_function not in DEFAULT_SAVING:
+            raise ValueError(
+                "FileOutput(deidentify=True) writes with the default saving function only:"
+                " the node de-identifies the files it writes, not what"
+                f" {getattr(saving_function, '__qualname__', saving_function)!r} writes."
+            )
 
     def send(self) -> bool:
+        if self.deidentify:
+            _refuse_direct_send(self)
         for path, datasets in self:
             for dataset in datasets:
                 self.saving_function(path, dataset)
         return True
 
     def destinations(self) -> list[tuple[Destination, Iterable[Dataset]]]:
-        return [(FileDestination(str(path.resolve())), data) for path, data in self]
+        return [
+            (FileDestination(str(path.resolve()), deidentify=self.deidentify), data)
+            for path, data in self
+        ]
+
+
+def _refuse_direct_send(output: PipelineOutput) -> None:
+    """De-identified outputs are exported by the node, with its settings and key."""
+    raise ProcessingError(
+        f"{type(output).__name__} with deidentify is de-identified and sent by the node once"
+        " process() returned it; its send() would send the originals."
+    )
 
 
 class ArchiveOutput(PipelineOutput):
@@ -288,12 +330,20 @@ def _write_entry(
         save_dicom(folder / name, dataset)
         files.append(name)
     if isinstance(destination, FileDestination):
-        destination = FileDestination(destination.path, layout)
+        destination = replace(destination, layout=layout)
     return OutputEntry(destination, folder.name, tuple(files))
 
 
-def _dicom_destination(address: Address, ae_title: str | None) -> DicomDestination:
+def _dicom_destination(
+    address: Address, ae_title: str | None, deidentify: bool = False
+) -> DicomDestination:
     key = value_key(f"{address.ip}:{address.port}:{address.ae_title}")[:12]
     return DicomDestination(
-        address.ip, address.port, address.ae_title, ae_title, key, tls=address.tls
+        address.ip,
+        address.port,
+        address.ae_title,
+        ae_title,
+        key,
+        tls=address.tls,
+        deidentify=deidentify or address.deidentify,
     )

@@ -23,6 +23,9 @@ field              value                                                      de
                    job, every dicomflow worker serves every channel
 ``disabled``       ``true``: the job is never scheduled (its dependants are   ``false``
                    refused, as they would wait for it forever)
+``deidentify``     ``true``: the DICOM files of the job's output folder are   ``false``
+                   de-identified (the node's ``deid_*`` settings) before the
+                   node sends them to its endpoints
 =================  =========================================================  ============
 
 ``worker`` and ``callback`` may also be written as in the seed,
@@ -64,6 +67,7 @@ FIELDS = (
     "description",
     "channel",
     "disabled",
+    "deidentify",
 )
 PRIORITY_ALIASES = {"medium": Priority.DEFAULT}
 _TIMEOUT_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
@@ -192,7 +196,8 @@ def _job_spec(entry: _Entry, service: str, stage: Stage = Stage.MAIN) -> JobSpec
         sort_position=_sort_position(entry),
         description=_description(entry),
         channel=_channel(entry),
-        disabled=_disabled(entry),
+        disabled=_flag(entry, "disabled"),
+        deidentify=_flag(entry, "deidentify"),
         stage=stage,
         service=service or re.split(r"[.:]", worker)[0],
         source=entry.path,
@@ -301,12 +306,12 @@ def _channel(entry: _Entry) -> str:
     return str(value).strip()
 
 
-def _disabled(entry: _Entry) -> bool:
-    value = entry.values.get("disabled", False)
+def _flag(entry: _Entry, name: str) -> bool:
+    value = entry.values.get(name, False)
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise entry.error("disabled", "true or false")
+        raise entry.error(name, "true or false")
     return value
 
 

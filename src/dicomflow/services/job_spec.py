@@ -27,7 +27,8 @@ class Stage(StrEnum):
 
 @dataclass(frozen=True)
 class JobSpec:
-    """One job of a service, as declared in its ``settings.json``."""
+    """One job of a service, as declared in its ``settings.json``; ``deidentify``: the
+    results the node sends from its output folder are de-identified first."""
 
     job_name: str
     worker: str
@@ -40,6 +41,7 @@ class JobSpec:
     description: str = ""
     channel: str = "default"
     disabled: bool = False
+    deidentify: bool = False
     stage: Stage = Stage.MAIN
     service: str = ""
     source: Path | None = None

@@ -261,7 +261,7 @@ def _enqueue(
             depends_on=list(
                 dict.fromkeys([*after, *earlier, *(ids[name] for name in job.spec.depends_on)])
             ),
-            meta={"service": job.service, "series": report.series_key, "channel": job.spec.channel},
+            meta=_meta(job, report.series_key),
         )
         ids[job.name] = queued.id
         graph.append(queued)
@@ -269,6 +269,14 @@ def _enqueue(
     for outcome in report.outcomes:
         outcome.job_id = ids.get(outcome.job_name)
     return enqueued
+
+
+def _meta(job: RegisteredJob, series_key: str) -> dict[str, Any]:
+    """The job's meta: its service, series and channel, and ``deidentify`` when its
+    results are to be sent de-identified (read by the node when the job ends)."""
+    meta: dict[str, Any] = {"service": job.service, "series": series_key}
+    meta["channel"] = job.spec.channel
+    return meta | ({"deidentify": True} if job.spec.deidentify else {})
 
 
 def _earlier(job: RegisteredJob, than: RegisteredJob) -> bool:
