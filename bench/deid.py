@@ -117,6 +117,10 @@ class DeidFunctions:
             return element.value
         return self._digest(b"token", str(element.value)).hex()[:16].upper()
 
+    def patient_id(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
+        text = str(field.element.value or "").strip()
+        return self._digest(b"patient", text).hex()[:16].upper()
+
     def clean(self, item: Any, value: Any, field: Any, dicom: Any) -> Any:
         element: DataElement = field.element
         if element.VR in ("DA", "DT") and isinstance(element.value, str) and element.value:
@@ -143,6 +147,7 @@ def deid_direct(ds: Dataset, recipe: Any, functions: DeidFunctions) -> None:
     parser.define("dicomflow_dummy", functions.dummy)
     parser.define("dicomflow_uid", functions.uid)
     parser.define("dicomflow_clean", functions.clean)
+    parser.define("dicomflow_patient_id", functions.patient_id)
     parser.parse(remove_private=True)
     _get_fields_inner.cache_clear()  # deid caches every dataset it parsed otherwise
 

@@ -64,7 +64,9 @@ BURNED_IN_SOP_CLASSES = {
 MAX_SEQUENCE_DEPTH = 100
 _SILENT = -6  # below deid's ABORT level: its own messages off
 _DEID_LOCK = threading.Lock()  # deid patches FileDataset.__hash__ while it parses
-_PATIENT_ID, _ISSUER = 0x00100020, 0x00100021
+_PATIENT_ID, _ISSUER, _PATIENT_NAME = 0x00100020, 0x00100021, 0x00100010
+_IDENTITY_REMOVED, _METHOD, _METHOD_CODES = 0x00120062, 0x00120063, 0x00120064
+_LONGITUDINAL = 0x00280303  # LongitudinalTemporalInformationModified
 
 
 @dataclass(frozen=True)
@@ -194,16 +196,18 @@ class Deidentifier:
     def _finish(
         self, dataset: Dataset, identity: DeidIdentity, pixels_cleaned: bool, context: Replacements
     ) -> None:
-        dataset.PatientID = identity.patient_id
-        dataset.PatientName = identity.patient_id
+        # Elements made directly, not by keyword: pydicom's keyword path validates each
+        # value again, which costs more than the rest of this step.
+        dataset[_PATIENT_ID] = DataElement(_PATIENT_ID, "LO", identity.patient_id)
+        dataset[_PATIENT_NAME] = DataElement(_PATIENT_NAME, "PN", identity.patient_id)
         remove_private(dataset, self.profile)
         remove_repeating_groups(dataset, self.profile, context.clean_text)
-        dataset.PatientIdentityRemoved = "YES"
-        dataset.DeidentificationMethod = self.profile.description()
-        dataset.DeidentificationMethodCodeSequence = Sequence(
-            [_code(code.value, code.meaning) for code in self.profile.method_codes(pixels_cleaned)]
-        )
-        dataset.LongitudinalTemporalInformationModified = _longitudinal(self.profile)
+        dataset[_IDENTITY_REMOVED] = DataElement(_IDENTITY_REMOVED, "CS", "YES")
+        dataset[_METHOD] = DataElement(_METHOD, "LO", self.profile.description())
+        methods = self.profile.method_codes(pixels_cleaned)
+        codes = [_code(code.value, code.meaning) for code in methods]
+        dataset[_METHOD_CODES] = DataElement(_METHOD_CODES, "SQ", Sequence(codes))
+        dataset[_LONGITUDINAL] = DataElement(_LONGITUDINAL, "CS", _longitudinal(self.profile))
         if getattr(dataset, "file_meta", None) is not None:
             dataset.file_meta = _file_meta(dataset)
 
@@ -294,9 +298,9 @@ def _longitudinal(profile: DeidProfile) -> str:
 
 def _code(value: str, meaning: str) -> Dataset:
     item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = "DCM"
-    item.CodeMeaning = meaning
+    item[0x00080100] = DataElement(0x00080100, "SH", value)  # CodeValue
+    item[0x00080102] = DataElement(0x00080102, "SH", "DCM")  # CodingSchemeDesignator
+    item[0x00080104] = DataElement(0x00080104, "LO", meaning)  # CodeMeaning
     return item
 
 
