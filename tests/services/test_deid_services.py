@@ -27,6 +27,16 @@ def run(jobName, headers, params, added_params, input_dir, output_dir, **kwargs)
 PATIENT_ID = "SERVICE-PAT-5521"
 
 
+def start_copying_node(
+    tmp_path: Path, service_folder: ServiceFolder, storescp: StoreSCPPeer
+) -> Node:
+    """A node running the service COPY, marked deidentify, with ``storescp`` as endpoint."""
+    job = {"jobName": "copy", "worker": "work.run", "callback": "always", "deidentify": True}
+    root = tmp_path / "services"
+    install("copy", service_folder("copy", job, module={"work.py": COPY}), root)
+    return start_node(tmp_path, root, storescp.endpoint())
+
+
 def start_node(tmp_path: Path, root: Path, endpoint: str) -> Node:
     settings = build_settings(
         port=0,
@@ -46,10 +56,7 @@ def start_node(tmp_path: Path, root: Path, endpoint: str) -> Node:
 def test_a_service_marked_deidentify_sends_pseudonyms(
     tmp_path: Path, service_folder: ServiceFolder, storescp: StoreSCPPeer
 ):
-    job = {"jobName": "copy", "worker": "work.run", "callback": "always", "deidentify": True}
-    root = tmp_path / "services"
-    install("copy", service_folder("copy", job, module={"work.py": COPY}), root)
-    node = start_node(tmp_path, root, storescp.endpoint())
+    node = start_copying_node(tmp_path, service_folder, storescp)
     try:
         series = make_ct_series(2, patient_id=PATIENT_ID)
         storescu(node.port, write_series(series, tmp_path / "ct"))
@@ -70,10 +77,7 @@ def test_a_service_marked_deidentify_sends_pseudonyms(
 def test_a_refused_instance_fails_the_service_job(
     tmp_path: Path, service_folder: ServiceFolder, storescp: StoreSCPPeer
 ):
-    job = {"jobName": "copy", "worker": "work.run", "callback": "always", "deidentify": True}
-    root = tmp_path / "services"
-    install("copy", service_folder("copy", job, module={"work.py": COPY}), root)
-    node = start_node(tmp_path, root, storescp.endpoint())
+    node = start_copying_node(tmp_path, service_folder, storescp)
     try:
         series = make_ct_series(1, patient_id=PATIENT_ID)
         series[0].BurnedInAnnotation = "YES"
