@@ -208,22 +208,30 @@ def compare(label: str, data: bytes, count: int, key: bytes) -> None:
     profile = DeidProfile.from_names("basic", OPTIONS)
     deidentifier = Deidentifier(profile, Pseudonymizer(key))
     recipe, functions = _recipe(profile), DeidFunctions(key)
-    works = {
-        "dicomflow Deidentifier.deidentify": in_place(deidentifier.deidentify),
-        "deid DicomParser (same recipe)": in_place(lambda ds: deid_direct(ds, recipe, functions)),
-        "dicomflow deidentify_bytes (read+write)": with_bytes(deidentifier.deidentify_bytes),
-        "deid with read+write": with_bytes(lambda raw: deid_bytes(raw, recipe, functions)),
-    }
+    pairs = [
+        {
+            "dicomflow Deidentifier.deidentify": in_place(deidentifier.deidentify),
+            "deid DicomParser (same recipe)": in_place(
+                lambda ds: deid_direct(ds, recipe, functions)
+            ),
+        },
+        {
+            "dicomflow deidentify_bytes (read+write)": with_bytes(deidentifier.deidentify_bytes),
+            "deid with read+write": with_bytes(lambda raw: deid_bytes(raw, recipe, functions)),
+        },
+    ]
     anonymize = dicognito_anonymizer()
     if anonymize is not None:
-        works["dicognito Anonymizer (reference)"] = in_place(anonymize)
-    measured = rates(data, count, works)
-    print(f"\n{label}: {len(data) / 1e6:.2f} MB, {count} instance(s) each, interleaved")
+        pairs.append({"dicognito Anonymizer (reference)": in_place(anonymize)})
+    # Each comparison is its own interleaved run: the garbage one pair leaves is not
+    # collected while the other pair is timed.
+    measured = {name: rate for works in pairs for name, rate in rates(data, count, works).items()}
+    print(f"\n{label}: {len(data) / 1e6:.2f} MB, {count} instance(s) each, interleaved in pairs")
     for name, rate in measured.items():
         print(f"  {name:42s} {rate:9.1f} instances/s")
     names = list(measured)
     print(f"  overhead in place: {measured[names[1]] / measured[names[0]]:.2f}x (target <= 1.2x)")
-    print(f"  overhead read+write: {measured[names[3]] / measured[names[2]]:.2f}x")
+    print(f"  overhead read+write: {measured[names[3]] / measured[names[2]]:.2f}x (target <= 1.2x)")
     if anonymize is None:
         print("  dicognito: not installed (a reference only, not a dependency)")
 
