@@ -71,6 +71,13 @@ class UnknownDependencyError(QueueError, KeyError):
     """A job depends on a job the queue does not know."""
 
 
+class PermanentJobError(DicomflowError):
+    """Raised by a job's function for a failure that no retry can fix (the same input or
+    settings would fail the same way): the queue records the job failed at once, whatever
+    retries it has left, and its dependants are settled as for any final failure. Mixed
+    into the errors that mean it (``class RefusedError(PermanentJobError, ValueError)``)."""
+
+
 class LandlockUnavailable(DicomflowError, OSError):
     """The kernel cannot restrict this process with Landlock."""
 
@@ -308,6 +315,11 @@ class ArchiveError(DicomflowError, RuntimeError):
     """Some instances of a series could not be archived."""
 
 
+class ArchiveRefusedError(ArchiveError, PermanentJobError):
+    """Instances of a series were refused by de-identification (the others are archived):
+    the same instances would be refused again, so the archive job is not retried."""
+
+
 class FactoryError(DicomflowError, ValueError):
     """A synthetic dataset was requested with impossible parameters."""
 
@@ -333,11 +345,11 @@ class DeidError(DicomflowError, ValueError):
     """An instance could not be de-identified."""
 
 
-class DeidConfigError(DeidError, SettingsFileError):
+class DeidConfigError(DeidError, SettingsFileError, PermanentJobError):
     """De-identification is configured wrongly (profile, option, key file, table); the
     message names the setting."""
 
 
-class DeidRefusedError(DeidError):
+class DeidRefusedError(DeidError, PermanentJobError):
     """An instance may carry identifying pixels (burned-in annotation) and no
     pixel-cleaning rule is configured for it."""

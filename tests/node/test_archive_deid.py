@@ -36,7 +36,7 @@ from dicomflow.engine.node import Node
 from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
 from dicomflow.errors import DeidConfigError
 from dicomflow.queue.backend import PerThreadBackend
-from dicomflow.queue.job import JobKind, JobStatus
+from dicomflow.queue.job import Job, JobKind, JobStatus
 from dicomflow.settings import NodeSettings, build_settings
 from dicomflow.web import WebContext, WebServer, create_app
 from dicomflow.web.auth import Credentials
@@ -110,9 +110,9 @@ def archived_instances(datastore: Path) -> int:
     )
 
 
-def failed_archive_jobs(settings: NodeSettings) -> list[str]:
+def failed_archive_jobs(settings: NodeSettings) -> list[Job]:
     jobs = PerThreadBackend(settings.resolved_queue_url()).get().jobs(JobStatus.FAILED)
-    return [str(job.error) for job in jobs if job.meta.get("kind") == JobKind.ARCHIVE]
+    return [job for job in jobs if job.meta.get("kind") == JobKind.ARCHIVE]
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +137,10 @@ def deid_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeidArchi
     web = WebServer(create_app(WebContext(settings, Credentials(TOKEN), node)), "127.0.0.1", 0)
     web.start()
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(series_archive, "RETRIES", 0)  # a refusal is final: fail at once
-            storescu(node.port, sent)
-            wait_for(lambda: archived_instances(datastore) == 5, 120, "5 archived instances")
-            wait_for(lambda: failed_archive_jobs(settings), 60, "the refused series' job to fail")
+        storescu(node.port, sent)
+        wait_for(lambda: archived_instances(datastore) == 5, 120, "5 archived instances")
+        # with RETRIES (5) retries left: a refusal is final, so the job fails at once
+        wait_for(lambda: failed_archive_jobs(settings), 20, "the refused series' job to fail")
         yield DeidArchive(root, node, settings, datastore, sent, capture, web, moved)
     finally:
         web.stop()
@@ -208,8 +207,12 @@ def test_series_are_filed_under_pseudonyms_with_deid_metadata(deid_archive: Deid
 
 
 def test_the_refused_instance_is_kept_and_its_job_failed(deid_archive: DeidArchive) -> None:
-    errors = failed_archive_jobs(deid_archive.settings)
-    assert len(errors) == 1
+    failed_jobs = failed_archive_jobs(deid_archive.settings)
+    assert len(failed_jobs) == 1
+    assert failed_jobs[0].retries == series_archive.RETRIES > 0
+    assert failed_jobs[0].attempts == 1  # not retried: it would be refused again
+    errors = [str(job.error) for job in failed_jobs]
+    assert "ArchiveRefusedError" in errors[0] and "not retried" in errors[0]
     assert "refused by de-identification" in errors[0]
     assert "Secondary Capture" in errors[0]
     assert "Smithson" not in errors[0] and "DEIDPAT4711" not in errors[0]

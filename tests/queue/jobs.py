@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from dicomflow.errors import DeidRefusedError, PermanentJobError
+
 logger = logging.getLogger("jobs")
 
 
@@ -25,6 +27,22 @@ def nap_and_record(path: str, label: str, seconds: float) -> str:
 
 def fail(message: str) -> None:
     raise ValueError(message)
+
+
+class StudyGoneError(PermanentJobError, LookupError):
+    """A job's own error that no retry can fix."""
+
+
+def refuse(path: str) -> None:
+    """Record the attempt, then refuse the instance as de-identification does."""
+    record(path, "refused")
+    raise DeidRefusedError("instance 1 (Secondary Capture Image Storage): burned-in annotation")
+
+
+def give_up(path: str) -> None:
+    """Record the attempt, then raise the job's own permanent error."""
+    record(path, "gave up")
+    raise StudyGoneError("study 1.2.3 is gone from the archive")
 
 
 def crash(code: int) -> None:

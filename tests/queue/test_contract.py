@@ -125,6 +125,36 @@ def test_retries_with_backoff(backend: Backend, start_worker, tmp_path: Path) ->
     assert times[2] - times[0] >= 1.0
 
 
+def test_a_failure_no_retry_can_fix_ends_the_job_at_once(
+    backend: Backend, start_worker, tmp_path: Path
+) -> None:
+    out = tmp_path / "order.txt"
+    refused = job("refuse", kwargs={"path": str(out)}, retries=3, retry_backoff_s=0.1)
+    gone = job("give_up", kwargs={"path": str(out)}, retries=3, retry_backoff_s=0.1)
+    dependant = job("record", kwargs={"path": str(out), "label": "x"}, depends_on=[refused.id])
+    attempts_file = tmp_path / "attempts"
+    ordinary = job(
+        "fail_times",
+        kwargs={"path": str(attempts_file), "failures": 1},
+        retries=3,
+        retry_backoff_s=0.1,
+    )
+    backend.enqueue_many([refused, gone, dependant, ordinary])
+    start_worker()
+
+    retried = wait_for(backend, ordinary.id, timeout_s=30)  # a retry had time to come
+    assert retried.status is JobStatus.FINISHED and retried.attempts == 2
+    ended = wait_for(backend, refused.id)
+    assert ended.status is JobStatus.FAILED and ended.attempts == 1
+    assert "not retried" in (ended.error or "")
+    assert "DeidRefusedError: instance 1 (Secondary Capture" in (ended.error or "")
+    own = wait_for(backend, gone.id)
+    assert own.status is JobStatus.FAILED and own.attempts == 1
+    assert "StudyGoneError: study 1.2.3 is gone" in (own.error or "")
+    assert wait_for(backend, dependant.id).error == f"Dependency {refused.id} failed."
+    assert sorted(lines(out)) == ["gave up", "refused"]
+
+
 def test_cancel_queued_and_started_jobs(backend: Backend, start_worker, tmp_path: Path) -> None:
     waiting = backend.enqueue(job("record", kwargs={"path": "x", "label": "x"}))
     dependant = backend.enqueue(

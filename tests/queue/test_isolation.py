@@ -32,6 +32,23 @@ def test_output_of_any_size_never_blocks(isolation: Isolation, tmp_path: Path) -
     assert kept.stat().st_size > 3_000_000
 
 
+@pytest.mark.parametrize(
+    ("function", "retryable"),
+    [("jobs:refuse", False), ("jobs:give_up", False), ("jobs:fail_times", True)],
+)
+def test_a_permanent_error_is_not_retryable(
+    isolation: Isolation, tmp_path: Path, function: str, retryable: bool
+) -> None:
+    kwargs: dict[str, object] = {"path": str(tmp_path / "runs")}
+    if function == "jobs:fail_times":
+        kwargs["failures"] = 1
+    outcome = isolation.run(Job(function, kwargs=kwargs, timeout_s=30))
+
+    assert outcome.status is JobStatus.FAILED
+    assert outcome.retryable is retryable
+    assert ("not retried" in (outcome.error or "")) is not retryable
+
+
 def test_poll_cancels_and_the_scratch_space_goes_away(isolation: Isolation, tmp_path: Path) -> None:
     calls: list[int] = []
 

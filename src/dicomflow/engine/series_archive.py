@@ -4,7 +4,9 @@ With ``archive_datastore`` set, every stable series becomes one queue job,
 :func:`archive_series`, which appends the series' instances to the datastore
 under the series lock (duplicates are skipped, conflicts recorded) and syncs
 it. A job that cannot take the lock (another writer holds it) fails and is
-retried with backoff; the instances stay in the node until it succeeds.
+retried with backoff; the instances stay in the node until it succeeds. A job
+whose instances de-identification refused fails at once, without retries
+(:class:`~dicomflow.errors.ArchiveRefusedError`: they would be refused again).
 
 :class:`Consumers` runs the archive first: the registry services' jobs of the
 series then depend on its archive job and read the series from the archive
@@ -54,7 +56,7 @@ from dicomflow.dicom.deid import Deidentifier, burned_in_reason
 from dicomflow.dicom.keys import is_valid_uid, shorten
 from dicomflow.engine.archive_deid import ArchiveDeid, Gathered, archive_deid, deidentified_groups
 from dicomflow.engine.resubmit import retryable
-from dicomflow.errors import ArchiveError, CODError
+from dicomflow.errors import ArchiveError, ArchiveRefusedError, CODError
 from dicomflow.queue.backend import PerThreadBackend
 from dicomflow.queue.job import Job, JobKind, Priority
 from dicomflow.queue.landlock import protect_job
@@ -237,8 +239,9 @@ def archive_series(
     :class:`ArchiveDeid`'s JSON form) every instance is de-identified first.
 
     Raises:
-        ArchiveError: if an instance could not be stored (the others are kept), or was
-            refused by de-identification (the others are archived; the inputs are kept).
+        ArchiveError: if an instance could not be stored (the others are kept).
+        ArchiveRefusedError: if an instance was refused by de-identification (the others
+            are archived; the inputs are kept): not retried, it would be refused again.
         LockAcquisitionError: if another writer holds the series lock.
         CatalogError: if the catalog cannot be updated (the datastore is; a retry records).
     """
@@ -251,7 +254,7 @@ def archive_series(
     gathered = _gather(list_files(source), deidentifier)
     totals = _archive(gathered, datastore, opened, thumbnail)
     if gathered.refused:
-        raise ArchiveError(
+        raise ArchiveRefusedError(
             f"{len(gathered.refused)} instance(s) of {source} refused by de-identification"
             f" and not archived (the others are; the inputs are kept): "
             + "; ".join(gathered.refusals()[:5])

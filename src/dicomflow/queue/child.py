@@ -8,7 +8,9 @@ in the attempt's own temporary directory, and has at most
 ``memory_limit_bytes`` of private writable memory (``RLIMIT_DATA``: heap and
 anonymous mappings, not reserved address space nor mapped files; past it an
 allocation fails, in Python with MemoryError). It writes its return value
-(JSON) or the traceback to the attempt's outcome file, then exits 0 or 1.
+(JSON) or the traceback to the attempt's outcome file, then exits 0 or 1; the
+traceback of a :class:`~dicomflow.errors.PermanentJobError` is written as a
+``PERMANENT`` outcome, which the worker does not retry.
 
 The fork server imports this module before forking, and sets up once what all
 children share (:func:`prepare_output`): every module imported here and every
@@ -27,6 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
+from dicomflow.errors import PermanentJobError
 from dicomflow.queue.function import resolve_function
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,8 @@ PR_SET_PDEATHSIG = 1
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 RESULT = "result"
 ERROR = "error"
+PERMANENT = "permanent"
+"""An error that no retry can fix (see :class:`~dicomflow.errors.PermanentJobError`)."""
 
 
 class Task(NamedTuple):
@@ -100,13 +105,14 @@ def run_task(task: Task, prctl: Prctl | None, output: int) -> NoReturn:
         if isinstance(exc, MemoryError) and task.memory_limit_bytes:
             text = f"{memory_limit_exceeded(task.memory_limit_bytes)}\n{text}"
         logger.error("job %s: %s raised an exception\n%s", task.job_id, task.function, text)
-        _write_outcome(task, ERROR, text)
+        _write_outcome(task, PERMANENT if isinstance(exc, PermanentJobError) else ERROR, text)
         _exit(1)
     _exit(0)
 
 
 def read_outcome(task: Task) -> tuple[str, str] | None:
-    """``(RESULT, json)`` or ``(ERROR, traceback)`` as ``task``'s process left it, if it did."""
+    """``(RESULT, json)``, ``(ERROR, traceback)`` or ``(PERMANENT, traceback)`` as ``task``'s
+    process left it, if it did."""
     try:
         with open(task.outcome_file, encoding="utf-8") as stream:
             token, kind, payload = stream.read().split("\n", 2)

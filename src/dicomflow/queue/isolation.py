@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any
 
 from dicomflow.errors import QueueError
-from dicomflow.queue.child import ERROR, RESULT, Task, read_outcome
+from dicomflow.queue.child import ERROR, PERMANENT, RESULT, Task, read_outcome
 from dicomflow.queue.job import Job, JobStatus
 from dicomflow.queue.launcher import Launcher
 from dicomflow.queue.logtail import read_tail
@@ -54,6 +54,9 @@ class AttemptOutcome:
     error: str | None = None
     log_tail: str | None = None
     result: Any = None
+    retryable: bool = True
+    """False when the function raised a :class:`~dicomflow.errors.PermanentJobError`: the
+    attempt is the job's last, whatever retries it has left."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,9 @@ def _diagnose(job: Job, task: Task, ending: _Ending) -> AttemptOutcome:
         return AttemptOutcome(
             JobStatus.FAILED, f"{job.function} raised an exception:\n{outcome[1]}", tail
         )
+    if outcome is not None and outcome[0] == PERMANENT:
+        error = f"{job.function} raised an exception that no retry can fix (not retried):"
+        return AttemptOutcome(JobStatus.FAILED, f"{error}\n{outcome[1]}", tail, retryable=False)
     return AttemptOutcome(JobStatus.FAILED, _crash(job, task, ending.wait_status), tail)
 
 

@@ -89,13 +89,19 @@ def _record(
     if row is None or row["status"] != "started" or row["worker_session"] != session.id:
         logger.warning("job %s: taken over by another worker; this attempt is ignored", job.id)
         return None
-    failures = job.attempts - job.interruptions  # a worker's death is not the job's failure
-    if outcome.status in RETRYABLE and failures <= job.retries and not row["cancel_requested"]:
+    if _retries(job, outcome) and not row["cancel_requested"]:
         _retry(connection, job, outcome)
         return JobStatus.QUEUED
     _end(connection, job.id, outcome)
     release_dependants(connection, job.id)
     return outcome.status
+
+
+def _retries(job: Job, outcome: AttemptOutcome) -> bool:
+    """Whether the attempt's failure may be retried and the job has a retry left (a
+    worker's death is not the job's failure: it does not count)."""
+    failures = job.attempts - job.interruptions
+    return outcome.status in RETRYABLE and outcome.retryable and failures <= job.retries
 
 
 def _retry(connection: sqlite3.Connection, job: Job, outcome: AttemptOutcome) -> None:

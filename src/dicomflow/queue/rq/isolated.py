@@ -7,7 +7,9 @@ job's function, :func:`dicomflow.queue.rq_task.perform`, which starts a fork
 server for the attempt. Either way the attempt runs in its own process group and
 working directory, with the job's timeout, its output captured, and records in
 the RQ job's meta its number, outcome, error and log tail. A failed or timed-out
-attempt raises, so that RQ retries it (``Retry``) or records the failure.
+attempt raises, so that RQ retries it (``Retry``) or records the failure; one that
+no retry can fix (:class:`~dicomflow.errors.PermanentJobError`) has its retries
+left set to none first.
 """
 
 import logging
@@ -61,6 +63,8 @@ def run_attempt(
     if outcome.status is JobStatus.CANCELED:
         rq_job.retries_left = 0
         raise QueueError(f"Job {job.label} was canceled.")
+    if not outcome.retryable:
+        rq_job.retries_left = 0  # RQ records the failure; on_failure settles the dependants
     if outcome.status is JobStatus.TIMED_OUT:
         raise JobTimeoutError(outcome.error)
     raise ProcessingError(outcome.error)
