@@ -6,6 +6,11 @@ Then every byte under the datastore (tars, metadata, thumbnails, the catalog and
 is searched for the originals' identifiers; QIDO-RS, WADO-RS and ``findscu`` answer with
 pseudonyms; ``dicomflow cod ingest --deid`` with the same key files the same series under
 the same paths, another key under others; the refused instance is kept, not lost.
+
+A second node sends the same files through a real Redis queue, whose archive jobs read a
+staging prefix of the datastore: while they wait for a worker, no byte under the
+datastore holds an original identifier, and once archived the archive is the one the
+embedded queue made with the same key.
 """
 
 import io
@@ -34,13 +39,13 @@ from dicomflow.engine import series_archive
 from dicomflow.engine.archive_deid import ArchiveDeid
 from dicomflow.engine.node import Node
 from dicomflow.engine.series_archive import ArchiveScheduler, Consumers
-from dicomflow.errors import DeidConfigError
-from dicomflow.queue.backend import PerThreadBackend
+from dicomflow.errors import ArchiveError, DeidConfigError
+from dicomflow.queue.backend import PerThreadBackend, open_backend
 from dicomflow.queue.job import Job, JobKind, JobStatus
 from dicomflow.settings import NodeSettings, build_settings
 from dicomflow.web import WebContext, WebServer, create_app
 from dicomflow.web.auth import Credentials
-from support import StoreSCPPeer, storescu, wait_for
+from support import RedisServer, StoreSCPPeer, storescu, wait_for
 
 TOKEN = "deid-test-token"
 NODE = "DICOMFLOW"
@@ -90,16 +95,16 @@ def corpus_files(folder: Path) -> list[Path]:
 
 
 def deid_settings(root: Path, datastore: Path, key: Path, **more: object) -> NodeSettings:
-    return build_settings(
-        **more,
-        port=0,
-        data_directory=root / "data",
-        archive_datastore=str(datastore),
-        series_quiet_period_s=0.3,
-        queue_workers=1,
-        archive_deid=True,
-        deid_key_file=key,
-    )
+    defaults: dict[str, object] = {
+        "port": 0,
+        "data_directory": root / "data",
+        "archive_datastore": str(datastore),
+        "series_quiet_period_s": 0.3,
+        "queue_workers": 1,
+        "archive_deid": True,
+        "deid_key_file": key,
+    }
+    return build_settings(**(defaults | more))
 
 
 def archived_instances(datastore: Path) -> int:
@@ -412,3 +417,123 @@ def test_job_settings_round_trip(tmp_path: Path) -> None:
     )
     assert ArchiveDeid.from_kwargs(json.loads(json.dumps(deid.to_kwargs()))) == deid
     assert deid.settings().deid_key_path() == tmp_path / "key"
+
+
+@dataclass
+class RedisDeidArchive:
+    """A node on a Redis queue, after archiving what ``deid_archive`` was sent, and the
+    datastore's files while its archive jobs waited for a worker."""
+
+    root: Path
+    settings: NodeSettings
+    datastore: Path
+    held: dict[Path, bytes]
+
+
+def archive_jobs(settings: NodeSettings, status: JobStatus | None = None) -> list[Any]:
+    jobs = PerThreadBackend(settings.resolved_queue_url()).get().jobs(status)
+    return [job for job in jobs if job.meta.get("kind") == JobKind.ARCHIVE]
+
+
+@pytest.fixture(scope="module")
+def redis_deid_archive(
+    deid_archive: DeidArchive, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisDeidArchive]:
+    root = tmp_path_factory.mktemp("deid-redis")
+    redis = RedisServer(root / "redis")
+    datastore = root / "archive"
+    key = deid_archive.root / "key"
+    settings = deid_settings(root, datastore, key, queue_url=redis.url(), queue_workers=0)
+    node = Node(None, settings, Consumers(ArchiveScheduler.from_settings(settings, str(datastore))))
+    node.start()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(series_archive, "RETRIES", 0)  # a refusal is final: fail at once
+            storescu(node.port, deid_archive.sent)
+            queued = lambda: len(archive_jobs(settings, JobStatus.QUEUED)) == 3  # noqa: E731
+            wait_for(queued, 60, "three archive jobs waiting for a worker")
+            held = {path: path.read_bytes() for path in every_file(datastore)}
+            open_backend(settings.resolved_queue_url()).worker(name="deid").work(burst=True)
+            wait_for(lambda: archive_jobs(settings, JobStatus.FAILED), 60, "the refused job")
+            failed = root / "data" / "series" / "failed"
+            kept = lambda: [p for p in every_file(failed) if p.suffix == ".dcm"]  # noqa: E731
+            wait_for(lambda: len(kept()) == 4, 30, "the failed series' inputs to be kept")
+        yield RedisDeidArchive(root, settings, datastore, held)
+    finally:
+        node.stop()
+        redis.stop()
+
+
+def test_a_waiting_job_leaves_no_original_byte_in_the_datastore(
+    deid_archive: DeidArchive, redis_deid_archive: RedisDeidArchive
+) -> None:
+    held = redis_deid_archive.held
+    forbidden = originals(deid_archive.sent)
+    staged = [data for path, data in held.items() if "/staging/" in str(path)]
+    assert len(staged) == 5  # the secondary capture not among them
+    leaks = [
+        (path.name, value)
+        for path, data in held.items()
+        for value in forbidden
+        if value in data or value in str(path).encode()
+    ]
+    assert not leaks
+    for data in staged:
+        assert pydicom.dcmread(io.BytesIO(data)).PatientIdentityRemoved == "YES"
+    for job in archive_jobs(redis_deid_archive.settings):
+        assert job.kwargs["input_deidentified"] is True
+        assert not [v for v in forbidden if v in json.dumps(job.kwargs).encode()]
+
+
+def test_the_redis_archive_is_the_embedded_one(
+    deid_archive: DeidArchive, redis_deid_archive: RedisDeidArchive
+) -> None:
+    embedded, redis = deid_archive.datastore, redis_deid_archive.datastore
+    archived = {p for p in series_paths(redis) if not p.startswith("staging/")}
+    assert archived == series_paths(embedded)
+    for study in list_studies(str(embedded)):
+        for series in list_series(str(embedded), study):
+            expected = CODObject(str(embedded), study, series, lock=False)
+            found = CODObject(str(redis), study, series, lock=False)
+            assert found.is_deidentified
+            assert found.list_instances() == expected.list_instances()
+            for uid in expected.list_instances():  # not de-identified twice: the same bytes
+                assert found.get(uid) == expected.get(uid)
+                assert found.instance_metadata(uid)["original_path"] == f"deidentified/{uid}.dcm"
+    forbidden = originals(deid_archive.sent)
+    assert not [v for v in forbidden for p in every_file(redis) if v in p.read_bytes()]
+
+
+def test_the_refusal_on_redis_fails_the_job_as_on_the_embedded_queue(
+    deid_archive: DeidArchive, redis_deid_archive: RedisDeidArchive
+) -> None:
+    errors = [str(job.error) for job in archive_jobs(redis_deid_archive.settings, JobStatus.FAILED)]
+    assert len(errors) == 1
+    assert "1 instance(s)" in errors[0] and "refused by de-identification" in errors[0]
+    assert "Secondary Capture" in errors[0]
+    assert "Smithson" not in errors[0] and "DEIDPAT4711" not in errors[0]
+    failed = redis_deid_archive.root / "data" / "series" / "failed"
+    kept = {
+        str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        for path in every_file(failed)
+        if path.suffix == ".dcm"
+    }
+    assert str(deid_archive.burned_in.SOPInstanceUID) in kept and len(kept) == 4
+
+
+def test_a_staged_input_that_is_not_deidentified_is_not_archived(tmp_path: Path) -> None:
+    settings = deid_settings(tmp_path, tmp_path / "archive", create_key_file(tmp_path / "key"))
+    staged = tmp_path / "staging" / "input"
+    corpus_files(staged)
+    deid = ArchiveDeid.from_settings(settings).to_kwargs()
+    with pytest.raises(ArchiveError, match=r"2 instance\(s\).*staged as de-identified, but"):
+        series_archive.archive_series(
+            None,
+            str(tmp_path / "archive"),
+            input_url=str(staged),
+            deid=deid,
+            input_deidentified=True,
+            refused=[],
+        )
+    assert archived_instances(tmp_path / "archive") == 0
+    assert len(list(staged.glob("*.dcm"))) == 2  # the inputs are kept

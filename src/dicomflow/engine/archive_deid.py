@@ -12,6 +12,12 @@ worker's machine at that path). An instance refused by de-identification (burned
 annotation without a pixel-cleaning rule) or failing it is not archived; the job archives
 the rest and then fails, naming each one by SOP class and reason, so its inputs are kept
 as those of any failed job (see :func:`dicomflow.engine.series_archive.archive_series`).
+
+On a Redis queue, whose workers read a staging prefix of the datastore, the node
+de-identifies the instances itself before staging them (:func:`stage_deidentified`), so
+that the datastore never holds an original byte, not even while the job waits; the job
+is told its inputs are de-identified already (:func:`staged_groups`): de-identifying a
+pseudonym again would give another one. Such a worker needs no key file.
 """
 
 import io
@@ -22,16 +28,24 @@ from pathlib import Path
 from typing import Any
 
 import fsspec  # type: ignore[import-untyped]
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import UID
 
 from dicomflow.cod import Instance
 from dicomflow.dicom.deid import Deidentifier
+from dicomflow.dicom.keys import is_valid_uid
 from dicomflow.engine.deidentification import check_deid_settings, deidentifier_from_settings
 from dicomflow.errors import DeidConfigError, DeidError
 from dicomflow.settings import NodeSettings
 
-__all__ = ["ArchiveDeid", "Gathered", "archive_deid", "deidentified_groups"]
+__all__ = [
+    "ArchiveDeid",
+    "Gathered",
+    "archive_deid",
+    "deidentified_groups",
+    "stage_deidentified",
+    "staged_groups",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +128,14 @@ class Gathered:
     deidentified: bool = False
     refused: list[tuple[str, str]] = field(default_factory=list)
     uris: list[str] = field(default_factory=list)
+    refused_before: list[str] = field(default_factory=list)
 
     def refusals(self) -> list[str]:
-        """The refusals, each file named by its position (its name may be an original UID)."""
+        """The refusals (those the node made when staging first), each file named by its
+        position (its name may be an original UID)."""
         uris = {uri: number for number, uri in enumerate(self.uris, 1)}
-        return [f"instance {uris.get(uri, '?')} ({why})" for uri, why in self.refused]
+        found = [f"instance {uris.get(uri, '?')} ({why})" for uri, why in self.refused]
+        return [*self.refused_before, *found]
 
 
 def deidentified_groups(uris: list[str], deidentifier: Deidentifier) -> Gathered:
@@ -134,15 +151,70 @@ def deidentified_groups(uris: list[str], deidentifier: Deidentifier) -> Gathered
         try:
             data, identity = deidentifier.deidentify_bytes(original)
         except DeidError as error:  # DeidRefusedError too
-            why = str(error)
-            sop_class = _sop_class(original)
-            result.refused.append((uri, why if sop_class in why else f"{sop_class}: {why}"))
+            result.refused.append((uri, _refusal(original, error)))
             logger.error("not archived: %s", result.refusals()[-1])
             continue
         name = f"deidentified/{identity.sop_instance_uid}.dcm"
         key = (identity.study_uid, identity.series_uid)
         result.groups[key].append(Instance.from_bytes(data, name))
     return result
+
+
+def stage_deidentified(folder: Path, url: str, deidentifier: Deidentifier) -> list[str]:
+    """Write the de-identified form of every ``*.dcm`` instance of ``folder`` under
+    ``url``, named by its position in the folder (no identifier, original or not, in a
+    path); an instance refused or failing is not written. Returns the refusals, each
+    instance named by that position."""
+    fs, root = fsspec.core.url_to_fs(url)
+    fs.makedirs(root, exist_ok=True)
+    refusals = []
+    for number, path in enumerate(sorted(folder.glob("*.dcm")), 1):
+        original = path.read_bytes()
+        try:
+            data, _ = deidentifier.deidentify_bytes(original)
+        except DeidError as error:  # DeidRefusedError too
+            refusals.append(f"instance {number} ({_refusal(original, error)})")
+            logger.error("not staged for the archive: %s", refusals[-1])
+            continue
+        fs.pipe_file(f"{root}/{number:06d}.dcm", data)
+    return refusals
+
+
+def staged_groups(uris: list[str], refused: list[str]) -> Gathered:
+    """The instances :func:`stage_deidentified` wrote, grouped by their (pseudonymous)
+    series, as they are; ``refused`` are the refusals the node made. A file that does
+    not say it is de-identified (PatientIdentityRemoved YES) is refused, not archived."""
+    result = Gathered(defaultdict(list), deidentified=True, uris=list(uris))
+    result.refused_before = list(refused)
+    for uri in uris:
+        with fsspec.open(uri, "rb") as file:
+            data = file.read()
+        header = _header(data)
+        if header is None or header.get("PatientIdentityRemoved") != "YES":
+            result.refused.append((uri, "staged as de-identified, but it is not"))
+            logger.error("not archived: %s", result.refusals()[-1])
+            continue
+        key = (str(header.StudyInstanceUID), str(header.SeriesInstanceUID))
+        name = f"deidentified/{header.SOPInstanceUID}.dcm"
+        result.groups[key].append(Instance.from_bytes(data, name))
+    return result
+
+
+def _header(data: bytes) -> Dataset | None:
+    """The identifying header of a staged file (None if unreadable or incomplete)."""
+    tags = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "PatientIdentityRemoved"]
+    try:
+        header = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=tags)
+    except Exception:  # pydicom raises many types on malformed input
+        return None
+    return header if all(is_valid_uid(header.get(tag)) for tag in tags[:3]) else None
+
+
+def _refusal(original: bytes, error: DeidError) -> str:
+    """Why ``original`` was refused, starting with its SOP class (no identifier)."""
+    why = str(error)
+    sop_class = _sop_class(original)
+    return why if sop_class in why else f"{sop_class}: {why}"
 
 
 def _sop_class(data: bytes) -> str:

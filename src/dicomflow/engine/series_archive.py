@@ -14,7 +14,9 @@ series then depend on its archive job and read the series from the archive
 staging prefix of the datastore, which :func:`collect_output` fetches into the
 node when a job finishes. On the embedded queue the archive job reads the node's
 folder; on Redis the node first copies the instances to a staging prefix of the
-datastore, so a worker on another machine needs only the datastore URL.
+datastore, so a worker on another machine needs only the datastore URL (with
+``archive_deid``, it copies their de-identified form only: see
+:mod:`dicomflow.engine.archive_deid`).
 
 A pipeline's :class:`~dicomflow.node.output.ArchiveOutput` becomes the same kind
 of job (:meth:`ArchiveScheduler.schedule` with ``remove_input``): its folder
@@ -54,7 +56,14 @@ from dicomflow.cod.transfer import (
 )
 from dicomflow.dicom.deid import Deidentifier, burned_in_reason
 from dicomflow.dicom.keys import is_valid_uid, shorten
-from dicomflow.engine.archive_deid import ArchiveDeid, Gathered, archive_deid, deidentified_groups
+from dicomflow.engine.archive_deid import (
+    ArchiveDeid,
+    Gathered,
+    archive_deid,
+    deidentified_groups,
+    stage_deidentified,
+    staged_groups,
+)
 from dicomflow.engine.resubmit import retryable
 from dicomflow.errors import ArchiveError, ArchiveRefusedError, CODError
 from dicomflow.queue.backend import PerThreadBackend
@@ -89,7 +98,8 @@ class ArchiveScheduler:
     can be scheduled again from it.
 
     With ``deid`` (``archive_deid``), the job de-identifies every instance before
-    archiving it (see :mod:`dicomflow.engine.archive_deid`).
+    archiving it; on Redis the node does, before staging, so that the datastore never
+    holds an original instance (see :mod:`dicomflow.engine.archive_deid`).
     """
 
     def __init__(
@@ -128,8 +138,7 @@ class ArchiveScheduler:
         the job may write only what it needs (see above)."""
         source: dict[str, Any]
         if self.stage_inputs:
-            source = {"input_url": f"{staging_url(self.datastore)}/input"}
-            upload_folder(instances_dir, source["input_url"])  # the folder stays: see above
+            source = self._stage(instances_dir)  # the folder stays: see above
         else:
             source = {"input_dir": str(instances_dir), "remove_input": remove_input}
         if protected:
@@ -155,6 +164,20 @@ class ArchiveScheduler:
             if "input_url" in source:
                 remove_folder(source["input_url"])
             raise
+
+    def _stage(self, instances_dir: Path) -> dict[str, Any]:
+        """Copy the instances to a fresh staging prefix for the job: with ``deid`` their
+        de-identified form only, the job told so (and given the refusals to report)."""
+        url = f"{staging_url(self.datastore)}/input"
+        if self.deid is None:
+            upload_folder(instances_dir, url)
+            return {"input_url": url}
+        try:
+            refused = stage_deidentified(instances_dir, url, self.deid.deidentifier())
+        except Exception:
+            remove_folder(url)
+            raise
+        return {"input_url": url, "input_deidentified": True, "refused": refused}
 
     def refusal(self, dataset: Dataset) -> str | None:
         """See :func:`archive_refusal`."""
@@ -228,6 +251,8 @@ def archive_series(
     protected: list[str] | None = None,
     catalog: str | None = None,
     deid: dict[str, Any] | None = None,
+    input_deidentified: bool = False,
+    refused: list[str] | None = None,
     **_: Any,
 ) -> dict[str, int]:
     """Queue job: append every instance of ``input_dir`` (a folder; emptied once archived
@@ -236,7 +261,9 @@ def archive_series(
     one beside a local datastore), then (``thumbnail``) renew the series' thumbnail when
     anything was added. Beneath ``protected`` it writes only a local datastore, the
     catalog it opened before and the folder it empties. With ``deid`` (an
-    :class:`ArchiveDeid`'s JSON form) every instance is de-identified first.
+    :class:`ArchiveDeid`'s JSON form) every instance is de-identified first, unless
+    ``input_deidentified`` says the node did so when staging them (then ``refused``
+    lists those it refused, which the job reports as its own).
 
     Raises:
         ArchiveError: if an instance could not be stored (the others are kept).
@@ -247,17 +274,19 @@ def archive_series(
     """
     location = catalog or default_catalog(absolute_datastore(datastore))
     opened = _catalog(location) if location else None
-    deidentifier = None if deid is None else ArchiveDeid.from_kwargs(deid).deidentifier()
+    staged = [str(why) for why in refused or []] if deid and input_deidentified else None
+    deidentifier = None
+    if deid is not None and staged is None:  # the key is read only where it is used
+        deidentifier = ArchiveDeid.from_kwargs(deid).deidentifier()
     if protected:  # the catalog and key are read already: their files stay writable
         _protect(datastore, [Path(path) for path in protected], input_dir if remove_input else None)
     source = input_url or input_dir or ""
-    gathered = _gather(list_files(source), deidentifier)
+    gathered = _gather(list_files(source), deidentifier, staged)
     totals = _archive(gathered, datastore, opened, thumbnail)
-    if gathered.refused:
+    if refusals := gathered.refusals():
         raise ArchiveRefusedError(
-            f"{len(gathered.refused)} instance(s) of {source} refused by de-identification"
-            f" and not archived (the others are; the inputs are kept): "
-            + "; ".join(gathered.refusals()[:5])
+            f"{len(refusals)} instance(s) of {source} refused by de-identification"
+            f" and not archived (the others are; the inputs are kept): " + "; ".join(refusals[:5])
         )
     if input_url:
         remove_folder(input_url)
@@ -267,8 +296,13 @@ def archive_series(
     return totals
 
 
-def _gather(uris: list[str], deidentifier: Deidentifier | None) -> Gathered:
-    """The instances of ``uris`` by (study, series): as they are, or de-identified."""
+def _gather(
+    uris: list[str], deidentifier: Deidentifier | None, staged: list[str] | None
+) -> Gathered:
+    """The instances of ``uris`` by (study, series): as they are, de-identified, or (with
+    ``staged``, the node's refusals) de-identified already by the node."""
+    if staged is not None:
+        return staged_groups(uris, staged)
     if deidentifier is not None:
         return deidentified_groups(uris, deidentifier)
     groups: dict[tuple[str, str], list[Instance]] = defaultdict(list)
